@@ -1,0 +1,8 @@
+//! Whisper itself: what the network computes, independent of the backend that computes it.
+//!
+//! Config and tensor names, weight loading (mmap), the audio input and log-mel frontend, the
+//! encoder, the decoder with its KV cache, the tokenizer, decoding rules and long-form
+//! segmentation. Arithmetic goes through `amanuensis_runtime` kernels; nothing here names a device.
+#![forbid(unsafe_code)]
+
+pub mod names;

@@ -1,0 +1,4 @@
+//! Backends and memory: CPU kernels, the NPU driver layer (amdxdna), dispatch accounting.
+//!
+//! Nothing here knows Whisper: it offers devices, buffers and kernels at the granularity of a
+//! whole layer (GEMM with fused epilogues, attention, norms).

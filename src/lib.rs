@@ -1,0 +1,1 @@
+//! Amanuensis: Whisper speech-to-text on the CPU and AMD Ryzen AI NPUs.

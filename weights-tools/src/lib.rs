@@ -1,0 +1,2 @@
+//! Converters from published Whisper checkpoints to the Amanuensis model file
+//! (`docs/model-format.md`).

@@ -5,4 +5,8 @@
 //! segmentation. Arithmetic goes through `amanuensis_runtime` kernels; nothing here names a device.
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod load_error;
+pub mod mel_filters;
 pub mod names;
+pub mod weights;

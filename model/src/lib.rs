@@ -7,6 +7,13 @@
 
 pub mod audio;
 pub mod config;
+pub mod decode;
+pub mod decoder;
+pub mod encoder;
+pub mod kv_cache;
+pub mod layers;
+pub mod segment;
+pub mod tokenizer;
 pub mod load_error;
 pub mod mel_filters;
 pub mod names;

@@ -3,4 +3,7 @@
 //! Nothing here knows Whisper: it offers devices, buffers and kernels at the granularity of a
 //! whole layer (GEMM with fused epilogues, attention, norms).
 
+pub mod backend;
+pub mod cpu;
+pub mod cpu_backend;
 pub mod mapped_file;

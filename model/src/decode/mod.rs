@@ -1,0 +1,19 @@
+//! Decoding rules applied to the logits of each step, and the greedy sampler.
+//!
+//! Every rule is a [`LogitFilter`] that edits the logits in place; the order of application is
+//! faster-whisper's (CTranslate2's): suppress tokens, suppress blank, timestamp rules.
+
+mod greedy;
+mod suppress;
+mod timestamp_rules;
+
+pub use greedy::{argmax, log_sum_exp, GreedyPick};
+pub use suppress::{SuppressBlank, SuppressTokens};
+pub use timestamp_rules::TimestampRules;
+
+/// A rule that disables tokens by setting their logits to `f32::NEG_INFINITY`.
+pub trait LogitFilter {
+    /// Edits `logits` for the next step, given the tokens sampled so far in this window
+    /// (the prompt excluded).
+    fn apply(&self, logits: &mut [f32], sampled: &[u32]);
+}

@@ -1,0 +1,239 @@
+//! The text decoder: token + learned position embeddings, pre-norm blocks with causal
+//! self-attention and cross-attention over the encoder output, final norm, logits through the
+//! tied token embedding. (openai/whisper `TextDecoder`.)
+
+use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
+
+use crate::config::Dims;
+use crate::kv_cache::KvCache;
+use crate::layers::{AttentionWeights, LayerNorm, Mlp};
+use crate::names::{self, AttnKind, Stack};
+use crate::weights::{LoadError, WeightsFile};
+
+/// One decoder block.
+pub struct DecoderBlock<B: Backend> {
+    attn_ln: LayerNorm,
+    attn: AttentionWeights<B>,
+    cross_attn_ln: LayerNorm,
+    cross_attn: AttentionWeights<B>,
+    mlp_ln: LayerNorm,
+    mlp: Mlp<B>,
+}
+
+/// The whole decoder, weights only (immutable, shareable).
+pub struct TextDecoder<B: Backend> {
+    dims: Dims,
+    token_embedding: B::Matrix,
+    positions: Vec<f32>,
+    blocks: Vec<DecoderBlock<B>>,
+    ln: LayerNorm,
+}
+
+/// Buffers for decoder passes of up to `n_text_ctx` tokens, allocated once per session.
+pub struct DecoderScratch {
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    a: Vec<f32>,
+    hidden: Vec<f32>,
+    attn_scratch: Vec<f32>,
+    /// The final-norm hidden states of the last pass, `[rows, d]`.
+    pub out: Vec<f32>,
+}
+
+impl<B: Backend> TextDecoder<B> {
+    /// Loads the decoder weights named in `docs/model-format.md`.
+    pub fn load(file: &WeightsFile, backend: &B, dims: &Dims) -> Result<Self, LoadError> {
+        let d = dims.n_text_state;
+        let blocks = (0..dims.n_text_layer)
+            .map(|l| {
+                Ok(DecoderBlock {
+                    attn_ln: LayerNorm::load(
+                        file,
+                        &names::attn_ln(Stack::Decoder, l, AttnKind::SelfAttn),
+                        d,
+                    )?,
+                    attn: AttentionWeights::load(
+                        file,
+                        backend,
+                        Stack::Decoder,
+                        l,
+                        AttnKind::SelfAttn,
+                        d,
+                    )?,
+                    cross_attn_ln: LayerNorm::load(
+                        file,
+                        &names::attn_ln(Stack::Decoder, l, AttnKind::Cross),
+                        d,
+                    )?,
+                    cross_attn: AttentionWeights::load(
+                        file,
+                        backend,
+                        Stack::Decoder,
+                        l,
+                        AttnKind::Cross,
+                        d,
+                    )?,
+                    mlp_ln: LayerNorm::load(file, &names::mlp_ln(Stack::Decoder, l), d)?,
+                    mlp: Mlp::load(file, backend, Stack::Decoder, l, d)?,
+                })
+            })
+            .collect::<Result<Vec<_>, LoadError>>()?;
+        let emb = file.tensor_f32(names::TOKEN_EMBEDDING, &[dims.n_vocab, d])?;
+        Ok(Self {
+            dims: dims.clone(),
+            token_embedding: backend.matrix(emb, dims.n_vocab, d),
+            positions: file.tensor_f32(names::DECODER_POSITIONS, &[dims.n_text_ctx, d])?,
+            blocks,
+            ln: LayerNorm::load(file, names::DECODER_LN, d)?,
+        })
+    }
+
+    fn self_shape(&self, q_len: usize, kv_len: usize, offset: usize) -> AttentionShape {
+        let heads = self.dims.n_text_head;
+        AttentionShape {
+            heads,
+            head_dim: self.dims.n_text_state / heads,
+            q_len,
+            kv_len,
+            causal_offset: Some(offset),
+        }
+    }
+
+    fn cross_shape(&self, q_len: usize) -> AttentionShape {
+        let heads = self.dims.n_text_head;
+        AttentionShape {
+            heads,
+            head_dim: self.dims.n_text_state / heads,
+            q_len,
+            kv_len: self.dims.n_audio_ctx,
+            causal_offset: None,
+        }
+    }
+
+    /// Allocates buffers for passes of up to `n_text_ctx` tokens.
+    pub fn scratch(&self, backend: &B) -> DecoderScratch {
+        let (rows, d) = (self.dims.n_text_ctx, self.dims.n_text_state);
+        let max_kv = self.dims.n_text_ctx.max(self.dims.n_audio_ctx);
+        let scratch_len = backend
+            .attention_scratch_len(&self.self_shape(rows, max_kv, 0))
+            .max(backend.attention_scratch_len(&self.cross_shape(rows)));
+        DecoderScratch {
+            x: vec![0.0; rows * d],
+            h: vec![0.0; rows * d],
+            q: vec![0.0; rows * d],
+            a: vec![0.0; rows * d],
+            hidden: vec![0.0; rows * 4 * d],
+            attn_scratch: vec![0.0; scratch_len],
+            out: vec![0.0; rows * d],
+        }
+    }
+
+    /// Projects the encoder output `[n_audio_ctx, d]` into every layer's cross-attention K/V.
+    pub fn compute_cross_kv(&self, backend: &B, encoder_out: &[f32], cache: &mut KvCache) {
+        let t = self.dims.n_audio_ctx;
+        for (block, kv) in self.blocks.iter().zip(cache.cross_attn.iter_mut()) {
+            block
+                .cross_attn
+                .key
+                .forward(backend, encoder_out, t, Epilogue::Store, &mut kv.k);
+            block
+                .cross_attn
+                .value
+                .forward(backend, encoder_out, t, Epilogue::Store, &mut kv.v);
+        }
+    }
+
+    /// Runs `tokens` at positions `cache.len ..`, appending their self-attention K/V to the
+    /// cache; leaves the final-norm hidden states in `s.out[..tokens.len() · d]`.
+    ///
+    /// The caller guarantees `cache.len + tokens.len() <= n_text_ctx` and ids `< n_vocab`.
+    pub fn forward(
+        &self,
+        backend: &B,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        s: &mut DecoderScratch,
+    ) {
+        let (n, d, offset) = (tokens.len(), self.dims.n_text_state, cache.len);
+        assert!(offset + n <= cache.capacity, "decoder context overflow");
+        let x = &mut s.x[..n * d];
+        backend.gather_rows(&self.token_embedding, tokens, x);
+        for (x, p) in x
+            .iter_mut()
+            .zip(&self.positions[offset * d..(offset + n) * d])
+        {
+            *x += p;
+        }
+        let self_shape = self.self_shape(n, offset + n, offset);
+        let cross_shape = self.cross_shape(n);
+        for (l, block) in self.blocks.iter().enumerate() {
+            // Causal self-attention; this pass's K/V go straight into the cache.
+            block.attn_ln.forward(backend, &s.x, n, &mut s.h);
+            block
+                .attn
+                .query
+                .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
+            let kv = &mut cache.self_attn[l];
+            block
+                .attn
+                .key
+                .forward(backend, &s.h, n, Epilogue::Store, &mut kv.k[offset * d..]);
+            block
+                .attn
+                .value
+                .forward(backend, &s.h, n, Epilogue::Store, &mut kv.v[offset * d..]);
+            let (k, v) = (&kv.k[..(offset + n) * d], &kv.v[..(offset + n) * d]);
+            backend.attention(
+                &self_shape,
+                &s.q[..n * d],
+                k,
+                v,
+                &mut s.attn_scratch,
+                &mut s.a[..n * d],
+            );
+            block
+                .attn
+                .out
+                .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
+            // Cross-attention over the window's encoder output.
+            block.cross_attn_ln.forward(backend, &s.x, n, &mut s.h);
+            block
+                .cross_attn
+                .query
+                .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
+            let ckv = &cache.cross_attn[l];
+            backend.attention(
+                &cross_shape,
+                &s.q[..n * d],
+                &ckv.k,
+                &ckv.v,
+                &mut s.attn_scratch,
+                &mut s.a[..n * d],
+            );
+            block
+                .cross_attn
+                .out
+                .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
+            block.mlp_ln.forward(backend, &s.x, n, &mut s.h);
+            block
+                .mlp
+                .forward_residual(backend, &s.h, n, &mut s.hidden, &mut s.x);
+        }
+        cache.len = offset + n;
+        self.ln.forward(backend, &s.x, n, &mut s.out);
+    }
+
+    /// Logits `[n_vocab]` of hidden row `row` of the last pass (tied output projection).
+    pub fn logits(&self, backend: &B, s: &DecoderScratch, row: usize, out: &mut [f32]) {
+        let d = self.dims.n_text_state;
+        backend.linear(
+            &s.out[row * d..(row + 1) * d],
+            1,
+            &self.token_embedding,
+            None,
+            Epilogue::Store,
+            out,
+        );
+    }
+}

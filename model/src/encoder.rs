@@ -1,0 +1,192 @@
+//! The audio encoder: conv stem, sinusoidal positions, pre-norm transformer blocks, final norm.
+//! (openai/whisper `AudioEncoder`.)
+
+use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
+
+use crate::config::Dims;
+use crate::layers::{AttentionWeights, LayerNorm, Linear, Mlp};
+use crate::names::{self, AttnKind, Stack};
+use crate::weights::{LoadError, WeightsFile};
+
+/// One encoder block: `x += Attn(LN(x)); x += MLP(LN(x))`.
+pub struct EncoderBlock<B: Backend> {
+    attn_ln: LayerNorm,
+    attn: AttentionWeights<B>,
+    mlp_ln: LayerNorm,
+    mlp: Mlp<B>,
+}
+
+/// The whole encoder, weights only (immutable, shareable).
+pub struct AudioEncoder<B: Backend> {
+    dims: Dims,
+    conv1: Linear<B>,
+    conv2: Linear<B>,
+    positions: Vec<f32>,
+    blocks: Vec<EncoderBlock<B>>,
+    ln_post: LayerNorm,
+}
+
+/// Buffers for one encoder pass, allocated once per session.
+pub struct EncoderScratch {
+    mel_t: Vec<f32>,
+    conv1_out: Vec<f32>,
+    conv_scratch: Vec<f32>,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    a: Vec<f32>,
+    hidden: Vec<f32>,
+    attn_scratch: Vec<f32>,
+}
+
+impl<B: Backend> AudioEncoder<B> {
+    /// Loads the encoder weights named in `docs/model-format.md`.
+    pub fn load(file: &WeightsFile, backend: &B, dims: &Dims) -> Result<Self, LoadError> {
+        let d = dims.n_audio_state;
+        let conv = |name: &str, c_in: usize| -> Result<Linear<B>, LoadError> {
+            let w = file.tensor_f32(&names::weight(name), &[d, c_in, 3])?;
+            let b = file.tensor_f32(&names::bias(name), &[d])?;
+            Ok(Linear {
+                w: backend.matrix(w, d, c_in * 3),
+                b: Some(b),
+                n_out: d,
+                n_in: c_in * 3,
+            })
+        };
+        let blocks = (0..dims.n_audio_layer)
+            .map(|l| {
+                Ok(EncoderBlock {
+                    attn_ln: LayerNorm::load(
+                        file,
+                        &names::attn_ln(Stack::Encoder, l, AttnKind::SelfAttn),
+                        d,
+                    )?,
+                    attn: AttentionWeights::load(
+                        file,
+                        backend,
+                        Stack::Encoder,
+                        l,
+                        AttnKind::SelfAttn,
+                        d,
+                    )?,
+                    mlp_ln: LayerNorm::load(file, &names::mlp_ln(Stack::Encoder, l), d)?,
+                    mlp: Mlp::load(file, backend, Stack::Encoder, l, d)?,
+                })
+            })
+            .collect::<Result<Vec<_>, LoadError>>()?;
+        Ok(Self {
+            dims: dims.clone(),
+            conv1: conv(names::CONV1, dims.n_mels)?,
+            conv2: conv(names::CONV2, d)?,
+            positions: file.tensor_f32(names::ENCODER_POSITIONS, &[dims.n_audio_ctx, d])?,
+            blocks,
+            ln_post: LayerNorm::load(file, names::ENCODER_LN_POST, d)?,
+        })
+    }
+
+    /// Mel frames one window feeds the encoder (3000 for Whisper).
+    pub fn n_frames(&self) -> usize {
+        2 * self.dims.n_audio_ctx
+    }
+
+    /// Allocates the buffers of one encoder pass.
+    pub fn scratch(&self, backend: &B) -> EncoderScratch {
+        let (t, d, f) = (
+            self.dims.n_audio_ctx,
+            self.dims.n_audio_state,
+            self.n_frames(),
+        );
+        let shape = self.attention_shape();
+        EncoderScratch {
+            mel_t: vec![0.0; f * self.dims.n_mels],
+            conv1_out: vec![0.0; f * d],
+            conv_scratch: Vec::new(),
+            x: vec![0.0; t * d],
+            h: vec![0.0; t * d],
+            q: vec![0.0; t * d],
+            k: vec![0.0; t * d],
+            v: vec![0.0; t * d],
+            a: vec![0.0; t * d],
+            hidden: vec![0.0; t * 4 * d],
+            attn_scratch: vec![0.0; backend.attention_scratch_len(&shape)],
+        }
+    }
+
+    fn attention_shape(&self) -> AttentionShape {
+        let heads = self.dims.n_audio_head;
+        AttentionShape {
+            heads,
+            head_dim: self.dims.n_audio_state / heads,
+            q_len: self.dims.n_audio_ctx,
+            kv_len: self.dims.n_audio_ctx,
+            causal_offset: None,
+        }
+    }
+
+    /// Encodes one window: `mel [n_mels, 3000]` (channel-major, as the frontend gives it) →
+    /// `out [n_audio_ctx, n_audio_state]`.
+    pub fn forward(&self, backend: &B, mel: &[f32], s: &mut EncoderScratch, out: &mut [f32]) {
+        let (n_mels, f) = (self.dims.n_mels, self.n_frames());
+        let (t, d) = (self.dims.n_audio_ctx, self.dims.n_audio_state);
+        assert_eq!(mel.len(), n_mels * f, "encoder input must be [n_mels, {f}]");
+        // Channel-major mel -> time-major rows for the conv stem.
+        for (m, row) in mel.chunks_exact(f).enumerate() {
+            for (i, &v) in row.iter().enumerate() {
+                s.mel_t[i * n_mels + m] = v;
+            }
+        }
+        let conv1_b = self.conv1.b.as_deref().unwrap_or(&[]);
+        backend.conv1d_k3(
+            &s.mel_t,
+            f,
+            &self.conv1.w,
+            conv1_b,
+            1,
+            Epilogue::Gelu,
+            &mut s.conv_scratch,
+            &mut s.conv1_out,
+        );
+        let conv2_b = self.conv2.b.as_deref().unwrap_or(&[]);
+        backend.conv1d_k3(
+            &s.conv1_out,
+            f,
+            &self.conv2.w,
+            conv2_b,
+            2,
+            Epilogue::Gelu,
+            &mut s.conv_scratch,
+            &mut s.x,
+        );
+        for (x, p) in s.x.iter_mut().zip(&self.positions) {
+            *x += p;
+        }
+        let shape = self.attention_shape();
+        for block in &self.blocks {
+            block.attn_ln.forward(backend, &s.x, t, &mut s.h);
+            block
+                .attn
+                .query
+                .forward(backend, &s.h, t, Epilogue::Store, &mut s.q);
+            block
+                .attn
+                .key
+                .forward(backend, &s.h, t, Epilogue::Store, &mut s.k);
+            block
+                .attn
+                .value
+                .forward(backend, &s.h, t, Epilogue::Store, &mut s.v);
+            backend.attention(&shape, &s.q, &s.k, &s.v, &mut s.attn_scratch, &mut s.a);
+            block
+                .attn
+                .out
+                .forward(backend, &s.a, t, Epilogue::AddInto, &mut s.x);
+            block.mlp_ln.forward(backend, &s.x, t, &mut s.h);
+            block
+                .mlp
+                .forward_residual(backend, &s.h, t, &mut s.hidden, &mut s.x);
+        }
+        self.ln_post.forward(backend, &s.x, t, &mut out[..t * d]);
+    }
+}

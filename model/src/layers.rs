@@ -1,0 +1,179 @@
+//! The two parameterised building blocks of Whisper: linear layers and layer norms, loaded by
+//! name from the model file and prepared for a backend.
+
+use amanuensis_runtime::backend::{Backend, Epilogue};
+
+use crate::names;
+use crate::weights::{LoadError, WeightsFile};
+
+/// Whisper's LayerNorm epsilon.
+pub const LN_EPS: f32 = 1e-5;
+
+/// `y = x · Wᵀ + b` with `W [n_out, n_in]` prepared for backend `B`.
+pub struct Linear<B: Backend> {
+    pub w: B::Matrix,
+    pub b: Option<Vec<f32>>,
+    pub n_out: usize,
+    pub n_in: usize,
+}
+
+impl<B: Backend> Linear<B> {
+    /// Loads `{module}.weight` `[n_out, n_in]` and, if `has_bias`, `{module}.bias` `[n_out]`.
+    pub fn load(
+        file: &WeightsFile,
+        backend: &B,
+        module: &str,
+        n_out: usize,
+        n_in: usize,
+        has_bias: bool,
+    ) -> Result<Self, LoadError> {
+        let w = file.tensor_f32(&names::weight(module), &[n_out, n_in])?;
+        let b = if has_bias {
+            Some(file.tensor_f32(&names::bias(module), &[n_out])?)
+        } else {
+            None
+        };
+        Ok(Self {
+            w: backend.matrix(w, n_out, n_in),
+            b,
+            n_out,
+            n_in,
+        })
+    }
+
+    /// `out[rows, n_out] = epilogue(x[rows, n_in] · Wᵀ + b)`.
+    pub fn forward(
+        &self,
+        backend: &B,
+        x: &[f32],
+        rows: usize,
+        epilogue: Epilogue,
+        out: &mut [f32],
+    ) {
+        backend.linear(
+            &x[..rows * self.n_in],
+            rows,
+            &self.w,
+            self.b.as_deref(),
+            epilogue,
+            &mut out[..rows * self.n_out],
+        );
+    }
+}
+
+/// Pre-norm LayerNorm parameters (`{module}.weight`, `{module}.bias`).
+pub struct LayerNorm {
+    pub gamma: Vec<f32>,
+    pub beta: Vec<f32>,
+}
+
+impl LayerNorm {
+    /// Loads the pair for a `dim`-wide norm.
+    pub fn load(file: &WeightsFile, module: &str, dim: usize) -> Result<Self, LoadError> {
+        Ok(Self {
+            gamma: file.tensor_f32(&names::weight(module), &[dim])?,
+            beta: file.tensor_f32(&names::bias(module), &[dim])?,
+        })
+    }
+
+    /// Normalises `rows` rows of `x` into `out`.
+    pub fn forward<B: Backend>(&self, backend: &B, x: &[f32], rows: usize, out: &mut [f32]) {
+        let d = self.gamma.len();
+        backend.layer_norm(
+            &x[..rows * d],
+            rows,
+            &self.gamma,
+            &self.beta,
+            LN_EPS,
+            &mut out[..rows * d],
+        );
+    }
+}
+
+/// The four projections of one attention module.
+pub struct AttentionWeights<B: Backend> {
+    pub query: Linear<B>,
+    pub key: Linear<B>,
+    pub value: Linear<B>,
+    pub out: Linear<B>,
+}
+
+impl<B: Backend> AttentionWeights<B> {
+    /// Loads `{prefix}.{query,key,value,out}` for a `d`-wide model (key without bias).
+    pub fn load(
+        file: &WeightsFile,
+        backend: &B,
+        stack: names::Stack,
+        layer: usize,
+        kind: names::AttnKind,
+        d: usize,
+    ) -> Result<Self, LoadError> {
+        let lin = |p: names::Proj| {
+            Linear::load(
+                file,
+                backend,
+                &names::attn_proj(stack, layer, kind, p),
+                d,
+                d,
+                p.has_bias(),
+            )
+        };
+        Ok(Self {
+            query: lin(names::Proj::Query)?,
+            key: lin(names::Proj::Key)?,
+            value: lin(names::Proj::Value)?,
+            out: lin(names::Proj::Out)?,
+        })
+    }
+}
+
+/// The feed-forward block: `mlp.0` (d → 4d, GELU) then `mlp.2` (4d → d).
+pub struct Mlp<B: Backend> {
+    pub fc1: Linear<B>,
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// Loads the two layers of block `layer`.
+    pub fn load(
+        file: &WeightsFile,
+        backend: &B,
+        stack: names::Stack,
+        layer: usize,
+        d: usize,
+    ) -> Result<Self, LoadError> {
+        let n_mlp = 4 * d;
+        Ok(Self {
+            fc1: Linear::load(
+                file,
+                backend,
+                &names::mlp(stack, layer, false),
+                n_mlp,
+                d,
+                true,
+            )?,
+            fc2: Linear::load(
+                file,
+                backend,
+                &names::mlp(stack, layer, true),
+                d,
+                n_mlp,
+                true,
+            )?,
+        })
+    }
+
+    /// `x += fc2(gelu(fc1(h)))` for `rows` rows; `hidden` holds `rows · 4d` values.
+    pub fn forward_residual(
+        &self,
+        backend: &B,
+        h: &[f32],
+        rows: usize,
+        hidden: &mut [f32],
+        x: &mut [f32],
+    ) {
+        self.fc1.forward(backend, h, rows, Epilogue::Gelu, hidden);
+        self.fc2
+            .forward(backend, hidden, rows, Epilogue::AddInto, x);
+    }
+}

@@ -1,0 +1,129 @@
+//! The CPU backend in f32: the accuracy reference every faster path is held to.
+
+use crate::backend::{AttentionShape, Backend, Epilogue};
+use crate::cpu::{self, CpuPool};
+
+/// A dense row-major f32 matrix `[rows, cols]`.
+pub struct DenseMatrix {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl DenseMatrix {
+    /// Rows (output channels).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Columns (input channels).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// The row-major data.
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+}
+
+/// f32 kernels on a thread pool created once.
+pub struct CpuBackend {
+    pool: CpuPool,
+}
+
+impl CpuBackend {
+    /// A backend using `threads` threads (the caller counts as one).
+    pub fn new(threads: usize) -> Self {
+        Self {
+            pool: CpuPool::new(threads.max(1)),
+        }
+    }
+
+    /// The thread pool.
+    pub fn pool(&self) -> &CpuPool {
+        &self.pool
+    }
+}
+
+impl Backend for CpuBackend {
+    type Matrix = DenseMatrix;
+
+    fn name(&self) -> &'static str {
+        "cpu-f32"
+    }
+
+    fn matrix(&self, data: Vec<f32>, rows: usize, cols: usize) -> DenseMatrix {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matrix data does not match its shape"
+        );
+        DenseMatrix { data, rows, cols }
+    }
+
+    fn linear(
+        &self,
+        x: &[f32],
+        rows: usize,
+        w: &DenseMatrix,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        out: &mut [f32],
+    ) {
+        cpu::gemm_bt(
+            &self.pool, x, rows, w.cols, &w.data, w.rows, bias, epilogue, out,
+        );
+    }
+
+    fn conv1d_k3(
+        &self,
+        x: &[f32],
+        t_in: usize,
+        w: &DenseMatrix,
+        bias: &[f32],
+        stride: usize,
+        epilogue: Epilogue,
+        scratch: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let c_in = w.cols / 3;
+        cpu::conv1d_k3(
+            &self.pool, x, t_in, c_in, &w.data, bias, w.rows, stride, epilogue, scratch, out,
+        );
+    }
+
+    fn layer_norm(
+        &self,
+        x: &[f32],
+        rows: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        out: &mut [f32],
+    ) {
+        cpu::layer_norm(x, rows, gamma.len(), gamma, beta, eps, out);
+    }
+
+    fn attention(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        cpu::attention(&self.pool, shape, q, k, v, scratch, out);
+    }
+
+    fn attention_scratch_len(&self, shape: &AttentionShape) -> usize {
+        cpu::attention_scratch_len(&self.pool, shape)
+    }
+
+    fn gather_rows(&self, table: &DenseMatrix, ids: &[u32], out: &mut [f32]) {
+        let d = table.cols;
+        for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+            let id = id as usize;
+            row.copy_from_slice(&table.data[id * d..(id + 1) * d]);
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Multi-head scaled dot-product attention over a whole layer (all heads at once).
+
+use super::pool::{CpuPool, DisjointSlice};
+use super::softmax::softmax_in_place;
+
+/// Shape of one attention call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Number of heads.
+    pub heads: usize,
+    /// Width of one head; rows of q, k, v and out are `heads · head_dim` wide.
+    pub head_dim: usize,
+    /// Number of query rows.
+    pub q_len: usize,
+    /// Number of key/value rows.
+    pub kv_len: usize,
+    /// `None`: every query sees every key. `Some(off)`: query `i` (absolute position `off + i`)
+    /// sees keys `0..=off + i` only (requires `off + q_len <= kv_len`).
+    pub causal_offset: Option<usize>,
+}
+
+impl AttentionShape {
+    fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Number of keys query `i` attends to.
+    fn visible(&self, i: usize) -> usize {
+        match self.causal_offset {
+            Some(off) => off + i + 1,
+            None => self.kv_len,
+        }
+    }
+}
+
+/// Query rows per task (within one head).
+const TASK_QUERIES: usize = 16;
+
+/// Scratch length [`attention`] needs: one score row of `kv_len` per pool thread.
+pub fn attention_scratch_len(pool: &CpuPool, shape: &AttentionShape) -> usize {
+    pool.threads() * shape.kv_len
+}
+
+/// `out = softmax(q·kᵀ · head_dim^-0.5 [+ causal mask]) · v`, per head.
+///
+/// `q`: `[q_len, heads·head_dim]`; `k`, `v`: `[kv_len, heads·head_dim]`; `out`:
+/// `[q_len, heads·head_dim]`; head `h` occupies columns `h·head_dim..(h+1)·head_dim` of every
+/// row. `scratch` must be at least [`attention_scratch_len`] long; nothing is allocated.
+/// Parallel over (head, block of queries).
+///
+/// # Panics
+/// If a slice length does not match the shape, `kv_len == 0` (with `q_len > 0`), or
+/// `causal_offset + q_len > kv_len`.
+pub fn attention(
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let width = shape.width();
+    let AttentionShape {
+        heads,
+        head_dim,
+        q_len,
+        kv_len,
+        causal_offset,
+    } = *shape;
+    assert_eq!(
+        q.len(),
+        q_len * width,
+        "attention: q is not q_len·heads·head_dim"
+    );
+    assert_eq!(
+        k.len(),
+        kv_len * width,
+        "attention: k is not kv_len·heads·head_dim"
+    );
+    assert_eq!(
+        v.len(),
+        kv_len * width,
+        "attention: v is not kv_len·heads·head_dim"
+    );
+    assert_eq!(
+        out.len(),
+        q_len * width,
+        "attention: out is not q_len·heads·head_dim"
+    );
+    assert!(
+        scratch.len() >= attention_scratch_len(pool, shape),
+        "attention: scratch shorter than attention_scratch_len"
+    );
+    if q_len == 0 || width == 0 {
+        return;
+    }
+    assert!(kv_len > 0, "attention: no keys");
+    if let Some(off) = causal_offset {
+        assert!(
+            off + q_len <= kv_len,
+            "attention: causal_offset + q_len > kv_len"
+        );
+    }
+    let scale = (head_dim as f32).powf(-0.5);
+    let q_blocks = q_len.div_ceil(TASK_QUERIES);
+    let out = DisjointSlice::new(out);
+    let scratch = DisjointSlice::new(scratch);
+    pool.run_on_threads(heads * q_blocks, |thread, task| {
+        let (h, qb) = (task / q_blocks, task % q_blocks);
+        let cols = h * head_dim..(h + 1) * head_dim;
+        // SAFETY: each thread uses only its own kv_len slot, and a thread runs one task at a
+        // time.
+        let scores = unsafe { scratch.range(thread * kv_len..(thread + 1) * kv_len) };
+        for i in qb * TASK_QUERIES..((qb + 1) * TASK_QUERIES).min(q_len) {
+            let seen = shape.visible(i);
+            let scores = &mut scores[..seen];
+            let q_row = &q[i * width + cols.start..i * width + cols.end];
+            for (j, s) in scores.iter_mut().enumerate() {
+                let k_row = &k[j * width + cols.start..j * width + cols.end];
+                *s = dot(q_row, k_row) * scale;
+            }
+            softmax_in_place(scores);
+            // SAFETY: tasks own disjoint (query row, head) column ranges of `out`.
+            let o = unsafe { out.range(i * width + cols.start..i * width + cols.end) };
+            o.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let v_row = &v[j * width + cols.start..j * width + cols.end];
+                for (ov, &vv) in o.iter_mut().zip(v_row) {
+                    *ov += p * vv;
+                }
+            }
+        }
+    });
+}
+
+/// Dot product with 8 interleaved accumulators.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let ca = a.chunks_exact(8);
+    let cb = b.chunks_exact(8);
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::testing::Rng;
+
+    fn attention_f64(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f64> {
+        let width = shape.width();
+        let d = shape.head_dim;
+        let mut out = vec![0.0; shape.q_len * width];
+        for h in 0..shape.heads {
+            for i in 0..shape.q_len {
+                let seen = shape.visible(i);
+                let s: Vec<f64> = (0..seen)
+                    .map(|j| {
+                        (0..d)
+                            .map(|c| {
+                                q[i * width + h * d + c] as f64 * k[j * width + h * d + c] as f64
+                            })
+                            .sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
+                    .collect();
+                let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for c in 0..d {
+                    out[i * width + h * d + c] = (0..seen)
+                        .map(|j| e[j] / z * v[j * width + h * d + c] as f64)
+                        .sum();
+                }
+            }
+        }
+        out
+    }
+
+    fn check(pool: &CpuPool, rng: &mut Rng, shape: AttentionShape) {
+        let width = shape.width();
+        let q = rng.vec(shape.q_len * width, 1.5);
+        let k = rng.vec(shape.kv_len * width, 1.5);
+        let v = rng.vec(shape.kv_len * width, 1.0);
+        let mut scratch = vec![f32::NAN; attention_scratch_len(pool, &shape)];
+        let mut out = vec![f32::NAN; shape.q_len * width];
+        attention(pool, &shape, &q, &k, &v, &mut scratch, &mut out);
+        let want = attention_f64(&shape, &q, &k, &v);
+        // Outputs are convex combinations of |v| ≤ 1. Score errors (~ε·√d·|q||k|, scores are
+        // O(5)) perturb the weights relatively by ~1e-6; the f32 weighted sum over kv_len rows
+        // adds ~ε·√kv_len. 2e-5·(1 + √kv_len/10) absolute covers both with margin.
+        let tol = 2e-5 * (1.0 + (shape.kv_len as f64).sqrt() / 10.0);
+        for (idx, (&g, &w)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (g as f64 - w).abs() <= tol,
+                "{shape:?} element {idx}: {g} vs {w}"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_matches_f64() {
+        let mut rng = Rng::new(7);
+        for threads in 1..=3 {
+            let pool = CpuPool::new(threads);
+            for (heads, head_dim, q_len, kv_len, causal_offset) in [
+                (1, 1, 1, 1, None),
+                (2, 8, 3, 5, None),
+                (3, 7, 17, 33, None),
+                (6, 64, 1, 1500, None),   // decoder cross-attention, one token
+                (6, 64, 4, 1500, None),   // beam of 4 rows
+                (2, 64, 40, 40, Some(0)), // decoder prompt, causal
+                (6, 64, 1, 12, Some(11)), // one new token against the cache
+                (3, 16, 5, 20, Some(15)), // several new tokens against the cache
+                (2, 64, 70, 1500, None),  // encoder-like (truncated q)
+            ] {
+                let shape = AttentionShape {
+                    heads,
+                    head_dim,
+                    q_len,
+                    kv_len,
+                    causal_offset,
+                };
+                check(&pool, &mut rng, shape);
+            }
+        }
+    }
+
+    #[test]
+    fn causal_mask_hides_future_keys() {
+        // With v = one-hot rows, an output component j > off + i must be exactly zero.
+        let pool = CpuPool::new(2);
+        let shape = AttentionShape {
+            heads: 1,
+            head_dim: 4,
+            q_len: 3,
+            kv_len: 4,
+            causal_offset: Some(1),
+        };
+        let q = vec![1.0; 12];
+        let k = vec![0.5; 16];
+        let mut v = vec![0.0; 16];
+        for j in 0..4 {
+            v[j * 4 + j] = 1.0;
+        }
+        let mut scratch = vec![0.0; attention_scratch_len(&pool, &shape)];
+        let mut out = vec![0.0; 12];
+        attention(&pool, &shape, &q, &k, &v, &mut scratch, &mut out);
+        for i in 0..3 {
+            for j in 0..4 {
+                let expected = if j <= 1 + i {
+                    1.0 / (2 + i) as f32
+                } else {
+                    0.0
+                };
+                assert!((out[i * 4 + j] - expected).abs() < 1e-6, "[{i},{j}]");
+            }
+        }
+    }
+}

@@ -1,1 +1,75 @@
-fn main() {}
+//! `weights-tools`: convert Whisper checkpoints to Amanuensis model files, and inspect files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use weights_tools::{convert, inspect, SourceKind};
+
+#[derive(Parser)]
+#[command(name = "weights-tools", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SourceArg {
+    /// CTranslate2 directory: model.bin, config.json, tokenizer.json, vocabulary.txt.
+    Ct2,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a checkpoint directory to an Amanuensis .safetensors model file.
+    Convert {
+        /// Kind of checkpoint.
+        #[arg(long, value_enum)]
+        from: SourceArg,
+        /// The checkpoint directory.
+        input: PathBuf,
+        /// The model file to write (atomically).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Describe a model file (.safetensors) or a CTranslate2 model.bin.
+    Inspect {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert {
+            from,
+            input,
+            output,
+        } => {
+            let kind = match from {
+                SourceArg::Ct2 => SourceKind::Ct2,
+            };
+            convert(&input, kind, &output).map(|r| {
+                eprintln!(
+                    "wrote {} ({} tensors, {} bytes, n_vocab {}, {} + {} layers, d {})",
+                    r.output.display(),
+                    r.n_tensors,
+                    r.bytes,
+                    r.dims.n_vocab,
+                    r.dims.n_audio_layer,
+                    r.dims.n_text_layer,
+                    r.dims.n_audio_state
+                )
+            })
+        }
+        Command::Inspect { file } => inspect::inspect(&file).map(|text| print!("{text}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weights-tools: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

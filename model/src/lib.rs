@@ -15,6 +15,7 @@ pub mod layers;
 pub mod segment;
 pub mod tokenizer;
 pub mod load_error;
+pub mod mel;
 pub mod mel_filters;
 pub mod names;
 pub mod weights;

@@ -383,3 +383,367 @@ impl WeightsFile {
         Ok(entry)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use safetensors::tensor::TensorView;
+
+    use super::*;
+    use crate::config::{SpecialTokens, N_TIMESTAMPS};
+
+    /// A small but complete model: 1 + 1 layers, d 4, 2 heads, 1521 tokens.
+    fn small_config() -> ModelConfig {
+        let no_timestamps = 19;
+        ModelConfig {
+            dims: Dims {
+                n_mels: 2,
+                n_audio_ctx: 3,
+                n_audio_state: 4,
+                n_audio_head: 2,
+                n_audio_layer: 1,
+                n_vocab: (no_timestamps + 1 + N_TIMESTAMPS) as usize,
+                n_text_ctx: 3,
+                n_text_state: 4,
+                n_text_head: 2,
+                n_text_layer: 1,
+            },
+            special: SpecialTokens {
+                eot: 10,
+                sot: 11,
+                translate: 14,
+                transcribe: 15,
+                startoflm: 16,
+                startofprev: 17,
+                no_speech: 18,
+                no_timestamps,
+                timestamp_begin: no_timestamps + 1,
+            },
+            languages: vec![("en".into(), 12), ("de".into(), 13)],
+            multilingual: false,
+            suppress_ids: vec![1, 2, 14],
+            suppress_ids_begin: vec![5, 10],
+            alignment_heads: vec![(0, 1)],
+        }
+    }
+
+    /// Deterministic value `i` of tensor number `t` (exact in f16).
+    fn value(t: usize, i: usize) -> f32 {
+        ((t * 7 + i) % 64) as f32 / 16.0 - 2.0
+    }
+
+    struct Tensor {
+        name: String,
+        dtype: Dtype,
+        shape: Vec<usize>,
+        data: Vec<u8>,
+    }
+
+    fn small_tensors(config: &ModelConfig) -> Vec<Tensor> {
+        expected_tensors(&config.dims)
+            .into_iter()
+            .enumerate()
+            .map(|(t, spec)| {
+                let n: usize = spec.shape.iter().product();
+                let data = if spec.dtype == Dtype::F32 {
+                    (0..n).flat_map(|i| value(t, i).to_le_bytes()).collect()
+                } else {
+                    (0..n)
+                        .flat_map(|i| f16::from_f32(value(t, i)).to_le_bytes())
+                        .collect()
+                };
+                Tensor {
+                    name: spec.name,
+                    dtype: spec.dtype,
+                    shape: spec.shape,
+                    data,
+                }
+            })
+            .collect()
+    }
+
+    fn small_metadata(config: &ModelConfig) -> HashMap<String, String> {
+        let mut meta = config.to_metadata();
+        meta.insert(keys::FORMAT.into(), FORMAT.into());
+        meta.insert(keys::FORMAT_VERSION.into(), FORMAT_VERSION.into());
+        meta.insert(keys::SOURCE.into(), "test".into());
+        meta.insert(keys::TOKENIZER_JSON.into(), "{\"version\":\"1.0\"}".into());
+        meta
+    }
+
+    fn serialize(tensors: &[Tensor], meta: HashMap<String, String>) -> Vec<u8> {
+        let views = tensors.iter().map(|t| {
+            (
+                t.name.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap(),
+            )
+        });
+        safetensors::serialize(views, Some(meta)).unwrap()
+    }
+
+    fn small_file() -> Vec<u8> {
+        let c = small_config();
+        serialize(&small_tensors(&c), small_metadata(&c))
+    }
+
+    /// Writes `bytes` to a fresh temporary file and opens it.
+    fn open_bytes(bytes: &[u8]) -> Result<WeightsFile, LoadError> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("amanuensis-weights-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{}.safetensors", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&path, bytes).unwrap();
+        let result = WeightsFile::open(&path);
+        // The map stays valid after unlinking (the inode lives while mapped).
+        std::fs::remove_file(&path).unwrap();
+        result
+    }
+
+    #[test]
+    fn a_complete_file_opens_and_reads_back() {
+        let config = small_config();
+        let w = open_bytes(&small_file()).unwrap();
+        assert_eq!(w.config(), &config);
+        assert_eq!(w.tokenizer_json(), "{\"version\":\"1.0\"}");
+        assert_eq!(w.source(), "test");
+        let specs = expected_tensors(&config.dims);
+        assert_eq!(w.tensor_names().count(), specs.len());
+        // 1 mel + 5 encoder stem + 15 per encoder block + 2 + 2 decoder stem
+        // + 24 per decoder block + 2.
+        assert_eq!(specs.len(), 1 + 5 + 15 + 2 + 2 + 24 + 2);
+        for (t, spec) in specs.iter().enumerate() {
+            assert_eq!(
+                w.tensor_info(&spec.name),
+                Some((spec.dtype, spec.shape.clone()))
+            );
+            let got = w.tensor_f32(&spec.name, &spec.shape).unwrap();
+            let want: Vec<f32> = (0..got.len()).map(|i| value(t, i)).collect();
+            assert_eq!(got, want, "{}", spec.name);
+            if spec.dtype == Dtype::F16 {
+                let view = w.tensor_f16(&spec.name, &spec.shape).unwrap();
+                assert!(view.iter().zip(&want).all(|(h, &f)| h.to_f32() == f));
+            }
+        }
+        let key = names::weight(&names::attn_proj(
+            Stack::Decoder,
+            0,
+            AttnKind::Cross,
+            Proj::Key,
+        ));
+        assert!(w.tensor_info(&key).is_some());
+        assert!(w
+            .tensor_info(&names::bias(&names::attn_proj(
+                Stack::Decoder,
+                0,
+                AttnKind::Cross,
+                Proj::Key
+            )))
+            .is_none());
+    }
+
+    #[test]
+    fn wrong_requests_name_the_tensor() {
+        let w = open_bytes(&small_file()).unwrap();
+        let name = names::TOKEN_EMBEDDING;
+        match w.tensor_f32(name, &[1521, 5]) {
+            Err(LoadError::Shape {
+                name: n,
+                expected,
+                got,
+                ..
+            }) => assert_eq!(
+                (n.as_str(), expected, got),
+                (name, vec![1521, 5], vec![1521, 4])
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            w.tensor_f32("decoder.nope", &[1]),
+            Err(LoadError::MissingTensor { name, .. }) if name == "decoder.nope"
+        ));
+        assert!(matches!(
+            w.tensor_f16(names::MEL_FILTERS, &[2, 201]),
+            Err(LoadError::Dtype {
+                expected: Dtype::F16,
+                got: Dtype::F32,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn every_truncation_is_a_truncated_error() {
+        let bytes = small_file();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let mut cuts: Vec<usize> = (0..bytes.len()).step_by(211).collect();
+        cuts.extend([1, 7, 8, 9, 8 + n - 1, 8 + n, 8 + n + 1, bytes.len() - 1]);
+        for cut in cuts {
+            match open_bytes(&bytes[..cut]) {
+                Err(LoadError::Truncated { needed, len, .. }) => {
+                    assert_eq!(len, cut as u64);
+                    assert!(needed > len);
+                }
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn framing_errors_are_not_safetensors() {
+        let good = small_file();
+        // Hostile header lengths: huge, and just over the limit.
+        for n in [u64::MAX, MAX_HEADER_LEN + 1] {
+            let mut b = good.clone();
+            b[..8].copy_from_slice(&n.to_le_bytes());
+            assert!(matches!(
+                open_bytes(&b),
+                Err(LoadError::NotSafetensors { offset: 0, .. })
+            ));
+        }
+        // Header JSON broken.
+        let mut b = good.clone();
+        b[8] = b'[';
+        assert!(matches!(
+            open_bytes(&b),
+            Err(LoadError::NotSafetensors { offset: 8, .. })
+        ));
+        // Header not UTF-8.
+        let mut b = good.clone();
+        b[12] = 0xff;
+        assert!(matches!(
+            open_bytes(&b),
+            Err(LoadError::NotSafetensors { offset: 12, .. })
+        ));
+        // Trailing bytes.
+        let mut b = good.clone();
+        b.extend_from_slice(&[0, 0]);
+        assert!(matches!(
+            open_bytes(&b),
+            Err(LoadError::NotSafetensors { offset, .. }) if offset == good.len() as u64
+        ));
+        // Empty file.
+        assert!(matches!(
+            open_bytes(&[]),
+            Err(LoadError::Truncated {
+                needed: 8,
+                len: 0,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn metadata_errors_name_the_key() {
+        let c = small_config();
+        let tensors = small_tensors(&c);
+        let with = |edit: &dyn Fn(&mut HashMap<String, String>)| {
+            let mut meta = small_metadata(&c);
+            edit(&mut meta);
+            open_bytes(&serialize(&tensors, meta))
+        };
+        assert!(matches!(
+            with(&|m| {
+                m.insert(keys::FORMAT_VERSION.into(), "2".into());
+            }),
+            Err(LoadError::UnsupportedFormatVersion { found, .. }) if found == "2"
+        ));
+        let key_of = |r: Result<WeightsFile, LoadError>| match r {
+            Err(LoadError::BadMetadata { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            key_of(with(&|m| {
+                m.insert(keys::FORMAT.into(), "gguf".into());
+            })),
+            keys::FORMAT
+        );
+        assert_eq!(
+            key_of(with(&|m| {
+                m.remove(keys::FORMAT);
+            })),
+            keys::FORMAT
+        );
+        assert_eq!(
+            key_of(with(&|m| {
+                m.remove(keys::TOKENIZER_JSON);
+            })),
+            keys::TOKENIZER_JSON
+        );
+        assert_eq!(
+            key_of(with(&|m| {
+                m.insert(keys::DIMS.into(), "{".into());
+            })),
+            keys::DIMS
+        );
+        assert_eq!(
+            key_of(with(&|m| {
+                m.insert(keys::SUPPRESS_IDS.into(), "[99999]".into());
+            })),
+            keys::SUPPRESS_IDS
+        );
+        // No metadata at all.
+        let views = tensors.iter().map(|t| {
+            (
+                t.name.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap(),
+            )
+        });
+        let b = safetensors::serialize(views, None).unwrap();
+        assert_eq!(key_of(open_bytes(&b)), keys::FORMAT);
+    }
+
+    #[test]
+    fn tensor_table_errors_name_the_tensor() {
+        let c = small_config();
+        let meta = small_metadata(&c);
+        let name = names::weight(&names::mlp(Stack::Encoder, 0, true));
+
+        let mut t = small_tensors(&c);
+        t.retain(|t| t.name != name);
+        assert!(matches!(
+            open_bytes(&serialize(&t, meta.clone())),
+            Err(LoadError::MissingTensor { name: n, .. }) if n == name
+        ));
+
+        let mut t = small_tensors(&c);
+        let x = t.iter_mut().find(|t| t.name == name).unwrap();
+        x.shape = vec![16, 4]; // [d, 4d] stored transposed
+        assert!(matches!(
+            open_bytes(&serialize(&t, meta.clone())),
+            Err(LoadError::Shape { name: n, expected, got, .. })
+                if n == name && expected == vec![4, 16] && got == vec![16, 4]
+        ));
+
+        let mut t = small_tensors(&c);
+        let x = t.iter_mut().find(|t| t.name == name).unwrap();
+        x.dtype = Dtype::BF16;
+        assert!(matches!(
+            open_bytes(&serialize(&t, meta.clone())),
+            Err(LoadError::Dtype { name: n, got: Dtype::BF16, .. }) if n == name
+        ));
+
+        // Extra tensors are allowed.
+        let mut t = small_tensors(&c);
+        t.push(Tensor {
+            name: "extra".into(),
+            dtype: Dtype::U8,
+            shape: vec![3],
+            data: vec![1, 2, 3],
+        });
+        assert!(open_bytes(&serialize(&t, meta)).is_ok());
+    }
+
+    #[test]
+    fn the_io_error_names_the_path() {
+        let path = Path::new("/nonexistent/amanuensis/model.safetensors");
+        match WeightsFile::open(path) {
+            Err(e @ LoadError::Io { .. }) => {
+                assert!(e
+                    .to_string()
+                    .contains("/nonexistent/amanuensis/model.safetensors"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,1 +1,182 @@
-fn main() {}
+//! The `amanuensis` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+use amanuensis::model::audio::load_wav;
+use amanuensis::model::session::{Session, TranscribeOptions};
+use amanuensis::model_path::resolve_model;
+use amanuensis::output::{render, OutputFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "amanuensis",
+    version,
+    about = "Whisper speech-to-text on the CPU and AMD Ryzen AI NPUs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Transcribe WAV files (any rate, any channel count; resampled to 16 kHz mono).
+    Transcribe(TranscribeArgs),
+    /// Convert a published checkpoint to an Amanuensis model file (same as `weights-tools convert`).
+    Convert(ConvertArgs),
+}
+
+#[derive(clap::Args)]
+struct TranscribeArgs {
+    /// Audio files (WAV).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Model file, or a model name in the cache (tiny.en, base). Default: $AMANUENSIS_MODEL, else tiny.en.
+    #[arg(short, long)]
+    model: Option<String>,
+    /// Threads (default: available cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// Decode without timestamp tokens (one segment per 30 s window).
+    #[arg(long)]
+    no_timestamps: bool,
+    /// What to print.
+    #[arg(long, value_enum, default_value = "console")]
+    output_format: OutputFormat,
+    /// Write FILE_STEM.<ext> into this folder instead of printing.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Language of the speech (multilingual models only).
+    #[arg(short, long, default_value = "en")]
+    language: String,
+    /// Text that seeds the previous-text prompt of the first window.
+    #[arg(long)]
+    initial_prompt: Option<String>,
+    /// Print load and stage timings on stderr.
+    #[arg(long)]
+    timings: bool,
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// Checkpoint folder (CTranslate2: model.bin, config.json, tokenizer.json).
+    input: PathBuf,
+    /// Output .safetensors file.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Checkpoint kind.
+    #[arg(long, default_value = "ct2")]
+    from: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Transcribe(args) => transcribe(&args),
+        Command::Convert(args) => convert(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("amanuensis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), Box<dyn std::error::Error>>;
+
+fn transcribe(args: &TranscribeArgs) -> CliResult {
+    let path = resolve_model(args.model.as_deref())?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let t = Instant::now();
+    let model = amanuensis::load_cpu(&path, threads)?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    if args.timings {
+        eprintln!(
+            "load time = {load_ms:.1} ms ({}, {threads} threads, {})",
+            path.display(),
+            model.backend_name()
+        );
+    }
+    let mut session = Session::new(Arc::clone(&model));
+    let opts = TranscribeOptions {
+        language: args.language.clone(),
+        without_timestamps: args.no_timestamps,
+        initial_prompt: args.initial_prompt.clone(),
+        ..Default::default()
+    };
+    let many = args.files.len() > 1 && args.output_dir.is_none();
+    for file in &args.files {
+        let t = Instant::now();
+        let audio = load_wav(file)?;
+        let transcript = session.transcribe(&audio, &opts)?;
+        let total = t.elapsed().as_secs_f64();
+        let text = render(
+            &transcript,
+            args.output_format,
+            &file.display().to_string(),
+            !args.no_timestamps,
+        );
+        match &args.output_dir {
+            Some(dir) => {
+                let out = output_file(dir, file, args.output_format.extension());
+                std::fs::write(&out, text)
+                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                eprintln!("wrote {}", out.display());
+            }
+            None => {
+                if many {
+                    println!("==> {} <==", file.display());
+                }
+                print!("{text}");
+            }
+        }
+        if args.timings {
+            let tm = &transcript.timings;
+            eprintln!(
+                "{}: {:.2} s audio in {:.3} s ({:.1}x realtime) | mel {:.1} ms | encode {}x {:.1} ms | decode {} passes {:.1} ms ({:.2} ms/pass)",
+                file.display(),
+                transcript.duration,
+                total,
+                transcript.duration / total,
+                tm.mel.as_secs_f64() * 1e3,
+                tm.windows,
+                tm.encode.as_secs_f64() * 1e3 / tm.windows.max(1) as f64,
+                tm.decoder_passes,
+                tm.decode.as_secs_f64() * 1e3,
+                tm.decode.as_secs_f64() * 1e3 / tm.decoder_passes.max(1) as f64,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn output_file(dir: &Path, input: &Path, ext: &str) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map_or_else(|| "transcript".into(), |s| s.to_os_string());
+    dir.join(stem).with_extension(ext)
+}
+
+fn convert(args: &ConvertArgs) -> CliResult {
+    let kind = match args.from.as_str() {
+        "ct2" => weights_tools::SourceKind::Ct2,
+        other => return Err(format!("unknown checkpoint kind {other:?} (expected ct2)").into()),
+    };
+    let report = weights_tools::convert(&args.input, kind, &args.output)?;
+    eprintln!(
+        "wrote {} ({} tensors, {} bytes)",
+        report.output.display(),
+        report.n_tensors,
+        report.bytes
+    );
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! The model crate's error type.
+
+use crate::audio::AudioError;
+use crate::mel::MelError;
+use crate::tokenizer::TokenizerError;
+use crate::weights::LoadError;
+
+/// Anything that can go wrong between a model file, an audio file and a transcript.
+#[derive(Debug, thiserror::Error)]
+pub enum WhisperError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Audio(#[from] AudioError),
+    #[error(transparent)]
+    Mel(#[from] MelError),
+    #[error("the model file {path} is inconsistent: {reason}")]
+    BadModel { path: String, reason: String },
+    #[error("unknown language code {0:?} (this model's languages are listed in its metadata)")]
+    UnknownLanguage(String),
+    #[error("no audio: the input has no samples")]
+    EmptyAudio,
+    #[error("prompt token id {id} is outside the vocabulary ({n_vocab} tokens)")]
+    TokenOutOfRange { id: u32, n_vocab: usize },
+}

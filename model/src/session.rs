@@ -1,0 +1,349 @@
+//! A transcription session: the per-stream state (encoder buffers, KV cache, decoder buffers,
+//! logits) allocated once, and the long-form loop that walks 30 s windows over a file exactly as
+//! faster-whisper's `generate_segments` does (greedy, temperature 0).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amanuensis_runtime::backend::Backend;
+
+use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
+use crate::decoder::DecoderScratch;
+use crate::encoder::EncoderScratch;
+use crate::error::WhisperError;
+use crate::kv_cache::KvCache;
+use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
+use crate::whisper::Whisper;
+
+/// What to do; the defaults are faster-whisper's for `beam_size=1, temperature=0`.
+#[derive(Debug, Clone)]
+pub struct TranscribeOptions {
+    /// Language code for multilingual models (ignored by `.en` models).
+    pub language: String,
+    /// Decode without timestamp tokens (`<|notimestamps|>` in the prompt): one segment per window.
+    pub without_timestamps: bool,
+    /// Feed the previous windows' tokens as the prompt.
+    pub condition_on_previous_text: bool,
+    /// Skip a window whose no-speech probability is above this (unless its log-prob is high).
+    pub no_speech_threshold: Option<f64>,
+    /// The average log-probability that vetoes a no-speech skip.
+    pub log_prob_threshold: Option<f64>,
+    /// Text that seeds the previous tokens.
+    pub initial_prompt: Option<String>,
+    /// The first timestamp of a window is at most this many seconds.
+    pub max_initial_timestamp: f64,
+    /// Disable " " and EOT at the first sampled step.
+    pub suppress_blank: bool,
+}
+
+impl Default for TranscribeOptions {
+    fn default() -> Self {
+        Self {
+            language: "en".to_string(),
+            without_timestamps: false,
+            condition_on_previous_text: true,
+            no_speech_threshold: Some(0.6),
+            log_prob_threshold: Some(-1.0),
+            initial_prompt: None,
+            max_initial_timestamp: 1.0,
+            suppress_blank: true,
+        }
+    }
+}
+
+/// Where the time went.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub mel: Duration,
+    pub encode: Duration,
+    pub decode: Duration,
+    pub windows: usize,
+    /// Decoder passes (one per prompt, one per sampled token).
+    pub decoder_passes: usize,
+    pub sampled_tokens: usize,
+}
+
+/// A whole file's result.
+#[derive(Debug, Clone)]
+pub struct Transcript {
+    pub segments: Vec<Segment>,
+    /// Audio duration in seconds.
+    pub duration: f64,
+    pub timings: Timings,
+}
+
+impl Transcript {
+    /// All segment texts joined, trimmed (as `" ".join(s.text.strip())` would give).
+    pub fn text(&self) -> String {
+        let parts: Vec<&str> = self.segments.iter().map(|s| s.text.trim()).collect();
+        parts.join(" ")
+    }
+}
+
+/// The outcome of decoding one window.
+#[derive(Debug, Clone)]
+pub struct WindowResult {
+    /// Sampled tokens, EOT excluded.
+    pub tokens: Vec<u32>,
+    /// Sum of the sampled tokens' log-probabilities, EOT included.
+    pub sum_logprob: f64,
+    /// `sum_logprob / (tokens.len() + 1)`.
+    pub avg_logprob: f64,
+    pub no_speech_prob: f64,
+}
+
+/// Per-stream state over a shared model. Everything is allocated in [`Session::new`].
+pub struct Session<B: Backend> {
+    model: Arc<Whisper<B>>,
+    mel_window: Vec<f32>,
+    encoder_scratch: EncoderScratch,
+    encoder_out: Vec<f32>,
+    kv: KvCache,
+    decoder_scratch: DecoderScratch,
+    logits: Vec<f32>,
+    sampled: Vec<u32>,
+}
+
+impl<B: Backend> Session<B> {
+    /// Allocates all buffers a transcription needs.
+    pub fn new(model: Arc<Whisper<B>>) -> Self {
+        let dims = model.config.dims.clone();
+        let backend = &model.backend;
+        Self {
+            mel_window: vec![0.0; dims.n_mels * model.encoder.n_frames()],
+            encoder_scratch: model.encoder.scratch(backend),
+            encoder_out: vec![0.0; dims.n_audio_ctx * dims.n_audio_state],
+            kv: KvCache::new(&dims),
+            decoder_scratch: model.decoder.scratch(backend),
+            logits: vec![0.0; dims.n_vocab],
+            sampled: Vec::with_capacity(dims.n_text_ctx),
+            model,
+        }
+    }
+
+    /// The model this session runs.
+    pub fn model(&self) -> &Arc<Whisper<B>> {
+        &self.model
+    }
+
+    /// Encodes one padded window `[n_mels, 3000]`; returns the encoder output `[1500, d]`.
+    pub fn encode(&mut self, mel_window: &[f32]) -> &[f32] {
+        let m = &self.model;
+        m.encoder.forward(
+            &m.backend,
+            mel_window,
+            &mut self.encoder_scratch,
+            &mut self.encoder_out,
+        );
+        &self.encoder_out
+    }
+
+    /// Transcribes 16 kHz mono samples.
+    pub fn transcribe(
+        &mut self,
+        samples: &[f32],
+        opts: &TranscribeOptions,
+    ) -> Result<Transcript, WhisperError> {
+        let model = Arc::clone(&self.model);
+        let special = model.config.special.clone();
+        let n_text_ctx = model.config.dims.n_text_ctx;
+        let mut timings = Timings::default();
+
+        let t = Instant::now();
+        let mel = model.mel.compute(samples);
+        timings.mel = t.elapsed();
+        let content_frames = mel.content_frames;
+
+        let sot_sequence = model.sot_sequence(&opts.language)?;
+        let mut all_tokens: Vec<u32> = Vec::new();
+        if let Some(p) = &opts.initial_prompt {
+            all_tokens.extend(model.tokenizer.encode(&format!(" {}", p.trim()))?);
+        }
+        let mut prompt_reset_since = 0;
+        let mut segments = Vec::new();
+        let mut prompt: Vec<u32> = Vec::with_capacity(n_text_ctx);
+        let mut seek = 0usize;
+        while seek < content_frames {
+            let time_offset = seek as f64 * TIME_PER_FRAME;
+            let segment_size = model.encoder.n_frames().min(content_frames - seek);
+
+            let t = Instant::now();
+            mel.window(seek, &mut self.mel_window)?;
+            let mel_window = std::mem::take(&mut self.mel_window);
+            self.encode(&mel_window);
+            self.mel_window = mel_window;
+            timings.encode += t.elapsed();
+            timings.windows += 1;
+
+            // Prompt: [<|startofprev|>, last 223 previous tokens] + SOT sequence (+ notimestamps).
+            prompt.clear();
+            let previous = &all_tokens[prompt_reset_since..];
+            if !previous.is_empty() {
+                prompt.push(special.startofprev);
+                let keep = n_text_ctx / 2 - 1;
+                prompt.extend_from_slice(&previous[previous.len().saturating_sub(keep)..]);
+            }
+            let sot_index = prompt.len();
+            prompt.extend_from_slice(&sot_sequence);
+            if opts.without_timestamps {
+                prompt.push(special.no_timestamps);
+            }
+
+            let t = Instant::now();
+            let result = self.decode_window(&prompt, sot_index, opts, &mut timings)?;
+            timings.decode += t.elapsed();
+
+            if let Some(threshold) = opts.no_speech_threshold {
+                let mut skip = result.no_speech_prob > threshold;
+                if opts
+                    .log_prob_threshold
+                    .is_some_and(|lp| result.avg_logprob > lp)
+                {
+                    skip = false;
+                }
+                if skip {
+                    seek += segment_size;
+                    continue;
+                }
+            }
+
+            let split = split_by_timestamps(
+                &result.tokens,
+                special.timestamp_begin,
+                time_offset,
+                segment_size,
+            );
+            let window_seek = seek;
+            seek += split.seek_delta;
+            for raw in split.segments {
+                let text = model.tokenizer.decode_text(&raw.tokens)?;
+                if raw.start == raw.end || text.trim().is_empty() {
+                    continue;
+                }
+                all_tokens.extend_from_slice(&raw.tokens);
+                segments.push(Segment {
+                    id: segments.len() + 1,
+                    seek: window_seek,
+                    start: raw.start,
+                    end: raw.end,
+                    text,
+                    tokens: raw.tokens,
+                    avg_logprob: result.avg_logprob,
+                    no_speech_prob: result.no_speech_prob,
+                    temperature: 0.0,
+                });
+            }
+            if !opts.condition_on_previous_text {
+                prompt_reset_since = all_tokens.len();
+            }
+        }
+        let duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
+        Ok(Transcript {
+            segments,
+            duration,
+            timings,
+        })
+    }
+
+    /// Greedy decoding of the current window (after [`Session::encode`]) from `prompt`, whose
+    /// SOT token sits at `sot_index`.
+    pub fn decode_window(
+        &mut self,
+        prompt: &[u32],
+        sot_index: usize,
+        opts: &TranscribeOptions,
+        timings: &mut Timings,
+    ) -> Result<WindowResult, WhisperError> {
+        let model = Arc::clone(&self.model);
+        let (backend, decoder) = (&model.backend, &model.decoder);
+        let config = &model.config;
+        let special = &config.special;
+        let n_text_ctx = config.dims.n_text_ctx;
+        for &id in prompt {
+            if id as usize >= config.dims.n_vocab {
+                return Err(WhisperError::TokenOutOfRange {
+                    id,
+                    n_vocab: config.dims.n_vocab,
+                });
+            }
+        }
+        if prompt.len() > n_text_ctx / 2 + 4 {
+            return Err(WhisperError::BadModel {
+                path: String::new(),
+                reason: format!("prompt of {} tokens exceeds the text context", prompt.len()),
+            });
+        }
+
+        let suppress = SuppressTokens::new(config.suppress_ids.clone());
+        let blank = SuppressBlank::new(config.suppress_ids_begin.clone());
+        let timestamps = TimestampRules {
+            eot: special.eot,
+            no_timestamps: special.no_timestamps,
+            timestamp_begin: special.timestamp_begin,
+            max_initial_timestamp_index: Some(
+                (opts.max_initial_timestamp / TIME_PRECISION).round() as u32,
+            ),
+        };
+
+        decoder.compute_cross_kv(backend, &self.encoder_out, &mut self.kv);
+        self.kv.reset();
+        decoder.forward(backend, prompt, &mut self.kv, &mut self.decoder_scratch);
+        timings.decoder_passes += 1;
+
+        // No-speech probability: softmax of the raw logits at the SOT position.
+        decoder.logits(backend, &self.decoder_scratch, sot_index, &mut self.logits);
+        let no_speech_prob = {
+            let lse = crate::decode::log_sum_exp(&self.logits);
+            (self.logits[special.no_speech as usize] as f64 - lse).exp()
+        };
+        if sot_index != prompt.len() - 1 {
+            decoder.logits(
+                backend,
+                &self.decoder_scratch,
+                prompt.len() - 1,
+                &mut self.logits,
+            );
+        }
+
+        let max_sampled = (n_text_ctx / 2).min(n_text_ctx + 1 - prompt.len());
+        self.sampled.clear();
+        let mut sum_logprob = 0.0;
+        for step in 0..max_sampled {
+            suppress.apply(&mut self.logits, &self.sampled);
+            if opts.suppress_blank {
+                blank.apply(&mut self.logits, &self.sampled);
+            }
+            if !opts.without_timestamps {
+                timestamps.apply(&mut self.logits, &self.sampled);
+            }
+            let Some(pick) = GreedyPick::pick(&self.logits) else {
+                break;
+            };
+            sum_logprob += pick.logprob;
+            if pick.token == special.eot {
+                break;
+            }
+            self.sampled.push(pick.token);
+            timings.sampled_tokens += 1;
+            if step + 1 == max_sampled {
+                break;
+            }
+            decoder.forward(
+                backend,
+                &[pick.token],
+                &mut self.kv,
+                &mut self.decoder_scratch,
+            );
+            timings.decoder_passes += 1;
+            decoder.logits(backend, &self.decoder_scratch, 0, &mut self.logits);
+        }
+        let tokens = self.sampled.clone();
+        let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;
+        Ok(WindowResult {
+            tokens,
+            sum_logprob,
+            avg_logprob,
+            no_speech_prob,
+        })
+    }
+}

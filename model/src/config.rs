@@ -64,26 +64,27 @@ impl Dims {
     /// Checks the sizes describe a network this code can run: all non-zero, heads divide the
     /// widths, and encoder and decoder widths equal (cross-attention K/V are `[d, d]`).
     pub fn validate(&self) -> Result<(), String> {
+        // Upper bounds far above any Whisper (large-v3: 128 mels, d 1280, 20 heads, 32 layers,
+        // 51866 tokens) that keep a hostile file from making the loader build a huge tensor
+        // table or overflow a size product.
         let fields = [
-            ("n_mels", self.n_mels),
-            ("n_audio_ctx", self.n_audio_ctx),
-            ("n_audio_state", self.n_audio_state),
-            ("n_audio_head", self.n_audio_head),
-            ("n_audio_layer", self.n_audio_layer),
-            ("n_vocab", self.n_vocab),
-            ("n_text_ctx", self.n_text_ctx),
-            ("n_text_state", self.n_text_state),
-            ("n_text_head", self.n_text_head),
-            ("n_text_layer", self.n_text_layer),
+            ("n_mels", self.n_mels, 1 << 10),
+            ("n_audio_ctx", self.n_audio_ctx, 1 << 16),
+            ("n_audio_state", self.n_audio_state, 1 << 14),
+            ("n_audio_head", self.n_audio_head, 1 << 10),
+            ("n_audio_layer", self.n_audio_layer, 1 << 8),
+            ("n_vocab", self.n_vocab, 1 << 21),
+            ("n_text_ctx", self.n_text_ctx, 1 << 16),
+            ("n_text_state", self.n_text_state, 1 << 14),
+            ("n_text_head", self.n_text_head, 1 << 10),
+            ("n_text_layer", self.n_text_layer, 1 << 8),
         ];
-        for (name, value) in fields {
+        for (name, value, max) in fields {
             if value == 0 {
                 return Err(format!("{name} is 0"));
             }
-            // Bounds far above any Whisper (large: d 1280, 32 layers, 51866 tokens) that keep
-            // every size product of the tensor table far from usize overflow.
-            if value > 1 << 20 {
-                return Err(format!("{name} = {value} is implausibly large"));
+            if value > max {
+                return Err(format!("{name} = {value} exceeds the limit {max}"));
             }
         }
         if self.n_audio_state % self.n_audio_head != 0 {
@@ -365,6 +366,7 @@ pub(crate) mod tests {
         check(&|c| c.dims.n_audio_head = 5, keys::DIMS);
         check(&|c| c.dims.n_text_state = 512, keys::DIMS);
         check(&|c| c.dims.n_mels = 0, keys::DIMS);
+        check(&|c| c.dims.n_text_layer = 100_000, keys::DIMS);
         check(&|c| c.special.timestamp_begin = 50364, keys::SPECIAL_TOKENS);
         check(&|c| c.special.eot = 60000, keys::SPECIAL_TOKENS);
         check(&|c| c.multilingual = true, keys::MULTILINGUAL);

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole check, as CI runs it: fetch + convert the test models (cached), formatting, lints,
+# docs, then every test of the workspace (unit, golden, WER).
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+echo "== models (tiny.en, base; cached)" >&2
+cargo build -q -p weights-tools
+WEIGHTS_TOOLS="$repo/target/debug/weights-tools" scripts/setup-models.sh tiny.en base >/dev/null
+
+echo "== cargo fmt --check" >&2
+cargo fmt --all --check
+
+echo "== cargo clippy --all-targets -- -D warnings" >&2
+cargo clippy --workspace --all-targets -q -- -D warnings
+
+echo "== cargo doc (warnings are errors)" >&2
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+
+echo "== cargo test" >&2
+cargo test --workspace

@@ -367,6 +367,21 @@ mod tests {
         }
     }
 
+    /// Bit-exact against numpy's `np.hanning(401)[:-1].astype("float32")` (stored by
+    /// `tests/make_mel_golden.py`).
+    #[test]
+    fn hann_window_matches_numpy() {
+        let golden: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/goldens/mel_short.json")).unwrap();
+        let numpy: Vec<f32> = golden["hann"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(hann_window(), numpy);
+    }
+
     #[test]
     fn hann_window_is_periodic_and_symmetric() {
         let w = hann_window();

@@ -7,8 +7,8 @@
 //! (the first output sample sits on the first input sample); input outside the file is zero.
 //! The output has `round(n · 16000 / rate)` samples, halves rounded up ([`output_len`]).
 //!
-//! Filter: low-pass at [`CUTOFF`] × the lower Nyquist frequency, `ZERO_CROSSINGS` sinc lobes
-//! each side, Kaiser window β = `KAISER_BETA` (stop band ≈ −80 dB, pass-band ripple ≈ 1e-4).
+//! Filter: low-pass at `CUTOFF` (0.94) × the lower Nyquist frequency, `ZERO_CROSSINGS` (32) sinc lobes
+//! each side, Kaiser window β = 8 (stop band ≈ −80 dB, pass-band ripple ≈ 1e-4).
 //! When downsampling, the transition band is about 7.0–8.1 kHz. Each filter phase is scaled to
 //! unit DC gain. Rates whose ratio to 16000 is a small fraction use a precomputed polyphase
 //! table; other rates compute each output's taps directly (slower, same result).

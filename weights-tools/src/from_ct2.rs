@@ -22,21 +22,7 @@ use crate::writer::{ModelParts, OwnedTensor};
 /// Reads a CTranslate2 Whisper directory into model parts.
 pub fn read_ct2_dir(dir: &Path) -> Result<ModelParts, ConvertError> {
     let bin_path = dir.join("model.bin");
-    let bytes = read(&bin_path)?;
-    let model = ct2::parse(&bytes).map_err(|source| ConvertError::Ct2 {
-        path: bin_path.clone(),
-        source,
-    })?;
-    let mut conv = Ct2Converter {
-        path: bin_path,
-        model: &model,
-        used: HashSet::new(),
-        tensors: Vec::new(),
-    };
-    let dims = conv.dims()?;
-    conv.check_architecture()?;
-    conv.convert_tensors(&dims)?;
-    conv.check_all_used()?;
+    let (dims, tensors) = ct2_tensors(&bin_path, &read(&bin_path)?)?;
 
     let tok_path = dir.join("tokenizer.json");
     let tokenizer_json = read_string(&tok_path)?;
@@ -67,8 +53,27 @@ pub fn read_ct2_dir(dir: &Path) -> Result<ModelParts, ConvertError> {
         config,
         source: "ctranslate2".into(),
         tokenizer_json,
-        tensors: conv.tensors,
+        tensors,
     })
+}
+
+/// The dims and renamed f16 tensors of a `model.bin` (`path` is for error messages).
+pub fn ct2_tensors(path: &Path, bytes: &[u8]) -> Result<(Dims, Vec<OwnedTensor>), ConvertError> {
+    let model = ct2::parse(bytes).map_err(|source| ConvertError::Ct2 {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut conv = Ct2Converter {
+        path: path.to_path_buf(),
+        model: &model,
+        used: HashSet::new(),
+        tensors: Vec::new(),
+    };
+    let dims = conv.dims()?;
+    conv.check_architecture()?;
+    conv.convert_tensors(&dims)?;
+    conv.check_all_used()?;
+    Ok((dims, conv.tensors))
 }
 
 pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ConvertError> {

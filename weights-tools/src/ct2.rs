@@ -469,10 +469,10 @@ mod tests {
         ));
 
         let mut b = build("WhisperSpec", &[("x", &[1], 1, &[0])], &[]);
-        b[8] = b'\xff'; // first byte of the spec name
+        b[8] = b'\xff'; // third byte of the spec name (length at 4, text from 6)
         assert!(matches!(
             parse(&b).unwrap_err(),
-            Ct2Error::BadString { offset: 4, .. }
+            Ct2Error::BadString { offset: 8, .. }
         ));
 
         let mut b = build("WhisperSpec", &[("x", &[1], 1, &[0])], &[]);

@@ -274,17 +274,20 @@ pub fn parse(bytes: &[u8]) -> Result<Ct2Model<'_>, Ct2Error> {
             id,
         })?;
         let nbytes = r.u32(&|| format!("the byte count of `{name}`"))?;
-        // u32 dims, at most 8: the product fits in u128 without overflow.
-        let expected: u128 =
-            shape.iter().map(|&d| d as u128).product::<u128>() * dtype.size() as u128;
-        if expected != u128::from(nbytes) {
+        // Overflow-checked: 8 dims of u32::MAX overflow even u128. An overflowing size can
+        // never equal a u32 byte count; it is reported as u64::MAX.
+        let expected: u64 = shape
+            .iter()
+            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .unwrap_or(u64::MAX);
+        if expected != u64::from(nbytes) {
             return Err(Ct2Error::SizeMismatch {
                 name,
                 offset: var_offset,
                 shape,
                 dtype,
                 nbytes: u64::from(nbytes),
-                expected: u64::try_from(expected).unwrap_or(u64::MAX),
+                expected,
             });
         }
         let offset = r.pos as u64;

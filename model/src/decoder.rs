@@ -81,7 +81,7 @@ impl<B: Backend> TextDecoder<B> {
             .collect::<Result<Vec<_>, LoadError>>()?;
         let emb = file.tensor_f32(names::TOKEN_EMBEDDING, &[dims.n_vocab, d])?;
         Ok(Self {
-            dims: dims.clone(),
+            dims: *dims,
             token_embedding: backend.matrix(emb, dims.n_vocab, d),
             positions: file.tensor_f32(names::DECODER_POSITIONS, &[dims.n_text_ctx, d])?,
             blocks,

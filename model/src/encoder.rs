@@ -77,7 +77,7 @@ impl<B: Backend> AudioEncoder<B> {
             })
             .collect::<Result<Vec<_>, LoadError>>()?;
         Ok(Self {
-            dims: dims.clone(),
+            dims: *dims,
             conv1: conv(names::CONV1, dims.n_mels)?,
             conv2: conv(names::CONV2, d)?,
             positions: file.tensor_f32(names::ENCODER_POSITIONS, &[dims.n_audio_ctx, d])?,

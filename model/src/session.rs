@@ -107,7 +107,7 @@ pub struct Session<B: Backend> {
 impl<B: Backend> Session<B> {
     /// Allocates all buffers a transcription needs.
     pub fn new(model: Arc<Whisper<B>>) -> Self {
-        let dims = model.config.dims.clone();
+        let dims = model.config.dims;
         let backend = &model.backend;
         Self {
             mel_window: vec![0.0; dims.n_mels * model.encoder.n_frames()],
@@ -145,7 +145,7 @@ impl<B: Backend> Session<B> {
         opts: &TranscribeOptions,
     ) -> Result<Transcript, WhisperError> {
         let model = Arc::clone(&self.model);
-        let special = model.config.special.clone();
+        let special = model.config.special;
         let n_text_ctx = model.config.dims.n_text_ctx;
         let mut timings = Timings::default();
 

@@ -34,7 +34,7 @@ impl<B: Backend> Whisper<B> {
         let file = WeightsFile::open(path)?;
         let config = file.config().clone();
         let dims = &config.dims;
-        let tokenizer = Tokenizer::from_json(file.tokenizer_json(), config.special.clone())?;
+        let tokenizer = Tokenizer::from_json(file.tokenizer_json(), config.special)?;
         let n_freq = crate::mel::N_FFT / 2 + 1;
         let filters = file.tensor_f32(names::MEL_FILTERS, &[dims.n_mels, n_freq])?;
         let mel = MelFrontend::new(filters, dims.n_mels).map_err(|e| WhisperError::BadModel {

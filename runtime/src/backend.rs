@@ -54,7 +54,7 @@ pub trait Backend: Send + Sync {
         out: &mut [f32],
     );
 
-    /// Multi-head scaled dot-product attention (see [`crate::cpu::attention`]).
+    /// Multi-head scaled dot-product attention (see [`crate::cpu::attention()`]).
     fn attention(
         &self,
         shape: &AttentionShape,

@@ -2,6 +2,14 @@
 
 use super::LogitFilter;
 
+fn disable(ids: &[u32], logits: &mut [f32]) {
+    for &id in ids {
+        if let Some(l) = logits.get_mut(id as usize) {
+            *l = f32::NEG_INFINITY;
+        }
+    }
+}
+
 /// Disables a fixed set of tokens at every step (config.json `suppress_ids`: the non-speech
 /// tokens and the task/special tokens).
 pub struct SuppressTokens {
@@ -17,11 +25,7 @@ impl SuppressTokens {
 
 impl LogitFilter for SuppressTokens {
     fn apply(&self, logits: &mut [f32], _sampled: &[u32]) {
-        for &id in &self.ids {
-            if let Some(l) = logits.get_mut(id as usize) {
-                *l = f32::NEG_INFINITY;
-            }
-        }
+        disable(&self.ids, logits);
     }
 }
 

@@ -5,7 +5,10 @@
 //! product of two contiguous rows.
 
 use super::activation::gelu_erf;
+use super::gemm_kernels::{dot_block, packed_tile, Isa, Tile, DOT_R, MR, NR};
+use super::packed::{pack_into, packed_len, PackedWeights};
 use super::pool::{CpuPool, DisjointSlice};
+use std::cell::RefCell;
 
 /// What to do with `r = a·wᵀ + bias` for each output element.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,13 +32,24 @@ impl Epilogue {
     }
 }
 
-/// Rows of `a` per task.
-const TASK_ROWS: usize = 16;
-/// Columns of `out` (rows of `w`) per task.
-const TASK_COLS: usize = 128;
+/// Up to this many rows, `gemm_bt` computes dot products against `w` as stored (no packing):
+/// the weight matrix is streamed once and packing would cost as much as the product.
+const DOT_MAX_M: usize = 8;
+/// Weight rows (output columns) per task on the dot path.
+const DOT_TASK_COLS: usize = 64;
+/// Rows of `a` per task on the packed path (a multiple of `MR`).
+const TASK_ROWS: usize = 16 * MR;
+/// Packed panels per task on the packed path when there are enough rows (256 columns).
+const TASK_PANELS: usize = 16;
+/// Depth of one k block: a `KC × NR` weight panel (16 KB) stays in L1 across row tiles.
+const KC: usize = 256;
 
 /// `out[m×n] (row-major) = epilogue(a[m×k] · w[n×k]ᵀ + bias[n])`; `w` is a weight matrix stored
 /// `[out, in]`.
+///
+/// Up to 8 rows it streams `w` with register-tiled dot products; above, it packs `w` into
+/// panels (in a per-thread buffer grown once and reused) and runs the packed micro-kernel. For
+/// weights used many times with many rows, prefer [`PackedWeights`] + [`gemm_packed`].
 ///
 /// # Panics
 /// If a slice length does not match the shape (a programming error in the caller).
@@ -51,58 +65,255 @@ pub fn gemm_bt(
     epilogue: Epilogue,
     out: &mut [f32],
 ) {
-    assert_eq!(a.len(), m * k, "gemm_bt: a is not m·k");
-    assert_eq!(w.len(), n * k, "gemm_bt: w is not n·k");
-    assert_eq!(out.len(), m * n, "gemm_bt: out is not m·n");
-    if let Some(b) = bias {
-        assert_eq!(b.len(), n, "gemm_bt: bias is not n");
+    gemm_bt_with(Isa::detect(), pool, a, m, k, w, n, bias, epilogue, out);
+}
+
+/// [`gemm_bt`] with weights packed beforehand (any `m`; no packing per call).
+///
+/// # Panics
+/// If a slice length does not match `m`, `w.k()`, `w.n()`.
+pub fn gemm_packed(
+    pool: &CpuPool,
+    a: &[f32],
+    m: usize,
+    w: &PackedWeights,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
+    gemm_packed_with(Isa::detect(), pool, a, m, w, bias, epilogue, out);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_packed_with(
+    isa: Isa,
+    pool: &CpuPool,
+    a: &[f32],
+    m: usize,
+    w: &PackedWeights,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
+    let (k, n) = (w.k(), w.n());
+    check_shapes("gemm_packed", a, m, k, n, bias, out);
+    if k == 0 {
+        return bias_only(m, n, bias, epilogue, out);
     }
+    let shape = Shape { m, k, n };
+    packed_driver(isa, pool, a, shape, w.data(), bias, epilogue, out);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_bt_with(
+    isa: Isa,
+    pool: &CpuPool,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
+    check_shapes("gemm_bt", a, m, k, n, bias, out);
+    assert_eq!(w.len(), n * k, "gemm_bt: w is not n·k");
+    if k == 0 {
+        return bias_only(m, n, bias, epilogue, out);
+    }
+    let shape = Shape { m, k, n };
+    if m <= DOT_MAX_M {
+        return dot_driver(isa, pool, a, shape, w, bias, epilogue, out);
+    }
+    thread_local! {
+        /// Packed copy of the current call's weights; grown to the largest size seen, reused.
+        static PACK_BUFFER: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    PACK_BUFFER.with(|buffer| {
+        let mut local = Vec::new();
+        let mut guard = buffer.try_borrow_mut();
+        // Re-entrant use on this thread (not expected) falls back to a fresh buffer.
+        let buffer: &mut Vec<f32> = match guard.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => &mut local,
+        };
+        let len = packed_len(n, k);
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        let packed = &mut buffer[..len];
+        pack_into(pool, w, n, k, packed);
+        packed_driver(isa, pool, a, shape, packed, bias, epilogue, out);
+    });
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+fn check_shapes(
+    what: &str,
+    a: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    bias: Option<&[f32]>,
+    out: &[f32],
+) {
+    assert_eq!(a.len(), m * k, "{what}: a is not m·k");
+    assert_eq!(out.len(), m * n, "{what}: out is not m·n");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "{what}: bias is not n");
+    }
+}
+
+/// `k == 0`: the product is empty, `r = bias`.
+fn bias_only(m: usize, n: usize, bias: Option<&[f32]>, epilogue: Epilogue, out: &mut [f32]) {
+    if n == 0 {
+        return;
+    }
+    for row in out.chunks_exact_mut(n).take(m) {
+        for (j, o) in row.iter_mut().enumerate() {
+            epilogue.apply(o, bias.map_or(0.0, |b| b[j]));
+        }
+    }
+}
+
+/// Small `m`: each task owns `DOT_TASK_COLS` output columns of every row.
+#[allow(clippy::too_many_arguments)]
+fn dot_driver(
+    isa: Isa,
+    pool: &CpuPool,
+    a: &[f32],
+    Shape { m, k, n }: Shape,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
     if m == 0 || n == 0 {
         return;
     }
-    let row_blocks = m.div_ceil(TASK_ROWS);
-    let col_blocks = n.div_ceil(TASK_COLS);
     let out = DisjointSlice::new(out);
-    pool.run(row_blocks * col_blocks, |task| {
-        let (rb, cb) = (task / col_blocks, task % col_blocks);
-        let rows = rb * TASK_ROWS..((rb + 1) * TASK_ROWS).min(m);
-        let cols = cb * TASK_COLS..((cb + 1) * TASK_COLS).min(n);
-        for i in rows {
-            // SAFETY: tasks cover disjoint (row, column-block) rectangles of `out`.
-            let out_row = unsafe { out.range(i * n + cols.start..i * n + cols.end) };
-            let a_row = &a[i * k..(i + 1) * k];
-            for (o, j) in out_row.iter_mut().zip(cols.clone()) {
-                let r = dot(a_row, &w[j * k..(j + 1) * k]) + bias.map_or(0.0, |b| b[j]);
-                epilogue.apply(o, r);
+    pool.run(n.div_ceil(DOT_TASK_COLS), |task| {
+        let cols = task * DOT_TASK_COLS..((task + 1) * DOT_TASK_COLS).min(n);
+        let mut sums = [0.0f32; DOT_TASK_COLS * DOT_R];
+        for i in (0..m).step_by(DOT_R) {
+            let rows = DOT_R.min(m - i);
+            let w_block = &w[cols.start * k..cols.end * k];
+            dot_block(
+                isa,
+                rows,
+                cols.len(),
+                k,
+                &a[i * k..(i + rows) * k],
+                w_block,
+                &mut sums,
+            );
+            for r in 0..rows {
+                let at = (i + r) * n;
+                // SAFETY: this task owns columns `cols` of every row.
+                let o = unsafe { out.range(at + cols.start..at + cols.end) };
+                for (c, o) in o.iter_mut().enumerate() {
+                    let b = bias.map_or(0.0, |b| b[cols.start + c]);
+                    epilogue.apply(o, sums[c * DOT_R + r] + b);
+                }
             }
         }
     });
 }
 
-/// Dot product with 8 interleaved accumulators (vectorises; error ~ √(k/8)·ε·Σ|aᵢbᵢ|).
+/// Many rows: tasks own (row block × panel block) rectangles; within one, k is walked in
+/// `KC` blocks so the weight panel stays in L1 while every row tile of the block uses it.
+#[allow(clippy::too_many_arguments)]
+fn packed_driver(
+    isa: Isa,
+    pool: &CpuPool,
+    a: &[f32],
+    Shape { m, k, n }: Shape,
+    packed: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    out: &mut [f32],
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    debug_assert_eq!(packed.len(), packed_len(n, k));
+    let panels = n.div_ceil(NR);
+    let row_blocks = m.div_ceil(TASK_ROWS);
+    // At least ~4 tasks per thread for load balance on a shared machine.
+    let want_tasks = 4 * pool.threads();
+    let panel_blocks = panels
+        .div_ceil(TASK_PANELS)
+        .max(want_tasks.div_ceil(row_blocks))
+        .min(panels);
+    let panels_per_task = panels.div_ceil(panel_blocks);
+    let panel_blocks = panels.div_ceil(panels_per_task);
+    // With a single row tile each weight panel is used once: no point blocking k, and reading
+    // panels whole keeps the weight stream sequential.
+    let kc = if m <= MR {
+        k
+    } else {
+        k.div_ceil(k.div_ceil(KC))
+    };
+    let out = DisjointSlice::new(out);
+    pool.run(row_blocks * panel_blocks, |task| {
+        let (rb, pb) = (task / panel_blocks, task % panel_blocks);
+        let rows = rb * TASK_ROWS..((rb + 1) * TASK_ROWS).min(m);
+        let panel_range = pb * panels_per_task..((pb + 1) * panels_per_task).min(panels);
+        let mut tile: Tile = [[0.0; NR]; MR];
+        for p0 in (0..k).step_by(kc) {
+            let depth = kc.min(k - p0);
+            let (first, last) = (p0 == 0, p0 + depth == k);
+            for jp in panel_range.clone() {
+                let panel = &packed[jp * k * NR + p0 * NR..jp * k * NR + (p0 + depth) * NR];
+                let j = jp * NR;
+                let cols = NR.min(n - j);
+                let bias = bias.map(|b| &b[j..j + cols]);
+                for i in rows.clone().step_by(MR) {
+                    let tile_rows = MR.min(rows.end - i);
+                    packed_tile(isa, tile_rows, depth, &a[i * k + p0..], k, panel, &mut tile);
+                    for (r, tile_row) in tile.iter().enumerate().take(tile_rows) {
+                        let at = (i + r) * n + j;
+                        // SAFETY: this task owns rows `rows` × the columns of `panel_range`.
+                        let o = unsafe { out.range(at..at + cols) };
+                        write_back(o, &tile_row[..cols], first, last, bias, epilogue);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Merges one k block's partial sums into `out`: the first block overwrites (unless
+/// `AddInto`), later ones add, the last adds the bias and applies the epilogue.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            lanes[l] += x[l] * y[l];
+fn write_back(
+    out: &mut [f32],
+    partial: &[f32],
+    first: bool,
+    last: bool,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+) {
+    if first && epilogue != Epilogue::AddInto {
+        out.copy_from_slice(partial);
+    } else {
+        out.iter_mut().zip(partial).for_each(|(o, p)| *o += p);
+    }
+    if last {
+        if let Some(b) = bias {
+            out.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+        }
+        if epilogue == Epilogue::Gelu {
+            out.iter_mut().for_each(|o| *o = gelu_erf(*o));
         }
     }
-    let quads = [
-        lanes[0] + lanes[4],
-        lanes[1] + lanes[5],
-        lanes[2] + lanes[6],
-        lanes[3] + lanes[7],
-    ];
-    (quads[0] + quads[2]) + (quads[1] + quads[3]) + tail
 }
 
 #[cfg(test)]
@@ -174,18 +385,36 @@ mod tests {
     use super::*;
     use crate::cpu::testing::Rng;
 
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        if Isa::detect() != Isa::Portable {
+            v.push(Isa::detect());
+        }
+        v
+    }
+
+    /// Checks `gemm_bt` (every ISA) and `gemm_packed` against the f64 reference.
     fn check(pool: &CpuPool, rng: &mut Rng, m: usize, k: usize, n: usize, epilogue: Epilogue) {
         let a = rng.vec(m * k, 1.0);
         let w = rng.vec(n * k, 1.0);
         let bias = rng.vec(n, 1.0);
         let init = rng.vec(m * n, 1.0);
+        let packed = PackedWeights::new(pool, &w, n, k);
         for with_bias in [true, false] {
             let bias = with_bias.then_some(&bias[..]);
             let (want, scale) = gemm_bt_f64(&a, m, k, &w, n, bias, epilogue, &init);
-            let mut out = init.clone();
-            gemm_bt(pool, &a, m, k, &w, n, bias, epilogue, &mut out);
-            let what = format!("m={m} k={k} n={n} {epilogue:?} bias={with_bias}");
-            assert_close(&out, &want, &scale, k, &what);
+            for isa in isas() {
+                let mut out = init.clone();
+                gemm_bt_with(isa, pool, &a, m, k, &w, n, bias, epilogue, &mut out);
+                let what =
+                    format!("gemm_bt {isa:?} m={m} k={k} n={n} {epilogue:?} bias={with_bias}");
+                assert_close(&out, &want, &scale, k, &what);
+                let mut out = init.clone();
+                gemm_packed_with(isa, pool, &a, m, &packed, bias, epilogue, &mut out);
+                let what =
+                    format!("gemm_packed {isa:?} m={m} k={k} n={n} {epilogue:?} bias={with_bias}");
+                assert_close(&out, &want, &scale, k, &what);
+            }
         }
     }
 
@@ -195,7 +424,7 @@ mod tests {
         for threads in 1..=3 {
             let pool = CpuPool::new(threads);
             for _ in 0..12 {
-                let m = rng.range(1, 40);
+                let m = rng.range(1, 120);
                 let k = rng.range(1, 70);
                 let n = rng.range(1, 300);
                 for e in [Epilogue::Store, Epilogue::Gelu, Epilogue::AddInto] {
@@ -214,9 +443,13 @@ mod tests {
             (1, 384, 1031),
             (3, 384, 384),
             (4, 1536, 97),
+            (8, 384, 200),
+            (9, 384, 200),
             (37, 1500, 19),
             (67, 384, 130),
             (13, 1, 17),
+            (100, 1536, 40),
+            (200, 600, 33),
         ] {
             check(&pool, &mut rng, m, k, n, Epilogue::Store);
             check(&pool, &mut rng, m, k, n, Epilogue::AddInto);
@@ -242,6 +475,20 @@ mod tests {
         let mut out = vec![7.0; 6];
         gemm_bt(&pool, &[], 2, 0, &[], 3, None, Epilogue::AddInto, &mut out);
         assert_eq!(out, vec![7.0; 6]);
+        // k = 0 with many rows (packed path): r = bias.
+        let mut out = vec![7.0; 20 * 2];
+        gemm_bt(
+            &pool,
+            &[],
+            20,
+            0,
+            &[],
+            2,
+            Some(&[1.0, 2.0]),
+            Epilogue::Store,
+            &mut out,
+        );
+        assert!(out.chunks_exact(2).all(|r| r == [1.0, 2.0]));
     }
 
     #[test]

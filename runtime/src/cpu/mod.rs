@@ -10,9 +10,13 @@
 
 pub mod activation;
 pub mod attention;
+#[cfg(test)]
+mod bench;
 pub mod conv;
 pub mod gemm;
+mod gemm_kernels;
 pub mod norm;
+pub mod packed;
 pub mod pool;
 pub mod softmax;
 #[cfg(test)]
@@ -21,7 +25,8 @@ pub(crate) mod testing;
 pub use activation::{erf, gelu_erf};
 pub use attention::{attention, attention_scratch_len, AttentionShape};
 pub use conv::{conv1d_k3, conv1d_k3_out_len, conv1d_k3_scratch_len};
-pub use gemm::{gemm_bt, Epilogue};
+pub use gemm::{gemm_bt, gemm_packed, Epilogue};
 pub use norm::layer_norm;
+pub use packed::PackedWeights;
 pub use pool::CpuPool;
 pub use softmax::{log_softmax_in_place, softmax_in_place};

@@ -1,0 +1,82 @@
+//! Throughput measurements, run by hand (never asserted):
+//! `cargo test -p amanuensis-runtime --lib cpu::bench -- --ignored --nocapture --test-threads=1`
+//! (add `--release` for numbers without debug assertions).
+
+use super::gemm::{gemm_bt, gemm_packed, Epilogue};
+use super::packed::PackedWeights;
+use super::pool::CpuPool;
+use super::testing::Rng;
+use std::time::Instant;
+
+/// Minimum wall time of runs of `f` over about `budget` seconds (at least 3 runs), in seconds.
+/// The machine is shared, so the minimum is the least noisy statistic.
+fn min_time(budget: f64, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up: caches, page faults, pool wake-up
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    let mut runs = 0;
+    while runs < 3 || start.elapsed().as_secs_f64() < budget {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        runs += 1;
+    }
+    best
+}
+
+#[test]
+#[ignore = "timing only; run by hand with --ignored --nocapture"]
+fn gemm_throughput() {
+    let mut rng = Rng::new(42);
+    let shapes = [
+        (1500, 384, 1536),
+        (1500, 1536, 384),
+        (1500, 384, 1152),
+        (1, 384, 51_864),
+        (4, 384, 51_864),
+        (1, 384, 1536),
+        (4, 384, 1536),
+    ];
+    for (m, k, n) in shapes {
+        let a = rng.vec(m * k, 1.0);
+        let w = rng.vec(n * k, 1.0);
+        let bias = rng.vec(n, 1.0);
+        let mut out = vec![0.0; m * n];
+        for threads in [1, 2] {
+            let pool = CpuPool::new(threads);
+            let packed = PackedWeights::new(&pool, &w, n, k);
+            let flop = 2.0 * (m * n * k) as f64;
+            let t = min_time(1.0, || {
+                gemm_bt(
+                    &pool,
+                    &a,
+                    m,
+                    k,
+                    &w,
+                    n,
+                    Some(&bias),
+                    Epilogue::Store,
+                    &mut out,
+                )
+            });
+            let tp = min_time(1.0, || {
+                gemm_packed(
+                    &pool,
+                    &a,
+                    m,
+                    &packed,
+                    Some(&bias),
+                    Epilogue::Store,
+                    &mut out,
+                )
+            });
+            println!(
+                "m={m:5} k={k:5} n={n:6} threads={threads}: gemm_bt {:8.3} ms {:6.1} GFLOP/s | gemm_packed {:8.3} ms {:6.1} GFLOP/s",
+                t * 1e3,
+                flop / t / 1e9,
+                tp * 1e3,
+                flop / tp / 1e9
+            );
+        }
+    }
+}

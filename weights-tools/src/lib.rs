@@ -7,6 +7,7 @@
 pub mod ct2;
 pub mod error;
 pub mod from_ct2;
+pub mod hf;
 pub mod inspect;
 pub mod tokens;
 pub mod writer;
@@ -22,6 +23,9 @@ pub use error::ConvertError;
 pub enum SourceKind {
     /// CTranslate2: `model.bin`, `config.json`, `tokenizer.json`, optional `vocabulary.txt`.
     Ct2,
+    /// Hugging Face: `model.safetensors`, `config.json`, `tokenizer.json`, optional
+    /// `generation_config.json`.
+    HuggingFace,
 }
 
 /// What a conversion produced.
@@ -45,6 +49,7 @@ pub fn convert(
 ) -> Result<ConvertReport, ConvertError> {
     let parts = match kind {
         SourceKind::Ct2 => from_ct2::read_ct2_dir(input)?,
+        SourceKind::HuggingFace => hf::read_hf_dir(input)?,
     };
     let dims = parts.config.dims;
     let n_tensors = parts.tensors.len() + 1;

@@ -17,6 +17,9 @@ struct Cli {
 enum SourceArg {
     /// CTranslate2 directory: model.bin, config.json, tokenizer.json, vocabulary.txt.
     Ct2,
+    /// Hugging Face directory: model.safetensors, config.json, tokenizer.json,
+    /// generation_config.json.
+    Hf,
 }
 
 #[derive(Subcommand)]
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         } => {
             let kind = match from {
                 SourceArg::Ct2 => SourceKind::Ct2,
+                SourceArg::Hf => SourceKind::HuggingFace,
             };
             convert(&input, kind, &output).map(|r| {
                 eprintln!(

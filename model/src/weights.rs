@@ -233,55 +233,15 @@ impl WeightsFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let Header {
-            tensors,
-            order,
-            metadata,
-        } = parse_header(path, file.bytes())?;
-        let bad = |key: &str, reason: String| LoadError::BadMetadata {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            reason,
-        };
-        match metadata.get(keys::FORMAT) {
-            Some(f) if f == FORMAT => {}
-            Some(f) => return Err(bad(keys::FORMAT, format!("{f:?}, expected {FORMAT:?}"))),
-            None => {
-                return Err(bad(
-                    keys::FORMAT,
-                    "missing (not an Amanuensis model file)".into(),
-                ))
-            }
-        }
-        match metadata.get(keys::FORMAT_VERSION) {
-            Some(v) if v == FORMAT_VERSION => {}
-            Some(v) => {
-                return Err(LoadError::UnsupportedFormatVersion {
-                    path: path.to_path_buf(),
-                    found: v.clone(),
-                    supported: FORMAT_VERSION,
-                })
-            }
-            None => return Err(bad(keys::FORMAT_VERSION, "missing".into())),
-        }
-        for key in [keys::SOURCE, keys::TOKENIZER_JSON] {
-            if metadata.get(key).is_none_or(|v| v.is_empty()) {
-                return Err(bad(key, "missing".into()));
-            }
-        }
-        let config = ModelConfig::from_metadata(&metadata).map_err(|e| bad(&e.key, e.reason))?;
-        let weights = WeightsFile {
+        let (header, config) = validate(path, file.bytes())?;
+        Ok(WeightsFile {
             path: path.to_path_buf(),
             file,
-            tensors,
-            order,
-            metadata,
+            tensors: header.tensors,
+            order: header.order,
+            metadata: header.metadata,
             config,
-        };
-        for spec in expected_tensors(&weights.config.dims) {
-            weights.entry(&spec.name, &spec.shape, &[spec.dtype])?;
-        }
-        Ok(weights)
+        })
     }
 
     /// The dims, special tokens and decoding lists of this model.
@@ -357,31 +317,93 @@ impl WeightsFile {
         shape: &[usize],
         dtypes: &[Dtype],
     ) -> Result<&TensorEntry, LoadError> {
-        let entry = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| LoadError::MissingTensor {
-                path: self.path.clone(),
-                name: name.to_string(),
-            })?;
-        if !dtypes.contains(&entry.dtype) {
-            return Err(LoadError::Dtype {
-                path: self.path.clone(),
-                name: name.to_string(),
-                expected: dtypes[0],
-                got: entry.dtype,
-            });
-        }
-        if entry.shape != shape {
-            return Err(LoadError::Shape {
-                path: self.path.clone(),
-                name: name.to_string(),
-                expected: shape.to_vec(),
-                got: entry.shape.clone(),
-            });
-        }
-        Ok(entry)
+        lookup(&self.path, &self.tensors, name, shape, dtypes)
     }
+}
+
+/// Validates a whole model file held in memory, exactly as [`WeightsFile::open`] does, and
+/// returns its config. For fuzzing and for checking bytes before they are written.
+pub fn validate_model_bytes(bytes: &[u8]) -> Result<ModelConfig, LoadError> {
+    validate(Path::new("<memory>"), bytes).map(|(_, config)| config)
+}
+
+/// Everything `open` checks: framing, format, metadata, and the tensor table.
+fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig), LoadError> {
+    let header = parse_header(path, bytes)?;
+    let metadata = &header.metadata;
+    let bad = |key: &str, reason: String| LoadError::BadMetadata {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    match metadata.get(keys::FORMAT) {
+        Some(f) if f == FORMAT => {}
+        Some(f) => return Err(bad(keys::FORMAT, format!("{f:?}, expected {FORMAT:?}"))),
+        None => {
+            return Err(bad(
+                keys::FORMAT,
+                "missing (not an Amanuensis model file)".into(),
+            ))
+        }
+    }
+    match metadata.get(keys::FORMAT_VERSION) {
+        Some(v) if v == FORMAT_VERSION => {}
+        Some(v) => {
+            return Err(LoadError::UnsupportedFormatVersion {
+                path: path.to_path_buf(),
+                found: v.clone(),
+                supported: FORMAT_VERSION,
+            })
+        }
+        None => return Err(bad(keys::FORMAT_VERSION, "missing".into())),
+    }
+    for key in [keys::SOURCE, keys::TOKENIZER_JSON] {
+        if metadata.get(key).is_none_or(|v| v.is_empty()) {
+            return Err(bad(key, "missing".into()));
+        }
+    }
+    let config = ModelConfig::from_metadata(metadata).map_err(|e| bad(&e.key, e.reason))?;
+    for spec in expected_tensors(&config.dims) {
+        lookup(
+            path,
+            &header.tensors,
+            &spec.name,
+            &spec.shape,
+            &[spec.dtype],
+        )?;
+    }
+    Ok((header, config))
+}
+
+/// Looks up `name` and checks its shape and that its dtype is one of `dtypes`.
+fn lookup<'t>(
+    path: &Path,
+    tensors: &'t HashMap<String, TensorEntry>,
+    name: &str,
+    shape: &[usize],
+    dtypes: &[Dtype],
+) -> Result<&'t TensorEntry, LoadError> {
+    let entry = tensors.get(name).ok_or_else(|| LoadError::MissingTensor {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+    })?;
+    if !dtypes.contains(&entry.dtype) {
+        return Err(LoadError::Dtype {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            expected: dtypes[0],
+            got: entry.dtype,
+        });
+    }
+    if entry.shape != shape {
+        return Err(LoadError::Shape {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            got: entry.shape.clone(),
+        });
+    }
+    Ok(entry)
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Transcribe WAV files (any rate, any channel count; resampled to 16 kHz mono).
     Transcribe(TranscribeArgs),
+    /// Time each stage on real audio: load, mel, encoder, decoder, realtime factor, peak RSS.
+    Bench(BenchArgs),
     /// Convert a published checkpoint to an Amanuensis model file (same as `weights-tools convert`).
     Convert(ConvertArgs),
 }
@@ -63,6 +65,19 @@ struct TranscribeArgs {
 }
 
 #[derive(clap::Args)]
+struct BenchArgs {
+    /// Audio files (WAV); the first is also transcribed once untimed as a warm-up.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Model file or cached model name.
+    #[arg(short, long)]
+    model: Option<String>,
+    /// Threads (default: available cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+}
+
+#[derive(clap::Args)]
 struct ConvertArgs {
     /// Checkpoint folder (CTranslate2: model.bin, config.json, tokenizer.json).
     input: PathBuf,
@@ -78,6 +93,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Transcribe(args) => transcribe(&args),
+        Command::Bench(args) => bench(&args),
         Command::Convert(args) => convert(&args),
     };
     match result {
@@ -93,9 +109,7 @@ type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn transcribe(args: &TranscribeArgs) -> CliResult {
     let path = resolve_model(args.model.as_deref())?;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = default_threads(args.threads);
     let t = Instant::now();
     let model = amanuensis::load_cpu(&path, threads)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -156,6 +170,22 @@ fn transcribe(args: &TranscribeArgs) -> CliResult {
             );
         }
     }
+    Ok(())
+}
+
+fn default_threads(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+fn bench(args: &BenchArgs) -> CliResult {
+    let path = resolve_model(args.model.as_deref())?;
+    let threads = default_threads(args.threads);
+    println!(
+        "amanuensis bench: {} ({threads} threads, cpu-f32)",
+        path.display()
+    );
+    let report = amanuensis::bench::run(&path, threads, &args.files)?;
+    print!("{report}");
     Ok(())
 }
 

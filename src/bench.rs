@@ -1,0 +1,151 @@
+//! `amanuensis bench`: where the time goes on real audio, in one run: model load, mel, encoder
+//! per window, decoder per pass, end-to-end realtime factor, peak RSS and the encoder's achieved
+//! arithmetic rate.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amanuensis_model::audio::load_wav;
+use amanuensis_model::config::Dims;
+use amanuensis_model::session::{Session, Timings, TranscribeOptions};
+
+/// Totals over the benchmarked files.
+#[derive(Debug, Default)]
+pub struct BenchReport {
+    pub load: Duration,
+    pub files: usize,
+    pub audio_seconds: f64,
+    pub wall: Duration,
+    pub timings: Timings,
+    pub peak_rss_kib: Option<u64>,
+    pub encoder_macs_per_window: f64,
+}
+
+/// Multiply-accumulates of one encoder window: conv stem, projections, MLP and attention.
+pub fn encoder_macs(d: &Dims) -> f64 {
+    let (t, s, m) = (
+        d.n_audio_ctx as f64,
+        d.n_audio_state as f64,
+        d.n_mels as f64,
+    );
+    let conv = 2.0 * t * s * m * 3.0 + t * s * s * 3.0;
+    let per_layer = 4.0 * t * s * s + 2.0 * t * s * 4.0 * s + 2.0 * t * t * s;
+    conv + d.n_audio_layer as f64 * per_layer
+}
+
+/// Peak resident set size of this process (`VmHWM`), if the kernel reports it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Loads `model` with `threads` threads and transcribes every file once (after one untimed
+/// warm-up run of the first file).
+pub fn run(
+    model: &Path,
+    threads: usize,
+    files: &[PathBuf],
+) -> Result<BenchReport, Box<dyn std::error::Error>> {
+    let t = Instant::now();
+    let whisper = crate::load_cpu(model, threads)?;
+    let load = t.elapsed();
+    let mut session = Session::new(Arc::clone(&whisper));
+    let opts = TranscribeOptions::default();
+    let audio: Vec<Vec<f32>> = files
+        .iter()
+        .map(|f| load_wav(f))
+        .collect::<Result<_, _>>()?;
+    if let Some(first) = audio.first() {
+        session.transcribe(first, &opts)?;
+    }
+    let mut report = BenchReport {
+        load,
+        files: files.len(),
+        encoder_macs_per_window: encoder_macs(&whisper.config.dims),
+        ..Default::default()
+    };
+    for samples in &audio {
+        let t = Instant::now();
+        let tr = session.transcribe(samples, &opts)?;
+        report.wall += t.elapsed();
+        report.audio_seconds += tr.duration;
+        let (a, b) = (&mut report.timings, &tr.timings);
+        a.mel += b.mel;
+        a.encode += b.encode;
+        a.decode += b.decode;
+        a.windows += b.windows;
+        a.decoder_passes += b.decoder_passes;
+        a.sampled_tokens += b.sampled_tokens;
+    }
+    report.peak_rss_kib = peak_rss_kib();
+    Ok(report)
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let tm = &self.timings;
+        let per_window = ms(tm.encode) / tm.windows.max(1) as f64;
+        writeln!(f, "model load        {:9.1} ms", ms(self.load))?;
+        writeln!(
+            f,
+            "files             {:9} ({:.1} s of audio)",
+            self.files, self.audio_seconds
+        )?;
+        writeln!(f, "mel               {:9.1} ms total", ms(tm.mel))?;
+        writeln!(
+            f,
+            "encoder           {:9.1} ms per window ({} windows)",
+            per_window, tm.windows
+        )?;
+        writeln!(
+            f,
+            "encoder rate      {:9.1} GOPS (2 x {:.2} GMAC per window / window time)",
+            2.0 * self.encoder_macs_per_window / (per_window * 1e-3) / 1e9,
+            self.encoder_macs_per_window / 1e9
+        )?;
+        writeln!(
+            f,
+            "decoder           {:9.2} ms per pass ({} passes, {} tokens)",
+            ms(tm.decode) / tm.decoder_passes.max(1) as f64,
+            tm.decoder_passes,
+            tm.sampled_tokens
+        )?;
+        writeln!(
+            f,
+            "end to end        {:9.1} ms, {:.1}x realtime",
+            ms(self.wall),
+            self.audio_seconds / self.wall.as_secs_f64()
+        )?;
+        match self.peak_rss_kib {
+            Some(k) => writeln!(f, "peak RSS          {:9.1} MiB", k as f64 / 1024.0),
+            None => writeln!(f, "peak RSS          unknown (no /proc/self/status)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiny_encoder_macs_by_hand() {
+        let d = Dims {
+            n_mels: 80,
+            n_audio_ctx: 1500,
+            n_audio_state: 384,
+            n_audio_head: 6,
+            n_audio_layer: 4,
+            n_vocab: 51864,
+            n_text_ctx: 448,
+            n_text_state: 384,
+            n_text_head: 6,
+            n_text_layer: 4,
+        };
+        // conv1 3000·384·80·3 + conv2 1500·384·384·3 + 4 · (12·1500·384² + 2·1500²·384)
+        let want = 276_480_000.0 + 663_552_000.0 + 4.0 * (2_654_208_000.0 + 1_728_000_000.0);
+        assert_eq!(encoder_macs(&d), want);
+    }
+}

@@ -2,3 +2,4 @@
 //!
 //! Nothing here knows Whisper: it offers devices, buffers and kernels at the granularity of a
 //! whole layer (GEMM with fused epilogues, attention, norms).
+pub mod npu;

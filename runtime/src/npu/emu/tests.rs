@@ -1,0 +1,1 @@
+//! Emulated-device tests: see ../tests.rs for the full submission path.

@@ -10,6 +10,31 @@ use super::error::NpuError;
 pub const SYSFS_PCI_DEVICES: &str = "/sys/bus/pci/devices";
 /// The directory of accel device nodes.
 pub const DEV_ACCEL: &str = "/dev/accel";
+/// Present when the amdxdna module is loaded.
+pub const SYSFS_AMDXDNA_MODULE: &str = "/sys/module/amdxdna";
+/// PCI ids of AMD NPUs (vendor 1022; device 1502 = NPU1, 17f0 = NPU2/4/5/6).
+pub const NPU_PCI_IDS: &[&str] = &["1022:1502", "1022:17f0"];
+
+/// PCI devices with an NPU id (whether or not a driver is bound), as `(address, id)`.
+pub fn find_npu_pci_devices(sysfs_pci: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let Ok(devices) = std::fs::read_dir(sysfs_pci) else {
+        return out;
+    };
+    for dev in devices.flatten() {
+        let dir = dev.path();
+        if let Some(id) = read_id(&dir, "vendor")
+            .zip(read_id(&dir, "device"))
+            .map(|(v, d)| format!("{v}:{d}"))
+        {
+            if NPU_PCI_IDS.contains(&id.as_str()) {
+                out.push((dev.file_name().to_string_lossy().into_owned(), id));
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 /// One accel node found in sysfs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,17 +111,29 @@ impl Discovery {
     }
 }
 
-/// Probe the nodes found under the given roots.
-pub fn discover_in(sysfs_pci: &Path, dev_accel: &Path) -> Discovery {
+/// Probe the nodes found under the given roots; `module` is the amdxdna module's sysfs directory.
+pub fn discover_in(sysfs_pci: &Path, dev_accel: &Path, module: &Path) -> Discovery {
     let found = find_accel_nodes(sysfs_pci, dev_accel);
     let none_found = found.is_empty().then(|| {
         if !sysfs_pci.is_dir() {
-            format!("{} does not exist (no PCI sysfs on this system)", sysfs_pci.display())
-        } else {
-            format!(
-                "no PCI device under {} has an accel/ entry (no NPU, or the amdxdna module is not loaded)",
-                sysfs_pci.display()
-            )
+            return format!("{} does not exist (no PCI sysfs on this system)", sysfs_pci.display());
+        }
+        let npus = find_npu_pci_devices(sysfs_pci);
+        let loaded = module.is_dir();
+        match (npus.first(), loaded) {
+            (Some((addr, id)), false) => format!(
+                "NPU PCI device {addr} [{id}] is present but the amdxdna module is not loaded ({} absent)",
+                module.display()
+            ),
+            (Some((addr, id)), true) => format!(
+                "NPU PCI device {addr} [{id}] is present and amdxdna is loaded, but it created no accel node (probe failed? see dmesg)"
+            ),
+            (None, _) => format!(
+                "no AMD NPU on the PCI bus (no device {} under {}; amdxdna module {})",
+                NPU_PCI_IDS.join(" or "),
+                sysfs_pci.display(),
+                if loaded { "loaded" } else { "not loaded" }
+            ),
         }
     });
     let nodes = found
@@ -111,7 +148,11 @@ pub fn discover_in(sysfs_pci: &Path, dev_accel: &Path) -> Discovery {
 
 /// Probe the system's accel nodes.
 pub fn discover() -> Discovery {
-    discover_in(Path::new(SYSFS_PCI_DEVICES), Path::new(DEV_ACCEL))
+    discover_in(
+        Path::new(SYSFS_PCI_DEVICES),
+        Path::new(DEV_ACCEL),
+        Path::new(SYSFS_AMDXDNA_MODULE),
+    )
 }
 
 #[cfg(test)]
@@ -130,6 +171,7 @@ mod tests {
         let d = discover_in(
             Path::new("/nonexistent/sysfs"),
             Path::new("/nonexistent/dev"),
+            Path::new("/nonexistent/module"),
         );
         assert!(d.nodes.is_empty());
         let e = d.first_usable().unwrap_err().to_string();
@@ -159,7 +201,7 @@ mod tests {
         assert_eq!(nodes[0].pci_address, "0000:c4:00.1");
         assert_eq!(nodes[0].pci_id.as_deref(), Some("1022:1502"));
         assert_eq!(nodes[1].node, dev.join("accel1"));
-        let d = discover_in(&sys, &dev);
+        let d = discover_in(&sys, &dev, &root.join("module"));
         let reasons: Vec<String> = d
             .nodes
             .iter()
@@ -179,18 +221,41 @@ mod tests {
         assert!(e.contains("ENOTTY") && e.contains("does not exist"), "{e}");
         let empty = root.join("empty");
         std::fs::create_dir_all(&empty).unwrap();
-        let e = discover_in(&empty, &dev)
+        let module = root.join("module");
+        let e = discover_in(&empty, &dev, &module)
             .first_usable()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("has an accel/ entry"), "{e}");
+        assert!(
+            e.contains("no AMD NPU on the PCI bus") && e.contains("not loaded"),
+            "{e}"
+        );
+        // An NPU on the bus without the module, then with the module but no node.
+        let bus = root.join("bus");
+        std::fs::create_dir_all(bus.join("0000:c4:00.1")).unwrap();
+        std::fs::write(bus.join("0000:c4:00.1/vendor"), "0x1022\n").unwrap();
+        std::fs::write(bus.join("0000:c4:00.1/device"), "0x17f0\n").unwrap();
+        let e = discover_in(&bus, &dev, &module)
+            .first_usable()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("0000:c4:00.1 [1022:17f0] is present but the amdxdna module is not loaded"),
+            "{e}"
+        );
+        std::fs::create_dir_all(&module).unwrap();
+        let e = discover_in(&bus, &dev, &module)
+            .first_usable()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("created no accel node"), "{e}");
         let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
     fn a_non_amdxdna_drm_node_is_rejected_by_name() {
-        // /dev/null is not DRM: the same path a different DRM driver would take stops at the
-        // version check; the name comparison itself is covered by the emulated device tests.
+        // /dev/null is not DRM: the open succeeds and the version check refuses it; the name
+        // comparison itself is tested in device.rs.
         let e = Device::open(Path::new("/dev/null"))
             .unwrap_err()
             .to_string();

@@ -6,7 +6,7 @@ fn main() {
     use amanuensis_runtime::npu::uapi;
     match std::env::args().nth(1).as_deref() {
         None => print!("{}", uapi::layout_table()),
-        Some("--c") => print!("{}", uapi::c_program()),
+        Some("--c") => print!("{}", uapi::c_program(uapi::TablePart::All)),
         Some(other) => {
             eprintln!("usage: amdxdna-uapi-table [--c]   (unknown argument {other:?})");
             std::process::exit(2);

@@ -1,14 +1,14 @@
 //! ERT command packets: the header word, its states, and builders for `ERT_START_CU` (what XRT
 //! sends for mlir-aie xclbin kernels) and `ERT_START_NPU` (npu-driver.md §2.7).
 //!
-//! Header bits: state [3:0], stat_enabled [4], extra_cu_masks [11:10], count [22:12] (words after
-//! the header), opcode [27:23], type [31:28] (`ERT_CU` = 3).
+//! Header bits: state `[3:0]`, stat_enabled `[4]`, extra_cu_masks `[11:10]`, count `[22:12]` (words after
+//! the header), opcode `[27:23]`, type `[31:28]` (`ERT_CU` = 3).
 
 /// `ERT_START_CU`.
 pub const ERT_START_CU: u32 = 0;
 /// `ERT_START_NPU`.
 pub const ERT_START_NPU: u32 = 20;
-/// `ERT_CU`, the packet type XRT writes in bits [31:28].
+/// `ERT_CU`, the packet type XRT writes in bits `[31:28]`.
 pub const ERT_CU: u32 = 3;
 /// The regmap `opcode` argument of mlir-aie designs (3 = TXN; 2 is the deprecated legacy flow).
 pub const MLIR_AIE_OPCODE_TXN: u64 = 3;

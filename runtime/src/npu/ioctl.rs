@@ -1,6 +1,6 @@
 //! The only place that issues ioctls. One safe function per ioctl: each builds the uAPI struct
 //! from Rust values, keeps every user pointer it embeds alive for the duration of the call, and
-//! returns the raw errno (callers attach the op name, see [`super::error::ioctl_err`]).
+//! returns the raw errno (callers attach the op name to make a [`super::NpuError::Ioctl`]).
 
 use std::os::fd::BorrowedFd;
 

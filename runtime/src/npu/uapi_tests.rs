@@ -186,3 +186,47 @@ fn table_prints_in_the_doc_format() {
         .sum::<usize>();
     assert_eq!(table.lines().count(), struct_lines + REQUESTS.len());
 }
+
+/// Compile the generic-DRM part of [`c_program`] against libdrm's `drm.h` when this machine
+/// has it (Debian: libdrm-dev) and a C compiler, and compare its output with our table. Skipped,
+/// with the reason printed, when either is missing.
+#[test]
+fn generic_drm_structs_match_the_system_drm_header() {
+    use std::path::Path;
+    use std::process::Command;
+    let include = Path::new("/usr/include/libdrm");
+    if !include.join("drm.h").exists() {
+        eprintln!(
+            "skipped: {}/drm.h absent (install libdrm-dev)",
+            include.display()
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("amanuensis-uapi-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("t.c");
+    let exe = dir.join("t");
+    std::fs::write(&src, c_program(TablePart::GenericDrm)).unwrap();
+    let cc = Command::new("cc")
+        .arg("-I")
+        .arg(include)
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .output();
+    let Ok(cc) = cc else {
+        eprintln!("skipped: no C compiler (cc)");
+        return;
+    };
+    assert!(
+        cc.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let out = Command::new(&exe).output().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        layout_table_part(TablePart::GenericDrm)
+    );
+}

@@ -219,7 +219,7 @@ pub struct CdoGroup {
 pub struct IpData {
     /// `m_type` (7 = IP_PS_KERNEL).
     pub ip_type: u32,
-    /// `properties` (PS kernels: subtype [1:0], functional [5:4], kernel_id [27:16]).
+    /// `properties` (PS kernels: subtype `[1:0]`, functional `[5:4]`, kernel_id `[27:16]`).
     pub properties: u32,
     /// `m_base_address`.
     pub base_address: u64,

@@ -46,6 +46,20 @@ fn c_name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// The [`NpuError::NoDevice`] for a failed `open` of `node`.
+pub fn open_failure(node: &Path, errno: super::error::Errno) -> NpuError {
+    let shown = node.display();
+    NpuError::NoDevice {
+        reason: match errno_name(errno) {
+            "EACCES" | "EPERM" => format!(
+                "permission denied opening {shown} (the user needs read/write access to the node, usually via the 'render' group)"
+            ),
+            "ENOENT" => format!("{shown} does not exist"),
+            name => format!("cannot open {shown}: {name} ({errno})"),
+        },
+    }
+}
+
 /// Refuse a DRM node whose driver is not amdxdna (e.g. a GPU's render node).
 pub fn check_driver_name(node: &Path, version: &DrmVersion) -> Result<()> {
     if version.name == uapi::AMDXDNA_DRIVER_NAME {
@@ -85,15 +99,7 @@ impl Device {
     /// [`NpuError::NoDevice`] whose reason names the node and the cause.
     pub fn open(node: &Path) -> Result<Self> {
         let shown = node.display();
-        let driver = AmdxdnaDriver::open(node).map_err(|e| NpuError::NoDevice {
-            reason: match errno_name(e) {
-                "EACCES" | "EPERM" => format!(
-                    "permission denied opening {shown} (the user needs read/write access to the node, usually via the 'render' group)"
-                ),
-                "ENOENT" => format!("{shown} does not exist"),
-                name => format!("cannot open {shown}: {name} ({e})"),
-            },
-        })?;
+        let driver = AmdxdnaDriver::open(node).map_err(|e| open_failure(node, e))?;
         let version = driver.version().map_err(|e| NpuError::NoDevice {
             reason: format!(
                 "{shown} is not a DRM device (DRM_IOCTL_VERSION: {})",
@@ -169,6 +175,23 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_failures_say_why() {
+        use super::super::error::Errno;
+        let n = Path::new("/dev/accel/accel0");
+        let e = open_failure(n, Errno::ACCESS).to_string();
+        assert!(
+            e.contains("permission denied opening /dev/accel/accel0") && e.contains("render"),
+            "{e}"
+        );
+        assert!(open_failure(n, Errno::NOENT)
+            .to_string()
+            .ends_with("/dev/accel/accel0 does not exist"));
+        assert!(open_failure(n, Errno::NXIO)
+            .to_string()
+            .contains("cannot open /dev/accel/accel0: ENXIO"));
+    }
 
     #[test]
     fn another_drm_driver_is_named() {

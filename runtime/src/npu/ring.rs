@@ -8,6 +8,10 @@
 //! NEW. Every submitted seq is waited at most once ([`NpuError::UnknownTicket`] otherwise) and
 //! stays pending after a timeout, so no request is lost or completed twice. No allocation after
 //! construction.
+//!
+//! Timeline point 0 (a context's first command) is special in the kernel: waiting on it waits for
+//! the latest submitted command (npu-driver.md §2.8). Commands complete in order, so that is
+//! correct, only possibly later than necessary for the very first ticket.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -12,6 +12,8 @@ use amanuensis::model::session::{Session, TranscribeOptions};
 use amanuensis::model_path::resolve_model;
 use amanuensis::output::{render, OutputFormat};
 
+mod npu_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "amanuensis",
@@ -29,6 +31,12 @@ enum Command {
     Transcribe(TranscribeArgs),
     /// Time each stage on real audio: load, mel, encoder, decoder, realtime factor, peak RSS.
     Bench(BenchArgs),
+    /// List NPU devices and their properties, or say exactly why there is none
+    /// (exit 0: at least one usable NPU; 1: none).
+    Devices(npu_cmd::DevicesArgs),
+    /// Time N small dispatches through the full NPU submission path (min/median/p99 per stage).
+    /// Exit 1: no usable NPU; 2: bad arguments/files; 3: the run failed.
+    ProfileDispatch(npu_cmd::ProfileDispatchArgs),
     /// Convert a published checkpoint to an Amanuensis model file (same as `weights-tools convert`).
     Convert(ConvertArgs),
 }
@@ -92,6 +100,8 @@ struct ConvertArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Devices(args) => return npu_cmd::devices(&args),
+        Command::ProfileDispatch(args) => return npu_cmd::profile_dispatch(&args),
         Command::Transcribe(args) => transcribe(&args),
         Command::Bench(args) => bench(&args),
         Command::Convert(args) => convert(&args),

@@ -1,0 +1,239 @@
+//! Dispatch accounting: every dispatch records the bytes it moved, the host submit time (input
+//! flushes + packet + EXEC_CMD) and the wait time (completion wait + state check + output
+//! flushes). [`Dispatcher`] runs dispatches through a [`CommandRing`] and keeps a fixed-capacity
+//! [`DispatchLog`]; [`DispatchSummary`] gives min/median/p99 per stage.
+//!
+//! Nothing here allocates per dispatch: the log is a preallocated ring of records.
+
+use std::time::Instant;
+
+use crate::npu::arena::{BoArena, BufferId};
+use crate::npu::ring::{CommandRing, Packet};
+use crate::npu::Result;
+
+/// One dispatch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchRecord {
+    /// Bytes of the input and output views flushed for this dispatch.
+    pub bytes: u64,
+    /// Host time from the first input flush to EXEC_CMD's return, ns.
+    pub submit_ns: u64,
+    /// Host time from EXEC_CMD's return to the last output flush, ns.
+    pub wait_ns: u64,
+}
+
+/// The last `capacity` dispatch records.
+#[derive(Clone, Debug)]
+pub struct DispatchLog {
+    records: Vec<DispatchRecord>,
+    next: usize,
+    total: u64,
+}
+
+impl DispatchLog {
+    /// A log that keeps the most recent `capacity` (≥ 1) records.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            records: Vec::with_capacity(capacity.max(1)),
+            next: 0,
+            total: 0,
+        }
+    }
+
+    /// Add a record (overwrites the oldest when full; never allocates after construction).
+    pub fn record(&mut self, r: DispatchRecord) {
+        if self.records.len() < self.records.capacity() {
+            self.records.push(r);
+        } else {
+            self.records[self.next] = r;
+        }
+        self.next = (self.next + 1) % self.records.capacity();
+        self.total += 1;
+    }
+
+    /// Forget every record (keeps the capacity).
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.next = 0;
+        self.total = 0;
+    }
+
+    /// Records kept (at most the capacity), in no particular order.
+    pub fn records(&self) -> &[DispatchRecord] {
+        &self.records
+    }
+
+    /// Dispatches recorded since creation (including overwritten ones).
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Statistics over the kept records (allocates; call it outside the hot loop).
+    pub fn summary(&self) -> DispatchSummary {
+        let stage = |f: fn(&DispatchRecord) -> u64| {
+            let mut v: Vec<u64> = self.records.iter().map(f).collect();
+            StageStats::of(&mut v)
+        };
+        DispatchSummary {
+            count: self.records.len(),
+            submit: stage(|r| r.submit_ns),
+            wait: stage(|r| r.wait_ns),
+            total: stage(|r| r.submit_ns + r.wait_ns),
+            bytes: stage(|r| r.bytes),
+        }
+    }
+}
+
+/// min / median / p99 / mean of one quantity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageStats {
+    /// Smallest value.
+    pub min: u64,
+    /// Median (nearest rank, lower of the two middle values for even counts).
+    pub median: u64,
+    /// 99th percentile (nearest rank).
+    pub p99: u64,
+    /// Largest value.
+    pub max: u64,
+    /// Arithmetic mean (rounded down).
+    pub mean: u64,
+}
+
+impl StageStats {
+    /// Statistics of `values` (sorted in place). All zero for an empty slice.
+    pub fn of(values: &mut [u64]) -> Self {
+        if values.is_empty() {
+            return Self::default();
+        }
+        values.sort_unstable();
+        let n = values.len();
+        // Nearest rank: the smallest value with at least p% of the values ≤ it.
+        let rank = |p: u64| values[((p as usize * n).div_ceil(100)).clamp(1, n) - 1];
+        Self {
+            min: values[0],
+            median: rank(50),
+            p99: rank(99),
+            max: values[n - 1],
+            mean: (values.iter().map(|&v| v as u128).sum::<u128>() / n as u128) as u64,
+        }
+    }
+}
+
+/// Per-stage statistics of a [`DispatchLog`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchSummary {
+    /// Records summarised.
+    pub count: usize,
+    /// Submit stage, ns.
+    pub submit: StageStats,
+    /// Wait stage, ns.
+    pub wait: StageStats,
+    /// Submit + wait, ns.
+    pub total: StageStats,
+    /// Bytes moved per dispatch.
+    pub bytes: StageStats,
+}
+
+/// Runs synchronous dispatches through a ring and records each one.
+#[derive(Debug)]
+pub struct Dispatcher {
+    ring: CommandRing,
+    log: DispatchLog,
+}
+
+impl Dispatcher {
+    /// Wrap `ring`, keeping the last `log_capacity` records.
+    pub fn new(ring: CommandRing, log_capacity: usize) -> Self {
+        Self {
+            ring,
+            log: DispatchLog::with_capacity(log_capacity),
+        }
+    }
+
+    /// Flush `inputs`, submit `packet` with the arena's handle list, wait for completion, flush
+    /// `outputs`, and record the dispatch. A failed dispatch is not recorded.
+    pub fn dispatch(
+        &mut self,
+        arena: &BoArena,
+        packet: &Packet<'_>,
+        inputs: &[BufferId],
+        outputs: &[BufferId],
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        for &id in inputs {
+            arena.flush(id);
+        }
+        let ticket = self.ring.submit(packet, arena.handles())?;
+        let t1 = Instant::now();
+        self.ring.wait(ticket)?;
+        for &id in outputs {
+            arena.flush(id);
+        }
+        let t2 = Instant::now();
+        let bytes = inputs
+            .iter()
+            .chain(outputs)
+            .map(|&id| arena.len(id) as u64)
+            .sum();
+        self.log.record(DispatchRecord {
+            bytes,
+            submit_ns: (t1 - t0).as_nanos() as u64,
+            wait_ns: (t2 - t1).as_nanos() as u64,
+        });
+        Ok(())
+    }
+
+    /// Forget the records so far (e.g. after warm-up).
+    pub fn clear_log(&mut self) {
+        self.log.clear();
+    }
+
+    /// The records.
+    pub fn log(&self) -> &DispatchLog {
+        &self.log
+    }
+
+    /// The ring.
+    pub fn ring(&mut self) -> &mut CommandRing {
+        &mut self.ring
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_statistics() {
+        let mut v: Vec<u64> = (1..=100).rev().collect();
+        let s = StageStats::of(&mut v);
+        assert_eq!(
+            (s.min, s.median, s.p99, s.max, s.mean),
+            (1, 50, 99, 100, 50)
+        );
+        let s = StageStats::of(&mut [7]);
+        assert_eq!((s.min, s.median, s.p99, s.max), (7, 7, 7, 7));
+        let s = StageStats::of(&mut [1, 2, 3, 1000]);
+        assert_eq!((s.median, s.p99, s.mean), (2, 1000, 251));
+        assert_eq!(StageStats::of(&mut []), StageStats::default());
+    }
+
+    #[test]
+    fn log_keeps_the_latest_records_without_growing() {
+        let mut log = DispatchLog::with_capacity(3);
+        for i in 0..5 {
+            log.record(DispatchRecord {
+                bytes: i,
+                submit_ns: 10 * i,
+                wait_ns: 1,
+            });
+        }
+        assert_eq!(log.total(), 5);
+        let mut kept: Vec<u64> = log.records().iter().map(|r| r.bytes).collect();
+        kept.sort();
+        assert_eq!(kept, [2, 3, 4]);
+        assert_eq!(log.records().len(), 3);
+        let s = log.summary();
+        assert_eq!((s.count, s.submit.min, s.total.max), (3, 20, 41));
+    }
+}

@@ -1,0 +1,573 @@
+//! An emulated amdxdna device implementing [`Driver`]: BOs in host memory with the driver's
+//! address rules, hardware contexts whose CUs run a registered Rust function per PDI, the same
+//! command states, the 4-in-flight limit, syncobj timeline waits with absolute deadlines, and
+//! fault injection (fail the Nth call or the next call of an op with an errno, hang a command,
+//! end a command in a chosen state).
+//!
+//! Deviations from the real driver, all documented where they occur: where the driver would
+//! block forever (a 5th EXEC_CMD behind a hung command) the emulator returns EBUSY; a wait on a
+//! hung command sleeps at most [`MAX_SLEEP`] before returning ETIME.
+
+mod firmware;
+mod memory;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rustix::io::Errno;
+
+pub use firmware::{KernelCall, KernelFn};
+pub use memory::{DEV_BO_ALIGN, HEAP_DEVICE_BASE, HEAP_MAX};
+
+use firmware::{Context, Job, JobFault};
+use memory::Memory;
+
+use super::clock::monotonic_ns;
+use super::driver::{Backend, BoInfo, BoType, Driver};
+use super::ert::CmdState;
+use super::ioctl::DrmVersion;
+use super::mapping::MappedRange;
+use super::uapi;
+
+/// Commands a context accepts in flight (`HWCTX_MAX_CMDS`).
+pub const MAX_IN_FLIGHT: usize = 4;
+/// The longest a single wait sleeps on a command that will never complete.
+pub const MAX_SLEEP: Duration = Duration::from_secs(5);
+/// Required alignment of the heap mapping (firmware INVALID_PARAM otherwise, npu-driver.md §2.3).
+pub const HEAP_ALIGN: usize = 64 << 20;
+
+/// Geometry and identity the emulated device reports.
+#[derive(Clone, Debug)]
+pub struct EmuConfig {
+    /// DRM driver name (set something else to emulate a foreign node).
+    pub driver_name: String,
+    /// Driver (major, minor, patch): upstream 0.1 by default.
+    pub driver_version: (i32, i32, i32),
+    /// AIE version (major, minor).
+    pub aie_version: (u32, u32),
+    /// Columns.
+    pub cols: u16,
+    /// Rows (shim + mem + core).
+    pub rows: u16,
+    /// Compute rows.
+    pub core_rows: u16,
+    /// Firmware (major, minor, patch, build).
+    pub firmware: (u32, u32, u32, u32),
+    /// H-clock MHz.
+    pub h_clock_mhz: u32,
+    /// Time from submission (or the previous command's completion) to completion.
+    pub latency: Duration,
+}
+
+impl Default for EmuConfig {
+    /// A Phoenix-like NPU1: AIE2, 5 columns (column 0 unusable is not modelled), 6 rows, 4 core rows.
+    fn default() -> Self {
+        Self {
+            driver_name: uapi::AMDXDNA_DRIVER_NAME.into(),
+            driver_version: (0, 1, 0),
+            aie_version: (2, 0),
+            cols: 5,
+            rows: 6,
+            core_rows: 4,
+            firmware: (1, 5, 2, 380),
+            h_clock_mhz: 1024,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+/// Counters for tests and the profiler.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EmuStats {
+    /// Successful EXEC_CMDs.
+    pub submitted: u64,
+    /// Jobs that reached a final state.
+    pub completed: u64,
+    /// Highest number of jobs in flight on one context at any time.
+    pub max_in_flight: usize,
+    /// Live (not closed) BOs.
+    pub live_bos: usize,
+    /// BOs currently mapped.
+    pub mapped_bos: usize,
+    /// Live hardware contexts.
+    pub live_hwctxs: usize,
+    /// Live syncobjs.
+    pub live_syncobjs: usize,
+}
+
+#[derive(Default)]
+struct Faults {
+    calls: u64,
+    fail_at_call: BTreeMap<u64, Errno>,
+    fail_next_op: Vec<(&'static str, Errno)>,
+    execs: u64,
+    exec_faults: BTreeMap<u64, JobFault>,
+}
+
+struct State {
+    config: EmuConfig,
+    memory: Memory,
+    contexts: BTreeMap<u32, Context>,
+    syncobjs: BTreeMap<u32, u32>,
+    next_ctx: u32,
+    next_syncobj: u32,
+    kernels: Vec<(Vec<u8>, KernelFn)>,
+    faults: Faults,
+    stats: EmuStats,
+    log: Vec<(&'static str, u64)>,
+    errors: Vec<String>,
+}
+
+/// The emulated device. Share it as `Arc<EmuDriver>` and hand a clone to
+/// [`super::device::Device::from_driver`].
+pub struct EmuDriver {
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for EmuDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmuDriver").finish_non_exhaustive()
+    }
+}
+
+impl EmuDriver {
+    /// A fresh device with no BOs and no registered kernels.
+    pub fn new(config: EmuConfig) -> Self {
+        Self {
+            state: Mutex::new(State {
+                config,
+                memory: Memory::default(),
+                contexts: BTreeMap::new(),
+                syncobjs: BTreeMap::new(),
+                next_ctx: 0,
+                next_syncobj: 0,
+                kernels: Vec::new(),
+                faults: Faults::default(),
+                stats: EmuStats::default(),
+                log: Vec::new(),
+                errors: Vec::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic inside a kernel poisons the lock; the state is still consistent per job.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register the kernel a CU runs when CONFIG_HWCTX hands it a DEV BO starting with `pdi`.
+    pub fn register_kernel(
+        &self,
+        pdi: &[u8],
+        f: impl Fn(&mut KernelCall<'_>) -> Result<(), String> + Send + Sync + 'static,
+    ) {
+        self.lock().kernels.push((pdi.to_vec(), Arc::new(f)));
+    }
+
+    /// Set the per-command latency.
+    pub fn set_latency(&self, latency: Duration) {
+        self.lock().config.latency = latency;
+    }
+
+    /// Fail the `n`th driver call from now (1 = the next one, any op) with `errno`.
+    pub fn fail_nth_call(&self, n: u64, errno: Errno) {
+        let mut s = self.lock();
+        let at = s.faults.calls + n;
+        s.faults.fail_at_call.insert(at, errno);
+    }
+
+    /// Fail the next call of `op` (e.g. `"EXEC_CMD"`, `"CREATE_BO"`) with `errno`.
+    pub fn fail_next(&self, op: &'static str, errno: Errno) {
+        self.lock().faults.fail_next_op.push((op, errno));
+    }
+
+    /// Make the `n`th EXEC_CMD from now (1 = next) hang: it never completes; destroying its
+    /// context aborts it.
+    pub fn hang_exec(&self, n: u64) {
+        let mut s = self.lock();
+        let at = s.faults.execs + n;
+        s.faults.exec_faults.insert(at, JobFault::Hang);
+    }
+
+    /// Make the `n`th EXEC_CMD from now complete in `state` (ERROR, ABORT, …) without running.
+    pub fn fail_exec(&self, n: u64, state: CmdState) {
+        let mut s = self.lock();
+        let at = s.faults.execs + n;
+        s.faults.exec_faults.insert(at, JobFault::State(state));
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EmuStats {
+        let s = self.lock();
+        EmuStats {
+            live_bos: s.memory.live_count(),
+            mapped_bos: s.memory.mapped_count(),
+            live_hwctxs: s.contexts.len(),
+            live_syncobjs: s.syncobjs.len(),
+            ..s.stats.clone()
+        }
+    }
+
+    /// Every successful call so far as (op, main argument), in order.
+    pub fn ops(&self) -> Vec<(&'static str, u64)> {
+        self.lock().log.clone()
+    }
+
+    /// Why commands ended in a non-COMPLETED state, oldest first.
+    pub fn command_errors(&self) -> Vec<String> {
+        self.lock().errors.clone()
+    }
+
+    /// Enter the device: count the call, apply injected faults, retire due jobs.
+    fn enter(&self, op: &'static str) -> Result<MutexGuard<'_, State>, Errno> {
+        let mut s = self.lock();
+        s.faults.calls += 1;
+        let n = s.faults.calls;
+        if let Some(e) = s.faults.fail_at_call.remove(&n) {
+            return Err(e);
+        }
+        if let Some(i) = s.faults.fail_next_op.iter().position(|(o, _)| *o == op) {
+            return Err(s.faults.fail_next_op.remove(i).1);
+        }
+        s.retire(monotonic_ns());
+        Ok(s)
+    }
+}
+
+impl State {
+    /// Complete every job whose time has come, in order per context.
+    fn retire(&mut self, now: i64) {
+        let State {
+            memory,
+            contexts,
+            stats,
+            errors,
+            ..
+        } = self;
+        for ctx in contexts.values_mut() {
+            while let Some(job) = ctx.pending.front() {
+                if job.complete_at.is_none_or(|t| t > now) {
+                    break;
+                }
+                let job = ctx.pending.pop_front().expect("front exists");
+                let (state, why) = firmware::execute(memory, ctx, &job);
+                firmware::finish(memory, job.cmd_bo, state);
+                if let Some(why) = why {
+                    errors.push(format!("seq {}: {why}", job.seq));
+                }
+                ctx.signaled = Some(job.seq);
+                stats.completed += 1;
+            }
+        }
+    }
+
+    fn ctx_mut(&mut self, hwctx: u32) -> Result<&mut Context, Errno> {
+        self.contexts.get_mut(&hwctx).ok_or(Errno::INVAL)
+    }
+}
+
+impl Driver for EmuDriver {
+    fn backend(&self) -> Backend {
+        Backend::Emulated
+    }
+
+    fn version(&self) -> Result<DrmVersion, Errno> {
+        let s = self.enter("DRM_IOCTL_VERSION")?;
+        let (major, minor, patchlevel) = s.config.driver_version;
+        Ok(DrmVersion {
+            major,
+            minor,
+            patchlevel,
+            name: s.config.driver_name.clone(),
+        })
+    }
+
+    fn query_aie_version(&self) -> Result<uapi::amdxdna_drm_query_aie_version, Errno> {
+        let s = self.enter("GET_INFO")?;
+        let (major, minor) = s.config.aie_version;
+        Ok(uapi::amdxdna_drm_query_aie_version { major, minor })
+    }
+
+    fn query_aie_metadata(&self) -> Result<uapi::amdxdna_drm_query_aie_metadata, Errno> {
+        let s = self.enter("GET_INFO")?;
+        let c = &s.config;
+        let tile = |row_start, row_count| uapi::amdxdna_drm_query_aie_tile_metadata {
+            row_count,
+            row_start,
+            dma_channel_count: 2,
+            lock_count: 16,
+            event_reg_count: 4,
+            pad: [0; 3],
+        };
+        Ok(uapi::amdxdna_drm_query_aie_metadata {
+            col_size: 1 << 25,
+            cols: c.cols,
+            rows: c.rows,
+            version: uapi::amdxdna_drm_query_aie_version {
+                major: c.aie_version.0,
+                minor: c.aie_version.1,
+            },
+            core: tile(c.rows - c.core_rows, c.core_rows),
+            mem: tile(1, c.rows - c.core_rows - 1),
+            shim: tile(0, 1),
+        })
+    }
+
+    fn query_firmware_version(&self) -> Result<uapi::amdxdna_drm_query_firmware_version, Errno> {
+        let s = self.enter("GET_INFO")?;
+        let (major, minor, patch, build) = s.config.firmware;
+        Ok(uapi::amdxdna_drm_query_firmware_version {
+            major,
+            minor,
+            patch,
+            build,
+        })
+    }
+
+    fn query_clock_metadata(&self) -> Result<uapi::amdxdna_drm_query_clock_metadata, Errno> {
+        let s = self.enter("GET_INFO")?;
+        let clock = |name: &str, freq_mhz| {
+            let mut n = [0u8; 16];
+            n[..name.len()].copy_from_slice(name.as_bytes());
+            uapi::amdxdna_drm_query_clock {
+                name: n,
+                freq_mhz,
+                pad: 0,
+            }
+        };
+        Ok(uapi::amdxdna_drm_query_clock_metadata {
+            mp_npu_clock: clock("MP-NPU Clock", 400),
+            h_clock: clock("H Clock", s.config.h_clock_mhz),
+        })
+    }
+
+    fn create_bo(&self, bo_type: BoType, size: u64) -> Result<u32, Errno> {
+        let mut s = self.enter("CREATE_BO")?;
+        let h = s.memory.create(bo_type, size)?;
+        s.log.push(("CREATE_BO", h as u64));
+        Ok(h)
+    }
+
+    fn bo_info(&self, handle: u32) -> Result<BoInfo, Errno> {
+        self.enter("GET_BO_INFO")?.memory.info(handle)
+    }
+
+    fn mmap(&self, map_offset: u64, len: usize, align: usize) -> Result<MappedRange, Errno> {
+        let mut s = self.enter("mmap")?;
+        let r = s.memory.mmap(map_offset, len, align)?;
+        s.log.push(("mmap", r.addr() as u64));
+        Ok(r)
+    }
+
+    fn munmap(&self, range: MappedRange) -> Result<(), Errno> {
+        let mut s = self.enter("munmap")?;
+        let addr = range.addr() as u64;
+        s.memory.munmap(range)?;
+        s.log.push(("munmap", addr));
+        Ok(())
+    }
+
+    fn gem_close(&self, handle: u32) -> Result<(), Errno> {
+        let mut s = self.enter("GEM_CLOSE")?;
+        s.memory.close(handle)?;
+        s.log.push(("GEM_CLOSE", handle as u64));
+        Ok(())
+    }
+
+    fn create_hwctx(
+        &self,
+        qos: &[u8; uapi::QOS_BUFFER_SIZE],
+        max_opc: u32,
+        num_tiles: u32,
+    ) -> Result<(u32, u32), Errno> {
+        let _ = (qos, max_opc); // stored but unused by aie2
+        let mut s = self.enter("CREATE_HWCTX")?;
+        if s.memory.heap.is_none() {
+            return Err(Errno::NOENT); // "The client dev heap object not exist"
+        }
+        let core_rows = s.config.core_rows as u32;
+        let cols = num_tiles / core_rows;
+        if num_tiles % core_rows != 0 || cols == 0 || cols > s.config.cols as u32 {
+            return Err(Errno::INVAL);
+        }
+        s.next_ctx += 1;
+        s.next_syncobj += 1;
+        let (ctx, sync) = (s.next_ctx, s.next_syncobj);
+        s.contexts.insert(ctx, Context::new());
+        s.syncobjs.insert(sync, ctx);
+        s.log.push(("CREATE_HWCTX", ctx as u64));
+        Ok((ctx, sync))
+    }
+
+    fn config_cu(&self, hwctx: u32, cus: &[uapi::amdxdna_cu_config]) -> Result<(), Errno> {
+        let mut s = self.enter("CONFIG_HWCTX")?;
+        if cus.is_empty() || cus.len() > 32 || cus.iter().any(|c| c.pad != [0; 3]) {
+            return Err(Errno::INVAL);
+        }
+        if s.ctx_mut(hwctx)?.cus.is_some() {
+            return Err(Errno::INVAL); // "Not support re-config CU"
+        }
+        if s.memory.heap_addr().is_none_or(|a| a % HEAP_ALIGN != 0) {
+            return Err(Errno::INVAL); // firmware rejects a heap that is not 64 MiB aligned
+        }
+        let mut kernels = Vec::with_capacity(cus.len());
+        for cu in cus {
+            if s.memory.bo_type(cu.cu_bo)? != BoType::Dev {
+                return Err(Errno::INVAL); // "Invalid BO type"
+            }
+            let addr = s.memory.info(cu.cu_bo)?.xdna_addr;
+            let (p, len, _) = s.memory.resolve(addr).ok_or(Errno::INVAL)?;
+            // SAFETY: `resolve` returned `len` live bytes of the PDI BO; read-only here.
+            let image = unsafe { std::slice::from_raw_parts(p, len) };
+            let k = s
+                .kernels
+                .iter()
+                .find(|(pdi, _)| image.starts_with(pdi))
+                .map(|(_, f)| f.clone());
+            kernels.push(k);
+        }
+        s.ctx_mut(hwctx)?.cus = Some(kernels);
+        s.log.push(("CONFIG_HWCTX", hwctx as u64));
+        Ok(())
+    }
+
+    fn destroy_hwctx(&self, hwctx: u32) -> Result<(), Errno> {
+        let mut s = self.enter("DESTROY_HWCTX")?;
+        // The driver waits for outstanding jobs: finish the ones that will complete, abort hung ones.
+        let due = s
+            .ctx_mut(hwctx)?
+            .pending
+            .iter()
+            .filter_map(|j| j.complete_at)
+            .max();
+        if let Some(t) = due {
+            drop(s);
+            let wait = t.saturating_sub(monotonic_ns());
+            if wait > 0 {
+                std::thread::sleep(Duration::from_nanos(wait as u64).min(MAX_SLEEP));
+            }
+            s = self.lock();
+            s.retire(monotonic_ns());
+        }
+        let mut ctx = s.contexts.remove(&hwctx).ok_or(Errno::INVAL)?;
+        for job in ctx.pending.drain(..) {
+            firmware::finish(&s.memory, job.cmd_bo, CmdState::Abort);
+            s.errors
+                .push(format!("seq {}: aborted by DESTROY_HWCTX", job.seq));
+        }
+        s.log.push(("DESTROY_HWCTX", hwctx as u64));
+        Ok(())
+    }
+
+    fn syncobj_destroy(&self, syncobj: u32) -> Result<(), Errno> {
+        let mut s = self.enter("SYNCOBJ_DESTROY")?;
+        s.syncobjs.remove(&syncobj).ok_or(Errno::INVAL)?;
+        s.log.push(("SYNCOBJ_DESTROY", syncobj as u64));
+        Ok(())
+    }
+
+    fn exec_cmd(&self, hwctx: u32, cmd_bo: u32, arg_bos: &[u32]) -> Result<u64, Errno> {
+        let mut s = self.enter("EXEC_CMD")?;
+        if arg_bos.len() > 4095 {
+            return Err(Errno::INVAL);
+        }
+        if s.memory.bo_type(cmd_bo)? != BoType::Cmd {
+            return Err(Errno::INVAL);
+        }
+        for &h in arg_bos {
+            s.memory.bo_type(h)?; // ENOENT for a stale handle
+        }
+        if s.ctx_mut(hwctx)?.cus.is_none() {
+            return Err(Errno::INVAL);
+        }
+        // At most MAX_IN_FLIGHT: a further submission waits for the oldest (EBUSY if it is hung).
+        loop {
+            let ctx = s.ctx_mut(hwctx)?;
+            if ctx.pending.len() < MAX_IN_FLIGHT {
+                break;
+            }
+            let Some(t) = ctx.pending.front().and_then(|j| j.complete_at) else {
+                return Err(Errno::BUSY);
+            };
+            drop(s);
+            let wait = t.saturating_sub(monotonic_ns());
+            if wait > 0 {
+                std::thread::sleep(Duration::from_nanos(wait as u64));
+            }
+            s = self.lock();
+            s.retire(monotonic_ns());
+        }
+        s.faults.execs += 1;
+        let n = s.faults.execs;
+        let fault = s.faults.exec_faults.remove(&n).unwrap_or(JobFault::None);
+        let latency = i64::try_from(s.config.latency.as_nanos()).unwrap_or(i64::MAX);
+        let now = monotonic_ns();
+        let ctx = s.ctx_mut(hwctx)?;
+        let start = ctx
+            .pending
+            .back()
+            .and_then(|j| j.complete_at)
+            .unwrap_or(now)
+            .max(now);
+        let complete_at = (fault != JobFault::Hang).then(|| start.saturating_add(latency));
+        let seq = ctx.next_seq;
+        ctx.next_seq += 1;
+        ctx.pending.push_back(Job {
+            seq,
+            cmd_bo,
+            arg_bos: arg_bos.to_vec(),
+            complete_at,
+            fault,
+        });
+        let in_flight = ctx.pending.len();
+        s.stats.submitted += 1;
+        s.stats.max_in_flight = s.stats.max_in_flight.max(in_flight);
+        s.log.push(("EXEC_CMD", seq));
+        // A zero-latency job is due now; retire it so a header poll sees it done.
+        s.retire(monotonic_ns());
+        Ok(seq)
+    }
+
+    fn timeline_wait(&self, syncobj: u32, point: u64, deadline_ns: i64) -> Result<(), Errno> {
+        let mut s = self.enter("SYNCOBJ_TIMELINE_WAIT")?;
+        let hwctx = *s.syncobjs.get(&syncobj).ok_or(Errno::INVAL)?;
+        loop {
+            let ctx = s.contexts.get(&hwctx).ok_or(Errno::INVAL)?;
+            // Point 0 waits for the latest submitted job (dma_fence_chain_find_seqno quirk).
+            let target = if point == 0 {
+                ctx.next_seq.checked_sub(1)
+            } else {
+                Some(point)
+            };
+            let done = match (target, ctx.signaled) {
+                (Some(t), Some(sig)) => sig >= t,
+                _ => false,
+            };
+            if done {
+                return Ok(());
+            }
+            // When does the target complete? (WAIT_FOR_SUBMIT: an unsubmitted point waits.)
+            let due = target
+                .and_then(|t| ctx.pending.iter().find(|j| j.seq == t))
+                .and_then(|j| j.complete_at);
+            let now = monotonic_ns();
+            if now >= deadline_ns {
+                return Err(Errno::TIME);
+            }
+            let until = due.unwrap_or(i64::MAX).min(deadline_ns);
+            drop(s);
+            let nap = Duration::from_nanos(until.saturating_sub(now).max(0) as u64);
+            if due.is_none() && nap > MAX_SLEEP {
+                std::thread::sleep(MAX_SLEEP);
+                return Err(Errno::TIME);
+            }
+            std::thread::sleep(nap);
+            s = self.lock();
+            s.retire(monotonic_ns());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,263 @@
+//! Command submission and completion (npu-driver.md §2.7, §2.8): a ring of up to 4 command BOs
+//! per context, each with a prebuilt packet; EXEC_CMD with the handle list; completion by
+//! SYNCOBJ_TIMELINE_WAIT with an absolute CLOCK_MONOTONIC deadline; header state check.
+//!
+//! Rules kept here: a slot is reused only after its command reached a final state; a packet is
+//! written only when it differs from the slot's last one or after the slot's command failed (the
+//! driver overwrites a failed payload with 0xFF); otherwise only the header state is reset to
+//! NEW. Every submitted seq is waited at most once ([`NpuError::UnknownTicket`] otherwise) and
+//! stays pending after a timeout, so no request is lost or completed twice. No allocation after
+//! construction.
+//!
+//! Timeline point 0 (a context's first command) is special in the kernel: waiting on it waits for
+//! the latest submitted command (npu-driver.md §2.8). Commands complete in order, so that is
+//! correct, only possibly later than necessary for the very first ticket.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::bo::{MappedBo, CMD_BO_SIZE};
+use super::clock::deadline_after;
+use super::device::Device;
+use super::error::{ioctl_err, NpuError, Result};
+use super::ert::{CmdState, Header, PacketError, StartCu, StartNpu};
+use super::hwctx::HwContext;
+use rustix::io::Errno;
+
+/// Commands in flight per context (`HWCTX_MAX_CMDS`).
+pub const MAX_DEPTH: usize = 4;
+
+/// A packet to submit.
+#[derive(Clone, Copy, Debug)]
+pub enum Packet<'a> {
+    /// `ERT_START_CU`.
+    StartCu(StartCu<'a>),
+    /// `ERT_START_NPU`.
+    StartNpu(StartNpu<'a>),
+}
+
+impl Packet<'_> {
+    fn write(&self, out: &mut [u32]) -> Result<usize, PacketError> {
+        match self {
+            Self::StartCu(p) => p.write(out),
+            Self::StartNpu(p) => p.write(out),
+        }
+    }
+}
+
+/// A submitted command: wait on it with [`CommandRing::wait`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket {
+    seq: u64,
+    slot: usize,
+}
+
+impl Ticket {
+    /// The driver's sequence number for the command.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+struct Slot {
+    bo: MappedBo,
+    /// The packet last written to the BO (valid only when `reusable`).
+    last: Vec<u32>,
+    reusable: bool,
+    in_flight: Option<u64>,
+}
+
+/// The submission ring of one hardware context.
+pub struct CommandRing {
+    ctx: Arc<HwContext>,
+    slots: Vec<Slot>,
+    next: usize,
+    pending: VecDeque<Ticket>,
+    scratch: Vec<u32>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for CommandRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandRing")
+            .field("depth", &self.slots.len())
+            .field("pending", &self.pending)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl CommandRing {
+    /// `depth` (1..=4) command BOs for `ctx`; waits give up after `timeout`.
+    pub fn new(
+        device: &Device,
+        ctx: Arc<HwContext>,
+        depth: usize,
+        timeout: Duration,
+    ) -> Result<Self> {
+        if !(1..=MAX_DEPTH).contains(&depth) {
+            return Err(NpuError::InvalidRequest {
+                what: format!("ring depth {depth}, must be 1..={MAX_DEPTH}"),
+            });
+        }
+        let slots = (0..depth)
+            .map(|_| {
+                Ok(Slot {
+                    bo: MappedBo::command(device)?,
+                    last: Vec::with_capacity(CMD_BO_SIZE / 4),
+                    reusable: false,
+                    in_flight: None,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            ctx,
+            slots,
+            next: 0,
+            pending: VecDeque::with_capacity(MAX_DEPTH),
+            scratch: vec![0; CMD_BO_SIZE / 4],
+            timeout,
+        })
+    }
+
+    /// Commands submitted and not yet waited.
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The oldest pending ticket.
+    pub fn oldest(&self) -> Option<Ticket> {
+        self.pending.front().copied()
+    }
+
+    /// Whether a slot is free for [`CommandRing::submit`].
+    pub fn has_free_slot(&self) -> bool {
+        self.slots[self.next].in_flight.is_none()
+    }
+
+    /// Write `packet` into the next slot (only if it changed or the slot failed before; else
+    /// just reset the header to NEW) and EXEC_CMD it with `arg_handles` (every BO the command
+    /// references). Fails with [`NpuError::InvalidRequest`] if all slots are in flight.
+    pub fn submit(&mut self, packet: &Packet<'_>, arg_handles: &[u32]) -> Result<Ticket> {
+        let index = self.next;
+        let slot = &mut self.slots[index];
+        if slot.in_flight.is_some() {
+            return Err(NpuError::InvalidRequest {
+                what: format!(
+                    "all {} command slots are in flight; wait first",
+                    self.slots.len()
+                ),
+            });
+        }
+        let n = packet
+            .write(&mut self.scratch)
+            .map_err(|e| NpuError::InvalidRequest {
+                what: format!("command packet: {e}"),
+            })?;
+        let words = slot.bo.words_mut();
+        if slot.reusable && slot.last[..] == self.scratch[..n] {
+            // Same packet as last time and the slot completed cleanly: only the state changes.
+            let h = Header::decode(words[0]);
+            words[0] = Header {
+                state: CmdState::New,
+                ..h
+            }
+            .encode();
+        } else {
+            // Payload first, header last.
+            words[1..n].copy_from_slice(&self.scratch[1..n]);
+            words[0] = self.scratch[0];
+            slot.last.clear();
+            slot.last.extend_from_slice(&self.scratch[..n]);
+        }
+        slot.reusable = false;
+        let seq = self
+            .ctx
+            .driver()
+            .exec_cmd(self.ctx.handle(), slot.bo.handle(), arg_handles)
+            .map_err(ioctl_err("EXEC_CMD"))?;
+        slot.in_flight = Some(seq);
+        let ticket = Ticket { seq, slot: index };
+        self.pending.push_back(ticket);
+        self.next = (self.next + 1) % self.slots.len();
+        Ok(ticket)
+    }
+
+    /// Wait until `ticket`'s command completes and check its state.
+    ///
+    /// - `Ok(())`: COMPLETED.
+    /// - [`NpuError::Timeout`]: the deadline passed; the command stays pending (wait again).
+    /// - [`NpuError::CommandFailed`]: ERROR (5), ABORT (6) or any other final state; the slot is
+    ///   freed and its payload will be rebuilt.
+    /// - [`NpuError::UnknownTicket`]: not pending here (already waited, or another ring's).
+    pub fn wait(&mut self, ticket: Ticket) -> Result<()> {
+        let pos = self
+            .pending
+            .iter()
+            .position(|t| *t == ticket)
+            .ok_or(NpuError::UnknownTicket { seq: ticket.seq })?;
+        let slot = &self.slots[ticket.slot];
+        let mut state = CmdState::from_bits(slot.bo.read_word_volatile(0));
+        if !state.is_final() {
+            let started = Instant::now();
+            let deadline = deadline_after(self.timeout);
+            match self
+                .ctx
+                .driver()
+                .timeline_wait(self.ctx.syncobj(), ticket.seq, deadline)
+            {
+                Ok(()) => {}
+                Err(e) if e == Errno::TIME => {
+                    return Err(NpuError::Timeout {
+                        seq: ticket.seq,
+                        waited_ms: started.elapsed().as_millis() as u64,
+                    });
+                }
+                Err(e) => return Err(ioctl_err("SYNCOBJ_TIMELINE_WAIT")(e)),
+            }
+            state = CmdState::from_bits(slot.bo.read_word_volatile(0));
+            if !state.is_final() {
+                return Err(NpuError::Protocol {
+                    what: format!(
+                        "seq {} signalled but its header state is {state:?}",
+                        ticket.seq
+                    ),
+                });
+            }
+        }
+        self.pending.remove(pos);
+        let slot = &mut self.slots[ticket.slot];
+        slot.in_flight = None;
+        if state == CmdState::Completed {
+            slot.reusable = true;
+            Ok(())
+        } else {
+            slot.reusable = false;
+            Err(NpuError::CommandFailed {
+                seq: ticket.seq,
+                state,
+            })
+        }
+    }
+
+    /// Wait for every pending command, oldest first; returns the first error after trying all.
+    pub fn drain(&mut self) -> Result<()> {
+        let mut first = None;
+        while let Some(t) = self.oldest() {
+            if let Err(e) = self.wait(t) {
+                let timed_out = matches!(e, NpuError::Timeout { .. });
+                first.get_or_insert(e);
+                if timed_out {
+                    break; // still pending; do not spin on it
+                }
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The context this ring submits to.
+    pub fn context(&self) -> &Arc<HwContext> {
+        &self.ctx
+    }
+}

@@ -1,0 +1,189 @@
+//! The host side of a dispatch allocates nothing: flushes, packet, EXEC_CMD, wait, state check,
+//! record. A counting global allocator (this test binary only) counts every allocation made
+//! outside the driver; calls into the (emulated) driver are excluded by a thread-local flag,
+//! since the real driver is the kernel and allocates nothing in our process.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amanuensis_runtime::dispatch::Dispatcher;
+use amanuensis_runtime::dispatch_bench::{emulated_program, EMU_COPY_PDI};
+use amanuensis_runtime::npu::arena::{ArenaPlan, BoArena};
+use amanuensis_runtime::npu::device::Device;
+use amanuensis_runtime::npu::driver::{Backend, BoInfo, BoType, Driver};
+use amanuensis_runtime::npu::emu::{EmuConfig, EmuDriver};
+use amanuensis_runtime::npu::error::Errno;
+use amanuensis_runtime::npu::ert::{StartCu, MLIR_AIE_OPCODE_TXN};
+use amanuensis_runtime::npu::heap::Heap;
+use amanuensis_runtime::npu::hwctx::HwContext;
+use amanuensis_runtime::npu::ioctl::DrmVersion;
+use amanuensis_runtime::npu::mapping::MappedRange;
+use amanuensis_runtime::npu::ring::{CommandRing, Packet};
+use amanuensis_runtime::npu::uapi;
+use amanuensis_runtime::npu::xclbin::{Xclbin, MLIR_AIE_DPU_KERNEL_ID};
+
+struct Counting;
+
+thread_local! {
+    /// Set while the current thread is inside a driver call.
+    static IN_DRIVER: Cell<bool> = const { Cell::new(false) };
+    /// Allocations made by the current thread outside driver calls (other test-harness threads
+    /// do not count).
+    static HOST_ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_host_alloc() {
+    let _ = IN_DRIVER.try_with(|inside| {
+        if !inside.get() {
+            let _ = HOST_ALLOCS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+fn host_allocs() -> usize {
+    HOST_ALLOCS.with(|n| n.get())
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count_host_alloc();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count_host_alloc();
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Forwards to the emulator with the "inside the driver" flag set.
+struct Fenced(Arc<EmuDriver>);
+
+fn inside<T>(f: impl FnOnce() -> T) -> T {
+    IN_DRIVER.with(|c| c.set(true));
+    let r = f();
+    IN_DRIVER.with(|c| c.set(false));
+    r
+}
+
+impl Driver for Fenced {
+    fn backend(&self) -> Backend {
+        self.0.backend()
+    }
+    fn version(&self) -> Result<DrmVersion, Errno> {
+        inside(|| self.0.version())
+    }
+    fn query_aie_version(&self) -> Result<uapi::amdxdna_drm_query_aie_version, Errno> {
+        inside(|| self.0.query_aie_version())
+    }
+    fn query_aie_metadata(&self) -> Result<uapi::amdxdna_drm_query_aie_metadata, Errno> {
+        inside(|| self.0.query_aie_metadata())
+    }
+    fn query_firmware_version(&self) -> Result<uapi::amdxdna_drm_query_firmware_version, Errno> {
+        inside(|| self.0.query_firmware_version())
+    }
+    fn query_clock_metadata(&self) -> Result<uapi::amdxdna_drm_query_clock_metadata, Errno> {
+        inside(|| self.0.query_clock_metadata())
+    }
+    fn create_bo(&self, bo_type: BoType, size: u64) -> Result<u32, Errno> {
+        inside(|| self.0.create_bo(bo_type, size))
+    }
+    fn bo_info(&self, handle: u32) -> Result<BoInfo, Errno> {
+        inside(|| self.0.bo_info(handle))
+    }
+    fn mmap(&self, map_offset: u64, len: usize, align: usize) -> Result<MappedRange, Errno> {
+        inside(|| self.0.mmap(map_offset, len, align))
+    }
+    fn munmap(&self, range: MappedRange) -> Result<(), Errno> {
+        inside(|| self.0.munmap(range))
+    }
+    fn gem_close(&self, handle: u32) -> Result<(), Errno> {
+        inside(|| self.0.gem_close(handle))
+    }
+    fn create_hwctx(
+        &self,
+        qos: &[u8; 32],
+        max_opc: u32,
+        num_tiles: u32,
+    ) -> Result<(u32, u32), Errno> {
+        inside(|| self.0.create_hwctx(qos, max_opc, num_tiles))
+    }
+    fn config_cu(&self, hwctx: u32, cus: &[uapi::amdxdna_cu_config]) -> Result<(), Errno> {
+        inside(|| self.0.config_cu(hwctx, cus))
+    }
+    fn destroy_hwctx(&self, hwctx: u32) -> Result<(), Errno> {
+        inside(|| self.0.destroy_hwctx(hwctx))
+    }
+    fn syncobj_destroy(&self, syncobj: u32) -> Result<(), Errno> {
+        inside(|| self.0.syncobj_destroy(syncobj))
+    }
+    fn exec_cmd(&self, hwctx: u32, cmd_bo: u32, arg_bos: &[u32]) -> Result<u64, Errno> {
+        inside(|| self.0.exec_cmd(hwctx, cmd_bo, arg_bos))
+    }
+    fn timeline_wait(&self, syncobj: u32, point: u64, deadline_ns: i64) -> Result<(), Errno> {
+        inside(|| self.0.timeline_wait(syncobj, point, deadline_ns))
+    }
+}
+
+#[test]
+fn a_dispatch_allocates_nothing_on_the_host() {
+    let emu = Arc::new(EmuDriver::new(EmuConfig::default()));
+    emu.register_kernel(EMU_COPY_PDI, |call| {
+        let n = call.instructions()?[0] as usize;
+        let input = call.buffer(0)?[..n].to_vec();
+        call.buffer(1)?[..n].copy_from_slice(&input);
+        Ok(())
+    });
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let heap = Heap::create(&device).unwrap();
+    let (xclbin, instr_words) = emulated_program(512);
+    let ctx = HwContext::load(
+        &device,
+        &heap,
+        &Xclbin::parse(&xclbin).unwrap(),
+        MLIR_AIE_DPU_KERNEL_ID,
+    )
+    .unwrap();
+    let mut plan = ArenaPlan::new();
+    let instr = plan.instructions("instr", 1);
+    let input = plan.buffer("in", 512);
+    let output = plan.buffer("out", 512);
+    let mut arena = BoArena::allocate(&device, &heap, &plan).unwrap();
+    arena.write_instructions(instr, &instr_words).unwrap();
+    arena.bytes_mut(input).fill(7);
+    let buffers = [arena.device_addr(input), arena.device_addr(output)];
+    let packet = Packet::StartCu(StartCu {
+        cu_mask: 1,
+        opcode: MLIR_AIE_OPCODE_TXN,
+        instr_addr: arena.device_addr(instr),
+        instr_words: 1,
+        buffers: &buffers,
+    });
+    let ring = CommandRing::new(&device, Arc::new(ctx), 1, Duration::from_secs(5)).unwrap();
+    let mut d = Dispatcher::new(ring, 64);
+    d.dispatch(&arena, &packet, &[input], &[output]).unwrap(); // first use of the slot
+                                                               // The counter does count host allocations.
+    let probe = host_allocs();
+    let v = std::hint::black_box(vec![1u8; 10]);
+    assert_eq!(host_allocs(), probe + 1);
+    drop(v);
+    let before = host_allocs();
+    for _ in 0..200 {
+        d.dispatch(&arena, &packet, &[input], &[output]).unwrap();
+    }
+    let host = host_allocs() - before;
+    assert_eq!(host, 0, "{host} host allocations in 200 dispatches");
+    assert_eq!(emu.stats().completed, 201);
+    assert!(arena.bytes(output).iter().all(|&b| b == 7));
+}

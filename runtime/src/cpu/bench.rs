@@ -80,3 +80,52 @@ fn gemm_throughput() {
         }
     }
 }
+
+#[test]
+#[ignore = "timing only; run by hand with --ignored --nocapture"]
+fn gelu_epilogue_and_attention_throughput() {
+    use super::attention::{attention, attention_scratch_len, AttentionShape};
+    let mut rng = Rng::new(44);
+    let (m, k, n) = (1500, 384, 1536);
+    let a = rng.vec(m * k, 1.0);
+    let w = rng.vec(n * k, 1.0);
+    let mut out = vec![0.0; m * n];
+    for threads in [1, 2] {
+        let pool = CpuPool::new(threads);
+        let packed = PackedWeights::new(&pool, &w, n, k);
+        for epilogue in [Epilogue::Store, Epilogue::Gelu] {
+            let t = min_time(1.0, || {
+                gemm_packed(&pool, &a, m, &packed, None, epilogue, &mut out)
+            });
+            println!(
+                "gemm_packed 1500x384x1536 {epilogue:?} threads={threads}: {:.3} ms",
+                t * 1e3
+            );
+        }
+        for (q_len, kv_len, causal_offset) in
+            [(1500, 1500, None), (1, 1500, None), (4, 224, Some(220))]
+        {
+            let shape = AttentionShape {
+                heads: 6,
+                head_dim: 64,
+                q_len,
+                kv_len,
+                causal_offset,
+            };
+            let q = rng.vec(q_len * 384, 1.0);
+            let kk = rng.vec(kv_len * 384, 1.0);
+            let v = rng.vec(kv_len * 384, 1.0);
+            let mut scratch = vec![0.0; attention_scratch_len(&pool, &shape)];
+            let mut o = vec![0.0; q_len * 384];
+            let t = min_time(1.0, || {
+                attention(&pool, &shape, &q, &kk, &v, &mut scratch, &mut o)
+            });
+            let flop = 4.0 * (6 * 64 * q_len * kv_len) as f64;
+            println!(
+                "attention q={q_len} kv={kv_len} threads={threads}: {:.3} ms {:.1} GFLOP/s",
+                t * 1e3,
+                flop / t / 1e9
+            );
+        }
+    }
+}

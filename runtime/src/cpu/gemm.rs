@@ -4,7 +4,7 @@
 //! in_features]`, the layout of Whisper's linear layers, so every output element is a dot
 //! product of two contiguous rows.
 
-use super::activation::gelu_erf;
+use super::activation::{gelu_erf, gelu_slice};
 use super::gemm_kernels::{dot_block, packed_tile, Isa, Tile, DOT_R, MR, NR};
 use super::packed::{pack_into, packed_len, PackedWeights};
 use super::pool::{CpuPool, DisjointSlice};
@@ -211,17 +211,18 @@ fn dot_driver(
                 cols.len(),
                 k,
                 &a[i * k..(i + rows) * k],
+                k,
                 w_block,
+                k,
                 &mut sums,
             );
             for r in 0..rows {
                 let at = (i + r) * n;
                 // SAFETY: this task owns columns `cols` of every row.
                 let o = unsafe { out.range(at + cols.start..at + cols.end) };
-                for (c, o) in o.iter_mut().enumerate() {
-                    let b = bias.map_or(0.0, |b| b[cols.start + c]);
-                    epilogue.apply(o, sums[c * DOT_R + r] + b);
-                }
+                let partial: [f32; DOT_TASK_COLS] = std::array::from_fn(|c| sums[c * DOT_R + r]);
+                let bias = bias.map(|b| &b[cols.clone()]);
+                write_back(isa, o, &partial[..cols.len()], true, true, bias, epilogue);
             }
         }
     });
@@ -277,12 +278,21 @@ fn packed_driver(
                 let bias = bias.map(|b| &b[j..j + cols]);
                 for i in rows.clone().step_by(MR) {
                     let tile_rows = MR.min(rows.end - i);
-                    packed_tile(isa, tile_rows, depth, &a[i * k + p0..], k, panel, &mut tile);
+                    packed_tile(
+                        isa,
+                        tile_rows,
+                        depth,
+                        &a[i * k + p0..],
+                        k,
+                        panel,
+                        NR,
+                        &mut tile,
+                    );
                     for (r, tile_row) in tile.iter().enumerate().take(tile_rows) {
                         let at = (i + r) * n + j;
                         // SAFETY: this task owns rows `rows` × the columns of `panel_range`.
                         let o = unsafe { out.range(at..at + cols) };
-                        write_back(o, &tile_row[..cols], first, last, bias, epilogue);
+                        write_back(isa, o, &tile_row[..cols], first, last, bias, epilogue);
                     }
                 }
             }
@@ -294,6 +304,7 @@ fn packed_driver(
 /// `AddInto`), later ones add, the last adds the bias and applies the epilogue.
 #[inline]
 fn write_back(
+    isa: Isa,
     out: &mut [f32],
     partial: &[f32],
     first: bool,
@@ -311,7 +322,7 @@ fn write_back(
             out.iter_mut().zip(b).for_each(|(o, b)| *o += b);
         }
         if epilogue == Epilogue::Gelu {
-            out.iter_mut().for_each(|o| *o = gelu_erf(*o));
+            gelu_slice(isa, out);
         }
     }
 }

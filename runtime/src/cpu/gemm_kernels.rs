@@ -43,7 +43,9 @@ impl Isa {
 /// A packed micro-tile result: `tile[r][c]` for `r < rows`.
 pub(crate) type Tile = [[f32; NR]; MR];
 
-/// `tile[r][c] = Σ_{p<kc} a[r·lda + p] · b[p·NR + c]` for `r < rows` (1..=MR), `c < NR`.
+/// `tile[r][c] = Σ_{p<kc} a[r·lda + p] · b[p·ldb + c]` for `r < rows` (1..=MR), `c < NR`
+/// (`ldb = NR` for packed panels; larger for a column block of a row-major matrix).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn packed_tile(
     isa: Isa,
     rows: usize,
@@ -51,18 +53,20 @@ pub(crate) fn packed_tile(
     a: &[f32],
     lda: usize,
     b: &[f32],
+    ldb: usize,
     tile: &mut Tile,
 ) {
-    assert!((1..=MR).contains(&rows));
-    assert!(a.len() >= (rows - 1) * lda + kc && b.len() >= kc * NR);
+    assert!((1..=MR).contains(&rows) && ldb >= NR);
+    assert!(a.len() >= (rows - 1) * lda + kc);
+    assert!(kc == 0 || b.len() >= (kc - 1) * ldb + NR);
     match isa {
         Isa::Portable => match rows {
-            1 => packed_portable::<1>(kc, a, lda, b, tile),
-            2 => packed_portable::<2>(kc, a, lda, b, tile),
-            3 => packed_portable::<3>(kc, a, lda, b, tile),
-            4 => packed_portable::<4>(kc, a, lda, b, tile),
-            5 => packed_portable::<5>(kc, a, lda, b, tile),
-            _ => packed_portable::<6>(kc, a, lda, b, tile),
+            1 => packed_portable::<1>(kc, a, lda, b, ldb, tile),
+            2 => packed_portable::<2>(kc, a, lda, b, ldb, tile),
+            3 => packed_portable::<3>(kc, a, lda, b, ldb, tile),
+            4 => packed_portable::<4>(kc, a, lda, b, ldb, tile),
+            5 => packed_portable::<5>(kc, a, lda, b, ldb, tile),
+            _ => packed_portable::<6>(kc, a, lda, b, ldb, tile),
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` is only constructed after run-time detection of AVX2 and FMA; the
@@ -70,21 +74,29 @@ pub(crate) fn packed_tile(
         Isa::Avx2Fma => unsafe {
             let (a, b) = (a.as_ptr(), b.as_ptr());
             match rows {
-                1 => avx2::packed::<1>(kc, a, lda, b, tile),
-                2 => avx2::packed::<2>(kc, a, lda, b, tile),
-                3 => avx2::packed::<3>(kc, a, lda, b, tile),
-                4 => avx2::packed::<4>(kc, a, lda, b, tile),
-                5 => avx2::packed::<5>(kc, a, lda, b, tile),
-                _ => avx2::packed::<6>(kc, a, lda, b, tile),
+                1 => avx2::packed::<1>(kc, a, lda, b, ldb, tile),
+                2 => avx2::packed::<2>(kc, a, lda, b, ldb, tile),
+                3 => avx2::packed::<3>(kc, a, lda, b, ldb, tile),
+                4 => avx2::packed::<4>(kc, a, lda, b, ldb, tile),
+                5 => avx2::packed::<5>(kc, a, lda, b, ldb, tile),
+                _ => avx2::packed::<6>(kc, a, lda, b, ldb, tile),
             }
         },
     }
 }
 
-fn packed_portable<const R: usize>(kc: usize, a: &[f32], lda: usize, b: &[f32], tile: &mut Tile) {
+fn packed_portable<const R: usize>(
+    kc: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    tile: &mut Tile,
+) {
     let a_rows: [&[f32]; R] = std::array::from_fn(|r| &a[r * lda..r * lda + kc]);
     let mut acc = [[0.0f32; NR]; R];
-    for (p, bp) in b[..kc * NR].chunks_exact(NR).enumerate() {
+    for p in 0..kc {
+        let bp = &b[p * ldb..p * ldb + NR];
         for r in 0..R {
             let av = a_rows[r][p];
             for c in 0..NR {
@@ -95,25 +107,29 @@ fn packed_portable<const R: usize>(kc: usize, a: &[f32], lda: usize, b: &[f32], 
     tile[..R].copy_from_slice(&acc);
 }
 
-/// `out[c·DOT_R + r] = Σ_{p<k} a[r·k + p] · w[c·k + p]` for `r < rows` (1..=DOT_R) and
+/// `out[c·DOT_R + r] = Σ_{p<k} a[r·lda + p] · w[c·ldw + p]` for `r < rows` (1..=DOT_R) and
 /// `c < cols`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn dot_block(
     isa: Isa,
     rows: usize,
     cols: usize,
     k: usize,
     a: &[f32],
+    lda: usize,
     w: &[f32],
+    ldw: usize,
     out: &mut [f32],
 ) {
-    assert!((1..=DOT_R).contains(&rows));
-    assert!(a.len() >= rows * k && w.len() >= cols * k && out.len() >= cols * DOT_R);
+    assert!((1..=DOT_R).contains(&rows) && lda >= k && ldw >= k);
+    assert!(a.len() >= (rows - 1) * lda + k && out.len() >= cols * DOT_R);
+    assert!(cols == 0 || w.len() >= (cols - 1) * ldw + k);
     match isa {
         Isa::Portable => match rows {
-            1 => dot_portable::<1>(cols, k, a, w, out),
-            2 => dot_portable::<2>(cols, k, a, w, out),
-            3 => dot_portable::<3>(cols, k, a, w, out),
-            _ => dot_portable::<4>(cols, k, a, w, out),
+            1 => dot_portable::<1>(cols, k, a, lda, w, ldw, out),
+            2 => dot_portable::<2>(cols, k, a, lda, w, ldw, out),
+            3 => dot_portable::<3>(cols, k, a, lda, w, ldw, out),
+            _ => dot_portable::<4>(cols, k, a, lda, w, ldw, out),
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2+FMA detected at run time (see `Isa`); the lengths asserted above cover
@@ -121,24 +137,33 @@ pub(crate) fn dot_block(
         Isa::Avx2Fma => unsafe {
             let (a, w, out) = (a.as_ptr(), w.as_ptr(), out.as_mut_ptr());
             match rows {
-                1 => avx2::dot::<1, 4>(cols, k, a, w, out),
-                2 => avx2::dot::<2, 2>(cols, k, a, w, out),
-                3 => avx2::dot::<3, 2>(cols, k, a, w, out),
-                _ => avx2::dot::<4, 2>(cols, k, a, w, out),
+                1 => avx2::dot::<1, 4>(cols, k, a, lda, w, ldw, out),
+                2 => avx2::dot::<2, 2>(cols, k, a, lda, w, ldw, out),
+                3 => avx2::dot::<3, 2>(cols, k, a, lda, w, ldw, out),
+                _ => avx2::dot::<4, 2>(cols, k, a, lda, w, ldw, out),
             }
         },
     }
 }
 
-fn dot_portable<const R: usize>(cols: usize, k: usize, a: &[f32], w: &[f32], out: &mut [f32]) {
+fn dot_portable<const R: usize>(
+    cols: usize,
+    k: usize,
+    a: &[f32],
+    lda: usize,
+    w: &[f32],
+    ldw: usize,
+    out: &mut [f32],
+) {
     const L: usize = 8;
     let full = k / L * L;
-    for (c, w_row) in w.chunks_exact(k).take(cols).enumerate() {
+    for c in 0..cols {
+        let w_row = &w[c * ldw..c * ldw + k];
         let mut acc = [[0.0f32; L]; R];
         for p in (0..full).step_by(L) {
             let wv = &w_row[p..p + L];
             for (r, acc) in acc.iter_mut().enumerate() {
-                let av = &a[r * k + p..r * k + p + L];
+                let av = &a[r * lda + p..r * lda + p + L];
                 for l in 0..L {
                     acc[l] += av[l] * wv[l];
                 }
@@ -147,7 +172,7 @@ fn dot_portable<const R: usize>(cols: usize, k: usize, a: &[f32], w: &[f32], out
         for (r, acc) in acc.iter().enumerate() {
             let mut s = hsum8(acc);
             for p in full..k {
-                s += a[r * k + p] * w_row[p];
+                s += a[r * lda + p] * w_row[p];
             }
             out[c * DOT_R + r] = s;
         }
@@ -168,7 +193,7 @@ mod avx2 {
     //! (`_mm256_loadu_ps` and `ptr::add` carry them), which made these kernels 3× slower.
     // Register tiles read best as indexed loops over const bounds (LLVM unrolls them fully).
     #![allow(clippy::needless_range_loop)]
-    use super::{Tile, DOT_R, NR};
+    use super::{Tile, DOT_R};
     use std::arch::x86_64::*;
 
     /// An `__m256` at any address.
@@ -194,13 +219,14 @@ mod avx2 {
 
     /// # Safety
     /// AVX2 and FMA must be available; `a` must be readable at `r·lda + p` for `r < R`,
-    /// `p < kc`, and `b` at `0..kc·NR`.
+    /// `p < kc`, and `b` at `p·ldb + c` for `c < NR`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn packed<const R: usize>(
         kc: usize,
         a: *const f32,
         lda: usize,
         b: *const f32,
+        ldb: usize,
         tile: &mut Tile,
     ) {
         let mut lo = [_mm256_setzero_ps(); R];
@@ -210,7 +236,7 @@ mod avx2 {
         for p in 0..kc {
             let b0 = load(b);
             let b1 = load(b.wrapping_add(8));
-            b = b.wrapping_add(NR);
+            b = b.wrapping_add(ldb);
             for r in 0..R {
                 let av = _mm256_set1_ps(*a_rows[r].wrapping_add(p));
                 lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
@@ -225,20 +251,22 @@ mod avx2 {
     }
 
     /// # Safety
-    /// AVX2 and FMA must be available; `a` must hold `R·k` floats, `w` `cols·k`, `out`
-    /// `cols·DOT_R`.
+    /// AVX2 and FMA must be available; `a` must be readable at `r·lda + p` and `w` at
+    /// `c·ldw + p` for `r < R`, `c < cols`, `p < k`; `out` writable for `cols·DOT_R`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn dot<const R: usize, const U: usize>(
         cols: usize,
         k: usize,
         a: *const f32,
+        lda: usize,
         w: *const f32,
+        ldw: usize,
         out: *mut f32,
     ) {
-        let a_rows: [*const f32; R] = std::array::from_fn(|r| a.wrapping_add(r * k));
+        let a_rows: [*const f32; R] = std::array::from_fn(|r| a.wrapping_add(r * lda));
         let full = k / 8 * 8;
         for c in 0..cols {
-            let w_row = w.wrapping_add(c * k);
+            let w_row = w.wrapping_add(c * ldw);
             // U independent accumulators per row hide the FMA latency when R is small.
             let mut acc = [[_mm256_setzero_ps(); U]; R];
             let mut p = 0;
@@ -297,14 +325,15 @@ mod tests {
             for rows in 1..=MR {
                 for kc in [1, 7, 64, 257] {
                     let lda = kc + 3;
+                    let ldb = if kc % 2 == 0 { NR } else { NR + 5 };
                     let a = rng.vec((rows - 1) * lda + kc, 1.0);
-                    let b = rng.vec(kc * NR, 1.0);
+                    let b = rng.vec((kc - 1) * ldb + NR, 1.0);
                     let mut tile = [[f32::NAN; NR]; MR];
-                    packed_tile(isa, rows, kc, &a, lda, &b, &mut tile);
+                    packed_tile(isa, rows, kc, &a, lda, &b, ldb, &mut tile);
                     for r in 0..rows {
                         for c in 0..NR {
                             let (s, abs) = (0..kc).fold((0.0f64, 0.0f64), |(s, t), p| {
-                                let x = a[r * lda + p] as f64 * b[p * NR + c] as f64;
+                                let x = a[r * lda + p] as f64 * b[p * ldb + c] as f64;
                                 (s + x, t + x.abs())
                             });
                             // Sequential f32 FMA accumulation: error ≤ kc·ε·Σ|terms|; the
@@ -329,14 +358,15 @@ mod tests {
             for rows in 1..=DOT_R {
                 for k in [1, 5, 8, 23, 40, 384] {
                     let cols = 11;
-                    let a = rng.vec(rows * k, 1.0);
-                    let w = rng.vec(cols * k, 1.0);
+                    let (lda, ldw) = (k + 2, k + (k % 3));
+                    let a = rng.vec(rows * lda, 1.0);
+                    let w = rng.vec(cols * ldw, 1.0);
                     let mut out = vec![f32::NAN; cols * DOT_R];
-                    dot_block(isa, rows, cols, k, &a, &w, &mut out);
+                    dot_block(isa, rows, cols, k, &a, lda, &w, ldw, &mut out);
                     for r in 0..rows {
                         for c in 0..cols {
                             let (s, abs) = (0..k).fold((0.0f64, 0.0f64), |(s, t), p| {
-                                let x = a[r * k + p] as f64 * w[c * k + p] as f64;
+                                let x = a[r * lda + p] as f64 * w[c * ldw + p] as f64;
                                 (s + x, t + x.abs())
                             });
                             let tol = 1e-5 * (k as f64).sqrt() * abs;

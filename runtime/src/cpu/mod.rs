@@ -22,7 +22,7 @@ pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use activation::{erf, gelu_erf};
+pub use activation::{erf, gelu_erf, gelu_in_place};
 pub use attention::{attention, attention_scratch_len, AttentionShape};
 pub use conv::{conv1d_k3, conv1d_k3_out_len, conv1d_k3_scratch_len};
 pub use gemm::{gemm_bt, gemm_packed, Epilogue};

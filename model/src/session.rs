@@ -102,6 +102,9 @@ pub struct Session<B: Backend> {
     decoder_scratch: DecoderScratch,
     logits: Vec<f32>,
     sampled: Vec<u32>,
+    suppress: SuppressTokens,
+    suppress_blank: SuppressBlank,
+    timestamp_rules: TimestampRules,
 }
 
 impl<B: Backend> Session<B> {
@@ -117,6 +120,14 @@ impl<B: Backend> Session<B> {
             decoder_scratch: model.decoder.scratch(backend),
             logits: vec![0.0; dims.n_vocab],
             sampled: Vec::with_capacity(dims.n_text_ctx),
+            suppress: SuppressTokens::new(model.config.suppress_ids.clone()),
+            suppress_blank: SuppressBlank::new(model.config.suppress_ids_begin.clone()),
+            timestamp_rules: TimestampRules {
+                eot: model.config.special.eot,
+                no_timestamps: model.config.special.no_timestamps,
+                timestamp_begin: model.config.special.timestamp_begin,
+                max_initial_timestamp_index: None,
+            },
             model,
         }
     }
@@ -274,16 +285,9 @@ impl<B: Backend> Session<B> {
             });
         }
 
-        let suppress = SuppressTokens::new(config.suppress_ids.clone());
-        let blank = SuppressBlank::new(config.suppress_ids_begin.clone());
-        let timestamps = TimestampRules {
-            eot: special.eot,
-            no_timestamps: special.no_timestamps,
-            timestamp_begin: special.timestamp_begin,
-            max_initial_timestamp_index: Some(
-                (opts.max_initial_timestamp / TIME_PRECISION).round() as u32,
-            ),
-        };
+        let mut timestamps = self.timestamp_rules;
+        timestamps.max_initial_timestamp_index =
+            Some((opts.max_initial_timestamp / TIME_PRECISION).round() as u32);
 
         decoder.compute_cross_kv(backend, &self.encoder_out, &mut self.kv);
         self.kv.reset();
@@ -309,9 +313,9 @@ impl<B: Backend> Session<B> {
         self.sampled.clear();
         let mut sum_logprob = 0.0;
         for step in 0..max_sampled {
-            suppress.apply(&mut self.logits, &self.sampled);
+            self.suppress.apply(&mut self.logits, &self.sampled);
             if opts.suppress_blank {
-                blank.apply(&mut self.logits, &self.sampled);
+                self.suppress_blank.apply(&mut self.logits, &self.sampled);
             }
             if !opts.without_timestamps {
                 timestamps.apply(&mut self.logits, &self.sampled);

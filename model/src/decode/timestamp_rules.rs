@@ -4,6 +4,7 @@
 use super::{log_sum_exp, LogitFilter};
 
 /// Forces well-formed `<|t0|> text <|t1|>` pairs with non-decreasing times.
+#[derive(Debug, Clone, Copy)]
 pub struct TimestampRules {
     /// `<|endoftext|>`.
     pub eot: u32,

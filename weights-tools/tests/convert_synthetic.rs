@@ -326,3 +326,40 @@ fn vocabulary_and_json_problems_name_the_file() {
         Err(ConvertError::Io { path, .. }) if path.ends_with("nope/model.bin")
     ));
 }
+
+#[test]
+fn inspect_describes_model_files_and_ct2_files() {
+    let s = SynthCt2::new();
+    let tmp = TempDir::new("inspect");
+    let src = tmp.path().join("ct2");
+    std::fs::create_dir(&src).unwrap();
+    s.write(&src);
+    let out = tmp.path().join("m.safetensors");
+    convert(&src, SourceKind::Ct2, &out).unwrap();
+    let text = weights_tools::inspect::inspect(&out).unwrap();
+    for want in [
+        "format: amanuensis-whisper v1, source ctranslate2",
+        "n_audio_state: 4",
+        "timestamp_begin: 20",
+        "languages: 2",
+        "tokenizer_json: ",
+        "tensors: 51",
+        "  mel_filters  F32  [2, 201]",
+        "  decoder.blocks.0.cross_attn.key.weight  F16  [4, 4]",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    let text = weights_tools::inspect::inspect(&src.join("model.bin")).unwrap();
+    for want in [
+        "ctranslate2 model.bin: binary version 6, spec WhisperSpec, revision 3, 52 variables",
+        "  decoder/num_heads  I16  [] = 2",
+        "  encoder/conv1/weight  F16  [4, 2, 3]",
+        "alias: decoder/projection/weight -> decoder/embeddings/weight",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    assert!(matches!(
+        weights_tools::inspect::inspect(&tmp.path().join("none")),
+        Err(ConvertError::Io { .. })
+    ));
+}

@@ -87,7 +87,7 @@ fn no_allocation_per_encoder_window_or_decoded_token_after_warm_up() {
     );
     for &(tokens, allocs) in &per_window {
         assert!(
-            allocs <= 1,
+            allocs == per_window[0].1 && allocs <= 2,
             "{allocs} allocations for a window of {tokens} tokens: {per_window:?}"
         );
     }

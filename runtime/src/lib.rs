@@ -6,8 +6,9 @@
 pub mod backend;
 pub mod cpu;
 pub mod cpu_backend;
+pub mod cpu_int8_backend;
 pub mod dispatch;
 pub mod dispatch_bench;
 pub mod mapped_file;
-pub mod q8;
 pub mod npu;
+pub mod q8;

@@ -1,0 +1,330 @@
+//! The CPU backend with INT8 weights: linear layers and the conv stem run the INT8 GEMM of
+//! [`crate::q8`], long attention calls use INT8 `Q·Kᵀ`; layer norm stays f32.
+//!
+//! Every weight given to [`Backend::matrix`] is quantized on the fly (so an f16/f32 model file
+//! runs INT8 too); pre-quantized file data enters through
+//! [`CpuInt8Backend::matrix_from_quantized`], and [`CpuInt8Backend::matrix_f32`] keeps a layer
+//! in f32 where INT8 is not wanted. No f32 copy of an INT8 weight is kept: embedding lookups
+//! dequantize the requested rows.
+
+use crate::backend::{AttentionShape, Backend, Epilogue};
+use crate::cpu::CpuPool;
+use crate::cpu_backend::{CpuBackend, DenseMatrix};
+use crate::q8::{self, Q8AttentionScratch, Q8Scratch, QuantMatrix};
+use std::sync::{Mutex, MutexGuard};
+
+/// Attention calls with at least this many query rows use INT8 `Q·Kᵀ`. Fewer rows (decoder
+/// steps) stay f32: quantizing K costs one pass over it per call, as much as the f32 `Q·Kᵀ`
+/// of a handful of queries, so INT8 only pays when many queries share the quantized K.
+pub const MIN_INT8_ATTENTION_ROWS: usize = 16;
+
+/// A weight matrix of [`CpuInt8Backend`].
+pub enum Int8OrF32Matrix {
+    /// Per-output-channel INT8, tile-major.
+    Int8(QuantMatrix),
+    /// Kept in f32 (see [`CpuInt8Backend::matrix_f32`]).
+    F32(DenseMatrix),
+}
+
+impl Int8OrF32Matrix {
+    /// Rows (output channels).
+    pub fn rows(&self) -> usize {
+        match self {
+            Int8OrF32Matrix::Int8(q) => q.n_out(),
+            Int8OrF32Matrix::F32(d) => d.rows(),
+        }
+    }
+
+    /// Columns (input channels).
+    pub fn cols(&self) -> usize {
+        match self {
+            Int8OrF32Matrix::Int8(q) => q.k(),
+            Int8OrF32Matrix::F32(d) => d.cols(),
+        }
+    }
+}
+
+/// INT8 kernels on a thread pool created once; scratch owned by the backend (behind mutexes,
+/// since [`Backend`] methods take `&self`), grown on first use or by the `reserve_*` hints.
+pub struct CpuInt8Backend {
+    f32: CpuBackend,
+    gemm: Mutex<Q8Scratch>,
+    attention: Mutex<Q8AttentionScratch>,
+}
+
+impl CpuInt8Backend {
+    /// A backend using `threads` threads (the caller counts as one).
+    pub fn new(threads: usize) -> Self {
+        Self {
+            f32: CpuBackend::new(threads),
+            gemm: Mutex::new(Q8Scratch::new()),
+            attention: Mutex::new(Q8AttentionScratch::new()),
+        }
+    }
+
+    /// The thread pool.
+    pub fn pool(&self) -> &CpuPool {
+        self.f32.pool()
+    }
+
+    /// Wraps a pre-quantized matrix (from a model file, validated by
+    /// [`QuantMatrix::from_parts`]).
+    pub fn matrix_from_quantized(&self, q: QuantMatrix) -> Int8OrF32Matrix {
+        Int8OrF32Matrix::Int8(q)
+    }
+
+    /// Keeps a row-major `[rows, cols]` matrix in f32 (its layer then runs the f32 kernels).
+    ///
+    /// # Panics
+    /// If `data.len() != rows · cols`.
+    pub fn matrix_f32(&self, data: Vec<f32>, rows: usize, cols: usize) -> Int8OrF32Matrix {
+        Int8OrF32Matrix::F32(self.f32.matrix(data, rows, cols))
+    }
+
+    /// Grows the GEMM scratch so [`Backend::linear`] with up to `max_rows` rows against `w`
+    /// (and any smaller call) allocates nothing.
+    pub fn reserve_linear(&self, max_rows: usize, w: &Int8OrF32Matrix) {
+        if let Int8OrF32Matrix::Int8(q) = w {
+            lock(&self.gemm).reserve(max_rows, q);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Scratch holds no invariant a panic could break: keep using it.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Backend for CpuInt8Backend {
+    type Matrix = Int8OrF32Matrix;
+
+    fn name(&self) -> &'static str {
+        "cpu-int8"
+    }
+
+    /// Quantizes per output channel (see [`q8::quantize_to_tiles`]); the f32 data is dropped.
+    fn matrix(&self, data: Vec<f32>, rows: usize, cols: usize) -> Int8OrF32Matrix {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matrix data does not match its shape"
+        );
+        Int8OrF32Matrix::Int8(QuantMatrix::quantize(&data, rows, cols))
+    }
+
+    fn linear(
+        &self,
+        x: &[f32],
+        rows: usize,
+        w: &Int8OrF32Matrix,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        out: &mut [f32],
+    ) {
+        match w {
+            Int8OrF32Matrix::Int8(q) => {
+                let mut scratch = lock(&self.gemm);
+                q8::gemm_q8(self.pool(), x, rows, q, bias, epilogue, &mut scratch, out);
+            }
+            Int8OrF32Matrix::F32(d) => self.f32.linear(x, rows, d, bias, epilogue, out),
+        }
+    }
+
+    fn conv1d_k3(
+        &self,
+        x: &[f32],
+        t_in: usize,
+        w: &Int8OrF32Matrix,
+        bias: &[f32],
+        stride: usize,
+        epilogue: Epilogue,
+        scratch: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        match w {
+            Int8OrF32Matrix::Int8(q) => {
+                let mut gemm = lock(&self.gemm);
+                q8::conv1d_k3_q8(
+                    self.pool(),
+                    x,
+                    t_in,
+                    q,
+                    bias,
+                    stride,
+                    epilogue,
+                    scratch,
+                    &mut gemm,
+                    out,
+                );
+            }
+            Int8OrF32Matrix::F32(d) => self
+                .f32
+                .conv1d_k3(x, t_in, d, bias, stride, epilogue, scratch, out),
+        }
+    }
+
+    fn layer_norm(
+        &self,
+        x: &[f32],
+        rows: usize,
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f32,
+        out: &mut [f32],
+    ) {
+        self.f32.layer_norm(x, rows, gamma, beta, eps, out);
+    }
+
+    fn attention(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        if shape.q_len >= MIN_INT8_ATTENTION_ROWS {
+            let mut codes = lock(&self.attention);
+            q8::attention_q8(self.pool(), shape, q, k, v, scratch, &mut codes, out);
+        } else {
+            self.f32.attention(shape, q, k, v, scratch, out);
+        }
+    }
+
+    /// Also reserves the INT8 attention buffers for `shape`, so later calls with it (or a
+    /// smaller shape) allocate nothing.
+    fn attention_scratch_len(&self, shape: &AttentionShape) -> usize {
+        if shape.q_len >= MIN_INT8_ATTENTION_ROWS {
+            lock(&self.attention).reserve(shape);
+        }
+        self.f32
+            .attention_scratch_len(shape)
+            .max(q8::attention_q8_scratch_len(self.pool(), shape))
+    }
+
+    fn gather_rows(&self, table: &Int8OrF32Matrix, ids: &[u32], out: &mut [f32]) {
+        match table {
+            Int8OrF32Matrix::Int8(q) => {
+                let d = q.k();
+                assert_eq!(out.len(), ids.len() * d, "gather_rows: out is not ids·cols");
+                for (row, &id) in out.chunks_exact_mut(d).zip(ids) {
+                    q.dequantize_row_into(id as usize, row);
+                }
+            }
+            Int8OrF32Matrix::F32(d) => self.f32.gather_rows(d, ids, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::testing::Rng;
+
+    #[test]
+    fn int8_backend_runs_every_kernel_close_to_f32() {
+        let mut rng = Rng::new(61);
+        let (f, q) = (CpuBackend::new(2), CpuInt8Backend::new(2));
+        assert_eq!(q.name(), "cpu-int8");
+        let (rows, n, k) = (20, 70, 96);
+        let wf = rng.vec(n * k, 0.3);
+        let (wd, wq) = (f.matrix(wf.clone(), n, k), q.matrix(wf.clone(), n, k));
+        assert_eq!((wq.rows(), wq.cols()), (n, k));
+        let x = rng.vec(rows * k, 1.0);
+        let bias = rng.vec(n, 0.1);
+        let mut want = vec![0.0; rows * n];
+        let mut got = vec![0.0; rows * n];
+        f.linear(&x, rows, &wd, Some(&bias), Epilogue::Store, &mut want);
+        q.linear(&x, rows, &wq, Some(&bias), Epilogue::Store, &mut got);
+        // Error ≤ 1e-2 of Σ|x·w| ≈ k·0.5·0.15 (see the q8 GEMM test).
+        let tol = 1e-2 * k as f32 * 0.5 * 0.15;
+        assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= tol));
+
+        // An f32-kept matrix gives exactly the f32 result.
+        let w32 = q.matrix_f32(wf.clone(), n, k);
+        q.linear(&x, rows, &w32, Some(&bias), Epilogue::Store, &mut got);
+        assert_eq!(got, want);
+
+        // Gather dequantizes rows: within half a step of the f32 table.
+        let ids = [3u32, 0, 69];
+        let mut rows_q = vec![0.0; 3 * k];
+        q.gather_rows(&wq, &ids, &mut rows_q);
+        let Int8OrF32Matrix::Int8(m) = &wq else {
+            panic!("matrix() must quantize")
+        };
+        for (r, &id) in ids.iter().enumerate() {
+            let step = m.scales()[id as usize];
+            for c in 0..k {
+                let err = (rows_q[r * k + c] - wf[id as usize * k + c]).abs();
+                assert!(err <= step / 2.0 * (1.0 + 1e-5) + 1e-7, "row {id} col {c}");
+            }
+        }
+
+        // Attention: the long call takes the INT8 path, the short one the f32 path (exact).
+        for q_len in [MIN_INT8_ATTENTION_ROWS, 2] {
+            let shape = AttentionShape {
+                heads: 2,
+                head_dim: 32,
+                q_len,
+                kv_len: 40,
+                causal_offset: None,
+            };
+            let width = 64;
+            let (qq, kk, vv) = (
+                rng.vec(q_len * width, 1.0),
+                rng.vec(40 * width, 1.0),
+                rng.vec(40 * width, 1.0),
+            );
+            let mut s1 = vec![0.0; f.attention_scratch_len(&shape)];
+            let mut s2 = vec![0.0; q.attention_scratch_len(&shape)];
+            let (mut a, mut b) = (vec![0.0; q_len * width], vec![0.0; q_len * width]);
+            f.attention(&shape, &qq, &kk, &vv, &mut s1, &mut a);
+            q.attention(&shape, &qq, &kk, &vv, &mut s2, &mut b);
+            let worst = a
+                .iter()
+                .zip(&b)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            if q_len < MIN_INT8_ATTENTION_ROWS {
+                assert_eq!(worst, 0.0);
+            } else {
+                assert!(worst > 0.0 && worst <= 2e-2, "int8 attention error {worst}");
+            }
+        }
+
+        // Conv stem through INT8 vs f32.
+        let (t_in, c_in, c_out) = (30, 16, 24);
+        let cw = rng.vec(c_out * c_in * 3, 0.3);
+        let cb = rng.vec(c_out, 0.1);
+        let xin = rng.vec(t_in * c_in, 1.0);
+        let (cd, cq) = (
+            f.matrix(cw.clone(), c_out, c_in * 3),
+            q.matrix(cw, c_out, c_in * 3),
+        );
+        let t_out = crate::cpu::conv1d_k3_out_len(t_in, 2);
+        let (mut a, mut b) = (vec![0.0; t_out * c_out], vec![0.0; t_out * c_out]);
+        let mut scratch = Vec::new();
+        f.conv1d_k3(
+            &xin,
+            t_in,
+            &cd,
+            &cb,
+            2,
+            Epilogue::Gelu,
+            &mut scratch,
+            &mut a,
+        );
+        q.conv1d_k3(
+            &xin,
+            t_in,
+            &cq,
+            &cb,
+            2,
+            Epilogue::Gelu,
+            &mut scratch,
+            &mut b,
+        );
+        let tol = 1e-2 * (3 * c_in) as f32 * 0.5 * 0.15;
+        assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= tol));
+    }
+}

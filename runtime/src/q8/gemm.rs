@@ -1,0 +1,367 @@
+//! INT8 GEMM against a tile-major [`QuantMatrix`], with the f32 epilogues of the f32 GEMM:
+//! `out[m, n] = epilogue(acc[m, n] as f32 · scale_x[m] · scale_w[n] + bias[n])` where
+//! `acc = Σ_k qx[m, k] · qw[n, k]` in i32 and `qx` is `x` quantized per row at call time.
+//!
+//! Work split over the [`CpuPool`]:
+//! - **many rows** (`m > SMALL_M`): tasks own blocks of rows; each quantizes its rows into
+//!   its part of the scratch, then walks output-channel tiles (a tile's weights, `k_tiles`
+//!   × 4 KB, stay in L2) × 4-row groups (in L1) × channel pairs, writing `out` directly;
+//! - **few rows** (decoder): tasks own groups of channel tiles (the weight matrix is streamed
+//!   once in total); i32 sums go to a channel-major scratch, and a second pass over rows
+//!   dequantizes into `out`.
+
+use super::kernels::{cols_for, dot_block, Isa, MAX_C, MAX_R};
+use super::layout::{QuantMatrix, TILE};
+use super::parts::{Parts, MAX_PARTS};
+use super::quant::quantize_row;
+use crate::cpu::{CpuPool, Epilogue};
+
+/// Up to this many rows, parallelise over channel tiles instead of rows.
+const SMALL_M: usize = 16;
+/// Largest row block per task on the many-rows path (a multiple of `MAX_R`), unless more
+/// rows are needed to stay within `MAX_PARTS` tasks.
+const MAX_TASK_ROWS: usize = 64;
+
+/// Reusable buffers of [`gemm_q8`]: quantized activations, their scales and (few-rows path)
+/// the i32 sums. Grows to the largest call seen; never shrinks.
+#[derive(Default)]
+pub struct Q8Scratch {
+    codes: Vec<i8>,
+    scales: Vec<f32>,
+    sums: Vec<i32>,
+}
+
+impl Q8Scratch {
+    /// An empty scratch (grows on first use).
+    pub fn new() -> Q8Scratch {
+        Q8Scratch::default()
+    }
+
+    /// Grows the buffers for a call with `m` rows against `w`, so that such calls (and smaller
+    /// ones) allocate nothing.
+    pub fn reserve(&mut self, m: usize, w: &QuantMatrix) {
+        let kp = w.k_tiles() * TILE;
+        grow(&mut self.codes, m * kp, 0);
+        grow(&mut self.scales, m, 0.0);
+        if m <= SMALL_M {
+            grow(&mut self.sums, w.n_tiles() * TILE * m, 0);
+        }
+    }
+}
+
+fn grow<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
+    if v.len() < len {
+        v.resize(len, fill);
+    }
+}
+
+/// `out[m×n] = epilogue(dequant(quant(x[m×k]) · wᵀ) + bias[n])` with `n = w.n_out()`,
+/// `k = w.k()`, on the fastest instruction set of this CPU. `scratch` is grown on first use.
+///
+/// # Panics
+/// If a slice length does not match the shape (a programming error in the caller).
+#[allow(clippy::too_many_arguments)] // mirrors cpu::gemm_bt
+pub fn gemm_q8(
+    pool: &CpuPool,
+    x: &[f32],
+    m: usize,
+    w: &QuantMatrix,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    scratch: &mut Q8Scratch,
+    out: &mut [f32],
+) {
+    gemm_q8_with(Isa::detect(), pool, x, m, w, bias, epilogue, scratch, out);
+}
+
+/// [`gemm_q8`] on a chosen instruction set (every `isa` gives bit-identical results).
+///
+/// # Panics
+/// As [`gemm_q8`].
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_q8_with(
+    isa: Isa,
+    pool: &CpuPool,
+    x: &[f32],
+    m: usize,
+    w: &QuantMatrix,
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+    scratch: &mut Q8Scratch,
+    out: &mut [f32],
+) {
+    let (n, k) = (w.n_out(), w.k());
+    assert_eq!(x.len(), m * k, "gemm_q8: x is not m·k");
+    assert_eq!(out.len(), m * n, "gemm_q8: out is not m·n");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "gemm_q8: bias is not n");
+    }
+    if m == 0 {
+        return;
+    }
+    scratch.reserve(m, w);
+    let job = Job {
+        isa,
+        w,
+        bias,
+        epilogue,
+    };
+    if m <= SMALL_M {
+        job.few_rows(pool, x, m, scratch, out);
+    } else {
+        job.many_rows(pool, x, m, scratch, out);
+    }
+}
+
+/// The per-call constants shared by all tasks.
+struct Job<'a> {
+    isa: Isa,
+    w: &'a QuantMatrix,
+    bias: Option<&'a [f32]>,
+    epilogue: Epilogue,
+}
+
+impl Job<'_> {
+    /// The epilogue of one output element; the only place an INT8 sum becomes f32, so every
+    /// path rounds identically.
+    #[inline]
+    fn finish(&self, out: &mut f32, acc: i32, scale_x: f32, j: usize) {
+        let b = self.bias.map_or(0.0, |b| b[j]);
+        let r = acc as f32 * scale_x * self.w.scales()[j] + b;
+        self.epilogue.apply(out, r);
+    }
+
+    fn many_rows(&self, pool: &CpuPool, x: &[f32], m: usize, s: &mut Q8Scratch, out: &mut [f32]) {
+        let (n, k) = (self.w.n_out(), self.w.k());
+        let kp = self.w.k_tiles() * TILE;
+        // ~4 tasks per thread for balance on a shared machine, at most MAX_PARTS.
+        let want = m.div_ceil(4 * pool.threads()).next_multiple_of(MAX_R);
+        let task_rows = want
+            .min(MAX_TASK_ROWS)
+            .max(m.div_ceil(MAX_PARTS).next_multiple_of(MAX_R));
+        let codes = Parts::new(&mut s.codes[..m * kp], task_rows * kp);
+        let scales = Parts::new(&mut s.scales[..m], task_rows);
+        let outs = Parts::new(out, task_rows * n);
+        pool.run(codes.count(), |task| {
+            let (codes, scales, out) = (codes.take(task), scales.take(task), outs.take(task));
+            let rows = scales.len();
+            let x = &x[task * task_rows * k..][..rows * k];
+            for ((xr, qr), s) in x
+                .chunks_exact(k)
+                .zip(codes.chunks_exact_mut(kp))
+                .zip(&mut *scales)
+            {
+                *s = quantize_row(xr, qr);
+            }
+            let mut acc = [0i32; MAX_R * MAX_C];
+            for nt in 0..self.w.n_tiles() {
+                let w_tiles = self.w.n_tile(nt);
+                for r0 in (0..rows).step_by(MAX_R) {
+                    let r_n = MAX_R.min(rows - r0);
+                    let c_n = cols_for(r_n);
+                    let xq = &codes[r0 * kp..(r0 + r_n) * kp];
+                    for c0 in (0..TILE).step_by(c_n) {
+                        let j0 = nt * TILE + c0;
+                        if j0 >= n {
+                            break;
+                        }
+                        dot_block(self.isa, r_n, xq, kp / TILE, w_tiles, c0, &mut acc);
+                        for r in 0..r_n {
+                            let row = &mut out[(r0 + r) * n..(r0 + r + 1) * n];
+                            for c in 0..c_n.min(n - j0) {
+                                self.finish(
+                                    &mut row[j0 + c],
+                                    acc[r * c_n + c],
+                                    scales[r0 + r],
+                                    j0 + c,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn few_rows(&self, pool: &CpuPool, x: &[f32], m: usize, s: &mut Q8Scratch, out: &mut [f32]) {
+        let (n, k) = (self.w.n_out(), self.w.k());
+        let kp = self.w.k_tiles() * TILE;
+        let n_tiles = self.w.n_tiles();
+        let codes = &mut s.codes[..m * kp];
+        let scales = &mut s.scales[..m];
+        for ((xr, qr), s) in x
+            .chunks_exact(k)
+            .zip(codes.chunks_exact_mut(kp))
+            .zip(&mut *scales)
+        {
+            *s = quantize_row(xr, qr);
+        }
+        let (codes, scales) = (&*codes, &*scales);
+        // sums[j·m + r]: channel-major so each task's channel tiles are one contiguous part.
+        let tiles_per_task = n_tiles.div_ceil(MAX_PARTS).max(1);
+        let sums = Parts::new(&mut s.sums[..n_tiles * TILE * m], tiles_per_task * TILE * m);
+        pool.run(sums.count(), |task| {
+            let sums = sums.take(task);
+            let mut acc = [0i32; MAX_R * MAX_C];
+            for (t, sums) in sums.chunks_exact_mut(TILE * m).enumerate() {
+                let nt = task * tiles_per_task + t;
+                let w_tiles = self.w.n_tile(nt);
+                for r0 in (0..m).step_by(MAX_R) {
+                    let r_n = MAX_R.min(m - r0);
+                    let c_n = cols_for(r_n);
+                    let xq = &codes[r0 * kp..(r0 + r_n) * kp];
+                    for c0 in (0..TILE).step_by(c_n) {
+                        if nt * TILE + c0 >= n {
+                            break;
+                        }
+                        dot_block(self.isa, r_n, xq, kp / TILE, w_tiles, c0, &mut acc);
+                        for r in 0..r_n {
+                            for c in 0..c_n {
+                                sums[(c0 + c) * m + r0 + r] = acc[r * c_n + c];
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let sums = &s.sums[..n_tiles * TILE * m];
+        let rows = Parts::new(out, n);
+        pool.run(m, |r| {
+            let row = rows.take(r);
+            for (j, o) in row.iter_mut().enumerate() {
+                self.finish(o, sums[j * m + r], scales[r], j);
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::gemm::reference::gemm_bt_f64;
+    use crate::cpu::testing::Rng;
+    use crate::q8::quant::code;
+
+    /// Independent reference: quantize with the documented formulas from the logical
+    /// (unpadded) matrix, integer dot products, then the documented dequantization.
+    fn reference(
+        x: &[f32],
+        m: usize,
+        w: &QuantMatrix,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        out: &mut [f32],
+    ) {
+        let (n, k) = (w.n_out(), w.k());
+        for i in 0..m {
+            let xr = &x[i * k..(i + 1) * k];
+            let max = xr.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let (sx, inv) = if max > 0.0 {
+                (max / 127.0, 127.0 / max)
+            } else {
+                (0.0, 0.0)
+            };
+            for j in 0..n {
+                let acc: i32 = (0..k)
+                    .map(|p| code(xr[p] * inv) as i32 * w.get(j, p) as i32)
+                    .sum();
+                let b = bias.map_or(0.0, |b| b[j]);
+                epilogue.apply(&mut out[i * n + j], acc as f32 * sx * w.scales()[j] + b);
+            }
+        }
+    }
+
+    fn check(pool: &CpuPool, rng: &mut Rng, m: usize, k: usize, n: usize, scratch: &mut Q8Scratch) {
+        let x = rng.vec(m * k, 1.0);
+        let wf = rng.vec(n * k, 0.5);
+        let w = QuantMatrix::quantize(&wf, n, k);
+        let bias = rng.vec(n, 1.0);
+        let init = rng.vec(m * n, 1.0);
+        for epilogue in [Epilogue::Store, Epilogue::Gelu, Epilogue::AddInto] {
+            for bias in [Some(&bias[..]), None] {
+                let mut want = init.clone();
+                reference(&x, m, &w, bias, epilogue, &mut want);
+                for isa in Isa::available() {
+                    let mut got = init.clone();
+                    gemm_q8_with(isa, pool, &x, m, &w, bias, epilogue, scratch, &mut got);
+                    let same = got
+                        .iter()
+                        .zip(&want)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{isa:?} m={m} k={k} n={n} {epilogue:?} differs from reference"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_isa_is_bit_exact_against_the_reference() {
+        let mut rng = Rng::new(31);
+        let mut scratch = Q8Scratch::new();
+        for threads in [1, 2, 3] {
+            let pool = CpuPool::new(threads);
+            for (m, k, n) in [
+                (1, 1, 1),
+                (1, 64, 64),
+                (1, 384, 519),
+                (3, 70, 130),
+                (5, 65, 63),
+                (16, 128, 200),
+                (17, 100, 70),
+                (33, 1536, 67),
+                (67, 191, 129),
+                (150, 64, 250),
+            ] {
+                check(&pool, &mut rng, m, k, n, &mut scratch);
+            }
+            for _ in 0..6 {
+                let (m, k, n) = (rng.range(1, 80), rng.range(1, 300), rng.range(1, 300));
+                check(&pool, &mut rng, m, k, n, &mut scratch);
+            }
+        }
+    }
+
+    #[test]
+    fn int8_gemm_is_close_to_f32() {
+        // Error model: each product x·w gets error δx·w + x·δw with |δ| ≤ scale/2 and scale =
+        // max/127; for uniform inputs on [-a, a] the errors have random signs, so the sum's rms
+        // error is ≈ √k·a_x·a_w·0.47/254, while Σ|x·w| ≈ k·a_x·a_w/4: a ratio ≈ 7.4e-3/√k
+        // (9e-4 at k = 64; the maximum over ~10⁴ outputs is ~4σ ≈ 3.7e-3). Measured worst:
+        // 2.3e-3 (k = 64) … 7.3e-4 (k = 1536). Asserting ≤ 1e-2 of Σ|x·w| keeps margin, yet
+        // any indexing or scale error (O(1) relative) fails it.
+        let mut rng = Rng::new(32);
+        let pool = CpuPool::new(2);
+        let mut scratch = Q8Scratch::new();
+        for (m, k, n) in [(1, 64, 100), (7, 384, 300), (40, 1536, 70), (20, 200, 1000)] {
+            let x = rng.vec(m * k, 1.0);
+            let wf = rng.vec(n * k, 0.2);
+            let bias = rng.vec(n, 0.1);
+            let w = QuantMatrix::quantize(&wf, n, k);
+            let mut got = vec![0.0; m * n];
+            gemm_q8(
+                &pool,
+                &x,
+                m,
+                &w,
+                Some(&bias),
+                Epilogue::Store,
+                &mut scratch,
+                &mut got,
+            );
+            let zeros = vec![0.0; m * n];
+            let (want, scale) = gemm_bt_f64(&x, m, k, &wf, n, Some(&bias), Epilogue::Store, &zeros);
+            let mut worst = 0.0f64;
+            for ((g, w), s) in got.iter().zip(&want).zip(&scale) {
+                let rel = (*g as f64 - w).abs() / s;
+                worst = worst.max(rel);
+            }
+            assert!(
+                worst <= 1e-2,
+                "m={m} k={k} n={n}: error {worst:e} of Σ|x·w|"
+            );
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! INT8 dot-product micro-kernels: `R` activation rows × `C` weight channels over the whole
+//! (padded) depth, i32 results. Three implementations of one contract, chosen by [`Isa`]:
+//! - [`Isa::Scalar`]: one multiply-add per element (the reference);
+//! - [`Isa::Portable`]: 64-byte dot products in plain Rust that LLVM vectorises;
+//! - [`Isa::Avx2`]: `std::arch` AVX2 with the sign trick (see `gemm_avx2.rs`).
+//!
+//! Integer sums are exact, so all three give identical results (tested), and the shared f32
+//! dequantization after them keeps the whole GEMM bit-exact across paths.
+
+use super::layout::{TILE, TILE_BYTES};
+
+/// Largest row block of a micro-kernel call.
+pub const MAX_R: usize = 4;
+/// Largest channel block of a micro-kernel call.
+pub const MAX_C: usize = 4;
+
+/// Instruction set of the INT8 kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Element-by-element reference.
+    Scalar,
+    /// Plain Rust, auto-vectorised for the build target.
+    Portable,
+    /// x86-64 AVX2 (checked at run time).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Isa {
+    /// The fastest instruction set this CPU supports.
+    pub fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            return Isa::Avx2;
+        }
+        Isa::Portable
+    }
+
+    /// Every instruction set usable on this CPU (for tests and benchmarks).
+    pub fn available() -> Vec<Isa> {
+        let mut v = vec![Isa::Scalar, Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            v.push(Isa::Avx2);
+        }
+        v
+    }
+}
+
+/// Channels per micro-kernel call for a block of `rows` rows: 4 for 1-2 rows (weights
+/// dominate: more channels per activation load), 2 for 3-4 rows (4×2 = 8 accumulators leave
+/// AVX2 registers for the operands).
+#[inline]
+pub fn cols_for(rows: usize) -> usize {
+    if rows <= 2 {
+        4
+    } else {
+        2
+    }
+}
+
+/// `acc[r·c_count + c] = Σ_{p < k_tiles·TILE} x[r·kp + p] · w(c0 + c, p)` for `r < rows`,
+/// `c < cols_for(rows)`, where `w(ch, p) = w_tiles[(p / TILE)·TILE_BYTES + ch·TILE + p % TILE]`
+/// (one output-channel tile of the tile-major layout) and `kp = k_tiles·TILE`.
+///
+/// Values must lie in `[-127, 127]` (`-128` would overflow the AVX2 sign trick).
+///
+/// # Panics
+/// If `rows` is not in `1..=MAX_R`, `c0 + cols > TILE`, or a slice is too short.
+pub fn dot_block(
+    isa: Isa,
+    rows: usize,
+    x: &[i8],
+    k_tiles: usize,
+    w_tiles: &[i8],
+    c0: usize,
+    acc: &mut [i32; MAX_R * MAX_C],
+) {
+    let kp = k_tiles * TILE;
+    let cols = cols_for(rows);
+    assert!((1..=MAX_R).contains(&rows), "dot_block: rows {rows}");
+    assert!(c0 + cols <= TILE, "dot_block: channels {c0}+{cols}");
+    assert!(x.len() >= rows * kp, "dot_block: x too short");
+    assert!(
+        w_tiles.len() >= k_tiles * TILE_BYTES,
+        "dot_block: w too short"
+    );
+    match isa {
+        Isa::Scalar => scalar(rows, cols, x, kp, w_tiles, c0, acc),
+        Isa::Portable => match rows {
+            1 => portable::<1, 4>(x, k_tiles, w_tiles, c0, acc),
+            2 => portable::<2, 4>(x, k_tiles, w_tiles, c0, acc),
+            3 => portable::<3, 2>(x, k_tiles, w_tiles, c0, acc),
+            _ => portable::<4, 2>(x, k_tiles, w_tiles, c0, acc),
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => super::gemm_avx2::dot_block(rows, x, k_tiles, w_tiles, c0, acc),
+    }
+}
+
+/// Attention scores in i32: `out[j] = Σ_{p < d} q[p] · keys[j·stride + p]` for
+/// `j < out.len()`, with `d = q.len()` a multiple of 32 (zero-padded head width).
+///
+/// # Panics
+/// If `d` is not a multiple of 32 or `keys` is too short.
+pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
+    let d = q.len();
+    assert!(d % 32 == 0, "dot_keys: head width {d} not a multiple of 32");
+    if out.is_empty() {
+        return;
+    }
+    assert!(
+        keys.len() >= (out.len() - 1) * stride + d,
+        "dot_keys: keys too short"
+    );
+    match isa {
+        Isa::Scalar => {
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = (0..d)
+                    .map(|p| q[p] as i32 * keys[j * stride + p] as i32)
+                    .sum();
+            }
+        }
+        Isa::Portable => {
+            for (j, o) in out.iter_mut().enumerate() {
+                let key = &keys[j * stride..j * stride + d];
+                *o = q
+                    .chunks_exact(32)
+                    .zip(key.chunks_exact(32))
+                    .map(|(a, b)| {
+                        a.iter()
+                            .zip(b)
+                            .map(|(&a, &b)| (a as i16 * b as i16) as i32)
+                            .sum::<i32>()
+                    })
+                    .sum();
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => super::gemm_avx2::dot_keys(q, keys, stride, out),
+    }
+}
+
+fn scalar(
+    rows: usize,
+    cols: usize,
+    x: &[i8],
+    kp: usize,
+    w: &[i8],
+    c0: usize,
+    acc: &mut [i32; MAX_R * MAX_C],
+) {
+    for r in 0..rows {
+        for c in 0..cols {
+            let mut s = 0i32;
+            for p in 0..kp {
+                let wv = w[(p / TILE) * TILE_BYTES + (c0 + c) * TILE + p % TILE];
+                s += x[r * kp + p] as i32 * wv as i32;
+            }
+            acc[r * cols + c] = s;
+        }
+    }
+}
+
+fn portable<const R: usize, const C: usize>(
+    x: &[i8],
+    k_tiles: usize,
+    w: &[i8],
+    c0: usize,
+    acc: &mut [i32; MAX_R * MAX_C],
+) {
+    let kp = k_tiles * TILE;
+    let mut sums = [[0i32; C]; R];
+    for kt in 0..k_tiles {
+        let tile = &w[kt * TILE_BYTES..(kt + 1) * TILE_BYTES];
+        for (r, sums) in sums.iter_mut().enumerate() {
+            let xr = &x[r * kp + kt * TILE..][..TILE];
+            for (c, s) in sums.iter_mut().enumerate() {
+                *s += dot64(xr, &tile[(c0 + c) * TILE..][..TILE]);
+            }
+        }
+    }
+    for (r, sums) in sums.iter().enumerate() {
+        acc[r * C..(r + 1) * C].copy_from_slice(sums);
+    }
+}
+
+/// Dot product of two 64-byte code vectors; `i16` products (|·| ≤ 127² fits) summed in `i32`,
+/// the shape LLVM turns into `pmaddwd`.
+#[inline]
+fn dot64(a: &[i8], b: &[i8]) -> i32 {
+    a[..TILE]
+        .iter()
+        .zip(&b[..TILE])
+        .map(|(&a, &b)| (a as i16 * b as i16) as i32)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::testing::Rng;
+
+    #[test]
+    fn dot_keys_agree_across_isas() {
+        let mut rng = Rng::new(22);
+        for (d, stride, count) in [(32, 32, 1), (64, 384, 7), (64, 64, 13), (96, 200, 4)] {
+            let q: Vec<i8> = (0..d)
+                .map(|_| ((rng.next_u64() % 255) as i32 - 127) as i8)
+                .collect();
+            let keys: Vec<i8> = (0..(count - 1) * stride + d)
+                .map(|_| ((rng.next_u64() % 255) as i32 - 127) as i8)
+                .collect();
+            let mut want = vec![0; count];
+            dot_keys(Isa::Scalar, &q, &keys, stride, &mut want);
+            if count > 1 {
+                let direct: i32 = (0..d).map(|p| q[p] as i32 * keys[stride + p] as i32).sum();
+                assert_eq!(want[1], direct);
+            }
+            for isa in Isa::available() {
+                let mut got = vec![9; count];
+                dot_keys(isa, &q, &keys, stride, &mut got);
+                assert_eq!(got, want, "{isa:?} d={d} count={count}");
+            }
+        }
+    }
+
+    #[test]
+    fn all_isas_agree_exactly_including_extreme_codes() {
+        let mut rng = Rng::new(21);
+        for k_tiles in [1, 2, 5, 24] {
+            let kp = k_tiles * TILE;
+            let w: Vec<i8> = (0..k_tiles * TILE_BYTES)
+                .map(|_| ((rng.next_u64() % 255) as i32 - 127) as i8)
+                .collect();
+            for fill in [None, Some(127i8), Some(-127i8)] {
+                let x: Vec<i8> = match fill {
+                    None => (0..MAX_R * kp)
+                        .map(|_| ((rng.next_u64() % 255) as i32 - 127) as i8)
+                        .collect(),
+                    Some(v) => vec![v; MAX_R * kp],
+                };
+                let w = match fill {
+                    None => w.clone(),
+                    Some(v) => vec![v; k_tiles * TILE_BYTES],
+                };
+                for rows in 1..=MAX_R {
+                    for c0 in [0, 4, 60] {
+                        let mut want = [0; MAX_R * MAX_C];
+                        dot_block(Isa::Scalar, rows, &x, k_tiles, &w, c0, &mut want);
+                        // Independent check of one entry.
+                        let s: i32 = (0..kp)
+                            .map(|p| {
+                                x[p] as i32
+                                    * w[(p / TILE) * TILE_BYTES + c0 * TILE + p % TILE] as i32
+                            })
+                            .sum();
+                        assert_eq!(want[0], s);
+                        for isa in Isa::available() {
+                            let mut got = [7; MAX_R * MAX_C];
+                            dot_block(isa, rows, &x, k_tiles, &w, c0, &mut got);
+                            let n = rows * cols_for(rows);
+                            assert_eq!(
+                                got[..n],
+                                want[..n],
+                                "{isa:?} rows {rows} k_tiles {k_tiles}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! INT8 CPU kernels: per-channel symmetric weight quantization in the tile-major layout the
+//! model file (and later the NPU) uses, per-row activation quantization, an INT8 GEMM with
+//! the f32 epilogues (scalar reference, portable and AVX2 paths, bit-identical), and
+//! attention with INT8 `Q·Kᵀ`.
+//!
+//! The layout and numerics are specified in `docs/int8-layout.md`.
+
+pub mod attention;
+pub mod conv;
+pub mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx2;
+pub mod kernels;
+pub mod layout;
+mod parts;
+pub mod quant;
+
+pub use attention::{
+    attention_q8, attention_q8_scratch_len, attention_q8_with, Q8AttentionScratch,
+};
+pub use conv::conv1d_k3_q8;
+pub use gemm::{gemm_q8, gemm_q8_with, Q8Scratch};
+pub use kernels::Isa;
+pub use layout::{LayoutError, QuantMatrix, TILE};
+pub use quant::quantize_to_tiles;

@@ -1,0 +1,176 @@
+//! Symmetric INT8 quantization: weights per output channel (once, at load) and activations per
+//! row (every call).
+//!
+//! Both use `scale = max|v| / 127` and `q = round_half_away_from_zero(v / scale)` clamped to
+//! `[-127, 127]`, so `-128` never occurs (the AVX2 sign trick relies on it). A row that is all
+//! zero gets scale 0 and all-zero codes (no division by zero, no NaN).
+
+use super::layout::{padded_len, tile_offset};
+
+/// The largest code; `-QMAX..=QMAX` is the code range.
+pub const QMAX: f32 = 127.0;
+
+/// Quantizes a row-major f32 weight matrix `[n_out, k]` per output channel into the tile-major
+/// layout of [`super::layout`]: returns `(data, scales)` with `data.len() =
+/// padded_len(n_out, k)` (zero padding) and `scales.len() = n_out`.
+///
+/// `scales[r] = max_c |w[r, c]| / 127`; `data[tile_offset(r, c, k)] = round(w[r, c] /
+/// scales[r])` (half away from zero, clamped to ±127); an all-zero row has scale 0 and zero
+/// codes.
+///
+/// # Panics
+/// If `w.len() != n_out · k` or the padded size overflows.
+pub fn quantize_to_tiles(w: &[f32], n_out: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(w.len(), n_out * k, "quantize_to_tiles: w is not n_out·k");
+    let len = padded_len(n_out, k).expect("quantize_to_tiles: padded size overflows");
+    let mut data = vec![0i8; len];
+    let mut scales = Vec::with_capacity(n_out);
+    for (r, row) in w.chunks_exact(k.max(1)).take(n_out).enumerate() {
+        let scale = max_abs(row) / QMAX;
+        scales.push(scale);
+        for (c, &v) in row.iter().enumerate() {
+            data[tile_offset(r, c, k)] = if scale > 0.0 { code(v / scale) } else { 0 };
+        }
+    }
+    scales.resize(n_out, 0.0); // k == 0: every row is empty
+    (data, scales)
+}
+
+/// Quantizes one activation row: writes the codes of `x` to `out[..x.len()]`, zeros to the
+/// rest of `out`, and returns the row's scale (`max|x| / 127`, 0 for an all-zero row).
+///
+/// Codes are `round(x · (127 / max|x|))`: a multiply instead of a divide, so it vectorises; the
+/// result differs from `round(x / scale)` at most by one code at exact ties, which is within
+/// the quantization error anyway. Non-finite inputs are not meaningful here (the f32 path
+/// would propagate them; this one yields finite garbage), as for any INT8 runtime.
+///
+/// # Panics
+/// If `out` is shorter than `x`.
+#[inline]
+pub fn quantize_row(x: &[f32], out: &mut [i8]) -> f32 {
+    assert!(out.len() >= x.len(), "quantize_row: out shorter than x");
+    let (head, pad) = out.split_at_mut(x.len());
+    pad.fill(0);
+    let max = max_abs(x);
+    if max > 0.0 && max.is_finite() {
+        let inv = QMAX / max;
+        for (o, &v) in head.iter_mut().zip(x) {
+            *o = code(v * inv);
+        }
+        max / QMAX
+    } else {
+        head.fill(0);
+        0.0
+    }
+}
+
+/// `round_half_away_from_zero(y)` clamped to `[-127, 127]`, as `i8`.
+///
+/// Written without `f32::round` (a libm call on baseline x86-64) so loops over it vectorise:
+/// truncate, then step away from zero when the dropped fraction is at least one half (the
+/// fraction `y - trunc(y)` is exact in f32 for `|y| < 2²³`, and larger values are clamped).
+#[inline]
+pub fn code(y: f32) -> i8 {
+    let y = y.clamp(-QMAX, QMAX); // NaN stays NaN; `as i32` maps it to 0
+    let t = y as i32; // truncation toward zero
+    let frac = y - t as f32;
+    let q = t + (frac >= 0.5) as i32 - (frac <= -0.5) as i32;
+    q as i8
+}
+
+/// `max |v|` over a slice (0 for an empty one); 8 lanes so it vectorises.
+#[inline]
+pub fn max_abs(v: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = l.max(x.abs());
+        }
+    }
+    let mut m = lanes.iter().copied().fold(0.0f32, f32::max);
+    for &x in rest {
+        m = m.max(x.abs());
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::testing::Rng;
+    use crate::q8::layout::QuantMatrix;
+
+    #[test]
+    fn code_rounds_half_away_from_zero_and_clamps() {
+        for (y, want) in [
+            (0.0, 0),
+            (0.49999997, 0),
+            (0.5, 1),
+            (-0.5, -1),
+            (1.5, 2),
+            (-1.5, -2),
+            (2.5, 3),
+            (-2.4999998, -2),
+            (126.5, 127),
+            (127.4, 127),
+            (300.0, 127),
+            (-300.0, -127),
+            (f32::INFINITY, 127),
+            (f32::NEG_INFINITY, -127),
+        ] {
+            assert_eq!(code(y), want, "code({y})");
+        }
+        // Agrees with f32::round on a dense sweep (no ties except the exact .5 ones).
+        for i in -260_000..=260_000 {
+            let y = i as f32 * 0.000_49;
+            assert_eq!(code(y) as f32, y.round().clamp(-127.0, 127.0), "{y}");
+        }
+    }
+
+    #[test]
+    fn weight_round_trip_error_is_at_most_half_a_step() {
+        let mut rng = Rng::new(11);
+        let (n, k) = (37, 150);
+        let mut w = rng.vec(n * k, 2.0);
+        w[3 * k..4 * k].fill(0.0); // an all-zero row: scale 0, no NaN
+        w[5 * k + 7] = 100.0; // an outlier row
+        let m = QuantMatrix::quantize(&w, n, k);
+        assert_eq!(m.scales()[3], 0.0);
+        let mut row = vec![0.0; k];
+        for r in 0..n {
+            let scale = m.scales()[r];
+            m.dequantize_row_into(r, &mut row);
+            for c in 0..k {
+                assert!(m.get(r, c) != -128);
+                // |w/s - q| ≤ 1/2 up to the f32 rounding of w/s (≤ 127·2⁻²⁴ codes) and of
+                // q·s (half an ulp of w): bound scale/2·(1 + 1e-5) + 1e-7·|w|.
+                let err = (row[c] - w[r * k + c]).abs();
+                let tol = scale / 2.0 * (1.0 + 1e-5) + 1e-7 * w[r * k + c].abs();
+                assert!(err <= tol, "[{r},{c}] err {err} > {tol} (scale {scale})");
+                assert!(row[c].is_finite());
+            }
+        }
+        // The largest |w| of each row maps to ±127 exactly.
+        assert_eq!(m.get(5, 7), 127);
+    }
+
+    #[test]
+    fn activation_rows_quantize_within_half_a_step_and_pad_with_zeros() {
+        let mut rng = Rng::new(12);
+        let x = rng.vec(100, 3.0);
+        let mut q = vec![5i8; 128];
+        let scale = quantize_row(&x, &mut q);
+        assert_eq!(scale, max_abs(&x) / 127.0);
+        for (i, &v) in x.iter().enumerate() {
+            let err = (q[i] as f32 * scale - v).abs();
+            assert!(err <= scale / 2.0 * (1.0 + 1e-5) + 1e-7 * v.abs(), "{i}");
+        }
+        assert!(q[100..].iter().all(|&v| v == 0));
+        assert!(q.iter().all(|&v| v != -128));
+        let mut q = vec![5i8; 4];
+        assert_eq!(quantize_row(&[0.0; 3], &mut q), 0.0);
+        assert_eq!(q, [0, 0, 0, 0]);
+    }
+}

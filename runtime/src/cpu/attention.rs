@@ -1,5 +1,7 @@
 //! Multi-head scaled dot-product attention over a whole layer (all heads at once).
 
+use super::gemm_kernels::{dot_block, packed_tile, Isa, Tile, DOT_R, MR, NR};
+use super::packed::{pack_panel, packed_len};
 use super::pool::{CpuPool, DisjointSlice};
 use super::softmax::softmax_in_place;
 
@@ -33,12 +35,37 @@ impl AttentionShape {
     }
 }
 
-/// Query rows per task (within one head).
-const TASK_QUERIES: usize = 16;
+/// Queries per task on the fast path (4 micro-tile rows); their score rows (`kv_len` each)
+/// are the per-thread scratch.
+const SCORE_ROWS: usize = 4 * MR;
+/// Up to this many queries, scores are dot products against the keys as stored; above, each
+/// head's keys are first packed into micro-kernel panels (in `scratch`).
+const DOT_MAX_Q: usize = 8;
+/// Keys per dot-block call on the small-query path.
+const DOT_KEYS: usize = 64;
+/// Queries per task on the simple path (head_dim not a multiple of 16).
+const SIMPLE_TASK_QUERIES: usize = 16;
 
-/// Scratch length [`attention`] needs: one score row of `kv_len` per pool thread.
+/// Whether the micro-kernel path applies (it reads values in 16-column blocks).
+fn fast_path(shape: &AttentionShape) -> bool {
+    shape.head_dim % NR == 0
+}
+
+/// Whether the keys are packed per head before the scores are computed.
+fn packs_keys(shape: &AttentionShape) -> bool {
+    fast_path(shape) && shape.q_len > DOT_MAX_Q
+}
+
+/// Scratch length [`attention`] needs for `shape` (enough for any smaller shape too): score
+/// rows for each pool thread, plus, when `q_len > 8`, every head's keys in packed form.
 pub fn attention_scratch_len(pool: &CpuPool, shape: &AttentionShape) -> usize {
-    pool.threads() * shape.kv_len
+    let scores = pool.threads() * SCORE_ROWS * shape.kv_len;
+    let keys = if packs_keys(shape) {
+        shape.heads * packed_len(shape.kv_len, shape.head_dim)
+    } else {
+        0
+    };
+    scores + keys
 }
 
 /// `out = softmax(q·kᵀ · head_dim^-0.5 [+ causal mask]) · v`, per head.
@@ -46,7 +73,12 @@ pub fn attention_scratch_len(pool: &CpuPool, shape: &AttentionShape) -> usize {
 /// `q`: `[q_len, heads·head_dim]`; `k`, `v`: `[kv_len, heads·head_dim]`; `out`:
 /// `[q_len, heads·head_dim]`; head `h` occupies columns `h·head_dim..(h+1)·head_dim` of every
 /// row. `scratch` must be at least [`attention_scratch_len`] long; nothing is allocated.
-/// Parallel over (head, block of queries).
+///
+/// Parallel over (head, block of 24 queries). With `head_dim` a multiple of 16 (Whisper: 64)
+/// both products run on the GEMM micro-kernels: scores as a 6×16 tile product against packed
+/// keys (or register-tiled dot products for ≤ 8 queries, e.g. decoding), then softmax per row,
+/// then probabilities × values read in place as 16-column blocks. Other head sizes take a
+/// plain (slower) path.
 ///
 /// # Panics
 /// If a slice length does not match the shape, `kv_len == 0` (with `q_len > 0`), or
@@ -61,13 +93,7 @@ pub fn attention(
     out: &mut [f32],
 ) {
     let width = shape.width();
-    let AttentionShape {
-        heads,
-        head_dim,
-        q_len,
-        kv_len,
-        causal_offset,
-    } = *shape;
+    let (q_len, kv_len) = (shape.q_len, shape.kv_len);
     assert_eq!(
         q.len(),
         q_len * width,
@@ -96,14 +122,147 @@ pub fn attention(
         return;
     }
     assert!(kv_len > 0, "attention: no keys");
-    if let Some(off) = causal_offset {
+    if let Some(off) = shape.causal_offset {
         assert!(
             off + q_len <= kv_len,
             "attention: causal_offset + q_len > kv_len"
         );
     }
+    if fast_path(shape) {
+        attention_tiled(Isa::detect(), pool, shape, q, k, v, scratch, out);
+    } else {
+        attention_simple(pool, shape, q, k, v, scratch, out);
+    }
+}
+
+/// The micro-kernel path (`head_dim % 16 == 0`); shapes already checked.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_tiled(
+    isa: Isa,
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let AttentionShape {
+        heads,
+        head_dim: d,
+        q_len,
+        kv_len,
+        ..
+    } = *shape;
+    let width = shape.width();
+    let scale = (d as f32).powf(-0.5);
+    let (score_buf, key_buf) = scratch.split_at_mut(pool.threads() * SCORE_ROWS * kv_len);
+    let head_keys_len = packed_len(kv_len, d);
+    let key_panels = kv_len.div_ceil(NR);
+    if packs_keys(shape) {
+        let key_buf = DisjointSlice::new(&mut key_buf[..heads * head_keys_len]);
+        const PANELS_PER_TASK: usize = 16;
+        let tasks_per_head = key_panels.div_ceil(PANELS_PER_TASK);
+        pool.run(heads * tasks_per_head, |task| {
+            let (h, t) = (task / tasks_per_head, task % tasks_per_head);
+            for jp in t * PANELS_PER_TASK..((t + 1) * PANELS_PER_TASK).min(key_panels) {
+                let at = h * head_keys_len + jp * d * NR;
+                // SAFETY: every (head, panel) range is written by exactly one task.
+                let panel = unsafe { key_buf.range(at..at + d * NR) };
+                pack_panel(&k[h * d..], width, kv_len, d, jp, panel);
+            }
+        });
+    }
+    let key_buf: &[f32] = key_buf;
+    let q_blocks = q_len.div_ceil(SCORE_ROWS);
+    let score_buf = DisjointSlice::new(score_buf);
+    let out = DisjointSlice::new(out);
+    pool.run_on_threads(heads * q_blocks, |thread, task| {
+        let (h, qb) = (task / q_blocks, task % q_blocks);
+        let queries = qb * SCORE_ROWS..((qb + 1) * SCORE_ROWS).min(q_len);
+        let n_q = queries.len();
+        let at = thread * SCORE_ROWS * kv_len;
+        // SAFETY: each thread uses only its own score rows, one task at a time.
+        let scores = unsafe { score_buf.range(at..at + SCORE_ROWS * kv_len) };
+        // Visible keys grow with the query index, so the last query sees the most.
+        let seen_max = shape.visible(queries.end - 1);
+        let q_head = &q[h * d..];
+        let mut tile: Tile = [[0.0; NR]; MR];
+
+        // 1. scores[r][j] = q_i · k_j · scale for j < seen_max (masked later per row).
+        if packs_keys(shape) {
+            let keys = &key_buf[h * head_keys_len..(h + 1) * head_keys_len];
+            for jp in 0..seen_max.div_ceil(NR) {
+                let panel = &keys[jp * d * NR..(jp + 1) * d * NR];
+                let cols = NR.min(seen_max - jp * NR);
+                for r0 in (0..n_q).step_by(MR) {
+                    let rows = MR.min(n_q - r0);
+                    let a = &q_head[(queries.start + r0) * width..];
+                    packed_tile(isa, rows, d, a, width, panel, NR, &mut tile);
+                    for (r, t) in tile.iter().enumerate().take(rows) {
+                        let s = &mut scores[(r0 + r) * kv_len + jp * NR..][..cols];
+                        s.iter_mut().zip(t).for_each(|(s, t)| *s = t * scale);
+                    }
+                }
+            }
+        } else {
+            let mut sums = [0.0f32; DOT_KEYS * DOT_R];
+            for j0 in (0..seen_max).step_by(DOT_KEYS) {
+                let cols = DOT_KEYS.min(seen_max - j0);
+                for r0 in (0..n_q).step_by(DOT_R) {
+                    let rows = DOT_R.min(n_q - r0);
+                    let a = &q_head[(queries.start + r0) * width..];
+                    let keys = &k[j0 * width + h * d..];
+                    dot_block(isa, rows, cols, d, a, width, keys, width, &mut sums);
+                    for r in 0..rows {
+                        let s = &mut scores[(r0 + r) * kv_len + j0..][..cols];
+                        for (c, s) in s.iter_mut().enumerate() {
+                            *s = sums[c * DOT_R + r] * scale;
+                        }
+                    }
+                }
+            }
+        }
+
+        // 2. softmax over each query's visible keys; zero the masked rest up to seen_max.
+        for (r, i) in queries.clone().enumerate() {
+            let row = &mut scores[r * kv_len..r * kv_len + seen_max];
+            let seen = shape.visible(i);
+            softmax_in_place(&mut row[..seen]);
+            row[seen..].fill(0.0);
+        }
+
+        // 3. out[i, head h] = Σ_j p_ij · v_j, 16 value columns at a time, read in place.
+        for cb in 0..d / NR {
+            let v_block = &v[h * d + cb * NR..];
+            for r0 in (0..n_q).step_by(MR) {
+                let rows = MR.min(n_q - r0);
+                let a = &scores[r0 * kv_len..];
+                packed_tile(isa, rows, seen_max, a, kv_len, v_block, width, &mut tile);
+                for (r, t) in tile.iter().enumerate().take(rows) {
+                    let at = (queries.start + r0 + r) * width + h * d + cb * NR;
+                    // SAFETY: tasks own disjoint (query rows, head) column ranges of `out`.
+                    unsafe { out.range(at..at + NR) }.copy_from_slice(t);
+                }
+            }
+        }
+    });
+}
+
+/// Plain path for head sizes the micro-kernels do not cover; shapes already checked.
+fn attention_simple(
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let width = shape.width();
+    let (heads, head_dim, q_len, kv_len) = (shape.heads, shape.head_dim, shape.q_len, shape.kv_len);
     let scale = (head_dim as f32).powf(-0.5);
-    let q_blocks = q_len.div_ceil(TASK_QUERIES);
+    let q_blocks = q_len.div_ceil(SIMPLE_TASK_QUERIES);
     let out = DisjointSlice::new(out);
     let scratch = DisjointSlice::new(scratch);
     pool.run_on_threads(heads * q_blocks, |thread, task| {
@@ -112,7 +271,7 @@ pub fn attention(
         // SAFETY: each thread uses only its own kv_len slot, and a thread runs one task at a
         // time.
         let scores = unsafe { scratch.range(thread * kv_len..(thread + 1) * kv_len) };
-        for i in qb * TASK_QUERIES..((qb + 1) * TASK_QUERIES).min(q_len) {
+        for i in qb * SIMPLE_TASK_QUERIES..((qb + 1) * SIMPLE_TASK_QUERIES).min(q_len) {
             let seen = shape.visible(i);
             let scores = &mut scores[..seen];
             let q_row = &q[i * width + cols.start..i * width + cols.end];
@@ -198,15 +357,33 @@ mod tests {
         let mut out = vec![f32::NAN; shape.q_len * width];
         attention(pool, &shape, &q, &k, &v, &mut scratch, &mut out);
         let want = attention_f64(&shape, &q, &k, &v);
+        let mut outs = vec![out];
+        if fast_path(&shape) {
+            // The tiled path on the portable kernels as well (attention() picks the best ISA).
+            let mut out = vec![f32::NAN; shape.q_len * width];
+            attention_tiled(
+                Isa::Portable,
+                pool,
+                &shape,
+                &q,
+                &k,
+                &v,
+                &mut scratch,
+                &mut out,
+            );
+            outs.push(out);
+        }
         // Outputs are convex combinations of |v| ≤ 1. Score errors (~ε·√d·|q||k|, scores are
         // O(5)) perturb the weights relatively by ~1e-6; the f32 weighted sum over kv_len rows
         // adds ~ε·√kv_len. 2e-5·(1 + √kv_len/10) absolute covers both with margin.
         let tol = 2e-5 * (1.0 + (shape.kv_len as f64).sqrt() / 10.0);
-        for (idx, (&g, &w)) in out.iter().zip(&want).enumerate() {
-            assert!(
-                (g as f64 - w).abs() <= tol,
-                "{shape:?} element {idx}: {g} vs {w}"
-            );
+        for out in outs {
+            for (idx, (&g, &w)) in out.iter().zip(&want).enumerate() {
+                assert!(
+                    (g as f64 - w).abs() <= tol,
+                    "{shape:?} element {idx}: {g} vs {w}"
+                );
+            }
         }
     }
 

@@ -129,3 +129,16 @@ fn gelu_epilogue_and_attention_throughput() {
         }
     }
 }
+
+#[test]
+#[ignore = "timing only"]
+fn softmax_rows_throughput() {
+    let mut rng = Rng::new(45);
+    let mut rows = rng.vec(9000 * 1500, 5.0);
+    let t = min_time(1.0, || {
+        for r in rows.chunks_exact_mut(1500) {
+            super::softmax::softmax_in_place(r);
+        }
+    });
+    println!("softmax 9000 rows x 1500: {:.3} ms", t * 1e3);
+}

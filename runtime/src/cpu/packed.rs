@@ -75,19 +75,26 @@ pub(crate) fn pack_into(pool: &CpuPool, w: &[f32], n: usize, k: usize, dst: &mut
         for jp in first..(first + PANELS_PER_TASK).min(panels) {
             // SAFETY: each panel range is written by exactly one task.
             let panel = unsafe { dst.range(jp * panel_len..(jp + 1) * panel_len) };
-            for c in 0..NR {
-                let j = jp * NR + c;
-                if j < n {
-                    let row = &w[j * k..(j + 1) * k];
-                    for (p, &x) in row.iter().enumerate() {
-                        panel[p * NR + c] = x;
-                    }
-                } else {
-                    (0..k).for_each(|p| panel[p * NR + c] = 0.0);
-                }
-            }
+            pack_panel(w, k, n, k, jp, panel);
         }
     });
+}
+
+/// Packs panel `jp` (rows `jp·NR..jp·NR + NR`, zero past `n`) of a matrix with `n` rows of
+/// `k` used columns at row stride `ld` into `panel` (`k·NR` floats).
+pub(crate) fn pack_panel(src: &[f32], ld: usize, n: usize, k: usize, jp: usize, panel: &mut [f32]) {
+    assert_eq!(panel.len(), k * NR);
+    for c in 0..NR {
+        let j = jp * NR + c;
+        if j < n {
+            let row = &src[j * ld..j * ld + k];
+            for (p, &x) in row.iter().enumerate() {
+                panel[p * NR + c] = x;
+            }
+        } else {
+            (0..k).for_each(|p| panel[p * NR + c] = 0.0);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -123,7 +123,8 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let underflow = x < -87.3;
     let xc = x.clamp(-87.3, 0.0);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let shifted = xc * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_199_9e-3;
@@ -132,7 +133,9 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // `shifted`'s bits are 0x4B40_0000 + n; `(n + 127) << 23` is 2^n (n ∈ [-126, 0]). Integer
+    // ops on the bits, not a float-to-int cast (whose saturation blocks vectorisation).
+    let scale = f32::from_bits(shifted.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
     let y = e * scale;
     if underflow {
         0.0

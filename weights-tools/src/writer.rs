@@ -74,21 +74,28 @@ pub fn write_model(parts: ModelParts, output: &Path) -> Result<u64, ConvertError
             .map_err(|e| write_err(format!("tensor `{}`: {e:?}", t.name)))?;
         views.push((t.name.as_str(), view));
     }
-    // serialize_to_file writes a sibling temporary file and renames it over `output`.
-    safetensors::serialize_to_file(views, Some(meta), output)
-        .map_err(|e| write_err(format!("{e:?}")))?;
-    drop(tensors);
-    // The temporary file behind the atomic write is created 0600; a model file is readable by all.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(output, std::fs::Permissions::from_mode(0o644)).map_err(
-            |source| ConvertError::Io {
-                path: output.to_path_buf(),
-                source,
-            },
-        )?;
+    // Written under a temporary sibling name, made byte-deterministic, then renamed over
+    // `output`: a reader never sees a partial file, and a failed write leaves no `output`.
+    let file_name = output
+        .file_name()
+        .ok_or_else(|| write_err("not a file path".into()))?
+        .to_string_lossy()
+        .into_owned();
+    let partial = output.with_file_name(format!(".{file_name}.partial-{}", std::process::id()));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ConvertError::Io { path, source }
+    };
+    let written = safetensors::serialize_to_file(views, Some(meta), &partial)
+        .map_err(|e| write_err(format!("{e:?}")))
+        .and_then(|()| canonicalize_header(&partial).map_err(io(&partial)))
+        .and_then(|()| set_readable(&partial).map_err(io(&partial)))
+        .and_then(|()| std::fs::rename(&partial, output).map_err(io(output)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
     }
+    written?;
+    drop(tensors);
 
     let written = WeightsFile::open(output)?;
     if written.config() != &config {
@@ -103,6 +110,84 @@ pub fn write_model(parts: ModelParts, output: &Path) -> Result<u64, ConvertError
         })?
         .len();
     Ok(size)
+}
+
+/// Model files are readable by everyone (the temporary file safetensors writes is 0600).
+fn set_readable(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Rewrites the JSON header of a safetensors file with every object's keys sorted.
+///
+/// `safetensors` serialises `__metadata__` from a `HashMap`, whose order changes from run to
+/// run; sorting makes a conversion byte-for-byte reproducible. The sorted header has the same
+/// length (same members, compact either way), so it is padded to the original size and written
+/// in place; tensor offsets are relative to the end of the header and do not move.
+fn canonicalize_header(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)?;
+    let n = usize::try_from(u64::from_le_bytes(len)).map_err(std::io::Error::other)?;
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&header).map_err(std::io::Error::other)?;
+    let mut canonical = String::with_capacity(n);
+    write_sorted_json(&value, &mut canonical);
+    if canonical.len() > n {
+        return Err(std::io::Error::other(format!(
+            "sorted header is {} bytes, the original {n}",
+            canonical.len()
+        )));
+    }
+    let mut bytes = canonical.into_bytes();
+    bytes.resize(n, b' ');
+    f.seek(SeekFrom::Start(8))?;
+    f.write_all(&bytes)?;
+    f.sync_all()
+}
+
+/// Compact JSON with object keys in sorted order (independent of serde_json's map type).
+fn write_sorted_json(value: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_sorted_json(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_sorted_json(v, out);
+            }
+            out.push(']');
+        }
+        leaf => out.push_str(&leaf.to_string()),
+    }
 }
 
 /// The tensors must be exactly the format's table for these dims: no missing, no extra, right

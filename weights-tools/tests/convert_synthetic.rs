@@ -363,3 +363,47 @@ fn inspect_describes_model_files_and_ct2_files() {
         Err(ConvertError::Io { .. })
     ));
 }
+
+#[test]
+fn conversion_is_byte_reproducible_and_leaves_no_partial_files() {
+    let s = SynthCt2::new();
+    let tmp = TempDir::new("repro");
+    let src = tmp.path().join("ct2");
+    std::fs::create_dir(&src).unwrap();
+    s.write(&src);
+    let (a, b) = (
+        tmp.path().join("a.safetensors"),
+        tmp.path().join("b.safetensors"),
+    );
+    convert(&src, SourceKind::Ct2, &a).unwrap();
+    convert(&src, SourceKind::Ct2, &b).unwrap();
+    let bytes = std::fs::read(&a).unwrap();
+    assert_eq!(bytes, std::fs::read(&b).unwrap());
+    // The header's keys are sorted (metadata first: "__" sorts before letters).
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+    assert!(
+        header.starts_with(r#"{"__metadata__":{"alignment_heads":"#),
+        "{}",
+        &header[..60]
+    );
+    assert_eq!(n % 8, 0);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&a).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+    }
+    // Overwriting an existing output works; a failed write leaves nothing behind.
+    convert(&src, SourceKind::Ct2, &a).unwrap();
+    let missing_dir = tmp.path().join("no/such/dir/m.safetensors");
+    assert!(convert(&src, SourceKind::Ct2, &missing_dir).is_err());
+    let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.safetensors", "b.safetensors", "ct2"]);
+}

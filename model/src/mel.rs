@@ -68,6 +68,19 @@ pub enum MelError {
         /// The value.
         value: f32,
     },
+    /// A `LogMel` whose fields disagree (its fields are public; [`MelFrontend::compute`] never
+    /// makes one).
+    #[error("inconsistent LogMel: {n_mels} x {n_frames} frames ({content_frames} content) but {len} values")]
+    InconsistentLogMel {
+        /// `n_mels` field.
+        n_mels: usize,
+        /// `n_frames` field.
+        n_frames: usize,
+        /// `content_frames` field.
+        content_frames: usize,
+        /// `data.len()`.
+        len: usize,
+    },
     /// The window buffer is not `[n_mels, 3000]`.
     #[error(
         "window buffer has {got} values, expected n_mels {n_mels} x {WINDOW_FRAMES} = {expected}"
@@ -107,6 +120,14 @@ impl LogMel {
                 n_mels: self.n_mels,
                 expected,
                 got: out.len(),
+            });
+        }
+        if self.data.len() != self.n_mels * self.n_frames || self.content_frames > self.n_frames {
+            return Err(MelError::InconsistentLogMel {
+                n_mels: self.n_mels,
+                n_frames: self.n_frames,
+                content_frames: self.content_frames,
+                len: self.data.len(),
             });
         }
         let count = self.content_frames.saturating_sub(seek).min(WINDOW_FRAMES);
@@ -184,6 +205,8 @@ impl MelFrontend {
     }
 
     /// The whole-file normalised log-mel of 16 kHz mono `samples` (see the module docs).
+    /// Samples should be finite ([`crate::audio::load_wav`] guarantees it); a NaN would end up
+    /// as the clamp floor in the frames it touches.
     /// Allocates the result and one set of per-call scratch buffers, nothing per frame.
     pub fn compute(&self, samples: &[f32]) -> LogMel {
         let padded_len = samples.len() + TAIL_PADDING;
@@ -500,6 +523,18 @@ mod tests {
         assert_eq!(out.window(3500, &mut window), Ok(0));
         assert_eq!(out.window(usize::MAX, &mut window), Ok(0));
         assert!(window.iter().all(|&v| v == 0.0));
+        let mut broken = out.clone();
+        broken.content_frames = broken.n_frames + 1;
+        assert!(matches!(
+            broken.window(0, &mut window),
+            Err(MelError::InconsistentLogMel { .. })
+        ));
+        broken.content_frames = out.content_frames;
+        broken.data.pop();
+        assert!(matches!(
+            broken.window(0, &mut window),
+            Err(MelError::InconsistentLogMel { .. })
+        ));
         assert_eq!(
             out.window(0, &mut window[1..]),
             Err(MelError::WindowBufferSize {

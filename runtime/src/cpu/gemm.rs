@@ -35,8 +35,10 @@ impl Epilogue {
 /// Up to this many rows, `gemm_bt` computes dot products against `w` as stored (no packing):
 /// the weight matrix is streamed once and packing would cost as much as the product.
 const DOT_MAX_M: usize = 8;
-/// Weight rows (output columns) per task on the dot path.
-const DOT_TASK_COLS: usize = 64;
+/// Weight rows (output columns) per dot-block call on the dot path.
+const DOT_CHUNK: usize = 64;
+/// Least work (multiply-adds) worth a task of its own: ~5 µs, several thread wake-ups.
+const MIN_TASK_MACS: usize = 1 << 17;
 /// Rows of `a` per task on the packed path (a multiple of `MR`).
 const TASK_ROWS: usize = 16 * MR;
 /// Packed panels per task on the packed path when there are enough rows (256 columns).
@@ -183,7 +185,8 @@ fn bias_only(m: usize, n: usize, bias: Option<&[f32]>, epilogue: Epilogue, out: 
     }
 }
 
-/// Small `m`: each task owns `DOT_TASK_COLS` output columns of every row.
+/// Small `m`: each task owns a run of whole `DOT_CHUNK`-column chunks of every row, at least
+/// `MIN_TASK_MACS` of work, so decoder-sized products do not pay a thread wake-up per chunk.
 #[allow(clippy::too_many_arguments)]
 fn dot_driver(
     isa: Isa,
@@ -198,31 +201,28 @@ fn dot_driver(
     if m == 0 || n == 0 {
         return;
     }
+    let chunk_macs = m * k * DOT_CHUNK;
+    let chunks_per_task = MIN_TASK_MACS.div_ceil(chunk_macs).max(1);
+    let task_cols = chunks_per_task * DOT_CHUNK;
     let out = DisjointSlice::new(out);
-    pool.run(n.div_ceil(DOT_TASK_COLS), |task| {
-        let cols = task * DOT_TASK_COLS..((task + 1) * DOT_TASK_COLS).min(n);
-        let mut sums = [0.0f32; DOT_TASK_COLS * DOT_R];
-        for i in (0..m).step_by(DOT_R) {
-            let rows = DOT_R.min(m - i);
+    pool.run(n.div_ceil(task_cols), |task| {
+        let task_end = ((task + 1) * task_cols).min(n);
+        let mut sums = [0.0f32; DOT_CHUNK * DOT_R];
+        for start in (task * task_cols..task_end).step_by(DOT_CHUNK) {
+            let cols = start..(start + DOT_CHUNK).min(task_end);
             let w_block = &w[cols.start * k..cols.end * k];
-            dot_block(
-                isa,
-                rows,
-                cols.len(),
-                k,
-                &a[i * k..(i + rows) * k],
-                k,
-                w_block,
-                k,
-                &mut sums,
-            );
-            for r in 0..rows {
-                let at = (i + r) * n;
-                // SAFETY: this task owns columns `cols` of every row.
-                let o = unsafe { out.range(at + cols.start..at + cols.end) };
-                let partial: [f32; DOT_TASK_COLS] = std::array::from_fn(|c| sums[c * DOT_R + r]);
-                let bias = bias.map(|b| &b[cols.clone()]);
-                write_back(isa, o, &partial[..cols.len()], true, true, bias, epilogue);
+            for i in (0..m).step_by(DOT_R) {
+                let rows = DOT_R.min(m - i);
+                let a_rows = &a[i * k..(i + rows) * k];
+                dot_block(isa, rows, cols.len(), k, a_rows, k, w_block, k, &mut sums);
+                for r in 0..rows {
+                    let at = (i + r) * n;
+                    // SAFETY: this task owns columns task·task_cols..task_end of every row.
+                    let o = unsafe { out.range(at + cols.start..at + cols.end) };
+                    let partial: [f32; DOT_CHUNK] = std::array::from_fn(|c| sums[c * DOT_R + r]);
+                    let bias = bias.map(|b| &b[cols.clone()]);
+                    write_back(isa, o, &partial[..cols.len()], true, true, bias, epilogue);
+                }
             }
         }
     });
@@ -247,8 +247,11 @@ fn packed_driver(
     debug_assert_eq!(packed.len(), packed_len(n, k));
     let panels = n.div_ceil(NR);
     let row_blocks = m.div_ceil(TASK_ROWS);
-    // At least ~4 tasks per thread for load balance on a shared machine.
-    let want_tasks = 4 * pool.threads();
+    // At least ~4 tasks per thread for load balance on a shared machine, but none smaller
+    // than MIN_TASK_MACS (decoder-sized products would pay a thread wake-up per panel).
+    let macs_per_panel = m.min(TASK_ROWS) * NR * k;
+    let max_tasks = (m.min(TASK_ROWS) * n * k).div_ceil(MIN_TASK_MACS.max(macs_per_panel));
+    let want_tasks = (4 * pool.threads()).min(max_tasks.max(1));
     let panel_blocks = panels
         .div_ceil(TASK_PANELS)
         .max(want_tasks.div_ceil(row_blocks))

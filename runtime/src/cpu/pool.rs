@@ -14,9 +14,10 @@
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, TryLockError};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// A pool of `threads - 1` persistent worker threads plus the calling thread.
 pub struct CpuPool {
@@ -54,6 +55,8 @@ struct State {
 
 struct Shared {
     state: Mutex<State>,
+    /// Mirror of `State::generation`, for workers spinning briefly before they sleep.
+    published: AtomicU64,
     work_ready: Condvar,
     work_done: Condvar,
     next_task: AtomicUsize,
@@ -98,6 +101,7 @@ impl CpuPool {
             work_ready: Condvar::new(),
             work_done: Condvar::new(),
             next_task: AtomicUsize::new(0),
+            published: AtomicU64::new(0),
         });
         let workers = (1..threads)
             .map(|index| {
@@ -158,6 +162,9 @@ impl CpuPool {
                 n_tasks,
             });
             state.generation = state.generation.wrapping_add(1);
+            self.shared
+                .published
+                .store(state.generation, Ordering::Release);
             state.busy_workers = self.workers.len();
             state.panicked = false;
         }
@@ -206,9 +213,23 @@ impl Drop for JobWait<'_> {
     }
 }
 
+/// How long a worker keeps polling for the next job before it blocks on the condvar: kernels
+/// come in quick succession (a decoder step is dozens of small calls), and a futex wake-up
+/// costs tens of microseconds, more than many of those calls take.
+const SPIN: Duration = Duration::from_micros(50);
+
 fn worker_loop(shared: &Shared, thread: usize) {
     let mut seen_generation = 0u64;
     loop {
+        let spin_start = Instant::now();
+        'spin: while shared.published.load(Ordering::Acquire) == seen_generation {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            if spin_start.elapsed() > SPIN {
+                break 'spin;
+            }
+        }
         let (f, n_tasks) = {
             let mut state = shared.lock();
             while state.generation == seen_generation && !state.shutdown {

@@ -14,7 +14,7 @@ use super::kernels::{cols_for, dot_block, Isa, MAX_C, MAX_R};
 use super::layout::{QuantMatrix, TILE};
 use super::parts::{Parts, MAX_PARTS};
 use super::quant::quantize_row;
-use crate::cpu::{CpuPool, Epilogue};
+use crate::cpu::{gelu_erf, CpuPool, Epilogue};
 
 /// Up to this many rows, parallelise over channel tiles instead of rows.
 const SMALL_M: usize = 16;
@@ -122,13 +122,22 @@ struct Job<'a> {
 }
 
 impl Job<'_> {
-    /// The epilogue of one output element; the only place an INT8 sum becomes f32, so every
-    /// path rounds identically.
+    /// The epilogue of `out.len()` (≤ `TILE`) consecutive outputs `j0..` of one row: the only
+    /// place an INT8 sum becomes f32, `acc as f32 · scale_x · scale_w[j] + bias[j]` in this
+    /// order, so every path rounds identically.
     #[inline]
-    fn finish(&self, out: &mut f32, acc: i32, scale_x: f32, j: usize) {
-        let b = self.bias.map_or(0.0, |b| b[j]);
-        let r = acc as f32 * scale_x * self.w.scales()[j] + b;
-        self.epilogue.apply(out, r);
+    fn finish_row(&self, out: &mut [f32], acc: &[i32], scale_x: f32, j0: usize) {
+        let len = out.len();
+        let zeros = [0.0f32; TILE];
+        let sw = &self.w.scales()[j0..j0 + len];
+        let b = self.bias.map_or(&zeros[..len], |b| &b[j0..j0 + len]);
+        let acc = &acc[..len];
+        let r = |i: usize| acc[i] as f32 * scale_x * sw[i] + b[i];
+        match self.epilogue {
+            Epilogue::Store => (0..len).for_each(|i| out[i] = r(i)),
+            Epilogue::AddInto => (0..len).for_each(|i| out[i] += r(i)),
+            Epilogue::Gelu => (0..len).for_each(|i| out[i] = gelu_erf(r(i))),
+        }
     }
 
     fn many_rows(&self, pool: &CpuPool, x: &[f32], m: usize, s: &mut Q8Scratch, out: &mut [f32]) {
@@ -154,29 +163,24 @@ impl Job<'_> {
                 *s = quantize_row(xr, qr);
             }
             let mut acc = [0i32; MAX_R * MAX_C];
+            let mut tile = [[0i32; TILE]; MAX_R];
             for nt in 0..self.w.n_tiles() {
                 let w_tiles = self.w.n_tile(nt);
+                let j0 = nt * TILE;
+                let width = TILE.min(n - j0);
                 for r0 in (0..rows).step_by(MAX_R) {
                     let r_n = MAX_R.min(rows - r0);
                     let c_n = cols_for(r_n);
                     let xq = &codes[r0 * kp..(r0 + r_n) * kp];
-                    for c0 in (0..TILE).step_by(c_n) {
-                        let j0 = nt * TILE + c0;
-                        if j0 >= n {
-                            break;
-                        }
+                    for c0 in (0..width).step_by(c_n) {
                         dot_block(self.isa, r_n, xq, kp / TILE, w_tiles, c0, &mut acc);
-                        for r in 0..r_n {
-                            let row = &mut out[(r0 + r) * n..(r0 + r + 1) * n];
-                            for c in 0..c_n.min(n - j0) {
-                                self.finish(
-                                    &mut row[j0 + c],
-                                    acc[r * c_n + c],
-                                    scales[r0 + r],
-                                    j0 + c,
-                                );
-                            }
+                        for (r, tile) in tile.iter_mut().enumerate().take(r_n) {
+                            tile[c0..c0 + c_n].copy_from_slice(&acc[r * c_n..(r + 1) * c_n]);
                         }
+                    }
+                    for (r, tile) in tile.iter().enumerate().take(r_n) {
+                        let row = &mut out[(r0 + r) * n + j0..(r0 + r) * n + j0 + width];
+                        self.finish_row(row, tile, scales[r0 + r], j0);
                     }
                 }
             }
@@ -228,8 +232,12 @@ impl Job<'_> {
         let rows = Parts::new(out, n);
         pool.run(m, |r| {
             let row = rows.take(r);
-            for (j, o) in row.iter_mut().enumerate() {
-                self.finish(o, sums[j * m + r], scales[r], j);
+            let mut acc = [0i32; TILE];
+            for (t, row) in row.chunks_mut(TILE).enumerate() {
+                for (c, a) in acc.iter_mut().enumerate().take(row.len()) {
+                    *a = sums[(t * TILE + c) * m + r];
+                }
+                self.finish_row(row, &acc, scales[r], t * TILE);
             }
         });
     }

@@ -36,7 +36,7 @@ pub(super) fn dot_block(
     // SAFETY: AVX2 was detected above. The kernel reads rows `0..rows` of `x` (`kp` bytes
     // each, inside `x` as asserted), channels `c0..c0 + C` (`C = cols_for(rows)`, inside the
     // tile as asserted) of `k_tiles` weight tiles (inside `w_tiles`), and writes `rows · C`
-    // ≤ `MAX_R · MAX_C` entries of `acc`.
+    // rounded up to 4 (≤ 8 ≤ `MAX_R · MAX_C`) entries of `acc`.
     unsafe {
         match rows {
             1 => block::<1, 4>(x, kp, w, c0, k_tiles, acc),
@@ -51,7 +51,7 @@ pub(super) fn dot_block(
 ///
 /// # Safety
 /// AVX2 must be available; `x` must be valid for reading `R · kp` bytes, `w` for `k_tiles`
-/// tiles of `TILE_BYTES`, `c0 + C <= TILE`, and `acc` for writing `R · C` values.
+/// tiles of `TILE_BYTES`, `c0 + C <= TILE`, and `acc` for writing 8 values.
 #[target_feature(enable = "avx2")]
 unsafe fn block<const R: usize, const C: usize>(
     x: *const i8,
@@ -89,12 +89,25 @@ unsafe fn block<const R: usize, const C: usize>(
             }
         }
     }
+    // Horizontal sums four accumulators at a time (`R·C` is 4, 6 or 8; a partial group is
+    // padded with zeros and its extra lanes land in `acc[R·C..8]`, inside the 16 entries).
+    let mut flat = [_mm256_setzero_si256(); 8];
     for (r, sums) in sums.iter().enumerate() {
-        for (c, &s) in sums.iter().enumerate() {
-            // SAFETY: r·C + c < R·C entries of acc (caller contract).
-            unsafe { *acc.add(r * C + c) = hsum(s) };
-        }
+        flat[r * C..(r + 1) * C].copy_from_slice(sums);
     }
+    for g in (0..R * C).step_by(4) {
+        let s = hsum4(flat[g], flat[g + 1], flat[g + 2], flat[g + 3]);
+        // SAFETY: g + 4 <= 8 <= MAX_R·MAX_C entries of acc (caller contract).
+        unsafe { _mm_storeu_si128(acc.add(g) as *mut __m128i, s) };
+    }
+}
+
+/// The lane sums of four vectors, as four i32.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
+    let t = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1))
 }
 
 /// Safe entry of [`super::kernels::dot_keys`]: `out[j] = Σ_p q[p] · keys[j·stride + p]`.
@@ -156,10 +169,7 @@ unsafe fn dot_keys_avx2(
                 *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(p16, ones));
             }
         }
-        let t0 = _mm256_hadd_epi32(acc[0], acc[1]);
-        let t1 = _mm256_hadd_epi32(acc[2], acc[3]);
-        let t = _mm256_hadd_epi32(t0, t1);
-        let s = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+        let s = hsum4(acc[0], acc[1], acc[2], acc[3]);
         // SAFETY: out[j..j + 4] with j + 4 <= count.
         unsafe { _mm_storeu_si128(out.add(j) as *mut __m128i, s) };
         j += 4;

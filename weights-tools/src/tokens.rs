@@ -101,6 +101,18 @@ pub fn special_tokens(
                 reason: "<|notimestamps|> id overflows".into(),
             })?,
     };
+    // Tokenizers that list the timestamps (newer HF ones) must agree with notimestamps + 1.
+    if let Some(id) = table.id("<|0.00|>") {
+        if id != special.timestamp_begin {
+            return Err(ConvertError::Vocabulary {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "<|0.00|> is {id}, but <|notimestamps|> + 1 is {}",
+                    special.timestamp_begin
+                ),
+            });
+        }
+    }
     let mut languages = Vec::new();
     for id in special.sot.saturating_add(1)..special.translate {
         let text = table.text(id).ok_or_else(|| ConvertError::Vocabulary {

@@ -300,6 +300,21 @@ fn vocabulary_and_json_problems_name_the_file() {
     s.tokenizer_json = s.tokenizer_json.replace("<|nocaptions|>", "<|nospeech|>");
     assert_eq!(convert_synth(&s).1.unwrap().config().special.no_speech, 18);
 
+    // A tokenizer listing the timestamps: <|0.00|> must be notimestamps + 1.
+    let with_timestamp = |id: u32| {
+        let mut s = SynthCt2::new();
+        let mut tok: serde_json::Value = serde_json::from_str(&s.tokenizer_json).unwrap();
+        tok["added_tokens"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"id": id, "content": "<|0.00|>"}));
+        s.tokenizer_json = tok.to_string();
+        s
+    };
+    assert!(convert_synth(&with_timestamp(NO_TIMESTAMPS + 1)).1.is_ok());
+    assert!(matches!(convert_err(&with_timestamp(NO_TIMESTAMPS + 2)),
+        ConvertError::Vocabulary { reason, .. } if reason.contains("<|0.00|> is 21")));
+
     let mut s = SynthCt2::new();
     s.tokenizer_json = s.tokenizer_json.replace("<|de|>", "<|DE|>");
     assert!(matches!(convert_err(&s),

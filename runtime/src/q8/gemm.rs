@@ -43,9 +43,7 @@ impl Q8Scratch {
         let kp = w.k_tiles() * TILE;
         grow(&mut self.codes, m * kp, 0);
         grow(&mut self.scales, m, 0.0);
-        if m <= SMALL_M {
-            grow(&mut self.sums, w.n_tiles() * TILE * m, 0);
-        }
+        grow(&mut self.sums, w.n_tiles() * TILE * m.min(SMALL_M), 0);
     }
 }
 

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use amanuensis_model::config::{Dims, ModelConfig, MULTILINGUAL_MIN_VOCAB};
 use amanuensis_model::names::{self, AttnKind, Proj, Stack};
 use amanuensis_model::weights::Dtype;
+use amanuensis_runtime::mapped_file::MappedFile;
 use half::f16;
 
 use crate::ct2::{self, Ct2Dtype, Ct2Model, Variable};
@@ -22,7 +23,7 @@ use crate::writer::{ModelParts, OwnedTensor};
 /// Reads a CTranslate2 Whisper directory into model parts.
 pub fn read_ct2_dir(dir: &Path) -> Result<ModelParts, ConvertError> {
     let bin_path = dir.join("model.bin");
-    let (dims, tensors) = ct2_tensors(&bin_path, &read(&bin_path)?)?;
+    let (dims, tensors) = ct2_tensors(&bin_path, map(&bin_path)?.bytes())?;
 
     let tok_path = dir.join("tokenizer.json");
     let tokenizer_json = read_string(&tok_path)?;
@@ -76,8 +77,9 @@ pub fn ct2_tensors(path: &Path, bytes: &[u8]) -> Result<(Dims, Vec<OwnedTensor>)
     Ok((dims, conv.tensors))
 }
 
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>, ConvertError> {
-    std::fs::read(path).map_err(|source| ConvertError::Io {
+/// Maps an input file read-only (no copy of multi-hundred-MB checkpoints).
+pub(crate) fn map(path: &Path) -> Result<MappedFile, ConvertError> {
+    MappedFile::open(path).map_err(|source| ConvertError::Io {
         path: path.to_path_buf(),
         source,
     })

@@ -20,7 +20,7 @@ use safetensors::SafeTensors;
 use serde_json::Value;
 
 use crate::error::ConvertError;
-use crate::from_ct2::{json_field, parse_json, read, read_string, to_f16_bytes};
+use crate::from_ct2::{json_field, map, parse_json, read_string, to_f16_bytes};
 use crate::tokens::{special_tokens, TokenTable};
 use crate::writer::{ModelParts, OwnedTensor};
 
@@ -31,8 +31,7 @@ pub fn read_hf_dir(dir: &Path) -> Result<ModelParts, ConvertError> {
     let dims = hf_dims(&config_path, &cfg)?;
 
     let st_path = dir.join("model.safetensors");
-    let bytes = read(&st_path)?;
-    let tensors = hf_tensors(&st_path, &bytes, &dims)?;
+    let tensors = hf_tensors(&st_path, map(&st_path)?.bytes(), &dims)?;
 
     let tok_path = dir.join("tokenizer.json");
     let tokenizer_json = read_string(&tok_path)?;

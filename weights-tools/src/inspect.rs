@@ -8,7 +8,7 @@ use amanuensis_model::weights::WeightsFile;
 
 use crate::ct2;
 use crate::error::ConvertError;
-use crate::from_ct2::read;
+use crate::from_ct2::map;
 
 /// Describes `path`: an Amanuensis `.safetensors` file (format, dims, special tokens, list
 /// sizes, metadata sizes, every tensor), or a CTranslate2 `model.bin` (header, variables,
@@ -70,8 +70,9 @@ fn inspect_model(path: &Path) -> Result<String, ConvertError> {
 }
 
 fn inspect_ct2(path: &Path) -> Result<String, ConvertError> {
-    let bytes = read(path)?;
-    let m = ct2::parse(&bytes).map_err(|source| ConvertError::Ct2 {
+    let file = map(path)?;
+    let bytes = file.bytes();
+    let m = ct2::parse(bytes).map_err(|source| ConvertError::Ct2 {
         path: path.to_path_buf(),
         source,
     })?;

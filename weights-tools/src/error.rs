@@ -33,6 +33,13 @@ pub enum ConvertError {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    #[error("{path}: `{name}` has shape {got:?}, expected rank {expected}")]
+    VariableRank {
+        path: PathBuf,
+        name: String,
+        expected: usize,
+        got: Vec<usize>,
+    },
     #[error("{path}: `{name}` is {dtype}, expected a float tensor (f16 or f32)")]
     VariableDtype {
         path: PathBuf,

@@ -186,10 +186,10 @@ impl<'m, 'a> Ct2Converter<'m, 'a> {
     fn shape_of(&mut self, name: &str, rank: usize) -> Result<Vec<usize>, ConvertError> {
         let v = self.var(name)?;
         if v.shape.len() != rank {
-            return Err(ConvertError::VariableShape {
+            return Err(ConvertError::VariableRank {
                 path: self.path.clone(),
                 name: name.into(),
-                expected: vec![0; rank],
+                expected: rank,
                 got: v.shape.clone(),
             });
         }
@@ -199,10 +199,10 @@ impl<'m, 'a> Ct2Converter<'m, 'a> {
     fn scalar(&mut self, name: &str) -> Result<i64, ConvertError> {
         let path = self.path.clone();
         let v = self.var(name)?;
-        v.scalar_int().ok_or_else(|| ConvertError::VariableShape {
+        v.scalar_int().ok_or_else(|| ConvertError::VariableRank {
             path,
             name: name.into(),
-            expected: vec![],
+            expected: 0,
             got: v.shape.clone(),
         })
     }

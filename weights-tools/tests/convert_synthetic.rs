@@ -236,6 +236,18 @@ fn structural_problems_name_the_variable() {
         ConvertError::UnexpectedVariable { name, .. } if name == "decoder/projection/bias"));
 
     let mut s = SynthCt2::new();
+    let v = s.var_mut("encoder/conv1/weight");
+    v.1 = vec![4 * 2 * 3]; // flattened
+    assert!(matches!(convert_err(&s),
+        ConvertError::VariableRank { name, expected: 3, got, .. }
+            if name == "encoder/conv1/weight" && got == vec![24]));
+
+    let mut s = SynthCt2::new();
+    s.var_mut("decoder/num_heads").1 = vec![1]; // not a scalar
+    assert!(matches!(convert_err(&s),
+        ConvertError::VariableRank { name, expected: 0, .. } if name == "decoder/num_heads"));
+
+    let mut s = SynthCt2::new();
     s.var_mut("decoder/activation").3 = vec![1]; // GELU tanh
     assert!(matches!(convert_err(&s),
         ConvertError::Unsupported { name, value, .. } if name == "decoder/activation" && value == "1"));

@@ -515,9 +515,11 @@ mod tests {
     /// Writes `bytes` to a fresh temporary file and opens it.
     fn open_bytes(bytes: &[u8]) -> Result<WeightsFile, LoadError> {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!("amanuensis-weights-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!("{}.safetensors", N.fetch_add(1, Ordering::Relaxed)));
+        let path = std::env::temp_dir().join(format!(
+            "amanuensis-weights-{}-{}.safetensors",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::write(&path, bytes).unwrap();
         let result = WeightsFile::open(&path);
         // The map stays valid after unlinking (the inode lives while mapped).

@@ -6,7 +6,17 @@
 //! lengths once at the top (cheap, once per call) and panics with a message naming the kernel
 //! and the argument. Validate untrusted shapes (model files) before calling in here.
 //!
-//! Hot paths allocate nothing: scratch buffers are passed in by the caller.
+//! Hot paths allocate nothing: scratch buffers are passed in by the caller (`gemm_bt` keeps
+//! one per-thread pack buffer, grown to the largest weight it packed, ≤ 16 MB).
+//!
+//! Speed: every kernel is plain Rust written to auto-vectorise, and the hot ones (GEMM tiles,
+//! softmax, GELU) also have an x86-64 AVX2+FMA version chosen at run time; both versions are
+//! tested against f64 references. Weights used repeatedly should be packed once
+//! ([`PackedWeights`], then [`gemm_packed`]). Throughput (AMD Zen3, shared 2-core machine, min
+//! of runs): `m=1500, k=384, n=1536` ≈ 80 GFLOP/s on 1 thread, ≈ 150 on 2; decoder logits
+//! `m=1, k=384, n=51864` ≈ 10–13 GFLOP/s (memory bound: 80 MB of weights per call); encoder
+//! self-attention (6 heads × 64, 1500 × 1500) ≈ 60 ms per layer on 1 thread. Measure with
+//! `cargo test -p amanuensis-runtime --lib cpu::bench -- --ignored --nocapture --test-threads=1`.
 
 pub mod activation;
 pub mod attention;

@@ -144,3 +144,42 @@ fn softmax_rows_throughput() {
     });
     println!("softmax 9000 rows x 1500: {:.3} ms", t * 1e3);
 }
+
+#[test]
+#[ignore = "timing only; run by hand with --ignored --nocapture"]
+fn conv_stem_throughput() {
+    use super::conv::{conv1d_k3, conv1d_k3_out_len};
+    let mut rng = Rng::new(46);
+    for (t_in, c_in, c_out, stride) in [(3000, 80, 384, 1), (3000, 384, 384, 2)] {
+        let x = rng.vec(t_in * c_in, 1.0);
+        let w = rng.vec(c_out * c_in * 3, 1.0);
+        let bias = rng.vec(c_out, 1.0);
+        let t_out = conv1d_k3_out_len(t_in, stride);
+        let mut out = vec![0.0; t_out * c_out];
+        let mut scratch = Vec::new();
+        for threads in [1, 2] {
+            let pool = CpuPool::new(threads);
+            let t = min_time(1.0, || {
+                conv1d_k3(
+                    &pool,
+                    &x,
+                    t_in,
+                    c_in,
+                    &w,
+                    &bias,
+                    c_out,
+                    stride,
+                    Epilogue::Gelu,
+                    &mut scratch,
+                    &mut out,
+                )
+            });
+            let flop = 2.0 * (t_out * c_out * c_in * 3) as f64;
+            println!(
+                "conv1d_k3 t_in={t_in} c_in={c_in} c_out={c_out} stride={stride} threads={threads}: {:.3} ms {:.1} GFLOP/s",
+                t * 1e3,
+                flop / t / 1e9
+            );
+        }
+    }
+}

@@ -229,6 +229,9 @@ mod avx2 {
         ldb: usize,
         tile: &mut Tile,
     ) {
+        if R == 1 {
+            return packed_one_row(kc, a, b, ldb, tile);
+        }
         let mut lo = [_mm256_setzero_ps(); R];
         let mut hi = [_mm256_setzero_ps(); R];
         let a_rows: [*const f32; R] = std::array::from_fn(|r| a.wrapping_add(r * lda));
@@ -248,6 +251,38 @@ mod avx2 {
             store(t, lo[r]);
             store(t.wrapping_add(8), hi[r]);
         }
+    }
+
+    /// One row: two FMA chains would leave the unit idle (4-cycle latency), so even and odd
+    /// `p` accumulate separately.
+    ///
+    /// # Safety
+    /// As [`packed`] with `R = 1`.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn packed_one_row(kc: usize, a: *const f32, b: *const f32, ldb: usize, tile: &mut Tile) {
+        let z = _mm256_setzero_ps();
+        let (mut lo0, mut hi0, mut lo1, mut hi1) = (z, z, z, z);
+        let mut p = 0;
+        while p + 2 <= kc {
+            let b0 = b.wrapping_add(p * ldb);
+            let b1 = b0.wrapping_add(ldb);
+            let a0 = _mm256_set1_ps(*a.wrapping_add(p));
+            let a1 = _mm256_set1_ps(*a.wrapping_add(p + 1));
+            lo0 = _mm256_fmadd_ps(a0, load(b0), lo0);
+            hi0 = _mm256_fmadd_ps(a0, load(b0.wrapping_add(8)), hi0);
+            lo1 = _mm256_fmadd_ps(a1, load(b1), lo1);
+            hi1 = _mm256_fmadd_ps(a1, load(b1.wrapping_add(8)), hi1);
+            p += 2;
+        }
+        if p < kc {
+            let b0 = b.wrapping_add(p * ldb);
+            let a0 = _mm256_set1_ps(*a.wrapping_add(p));
+            lo0 = _mm256_fmadd_ps(a0, load(b0), lo0);
+            hi0 = _mm256_fmadd_ps(a0, load(b0.wrapping_add(8)), hi0);
+        }
+        let t = tile[0].as_mut_ptr();
+        store(t, _mm256_add_ps(lo0, lo1));
+        store(t.wrapping_add(8), _mm256_add_ps(hi0, hi1));
     }
 
     /// # Safety

@@ -10,10 +10,9 @@
 //!   once in total); i32 sums go to a channel-major scratch, and a second pass over rows
 //!   dequantizes into `out`.
 
-use super::kernels::{cols_for, dot_block, Isa, MAX_C, MAX_R};
+use super::kernels::{activation_row, dot_tile, Isa, TileSums, MAX_R};
 use super::layout::{QuantMatrix, TILE};
 use super::parts::{Parts, MAX_PARTS};
-use super::quant::quantize_row;
 use crate::cpu::{gelu_erf, CpuPool, Epilogue};
 
 /// Up to this many rows, parallelise over channel tiles instead of rows.
@@ -22,11 +21,12 @@ const SMALL_M: usize = 16;
 /// rows are needed to stay within `MAX_PARTS` tasks.
 const MAX_TASK_ROWS: usize = 64;
 
-/// Reusable buffers of [`gemm_q8`]: quantized activations, their scales and (few-rows path)
+/// Reusable buffers of [`gemm_q8`]: quantized activations (i16 codes, `k_pad` per row), their
+/// scales and (few-rows path)
 /// the i32 sums. Grows to the largest call seen; never shrinks.
 #[derive(Default)]
 pub struct Q8Scratch {
-    codes: Vec<i8>,
+    codes: Vec<i16>,
     scales: Vec<f32>,
     sums: Vec<i32>,
 }
@@ -158,24 +158,17 @@ impl Job<'_> {
                 .zip(codes.chunks_exact_mut(kp))
                 .zip(&mut *scales)
             {
-                *s = quantize_row(xr, qr);
+                *s = activation_row(self.isa, xr, qr);
             }
-            let mut acc = [0i32; MAX_R * MAX_C];
-            let mut tile = [[0i32; TILE]; MAX_R];
+            let mut tile: TileSums = [[0; TILE]; MAX_R];
             for nt in 0..self.w.n_tiles() {
                 let w_tiles = self.w.n_tile(nt);
                 let j0 = nt * TILE;
                 let width = TILE.min(n - j0);
                 for r0 in (0..rows).step_by(MAX_R) {
                     let r_n = MAX_R.min(rows - r0);
-                    let c_n = cols_for(r_n);
                     let xq = &codes[r0 * kp..(r0 + r_n) * kp];
-                    for c0 in (0..width).step_by(c_n) {
-                        dot_block(self.isa, r_n, xq, kp / TILE, w_tiles, c0, &mut acc);
-                        for (r, tile) in tile.iter_mut().enumerate().take(r_n) {
-                            tile[c0..c0 + c_n].copy_from_slice(&acc[r * c_n..(r + 1) * c_n]);
-                        }
-                    }
+                    dot_tile(self.isa, r_n, xq, kp / TILE, w_tiles, width, &mut tile);
                     for (r, tile) in tile.iter().enumerate().take(r_n) {
                         let row = &mut out[(r0 + r) * n + j0..(r0 + r) * n + j0 + width];
                         self.finish_row(row, tile, scales[r0 + r], j0);
@@ -196,7 +189,7 @@ impl Job<'_> {
             .zip(codes.chunks_exact_mut(kp))
             .zip(&mut *scales)
         {
-            *s = quantize_row(xr, qr);
+            *s = activation_row(self.isa, xr, qr);
         }
         let (codes, scales) = (&*codes, &*scales);
         // sums[j·m + r]: channel-major so each task's channel tiles are one contiguous part.
@@ -204,23 +197,18 @@ impl Job<'_> {
         let sums = Parts::new(&mut s.sums[..n_tiles * TILE * m], tiles_per_task * TILE * m);
         pool.run(sums.count(), |task| {
             let sums = sums.take(task);
-            let mut acc = [0i32; MAX_R * MAX_C];
+            let mut tile: TileSums = [[0; TILE]; MAX_R];
             for (t, sums) in sums.chunks_exact_mut(TILE * m).enumerate() {
                 let nt = task * tiles_per_task + t;
                 let w_tiles = self.w.n_tile(nt);
+                let width = TILE.min(n - nt * TILE);
                 for r0 in (0..m).step_by(MAX_R) {
                     let r_n = MAX_R.min(m - r0);
-                    let c_n = cols_for(r_n);
                     let xq = &codes[r0 * kp..(r0 + r_n) * kp];
-                    for c0 in (0..TILE).step_by(c_n) {
-                        if nt * TILE + c0 >= n {
-                            break;
-                        }
-                        dot_block(self.isa, r_n, xq, kp / TILE, w_tiles, c0, &mut acc);
-                        for r in 0..r_n {
-                            for c in 0..c_n {
-                                sums[(c0 + c) * m + r0 + r] = acc[r * c_n + c];
-                            }
+                    dot_tile(self.isa, r_n, xq, kp / TILE, w_tiles, width, &mut tile);
+                    for (r, tile) in tile.iter().enumerate().take(r_n) {
+                        for (c, &v) in tile.iter().enumerate().take(width) {
+                            sums[c * m + r0 + r] = v;
                         }
                     }
                 }
@@ -368,6 +356,66 @@ mod tests {
                 worst <= 1e-2,
                 "m={m} k={k} n={n}: error {worst:e} of Σ|x·w|"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use crate::cpu::testing::Rng;
+    use std::time::Instant;
+
+    /// Single-thread kernel throughput on cache-resident data, minimum of many short runs (robust
+    /// on a shared machine): `cargo test -p amanuensis-runtime --release --lib q8::gemm::bench
+    /// -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "timing only"]
+    fn kernel_throughput() {
+        let mut rng = Rng::new(1);
+        let pool = CpuPool::new(1);
+        let x = rng.vec(64 * 1536, 1.0);
+        let mut row = vec![0i16; 1536];
+        let mut best = f64::INFINITY;
+        for _ in 0..400 {
+            let t = Instant::now();
+            for xr in x.chunks_exact(1536) {
+                std::hint::black_box(activation_row(Isa::detect(), xr, &mut row));
+            }
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!(
+            "activation_row: {:.2} ns per value",
+            best * 1e9 / x.len() as f64
+        );
+        for (m, k, n) in [(64, 384, 256), (64, 1536, 64), (1, 384, 4096)] {
+            let x = rng.vec(m * k, 1.0);
+            let w = QuantMatrix::quantize(&rng.vec(n * k, 1.0), n, k);
+            let mut out = vec![0.0; m * n];
+            let mut scratch = Q8Scratch::new();
+            for isa in Isa::available().into_iter().skip(1) {
+                let mut best = f64::INFINITY;
+                for _ in 0..400 {
+                    let t = Instant::now();
+                    gemm_q8_with(
+                        isa,
+                        &pool,
+                        &x,
+                        m,
+                        &w,
+                        None,
+                        Epilogue::Store,
+                        &mut scratch,
+                        &mut out,
+                    );
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                let gops = 2.0 * (m * n * k) as f64 / best / 1e9;
+                println!(
+                    "{isa:?} m={m} k={k} n={n}: {:.1} µs, {gops:.1} GOPS",
+                    best * 1e6
+                );
+            }
         }
     }
 }

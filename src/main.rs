@@ -2,13 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+use amanuensis::engine::{Engine, Precision};
 use amanuensis::model::audio::load_wav;
-use amanuensis::model::session::{Session, TranscribeOptions};
+use amanuensis::model::session::TranscribeOptions;
 use amanuensis::model_path::resolve_model;
 use amanuensis::output::{render, OutputFormat};
 
@@ -70,6 +70,9 @@ struct TranscribeArgs {
     /// Print load and stage timings on stderr.
     #[arg(long)]
     timings: bool,
+    /// Arithmetic: auto = INT8 for an INT8 model file, else f32 (the reference).
+    #[arg(long, value_enum, default_value = "auto")]
+    precision: Precision,
 }
 
 #[derive(clap::Args)]
@@ -83,6 +86,9 @@ struct BenchArgs {
     /// Threads (default: available cores).
     #[arg(short, long)]
     threads: Option<usize>,
+    /// Arithmetic: auto = INT8 for an INT8 model file, else f32.
+    #[arg(long, value_enum, default_value = "auto")]
+    precision: Precision,
 }
 
 #[derive(clap::Args)]
@@ -92,9 +98,12 @@ struct ConvertArgs {
     /// Output .safetensors file.
     #[arg(short, long)]
     output: PathBuf,
-    /// Checkpoint kind.
+    /// Checkpoint kind: ct2 (CTranslate2) or hf (Hugging Face).
     #[arg(long, default_value = "ct2")]
     from: String,
+    /// `int8`: store the weight matrices as INT8 tiles (docs/int8-layout.md).
+    #[arg(long)]
+    quant: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -121,16 +130,15 @@ fn transcribe(args: &TranscribeArgs) -> CliResult {
     let path = resolve_model(args.model.as_deref())?;
     let threads = default_threads(args.threads);
     let t = Instant::now();
-    let model = amanuensis::load_cpu(&path, threads)?;
+    let mut session = Engine::load(&path, threads, args.precision)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     if args.timings {
         eprintln!(
             "load time = {load_ms:.1} ms ({}, {threads} threads, {})",
             path.display(),
-            model.backend_name()
+            session.backend_name()
         );
     }
-    let mut session = Session::new(Arc::clone(&model));
     let opts = TranscribeOptions {
         language: args.language.clone(),
         without_timestamps: args.no_timestamps,
@@ -190,11 +198,12 @@ fn default_threads(threads: Option<usize>) -> usize {
 fn bench(args: &BenchArgs) -> CliResult {
     let path = resolve_model(args.model.as_deref())?;
     let threads = default_threads(args.threads);
+    let report = amanuensis::bench::run(&path, threads, args.precision, &args.files)?;
     println!(
-        "amanuensis bench: {} ({threads} threads, cpu-f32)",
-        path.display()
+        "amanuensis bench: {} ({threads} threads, {})",
+        path.display(),
+        report.backend
     );
-    let report = amanuensis::bench::run(&path, threads, &args.files)?;
     print!("{report}");
     Ok(())
 }
@@ -209,9 +218,17 @@ fn output_file(dir: &Path, input: &Path, ext: &str) -> PathBuf {
 fn convert(args: &ConvertArgs) -> CliResult {
     let kind = match args.from.as_str() {
         "ct2" => weights_tools::SourceKind::Ct2,
-        other => return Err(format!("unknown checkpoint kind {other:?} (expected ct2)").into()),
+        "hf" => weights_tools::SourceKind::HuggingFace,
+        other => {
+            return Err(format!("unknown checkpoint kind {other:?} (expected ct2 or hf)").into())
+        }
     };
-    let report = weights_tools::convert(&args.input, kind, &args.output)?;
+    let quantization = match args.quant.as_deref() {
+        None => weights_tools::Quantization::None,
+        Some("int8") => weights_tools::Quantization::Int8,
+        Some(other) => return Err(format!("unknown quantization {other:?} (expected int8)").into()),
+    };
+    let report = weights_tools::convert_with(&args.input, kind, quantization, &args.output)?;
     eprintln!(
         "wrote {} ({} tensors, {} bytes)",
         report.output.display(),

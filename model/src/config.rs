@@ -26,6 +26,8 @@ pub mod keys {
     pub const SUPPRESS_IDS_BEGIN: &str = "suppress_ids_begin";
     pub const ALIGNMENT_HEADS: &str = "alignment_heads";
     pub const TOKENIZER_JSON: &str = "tokenizer_json";
+    /// `int8` when the weight matrices are stored quantized (absent: f16).
+    pub const QUANTIZATION: &str = "quantization";
 }
 
 /// Number of timestamp tokens `<|0.00|>` .. `<|30.00|>` (0.02 s steps) from `timestamp_begin`.

@@ -6,7 +6,7 @@ use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
 
 use crate::config::Dims;
 use crate::kv_cache::KvCache;
-use crate::layers::{AttentionWeights, LayerNorm, Mlp};
+use crate::layers::{load_matrix, AttentionWeights, LayerNorm, Mlp};
 use crate::names::{self, AttnKind, Stack};
 use crate::weights::{LoadError, WeightsFile};
 
@@ -79,10 +79,10 @@ impl<B: Backend> TextDecoder<B> {
                 })
             })
             .collect::<Result<Vec<_>, LoadError>>()?;
-        let emb = file.tensor_f32(names::TOKEN_EMBEDDING, &[dims.n_vocab, d])?;
+        let token_embedding = load_matrix(file, backend, names::TOKEN_EMBEDDING, dims.n_vocab, d)?;
         Ok(Self {
             dims: *dims,
-            token_embedding: backend.matrix(emb, dims.n_vocab, d),
+            token_embedding,
             positions: file.tensor_f32(names::DECODER_POSITIONS, &[dims.n_text_ctx, d])?,
             blocks,
             ln: LayerNorm::load(file, names::DECODER_LN, d)?,

@@ -4,10 +4,25 @@
 use amanuensis_runtime::backend::{Backend, Epilogue};
 
 use crate::names;
-use crate::weights::{LoadError, WeightsFile};
+use crate::weights::{LoadError, Quantization, WeightsFile};
 
 /// Whisper's LayerNorm epsilon.
 pub const LN_EPS: f32 = 1e-5;
+
+/// Loads weight matrix `name` (`[n_out, n_in]`) for `backend`: f16 widened to f32, or INT8
+/// tiles when the file is quantized.
+pub fn load_matrix<B: Backend>(
+    file: &WeightsFile,
+    backend: &B,
+    name: &str,
+    n_out: usize,
+    n_in: usize,
+) -> Result<B::Matrix, LoadError> {
+    Ok(match file.quantization() {
+        Quantization::Int8 => backend.matrix_q8(file.tensor_q8(name, n_out, n_in)?),
+        Quantization::None => backend.matrix(file.tensor_f32(name, &[n_out, n_in])?, n_out, n_in),
+    })
+}
 
 /// `y = x · Wᵀ + b` with `W [n_out, n_in]` prepared for backend `B`.
 pub struct Linear<B: Backend> {
@@ -27,18 +42,13 @@ impl<B: Backend> Linear<B> {
         n_in: usize,
         has_bias: bool,
     ) -> Result<Self, LoadError> {
-        let w = file.tensor_f32(&names::weight(module), &[n_out, n_in])?;
+        let w = load_matrix(file, backend, &names::weight(module), n_out, n_in)?;
         let b = if has_bias {
             Some(file.tensor_f32(&names::bias(module), &[n_out])?)
         } else {
             None
         };
-        Ok(Self {
-            w: backend.matrix(w, n_out, n_in),
-            b,
-            n_out,
-            n_in,
-        })
+        Ok(Self { w, b, n_out, n_in })
     }
 
     /// `out[rows, n_out] = epilogue(x[rows, n_in] · Wᵀ + b)`.

@@ -64,6 +64,13 @@ pub enum LoadError {
         expected: Dtype,
         got: Dtype,
     },
+    /// An INT8 weight tensor's data or scales break the tile layout's rules.
+    #[error("{path}: INT8 tensor `{name}`: {reason}")]
+    BadQuantized {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
     /// A tensor's data is not aligned for its element type (a zero-copy view is impossible).
     #[error("{path}: tensor `{name}` data at byte {offset} is not aligned for {dtype:?}")]
     Misaligned {

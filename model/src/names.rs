@@ -103,6 +103,11 @@ pub fn mlp(stack: Stack, layer: usize, second: bool) -> String {
     format!("{}.mlp.{}", block(stack, layer), if second { 2 } else { 0 })
 }
 
+/// The per-output-channel scales of an INT8 weight tensor: `{weight name}_scale`.
+pub fn weight_scale(weight_name: &str) -> String {
+    format!("{weight_name}_scale")
+}
+
 pub fn weight(module: &str) -> String {
     format!("{module}.weight")
 }

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use amanuensis_runtime::mapped_file::MappedFile;
+use amanuensis_runtime::q8::QuantMatrix;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use safetensors::tensor::Metadata;
@@ -36,6 +37,75 @@ pub struct TensorSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub dtype: Dtype,
+}
+
+/// How a file stores its weight matrices (metadata key `quantization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// f16, `[out, in]` row-major.
+    None,
+    /// Symmetric INT8 per output channel in 64 × 64 tiles (`docs/int8-layout.md`): the weight
+    /// tensor is i8 `[out/64, in/64, 64, 64]` (zero-padded), its `{name}_scale` f32 `[out]`.
+    Int8,
+}
+
+impl Quantization {
+    /// The metadata value (`None` has no key).
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            Quantization::None => None,
+            Quantization::Int8 => Some("int8"),
+        }
+    }
+}
+
+/// The weight matrices an INT8 file stores quantized: every linear layer of both stacks and the
+/// token embedding (also the tied output projection), as `(weight name, out, in)`. Convolutions,
+/// norms, biases and position tables stay f16.
+pub fn quantized_matrices(dims: &Dims) -> Vec<(String, usize, usize)> {
+    expected_tensors(dims)
+        .into_iter()
+        .filter(|t| {
+            t.shape.len() == 2
+                && t.name.ends_with(".weight")
+                && (t.name.contains(".blocks.") || t.name == names::TOKEN_EMBEDDING)
+        })
+        .map(|t| (t.name, t.shape[0], t.shape[1]))
+        .collect()
+}
+
+/// The tile-major shape of an INT8 `[out, in]` matrix: `[out/64, in/64, 64, 64]`, rounded up.
+pub fn int8_tile_shape(n_out: usize, k: usize) -> Vec<usize> {
+    let t = amanuensis_runtime::q8::TILE;
+    vec![n_out.div_ceil(t), k.div_ceil(t), t, t]
+}
+
+/// Every tensor of a file with these dims and this storage, in a fixed order.
+pub fn expected_tensors_for(dims: &Dims, quantization: Quantization) -> Vec<TensorSpec> {
+    let specs = expected_tensors(dims);
+    if quantization == Quantization::None {
+        return specs;
+    }
+    let quantized = quantized_matrices(dims);
+    let mut out = Vec::with_capacity(specs.len() + quantized.len());
+    for spec in specs {
+        match quantized.iter().find(|(n, _, _)| *n == spec.name) {
+            Some(&(_, n_out, k)) => {
+                out.push(TensorSpec {
+                    name: names::weight_scale(&spec.name),
+                    shape: vec![n_out],
+                    dtype: Dtype::F32,
+                });
+                out.push(TensorSpec {
+                    shape: int8_tile_shape(n_out, k),
+                    dtype: Dtype::I8,
+                    ..spec
+                });
+            }
+            None => out.push(spec),
+        }
+    }
+    out
 }
 
 /// Every tensor of a model with these dims, in a fixed order (`docs/model-format.md` table):
@@ -134,6 +204,7 @@ pub struct WeightsFile {
     order: Vec<String>,
     metadata: HashMap<String, String>,
     config: ModelConfig,
+    quantization: Quantization,
 }
 
 /// The parsed safetensors header: tensors (offsets relative to the file) and metadata.
@@ -236,7 +307,7 @@ impl WeightsFile {
             path: path.to_path_buf(),
             source,
         })?;
-        let (header, config) = validate(path, file.bytes())?;
+        let (header, config, quantization) = validate(path, file.bytes())?;
         Ok(WeightsFile {
             path: path.to_path_buf(),
             file,
@@ -244,6 +315,7 @@ impl WeightsFile {
             order: header.order,
             metadata: header.metadata,
             config,
+            quantization,
         })
     }
 
@@ -313,6 +385,26 @@ impl WeightsFile {
         })
     }
 
+    /// How the weight matrices are stored.
+    pub fn quantization(&self) -> Quantization {
+        self.quantization
+    }
+
+    /// The INT8 weight `name` (`[n_out, k]` logically) with its scales, copied out of the map
+    /// and validated ([`QuantMatrix::from_parts`]: lengths, finite scales, no −128, zero
+    /// padding).
+    pub fn tensor_q8(&self, name: &str, n_out: usize, k: usize) -> Result<QuantMatrix, LoadError> {
+        let entry = self.entry(name, &int8_tile_shape(n_out, k), &[Dtype::I8])?;
+        let data: Vec<i8> =
+            bytemuck::cast_slice(&self.file.bytes()[entry.start..entry.end]).to_vec();
+        let scales = self.tensor_f32(&names::weight_scale(name), &[n_out])?;
+        QuantMatrix::from_parts(data, scales, n_out, k).map_err(|e| LoadError::BadQuantized {
+            path: self.path.clone(),
+            name: name.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
     /// Looks up `name` and checks its shape and that its dtype is one of `dtypes`.
     fn entry(
         &self,
@@ -327,11 +419,11 @@ impl WeightsFile {
 /// Validates a whole model file held in memory, exactly as [`WeightsFile::open`] does, and
 /// returns its config. For fuzzing and for checking bytes before they are written.
 pub fn validate_model_bytes(bytes: &[u8]) -> Result<ModelConfig, LoadError> {
-    validate(Path::new("<memory>"), bytes).map(|(_, config)| config)
+    validate(Path::new("<memory>"), bytes).map(|(_, config, _)| config)
 }
 
 /// Everything `open` checks: framing, format, metadata, and the tensor table.
-fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig), LoadError> {
+fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig, Quantization), LoadError> {
     let header = parse_header(path, bytes)?;
     let metadata = &header.metadata;
     let bad = |key: &str, reason: String| LoadError::BadMetadata {
@@ -366,7 +458,17 @@ fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig), LoadErro
         }
     }
     let config = ModelConfig::from_metadata(metadata).map_err(|e| bad(&e.key, e.reason))?;
-    for spec in expected_tensors(&config.dims) {
+    let quantization = match metadata.get(keys::QUANTIZATION).map(String::as_str) {
+        None | Some("none") => Quantization::None,
+        Some("int8") => Quantization::Int8,
+        Some(other) => {
+            return Err(bad(
+                keys::QUANTIZATION,
+                format!("{other:?}, expected \"int8\" or absent"),
+            ))
+        }
+    };
+    for spec in expected_tensors_for(&config.dims, quantization) {
         lookup(
             path,
             &header.tensors,
@@ -375,7 +477,7 @@ fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig), LoadErro
             &[spec.dtype],
         )?;
     }
-    Ok((header, config))
+    Ok((header, config, quantization))
 }
 
 /// Looks up `name` and checks its shape and that its dtype is one of `dtypes`.

@@ -28,10 +28,15 @@ pub struct Whisper<B: Backend> {
 impl<B: Backend> Whisper<B> {
     /// Loads a model file (`docs/model-format.md`) onto `backend`.
     ///
-    /// The file is memory-mapped; each f16 tensor is widened to f32 once here, into the
-    /// backend's own buffers, and the mapping is dropped at the end.
+    /// The file is memory-mapped; each f16 tensor is widened to f32 once here (INT8 tiles are
+    /// copied as they are), into the backend's own buffers, and the mapping is dropped at the end.
     pub fn load(path: &Path, backend: B) -> Result<Self, WhisperError> {
-        let file = WeightsFile::open(path)?;
+        Self::from_file(&WeightsFile::open(path)?, backend)
+    }
+
+    /// [`Whisper::load`] from a file already opened.
+    pub fn from_file(file: &WeightsFile, backend: B) -> Result<Self, WhisperError> {
+        let path = file.path();
         let config = file.config().clone();
         let dims = &config.dims;
         let tokenizer = Tokenizer::from_json(file.tokenizer_json(), config.special)?;
@@ -41,8 +46,8 @@ impl<B: Backend> Whisper<B> {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let encoder = AudioEncoder::load(&file, &backend, dims)?;
-        let decoder = TextDecoder::load(&file, &backend, dims)?;
+        let encoder = AudioEncoder::load(file, &backend, dims)?;
+        let decoder = TextDecoder::load(file, &backend, dims)?;
         Ok(Self {
             config,
             tokenizer,

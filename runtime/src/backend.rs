@@ -5,6 +5,7 @@
 //! gathers. It knows nothing of Whisper: adding a backend touches no model code.
 
 pub use crate::cpu::{AttentionShape, Epilogue};
+use crate::q8::QuantMatrix;
 
 /// A device that runs the layer kernels of a transformer.
 pub trait Backend: Send + Sync {
@@ -16,6 +17,10 @@ pub trait Backend: Send + Sync {
 
     /// Prepares a row-major `[rows, cols]` f32 matrix (called once per weight at load).
     fn matrix(&self, data: Vec<f32>, rows: usize, cols: usize) -> Self::Matrix;
+
+    /// Prepares a matrix stored as INT8 tiles (a quantized model file). A backend without
+    /// INT8 kernels computes with the dequantized values.
+    fn matrix_q8(&self, q: QuantMatrix) -> Self::Matrix;
 
     /// `out[rows, w.rows] = epilogue(x[rows, w.cols] · wᵀ + bias)`.
     fn linear(

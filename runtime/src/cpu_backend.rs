@@ -60,6 +60,15 @@ impl Backend for CpuBackend {
         DenseMatrix { data, rows, cols }
     }
 
+    fn matrix_q8(&self, q: crate::q8::QuantMatrix) -> DenseMatrix {
+        let (rows, cols) = (q.n_out(), q.k());
+        let mut data = vec![0.0; rows * cols];
+        for (r, row) in data.chunks_exact_mut(cols).enumerate() {
+            q.dequantize_row_into(r, row);
+        }
+        DenseMatrix { data, rows, cols }
+    }
+
     fn linear(
         &self,
         x: &[f32],

@@ -9,12 +9,14 @@ pub mod error;
 pub mod from_ct2;
 pub mod hf;
 pub mod inspect;
+pub mod quantize;
 pub mod tokens;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
 
 use amanuensis_model::config::Dims;
+pub use amanuensis_model::weights::Quantization;
 
 pub use error::ConvertError;
 
@@ -47,13 +49,26 @@ pub fn convert(
     kind: SourceKind,
     output: &Path,
 ) -> Result<ConvertReport, ConvertError> {
-    let parts = match kind {
+    convert_with(input, kind, Quantization::None, output)
+}
+
+/// [`convert`] with the weight matrices stored as `quantization` says (`--quant int8`).
+pub fn convert_with(
+    input: &Path,
+    kind: SourceKind,
+    quantization: Quantization,
+    output: &Path,
+) -> Result<ConvertReport, ConvertError> {
+    let mut parts = match kind {
         SourceKind::Ct2 => from_ct2::read_ct2_dir(input)?,
         SourceKind::HuggingFace => hf::read_hf_dir(input)?,
     };
     let dims = parts.config.dims;
+    if quantization == Quantization::Int8 {
+        quantize::quantize_int8(&mut parts)?;
+    }
     let n_tensors = parts.tensors.len() + 1;
-    let bytes = writer::write_model(parts, output)?;
+    let bytes = writer::write_model_with(parts, quantization, output)?;
     Ok(ConvertReport {
         output: output.to_path_buf(),
         source: kind,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use weights_tools::{convert, inspect, SourceKind};
+use weights_tools::{convert_with, inspect, Quantization, SourceKind};
 
 #[derive(Parser)]
 #[command(name = "weights-tools", version, about)]
@@ -22,6 +22,12 @@ enum SourceArg {
     Hf,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum QuantArg {
+    /// Symmetric INT8 per output channel, 64 × 64 tiles, f32 scales.
+    Int8,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Convert a checkpoint directory to an Amanuensis .safetensors model file.
@@ -34,6 +40,9 @@ enum Command {
         /// The model file to write (atomically).
         #[arg(short, long)]
         output: PathBuf,
+        /// Store the weight matrices as INT8 tiles (`docs/int8-layout.md`).
+        #[arg(long, value_enum)]
+        quant: Option<QuantArg>,
     },
     /// Describe a model file (.safetensors) or a CTranslate2 model.bin.
     Inspect {
@@ -49,12 +58,17 @@ fn main() -> ExitCode {
             from,
             input,
             output,
+            quant,
         } => {
             let kind = match from {
                 SourceArg::Ct2 => SourceKind::Ct2,
                 SourceArg::Hf => SourceKind::HuggingFace,
             };
-            convert(&input, kind, &output).map(|r| {
+            let quantization = match quant {
+                Some(QuantArg::Int8) => Quantization::Int8,
+                None => Quantization::None,
+            };
+            convert_with(&input, kind, quantization, &output).map(|r| {
                 eprintln!(
                     "wrote {} ({} tensors, {} bytes, n_vocab {}, {} + {} layers, d {})",
                     r.output.display(),

@@ -6,7 +6,7 @@ use std::path::Path;
 use amanuensis_model::config::{keys, ModelConfig, FORMAT, FORMAT_VERSION};
 use amanuensis_model::mel_filters::mel_filters;
 use amanuensis_model::names;
-use amanuensis_model::weights::{expected_tensors, Dtype, WeightsFile};
+use amanuensis_model::weights::{expected_tensors_for, Dtype, Quantization, WeightsFile};
 use safetensors::tensor::TensorView;
 
 use crate::error::ConvertError;
@@ -45,6 +45,15 @@ pub fn mel_filters_tensor(n_mels: usize) -> OwnedTensor {
 /// rename), after checking the tensor set is exactly the format's, then opens the result with
 /// the loader. Returns the file size.
 pub fn write_model(parts: ModelParts, output: &Path) -> Result<u64, ConvertError> {
+    write_model_with(parts, Quantization::None, output)
+}
+
+/// [`write_model`] for tensors stored as `quantization` says (see [`crate::quantize`]).
+pub fn write_model_with(
+    parts: ModelParts,
+    quantization: Quantization,
+    output: &Path,
+) -> Result<u64, ConvertError> {
     let ModelParts {
         config,
         source,
@@ -56,13 +65,16 @@ pub fn write_model(parts: ModelParts, output: &Path) -> Result<u64, ConvertError
         reason: e.reason,
     })?;
     tensors.push(mel_filters_tensor(config.dims.n_mels));
-    check_tensor_set(&config, &tensors)?;
+    check_tensor_set(&config, quantization, &tensors)?;
 
     let mut meta: HashMap<String, String> = config.to_metadata();
     meta.insert(keys::FORMAT.into(), FORMAT.into());
     meta.insert(keys::FORMAT_VERSION.into(), FORMAT_VERSION.into());
     meta.insert(keys::SOURCE.into(), source);
     meta.insert(keys::TOKENIZER_JSON.into(), tokenizer_json);
+    if let Some(q) = quantization.as_str() {
+        meta.insert(keys::QUANTIZATION.into(), q.into());
+    }
 
     let write_err = |reason: String| ConvertError::Write {
         path: output.to_path_buf(),
@@ -192,7 +204,11 @@ fn write_sorted_json(value: &serde_json::Value, out: &mut String) {
 
 /// The tensors must be exactly the format's table for these dims: no missing, no extra, right
 /// shapes and dtypes, and data lengths matching.
-fn check_tensor_set(config: &ModelConfig, tensors: &[OwnedTensor]) -> Result<(), ConvertError> {
+fn check_tensor_set(
+    config: &ModelConfig,
+    quantization: Quantization,
+    tensors: &[OwnedTensor],
+) -> Result<(), ConvertError> {
     let mut by_name: HashMap<&str, &OwnedTensor> = HashMap::new();
     for t in tensors {
         if by_name.insert(&t.name, t).is_some() {
@@ -202,7 +218,7 @@ fn check_tensor_set(config: &ModelConfig, tensors: &[OwnedTensor]) -> Result<(),
             });
         }
     }
-    let expected = expected_tensors(&config.dims);
+    let expected = expected_tensors_for(&config.dims, quantization);
     for spec in &expected {
         let t = by_name
             .get(spec.name.as_str())
@@ -211,7 +227,7 @@ fn check_tensor_set(config: &ModelConfig, tensors: &[OwnedTensor]) -> Result<(),
                 reason: "tensor not produced".into(),
             })?;
         let n: usize = spec.shape.iter().product();
-        let elem = if spec.dtype == Dtype::F32 { 4 } else { 2 };
+        let elem = spec.dtype.bitsize() / 8;
         if t.dtype != spec.dtype || t.shape != spec.shape || t.data.len() != n * elem {
             return Err(ConvertError::Config {
                 key: spec.name.clone(),

@@ -112,6 +112,10 @@ impl Backend for CpuInt8Backend {
         Int8OrF32Matrix::Int8(QuantMatrix::quantize(&data, rows, cols))
     }
 
+    fn matrix_q8(&self, q: QuantMatrix) -> Int8OrF32Matrix {
+        self.matrix_from_quantized(q)
+    }
+
     fn linear(
         &self,
         x: &[f32],

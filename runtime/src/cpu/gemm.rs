@@ -35,10 +35,10 @@ impl Epilogue {
 /// Up to this many rows, `gemm_bt` computes dot products against `w` as stored (no packing):
 /// the weight matrix is streamed once and packing would cost as much as the product.
 const DOT_MAX_M: usize = 8;
-/// Largest weight `gemm_bt` packs per call (16 MB; Whisper's layer weights are ≤ 9.4 MB even
-/// for large-v3). Bigger ones (the 51 864-row vocabulary projection) take the dot path at any
-/// `m`, so the per-thread pack buffer stays bounded.
-const MAX_PACK_FLOATS: usize = 4 << 20;
+/// Largest weight `gemm_bt` packs per call (8 M floats, 32 MB: Whisper's largest layer weight,
+/// large-v3's 5120 × 1280 MLP, is 6.6 M). Bigger ones (the 51 864-row vocabulary projection)
+/// take the dot path at any `m`, so the per-thread pack buffer stays bounded.
+const MAX_PACK_FLOATS: usize = 8 << 20;
 /// Weight rows (output columns) per dot-block call on the dot path.
 const DOT_CHUNK: usize = 64;
 /// Least work (multiply-adds) worth a task of its own: ~5 µs, several thread wake-ups.
@@ -53,7 +53,7 @@ const KC: usize = 256;
 /// `out[m×n] (row-major) = epilogue(a[m×k] · w[n×k]ᵀ + bias[n])`; `w` is a weight matrix stored
 /// `[out, in]`.
 ///
-/// Up to 8 rows (or for weights over 16 MB) it streams `w` with register-tiled dot products;
+/// Up to 8 rows (or for weights over 32 MB) it streams `w` with register-tiled dot products;
 /// otherwise it packs `w` into panels (in a per-thread buffer grown once and reused) and runs
 /// the packed micro-kernel. For weights used many times, prefer [`PackedWeights`] +
 /// [`gemm_packed`] (no per-call packing; faster at every `m` when the weights are hot).
@@ -475,7 +475,7 @@ mod tests {
         }
         check(&pool, &mut rng, 29, 384, 200, Epilogue::Gelu);
         // Weight over MAX_PACK_FLOATS with m > 8: gemm_bt's dot path at large m.
-        check(&pool, &mut rng, 12, 64, 65_600, Epilogue::AddInto);
+        check(&pool, &mut rng, 12, 64, 131_100, Epilogue::AddInto);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! and the argument. Validate untrusted shapes (model files) before calling in here.
 //!
 //! Hot paths allocate nothing: scratch buffers are passed in by the caller (`gemm_bt` keeps
-//! one per-thread pack buffer, grown to the largest weight it packed, ≤ 16 MB).
+//! one per-thread pack buffer, grown to the largest weight it packed, ≤ 32 MB).
 //!
 //! Speed: every kernel is plain Rust written to auto-vectorise, and the hot ones (GEMM tiles,
 //! softmax, GELU) also have an x86-64 AVX2+FMA version chosen at run time; both versions are

@@ -1,5 +1,5 @@
 //! The CPU backend with INT8 weights: linear layers and the conv stem run the INT8 GEMM of
-//! [`crate::q8`], long attention calls use INT8 `Q·Kᵀ`; layer norm stays f32.
+//! [`crate::q8`]; layer norm and (by default) attention run the f32 kernels.
 //!
 //! Every weight given to [`Backend::matrix`] is quantized on the fly (so an f16/f32 model file
 //! runs INT8 too); pre-quantized file data enters through
@@ -13,9 +13,9 @@ use crate::cpu_backend::{CpuBackend, DenseMatrix};
 use crate::q8::{self, Q8AttentionScratch, Q8Scratch, QuantMatrix};
 use std::sync::{Mutex, MutexGuard};
 
-/// Attention calls with at least this many query rows use INT8 `Q·Kᵀ`. Fewer rows (decoder
-/// steps) stay f32: quantizing K costs one pass over it per call, as much as the f32 `Q·Kᵀ`
-/// of a handful of queries, so INT8 only pays when many queries share the quantized K.
+/// With [`CpuInt8Backend::with_int8_attention`], attention calls with at least this many query
+/// rows use INT8 `Q·Kᵀ`. Fewer rows (decoder steps) always stay f32: quantizing K costs one
+/// pass over it per call, as much as the f32 `Q·Kᵀ` of a handful of queries.
 pub const MIN_INT8_ATTENTION_ROWS: usize = 16;
 
 /// A weight matrix of [`CpuInt8Backend`].
@@ -46,8 +46,13 @@ impl Int8OrF32Matrix {
 
 /// INT8 kernels on a thread pool created once; scratch owned by the backend (behind mutexes,
 /// since [`Backend`] methods take `&self`), grown on first use or by the `reserve_*` hints.
+///
+/// Attention runs the f32 kernel unless [`CpuInt8Backend::with_int8_attention`] is set:
+/// measured on the encoder shape (6 heads × 64, 1500 × 1500), the f32 attention (GEMM
+/// micro-kernels) takes 73 ms and [`q8::attention_q8`] (per-query dot products) 300 ms.
 pub struct CpuInt8Backend {
     f32: CpuBackend,
+    int8_attention: bool,
     gemm: Mutex<Q8Scratch>,
     attention: Mutex<Q8AttentionScratch>,
 }
@@ -57,6 +62,7 @@ impl CpuInt8Backend {
     pub fn new(threads: usize) -> Self {
         Self {
             f32: CpuBackend::new(threads),
+            int8_attention: false,
             gemm: Mutex::new(Q8Scratch::new()),
             attention: Mutex::new(Q8AttentionScratch::new()),
         }
@@ -65,6 +71,17 @@ impl CpuInt8Backend {
     /// The thread pool.
     pub fn pool(&self) -> &CpuPool {
         self.f32.pool()
+    }
+
+    /// Runs attention calls with at least [`MIN_INT8_ATTENTION_ROWS`] queries through
+    /// [`q8::attention_q8`] (INT8 `Q·Kᵀ`) when `on`; off by default (see the type's docs).
+    pub fn with_int8_attention(mut self, on: bool) -> Self {
+        self.int8_attention = on;
+        self
+    }
+
+    fn uses_int8_attention(&self, shape: &AttentionShape) -> bool {
+        self.int8_attention && shape.q_len >= MIN_INT8_ATTENTION_ROWS
     }
 
     /// Wraps a pre-quantized matrix (from a model file, validated by
@@ -188,7 +205,7 @@ impl Backend for CpuInt8Backend {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
-        if shape.q_len >= MIN_INT8_ATTENTION_ROWS {
+        if self.uses_int8_attention(shape) {
             let mut codes = lock(&self.attention);
             q8::attention_q8(self.pool(), shape, q, k, v, scratch, &mut codes, out);
         } else {
@@ -196,10 +213,10 @@ impl Backend for CpuInt8Backend {
         }
     }
 
-    /// Also reserves the INT8 attention buffers for `shape`, so later calls with it (or a
+    /// With INT8 attention on, also reserves its buffers for `shape`, so later calls with it (or a
     /// smaller shape) allocate nothing.
     fn attention_scratch_len(&self, shape: &AttentionShape) -> usize {
-        if shape.q_len >= MIN_INT8_ATTENTION_ROWS {
+        if self.uses_int8_attention(shape) {
             lock(&self.attention).reserve(shape);
         }
         self.f32
@@ -229,7 +246,10 @@ mod tests {
     #[test]
     fn int8_backend_runs_every_kernel_close_to_f32() {
         let mut rng = Rng::new(61);
-        let (f, q) = (CpuBackend::new(2), CpuInt8Backend::new(2));
+        let (f, q) = (
+            CpuBackend::new(2),
+            CpuInt8Backend::new(2).with_int8_attention(true),
+        );
         assert_eq!(q.name(), "cpu-int8");
         let (rows, n, k) = (20, 70, 96);
         let wf = rng.vec(n * k, 0.3);
@@ -265,7 +285,9 @@ mod tests {
             }
         }
 
-        // Attention: the long call takes the INT8 path, the short one the f32 path (exact).
+        // Attention: by default f32 (exact); with INT8 attention on, the long call takes the
+        // INT8 path, the short one the f32 path (exact).
+        let plain = CpuInt8Backend::new(2);
         for q_len in [MIN_INT8_ATTENTION_ROWS, 2] {
             let shape = AttentionShape {
                 heads: 2,
@@ -284,6 +306,9 @@ mod tests {
             let mut s2 = vec![0.0; q.attention_scratch_len(&shape)];
             let (mut a, mut b) = (vec![0.0; q_len * width], vec![0.0; q_len * width]);
             f.attention(&shape, &qq, &kk, &vv, &mut s1, &mut a);
+            let mut s3 = vec![0.0; plain.attention_scratch_len(&shape)];
+            plain.attention(&shape, &qq, &kk, &vv, &mut s3, &mut b);
+            assert_eq!(a, b, "default attention is the f32 kernel");
             q.attention(&shape, &qq, &kk, &vv, &mut s2, &mut b);
             let worst = a
                 .iter()

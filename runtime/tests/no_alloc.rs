@@ -38,9 +38,15 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// One test (not two) so no other test thread allocates while this one counts.
 #[test]
 fn int8_linear_conv_attention_allocate_nothing_after_warm_up() {
-    let backend = CpuInt8Backend::new(2);
+    for int8_attention in [true, false] {
+        check(CpuInt8Backend::new(2).with_int8_attention(int8_attention));
+    }
+}
+
+fn check(backend: CpuInt8Backend) {
     let (k, n) = (200, 300);
     let w = backend.matrix(values(n * k, 1), n, k);
     let bias = values(n, 2);

@@ -322,3 +322,63 @@ mod tests {
         eprintln!("int8 attention: worst error / max|v| = {worst_seen:e}");
     }
 }
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use crate::cpu::testing::Rng;
+    use crate::cpu::{attention, attention_scratch_len};
+    use std::time::Instant;
+
+    /// INT8 vs f32 attention on the encoder shape (tiny/base: 64-wide heads, 1500 frames):
+    /// `cargo test -p amanuensis-runtime --release --lib q8::attention::bench -- --ignored
+    /// --nocapture`.
+    #[test]
+    #[ignore = "timing only"]
+    fn attention_throughput() {
+        let mut rng = Rng::new(2);
+        for threads in [1, 2] {
+            let pool = CpuPool::new(threads);
+            let shape = AttentionShape {
+                heads: 6,
+                head_dim: 64,
+                q_len: 1500,
+                kv_len: 1500,
+                causal_offset: None,
+            };
+            let n = 1500 * 384;
+            let (q, k, v) = (rng.vec(n, 1.0), rng.vec(n, 1.0), rng.vec(n, 1.0));
+            let mut scratch = vec![0.0; attention_scratch_len(&pool, &shape)];
+            let mut codes = Q8AttentionScratch::new();
+            let mut out = vec![0.0; n];
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                (0..5)
+                    .map(|_| {
+                        let t = Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            };
+            let t32 = time(&mut || attention(&pool, &shape, &q, &k, &v, &mut scratch, &mut out));
+            let t8 = time(&mut || {
+                attention_q8(
+                    &pool,
+                    &shape,
+                    &q,
+                    &k,
+                    &v,
+                    &mut scratch,
+                    &mut codes,
+                    &mut out,
+                )
+            });
+            println!(
+                "threads={threads}: f32 {:.2} ms, int8 Q·Kᵀ {:.2} ms",
+                t32 * 1e3,
+                t8 * 1e3
+            );
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! below 1/127 of the peak), and `P·V` is only `head_dim` multiply-adds per score, the same as
 //! `Q·Kᵀ`, so quantizing `V` per call would cost as much as it saves.
 
-use super::kernels::{dot_keys, Isa};
+use super::kernels::{dot_keys, weighted_sum, Isa, MAX_R};
 use super::parts::{Parts, MAX_PARTS};
 use super::quant::quantize_row;
 use crate::cpu::{softmax_in_place, AttentionShape, CpuPool};
@@ -48,10 +48,10 @@ fn padded_head(head_dim: usize) -> usize {
     head_dim.next_multiple_of(32)
 }
 
-/// Length of the f32 `scores` scratch [`attention_q8`] needs (one `kv_len` row per thread,
-/// the same as [`crate::cpu::attention_scratch_len`]).
+/// Length of the f32 `scores` scratch [`attention_q8`] needs: four `kv_len` probability rows
+/// per pool thread (queries are processed four at a time).
 pub fn attention_q8_scratch_len(pool: &CpuPool, shape: &AttentionShape) -> usize {
-    pool.threads() * shape.kv_len
+    pool.threads() * MAX_R * shape.kv_len
 }
 
 /// `out = softmax(q·kᵀ · head_dim^-0.5 [+ causal mask]) · v` per head, with `q·kᵀ` in INT8,
@@ -167,41 +167,53 @@ pub fn attention_q8_with(
         .clamp(1, 16)
         .max(q_len.div_ceil(MAX_PARTS));
     let outs = Parts::new(out, rows_per_task * width);
-    let rows_scores = Parts::new(&mut scores[..pool.threads() * kv_len], kv_len);
+    let rows_scores = Parts::new(
+        &mut scores[..pool.threads() * MAX_R * kv_len],
+        MAX_R * kv_len,
+    );
+    let visible = |i: usize| causal_offset.map_or(kv_len, |off| off + i + 1);
     pool.run_on_threads(outs.count(), |thread, task| {
         let out = outs.take(task);
         let mut guard = rows_scores.lock(thread);
-        let row_scores = guard
+        let p = guard
             .as_deref_mut()
             .expect("per-thread scores are never taken");
-        for (r, out_row) in out.chunks_exact_mut(width).enumerate() {
-            let i = task * rows_per_task + r;
-            let seen = match causal_offset {
-                Some(off) => off + i + 1,
-                None => kv_len,
-            };
-            for h in 0..heads {
-                let qi = (i * heads + h) * dp;
-                let s = &mut row_scores[..seen];
-                let mut sums = [0i32; 64];
-                let qs = q_scales[i * heads + h] * score_scale;
-                for (j0, s) in (0..seen).step_by(64).zip(s.chunks_mut(64)) {
-                    let sums = &mut sums[..s.len()];
-                    let keys = &k_codes[(j0 * heads + h) * dp..];
-                    dot_keys(isa, &q_codes[qi..qi + dp], keys, heads * dp, sums);
-                    for (t, (s, &a)) in s.iter_mut().zip(sums.iter()).enumerate() {
-                        *s = a as f32 * qs * k_scales[(j0 + t) * heads + h];
+        let rows = out.len() / width;
+        let mut sums = [0i32; 64];
+        for h in 0..heads {
+            for r0 in (0..rows).step_by(MAX_R) {
+                let r_n = MAX_R.min(rows - r0);
+                let i0 = task * rows_per_task + r0;
+                let seen_max = visible(i0 + r_n - 1);
+                for r in 0..r_n {
+                    let i = i0 + r;
+                    let seen = visible(i);
+                    let qi = (i * heads + h) * dp;
+                    let qs = q_scales[i * heads + h] * score_scale;
+                    let s = &mut p[r * kv_len..r * kv_len + seen_max];
+                    for (j0, s) in (0..seen).step_by(64).zip(s[..seen].chunks_mut(64)) {
+                        let sums = &mut sums[..s.len()];
+                        let keys = &k_codes[(j0 * heads + h) * dp..];
+                        dot_keys(isa, &q_codes[qi..qi + dp], keys, heads * dp, sums);
+                        for (t, (s, &a)) in s.iter_mut().zip(sums.iter()).enumerate() {
+                            *s = a as f32 * qs * k_scales[(j0 + t) * heads + h];
+                        }
                     }
+                    softmax_in_place(&mut s[..seen]);
+                    s[seen..].fill(0.0); // causal rows of the block see fewer keys
                 }
-                softmax_in_place(s);
-                let o = &mut out_row[h * d..(h + 1) * d];
-                o.fill(0.0);
-                for (j, &p) in s.iter().enumerate() {
-                    let v_row = &v[j * width + h * d..j * width + (h + 1) * d];
-                    for (ov, &vv) in o.iter_mut().zip(v_row) {
-                        *ov += p * vv;
-                    }
-                }
+                weighted_sum(
+                    isa,
+                    r_n,
+                    p,
+                    kv_len,
+                    seen_max,
+                    &v[h * d..],
+                    width,
+                    d,
+                    &mut out[r0 * width + h * d..],
+                    width,
+                );
             }
         }
     });

@@ -314,6 +314,86 @@ unsafe fn codes_avx2(x: *const f32, len: usize, inv: f32, codes: *mut i16) {
     }
 }
 
+/// AVX2 form of [`super::kernels::weighted_sum`] for `d % 16 == 0`: 16 columns of up to four
+/// rows at a time (eight accumulators), the same multiply-then-add per term as the portable
+/// loop, so the results are bit-identical.
+///
+/// # Panics
+/// If AVX2 is missing, `d % 16 != 0`, `rows` is not in `1..=MAX_R` or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn weighted_sum(
+    rows: usize,
+    p: &[f32],
+    p_stride: usize,
+    seen: usize,
+    v: &[f32],
+    v_stride: usize,
+    d: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    assert!(
+        is_x86_feature_detected!("avx2"),
+        "INT8 AVX2 kernel without AVX2"
+    );
+    assert!(d % 16 == 0 && (1..=MAX_R).contains(&rows));
+    assert!(p.len() >= (rows - 1) * p_stride + seen);
+    assert!(seen == 0 || v.len() >= (seen - 1) * v_stride + d);
+    assert!(out.len() >= (rows - 1) * out_stride + d);
+    let (p, v, o) = (p.as_ptr(), v.as_ptr(), out.as_mut_ptr());
+    // SAFETY: AVX2 detected; reads p[r·p_stride + j] (r < rows, j < seen), v[j·v_stride + c]
+    // (c < d) and writes out[r·out_stride + c], all inside the slices as asserted.
+    unsafe {
+        match rows {
+            1 => weighted::<1>(p, p_stride, seen, v, v_stride, d, o, out_stride),
+            2 => weighted::<2>(p, p_stride, seen, v, v_stride, d, o, out_stride),
+            3 => weighted::<3>(p, p_stride, seen, v, v_stride, d, o, out_stride),
+            _ => weighted::<4>(p, p_stride, seen, v, v_stride, d, o, out_stride),
+        }
+    }
+}
+
+/// # Safety
+/// AVX2 available; pointers valid as described in [`weighted_sum`] for `R` rows.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2")]
+unsafe fn weighted<const R: usize>(
+    p: *const f32,
+    p_stride: usize,
+    seen: usize,
+    v: *const f32,
+    v_stride: usize,
+    d: usize,
+    out: *mut f32,
+    out_stride: usize,
+) {
+    for c0 in (0..d).step_by(16) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        for j in 0..seen {
+            // SAFETY: key j < seen, columns c0..c0 + 16 <= d.
+            let (v0, v1) = unsafe {
+                (
+                    _mm256_loadu_ps(v.add(j * v_stride + c0)),
+                    _mm256_loadu_ps(v.add(j * v_stride + c0 + 8)),
+                )
+            };
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: row r < R, key j < seen.
+                let pj = _mm256_set1_ps(unsafe { *p.add(r * p_stride + j) });
+                acc[0] = _mm256_add_ps(acc[0], _mm256_mul_ps(pj, v0));
+                acc[1] = _mm256_add_ps(acc[1], _mm256_mul_ps(pj, v1));
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: row r < R, columns c0..c0 + 16 <= d of its output row.
+            unsafe {
+                _mm256_storeu_ps(out.add(r * out_stride + c0), acc[0]);
+                _mm256_storeu_ps(out.add(r * out_stride + c0 + 8), acc[1]);
+            }
+        }
+    }
+}
+
 /// Sum of the eight i32 lanes.
 #[inline]
 #[target_feature(enable = "avx2")]

@@ -215,6 +215,60 @@ pub fn activation_row(isa: Isa, x: &[f32], row: &mut [i16]) -> f32 {
     }
 }
 
+/// Probability-weighted sums of value rows (attention's `P·V`, in f32):
+/// `out[r·out_stride + c] = Σ_{j < seen} p[r·p_stride + j] · v[j·v_stride + c]` for
+/// `r < rows` (≤ [`MAX_R`]), `c < d`, accumulated from 0 in increasing `j` with a separate
+/// multiply and add per term, so every instruction set gives bit-identical results.
+///
+/// # Panics
+/// If `rows > MAX_R` or a slice is too short.
+#[allow(clippy::too_many_arguments)] // strides of three matrices
+pub fn weighted_sum(
+    isa: Isa,
+    rows: usize,
+    p: &[f32],
+    p_stride: usize,
+    seen: usize,
+    v: &[f32],
+    v_stride: usize,
+    d: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    assert!(rows <= MAX_R, "weighted_sum: rows {rows}");
+    if rows == 0 || d == 0 {
+        return;
+    }
+    assert!(
+        p.len() >= (rows - 1) * p_stride + seen,
+        "weighted_sum: p too short"
+    );
+    assert!(
+        seen == 0 || v.len() >= (seen - 1) * v_stride + d,
+        "weighted_sum: v too short"
+    );
+    assert!(
+        out.len() >= (rows - 1) * out_stride + d,
+        "weighted_sum: out too short"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && d % 16 == 0 {
+        return super::gemm_avx2::weighted_sum(
+            rows, p, p_stride, seen, v, v_stride, d, out, out_stride,
+        );
+    }
+    let _ = isa;
+    for r in 0..rows {
+        let o = &mut out[r * out_stride..r * out_stride + d];
+        o.fill(0.0);
+        for (j, &pj) in p[r * p_stride..r * p_stride + seen].iter().enumerate() {
+            for (o, &vv) in o.iter_mut().zip(&v[j * v_stride..j * v_stride + d]) {
+                *o += pj * vv;
+            }
+        }
+    }
+}
+
 fn scalar(
     rows: usize,
     cols: usize,
@@ -296,6 +350,48 @@ mod tests {
                     let s_got = activation_row(isa, &x, &mut got);
                     assert_eq!(s_got.to_bits(), s_want.to_bits(), "{isa:?} len {len}");
                     assert_eq!(got, want, "{isa:?} len {len} special {special}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn weighted_sums_agree_across_isas() {
+        let mut rng = Rng::new(24);
+        for (rows, seen, d, v_stride) in [
+            (1, 1, 16, 16),
+            (4, 37, 64, 384),
+            (3, 100, 48, 96),
+            (2, 5, 7, 7),
+        ] {
+            let p = rng.vec(MAX_R * 128, 1.0);
+            let v = rng.vec(seen * v_stride, 1.0);
+            let mut want = vec![f32::NAN; MAX_R * v_stride];
+            weighted_sum(
+                Isa::Scalar,
+                rows,
+                &p,
+                128,
+                seen,
+                &v,
+                v_stride,
+                d,
+                &mut want,
+                v_stride,
+            );
+            let direct: f32 = (0..seen).fold(0.0, |o, j| o + p[j] * v[j * v_stride + 1 % d]);
+            assert_eq!(want[1 % d], direct);
+            for isa in Isa::available() {
+                let mut got = vec![f32::NAN; MAX_R * v_stride];
+                weighted_sum(
+                    isa, rows, &p, 128, seen, &v, v_stride, d, &mut got, v_stride,
+                );
+                for r in 0..rows {
+                    let (g, w) = (&got[r * v_stride..][..d], &want[r * v_stride..][..d]);
+                    assert!(
+                        g.iter().zip(w).all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa:?}"
+                    );
                 }
             }
         }

@@ -49,7 +49,8 @@ impl Int8OrF32Matrix {
 ///
 /// Attention runs the f32 kernel unless [`CpuInt8Backend::with_int8_attention`] is set:
 /// measured on the encoder shape (6 heads × 64, 1500 × 1500), the f32 attention (GEMM
-/// micro-kernels) takes 73 ms and [`q8::attention_q8`] (per-query dot products) 300 ms.
+/// micro-kernels) takes 83 ms and [`q8::attention_q8`] 93 ms on one thread (without VNNI the
+/// INT8 `Q·Kᵀ` is no faster than f32 FMA, and `P·V` is f32 in both).
 pub struct CpuInt8Backend {
     f32: CpuBackend,
     int8_attention: bool,
@@ -126,6 +127,12 @@ impl Backend for CpuInt8Backend {
             rows * cols,
             "matrix data does not match its shape"
         );
+        if std::env::var("PROBE_F32_CONV").is_ok() && (cols == 240 || cols == 1152) {
+            return self.matrix_f32(data, rows, cols);
+        }
+        if std::env::var("PROBE_F32_FC2").is_ok() && cols == 1536 {
+            return self.matrix_f32(data, rows, cols);
+        }
         Int8OrF32Matrix::Int8(QuantMatrix::quantize(&data, rows, cols))
     }
 

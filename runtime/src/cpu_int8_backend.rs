@@ -127,12 +127,6 @@ impl Backend for CpuInt8Backend {
             rows * cols,
             "matrix data does not match its shape"
         );
-        if std::env::var("PROBE_F32_CONV").is_ok() && (cols == 240 || cols == 1152) {
-            return self.matrix_f32(data, rows, cols);
-        }
-        if std::env::var("PROBE_F32_FC2").is_ok() && cols == 1536 {
-            return self.matrix_f32(data, rows, cols);
-        }
         Int8OrF32Matrix::Int8(QuantMatrix::quantize(&data, rows, cols))
     }
 

@@ -94,16 +94,26 @@ pub fn gemm_q8_with(
     if let Some(b) = bias {
         assert_eq!(b.len(), n, "gemm_q8: bias is not n");
     }
-    if m == 0 {
+    if m == 0 || n == 0 {
         return;
     }
-    scratch.reserve(m, w);
     let job = Job {
         isa,
         w,
         bias,
         epilogue,
     };
+    if k == 0 {
+        // Empty product: every sum is 0, the output is the epilogue of the bias.
+        let zeros = [0i32; TILE];
+        for row in out.chunks_exact_mut(n) {
+            for (t, part) in row.chunks_mut(TILE).enumerate() {
+                job.finish_row(part, &zeros, 0.0, t * TILE);
+            }
+        }
+        return;
+    }
+    scratch.reserve(m, w);
     if m <= SMALL_M {
         job.few_rows(pool, x, m, scratch, out);
     } else {
@@ -316,6 +326,39 @@ mod tests {
                 check(&pool, &mut rng, m, k, n, &mut scratch);
             }
         }
+    }
+
+    #[test]
+    fn empty_shapes_apply_the_epilogue_to_the_bias() {
+        let pool = CpuPool::new(2);
+        let mut scratch = Q8Scratch::new();
+        let w = QuantMatrix::quantize(&[], 70, 0);
+        let bias: Vec<f32> = (0..70).map(|j| j as f32 - 3.0).collect();
+        let mut out = vec![1.0; 3 * 70];
+        gemm_q8(
+            &pool,
+            &[],
+            3,
+            &w,
+            Some(&bias),
+            Epilogue::AddInto,
+            &mut scratch,
+            &mut out,
+        );
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(*o, 1.0 + bias[i % 70]);
+        }
+        let w = QuantMatrix::quantize(&[], 0, 5);
+        gemm_q8(
+            &pool,
+            &[0.5; 10],
+            2,
+            &w,
+            None,
+            Epilogue::Store,
+            &mut scratch,
+            &mut [],
+        );
     }
 
     #[test]

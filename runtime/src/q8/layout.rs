@@ -105,7 +105,7 @@ impl QuantMatrix {
     /// Quantizes a row-major f32 `[n_out, k]` matrix (see [`quantize_to_tiles`]).
     ///
     /// # Panics
-    /// If `w.len() != n_out · k` or the shape is empty (programming errors).
+    /// If `w.len() != n_out · k` or the padded size overflows (programming errors).
     pub fn quantize(w: &[f32], n_out: usize, k: usize) -> QuantMatrix {
         let (data, scales) = quantize_to_tiles(w, n_out, k);
         QuantMatrix {

@@ -10,7 +10,9 @@
 //!   once in total); i32 sums go to a channel-major scratch, and a second pass over rows
 //!   dequantizes into `out`.
 
-use super::kernels::{activation_row, dot_tile, Isa, TileSums, MAX_R};
+use super::kernels::{
+    activation_row, activation_row_u8, dot_tile, dot_tile_u8, Isa, TileSums, MAX_R,
+};
 use super::layout::{QuantMatrix, TILE};
 use super::parts::{Parts, MAX_PARTS};
 use crate::cpu::{gelu_erf, CpuPool, Epilogue};
@@ -21,12 +23,13 @@ const SMALL_M: usize = 16;
 /// rows are needed to stay within `MAX_PARTS` tasks.
 const MAX_TASK_ROWS: usize = 64;
 
-/// Reusable buffers of [`gemm_q8`]: quantized activations (i16 codes, `k_pad` per row), their
-/// scales and (few-rows path)
-/// the i32 sums. Grows to the largest call seen; never shrinks.
+/// Reusable buffers of [`gemm_q8`]: quantized activations (`k_pad` per row: i16 codes, or
+/// offset bytes on the VNNI path), their scales and (few-rows path) the i32 sums. Grows to the
+/// largest call seen; never shrinks.
 #[derive(Default)]
 pub struct Q8Scratch {
     codes: Vec<i16>,
+    bytes: Vec<u8>,
     scales: Vec<f32>,
     sums: Vec<i32>,
 }
@@ -40,10 +43,87 @@ impl Q8Scratch {
     /// Grows the buffers for a call with `m` rows against `w`, so that such calls (and smaller
     /// ones) allocate nothing.
     pub fn reserve(&mut self, m: usize, w: &QuantMatrix) {
+        self.reserve_for(Isa::detect(), m, w);
+    }
+
+    /// [`Q8Scratch::reserve`] for the kernels of `isa`.
+    pub fn reserve_for(&mut self, isa: Isa, m: usize, w: &QuantMatrix) {
         let kp = w.k_tiles() * TILE;
-        grow(&mut self.codes, m * kp, 0);
+        if uses_bytes(isa) {
+            grow(&mut self.bytes, m * kp, 0);
+        } else {
+            grow(&mut self.codes, m * kp, 0);
+        }
         grow(&mut self.scales, m, 0.0);
         grow(&mut self.sums, w.n_tiles() * TILE * m.min(SMALL_M), 0);
+    }
+}
+
+/// Whether `isa`'s GEMM kernel reads offset activation bytes (VNNI) rather than i16 codes.
+fn uses_bytes(isa: Isa) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        return true;
+    }
+    let _ = isa;
+    false
+}
+
+/// An activation code type of the GEMM kernels: i16 codes or VNNI's offset bytes.
+trait ActCode: Copy + Default + Send + Sync {
+    /// The scratch split into (this type's code buffer, scales, sums).
+    fn split(s: &mut Q8Scratch) -> (&mut Vec<Self>, &mut Vec<f32>, &mut Vec<i32>);
+    fn quantize(isa: Isa, x: &[f32], row: &mut [Self]) -> f32;
+    #[allow(clippy::too_many_arguments)]
+    fn dot_tile(
+        isa: Isa,
+        rows: usize,
+        x: &[Self],
+        w: &QuantMatrix,
+        nt: usize,
+        width: usize,
+        out: &mut TileSums,
+    );
+}
+
+impl ActCode for i16 {
+    fn split(s: &mut Q8Scratch) -> (&mut Vec<i16>, &mut Vec<f32>, &mut Vec<i32>) {
+        (&mut s.codes, &mut s.scales, &mut s.sums)
+    }
+    fn quantize(isa: Isa, x: &[f32], row: &mut [i16]) -> f32 {
+        activation_row(isa, x, row)
+    }
+    fn dot_tile(
+        isa: Isa,
+        rows: usize,
+        x: &[i16],
+        w: &QuantMatrix,
+        nt: usize,
+        width: usize,
+        out: &mut TileSums,
+    ) {
+        dot_tile(isa, rows, x, w.k_tiles(), w.n_tile(nt), width, out);
+    }
+}
+
+impl ActCode for u8 {
+    fn split(s: &mut Q8Scratch) -> (&mut Vec<u8>, &mut Vec<f32>, &mut Vec<i32>) {
+        (&mut s.bytes, &mut s.scales, &mut s.sums)
+    }
+    fn quantize(isa: Isa, x: &[f32], row: &mut [u8]) -> f32 {
+        activation_row_u8(isa, x, row)
+    }
+    fn dot_tile(
+        isa: Isa,
+        rows: usize,
+        x: &[u8],
+        w: &QuantMatrix,
+        nt: usize,
+        width: usize,
+        out: &mut TileSums,
+    ) {
+        let sums = &w.code_sums()[nt * TILE..(nt + 1) * TILE];
+        dot_tile_u8(isa, rows, x, w.k_tiles(), w.n_tile(nt), sums, width, out);
     }
 }
 
@@ -113,11 +193,12 @@ pub fn gemm_q8_with(
         }
         return;
     }
-    scratch.reserve(m, w);
-    if m <= SMALL_M {
-        job.few_rows(pool, x, m, scratch, out);
-    } else {
-        job.many_rows(pool, x, m, scratch, out);
+    scratch.reserve_for(isa, m, w);
+    match (uses_bytes(isa), m <= SMALL_M) {
+        (false, true) => job.few_rows::<i16>(pool, x, m, scratch, out),
+        (false, false) => job.many_rows::<i16>(pool, x, m, scratch, out),
+        (true, true) => job.few_rows::<u8>(pool, x, m, scratch, out),
+        (true, false) => job.many_rows::<u8>(pool, x, m, scratch, out),
     }
 }
 
@@ -148,7 +229,14 @@ impl Job<'_> {
         }
     }
 
-    fn many_rows(&self, pool: &CpuPool, x: &[f32], m: usize, s: &mut Q8Scratch, out: &mut [f32]) {
+    fn many_rows<T: ActCode>(
+        &self,
+        pool: &CpuPool,
+        x: &[f32],
+        m: usize,
+        s: &mut Q8Scratch,
+        out: &mut [f32],
+    ) {
         let (n, k) = (self.w.n_out(), self.w.k());
         let kp = self.w.k_tiles() * TILE;
         // ~4 tasks per thread for balance on a shared machine, at most MAX_PARTS.
@@ -156,8 +244,9 @@ impl Job<'_> {
         let task_rows = want
             .min(MAX_TASK_ROWS)
             .max(m.div_ceil(MAX_PARTS).next_multiple_of(MAX_R));
-        let codes = Parts::new(&mut s.codes[..m * kp], task_rows * kp);
-        let scales = Parts::new(&mut s.scales[..m], task_rows);
+        let (codes, scales, _) = T::split(s);
+        let codes = Parts::new(&mut codes[..m * kp], task_rows * kp);
+        let scales = Parts::new(&mut scales[..m], task_rows);
         let outs = Parts::new(out, task_rows * n);
         pool.run(codes.count(), |task| {
             let (codes, scales, out) = (codes.take(task), scales.take(task), outs.take(task));
@@ -168,17 +257,16 @@ impl Job<'_> {
                 .zip(codes.chunks_exact_mut(kp))
                 .zip(&mut *scales)
             {
-                *s = activation_row(self.isa, xr, qr);
+                *s = T::quantize(self.isa, xr, qr);
             }
             let mut tile: TileSums = [[0; TILE]; MAX_R];
             for nt in 0..self.w.n_tiles() {
-                let w_tiles = self.w.n_tile(nt);
                 let j0 = nt * TILE;
                 let width = TILE.min(n - j0);
                 for r0 in (0..rows).step_by(MAX_R) {
                     let r_n = MAX_R.min(rows - r0);
                     let xq = &codes[r0 * kp..(r0 + r_n) * kp];
-                    dot_tile(self.isa, r_n, xq, kp / TILE, w_tiles, width, &mut tile);
+                    T::dot_tile(self.isa, r_n, xq, self.w, nt, width, &mut tile);
                     for (r, tile) in tile.iter().enumerate().take(r_n) {
                         let row = &mut out[(r0 + r) * n + j0..(r0 + r) * n + j0 + width];
                         self.finish_row(row, tile, scales[r0 + r], j0);
@@ -188,43 +276,53 @@ impl Job<'_> {
         });
     }
 
-    fn few_rows(&self, pool: &CpuPool, x: &[f32], m: usize, s: &mut Q8Scratch, out: &mut [f32]) {
+    fn few_rows<T: ActCode>(
+        &self,
+        pool: &CpuPool,
+        x: &[f32],
+        m: usize,
+        s: &mut Q8Scratch,
+        out: &mut [f32],
+    ) {
         let (n, k) = (self.w.n_out(), self.w.k());
         let kp = self.w.k_tiles() * TILE;
         let n_tiles = self.w.n_tiles();
-        let codes = &mut s.codes[..m * kp];
-        let scales = &mut s.scales[..m];
+        let (codes, scales, sums) = T::split(s);
+        let codes = &mut codes[..m * kp];
+        let scales = &mut scales[..m];
         for ((xr, qr), s) in x
             .chunks_exact(k)
             .zip(codes.chunks_exact_mut(kp))
             .zip(&mut *scales)
         {
-            *s = activation_row(self.isa, xr, qr);
+            *s = T::quantize(self.isa, xr, qr);
         }
         let (codes, scales) = (&*codes, &*scales);
         // sums[j·m + r]: channel-major so each task's channel tiles are one contiguous part.
         let tiles_per_task = n_tiles.div_ceil(MAX_PARTS).max(1);
-        let sums = Parts::new(&mut s.sums[..n_tiles * TILE * m], tiles_per_task * TILE * m);
-        pool.run(sums.count(), |task| {
-            let sums = sums.take(task);
-            let mut tile: TileSums = [[0; TILE]; MAX_R];
-            for (t, sums) in sums.chunks_exact_mut(TILE * m).enumerate() {
-                let nt = task * tiles_per_task + t;
-                let w_tiles = self.w.n_tile(nt);
-                let width = TILE.min(n - nt * TILE);
-                for r0 in (0..m).step_by(MAX_R) {
-                    let r_n = MAX_R.min(m - r0);
-                    let xq = &codes[r0 * kp..(r0 + r_n) * kp];
-                    dot_tile(self.isa, r_n, xq, kp / TILE, w_tiles, width, &mut tile);
-                    for (r, tile) in tile.iter().enumerate().take(r_n) {
-                        for (c, &v) in tile.iter().enumerate().take(width) {
-                            sums[c * m + r0 + r] = v;
+        let all_sums = &mut sums[..n_tiles * TILE * m];
+        {
+            let sum_parts = Parts::new(&mut *all_sums, tiles_per_task * TILE * m);
+            pool.run(sum_parts.count(), |task| {
+                let sums = sum_parts.take(task);
+                let mut tile: TileSums = [[0; TILE]; MAX_R];
+                for (t, sums) in sums.chunks_exact_mut(TILE * m).enumerate() {
+                    let nt = task * tiles_per_task + t;
+                    let width = TILE.min(n - nt * TILE);
+                    for r0 in (0..m).step_by(MAX_R) {
+                        let r_n = MAX_R.min(m - r0);
+                        let xq = &codes[r0 * kp..(r0 + r_n) * kp];
+                        T::dot_tile(self.isa, r_n, xq, self.w, nt, width, &mut tile);
+                        for (r, tile) in tile.iter().enumerate().take(r_n) {
+                            for (c, &v) in tile.iter().enumerate().take(width) {
+                                sums[c * m + r0 + r] = v;
+                            }
                         }
                     }
                 }
-            }
-        });
-        let sums = &s.sums[..n_tiles * TILE * m];
+            });
+        }
+        let sums = &*all_sums;
         let rows = Parts::new(out, n);
         pool.run(m, |r| {
             let row = rows.take(r);

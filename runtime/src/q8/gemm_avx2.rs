@@ -228,26 +228,45 @@ unsafe fn dot_keys_avx2(
 /// # Panics
 /// If AVX2 is missing or `row` is shorter than `x`.
 pub(super) fn activation_row(x: &[f32], row: &mut [i16]) -> f32 {
+    assert!(row.len() >= x.len());
+    let Some((scale, inv)) = quant::row_scale(max_abs(x)) else {
+        row.fill(0);
+        return 0.0;
+    };
+    codes_i16(x, inv, &mut row[..x.len()]);
+    row[x.len()..].fill(0);
+    scale
+}
+
+/// `max |x[i]|` ignoring NaN (bit-identical to [`quant::max_abs`]).
+///
+/// # Panics
+/// If AVX2 is missing.
+pub(super) fn max_abs(x: &[f32]) -> f32 {
     assert!(
         is_x86_feature_detected!("avx2"),
         "INT8 AVX2 kernel without AVX2"
     );
-    assert!(row.len() >= x.len());
     // SAFETY: AVX2 detected; `max_abs_avx2` reads `x.len()` floats of `x`.
-    let max = unsafe { max_abs_avx2(x.as_ptr(), x.len()) };
-    let Some((scale, inv)) = quant::row_scale(max) else {
-        row.fill(0);
-        return 0.0;
-    };
+    unsafe { max_abs_avx2(x.as_ptr(), x.len()) }
+}
+
+/// `out[i] = quant::code(x[i] · inv)` (bit-identical to the scalar function).
+///
+/// # Panics
+/// If AVX2 is missing or `out.len() != x.len()`.
+pub(super) fn codes_i16(x: &[f32], inv: f32, out: &mut [i16]) {
+    assert!(
+        is_x86_feature_detected!("avx2"),
+        "INT8 AVX2 kernel without AVX2"
+    );
+    assert_eq!(out.len(), x.len());
     let full = x.len() / 16 * 16;
-    // SAFETY: AVX2 detected; reads x[..full] and writes row[..full], in bounds
-    // (full <= x.len() <= row.len()).
-    unsafe { codes_avx2(x.as_ptr(), full, inv, row.as_mut_ptr()) };
-    for (c, &v) in row[full..].iter_mut().zip(&x[full..]) {
+    // SAFETY: AVX2 detected; reads x[..full] and writes out[..full], in bounds.
+    unsafe { codes_avx2(x.as_ptr(), full, inv, out.as_mut_ptr()) };
+    for (c, &v) in out[full..].iter_mut().zip(&x[full..]) {
         *c = quant::code(v * inv) as i16;
     }
-    row[x.len()..].fill(0);
-    scale
 }
 
 /// `max |x[i]|` ignoring NaN, like [`quant::max_abs`] (max is exact, so the order is free).

@@ -29,6 +29,10 @@ pub enum Isa {
     /// x86-64 AVX2 (checked at run time).
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// x86-64 AVX-512 VNNI + VL (checked at run time): `vpdpbusd` for the GEMM, AVX2 for the
+    /// rest.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -36,6 +40,9 @@ impl Isa {
     pub fn detect() -> Isa {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
+            if super::gemm_vnni::available() {
+                return Isa::Avx512Vnni;
+            }
             return Isa::Avx2;
         }
         Isa::Portable
@@ -47,6 +54,9 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             v.push(Isa::Avx2);
+            if super::gemm_vnni::available() {
+                v.push(Isa::Avx512Vnni);
+            }
         }
         v
     }
@@ -85,7 +95,9 @@ pub fn dot_tile(
     assert!(width <= TILE, "dot_tile: width {width}");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, width, out),
+        Isa::Avx2 | Isa::Avx512Vnni => {
+            super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, width, out)
+        }
         _ => {
             let cols = cols_for(rows);
             let mut acc = [0; MAX_R * MAX_C];
@@ -134,7 +146,7 @@ pub fn dot_block(
             _ => portable::<4, 2>(x, k_tiles, w_tiles, c0, acc),
         },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
+        Isa::Avx2 | Isa::Avx512Vnni => {
             let mut tile = [[0; TILE]; MAX_R];
             super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, c0 + cols, &mut tile);
             for (r, t) in tile.iter().enumerate().take(rows) {
@@ -183,7 +195,7 @@ pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32])
             }
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => super::gemm_avx2::dot_keys(q, keys, stride, out),
+        Isa::Avx2 | Isa::Avx512Vnni => super::gemm_avx2::dot_keys(q, keys, stride, out),
     }
 }
 
@@ -195,7 +207,7 @@ pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32])
 pub fn activation_row(isa: Isa, x: &[f32], row: &mut [i16]) -> f32 {
     assert!(row.len() >= x.len(), "activation_row: row shorter than x");
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
         return super::gemm_avx2::activation_row(x, row);
     }
     let _ = isa;
@@ -211,6 +223,95 @@ pub fn activation_row(isa: Isa, x: &[f32], row: &mut [i16]) -> f32 {
         None => {
             head.fill(0);
             0.0
+        }
+    }
+}
+
+/// Quantizes one activation row into offset bytes for the VNNI kernel: `row[i] = code + 128`
+/// with the codes of [`activation_row`] (128, i.e. code 0, past `x.len()`); returns the scale.
+///
+/// # Panics
+/// If `row` is shorter than `x`.
+pub fn activation_row_u8(isa: Isa, x: &[f32], row: &mut [u8]) -> f32 {
+    assert!(
+        row.len() >= x.len(),
+        "activation_row_u8: row shorter than x"
+    );
+    let (head, pad) = row.split_at_mut(x.len());
+    pad.fill(128);
+    #[cfg(target_arch = "x86_64")]
+    let simd = matches!(isa, Isa::Avx2 | Isa::Avx512Vnni);
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = false;
+    let max = if simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            super::gemm_avx2::max_abs(x)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!()
+    } else {
+        super::quant::max_abs(x)
+    };
+    let Some((scale, inv)) = super::quant::row_scale(max) else {
+        head.fill(128);
+        return 0.0;
+    };
+    let mut codes = [0i16; TILE];
+    for (xs, out) in x.chunks(TILE).zip(head.chunks_mut(TILE)) {
+        let codes = &mut codes[..xs.len()];
+        if simd {
+            #[cfg(target_arch = "x86_64")]
+            super::gemm_avx2::codes_i16(xs, inv, codes);
+        } else {
+            for (c, &v) in codes.iter_mut().zip(xs) {
+                *c = super::quant::code(v * inv) as i16;
+            }
+        }
+        for (o, &c) in out.iter_mut().zip(codes.iter()) {
+            *o = (c + 128) as u8;
+        }
+    }
+    scale
+}
+
+/// [`dot_tile`] for offset activation bytes ([`activation_row_u8`]): `out[r][c] =
+/// Σ_p (x[r·kp + p] - 128) · w(c, p)`, with `sums[c] = Σ_p w(c, p)` for the tile's channels
+/// ([`super::layout::QuantMatrix::code_sums`]). Runs the VNNI kernel on
+/// [`Isa::Avx512Vnni`], a scalar loop otherwise (the reference).
+///
+/// # Panics
+/// If `rows` is not in `1..=MAX_R`, `width > TILE`, or a slice is too short.
+#[allow(clippy::too_many_arguments)]
+pub fn dot_tile_u8(
+    isa: Isa,
+    rows: usize,
+    x: &[u8],
+    k_tiles: usize,
+    w_tiles: &[i8],
+    sums: &[i32],
+    width: usize,
+    out: &mut TileSums,
+) {
+    let kp = k_tiles * TILE;
+    assert!(
+        (1..=MAX_R).contains(&rows) && width <= TILE,
+        "dot_tile_u8: rows or width"
+    );
+    assert!(x.len() >= rows * kp && w_tiles.len() >= k_tiles * TILE_BYTES);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        return super::gemm_vnni::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out);
+    }
+    let _ = (isa, sums);
+    for (r, out) in out.iter_mut().enumerate().take(rows) {
+        for (c, o) in out.iter_mut().enumerate().take(width) {
+            *o = (0..kp)
+                .map(|p| {
+                    (x[r * kp + p] as i32 - 128)
+                        * w_tiles[(p / TILE) * TILE_BYTES + c * TILE + p % TILE] as i32
+                })
+                .sum();
         }
     }
 }
@@ -252,7 +353,7 @@ pub fn weighted_sum(
         "weighted_sum: out too short"
     );
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && d % 16 == 0 {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && d % 16 == 0 {
         return super::gemm_avx2::weighted_sum(
             rows, p, p_stride, seen, v, v_stride, d, out, out_stride,
         );
@@ -350,6 +451,54 @@ mod tests {
                     let s_got = activation_row(isa, &x, &mut got);
                     assert_eq!(s_got.to_bits(), s_want.to_bits(), "{isa:?} len {len}");
                     assert_eq!(got, want, "{isa:?} len {len} special {special}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn offset_byte_rows_and_tiles_agree_with_the_i16_path() {
+        let mut rng = Rng::new(25);
+        for k_tiles in [1, 3, 24] {
+            let kp = k_tiles * TILE;
+            let k = kp - 5;
+            let w: Vec<i8> = (0..k_tiles * TILE_BYTES)
+                .map(|_| ((rng.next_u64() % 255) as i32 - 127) as i8)
+                .collect();
+            let sums: Vec<i32> = (0..TILE)
+                .map(|c| {
+                    (0..kp)
+                        .map(|p| w[(p / TILE) * TILE_BYTES + c * TILE + p % TILE] as i32)
+                        .sum()
+                })
+                .collect();
+            let x = rng.vec(MAX_R * k, 2.0);
+            let mut x16 = vec![0i16; MAX_R * kp];
+            let mut x8 = vec![0u8; MAX_R * kp];
+            for r in 0..MAX_R {
+                let xs = &x[r * k..(r + 1) * k];
+                let s16 = activation_row(Isa::Scalar, xs, &mut x16[r * kp..(r + 1) * kp]);
+                for isa in Isa::available() {
+                    let s8 = activation_row_u8(isa, xs, &mut x8[r * kp..(r + 1) * kp]);
+                    assert_eq!(s8.to_bits(), s16.to_bits());
+                    let same = x8[r * kp..(r + 1) * kp]
+                        .iter()
+                        .zip(&x16[r * kp..(r + 1) * kp])
+                        .all(|(&b, &c)| b as i16 - 128 == c);
+                    assert!(same, "{isa:?} offset codes");
+                }
+            }
+            for rows in 1..=MAX_R {
+                for width in [1, 30, 64] {
+                    let mut want = [[0; TILE]; MAX_R];
+                    dot_tile(Isa::Scalar, rows, &x16, k_tiles, &w, width, &mut want);
+                    for isa in Isa::available() {
+                        let mut got = [[9; TILE]; MAX_R];
+                        dot_tile_u8(isa, rows, &x8, k_tiles, &w, &sums, width, &mut got);
+                        for r in 0..rows {
+                            assert_eq!(got[r][..width], want[r][..width], "{isa:?} rows {rows}");
+                        }
+                    }
                 }
             }
         }

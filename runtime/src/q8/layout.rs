@@ -99,6 +99,9 @@ pub struct QuantMatrix {
     scales: Vec<f32>,
     n_out: usize,
     k: usize,
+    /// `Σ_c q[r, c]` per (padded) output channel: derived at construction (not stored in
+    /// files), for kernels that offset activations to unsigned bytes (VNNI).
+    code_sums: Vec<i32>,
 }
 
 impl QuantMatrix {
@@ -108,12 +111,7 @@ impl QuantMatrix {
     /// If `w.len() != n_out · k` or the padded size overflows (programming errors).
     pub fn quantize(w: &[f32], n_out: usize, k: usize) -> QuantMatrix {
         let (data, scales) = quantize_to_tiles(w, n_out, k);
-        QuantMatrix {
-            data,
-            scales,
-            n_out,
-            k,
-        }
+        QuantMatrix::new(data, scales, n_out, k)
     }
 
     /// Wraps tile-major data and per-channel scales read from a file, validating everything
@@ -163,12 +161,32 @@ impl QuantMatrix {
                 });
             }
         }
-        Ok(QuantMatrix {
+        Ok(QuantMatrix::new(data, scales, n_out, k))
+    }
+
+    /// Assembles validated parts and derives the per-channel code sums.
+    fn new(data: Vec<i8>, scales: Vec<f32>, n_out: usize, k: usize) -> QuantMatrix {
+        let k_tiles = k.div_ceil(TILE);
+        let n_pad = n_out.div_ceil(TILE) * TILE;
+        let mut code_sums = vec![0i32; n_pad];
+        for (offset, &q) in data.iter().enumerate() {
+            let tile = offset / TILE_BYTES;
+            let row = (tile / k_tiles.max(1)) * TILE + (offset % TILE_BYTES) / TILE;
+            code_sums[row] += q as i32;
+        }
+        QuantMatrix {
             data,
             scales,
             n_out,
             k,
-        })
+            code_sums,
+        }
+    }
+
+    /// `Σ_c q[r, c]` for every output channel `r` of the padded matrix (`n_tiles · TILE`
+    /// values; zero for padding channels).
+    pub fn code_sums(&self) -> &[i32] {
+        &self.code_sums
     }
 
     /// Output channels (rows).
@@ -309,6 +327,11 @@ mod tests {
             (m.n_out(), m.k(), m.n_tiles(), m.k_tiles()),
             (70, 130, 2, 3)
         );
+        for r in [0, 5, 69] {
+            let want: i32 = (0..130).map(|c| m.get(r, c) as i32).sum();
+            assert_eq!(m.code_sums()[r], want);
+        }
+        assert_eq!(m.code_sums().len(), 128);
         assert_eq!(m.into_parts(), (data, scales));
     }
 

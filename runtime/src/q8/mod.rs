@@ -10,6 +10,8 @@ pub mod conv;
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx2;
+#[cfg(target_arch = "x86_64")]
+mod gemm_vnni;
 pub mod kernels;
 pub mod layout;
 mod parts;

@@ -49,8 +49,8 @@ impl Int8OrF32Matrix {
 ///
 /// Attention runs the f32 kernel unless [`CpuInt8Backend::with_int8_attention`] is set:
 /// measured on the encoder shape (6 heads × 64, 1500 × 1500), the f32 attention (GEMM
-/// micro-kernels) takes 83 ms and [`q8::attention_q8`] 93 ms on one thread (its AVX2 score
-/// kernel is no faster than f32 FMA, and `P·V` is f32 in both).
+/// micro-kernels) takes 57 ms and [`q8::attention_q8`] 68 ms on one thread (28 / 30 ms on
+/// two): its INT8 scores are cheap, but `P·V` is f32 in both and dominates.
 pub struct CpuInt8Backend {
     f32: CpuBackend,
     int8_attention: bool,

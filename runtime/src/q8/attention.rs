@@ -1,23 +1,31 @@
 //! Multi-head attention with INT8 `Q·Kᵀ`: same contract as [`crate::cpu::attention()`].
 //!
 //! `Q` and `K` are quantized per (row, head) (symmetric, `scale = max|·|/127`, head width
-//! zero-padded to a multiple of 32); scores are exact i32 dot products scaled in f32 by
+//! zero-padded to a multiple of 64). Each head's K is laid out like a weight matrix in the tile
+//! layout (keys = output channels), so scores for four queries × 64 keys come from the GEMM
+//! tile kernels (VNNI or AVX2) as exact i32 sums, scaled in f32 by
 //! `scale_q · head_dim^-0.5 · scale_k`; softmax is the f32 one of the f32 path (f64 sum);
-//! `P·V` stays in f32: the probabilities need more than 8 bits (a 1500-key row has most weights
-//! below 1/127 of the peak), and `P·V` is only `head_dim` multiply-adds per score, the same as
-//! `Q·Kᵀ`, so quantizing `V` per call would cost as much as it saves.
+//! `P·V` stays in f32 ([`weighted_sum`], four queries at a time): the probabilities need more
+//! than 8 bits (a 1500-key row has most weights below 1/127 of the peak).
 
-use super::kernels::{dot_keys, weighted_sum, Isa, MAX_R};
+use super::gemm::uses_bytes;
+use super::kernels::{
+    activation_row, activation_row_u8, dot_tile, dot_tile_u8, weighted_sum, Isa, TileSums, MAX_R,
+};
+use super::layout::{tile_offset, TILE, TILE_BYTES};
 use super::parts::{Parts, MAX_PARTS};
-use super::quant::quantize_row;
+use super::quant::{code, max_abs, row_scale};
 use crate::cpu::{softmax_in_place, AttentionShape, CpuPool};
 
-/// Reusable INT8 buffers of [`attention_q8`]: codes and scales of `Q` and `K`.
+/// Reusable INT8 buffers of [`attention_q8`]: Q codes (i16, or offset bytes on the VNNI path),
+/// K in the tile layout with per-key code sums, and the scales.
 #[derive(Default)]
 pub struct Q8AttentionScratch {
-    q_codes: Vec<i8>,
+    q_codes: Vec<i16>,
+    q_bytes: Vec<u8>,
     q_scales: Vec<f32>,
-    k_codes: Vec<i8>,
+    k_tiles: Vec<i8>,
+    k_sums: Vec<i32>,
     k_scales: Vec<f32>,
 }
 
@@ -29,11 +37,22 @@ impl Q8AttentionScratch {
 
     /// Grows the buffers so calls with `shape` (or smaller) allocate nothing.
     pub fn reserve(&mut self, shape: &AttentionShape) {
+        self.reserve_for(Isa::detect(), shape);
+    }
+
+    /// [`Q8AttentionScratch::reserve`] for the kernels of `isa`.
+    pub fn reserve_for(&mut self, isa: Isa, shape: &AttentionShape) {
         let dp = padded_head(shape.head_dim);
-        grow(&mut self.q_codes, shape.q_len * shape.heads * dp, 0);
+        let kv_pad = shape.kv_len.next_multiple_of(TILE);
+        if uses_bytes(isa) {
+            grow(&mut self.q_bytes, shape.q_len * shape.heads * dp, 0);
+        } else {
+            grow(&mut self.q_codes, shape.q_len * shape.heads * dp, 0);
+        }
         grow(&mut self.q_scales, shape.q_len * shape.heads, 0.0);
-        grow(&mut self.k_codes, shape.kv_len * shape.heads * dp, 0);
-        grow(&mut self.k_scales, shape.kv_len * shape.heads, 0.0);
+        grow(&mut self.k_tiles, shape.heads * kv_pad * dp, 0);
+        grow(&mut self.k_sums, shape.heads * kv_pad, 0);
+        grow(&mut self.k_scales, shape.heads * shape.kv_len, 0.0);
     }
 }
 
@@ -43,9 +62,9 @@ fn grow<T: Clone>(v: &mut Vec<T>, len: usize, fill: T) {
     }
 }
 
-/// Head width rounded up to the 32-byte AVX2 chunk.
+/// Head width rounded up to the tile depth.
 fn padded_head(head_dim: usize) -> usize {
-    head_dim.next_multiple_of(32)
+    head_dim.next_multiple_of(TILE)
 }
 
 /// Length of the f32 `scores` scratch [`attention_q8`] needs: four `kv_len` probability rows
@@ -132,36 +151,146 @@ pub fn attention_q8_with(
             "attention_q8: causal_offset + q_len > kv_len"
         );
     }
-    codes.reserve(shape);
-    let dp = padded_head(d);
+    codes.reserve_for(isa, shape);
     let Q8AttentionScratch {
         q_codes,
+        q_bytes,
         q_scales,
-        k_codes,
+        k_tiles,
+        k_sums,
         k_scales,
     } = codes;
-    quantize_heads(
-        pool,
-        q,
-        q_len,
-        heads,
-        d,
-        &mut q_codes[..q_len * heads * dp],
-        &mut q_scales[..q_len * heads],
-    );
-    quantize_heads(
-        pool,
-        k,
-        kv_len,
-        heads,
-        d,
-        &mut k_codes[..kv_len * heads * dp],
-        &mut k_scales[..kv_len * heads],
-    );
-    let (q_codes, q_scales, k_codes, k_scales) = (&*q_codes, &*q_scales, &*k_codes, &*k_scales);
-    let score_scale = (d as f32).powf(-0.5);
+    let keys = Keys::quantize(pool, shape, k, k_tiles, k_sums, k_scales);
+    let inputs = Inputs { v, keys };
+    if uses_bytes(isa) {
+        let (q_bytes, q_scales) = quantize_queries(isa, pool, shape, q, q_bytes, q_scales);
+        run(isa, pool, shape, &inputs, q_bytes, q_scales, scores, out);
+    } else {
+        let (q_codes, q_scales) = quantize_queries(isa, pool, shape, q, q_codes, q_scales);
+        run(isa, pool, shape, &inputs, q_codes, q_scales, scores, out);
+    }
+}
 
-    // Tasks own blocks of query rows (all heads), so each writes one contiguous part of out.
+/// Quantized keys: per head, a `[kv_pad, dp]` matrix in the tile layout, code sums per key,
+/// scales per (head, key) at `h·kv_len + j`.
+struct Keys<'a> {
+    tiles: &'a [i8],
+    sums: &'a [i32],
+    scales: &'a [f32],
+}
+
+/// The values and quantized keys of one call.
+struct Inputs<'a> {
+    v: &'a [f32],
+    keys: Keys<'a>,
+}
+
+impl<'a> Keys<'a> {
+    /// Quantizes `k` per (key, head), in parallel over heads.
+    fn quantize(
+        pool: &CpuPool,
+        shape: &AttentionShape,
+        k: &[f32],
+        tiles: &'a mut [i8],
+        sums: &'a mut [i32],
+        scales: &'a mut [f32],
+    ) -> Keys<'a> {
+        let (heads, d, kv_len) = (shape.heads, shape.head_dim, shape.kv_len);
+        let (dp, kv_pad) = (padded_head(d), kv_len.next_multiple_of(TILE));
+        let width = heads * d;
+        let tiles = &mut tiles[..heads * kv_pad * dp];
+        let sums = &mut sums[..heads * kv_pad];
+        let scales = &mut scales[..heads * kv_len];
+        {
+            let tile_parts = Parts::new(&mut *tiles, kv_pad * dp);
+            let sum_parts = Parts::new(&mut *sums, kv_pad);
+            let scale_parts = Parts::new(&mut *scales, kv_len);
+            pool.run(heads, |h| {
+                let (tiles, sums, scales) =
+                    (tile_parts.take(h), sum_parts.take(h), scale_parts.take(h));
+                tiles.fill(0);
+                sums.fill(0);
+                for (j, (s, sum)) in scales.iter_mut().zip(sums.iter_mut()).enumerate() {
+                    let xs = &k[j * width + h * d..j * width + (h + 1) * d];
+                    *s = match row_scale(max_abs(xs)) {
+                        Some((scale, inv)) => {
+                            for (c, &x) in xs.iter().enumerate() {
+                                let q = code(x * inv);
+                                tiles[tile_offset(j, c, dp)] = q;
+                                *sum += q as i32;
+                            }
+                            scale
+                        }
+                        None => 0.0,
+                    };
+                }
+            });
+        }
+        Keys {
+            tiles,
+            sums,
+            scales,
+        }
+    }
+}
+
+/// Quantizes `q` per (query, head) into `codes [heads, q_len, dp]` (four queries of one head
+/// are consecutive rows for the tile kernels) and `scales [heads, q_len]`.
+fn quantize_queries<'a, T: QueryCode>(
+    isa: Isa,
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    q: &[f32],
+    codes: &'a mut [T],
+    scales: &'a mut [f32],
+) -> (&'a [T], &'a [f32]) {
+    let (heads, d, q_len) = (shape.heads, shape.head_dim, shape.q_len);
+    let dp = padded_head(d);
+    let width = heads * d;
+    let codes = &mut codes[..heads * q_len * dp];
+    let scales = &mut scales[..heads * q_len];
+    {
+        let code_parts = Parts::new(&mut *codes, q_len * dp);
+        let scale_parts = Parts::new(&mut *scales, q_len);
+        pool.run(heads, |h| {
+            let (codes, scales) = (code_parts.take(h), scale_parts.take(h));
+            for (i, (row, s)) in codes.chunks_exact_mut(dp).zip(scales).enumerate() {
+                *s = T::quantize(isa, &q[i * width + h * d..i * width + (h + 1) * d], row);
+            }
+        });
+    }
+    (codes, scales)
+}
+
+/// Scores, softmax and `P·V`; tasks own blocks of query rows (all heads), so each writes one
+/// contiguous part of `out`.
+#[allow(clippy::too_many_arguments)]
+fn run<T: QueryCode>(
+    isa: Isa,
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    inputs: &Inputs<'_>,
+    q_codes: &[T],
+    q_scales: &[f32],
+    scores: &mut [f32],
+    out: &mut [f32],
+) {
+    let AttentionShape {
+        heads,
+        head_dim: d,
+        q_len,
+        kv_len,
+        causal_offset,
+    } = *shape;
+    let (dp, kv_pad, width) = (padded_head(d), kv_len.next_multiple_of(TILE), heads * d);
+    let k_tiles = dp / TILE;
+    let Keys {
+        tiles: key_tiles,
+        sums: key_sums,
+        scales: key_scales,
+    } = inputs.keys;
+    let v = inputs.v;
+    let score_scale = (d as f32).powf(-0.5);
     let rows_per_task = q_len
         .div_ceil(4 * pool.threads())
         .clamp(1, 16)
@@ -179,26 +308,35 @@ pub fn attention_q8_with(
             .as_deref_mut()
             .expect("per-thread scores are never taken");
         let rows = out.len() / width;
-        let mut sums = [0i32; 64];
+        let mut tile: TileSums = [[0; TILE]; MAX_R];
         for h in 0..heads {
+            let head_keys = &key_tiles[h * kv_pad * dp..(h + 1) * kv_pad * dp];
+            let head_sums = &key_sums[h * kv_pad..(h + 1) * kv_pad];
+            let head_scales = &key_scales[h * kv_len..(h + 1) * kv_len];
             for r0 in (0..rows).step_by(MAX_R) {
                 let r_n = MAX_R.min(rows - r0);
                 let i0 = task * rows_per_task + r0;
                 let seen_max = visible(i0 + r_n - 1);
-                for r in 0..r_n {
-                    let i = i0 + r;
-                    let seen = visible(i);
-                    let qi = (i * heads + h) * dp;
-                    let qs = q_scales[i * heads + h] * score_scale;
-                    let s = &mut p[r * kv_len..r * kv_len + seen_max];
-                    for (j0, s) in (0..seen).step_by(64).zip(s[..seen].chunks_mut(64)) {
-                        let sums = &mut sums[..s.len()];
-                        let keys = &k_codes[(j0 * heads + h) * dp..];
-                        dot_keys(isa, &q_codes[qi..qi + dp], keys, heads * dp, sums);
-                        for (t, (s, &a)) in s.iter_mut().zip(sums.iter()).enumerate() {
-                            *s = a as f32 * qs * k_scales[(j0 + t) * heads + h];
+                let qrows = &q_codes[(h * q_len + i0) * dp..(h * q_len + i0 + r_n) * dp];
+                for t in 0..seen_max.div_ceil(TILE) {
+                    let j0 = t * TILE;
+                    let cols = TILE.min(seen_max - j0);
+                    let keys = &head_keys[t * k_tiles * TILE_BYTES..(t + 1) * k_tiles * TILE_BYTES];
+                    let sums = &head_sums[j0..j0 + TILE];
+                    T::scores(isa, r_n, qrows, k_tiles, keys, sums, cols, &mut tile);
+                    for (r, tile) in tile.iter().enumerate().take(r_n) {
+                        let qs = q_scales[h * q_len + i0 + r] * score_scale;
+                        let row = &mut p[r * kv_len + j0..r * kv_len + j0 + cols];
+                        for ((s, &a), &ks) in
+                            row.iter_mut().zip(tile.iter()).zip(&head_scales[j0..])
+                        {
+                            *s = a as f32 * qs * ks;
                         }
                     }
+                }
+                for r in 0..r_n {
+                    let seen = visible(i0 + r);
+                    let s = &mut p[r * kv_len..r * kv_len + seen_max];
                     softmax_in_place(&mut s[..seen]);
                     s[seen..].fill(0.0); // causal rows of the block see fewer keys
                 }
@@ -219,35 +357,56 @@ pub fn attention_q8_with(
     });
 }
 
-/// Quantizes `x [rows, heads·d]` per (row, head) into `codes [rows, heads, dp]` (zero-padded
-/// head width) and `scales [rows, heads]`, in parallel over row blocks.
-fn quantize_heads(
-    pool: &CpuPool,
-    x: &[f32],
-    rows: usize,
-    heads: usize,
-    d: usize,
-    codes: &mut [i8],
-    scales: &mut [f32],
-) {
-    let dp = padded_head(d);
-    let block = rows
-        .div_ceil(4 * pool.threads())
-        .max(rows.div_ceil(MAX_PARTS))
-        .max(1);
-    let code_parts = Parts::new(codes, block * heads * dp);
-    let scale_parts = Parts::new(scales, block * heads);
-    pool.run(code_parts.count(), |task| {
-        let (codes, scales) = (code_parts.take(task), scale_parts.take(task));
-        let x = &x[task * block * heads * d..];
-        for ((xh, c), s) in x
-            .chunks_exact(d)
-            .zip(codes.chunks_exact_mut(dp))
-            .zip(scales)
-        {
-            *s = quantize_row(xh, c);
-        }
-    });
+/// A query code type: i16 codes for the AVX2 / portable tile kernels, offset bytes for VNNI.
+trait QueryCode: Copy + Default + Send + Sync {
+    fn quantize(isa: Isa, x: &[f32], row: &mut [Self]) -> f32;
+    #[allow(clippy::too_many_arguments)]
+    fn scores(
+        isa: Isa,
+        rows: usize,
+        q: &[Self],
+        k_tiles: usize,
+        keys: &[i8],
+        key_sums: &[i32],
+        width: usize,
+        out: &mut TileSums,
+    );
+}
+
+impl QueryCode for i16 {
+    fn quantize(isa: Isa, x: &[f32], row: &mut [i16]) -> f32 {
+        activation_row(isa, x, row)
+    }
+    fn scores(
+        isa: Isa,
+        rows: usize,
+        q: &[i16],
+        k_tiles: usize,
+        keys: &[i8],
+        _key_sums: &[i32],
+        width: usize,
+        out: &mut TileSums,
+    ) {
+        dot_tile(isa, rows, q, k_tiles, keys, width, out);
+    }
+}
+
+impl QueryCode for u8 {
+    fn quantize(isa: Isa, x: &[f32], row: &mut [u8]) -> f32 {
+        activation_row_u8(isa, x, row)
+    }
+    fn scores(
+        isa: Isa,
+        rows: usize,
+        q: &[u8],
+        k_tiles: usize,
+        keys: &[i8],
+        key_sums: &[i32],
+        width: usize,
+        out: &mut TileSums,
+    ) {
+        dot_tile_u8(isa, rows, q, k_tiles, keys, key_sums, width, out);
+    }
 }
 
 #[cfg(test)]

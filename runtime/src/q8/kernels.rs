@@ -36,8 +36,17 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The fastest instruction set this CPU supports.
+    /// The fastest instruction set this CPU supports, unless `AMANUENSIS_Q8_ISA` names one of
+    /// [`Isa::available`] (`scalar`, `portable`, `avx2`, `avx512vnni`) for comparisons.
     pub fn detect() -> Isa {
+        if let Ok(name) = std::env::var("AMANUENSIS_Q8_ISA") {
+            if let Some(isa) = Isa::available()
+                .into_iter()
+                .find(|i| format!("{i:?}").eq_ignore_ascii_case(&name))
+            {
+                return isa;
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             if super::gemm_vnni::available() {

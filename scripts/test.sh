@@ -5,9 +5,9 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-echo "== models (tiny.en, base; cached)" >&2
+echo "== models (tiny.en, base, their INT8 files; cached)" >&2
 cargo build -q -p weights-tools
-WEIGHTS_TOOLS="$repo/target/debug/weights-tools" scripts/setup-models.sh tiny.en base >/dev/null
+WEIGHTS_TOOLS="$repo/target/debug/weights-tools" scripts/setup-models.sh tiny.en base tiny.en.int8 base.int8 >/dev/null
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check

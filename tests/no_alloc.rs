@@ -9,7 +9,11 @@ use std::sync::Arc;
 
 use amanuensis::model::audio::load_wav;
 use amanuensis::model::session::{Session, Timings, TranscribeOptions};
+use amanuensis::model::whisper::Whisper;
 use amanuensis::model_path::resolve_model;
+use amanuensis::runtime::backend::Backend;
+use amanuensis::runtime::cpu_backend::CpuBackend;
+use amanuensis::runtime::cpu_int8_backend::CpuInt8Backend;
 
 struct Counting;
 
@@ -43,7 +47,14 @@ fn allocations() -> usize {
 #[test]
 fn no_allocation_per_encoder_window_or_decoded_token_after_warm_up() {
     let path = resolve_model(Some("tiny.en")).unwrap_or_else(|e| panic!("{e}"));
-    let model = amanuensis::load_cpu(&path, 2).unwrap();
+    check(Arc::new(Whisper::load(&path, CpuBackend::new(2)).unwrap()));
+    let path = resolve_model(Some("tiny.en.int8")).unwrap_or_else(|e| panic!("{e}"));
+    check(Arc::new(
+        Whisper::load(&path, CpuInt8Backend::new(2)).unwrap(),
+    ));
+}
+
+fn check<B: Backend>(model: Arc<Whisper<B>>) {
     let mut session = Session::new(Arc::clone(&model));
     let opts = TranscribeOptions::default();
     let sot = model.sot_sequence("en").unwrap();
@@ -73,7 +84,7 @@ fn no_allocation_per_encoder_window_or_decoded_token_after_warm_up() {
         let result = session.decode_window(&sot, 0, &opts, &mut timings).unwrap();
         let decode_allocs = allocations() - before;
         drop(result);
-        eprintln!("{file}: encode {encode_allocs} allocations, decode {decode_allocs} allocations for {} tokens", timings.sampled_tokens);
+        eprintln!("{} {file}: encode {encode_allocs} allocations, decode {decode_allocs} allocations for {} tokens", model.backend_name(), timings.sampled_tokens);
         if round > 0 {
             assert_eq!(encode_allocs, 0, "{file}: the encoder window allocated");
             per_window.push((timings.sampled_tokens, decode_allocs));

@@ -79,6 +79,9 @@ pub fn run(
         a.mel += b.mel;
         a.encode += b.encode;
         a.decode += b.decode;
+        a.decoder_layers += b.decoder_layers;
+        a.logits += b.logits;
+        a.sampling += b.sampling;
         a.windows += b.windows;
         a.decoder_passes += b.decoder_passes;
         a.sampled_tokens += b.sampled_tokens;
@@ -116,6 +119,14 @@ impl std::fmt::Display for BenchReport {
             ms(tm.decode) / tm.decoder_passes.max(1) as f64,
             tm.decoder_passes,
             tm.sampled_tokens
+        )?;
+        let per_token = |d: Duration| ms(d) / tm.sampled_tokens.max(1) as f64;
+        writeln!(
+            f,
+            "  per token       {:9.2} ms blocks, {:.2} ms logits, {:.2} ms filters + pick",
+            per_token(tm.decoder_layers),
+            per_token(tm.logits),
+            per_token(tm.sampling)
         )?;
         writeln!(
             f,

@@ -57,6 +57,12 @@ pub struct Timings {
     pub mel: Duration,
     pub encode: Duration,
     pub decode: Duration,
+    /// Within `decode`: the decoder blocks of single-token passes.
+    pub decoder_layers: Duration,
+    /// Within `decode`: the output projection of single-token passes.
+    pub logits: Duration,
+    /// Within `decode`: logit filters and the greedy pick.
+    pub sampling: Duration,
     pub windows: usize,
     /// Decoder passes (one per prompt, one per sampled token).
     pub decoder_passes: usize,
@@ -313,6 +319,7 @@ impl<B: Backend> Session<B> {
         self.sampled.clear();
         let mut sum_logprob = 0.0;
         for step in 0..max_sampled {
+            let t_sample = Instant::now();
             self.suppress.apply(&mut self.logits, &self.sampled);
             if opts.suppress_blank {
                 self.suppress_blank.apply(&mut self.logits, &self.sampled);
@@ -324,6 +331,7 @@ impl<B: Backend> Session<B> {
                 break;
             };
             sum_logprob += pick.logprob;
+            timings.sampling += t_sample.elapsed();
             if pick.token == special.eot {
                 break;
             }
@@ -332,6 +340,7 @@ impl<B: Backend> Session<B> {
             if step + 1 == max_sampled {
                 break;
             }
+            let t_forward = Instant::now();
             decoder.forward(
                 backend,
                 &[pick.token],
@@ -339,7 +348,10 @@ impl<B: Backend> Session<B> {
                 &mut self.decoder_scratch,
             );
             timings.decoder_passes += 1;
+            let t_logits = Instant::now();
+            timings.decoder_layers += t_logits - t_forward;
             decoder.logits(backend, &self.decoder_scratch, 0, &mut self.logits);
+            timings.logits += t_logits.elapsed();
         }
         let tokens = self.sampled.clone();
         let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;

@@ -29,7 +29,7 @@ else
             $sudo apt-get install -y -qq espeak-ng >&2
         fi
         mkdir -p "$(dirname "$sample")"
-        text="Amanuensis turns speech into text. It runs the Whisper model on the processor, with no framework at all."
+        text="This is a test of speech recognition. The whisper model runs on the processor, with no framework at all."
         espeak-ng -s 150 -w "$sample.tmp" "$text"
         mv "$sample.tmp" "$sample"
         echo "demo: spoke a sample with espeak-ng: \"$text\"" >&2

@@ -20,8 +20,12 @@ pub enum WhisperError {
     BadModel { path: String, reason: String },
     #[error("unknown language code {0:?} (this model's languages are listed in its metadata)")]
     UnknownLanguage(String),
-    #[error("no audio: the input has no samples")]
-    EmptyAudio,
+    #[error("a decoder prompt of {len} tokens with SOT at {sot_index} (at most {max} tokens, SOT inside)")]
+    BadPrompt {
+        len: usize,
+        max: usize,
+        sot_index: usize,
+    },
     #[error("prompt token id {id} is outside the vocabulary ({n_vocab} tokens)")]
     TokenOutOfRange { id: u32, n_vocab: usize },
 }

@@ -284,10 +284,13 @@ impl<B: Backend> Session<B> {
                 });
             }
         }
-        if prompt.len() > n_text_ctx / 2 + 4 {
-            return Err(WhisperError::BadModel {
-                path: String::new(),
-                reason: format!("prompt of {} tokens exceeds the text context", prompt.len()),
+        // History (≤ n_text_ctx/2 − 1) + <|startofprev|> + SOT sequence (≤ 3) + <|notimestamps|>.
+        let max_prompt = n_text_ctx / 2 + 4;
+        if prompt.is_empty() || prompt.len() > max_prompt || sot_index >= prompt.len() {
+            return Err(WhisperError::BadPrompt {
+                len: prompt.len(),
+                max: max_prompt,
+                sot_index,
             });
         }
 

@@ -26,6 +26,46 @@ impl AttentionShape {
         self.heads * self.head_dim
     }
 
+    /// Checks the slice lengths every attention kernel (`kernel` names it in the panic) relies
+    /// on; returns false when there is nothing to compute (no queries or zero width).
+    ///
+    /// # Panics
+    /// On a length that does not match the shape, or a causal window past the keys.
+    pub(crate) fn check(&self, kernel: &str, q: &[f32], k: &[f32], v: &[f32], out: &[f32]) -> bool {
+        let (width, q_len, kv_len) = (self.width(), self.q_len, self.kv_len);
+        assert_eq!(
+            q.len(),
+            q_len * width,
+            "{kernel}: q is not q_len·heads·head_dim"
+        );
+        assert_eq!(
+            k.len(),
+            kv_len * width,
+            "{kernel}: k is not kv_len·heads·head_dim"
+        );
+        assert_eq!(
+            v.len(),
+            kv_len * width,
+            "{kernel}: v is not kv_len·heads·head_dim"
+        );
+        assert_eq!(
+            out.len(),
+            q_len * width,
+            "{kernel}: out is not q_len·heads·head_dim"
+        );
+        if q_len == 0 || width == 0 {
+            return false;
+        }
+        assert!(kv_len > 0, "{kernel}: no keys");
+        if let Some(off) = self.causal_offset {
+            assert!(
+                off + q_len <= kv_len,
+                "{kernel}: causal_offset + q_len > kv_len"
+            );
+        }
+        true
+    }
+
     /// Number of keys query `i` attends to.
     fn visible(&self, i: usize) -> usize {
         match self.causal_offset {
@@ -92,41 +132,12 @@ pub fn attention(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    let width = shape.width();
-    let (q_len, kv_len) = (shape.q_len, shape.kv_len);
-    assert_eq!(
-        q.len(),
-        q_len * width,
-        "attention: q is not q_len·heads·head_dim"
-    );
-    assert_eq!(
-        k.len(),
-        kv_len * width,
-        "attention: k is not kv_len·heads·head_dim"
-    );
-    assert_eq!(
-        v.len(),
-        kv_len * width,
-        "attention: v is not kv_len·heads·head_dim"
-    );
-    assert_eq!(
-        out.len(),
-        q_len * width,
-        "attention: out is not q_len·heads·head_dim"
-    );
     assert!(
         scratch.len() >= attention_scratch_len(pool, shape),
         "attention: scratch shorter than attention_scratch_len"
     );
-    if q_len == 0 || width == 0 {
+    if !shape.check("attention", q, k, v, out) {
         return;
-    }
-    assert!(kv_len > 0, "attention: no keys");
-    if let Some(off) = shape.causal_offset {
-        assert!(
-            off + q_len <= kv_len,
-            "attention: causal_offset + q_len > kv_len"
-        );
     }
     if fast_path(shape) {
         attention_tiled(Isa::detect(), pool, shape, q, k, v, scratch, out);

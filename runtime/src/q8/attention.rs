@@ -109,47 +109,12 @@ pub fn attention_q8_with(
     codes: &mut Q8AttentionScratch,
     out: &mut [f32],
 ) {
-    let AttentionShape {
-        heads,
-        head_dim: d,
-        q_len,
-        kv_len,
-        causal_offset,
-    } = *shape;
-    let width = heads * d;
-    assert_eq!(
-        q.len(),
-        q_len * width,
-        "attention_q8: q is not q_len·heads·head_dim"
-    );
-    assert_eq!(
-        k.len(),
-        kv_len * width,
-        "attention_q8: k is not kv_len·heads·head_dim"
-    );
-    assert_eq!(
-        v.len(),
-        kv_len * width,
-        "attention_q8: v is not kv_len·heads·head_dim"
-    );
-    assert_eq!(
-        out.len(),
-        q_len * width,
-        "attention_q8: out is not q_len·heads·head_dim"
-    );
     assert!(
         scores.len() >= attention_q8_scratch_len(pool, shape),
         "attention_q8: scores shorter than attention_q8_scratch_len"
     );
-    if q_len == 0 || width == 0 {
+    if !shape.check("attention_q8", q, k, v, out) {
         return;
-    }
-    assert!(kv_len > 0, "attention_q8: no keys");
-    if let Some(off) = causal_offset {
-        assert!(
-            off + q_len <= kv_len,
-            "attention_q8: causal_offset + q_len > kv_len"
-        );
     }
     codes.reserve_for(isa, shape);
     let Q8AttentionScratch {

@@ -75,16 +75,7 @@ pub fn run(
         let tr = session.transcribe(samples, &opts)?;
         report.wall += t.elapsed();
         report.audio_seconds += tr.duration;
-        let (a, b) = (&mut report.timings, &tr.timings);
-        a.mel += b.mel;
-        a.encode += b.encode;
-        a.decode += b.decode;
-        a.decoder_layers += b.decoder_layers;
-        a.logits += b.logits;
-        a.sampling += b.sampling;
-        a.windows += b.windows;
-        a.decoder_passes += b.decoder_passes;
-        a.sampled_tokens += b.sampled_tokens;
+        report.timings += &tr.timings;
     }
     report.peak_rss_kib = peak_rss_kib();
     Ok(report)

@@ -69,6 +69,21 @@ pub struct Timings {
     pub sampled_tokens: usize,
 }
 
+impl std::ops::AddAssign<&Timings> for Timings {
+    /// Sums every duration and count (over files, for reports).
+    fn add_assign(&mut self, other: &Timings) {
+        self.mel += other.mel;
+        self.encode += other.encode;
+        self.decode += other.decode;
+        self.decoder_layers += other.decoder_layers;
+        self.logits += other.logits;
+        self.sampling += other.sampling;
+        self.windows += other.windows;
+        self.decoder_passes += other.decoder_passes;
+        self.sampled_tokens += other.sampled_tokens;
+    }
+}
+
 /// A whole file's result.
 #[derive(Debug, Clone)]
 pub struct Transcript {
@@ -186,9 +201,12 @@ impl<B: Backend> Session<B> {
 
             let t = Instant::now();
             mel.window(seek, &mut self.mel_window)?;
-            let mel_window = std::mem::take(&mut self.mel_window);
-            self.encode(&mel_window);
-            self.mel_window = mel_window;
+            model.encoder.forward(
+                &model.backend,
+                &self.mel_window,
+                &mut self.encoder_scratch,
+                &mut self.encoder_out,
+            );
             timings.encode += t.elapsed();
             timings.windows += 1;
 

@@ -89,13 +89,13 @@ impl Dims {
                 return Err(format!("{name} = {value} exceeds the limit {max}"));
             }
         }
-        if self.n_audio_state % self.n_audio_head != 0 {
+        if !self.n_audio_state.is_multiple_of(self.n_audio_head) {
             return Err(format!(
                 "n_audio_head {} does not divide n_audio_state {}",
                 self.n_audio_head, self.n_audio_state
             ));
         }
-        if self.n_text_state % self.n_text_head != 0 {
+        if !self.n_text_state.is_multiple_of(self.n_text_head) {
             return Err(format!(
                 "n_text_head {} does not divide n_text_state {}",
                 self.n_text_head, self.n_text_state

@@ -130,17 +130,19 @@ impl<B: Backend> TextDecoder<B> {
     }
 
     /// Projects the encoder output `[n_audio_ctx, d]` into every layer's cross-attention K/V.
-    pub fn compute_cross_kv(&self, backend: &B, encoder_out: &[f32], cache: &mut KvCache) {
+    pub fn compute_cross_kv(&self, backend: &B, encoder_out: &[f32], cache: &mut KvCache<B>) {
         let t = self.dims.n_audio_ctx;
+        let proj = &mut cache.cross_projection;
         for (block, kv) in self.blocks.iter().zip(cache.cross_attn.iter_mut()) {
             block
                 .cross_attn
                 .key
-                .forward(backend, encoder_out, t, Epilogue::Store, &mut kv.k);
+                .forward(backend, encoder_out, t, Epilogue::Store, &mut proj.k);
             block
                 .cross_attn
                 .value
-                .forward(backend, encoder_out, t, Epilogue::Store, &mut kv.v);
+                .forward(backend, encoder_out, t, Epilogue::Store, &mut proj.v);
+            backend.prepare_key_values(&proj.k, &proj.v, kv);
         }
     }
 
@@ -152,7 +154,7 @@ impl<B: Backend> TextDecoder<B> {
         &self,
         backend: &B,
         tokens: &[u32],
-        cache: &mut KvCache,
+        cache: &mut KvCache<B>,
         s: &mut DecoderScratch,
     ) {
         let (n, d, offset) = (tokens.len(), self.dims.n_text_state, cache.len);
@@ -202,12 +204,10 @@ impl<B: Backend> TextDecoder<B> {
                 .cross_attn
                 .query
                 .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
-            let ckv = &cache.cross_attn[l];
-            backend.attention(
+            backend.attention_prepared(
                 &cross_shape,
                 &s.q[..n * d],
-                &ckv.k,
-                &ckv.v,
+                &cache.cross_attn[l],
                 &mut s.attn_scratch,
                 &mut s.a[..n * d],
             );

@@ -1,7 +1,11 @@
 //! The decoder's key/value cache, allocated once per session.
 //!
 //! Self-attention K/V are appended one position at a time (sized for the whole text context,
-//! 448 positions); cross-attention K/V are projected from the encoder output once per window.
+//! 448 positions) in f32; cross-attention K/V are projected from the encoder output once per
+//! window and handed to the backend to prepare ([`Backend::KeyValues`]: for the INT8 CPU
+//! backend, packed bf16), since every decoded token reads all of them.
+
+use amanuensis_runtime::backend::Backend;
 
 use crate::config::Dims;
 
@@ -21,28 +25,32 @@ impl KvBuffer {
 }
 
 /// Per-layer self- and cross-attention K/V.
-pub struct KvCache {
+pub struct KvCache<B: Backend> {
     /// Self-attention, one per decoder layer, `n_text_ctx` positions.
     pub self_attn: Vec<KvBuffer>,
-    /// Cross-attention, one per decoder layer, `n_audio_ctx` positions.
-    pub cross_attn: Vec<KvBuffer>,
+    /// Cross-attention, one per decoder layer, `n_audio_ctx` positions, prepared by the backend.
+    pub cross_attn: Vec<B::KeyValues>,
+    /// f32 projections of one layer's cross K/V before they are prepared, `n_audio_ctx` rows.
+    pub cross_projection: KvBuffer,
     /// Positions filled in `self_attn`.
     pub len: usize,
     /// Capacity of `self_attn` in positions.
     pub capacity: usize,
 }
 
-impl KvCache {
+impl<B: Backend> KvCache<B> {
     /// Allocates the whole cache for `dims`.
-    pub fn new(dims: &Dims) -> Self {
+    pub fn new(backend: &B, dims: &Dims) -> Self {
         let d = dims.n_text_state;
+        let heads = dims.n_text_head;
         Self {
             self_attn: (0..dims.n_text_layer)
                 .map(|_| KvBuffer::new(dims.n_text_ctx, d))
                 .collect(),
             cross_attn: (0..dims.n_text_layer)
-                .map(|_| KvBuffer::new(dims.n_audio_ctx, d))
+                .map(|_| backend.key_values(heads, d / heads, dims.n_audio_ctx))
                 .collect(),
+            cross_projection: KvBuffer::new(dims.n_audio_ctx, d),
             len: 0,
             capacity: dims.n_text_ctx,
         }

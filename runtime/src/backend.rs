@@ -12,6 +12,10 @@ pub trait Backend: Send + Sync {
     /// A weight matrix `[rows = out, cols = in]`, in whatever form the device wants it.
     type Matrix: Send + Sync;
 
+    /// Keys and values prepared once and attended to many times (the decoder's
+    /// cross-attention over one audio window), in whatever form the device reads fastest.
+    type KeyValues: Send + Sync;
+
     /// A short name for logs and reports, e.g. `cpu-f32`.
     fn name(&self) -> &'static str;
 
@@ -72,6 +76,23 @@ pub trait Backend: Send + Sync {
 
     /// Scratch length [`Backend::attention`] needs for `shape` (and any smaller shape).
     fn attention_scratch_len(&self, shape: &AttentionShape) -> usize;
+
+    /// Allocates prepared keys/values for up to `capacity` rows of `heads × head_dim` (once).
+    fn key_values(&self, heads: usize, head_dim: usize, capacity: usize) -> Self::KeyValues;
+
+    /// Prepares `k`, `v` (`[kv_len, heads·head_dim]` each, `kv_len ≤ capacity`) into `kv`,
+    /// replacing what it held; allocates nothing.
+    fn prepare_key_values(&self, k: &[f32], v: &[f32], kv: &mut Self::KeyValues);
+
+    /// [`Backend::attention`] against prepared keys/values (`shape.kv_len` rows of them).
+    fn attention_prepared(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &Self::KeyValues,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    );
 
     /// Gathers rows `ids` of `table` into `out [ids.len(), table.cols]` (embedding lookup).
     fn gather_rows(&self, table: &Self::Matrix, ids: &[u32], out: &mut [f32]);

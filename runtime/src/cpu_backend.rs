@@ -25,6 +25,44 @@ impl DenseMatrix {
     }
 }
 
+/// Prepared keys/values of [`CpuBackend`]: row-major f32 copies.
+pub struct F32KeyValues {
+    k: Vec<f32>,
+    v: Vec<f32>,
+    len: usize,
+}
+
+impl F32KeyValues {
+    /// Room for `len` f32 values in each of `k` and `v`.
+    pub fn new(len: usize) -> Self {
+        Self {
+            k: vec![0.0; len],
+            v: vec![0.0; len],
+            len: 0,
+        }
+    }
+
+    /// Copies `k`, `v` in.
+    ///
+    /// # Panics
+    /// If they differ in length or exceed the capacity.
+    pub fn fill(&mut self, k: &[f32], v: &[f32]) {
+        assert_eq!(k.len(), v.len(), "F32KeyValues: k and v differ");
+        assert!(
+            k.len() <= self.k.len(),
+            "F32KeyValues: more rows than capacity"
+        );
+        self.k[..k.len()].copy_from_slice(k);
+        self.v[..v.len()].copy_from_slice(v);
+        self.len = k.len();
+    }
+
+    /// The keys and values held.
+    pub fn get(&self) -> (&[f32], &[f32]) {
+        (&self.k[..self.len], &self.v[..self.len])
+    }
+}
+
 /// f32 kernels on a thread pool created once.
 pub struct CpuBackend {
     pool: CpuPool,
@@ -45,6 +83,7 @@ impl CpuBackend {
 }
 
 impl Backend for CpuBackend {
+    type KeyValues = F32KeyValues;
     type Matrix = DenseMatrix;
 
     fn name(&self) -> &'static str {
@@ -126,6 +165,26 @@ impl Backend for CpuBackend {
 
     fn attention_scratch_len(&self, shape: &AttentionShape) -> usize {
         cpu::attention_scratch_len(&self.pool, shape)
+    }
+
+    fn key_values(&self, heads: usize, head_dim: usize, capacity: usize) -> F32KeyValues {
+        F32KeyValues::new(capacity * heads * head_dim)
+    }
+
+    fn prepare_key_values(&self, k: &[f32], v: &[f32], kv: &mut F32KeyValues) {
+        kv.fill(k, v);
+    }
+
+    fn attention_prepared(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &F32KeyValues,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let (k, v) = kv.get();
+        cpu::attention(&self.pool, shape, q, k, v, scratch, out);
     }
 
     fn gather_rows(&self, table: &DenseMatrix, ids: &[u32], out: &mut [f32]) {

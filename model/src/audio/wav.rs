@@ -262,7 +262,7 @@ fn parse_fmt(body: &[u8], header: u64) -> Result<Format, WavError> {
 fn decode_mono(bytes: &[u8], format: &Format, data: &DataChunk) -> Result<Vec<f32>, WavError> {
     let frame = format.block_align as usize;
     let mut len = data.len;
-    if len % frame != 0 {
+    if !len.is_multiple_of(frame) {
         if !data.open_ended {
             return Err(WavError::PartialFrame {
                 offset: data.header,

@@ -67,7 +67,7 @@ impl AttentionShape {
     }
 
     /// Number of keys query `i` attends to.
-    fn visible(&self, i: usize) -> usize {
+    pub(crate) fn visible(&self, i: usize) -> usize {
         match self.causal_offset {
             Some(off) => off + i + 1,
             None => self.kv_len,
@@ -88,7 +88,7 @@ const SIMPLE_TASK_QUERIES: usize = 16;
 
 /// Whether the micro-kernel path applies (it reads values in 16-column blocks).
 fn fast_path(shape: &AttentionShape) -> bool {
-    shape.head_dim % NR == 0
+    shape.head_dim.is_multiple_of(NR)
 }
 
 /// Whether the keys are packed per head before the scores are computed.

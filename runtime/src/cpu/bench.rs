@@ -128,6 +128,19 @@ fn gelu_epilogue_and_attention_throughput() {
                 t * 1e3,
                 flop / t / 1e9
             );
+            use super::attention_bf16::{attention_bf16, attention_bf16_scratch_len};
+            let mut kv = super::Bf16KeyValues::new(6, 64, kv_len);
+            let tp = min_time(1.0, || kv.pack(&pool, &kk, &v));
+            let mut scratch = vec![0.0; attention_bf16_scratch_len(&pool, &shape)];
+            let tb = min_time(1.0, || {
+                attention_bf16(&pool, &shape, &q, &kv, &mut scratch, &mut o)
+            });
+            println!(
+                "attention_bf16 q={q_len} kv={kv_len} threads={threads}: pack {:.3} ms + {:.3} ms {:.1} GFLOP/s",
+                tp * 1e3,
+                tb * 1e3,
+                flop / tb / 1e9
+            );
         }
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod attention_bf16;
 #[cfg(test)]
 mod bench;
 pub mod conv;
@@ -34,6 +35,7 @@ pub(crate) mod testing;
 
 pub use activation::{erf, gelu_erf, gelu_in_place};
 pub use attention::{attention, attention_scratch_len, AttentionShape};
+pub use attention_bf16::{attention_bf16, attention_bf16_scratch_len, Bf16KeyValues};
 pub use conv::{conv1d_k3, conv1d_k3_out_len, conv1d_k3_scratch_len};
 pub use gemm::{gemm_bt, gemm_packed, Epilogue};
 pub use norm::layer_norm;

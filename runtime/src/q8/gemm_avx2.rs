@@ -149,7 +149,7 @@ pub(super) fn dot_keys(q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
         is_x86_feature_detected!("avx2"),
         "INT8 AVX2 kernel without AVX2"
     );
-    assert!(d % 32 == 0);
+    assert!(d.is_multiple_of(32));
     if out.is_empty() {
         return;
     }
@@ -355,7 +355,7 @@ pub(super) fn weighted_sum(
         is_x86_feature_detected!("avx2"),
         "INT8 AVX2 kernel without AVX2"
     );
-    assert!(d % 16 == 0 && (1..=MAX_R).contains(&rows));
+    assert!(d.is_multiple_of(16) && (1..=MAX_R).contains(&rows));
     assert!(p.len() >= (rows - 1) * p_stride + seen);
     assert!(seen == 0 || v.len() >= (seen - 1) * v_stride + d);
     assert!(out.len() >= (rows - 1) * out_stride + d);

@@ -172,7 +172,10 @@ pub fn dot_block(
 /// If `d` is not a multiple of 32 or `keys` is too short.
 pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32]) {
     let d = q.len();
-    assert!(d % 32 == 0, "dot_keys: head width {d} not a multiple of 32");
+    assert!(
+        d.is_multiple_of(32),
+        "dot_keys: head width {d} not a multiple of 32"
+    );
     if out.is_empty() {
         return;
     }
@@ -362,7 +365,7 @@ pub fn weighted_sum(
         "weighted_sum: out too short"
     );
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && d % 16 == 0 {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && d.is_multiple_of(16) {
         return super::gemm_avx2::weighted_sum(
             rows, p, p_stride, seen, v, v_stride, d, out, out_stride,
         );

@@ -388,7 +388,7 @@ impl Driver for EmuDriver {
         }
         let core_rows = s.config.core_rows as u32;
         let cols = num_tiles / core_rows;
-        if num_tiles % core_rows != 0 || cols == 0 || cols > s.config.cols as u32 {
+        if !num_tiles.is_multiple_of(core_rows) || cols == 0 || cols > s.config.cols as u32 {
             return Err(Errno::INVAL);
         }
         s.next_ctx += 1;

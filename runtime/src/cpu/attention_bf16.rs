@@ -1,0 +1,731 @@
+//! Multi-head attention with bf16 operands and f32 accumulation: same contract as
+//! [`crate::cpu::attention()`], for `head_dim` a multiple of 64 (Whisper: 64).
+//!
+//! Keys and values are first packed into [`Bf16KeyValues`] (rounded to bf16, nearest-even):
+//! once per call for self-attention, once per audio window for the decoder's cross-attention
+//! (then attended to by every token, at half the memory traffic of f32). Per (head, block of 24
+//! queries): scores `q·kᵀ` from bf16 pairs into f32 (12 queries × 32 keys per micro-tile; `q`
+//! is scaled by `head_dim^-0.5` before rounding, exact for 64); unnormalised probabilities
+//! `exp(s - max)` rounded to bf16; `P·V` from bf16 pairs into f32 (6 queries × 64 columns per
+//! micro-tile), divided by the f32 sum of the very bf16 probabilities used.
+//!
+//! On x86-64 with AVX-512 BF16 the micro-tiles are `vdpbf16ps` (two products per f32 lane per
+//! instruction: twice the f32 FMA rate on AMD Zen 4). Elsewhere a portable path computes the
+//! same bf16 products (exact in f32) with f32 accumulation; the two agree within f32 rounding
+//! of the sums (accumulation order and `vdpbf16ps`'s flush of denormals differ), not bit for bit.
+//!
+//! Accuracy against f32 attention: bf16 keeps 8 significant bits, so each operand is off by at
+//! most 2⁻⁸ relatively; a score `Σ q_c k_c / 8` moves by ≈ 2⁻⁹·√2·‖q‖‖k‖/(8·√d) (random
+//! rounding signs, mean error a third of the bound), and each output by ≈ 2⁻⁹ of its value plus the score error times the
+//! spread of `v`. The tests bound it on random data; the model-level gates (encoder cosine,
+//! WER) in `tests/int8.rs` bound its effect on transcripts.
+
+use super::attention::AttentionShape;
+use super::pool::{CpuPool, DisjointSlice};
+use super::softmax::{exp_nonpositive, row_max};
+
+/// Queries per task.
+const BLOCK_Q: usize = 24;
+/// Queries per score micro-tile.
+const QK_ROWS: usize = 12;
+/// Keys per score micro-tile (one packed key panel).
+const PANEL: usize = 32;
+/// Queries per `P·V` micro-tile.
+const PV_ROWS: usize = 6;
+/// Value columns per `P·V` micro-tile.
+const PV_COLS: usize = 64;
+
+/// `x` rounded to bf16 (nearest, ties to even), as its bit pattern. Inputs are finite.
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// The f32 value of bf16 bits.
+#[inline(always)]
+pub fn bf16_value(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+/// Two bf16 values in one 32-bit word, `lo` in the low half (the order `vdpbf16ps` reads).
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    bf16_bits(lo) as u32 | (bf16_bits(hi) as u32) << 16
+}
+
+/// Whether this machine runs the `vdpbf16ps` micro-tiles (else the portable ones).
+pub fn has_native_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::env::var_os("AMANUENSIS_NO_BF16").is_none()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether [`attention_bf16`] takes `shape` (`head_dim` a positive multiple of 64).
+pub fn bf16_supports(shape: &AttentionShape) -> bool {
+    shape.head_dim > 0 && shape.head_dim.is_multiple_of(PV_COLS)
+}
+
+/// Keys and values of `heads` heads, packed in bf16 for [`attention_bf16`].
+///
+/// Per head, keys in panels of 32: `[kv_pad/32][head_dim/2][32]` words, each word the pair
+/// (`k[j][2t]`, `k[j][2t+1]`); values as `[kv_pad/2][head_dim]` words, each the pair
+/// (`v[2s][c]`, `v[2s+1][c]`). `kv_pad` = capacity rounded up to 32; padding is zero.
+pub struct Bf16KeyValues {
+    heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    kv_len: usize,
+    keys: Vec<u32>,
+    values: Vec<u32>,
+}
+
+impl Bf16KeyValues {
+    /// Room for up to `capacity` rows of `heads × head_dim` (allocated here, once).
+    ///
+    /// # Panics
+    /// If `head_dim` is odd.
+    pub fn new(heads: usize, head_dim: usize, capacity: usize) -> Self {
+        assert!(head_dim.is_multiple_of(2), "Bf16KeyValues: odd head_dim");
+        let words = heads * capacity.next_multiple_of(PANEL) * head_dim / 2;
+        Self {
+            heads,
+            head_dim,
+            capacity,
+            kv_len: 0,
+            keys: vec![0; words],
+            values: vec![0; words],
+        }
+    }
+
+    /// Rows currently packed.
+    pub fn kv_len(&self) -> usize {
+        self.kv_len
+    }
+
+    /// Heads.
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// Width of one head.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+
+    /// Rows this buffer can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn kv_pad(&self) -> usize {
+        self.capacity.next_multiple_of(PANEL)
+    }
+
+    /// Words per head in `keys` and in `values`.
+    fn head_words(&self) -> usize {
+        self.kv_pad() * self.head_dim / 2
+    }
+
+    /// Packs `k`, `v` (`[kv_len, heads·head_dim]` each) on `pool`; allocates nothing.
+    ///
+    /// # Panics
+    /// If the lengths are not a whole number of rows, the rows exceed the capacity, or `k` and
+    /// `v` differ in length.
+    pub fn pack(&mut self, pool: &CpuPool, k: &[f32], v: &[f32]) {
+        let (heads, d) = (self.heads, self.head_dim);
+        let width = heads * d;
+        assert_eq!(k.len(), v.len(), "Bf16KeyValues::pack: k and v differ");
+        assert!(
+            width > 0 && k.len().is_multiple_of(width),
+            "Bf16KeyValues::pack: k is not rows of heads·head_dim"
+        );
+        let kv_len = k.len() / width;
+        assert!(
+            kv_len <= self.capacity,
+            "Bf16KeyValues::pack: more rows than capacity"
+        );
+        let (head_words, half, kv_pad) = (self.head_words(), d / 2, self.kv_pad());
+        let panels = kv_len.div_ceil(PANEL);
+        // Padding rows that an earlier, longer pack left behind are cleared, so both
+        // products see zeros past kv_len.
+        let stale = self.kv_len.max(kv_len);
+        let keys = DisjointSlice::new(&mut self.keys);
+        let values = DisjointSlice::new(&mut self.values);
+        const CHUNK: usize = 4; // key panels (128 rows) per task
+        let chunks = stale.div_ceil(PANEL).max(panels).div_ceil(CHUNK).max(1);
+        pool.run(heads * chunks, |task| {
+            let (h, c) = (task / chunks, task % chunks);
+            let rows = c * CHUNK * PANEL..((c + 1) * CHUNK * PANEL).min(kv_pad);
+            if rows.is_empty() {
+                return;
+            }
+            let base = h * head_words;
+            // SAFETY: each (head, row chunk) owns disjoint word ranges of keys and values
+            // (key panels [rows]/32, value steps [rows]/2; chunks are whole panels).
+            let kp = unsafe { keys.range(base + rows.start * half..base + rows.end * half) };
+            // SAFETY: as above.
+            let vp = unsafe { values.range(base + rows.start * half..base + rows.end * half) };
+            for (pi, panel) in kp.chunks_exact_mut(PANEL * half).enumerate() {
+                for jj in 0..PANEL {
+                    let j = rows.start + pi * PANEL + jj;
+                    if j < kv_len {
+                        let src = &k[j * width + h * d..][..d];
+                        for t in 0..half {
+                            panel[t * PANEL + jj] = pair(src[2 * t], src[2 * t + 1]);
+                        }
+                    } else {
+                        (0..half).for_each(|t| panel[t * PANEL + jj] = 0);
+                    }
+                }
+            }
+            for (si, step) in vp.chunks_exact_mut(d).enumerate() {
+                let s = rows.start / 2 + si;
+                let (j0, j1) = (2 * s, 2 * s + 1);
+                if j1 < kv_len {
+                    let (a, b) = (&v[j0 * width + h * d..][..d], &v[j1 * width + h * d..][..d]);
+                    for (w, (&a, &b)) in step.iter_mut().zip(a.iter().zip(b)) {
+                        *w = pair(a, b);
+                    }
+                } else if j0 < kv_len {
+                    let a = &v[j0 * width + h * d..][..d];
+                    for (w, &a) in step.iter_mut().zip(a) {
+                        *w = bf16_bits(a) as u32;
+                    }
+                } else {
+                    step.fill(0);
+                }
+            }
+        });
+        self.kv_len = kv_len;
+    }
+}
+
+/// Per-thread scratch words [`attention_bf16`] needs (in f32 units, any smaller shape too).
+pub fn attention_bf16_scratch_len(pool: &CpuPool, shape: &AttentionShape) -> usize {
+    pool.threads() * thread_words(shape.kv_len, shape.head_dim)
+}
+
+/// Scores (f32), probabilities (bf16 pairs) and query pairs for one block of queries.
+fn thread_words(kv_len: usize, head_dim: usize) -> usize {
+    let kv_pad = kv_len.next_multiple_of(PANEL);
+    BLOCK_Q * kv_pad + BLOCK_Q * kv_pad / 2 + BLOCK_Q * head_dim / 2
+}
+
+/// `out = softmax(q·kᵀ · head_dim^-0.5 [+ causal mask]) · v` per head, with `k`, `v` from
+/// `kv` (packed by [`Bf16KeyValues::pack`]; `shape.kv_len` must equal its `kv_len`).
+///
+/// # Panics
+/// As [`crate::cpu::attention()`]; also if `head_dim` is not a multiple of 64, `kv` was packed
+/// for another shape, or `scratch` is shorter than [`attention_bf16_scratch_len`].
+pub fn attention_bf16(
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    q: &[f32],
+    kv: &Bf16KeyValues,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    attention_bf16_with(has_native_bf16(), pool, shape, q, kv, scratch, out)
+}
+
+/// [`attention_bf16`] on the `vdpbf16ps` tiles (`native`, if the CPU has them) or the
+/// portable ones.
+///
+/// # Panics
+/// As [`attention_bf16`], or if `native` is asked for on a CPU without AVX-512 BF16.
+pub fn attention_bf16_with(
+    native: bool,
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    q: &[f32],
+    kv: &Bf16KeyValues,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    assert!(
+        bf16_supports(shape),
+        "attention_bf16: head_dim is not a multiple of 64"
+    );
+    assert!(
+        shape.heads == kv.heads && shape.head_dim == kv.head_dim && shape.kv_len == kv.kv_len,
+        "attention_bf16: keys/values were packed for another shape"
+    );
+    assert!(
+        scratch.len() >= attention_bf16_scratch_len(pool, shape),
+        "attention_bf16: scratch shorter than attention_bf16_scratch_len"
+    );
+    assert!(
+        !native || has_native_bf16(),
+        "attention_bf16: no AVX-512 BF16 on this CPU"
+    );
+    // Q/K/V slices: k and v are in `kv`; check q and out against the shape.
+    let width = shape.heads * shape.head_dim;
+    assert_eq!(
+        q.len(),
+        shape.q_len * width,
+        "attention_bf16: q is not q_len·heads·head_dim"
+    );
+    assert_eq!(
+        out.len(),
+        shape.q_len * width,
+        "attention_bf16: out is not q_len·heads·head_dim"
+    );
+    if shape.q_len == 0 {
+        return;
+    }
+    assert!(shape.kv_len > 0, "attention_bf16: no keys");
+    if let Some(off) = shape.causal_offset {
+        assert!(
+            off + shape.q_len <= shape.kv_len,
+            "attention_bf16: causal_offset + q_len > kv_len"
+        );
+    }
+
+    let (heads, d, q_len, kv_len) = (shape.heads, shape.head_dim, shape.q_len, shape.kv_len);
+    let half = d / 2;
+    let scale = (d as f32).powf(-0.5);
+    let kv_pad = kv_len.next_multiple_of(PANEL);
+    let per_thread = thread_words(kv_len, d);
+    let head_words = kv.head_words();
+    let q_blocks = q_len.div_ceil(BLOCK_Q);
+    let scratch = DisjointSlice::new(&mut scratch[..pool.threads() * per_thread]);
+    let out = DisjointSlice::new(out);
+    pool.run_on_threads(heads * q_blocks, |thread, task| {
+        let (h, qb) = (task / q_blocks, task % q_blocks);
+        let queries = qb * BLOCK_Q..((qb + 1) * BLOCK_Q).min(q_len);
+        let n_q = queries.len();
+        // SAFETY: each thread uses only its own region, one task at a time.
+        let mine = unsafe { scratch.range(thread * per_thread..(thread + 1) * per_thread) };
+        let (scores, rest) = mine.split_at_mut(BLOCK_Q * kv_pad);
+        let (probs, q_pairs) = rest.split_at_mut(BLOCK_Q * kv_pad / 2);
+        let probs: &mut [u16] = bytemuck::cast_slice_mut(probs);
+        let q_pairs: &mut [u32] = bytemuck::cast_slice_mut(&mut q_pairs[..BLOCK_Q * half]);
+        let keys = &kv.keys[h * head_words..(h + 1) * head_words];
+        let values = &kv.values[h * head_words..(h + 1) * head_words];
+        let seen_max = shape.visible(queries.end - 1);
+
+        // Queries pre-scaled by head_dim^-0.5 (a power of two for Whisper's 64: exact).
+        for (r, i) in queries.clone().enumerate() {
+            let src = &q[i * width + h * d..][..d];
+            for t in 0..half {
+                q_pairs[r * half + t] = pair(src[2 * t] * scale, src[2 * t + 1] * scale);
+            }
+        }
+
+        // 1. Scores for keys below seen_max, a 32-key panel at a time.
+        let mut tile = [[0.0f32; PANEL]; QK_ROWS];
+        for p in 0..seen_max.div_ceil(PANEL) {
+            let panel = &keys[p * PANEL * half..(p + 1) * PANEL * half];
+            let cols = PANEL.min(seen_max - p * PANEL);
+            for r0 in (0..n_q).step_by(QK_ROWS) {
+                let rows = QK_ROWS.min(n_q - r0);
+                score_tile(native, rows, &q_pairs[r0 * half..], half, panel, &mut tile);
+                for (r, t) in tile.iter().enumerate().take(rows) {
+                    scores[(r0 + r) * kv_pad + p * PANEL..][..cols].copy_from_slice(&t[..cols]);
+                }
+            }
+        }
+
+        // 2. Unnormalised probabilities exp(s - max) in bf16 (zero past each query's visible
+        //    keys), and the sum of exactly those bf16 values.
+        let steps = seen_max.div_ceil(2);
+        let mut inv_sum = [0.0f32; BLOCK_Q];
+        for (r, i) in queries.clone().enumerate() {
+            let seen = shape.visible(i);
+            let row = &scores[r * kv_pad..r * kv_pad + seen];
+            let prow = &mut probs[r * kv_pad..r * kv_pad + 2 * steps];
+            inv_sum[r] = 1.0 / exp_to_bf16(native, row, prow);
+        }
+        let probs: &[u32] = bytemuck::cast_slice(&probs[..]);
+
+        // 3. out = (P·V) / Σ P, 6 queries × 64 columns at a time.
+        let mut acc = [[0.0f32; PV_COLS]; PV_ROWS];
+        for cb in 0..d / PV_COLS {
+            for r0 in (0..n_q).step_by(PV_ROWS) {
+                let rows = PV_ROWS.min(n_q - r0);
+                let p = &probs[r0 * kv_pad / 2..];
+                let vals = &values[cb * PV_COLS..];
+                value_tile(native, rows, p, kv_pad / 2, steps, vals, d, &mut acc);
+                for (r, a) in acc.iter().enumerate().take(rows) {
+                    let at = (queries.start + r0 + r) * width + h * d + cb * PV_COLS;
+                    // SAFETY: tasks own disjoint (query rows, head) column ranges of `out`.
+                    let o = unsafe { out.range(at..at + PV_COLS) };
+                    let inv = inv_sum[r0 + r];
+                    o.iter_mut().zip(a).for_each(|(o, a)| *o = a * inv);
+                }
+            }
+        }
+    });
+}
+
+/// `out[j] = bf16(exp(row[j] - max row))` for `j < row.len()`, zero for the rest of `out`;
+/// returns the sum of the bf16 values written.
+fn exp_to_bf16(native: bool, row: &[f32], out: &mut [u16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if native {
+        // SAFETY: AVX-512 BF16 (and so AVX-512F) checked by the caller; the body is safe code.
+        return unsafe { exp_to_bf16_avx512(row, out) };
+    }
+    let _ = native;
+    exp_to_bf16_body(row, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn exp_to_bf16_avx512(row: &[f32], out: &mut [u16]) -> f32 {
+    exp_to_bf16_body(row, out)
+}
+
+#[inline(always)]
+fn exp_to_bf16_body(row: &[f32], out: &mut [u16]) -> f32 {
+    let max = row_max(row);
+    let (live, rest) = out.split_at_mut(row.len());
+    live.iter_mut()
+        .zip(row)
+        .for_each(|(o, &x)| *o = bf16_bits(exp_nonpositive(x - max)));
+    rest.fill(0);
+    let mut lanes = [0.0f32; 16];
+    let chunks = live.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().map(|&b| bf16_value(b)).sum();
+    for c in chunks {
+        for (l, &b) in lanes.iter_mut().zip(c) {
+            *l += bf16_value(b);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// `tile[r][c] = Σ_t q_pairs[r·half + t] · panel[t·32 + c]` (bf16 pairs) for `rows` queries.
+fn score_tile(
+    native: bool,
+    rows: usize,
+    q_pairs: &[u32],
+    half: usize,
+    panel: &[u32],
+    tile: &mut [[f32; PANEL]; QK_ROWS],
+) {
+    assert!(rows <= QK_ROWS && q_pairs.len() >= (rows - 1) * half + half);
+    assert!(panel.len() >= half * PANEL);
+    #[cfg(target_arch = "x86_64")]
+    if native {
+        // SAFETY: AVX-512 BF16 checked by the caller; lengths checked above.
+        unsafe { native::score_tile(rows, q_pairs, half, panel, tile) };
+        return;
+    }
+    let _ = native;
+    for (r, out) in tile.iter_mut().enumerate().take(rows) {
+        let qr = &q_pairs[r * half..(r + 1) * half];
+        *out = [0.0; PANEL];
+        for (t, &qw) in qr.iter().enumerate() {
+            let (a0, a1) = unpair(qw);
+            let kw = &panel[t * PANEL..(t + 1) * PANEL];
+            for (o, &k) in out.iter_mut().zip(kw) {
+                let (b0, b1) = unpair(k);
+                *o += a0 * b0 + a1 * b1;
+            }
+        }
+    }
+}
+
+/// `acc[r][c] = Σ_s probs[r·p_stride + s] · values[s·v_stride + c]` (bf16 pairs), `s < steps`,
+/// 64 columns, for `rows` queries.
+#[allow(clippy::too_many_arguments)]
+fn value_tile(
+    native: bool,
+    rows: usize,
+    probs: &[u32],
+    p_stride: usize,
+    steps: usize,
+    values: &[u32],
+    v_stride: usize,
+    acc: &mut [[f32; PV_COLS]; PV_ROWS],
+) {
+    assert!(rows <= PV_ROWS && rows > 0);
+    assert!(probs.len() >= (rows - 1) * p_stride + steps);
+    assert!(steps == 0 || values.len() >= (steps - 1) * v_stride + PV_COLS);
+    #[cfg(target_arch = "x86_64")]
+    if native {
+        // SAFETY: AVX-512 BF16 checked by the caller; lengths checked above.
+        unsafe { native::value_tile(rows, probs, p_stride, steps, values, v_stride, acc) };
+        return;
+    }
+    let _ = native;
+    for (r, out) in acc.iter_mut().enumerate().take(rows) {
+        *out = [0.0; PV_COLS];
+        for s in 0..steps {
+            let (a0, a1) = unpair(probs[r * p_stride + s]);
+            let vw = &values[s * v_stride..][..PV_COLS];
+            for (o, &v) in out.iter_mut().zip(vw) {
+                let (b0, b1) = unpair(v);
+                *o += a0 * b0 + a1 * b1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn unpair(w: u32) -> (f32, f32) {
+    (f32::from_bits(w << 16), f32::from_bits(w & 0xffff_0000))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod native {
+    //! The `vdpbf16ps` micro-tiles (AVX-512 BF16).
+    use super::{PANEL, PV_COLS, PV_ROWS, QK_ROWS};
+    use std::arch::x86_64::*;
+
+    /// 32 bf16 values from 16 words at `p`.
+    ///
+    /// # Safety
+    /// AVX-512F present; `p` readable for 64 bytes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn load_bf16(p: *const u32) -> __m512bh {
+        // SAFETY: same size and no invalid bit patterns (both are plain 512-bit vectors).
+        std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(p.cast()))
+    }
+
+    /// The word `w` (a bf16 pair) in every 32-bit lane.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn splat_pair(w: u32) -> __m512bh {
+        // SAFETY: same size and no invalid bit patterns (both are plain 512-bit vectors).
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(w as i32)) }
+    }
+
+    /// See [`super::score_tile`].
+    ///
+    /// # Safety
+    /// AVX-512F and AVX-512 BF16 present; `q_pairs` holds `rows` rows of `half` words at
+    /// stride `half`; `panel` holds `half · 32` words.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn score_tile(
+        rows: usize,
+        q_pairs: &[u32],
+        half: usize,
+        panel: &[u32],
+        tile: &mut [[f32; PANEL]; QK_ROWS],
+    ) {
+        macro_rules! rows {
+            ($($n:literal)*) => {
+                match rows {
+                    $($n => score_rows::<$n>(q_pairs.as_ptr(), half, panel.as_ptr(), tile),)*
+                    _ => unreachable!(),
+                }
+            };
+        }
+        rows!(1 2 3 4 5 6 7 8 9 10 11 12)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn score_rows<const R: usize>(
+        q: *const u32,
+        half: usize,
+        panel: *const u32,
+        tile: &mut [[f32; PANEL]; QK_ROWS],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        for t in 0..half {
+            // SAFETY: t < half, panel holds half · 32 words (caller).
+            let b0: __m512bh = load_bf16(panel.add(t * PANEL));
+            let b1: __m512bh = load_bf16(panel.add(t * PANEL + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r < rows, t < half (caller).
+                let a: __m512bh = splat_pair(*q.add(r * half + t));
+                acc[0] = _mm512_dpbf16_ps(acc[0], a, b0);
+                acc[1] = _mm512_dpbf16_ps(acc[1], a, b1);
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            _mm512_storeu_ps(tile[r].as_mut_ptr(), acc[0]);
+            _mm512_storeu_ps(tile[r].as_mut_ptr().add(16), acc[1]);
+        }
+    }
+
+    /// See [`super::value_tile`].
+    ///
+    /// # Safety
+    /// AVX-512F and AVX-512 BF16 present; slice extents as asserted by the caller.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn value_tile(
+        rows: usize,
+        probs: &[u32],
+        p_stride: usize,
+        steps: usize,
+        values: &[u32],
+        v_stride: usize,
+        acc: &mut [[f32; PV_COLS]; PV_ROWS],
+    ) {
+        let (p, v) = (probs.as_ptr(), values.as_ptr());
+        match rows {
+            1 => value_rows::<1>(p, p_stride, steps, v, v_stride, acc),
+            2 => value_rows::<2>(p, p_stride, steps, v, v_stride, acc),
+            3 => value_rows::<3>(p, p_stride, steps, v, v_stride, acc),
+            4 => value_rows::<4>(p, p_stride, steps, v, v_stride, acc),
+            5 => value_rows::<5>(p, p_stride, steps, v, v_stride, acc),
+            6 => value_rows::<6>(p, p_stride, steps, v, v_stride, acc),
+            _ => unreachable!(),
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    #[inline]
+    unsafe fn value_rows<const R: usize>(
+        p: *const u32,
+        p_stride: usize,
+        steps: usize,
+        v: *const u32,
+        v_stride: usize,
+        out: &mut [[f32; PV_COLS]; PV_ROWS],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        for s in 0..steps {
+            let row = v.add(s * v_stride);
+            // SAFETY: s < steps; each step row holds 64 words (caller).
+            let b: [__m512bh; 4] = [
+                load_bf16(row),
+                load_bf16(row.add(16)),
+                load_bf16(row.add(32)),
+                load_bf16(row.add(48)),
+            ];
+            for (r, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: r < rows, s < steps (caller).
+                let a: __m512bh = splat_pair(*p.add(r * p_stride + s));
+                for (acc, &b) in acc.iter_mut().zip(&b) {
+                    *acc = _mm512_dpbf16_ps(*acc, a, b);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, &a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(out[r].as_mut_ptr().add(16 * c), a);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::attention::{attention, attention_scratch_len};
+    use crate::cpu::testing::Rng;
+
+    fn run(
+        native: bool,
+        pool: &CpuPool,
+        shape: &AttentionShape,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+    ) -> Vec<f32> {
+        let mut kv = Bf16KeyValues::new(shape.heads, shape.head_dim, shape.kv_len + 40);
+        kv.pack(pool, k, v);
+        let mut scratch = vec![f32::NAN; attention_bf16_scratch_len(pool, shape)];
+        let mut out = vec![f32::NAN; q.len()];
+        attention_bf16_with(native, pool, shape, q, &kv, &mut scratch, &mut out);
+        out
+    }
+
+    #[test]
+    fn bf16_rounding_is_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        // The bf16 step at 1.0 is 2⁻⁷ = 2/256.
+        assert_eq!(bf16_value(bf16_bits(1.0 + 1.0 / 256.0)), 1.0); // tie → even
+        assert_eq!(bf16_value(bf16_bits(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0); // tie → even
+        assert_eq!(bf16_value(bf16_bits(1.0 + 1.1 / 256.0)), 1.0 + 2.0 / 256.0);
+        assert_eq!(bf16_value(bf16_bits(-2.5)), -2.5);
+    }
+
+    #[test]
+    fn bf16_attention_is_close_to_f32() {
+        let mut rng = Rng::new(11);
+        for threads in 1..=3 {
+            let pool = CpuPool::new(threads);
+            for (heads, q_len, kv_len, causal_offset) in [
+                (1, 1, 1, None),
+                (6, 1, 1500, None),   // decoder cross-attention, one token
+                (6, 5, 1500, None),   // five beams
+                (2, 40, 40, Some(0)), // causal prompt
+                (3, 3, 20, Some(17)), // new tokens against a cache
+                (2, 70, 333, None),   // odd kv_len, several blocks
+                (1, 30, 1500, None),  // encoder-like
+            ] {
+                let shape = AttentionShape {
+                    heads,
+                    head_dim: 64,
+                    q_len,
+                    kv_len,
+                    causal_offset,
+                };
+                let width = heads * 64;
+                let q = rng.vec(q_len * width, 1.5);
+                let k = rng.vec(kv_len * width, 1.5);
+                let v = rng.vec(kv_len * width, 1.0);
+                let mut s = vec![0.0; attention_scratch_len(&pool, &shape)];
+                let mut want = vec![0.0; q.len()];
+                attention(&pool, &shape, &q, &k, &v, &mut s, &mut want);
+                let portable = run(false, &pool, &shape, &q, &k, &v);
+                // Scores here are O(5): a bf16 score error is ≈ 2⁻⁹·√2·‖q‖‖k‖/(8·√64) ≲ 0.02, i.e.
+                // ≲ 2 % on a weight; with |v| ≤ 1 and bf16 v (2⁻⁹) an output moves ≲ 0.02.
+                let worst = |got: &[f32]| {
+                    got.iter()
+                        .zip(&want)
+                        .map(|(g, w)| (g - w).abs())
+                        .fold(0.0f32, f32::max)
+                };
+                let w = worst(&portable);
+                assert!(w < 2e-2, "{shape:?}: portable bf16 off by {w}");
+                if has_native_bf16() {
+                    let native = run(true, &pool, &shape, &q, &k, &v);
+                    let w = worst(&native);
+                    assert!(w < 2e-2, "{shape:?}: native bf16 off by {w}");
+                    // Same bf16 products; only f32 summation order differs.
+                    let gap = native
+                        .iter()
+                        .zip(&portable)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0f32, f32::max);
+                    assert!(gap < 1e-5, "{shape:?}: native vs portable {gap}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn repacking_shorter_clears_old_rows() {
+        // A long pack then a short one: the short result must not see the old rows.
+        let pool = CpuPool::new(2);
+        let mut rng = Rng::new(3);
+        let shape = AttentionShape {
+            heads: 2,
+            head_dim: 64,
+            q_len: 3,
+            kv_len: 37,
+            causal_offset: None,
+        };
+        let width = 128;
+        let (k_long, v_long) = (rng.vec(200 * width, 1.0), rng.vec(200 * width, 1.0));
+        let (k, v) = (rng.vec(37 * width, 1.0), rng.vec(37 * width, 1.0));
+        let q = rng.vec(3 * width, 1.0);
+        let mut kv = Bf16KeyValues::new(2, 64, 200);
+        kv.pack(&pool, &k_long, &v_long);
+        kv.pack(&pool, &k, &v);
+        let mut scratch = vec![0.0; attention_bf16_scratch_len(&pool, &shape)];
+        let mut a = vec![0.0; q.len()];
+        attention_bf16(&pool, &shape, &q, &kv, &mut scratch, &mut a);
+        let mut fresh = Bf16KeyValues::new(2, 64, 200);
+        fresh.pack(&pool, &k, &v);
+        let mut b = vec![0.0; q.len()];
+        attention_bf16(&pool, &shape, &q, &fresh, &mut scratch, &mut b);
+        assert_eq!(a, b);
+    }
+}

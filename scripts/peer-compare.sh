@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # Benchmark-report helper (not CI): faster-whisper vs our CLI on ../shared/speech/refs.tsv, back to
-# back, same WER normaliser (../shared/peers/wer_util.py), then both summaries and their ratio.
+# back on the same files, same WER normaliser (../shared/peers/wer_util.py), then the ratios.
 #
 #   scripts/peer-compare.sh            # tiny.en; needs target/release/amanuensis
 #   MODEL=base scripts/peer-compare.sh
 #   ONLY=jfk,ls scripts/peer-compare.sh
 #
-# faster-whisper: fw_bench.py in-process (model loaded once, one untimed warm-up), float32, greedy
-# (beam 1), 2 threads, under /usr/bin/time -v for its peak RSS. Ours: bench_cmd.py, one process per
-# file running `$BIN transcribe -m $MODEL {wav}`; its wall time includes process start and model
-# load unless LOAD_REGEX (a regex with one group, in ms) finds the load time in our output.
+# faster-whisper: ../shared/peers/fw_bench.py in-process (model loaded once, one untimed
+# warm-up), greedy, 2 threads, once with compute type float32 and once with int8, each under
+# /usr/bin/time -v for its peak RSS; the faster of the two is "fw best".
+# Ours: ../shared/peers/bench_cmd.py, one process per file running
+# `$BIN transcribe -m $MODEL.int8 --timings {wav}` (INT8 model file; `OURS_MODEL` overrides);
+# the model-load time our CLI prints is subtracted from each file's wall time (--load-regex), so
+# both sides count transcription only, but ours still pays process start and a cold first window
+# per file. Peak RSS: fw = the whole benchmark process, ours = the largest per-file process.
 # Results: $OUTDIR (default target/peer-results) *.summary.json / *.files.tsv.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared="$root/../shared"
 model=${MODEL:-tiny.en}
+ours_model=${OURS_MODEL:-$model.int8}
 bin=${BIN:-$root/target/release/amanuensis}
 outdir=${OUTDIR:-$root/target/peer-results}
 act=${PEERS_ACTIVATE:-$HOME/.cache/amanuensis-peers/venv/bin/activate}
@@ -28,47 +33,55 @@ only=()
 . "$act"
 mkdir -p "$outdir"
 
-echo "== faster-whisper $model float32 greedy, 2 threads"
-/usr/bin/time -v -o "$outdir/fw-$model.time.txt" \
-    python "$shared/peers/fw_bench.py" --name "fw-$model" \
-    --model "$HOME/.cache/amanuensis-peers/models/$model" \
-    --compute-type float32 --beam-size 1 --threads 2 --outdir "$outdir" "${only[@]}"
+for ct in float32 int8; do
+    echo "== faster-whisper $model $ct greedy, 2 threads"
+    /usr/bin/time -v -o "$outdir/fw-$model-$ct.time.txt" \
+        python "$shared/peers/fw_bench.py" --name "fw-$model-$ct" \
+        --model "$HOME/.cache/amanuensis-peers/models/$model" \
+        --compute-type "$ct" --beam-size 1 --threads 2 --outdir "$outdir" "${only[@]}"
+done
 
-echo "== amanuensis $model"
-load=()
-[ -n "${LOAD_REGEX:-}" ] && load=(--load-regex "$LOAD_REGEX")
+echo "== amanuensis $ours_model"
 # bench_cmd.py (as shipped) has /usr/bin/time write /tmp/.bench_time.txt but reads
 # $TMPDIR/.bench_time.<pid>.txt: point it at the file actually written.
-python - "$shared/peers" --name "ours-$model" --cmd "$bin transcribe -m $model {wav}" \
-    --outdir "$outdir" "${only[@]}" "${load[@]}" <<'EOF'
+python - "$shared/peers" --name "ours-$ours_model" \
+    --cmd "$bin transcribe -m $ours_model --threads 2 --timings {wav}" \
+    --load-regex 'load time = ([0-9.]+) ms' \
+    --outdir "$outdir" "${only[@]}" <<'PY'
 import sys
 peers = sys.argv.pop(1)
 sys.path.insert(0, peers)
 import bench_cmd
 bench_cmd.TIMEFILE = "/tmp/.bench_time.txt"
 bench_cmd.main()
-EOF
+PY
 
-echo "== comparison"
-python - "$outdir" "$model" <<'EOF'
+echo "== comparison ($model, greedy, 2 threads; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores)"
+python - "$outdir" "$model" "$ours_model" <<'PY'
 import json, os, re, sys
-outdir, model = sys.argv[1], sys.argv[2]
-fw = json.load(open(os.path.join(outdir, "fw-%s.summary.json" % model)))
-ours = json.load(open(os.path.join(outdir, "ours-%s.summary.json" % model)))
-m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(os.path.join(outdir, "fw-%s.time.txt" % model)).read())
-fw_rss = int(m.group(1)) / 1024 if m else float("nan")
-our_rss = ours["meta"]["peak_rss_mb"] or float("nan")
-print("%-7s %-6s %9s %9s %8s %8s %7s" % ("group", "who", "audio_s", "wall_s", "RTF", "WER%", "files"))
-for g in ("short", "long", "ALL"):
-    if g not in fw["groups"] or g not in ours["groups"]:
-        continue
-    rows = []
-    for who, s in (("fw", fw["groups"][g]), ("ours", ours["groups"][g])):
-        rtf = s["wall_s"] / s["audio_s"]
-        rows.append(rtf)
-        print("%-7s %-6s %9.1f %9.2f %8.4f %8.2f %7d" % (g, who, s["audio_s"], s["wall_s"], rtf, 100 * s["wer"], s["files"]))
-    print("%-7s ours/fw RTF ratio %.2f (>1: we are slower)" % (g, rows[1] / rows[0]))
-print("peak RSS MB: fw %.1f (whole benchmark process), ours %.1f (max per file); ratio %.2f" % (fw_rss, our_rss, our_rss / fw_rss))
-print("timing: fw = %s" % fw["meta"]["timing"])
+outdir, model, ours_model = sys.argv[1:4]
+def load(name):
+    return json.load(open(os.path.join(outdir, name + ".summary.json")))
+def rss(name):
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)",
+                  open(os.path.join(outdir, name + ".time.txt")).read())
+    return int(m.group(1)) / 1024 if m else float("nan")
+rows = []
+for ct in ("float32", "int8"):
+    s = load("fw-%s-%s" % (model, ct))
+    rows.append(("fw %s" % ct, s, rss("fw-%s-%s" % (model, ct))))
+ours = load("ours-" + ours_model)
+rows.append(("ours %s" % ours_model, ours, ours["meta"]["peak_rss_mb"] or float("nan")))
+best = min(rows[:2], key=lambda r: r[1]["groups"]["ALL"]["wall_s"])
+print("%-22s %8s %8s %9s %7s %9s" % ("engine", "wall_s", "x_rt", "vs_fw_best", "WER%", "RSS_MiB"))
+for name, s, r in rows:
+    a = s["groups"]["ALL"]
+    print("%-22s %8.2f %8.1f %9.2fx %7.2f %9.1f" % (
+        name, a["wall_s"], a["audio_s"] / a["wall_s"],
+        best[1]["groups"]["ALL"]["wall_s"] / a["wall_s"], 100 * a["wer"], r))
+o, b = ours["groups"]["ALL"], best[1]["groups"]["ALL"]
+print("fw best = %s: ours is %.2fx faster, WER %+.2f points, peak RSS %.2f of fw best's"
+      % (best[0], b["wall_s"] / o["wall_s"], 100 * (o["wer"] - b["wer"]), rows[2][2] / best[2]))
+print("timing: fw = %s" % best[1]["meta"]["timing"])
 print("        ours = %s" % ours["meta"]["timing"])
-EOF
+PY

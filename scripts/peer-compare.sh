@@ -5,6 +5,7 @@
 #   scripts/peer-compare.sh            # tiny.en; needs target/release/amanuensis
 #   MODEL=base scripts/peer-compare.sh
 #   ONLY=jfk,ls scripts/peer-compare.sh
+#   SKIP_FW=1 scripts/peer-compare.sh  # reuse the last faster-whisper results in $OUTDIR
 #
 # faster-whisper: ../shared/peers/fw_bench.py in-process (model loaded once, one untimed
 # warm-up), greedy, 2 threads, once with compute type float32 and once with int8, each under
@@ -34,6 +35,7 @@ only=()
 mkdir -p "$outdir"
 
 for ct in float32 int8; do
+    [ -n "${SKIP_FW:-}" ] && [ -f "$outdir/fw-$model-$ct.summary.json" ] && continue
     echo "== faster-whisper $model $ct greedy, 2 threads"
     /usr/bin/time -v -o "$outdir/fw-$model-$ct.time.txt" \
         python "$shared/peers/fw_bench.py" --name "fw-$model-$ct" \

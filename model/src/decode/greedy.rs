@@ -31,9 +31,13 @@ pub fn log_sum_exp(values: &[f32]) -> f64 {
 
 impl GreedyPick {
     /// Picks the argmax of `logits` (already filtered); `None` if every token is disabled.
+    ///
+    /// The log-probability's normaliser is the runtime's vectorised `log_sum_exp` (f32
+    /// exponentials, f64 sum; within ~2e-7 of [`log_sum_exp`], 10× faster over a 51 864-token
+    /// vocabulary): it only feeds `avg_logprob`, never the choice of token.
     pub fn pick(logits: &[f32]) -> Option<Self> {
         let i = argmax(logits)?;
-        let logprob = logits[i] as f64 - log_sum_exp(logits);
+        let logprob = logits[i] as f64 - amanuensis_runtime::cpu::log_sum_exp(logits);
         Some(Self {
             token: i as u32,
             logprob,
@@ -51,7 +55,8 @@ mod tests {
         let p = GreedyPick::pick(&l).unwrap();
         assert_eq!(p.token, 1);
         let expect = 2.0 - (1.0f64 + 2f64.exp() + 1f64.exp()).ln();
-        assert!((p.logprob - expect).abs() < 1e-12);
+        // f32 exponentials in the normaliser: within 2e-7 relative (see runtime log_sum_exp).
+        assert!((p.logprob - expect).abs() < 1e-6);
         assert_eq!(GreedyPick::pick(&[f32::NEG_INFINITY; 3]), None);
         assert_eq!(argmax(&[1.0, 3.0, 3.0]), Some(1));
     }

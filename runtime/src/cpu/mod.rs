@@ -41,4 +41,4 @@ pub use gemm::{gemm_bt, gemm_packed, Epilogue};
 pub use norm::layer_norm;
 pub use packed::PackedWeights;
 pub use pool::CpuPool;
-pub use softmax::{log_softmax_in_place, softmax_in_place};
+pub use softmax::{log_softmax_in_place, log_sum_exp, softmax_in_place};

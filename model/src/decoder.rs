@@ -4,6 +4,7 @@
 
 use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
 
+use crate::buffers::zeroed;
 use crate::config::Dims;
 use crate::kv_cache::KvCache;
 use crate::layers::{load_matrix, AttentionWeights, LayerNorm, Mlp};
@@ -118,14 +119,27 @@ impl<B: Backend> TextDecoder<B> {
         let scratch_len = backend
             .attention_scratch_len(&self.self_shape(rows, max_kv, 0))
             .max(backend.attention_scratch_len(&self.cross_shape(rows)));
+        backend.reserve_linear(1, &self.token_embedding);
+        for block in &self.blocks {
+            let (a, c) = (&block.attn, &block.cross_attn);
+            for w in [&a.query, &a.key, &a.value, &a.out, &c.query, &c.out] {
+                backend.reserve_linear(rows, &w.w);
+            }
+            for w in [&block.mlp.fc1, &block.mlp.fc2] {
+                backend.reserve_linear(rows, &w.w);
+            }
+            for w in [&c.key, &c.value] {
+                backend.reserve_linear(self.dims.n_audio_ctx, &w.w);
+            }
+        }
         DecoderScratch {
-            x: vec![0.0; rows * d],
-            h: vec![0.0; rows * d],
-            q: vec![0.0; rows * d],
-            a: vec![0.0; rows * d],
-            hidden: vec![0.0; rows * 4 * d],
-            attn_scratch: vec![0.0; scratch_len],
-            out: vec![0.0; rows * d],
+            x: zeroed(rows * d),
+            h: zeroed(rows * d),
+            q: zeroed(rows * d),
+            a: zeroed(rows * d),
+            hidden: zeroed(rows * 4 * d),
+            attn_scratch: zeroed(scratch_len),
+            out: zeroed(rows * d),
         }
     }
 

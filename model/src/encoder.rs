@@ -3,6 +3,7 @@
 
 use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
 
+use crate::buffers::zeroed;
 use crate::config::Dims;
 use crate::layers::{AttentionWeights, LayerNorm, Linear, Mlp};
 use crate::names::{self, AttnKind, Stack};
@@ -99,18 +100,33 @@ impl<B: Backend> AudioEncoder<B> {
             self.n_frames(),
         );
         let shape = self.attention_shape();
+        backend.reserve_linear(f, &self.conv1.w);
+        backend.reserve_linear(t, &self.conv2.w);
+        for block in &self.blocks {
+            let a = &block.attn;
+            for w in [
+                &a.query,
+                &a.key,
+                &a.value,
+                &a.out,
+                &block.mlp.fc1,
+                &block.mlp.fc2,
+            ] {
+                backend.reserve_linear(t, &w.w);
+            }
+        }
         EncoderScratch {
-            mel_t: vec![0.0; f * self.dims.n_mels],
-            conv1_out: vec![0.0; f * d],
+            mel_t: zeroed(f * self.dims.n_mels),
+            conv1_out: zeroed(f * d),
             conv_scratch: Vec::new(),
-            x: vec![0.0; t * d],
-            h: vec![0.0; t * d],
-            q: vec![0.0; t * d],
-            k: vec![0.0; t * d],
-            v: vec![0.0; t * d],
-            a: vec![0.0; t * d],
-            hidden: vec![0.0; t * 4 * d],
-            attn_scratch: vec![0.0; backend.attention_scratch_len(&shape)],
+            x: zeroed(t * d),
+            h: zeroed(t * d),
+            q: zeroed(t * d),
+            k: zeroed(t * d),
+            v: zeroed(t * d),
+            a: zeroed(t * d),
+            hidden: zeroed(t * 4 * d),
+            attn_scratch: zeroed(backend.attention_scratch_len(&shape)),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use amanuensis_runtime::backend::Backend;
 
+use crate::buffers::zeroed;
 use crate::config::Dims;
 
 /// Keys and values of one attention module over `capacity` positions, `[capacity, d]` each.
@@ -18,8 +19,8 @@ pub struct KvBuffer {
 impl KvBuffer {
     fn new(capacity: usize, d: usize) -> Self {
         Self {
-            k: vec![0.0; capacity * d],
-            v: vec![0.0; capacity * d],
+            k: zeroed(capacity * d),
+            v: zeroed(capacity * d),
         }
     }
 }

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+mod buffers;
 pub mod config;
 pub mod decode;
 pub mod decoder;

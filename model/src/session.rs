@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use amanuensis_runtime::backend::Backend;
 
+use crate::buffers::zeroed;
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::DecoderScratch;
 use crate::encoder::EncoderScratch;
@@ -134,12 +135,12 @@ impl<B: Backend> Session<B> {
         let dims = model.config.dims;
         let backend = &model.backend;
         Self {
-            mel_window: vec![0.0; dims.n_mels * model.encoder.n_frames()],
+            mel_window: zeroed(dims.n_mels * model.encoder.n_frames()),
             encoder_scratch: model.encoder.scratch(backend),
-            encoder_out: vec![0.0; dims.n_audio_ctx * dims.n_audio_state],
+            encoder_out: zeroed(dims.n_audio_ctx * dims.n_audio_state),
             kv: KvCache::new(backend, &dims),
             decoder_scratch: model.decoder.scratch(backend),
-            logits: vec![0.0; dims.n_vocab],
+            logits: zeroed(dims.n_vocab),
             sampled: Vec::with_capacity(dims.n_text_ctx),
             suppress: SuppressTokens::new(model.config.suppress_ids.clone()),
             suppress_blank: SuppressBlank::new(model.config.suppress_ids_begin.clone()),

@@ -26,6 +26,13 @@ pub trait Backend: Send + Sync {
     /// INT8 kernels computes with the dequantized values.
     fn matrix_q8(&self, q: QuantMatrix) -> Self::Matrix;
 
+    /// A hint, called while a model allocates its buffers: later [`Backend::linear`] calls
+    /// against `w` with up to `rows` rows (and conv stems through `w`) should allocate
+    /// nothing. The default does nothing.
+    fn reserve_linear(&self, rows: usize, w: &Self::Matrix) {
+        let _ = (rows, w);
+    }
+
     /// `out[rows, w.rows] = epilogue(x[rows, w.cols] · wᵀ + bias)`.
     fn linear(
         &self,

@@ -155,14 +155,6 @@ impl CpuInt8Backend {
     pub fn matrix_f32(&self, data: Vec<f32>, rows: usize, cols: usize) -> Int8OrF32Matrix {
         Int8OrF32Matrix::F32(self.f32.matrix(data, rows, cols))
     }
-
-    /// Grows the GEMM scratch so [`Backend::linear`] with up to `max_rows` rows against `w`
-    /// (and any smaller call) allocates nothing.
-    pub fn reserve_linear(&self, max_rows: usize, w: &Int8OrF32Matrix) {
-        if let Int8OrF32Matrix::Int8(q) = w {
-            lock(&self.gemm).reserve(max_rows, q);
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -190,6 +182,14 @@ impl Backend for CpuInt8Backend {
 
     fn matrix_q8(&self, q: QuantMatrix) -> Int8OrF32Matrix {
         self.matrix_from_quantized(q)
+    }
+
+    /// Grows the GEMM scratch so calls with up to `rows` rows against `w` (and any smaller
+    /// call) allocate nothing.
+    fn reserve_linear(&self, rows: usize, w: &Int8OrF32Matrix) {
+        if let Int8OrF32Matrix::Int8(q) = w {
+            lock(&self.gemm).reserve(rows, q);
+        }
     }
 
     fn linear(

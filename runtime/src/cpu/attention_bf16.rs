@@ -100,8 +100,8 @@ impl Bf16KeyValues {
             head_dim,
             capacity,
             kv_len: 0,
-            keys: vec![0; words],
-            values: vec![0; words],
+            keys: resident(words),
+            values: resident(words),
         }
     }
 
@@ -206,6 +206,15 @@ impl Bf16KeyValues {
         });
         self.kv_len = kv_len;
     }
+}
+
+/// `len` zero words, every page written once (so the first pack does not page-fault).
+fn resident(len: usize) -> Vec<u32> {
+    let mut v = vec![0u32; len];
+    v.iter_mut()
+        .step_by(1024)
+        .for_each(|w| *w = std::hint::black_box(0));
+    v
 }
 
 /// Per-thread scratch words [`attention_bf16`] needs (in f32 units, any smaller shape too).

@@ -23,6 +23,10 @@ pub struct BenchReport {
     pub encoder_macs_per_window: f64,
     /// The backend that ran (`cpu-f32`, `cpu-int8`).
     pub backend: &'static str,
+    /// INT8 runs: the measured `vpdpbusd` peak (GMAC/s) on the same threads, if the CPU has it.
+    pub int8_peak_gmacs: Option<f64>,
+    /// INT8 runs: `(m, k, n, GMAC/s)` of the INT8 GEMM alone on the encoder's MLP shape.
+    pub gemm_gmacs: Option<(usize, usize, usize, f64)>,
 }
 
 /// Multiply-accumulates of one encoder window: conv stem, projections, MLP and attention.
@@ -78,6 +82,14 @@ pub fn run(
         report.timings += &tr.timings;
     }
     report.peak_rss_kib = peak_rss_kib();
+    if report.backend == "cpu-int8" {
+        let pool = amanuensis_runtime::cpu::CpuPool::new(threads);
+        let d = session.dims();
+        let (m, k, n) = (d.n_audio_ctx, d.n_audio_state, 4 * d.n_audio_state);
+        let rate = amanuensis_runtime::q8::peak::gemm_q8_gmacs(&pool, m, k, n, 5);
+        report.gemm_gmacs = Some((m, k, n, rate));
+        report.int8_peak_gmacs = amanuensis_runtime::q8::peak::vnni_peak_gmacs(&pool, 10_000_000);
+    }
     Ok(report)
 }
 
@@ -104,6 +116,22 @@ impl std::fmt::Display for BenchReport {
             2.0 * self.encoder_macs_per_window / (per_window * 1e-3) / 1e9,
             self.encoder_macs_per_window / 1e9
         )?;
+        if let Some((m, k, n, rate)) = self.gemm_gmacs {
+            write!(
+                f,
+                "INT8 GEMM alone  {:9.1} GOPS ({m}x{k}x{n}, best of 5)",
+                2.0 * rate
+            )?;
+            match self.int8_peak_gmacs {
+                Some(peak) => writeln!(
+                    f,
+                    " = {:.0} % of the measured INT8 peak {:.0} GOPS (vpdpbusd chains, same threads)",
+                    100.0 * rate / peak,
+                    2.0 * peak
+                )?,
+                None => writeln!(f, " (no AVX-512 VNNI: no INT8 peak measured)")?,
+            }
+        }
         writeln!(
             f,
             "decoder           {:9.2} ms per pass ({} passes, {} tokens)",

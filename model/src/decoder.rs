@@ -4,7 +4,6 @@
 
 use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
 
-use crate::buffers::zeroed;
 use crate::config::Dims;
 use crate::kv_cache::KvCache;
 use crate::layers::{load_matrix, AttentionWeights, LayerNorm, Mlp};
@@ -132,14 +131,16 @@ impl<B: Backend> TextDecoder<B> {
                 backend.reserve_linear(self.dims.n_audio_ctx, &w.w);
             }
         }
+        // Plain (lazily mapped) buffers: a pass touches only the rows it uses, and most passes
+        // are one token, so pre-faulting all n_text_ctx rows would only grow the resident set.
         DecoderScratch {
-            x: zeroed(rows * d),
-            h: zeroed(rows * d),
-            q: zeroed(rows * d),
-            a: zeroed(rows * d),
-            hidden: zeroed(rows * 4 * d),
-            attn_scratch: zeroed(scratch_len),
-            out: zeroed(rows * d),
+            x: vec![0.0; rows * d],
+            h: vec![0.0; rows * d],
+            q: vec![0.0; rows * d],
+            a: vec![0.0; rows * d],
+            hidden: vec![0.0; rows * 4 * d],
+            attn_scratch: vec![0.0; scratch_len],
+            out: vec![0.0; rows * d],
         }
     }
 

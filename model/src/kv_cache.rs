@@ -17,7 +17,16 @@ pub struct KvBuffer {
 }
 
 impl KvBuffer {
+    /// Lazily mapped: self-attention fills positions one by one and rarely all 448.
     fn new(capacity: usize, d: usize) -> Self {
+        Self {
+            k: vec![0.0; capacity * d],
+            v: vec![0.0; capacity * d],
+        }
+    }
+
+    /// Every page resident now (filled completely once per window).
+    fn resident(capacity: usize, d: usize) -> Self {
         Self {
             k: zeroed(capacity * d),
             v: zeroed(capacity * d),
@@ -51,7 +60,7 @@ impl<B: Backend> KvCache<B> {
             cross_attn: (0..dims.n_text_layer)
                 .map(|_| backend.key_values(heads, d / heads, dims.n_audio_ctx))
                 .collect(),
-            cross_projection: KvBuffer::new(dims.n_audio_ctx, d),
+            cross_projection: KvBuffer::resident(dims.n_audio_ctx, d),
             len: 0,
             capacity: dims.n_text_ctx,
         }

@@ -359,18 +359,21 @@ impl WeightsFile {
     pub fn tensor_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, LoadError> {
         let entry = self.entry(name, shape, &[Dtype::F16, Dtype::F32])?;
         let bytes = &self.file.bytes()[entry.start..entry.end];
-        match entry.dtype {
-            Dtype::F32 => Ok(bytes
+        let out = match entry.dtype {
+            Dtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect()),
+                .collect(),
             _ => {
                 let halves = self.tensor_f16(name, shape)?;
                 let mut out = vec![0f32; halves.len()];
                 halves.convert_to_f32_slice(&mut out);
-                Ok(out)
+                out
             }
-        }
+        };
+        // Copied out: its mapped pages need not stay resident beside the copy.
+        self.file.release(entry.start..entry.end);
+        Ok(out)
     }
 
     /// The f16 tensor `name`, checked to have `shape`, as a view into the memory map (no copy).
@@ -397,6 +400,7 @@ impl WeightsFile {
         let entry = self.entry(name, &int8_tile_shape(n_out, k), &[Dtype::I8])?;
         let data: Vec<i8> =
             bytemuck::cast_slice(&self.file.bytes()[entry.start..entry.end]).to_vec();
+        self.file.release(entry.start..entry.end);
         let scales = self.tensor_f32(&names::weight_scale(name), &[n_out])?;
         QuantMatrix::from_parts(data, scales, n_out, k).map_err(|e| LoadError::BadQuantized {
             path: self.path.clone(),

@@ -30,6 +30,29 @@ impl MappedFile {
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
+
+    /// Tells the kernel the whole pages inside `range` are not needed for now: they leave this
+    /// process's resident set (a loader calls it once a tensor is copied out, so the file is
+    /// never resident twice). The contents do not change: a later read maps the pages in again
+    /// from the page cache. Errors are ignored (it is advice).
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        const PAGE: usize = 4096;
+        let end = range.end.min(self.map.len());
+        let (start, end) = (range.start.next_multiple_of(PAGE), end / PAGE * PAGE);
+        if start < end {
+            // SAFETY: DONTNEED on a read-only private file mapping only drops this process's
+            // copies of the pages; the next access refaults them from the file, so every
+            // outstanding `&[u8]` keeps seeing the same bytes (under the file contract of
+            // `open`). The range lies inside the map.
+            let _ = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -44,6 +67,14 @@ mod tests {
         std::fs::write(&path, b"hello map").unwrap();
         let m = MappedFile::open(&path).unwrap();
         assert_eq!(m.bytes(), b"hello map");
+        m.release(0..9); // less than a page: nothing to drop
+        assert_eq!(m.bytes(), b"hello map");
+        let big: Vec<u8> = (0..5 * 4096u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.join("big"), &big).unwrap();
+        let m = MappedFile::open(&dir.join("big")).unwrap();
+        assert_eq!(m.bytes(), &big[..]);
+        m.release(100..4 * 4096 + 7);
+        assert_eq!(m.bytes(), &big[..], "released pages read back the same");
         assert_eq!(m.bytes().as_ptr() as usize % 8, 0);
         std::fs::write(dir.join("empty"), b"").unwrap();
         assert_eq!(MappedFile::open(&dir.join("empty")).unwrap().bytes(), b"");

@@ -15,6 +15,7 @@ mod gemm_vnni;
 pub mod kernels;
 pub mod layout;
 mod parts;
+pub mod peak;
 pub mod quant;
 
 pub use attention::{

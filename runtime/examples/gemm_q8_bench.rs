@@ -118,6 +118,24 @@ fn main() {
                 )
             });
             let g8 = ops / t8 / 1e9;
+            // The same GEMM with the GELU epilogue (the encoder's fc1): its extra cost.
+            let t_gelu = min_time(1.0, || {
+                gemm_q8(
+                    &pool,
+                    &x,
+                    m,
+                    &w,
+                    Some(&bias),
+                    Epilogue::Gelu,
+                    &mut scratch,
+                    &mut out,
+                )
+            });
+            println!(
+                "m={m:5} k={k:5} n={n:6} threads={threads}: int8 with GELU epilogue {:8.3} ms (+{:.3} ms)",
+                t_gelu * 1e3,
+                (t_gelu - t8) * 1e3
+            );
             println!(
                 "m={m:5} k={k:5} n={n:6} threads={threads}: int8 {:8.3} ms {g8:6.1} GOPS ({:4.1}% of peak) | f32 gemm_bt {:8.3} ms {:6.1} GFLOP/s | int8/f32 speed-up {:.2}x{}",
                 t8 * 1e3,

@@ -144,20 +144,37 @@ impl<B: Backend> TextDecoder<B> {
         }
     }
 
-    /// Projects the encoder output `[n_audio_ctx, d]` into every layer's cross-attention K/V.
-    pub fn compute_cross_kv(&self, backend: &B, encoder_out: &[f32], cache: &mut KvCache<B>) {
+    /// Projects the encoder output `[n_audio_ctx, d]` into every layer's cross-attention K/V,
+    /// through `proj_k`, `proj_v` (`[n_audio_ctx, d]` f32 working buffers, e.g.
+    /// [`crate::encoder::EncoderScratch::spare_pair`]) into the backend's prepared form.
+    ///
+    /// # Panics
+    /// If a working buffer is shorter than `n_audio_ctx · d`.
+    pub fn compute_cross_kv(
+        &self,
+        backend: &B,
+        encoder_out: &[f32],
+        cache: &mut KvCache<B>,
+        proj_k: &mut [f32],
+        proj_v: &mut [f32],
+    ) {
         let t = self.dims.n_audio_ctx;
-        let proj = &mut cache.cross_projection;
+        let len = t * self.dims.n_text_state;
+        assert!(
+            proj_k.len() >= len && proj_v.len() >= len,
+            "compute_cross_kv: working buffers shorter than n_audio_ctx·d"
+        );
+        let (proj_k, proj_v) = (&mut proj_k[..len], &mut proj_v[..len]);
         for (block, kv) in self.blocks.iter().zip(cache.cross_attn.iter_mut()) {
             block
                 .cross_attn
                 .key
-                .forward(backend, encoder_out, t, Epilogue::Store, &mut proj.k);
+                .forward(backend, encoder_out, t, Epilogue::Store, proj_k);
             block
                 .cross_attn
                 .value
-                .forward(backend, encoder_out, t, Epilogue::Store, &mut proj.v);
-            backend.prepare_key_values(&proj.k, &proj.v, kv);
+                .forward(backend, encoder_out, t, Epilogue::Store, proj_v);
+            backend.prepare_key_values(proj_k, proj_v, kv);
         }
     }
 

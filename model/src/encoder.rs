@@ -5,7 +5,7 @@ use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
 
 use crate::buffers::zeroed;
 use crate::config::Dims;
-use crate::layers::{AttentionWeights, LayerNorm, Linear, Mlp};
+use crate::layers::{AttentionWeights, LayerNorm, Linear, Mlp, MLP_CHUNK_ROWS};
 use crate::names::{self, AttnKind, Stack};
 use crate::weights::{LoadError, WeightsFile};
 
@@ -28,18 +28,28 @@ pub struct AudioEncoder<B: Backend> {
 }
 
 /// Buffers for one encoder pass, allocated once per session.
+///
+/// Buffers double up where lifetimes allow (it is resident memory): the conv stem's first
+/// output (`[3000, d]`) lives in `qk`, the attention's Q and K halves later; the attention
+/// output goes to `h`, whose normed input is dead by then.
 pub struct EncoderScratch {
     mel_t: Vec<f32>,
-    conv1_out: Vec<f32>,
     conv_scratch: Vec<f32>,
     x: Vec<f32>,
     h: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
+    qk: Vec<f32>,
     v: Vec<f32>,
-    a: Vec<f32>,
     hidden: Vec<f32>,
     attn_scratch: Vec<f32>,
+}
+
+impl EncoderScratch {
+    /// Two `[n_audio_ctx, n_audio_state]` buffers that are free between encoder passes (the
+    /// attention K and V): the decoder projects its cross K/V into them before preparing them.
+    pub fn spare_pair(&mut self) -> (&mut [f32], &mut [f32]) {
+        let half = self.v.len();
+        (&mut self.qk[half..], &mut self.v)
+    }
 }
 
 impl<B: Backend> AudioEncoder<B> {
@@ -117,15 +127,12 @@ impl<B: Backend> AudioEncoder<B> {
         }
         EncoderScratch {
             mel_t: zeroed(f * self.dims.n_mels),
-            conv1_out: zeroed(f * d),
             conv_scratch: Vec::new(),
             x: zeroed(t * d),
             h: zeroed(t * d),
-            q: zeroed(t * d),
-            k: zeroed(t * d),
+            qk: zeroed((2 * t).max(f) * d),
             v: zeroed(t * d),
-            a: zeroed(t * d),
-            hidden: zeroed(t * 4 * d),
+            hidden: zeroed(MLP_CHUNK_ROWS.min(t) * 4 * d),
             attn_scratch: zeroed(backend.attention_scratch_len(&shape)),
         }
     }
@@ -162,11 +169,11 @@ impl<B: Backend> AudioEncoder<B> {
             1,
             Epilogue::Gelu,
             &mut s.conv_scratch,
-            &mut s.conv1_out,
+            &mut s.qk[..f * d],
         );
         let conv2_b = self.conv2.b.as_deref().unwrap_or(&[]);
         backend.conv1d_k3(
-            &s.conv1_out,
+            &s.qk[..f * d],
             f,
             &self.conv2.w,
             conv2_b,
@@ -181,23 +188,22 @@ impl<B: Backend> AudioEncoder<B> {
         let shape = self.attention_shape();
         for block in &self.blocks {
             block.attn_ln.forward(backend, &s.x, t, &mut s.h);
+            let (q, k) = s.qk[..2 * t * d].split_at_mut(t * d);
             block
                 .attn
                 .query
-                .forward(backend, &s.h, t, Epilogue::Store, &mut s.q);
-            block
-                .attn
-                .key
-                .forward(backend, &s.h, t, Epilogue::Store, &mut s.k);
+                .forward(backend, &s.h, t, Epilogue::Store, q);
+            block.attn.key.forward(backend, &s.h, t, Epilogue::Store, k);
             block
                 .attn
                 .value
                 .forward(backend, &s.h, t, Epilogue::Store, &mut s.v);
-            backend.attention(&shape, &s.q, &s.k, &s.v, &mut s.attn_scratch, &mut s.a);
+            // The attention output overwrites h (its normed input is no longer needed).
+            backend.attention(&shape, q, k, &s.v, &mut s.attn_scratch, &mut s.h);
             block
                 .attn
                 .out
-                .forward(backend, &s.a, t, Epilogue::AddInto, &mut s.x);
+                .forward(backend, &s.h, t, Epilogue::AddInto, &mut s.x);
             block.mlp_ln.forward(backend, &s.x, t, &mut s.h);
             block
                 .mlp

@@ -7,7 +7,6 @@
 
 use amanuensis_runtime::backend::Backend;
 
-use crate::buffers::zeroed;
 use crate::config::Dims;
 
 /// Keys and values of one attention module over `capacity` positions, `[capacity, d]` each.
@@ -24,14 +23,6 @@ impl KvBuffer {
             v: vec![0.0; capacity * d],
         }
     }
-
-    /// Every page resident now (filled completely once per window).
-    fn resident(capacity: usize, d: usize) -> Self {
-        Self {
-            k: zeroed(capacity * d),
-            v: zeroed(capacity * d),
-        }
-    }
 }
 
 /// Per-layer self- and cross-attention K/V.
@@ -40,8 +31,6 @@ pub struct KvCache<B: Backend> {
     pub self_attn: Vec<KvBuffer>,
     /// Cross-attention, one per decoder layer, `n_audio_ctx` positions, prepared by the backend.
     pub cross_attn: Vec<B::KeyValues>,
-    /// f32 projections of one layer's cross K/V before they are prepared, `n_audio_ctx` rows.
-    pub cross_projection: KvBuffer,
     /// Positions filled in `self_attn`.
     pub len: usize,
     /// Capacity of `self_attn` in positions.
@@ -60,7 +49,6 @@ impl<B: Backend> KvCache<B> {
             cross_attn: (0..dims.n_text_layer)
                 .map(|_| backend.key_values(heads, d / heads, dims.n_audio_ctx))
                 .collect(),
-            cross_projection: KvBuffer::resident(dims.n_audio_ctx, d),
             len: 0,
             capacity: dims.n_text_ctx,
         }

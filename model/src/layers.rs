@@ -138,6 +138,10 @@ impl<B: Backend> AttentionWeights<B> {
 }
 
 /// The feed-forward block: `mlp.0` (d → 4d, GELU) then `mlp.2` (4d → d).
+/// Rows of 4d-wide MLP activations the encoder keeps at once (of 1500): a fifth of the
+/// buffer, and each chunk is still a GEMM large enough for every thread.
+pub const MLP_CHUNK_ROWS: usize = 300;
+
 pub struct Mlp<B: Backend> {
     pub fc1: Linear<B>,
     pub fc2: Linear<B>,
@@ -173,7 +177,12 @@ impl<B: Backend> Mlp<B> {
         })
     }
 
-    /// `x += fc2(gelu(fc1(h)))` for `rows` rows; `hidden` holds `rows · 4d` values.
+    /// `x += fc2(gelu(fc1(h)))` for `rows` rows, in chunks of as many rows as `hidden` holds
+    /// 4d-wide activations for (so the encoder keeps [`MLP_CHUNK_ROWS`] of them, not 1500; each
+    /// row's result is the same either way).
+    ///
+    /// # Panics
+    /// If `hidden` holds less than one row.
     pub fn forward_residual(
         &self,
         backend: &B,
@@ -182,8 +191,15 @@ impl<B: Backend> Mlp<B> {
         hidden: &mut [f32],
         x: &mut [f32],
     ) {
-        self.fc1.forward(backend, h, rows, Epilogue::Gelu, hidden);
-        self.fc2
-            .forward(backend, hidden, rows, Epilogue::AddInto, x);
+        let (d, n_mlp) = (self.fc1.n_in, self.fc1.n_out);
+        let chunk = hidden.len() / n_mlp;
+        assert!(chunk > 0, "Mlp: hidden holds less than one row");
+        for r0 in (0..rows).step_by(chunk) {
+            let m = chunk.min(rows - r0);
+            self.fc1
+                .forward(backend, &h[r0 * d..], m, Epilogue::Gelu, hidden);
+            self.fc2
+                .forward(backend, hidden, m, Epilogue::AddInto, &mut x[r0 * d..]);
+        }
     }
 }

@@ -317,7 +317,8 @@ impl<B: Backend> Session<B> {
         timestamps.max_initial_timestamp_index =
             Some((opts.max_initial_timestamp / TIME_PRECISION).round() as u32);
 
-        decoder.compute_cross_kv(backend, &self.encoder_out, &mut self.kv);
+        let (proj_k, proj_v) = self.encoder_scratch.spare_pair();
+        decoder.compute_cross_kv(backend, &self.encoder_out, &mut self.kv, proj_k, proj_v);
         self.kv.reset();
         decoder.forward(backend, prompt, &mut self.kv, &mut self.decoder_scratch);
         timings.decoder_passes += 1;

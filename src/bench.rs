@@ -54,12 +54,16 @@ pub fn run(
     model: &Path,
     threads: usize,
     precision: Precision,
+    beam_size: usize,
     files: &[PathBuf],
 ) -> Result<BenchReport, Box<dyn std::error::Error>> {
     let t = Instant::now();
     let mut session = Engine::load(model, threads, precision)?;
     let load = t.elapsed();
-    let opts = TranscribeOptions::default();
+    let opts = TranscribeOptions {
+        beam_size,
+        ..Default::default()
+    };
     let audio: Vec<Vec<f32>> = files
         .iter()
         .map(|f| load_wav(f))

@@ -70,6 +70,10 @@ struct TranscribeArgs {
     /// Print load and stage timings on stderr.
     #[arg(long)]
     timings: bool,
+    /// Beams: 1 = greedy; 5 = faster-whisper's default beam search (patience 1, length
+    /// penalty 1).
+    #[arg(short, long, default_value_t = 1)]
+    beam_size: usize,
     /// Arithmetic: auto = INT8 for an INT8 model file, else f32 (the reference).
     #[arg(long, value_enum, default_value = "auto")]
     precision: Precision,
@@ -89,6 +93,9 @@ struct BenchArgs {
     /// Arithmetic: auto = INT8 for an INT8 model file, else f32.
     #[arg(long, value_enum, default_value = "auto")]
     precision: Precision,
+    /// Beams: 1 = greedy, more = beam search.
+    #[arg(short, long, default_value_t = 1)]
+    beam_size: usize,
 }
 
 #[derive(clap::Args)]
@@ -143,6 +150,7 @@ fn transcribe(args: &TranscribeArgs) -> CliResult {
         language: args.language.clone(),
         without_timestamps: args.no_timestamps,
         initial_prompt: args.initial_prompt.clone(),
+        beam_size: args.beam_size,
         ..Default::default()
     };
     let many = args.files.len() > 1 && args.output_dir.is_none();
@@ -198,7 +206,8 @@ fn default_threads(threads: Option<usize>) -> usize {
 fn bench(args: &BenchArgs) -> CliResult {
     let path = resolve_model(args.model.as_deref())?;
     let threads = default_threads(args.threads);
-    let report = amanuensis::bench::run(&path, threads, args.precision, &args.files)?;
+    let report =
+        amanuensis::bench::run(&path, threads, args.precision, args.beam_size, &args.files)?;
     println!(
         "amanuensis bench: {} ({threads} threads, {})",
         path.display(),

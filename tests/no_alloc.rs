@@ -47,16 +47,22 @@ fn allocations() -> usize {
 #[test]
 fn no_allocation_per_encoder_window_or_decoded_token_after_warm_up() {
     let path = resolve_model(Some("tiny.en")).unwrap_or_else(|e| panic!("{e}"));
-    check(Arc::new(Whisper::load(&path, CpuBackend::new(2)).unwrap()));
+    let f32_model = Arc::new(Whisper::load(&path, CpuBackend::new(2)).unwrap());
     let path = resolve_model(Some("tiny.en.int8")).unwrap_or_else(|e| panic!("{e}"));
-    check(Arc::new(
-        Whisper::load(&path, CpuInt8Backend::new(2)).unwrap(),
-    ));
+    let int8_model = Arc::new(Whisper::load(&path, CpuInt8Backend::new(2)).unwrap());
+    // Greedy, and beam search (5 beams: batched decoder passes, cache-slot copies).
+    for beam_size in [1, 5] {
+        check(Arc::clone(&f32_model), beam_size);
+        check(Arc::clone(&int8_model), beam_size);
+    }
 }
 
-fn check<B: Backend>(model: Arc<Whisper<B>>) {
+fn check<B: Backend>(model: Arc<Whisper<B>>, beam_size: usize) {
     let mut session = Session::new(Arc::clone(&model));
-    let opts = TranscribeOptions::default();
+    let opts = TranscribeOptions {
+        beam_size,
+        ..Default::default()
+    };
     let sot = model.sot_sequence("en").unwrap();
 
     // Decoded token counts differ between the files; allocations must not.
@@ -84,7 +90,7 @@ fn check<B: Backend>(model: Arc<Whisper<B>>) {
         let result = session.decode_window(&sot, 0, &opts, &mut timings).unwrap();
         let decode_allocs = allocations() - before;
         drop(result);
-        eprintln!("{} {file}: encode {encode_allocs} allocations, decode {decode_allocs} allocations for {} tokens", model.backend_name(), timings.sampled_tokens);
+        eprintln!("beam {beam_size} {} {file}: encode {encode_allocs} allocations, decode {decode_allocs} allocations for {} tokens", model.backend_name(), timings.sampled_tokens);
         if round > 0 {
             assert_eq!(encode_allocs, 0, "{file}: the encoder window allocated");
             per_window.push((timings.sampled_tokens, decode_allocs));

@@ -256,6 +256,105 @@ impl<B: Backend> TextDecoder<B> {
         self.ln.forward(backend, &s.x, n, &mut s.out);
     }
 
+    /// One step of beam search: `tokens[b]` at position `cache.len` for beam `b`, whose
+    /// self-attention history is in cache slot `slots[b]`; every beam's new K/V go to its slot,
+    /// the projections, MLP and cross-attention run on all beams as one batch. Leaves the
+    /// final-norm hidden states in `s.out[..tokens.len() · d]`.
+    ///
+    /// The caller guarantees `cache.len < n_text_ctx`, distinct slots that exist, ids
+    /// `< n_vocab` and `tokens.len() <= n_text_ctx`.
+    pub fn forward_beams(
+        &self,
+        backend: &B,
+        tokens: &[u32],
+        slots: &[usize],
+        cache: &mut KvCache<B>,
+        s: &mut DecoderScratch,
+    ) {
+        let (n, d, offset) = (tokens.len(), self.dims.n_text_state, cache.len);
+        assert!(offset < cache.capacity, "decoder context overflow");
+        assert_eq!(slots.len(), n, "one cache slot per beam");
+        let x = &mut s.x[..n * d];
+        backend.gather_rows(&self.token_embedding, tokens, x);
+        let position = &self.positions[offset * d..(offset + 1) * d];
+        for row in x.chunks_exact_mut(d) {
+            row.iter_mut().zip(position).for_each(|(x, p)| *x += p);
+        }
+        let self_shape = self.self_shape(1, offset + 1, offset);
+        let cross_shape = self.cross_shape(n);
+        for (l, block) in self.blocks.iter().enumerate() {
+            block.attn_ln.forward(backend, &s.x, n, &mut s.h);
+            block
+                .attn
+                .query
+                .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
+            // New keys/values of all beams into out/hidden scratch rows, then each into its slot.
+            let (k_new, v_new) = s.hidden[..2 * n * d].split_at_mut(n * d);
+            block
+                .attn
+                .key
+                .forward(backend, &s.h, n, Epilogue::Store, k_new);
+            block
+                .attn
+                .value
+                .forward(backend, &s.h, n, Epilogue::Store, v_new);
+            for (b, &slot) in slots.iter().enumerate() {
+                let kv = cache.slot(slot, l);
+                kv.k[offset * d..(offset + 1) * d].copy_from_slice(&k_new[b * d..(b + 1) * d]);
+                kv.v[offset * d..(offset + 1) * d].copy_from_slice(&v_new[b * d..(b + 1) * d]);
+                let kv = cache.slot(slot, l);
+                backend.attention(
+                    &self_shape,
+                    &s.q[b * d..(b + 1) * d],
+                    &kv.k[..(offset + 1) * d],
+                    &kv.v[..(offset + 1) * d],
+                    &mut s.attn_scratch,
+                    &mut s.a[b * d..(b + 1) * d],
+                );
+            }
+            block
+                .attn
+                .out
+                .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
+            block.cross_attn_ln.forward(backend, &s.x, n, &mut s.h);
+            block
+                .cross_attn
+                .query
+                .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
+            backend.attention_prepared(
+                &cross_shape,
+                &s.q[..n * d],
+                &cache.cross_attn[l],
+                &mut s.attn_scratch,
+                &mut s.a[..n * d],
+            );
+            block
+                .cross_attn
+                .out
+                .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
+            block.mlp_ln.forward(backend, &s.x, n, &mut s.h);
+            block
+                .mlp
+                .forward_residual(backend, &s.h, n, &mut s.hidden, &mut s.x);
+        }
+        cache.len = offset + 1;
+        self.ln.forward(backend, &s.x, n, &mut s.out);
+    }
+
+    /// Logits `[rows, n_vocab]` of hidden rows `..rows` of the last pass, in one call (the
+    /// vocabulary matrix is read once for all rows).
+    pub fn logits_rows(&self, backend: &B, s: &DecoderScratch, rows: usize, out: &mut [f32]) {
+        let d = self.dims.n_text_state;
+        backend.linear(
+            &s.out[..rows * d],
+            rows,
+            &self.token_embedding,
+            None,
+            Epilogue::Store,
+            &mut out[..rows * self.dims.n_vocab],
+        );
+    }
+
     /// Logits `[n_vocab]` of hidden row `row` of the last pass (tied output projection).
     pub fn logits(&self, backend: &B, s: &DecoderScratch, row: usize, out: &mut [f32]) {
         let d = self.dims.n_text_state;

@@ -26,6 +26,8 @@ pub enum WhisperError {
         max: usize,
         sot_index: usize,
     },
+    #[error("beam size {0} is not supported (1 = greedy, up to {max})", max = crate::session::MAX_BEAMS)]
+    BadBeamSize(usize),
     #[error("prompt token id {id} is outside the vocabulary ({n_vocab} tokens)")]
     TokenOutOfRange { id: u32, n_vocab: usize },
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use amanuensis_runtime::backend::Backend;
 
 use crate::buffers::zeroed;
+use crate::decode::BeamSearch;
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::DecoderScratch;
 use crate::encoder::EncoderScratch;
@@ -35,6 +36,9 @@ pub struct TranscribeOptions {
     pub max_initial_timestamp: f64,
     /// Disable " " and EOT at the first sampled step.
     pub suppress_blank: bool,
+    /// 1: greedy; more: beam search with this many beams (faster-whisper's default is 5),
+    /// patience 1, length penalty 1, at most [`MAX_BEAMS`].
+    pub beam_size: usize,
 }
 
 impl Default for TranscribeOptions {
@@ -48,6 +52,7 @@ impl Default for TranscribeOptions {
             initial_prompt: None,
             max_initial_timestamp: 1.0,
             suppress_blank: true,
+            beam_size: 1,
         }
     }
 }
@@ -127,6 +132,20 @@ pub struct Session<B: Backend> {
     suppress: SuppressTokens,
     suppress_blank: SuppressBlank,
     timestamp_rules: TimestampRules,
+    /// Beam-search state, allocated by the first call with `beam_size > 1`.
+    beams: Option<BeamBuffers>,
+}
+
+/// Most beams a session searches with.
+pub const MAX_BEAMS: usize = 16;
+
+/// Buffers of beam search: the search state, every beam's logits, cache slot bookkeeping.
+struct BeamBuffers {
+    search: BeamSearch,
+    logits: Vec<f32>,
+    tokens: Vec<u32>,
+    slots: [usize; MAX_BEAMS],
+    next_slots: [usize; MAX_BEAMS],
 }
 
 impl<B: Backend> Session<B> {
@@ -150,6 +169,7 @@ impl<B: Backend> Session<B> {
                 timestamp_begin: model.config.special.timestamp_begin,
                 max_initial_timestamp_index: None,
             },
+            beams: None,
             model,
         }
     }
@@ -339,6 +359,17 @@ impl<B: Backend> Session<B> {
         }
 
         let max_sampled = (n_text_ctx / 2).min(n_text_ctx + 1 - prompt.len());
+        if opts.beam_size != 1 {
+            let (tokens, sum_logprob) =
+                self.beam_search(opts, &timestamps, max_sampled, timings)?;
+            let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;
+            return Ok(WindowResult {
+                tokens,
+                sum_logprob,
+                avg_logprob,
+                no_speech_prob,
+            });
+        }
         self.sampled.clear();
         let mut sum_logprob = 0.0;
         for step in 0..max_sampled {
@@ -383,6 +414,108 @@ impl<B: Backend> Session<B> {
             sum_logprob,
             avg_logprob,
             no_speech_prob,
+        })
+    }
+
+    /// Beam search over one window whose prompt has been run (its last logits in
+    /// `self.logits`); returns the best hypothesis' tokens and cumulative log-probability.
+    fn beam_search(
+        &mut self,
+        opts: &TranscribeOptions,
+        timestamps: &TimestampRules,
+        max_sampled: usize,
+        timings: &mut Timings,
+    ) -> Result<(Vec<u32>, f64), WhisperError> {
+        let beam = opts.beam_size;
+        if beam == 0 || beam > MAX_BEAMS {
+            return Err(WhisperError::BadBeamSize(beam));
+        }
+        let model = Arc::clone(&self.model);
+        let (backend, decoder) = (&model.backend, &model.decoder);
+        let dims = model.config.dims;
+        let n_vocab = dims.n_vocab;
+        if self.beams.as_ref().is_none_or(|b| b.search.beam() != beam) {
+            self.beams = Some(BeamBuffers {
+                search: BeamSearch::new(beam, model.config.special.eot, dims.n_text_ctx),
+                logits: vec![0.0; beam * n_vocab],
+                tokens: vec![0; beam],
+                slots: [0; MAX_BEAMS],
+                next_slots: [0; MAX_BEAMS],
+            });
+            self.kv.ensure_slots(beam);
+        }
+        let bb = self.beams.as_mut().expect("allocated above");
+        bb.search.reset();
+        bb.logits[..n_vocab].copy_from_slice(&self.logits);
+        bb.slots[0] = 0;
+        for step in 0..max_sampled {
+            let t_sample = Instant::now();
+            let alive = bb.search.alive();
+            for (r, row) in bb.logits.chunks_exact_mut(n_vocab).take(alive).enumerate() {
+                let sampled = bb.search.tokens(r);
+                self.suppress.apply(row, sampled);
+                if opts.suppress_blank {
+                    self.suppress_blank.apply(row, sampled);
+                }
+                if !opts.without_timestamps {
+                    timestamps.apply(row, sampled);
+                }
+                let lse = amanuensis_runtime::cpu::log_sum_exp(row) as f32;
+                row.iter_mut().for_each(|x| *x -= lse);
+            }
+            let mut rows: [&[f32]; MAX_BEAMS] = [&[]; MAX_BEAMS];
+            for (r, row) in bb.logits.chunks_exact(n_vocab).take(alive).enumerate() {
+                rows[r] = row;
+            }
+            let last = step + 1 == max_sampled;
+            let conts = bb.search.step(&rows[..alive], last);
+            timings.sampling += t_sample.elapsed();
+            if conts.is_empty() {
+                break;
+            }
+            // Cache slots: a parent's first child keeps its slot; further children take slots
+            // no continuing beam needs and get a copy of the parent's history.
+            let n = conts.len();
+            let mut claimed = [false; MAX_BEAMS]; // by parent index
+            let mut in_use = [false; MAX_BEAMS]; // by slot
+            let mut pending = [false; MAX_BEAMS];
+            for (k, c) in conts.iter().enumerate() {
+                bb.tokens[k] = c.token;
+                if !claimed[c.parent] {
+                    claimed[c.parent] = true;
+                    bb.next_slots[k] = bb.slots[c.parent];
+                    in_use[bb.slots[c.parent]] = true;
+                } else {
+                    pending[k] = true;
+                }
+            }
+            let mut free = (0..beam).filter(|&s| !in_use[s]);
+            for (k, c) in conts.iter().enumerate() {
+                if pending[k] {
+                    let slot = free.next().expect("beam slots: one per beam");
+                    self.kv.copy_slot(bb.slots[c.parent], slot);
+                    bb.next_slots[k] = slot;
+                }
+            }
+            std::mem::swap(&mut bb.slots, &mut bb.next_slots);
+            timings.sampled_tokens += 1;
+            let t_forward = Instant::now();
+            decoder.forward_beams(
+                backend,
+                &bb.tokens[..n],
+                &bb.slots[..n],
+                &mut self.kv,
+                &mut self.decoder_scratch,
+            );
+            timings.decoder_passes += 1;
+            let t_logits = Instant::now();
+            timings.decoder_layers += t_logits - t_forward;
+            decoder.logits_rows(backend, &self.decoder_scratch, n, &mut bb.logits);
+            timings.logits += t_logits.elapsed();
+        }
+        Ok(match bb.search.best() {
+            Some((tokens, score)) => (tokens.to_vec(), score as f64),
+            None => (Vec::new(), f64::NEG_INFINITY),
         })
     }
 }

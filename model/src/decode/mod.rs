@@ -1,12 +1,14 @@
-//! Decoding rules applied to the logits of each step, and the greedy sampler.
+//! Decoding rules applied to the logits of each step, the greedy sampler and beam search.
 //!
 //! Every rule is a [`LogitFilter`] that edits the logits in place; the order of application is
 //! faster-whisper's (CTranslate2's): suppress tokens, suppress blank, timestamp rules.
 
+mod beam;
 mod greedy;
 mod suppress;
 mod timestamp_rules;
 
+pub use beam::{BeamSearch, Candidate, Continuation};
 pub use greedy::{argmax, log_sum_exp, GreedyPick};
 pub use suppress::{SuppressBlank, SuppressTokens};
 pub use timestamp_rules::TimestampRules;

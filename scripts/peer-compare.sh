@@ -5,10 +5,12 @@
 #   scripts/peer-compare.sh            # tiny.en; needs target/release/amanuensis
 #   MODEL=base scripts/peer-compare.sh
 #   ONLY=jfk,ls scripts/peer-compare.sh
+#   BEAM=5 scripts/peer-compare.sh     # beam search on both sides (default 1: greedy)
 #   SKIP_FW=1 scripts/peer-compare.sh  # reuse the last faster-whisper results in $OUTDIR
 #
 # faster-whisper: ../shared/peers/fw_bench.py in-process (model loaded once, one untimed
-# warm-up), greedy, 2 threads, once with compute type float32 and once with int8, each under
+# warm-up), beam size $BEAM (1 = greedy), 2 threads, once with compute type float32 and once
+# with int8, each under
 # /usr/bin/time -v for its peak RSS; the faster of the two is "fw best".
 # Ours: ../shared/peers/bench_cmd.py, one process per file running
 # `$BIN transcribe -m $MODEL.int8 --timings {wav}` (INT8 model file; `OURS_MODEL` overrides);
@@ -21,6 +23,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared="$root/../shared"
 model=${MODEL:-tiny.en}
+beam=${BEAM:-1}
 ours_model=${OURS_MODEL:-$model.int8}
 bin=${BIN:-$root/target/release/amanuensis}
 outdir=${OUTDIR:-$root/target/peer-results}
@@ -35,19 +38,19 @@ only=()
 mkdir -p "$outdir"
 
 for ct in float32 int8; do
-    [ -n "${SKIP_FW:-}" ] && [ -f "$outdir/fw-$model-$ct.summary.json" ] && continue
-    echo "== faster-whisper $model $ct greedy, 2 threads"
-    /usr/bin/time -v -o "$outdir/fw-$model-$ct.time.txt" \
-        python "$shared/peers/fw_bench.py" --name "fw-$model-$ct" \
+    [ -n "${SKIP_FW:-}" ] && [ -f "$outdir/fw-$model-b$beam-$ct.summary.json" ] && continue
+    echo "== faster-whisper $model $ct beam $beam, 2 threads"
+    /usr/bin/time -v -o "$outdir/fw-$model-b$beam-$ct.time.txt" \
+        python "$shared/peers/fw_bench.py" --name "fw-$model-b$beam-$ct" \
         --model "$HOME/.cache/amanuensis-peers/models/$model" \
-        --compute-type "$ct" --beam-size 1 --threads 2 --outdir "$outdir" "${only[@]}"
+        --compute-type "$ct" --beam-size "$beam" --threads 2 --outdir "$outdir" "${only[@]}"
 done
 
 echo "== amanuensis $ours_model"
 # bench_cmd.py (as shipped) has /usr/bin/time write /tmp/.bench_time.txt but reads
 # $TMPDIR/.bench_time.<pid>.txt: point it at the file actually written.
-python - "$shared/peers" --name "ours-$ours_model" \
-    --cmd "$bin transcribe -m $ours_model --threads 2 --timings {wav}" \
+python - "$shared/peers" --name "ours-$ours_model-b$beam" \
+    --cmd "$bin transcribe -m $ours_model --threads 2 --beam-size $beam --timings {wav}" \
     --load-regex 'load time = ([0-9.]+) ms' \
     --outdir "$outdir" "${only[@]}" <<'PY'
 import sys
@@ -58,10 +61,10 @@ bench_cmd.TIMEFILE = "/tmp/.bench_time.txt"
 bench_cmd.main()
 PY
 
-echo "== comparison ($model, greedy, 2 threads; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores)"
-python - "$outdir" "$model" "$ours_model" <<'PY'
+echo "== comparison ($model, beam $beam, 2 threads; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores)"
+python - "$outdir" "$model" "$ours_model" "$beam" <<'PY'
 import json, os, re, sys
-outdir, model, ours_model = sys.argv[1:4]
+outdir, model, ours_model, beam = sys.argv[1:5]
 def load(name):
     return json.load(open(os.path.join(outdir, name + ".summary.json")))
 def rss(name):
@@ -70,9 +73,9 @@ def rss(name):
     return int(m.group(1)) / 1024 if m else float("nan")
 rows = []
 for ct in ("float32", "int8"):
-    s = load("fw-%s-%s" % (model, ct))
-    rows.append(("fw %s" % ct, s, rss("fw-%s-%s" % (model, ct))))
-ours = load("ours-" + ours_model)
+    s = load("fw-%s-b%s-%s" % (model, beam, ct))
+    rows.append(("fw %s" % ct, s, rss("fw-%s-b%s-%s" % (model, beam, ct))))
+ours = load("ours-%s-b%s" % (ours_model, beam))
 rows.append(("ours %s" % ours_model, ours, ours["meta"]["peak_rss_mb"] or float("nan")))
 best = min(rows[:2], key=lambda r: r[1]["groups"]["ALL"]["wall_s"])
 print("%-22s %8s %8s %9s %7s %9s" % ("engine", "wall_s", "x_rt", "vs_fw_best", "WER%", "RSS_MiB"))

@@ -33,7 +33,7 @@ pub mod softmax;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use activation::{erf, gelu_erf, gelu_in_place};
+pub use activation::{erf, gelu_erf, gelu_f32_in_place, gelu_in_place};
 pub use attention::{attention, attention_scratch_len, AttentionShape};
 pub use attention_bf16::{attention_bf16, attention_bf16_scratch_len, Bf16KeyValues};
 pub use conv::{conv1d_k3, conv1d_k3_out_len, conv1d_k3_scratch_len};

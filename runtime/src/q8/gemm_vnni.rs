@@ -16,14 +16,12 @@
 //! `vpdpbusd`. Against the earlier 256-bit kernel (4 rows × 2 channels, 8 accumulators, 6 loads
 //! per 8 instructions, load- and latency-bound), `examples/gemm_q8_bench`, 2 threads, Zen 4:
 //! 1500×384×1536 420 → 550 GOPS, 1500×1536×384 499 → 599 GOPS, the 1×384×51 864 logits GEMV
-//! 0.327 → 0.286 ms.
+//! 0.327 → 0.286 ms; one or two rows take 8 channels per block (more loads in flight for the
+//! memory-bound decoder GEMVs): the logits GEMV 0.286 → 0.238 ms.
 
 use super::kernels::{TileSums, MAX_R};
 use super::layout::{TILE, TILE_BYTES};
 use std::arch::x86_64::*;
-
-/// Channels per block (all row counts).
-const C: usize = 4;
 
 /// Whether this CPU can run the kernel.
 pub(super) fn available() -> bool {
@@ -34,7 +32,7 @@ pub(super) fn available() -> bool {
 }
 
 /// `out[r][c] = Σ_{p < kp} (x[r·kp + p] - 128) · w(c, p)` for `r < rows`, `c < width`
-/// (entries up to the next multiple of 4 past `width` may be written too), where `x` holds
+/// (entries up to the next multiple of 8 past `width` may be written too), where `x` holds
 /// offset activation codes and `sums[c] = Σ_p w(c, p)` for the tile's 64 channels.
 ///
 /// # Panics
@@ -59,10 +57,10 @@ pub(super) fn dot_tile(
     // 4 (≤ TILE) of `k_tiles` weight tiles (inside `w_tiles`).
     unsafe {
         match rows {
-            1 => tile::<1>(x, kp, w, k_tiles, sums, width, out),
-            2 => tile::<2>(x, kp, w, k_tiles, sums, width, out),
-            3 => tile::<3>(x, kp, w, k_tiles, sums, width, out),
-            _ => tile::<4>(x, kp, w, k_tiles, sums, width, out),
+            1 => tile::<1, 8>(x, kp, w, k_tiles, sums, width, out),
+            2 => tile::<2, 8>(x, kp, w, k_tiles, sums, width, out),
+            3 => tile::<3, 4>(x, kp, w, k_tiles, sums, width, out),
+            _ => tile::<4, 4>(x, kp, w, k_tiles, sums, width, out),
         }
     }
 }
@@ -73,7 +71,7 @@ pub(super) fn dot_tile(
 /// AVX-512F/BW/VNNI available; `x` readable for `R · kp` bytes, `w` for `k_tiles` tiles,
 /// `width <= TILE`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, const C: usize>(
     x: *const u8,
     kp: usize,
     w: *const i8,
@@ -86,7 +84,7 @@ unsafe fn tile<const R: usize>(
     for c0 in (0..width).step_by(C) {
         // SAFETY: c0 + C <= TILE (C divides TILE, c0 < width <= TILE); the rest is the
         // caller's contract; acc holds 16 ≥ R·C values.
-        unsafe { block::<R>(x, kp, w, c0, k_tiles, &mut acc) };
+        unsafe { block::<R, C>(x, kp, w, c0, k_tiles, &mut acc) };
         for (r, out) in out.iter_mut().enumerate().take(R) {
             for c in 0..C {
                 out[c0 + c] = acc[r * C + c].wrapping_sub(128 * sums[c0 + c]);
@@ -101,7 +99,7 @@ unsafe fn tile<const R: usize>(
 /// As [`tile`], with `c0 + C <= TILE`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn block<const R: usize>(
+unsafe fn block<const R: usize, const C: usize>(
     x: *const u8,
     kp: usize,
     w: *const i8,

@@ -1,6 +1,6 @@
 //! A transcription session: the per-stream state (encoder buffers, KV cache, decoder buffers,
 //! logits) allocated once, and the long-form loop that walks 30 s windows over a file exactly as
-//! faster-whisper's `generate_segments` does (greedy, temperature 0).
+//! faster-whisper's `generate_segments` does (greedy or beam search, temperature 0).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

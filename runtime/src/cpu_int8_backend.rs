@@ -1,5 +1,6 @@
 //! The CPU backend with INT8 weights: linear layers and the conv stem run the INT8 GEMM of
-//! [`crate::q8`]; layer norm and (by default) attention run the f32 kernels.
+//! [`crate::q8`]; attention runs in bf16 ([`crate::cpu::attention_bf16()`]) where it pays (see
+//! [`CpuInt8Backend`]); layer norm runs the f32 kernel.
 //!
 //! Every weight given to [`Backend::matrix`] is quantized on the fly (so an f16/f32 model file
 //! runs INT8 too); pre-quantized file data enters through

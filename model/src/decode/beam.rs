@@ -34,6 +34,7 @@ pub struct BeamSearch {
     tokens: Vec<Vec<u32>>,
     next_tokens: Vec<Vec<u32>>,
     scores: Vec<f32>,
+    next_scores: Vec<f32>,
     alive: usize,
     /// Candidates of the current step, best first (`2·beam` of them).
     candidates: Vec<Candidate>,
@@ -57,6 +58,7 @@ impl BeamSearch {
             tokens: (0..beam).map(|_| seq()).collect(),
             next_tokens: (0..beam).map(|_| seq()).collect(),
             scores: vec![0.0; beam],
+            next_scores: vec![0.0; beam],
             alive: 1,
             candidates: Vec::with_capacity(2 * beam),
             continuations: Vec::with_capacity(beam),
@@ -138,41 +140,23 @@ impl BeamSearch {
                 parent: n.beam,
                 token: n.token,
             });
+            self.next_scores[k] = n.score;
         }
         if last || self.finished_len >= self.beam {
             self.continuations.clear();
             return &self.continuations;
         }
-        // Advance: new beam k = parent's tokens + token, score of its candidate.
-        let mut k = 0;
-        for idx in 0..self.continuations.len() {
-            let Continuation { parent, token } = self.continuations[idx];
-            let score = self.score_of(idx);
-            let (src, dst) = (&self.tokens[parent], &mut self.next_tokens[k]);
+        // Advance: new beam k = its parent's tokens + its token, with its candidate's score.
+        for (k, c) in self.continuations.iter().enumerate() {
+            let dst = &mut self.next_tokens[k];
             dst.clear();
-            dst.extend_from_slice(src);
-            dst.push(token);
-            self.scores_next(k, score);
-            k += 1;
+            dst.extend_from_slice(&self.tokens[c.parent]);
+            dst.push(c.token);
         }
         std::mem::swap(&mut self.tokens, &mut self.next_tokens);
-        self.alive = k;
+        std::mem::swap(&mut self.scores, &mut self.next_scores);
+        self.alive = self.continuations.len();
         &self.continuations
-    }
-
-    /// The cumulative score of continuation `idx` (recovered from the candidate list).
-    fn score_of(&self, idx: usize) -> f32 {
-        let c = self.continuations[idx];
-        self.candidates
-            .iter()
-            .find(|x| x.beam == c.parent && x.token == c.token)
-            .map_or(f32::NEG_INFINITY, |x| x.score)
-    }
-
-    fn scores_next(&mut self, k: usize, score: f32) {
-        // Scores are read only through `step`, before any is overwritten: candidates hold the
-        // parents' scores already added, so writing in place is safe.
-        self.scores[k] = score;
     }
 
     fn register(&mut self, c: Candidate) {

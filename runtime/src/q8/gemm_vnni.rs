@@ -14,10 +14,10 @@
 //! a (row, channel) dot product over k, folded horizontally once at the end (zmm → ymm, then a
 //! `vphaddd` tree four sums at a time); per k tile, 4 row loads and 4 channel loads feed 16
 //! `vpdpbusd`. Against the earlier 256-bit kernel (4 rows × 2 channels, 8 accumulators, 6 loads
-//! per 8 instructions, load- and latency-bound), `examples/gemm_q8_bench`, 2 threads, Zen 4:
-//! 1500×384×1536 420 → 550 GOPS, 1500×1536×384 499 → 599 GOPS, the 1×384×51 864 logits GEMV
-//! 0.327 → 0.286 ms; one or two rows take 8 channels per block (more loads in flight for the
-//! memory-bound decoder GEMVs): the logits GEMV 0.286 → 0.238 ms.
+//! per 8 instructions), `examples/gemm_q8_bench` on Zen 4 (runs 2.5 h apart, see
+//! docs/int8-layout.md §7): 1500×384×1536 unchanged at ~54 % of peak, 1500×1536×384 58 → 72 %;
+//! one or two rows take 8 channels per block (more loads in flight for the memory-bound decoder
+//! GEMVs): the 1×384×51 864 logits GEMV 0.68 → 0.44 ms on one thread, 0.27 → 0.23 ms on two.
 
 use super::kernels::{TileSums, MAX_R};
 use super::layout::{TILE, TILE_BYTES};

@@ -37,25 +37,37 @@ pub fn conv1d_k3_q8(
         t_out * w.n_out(),
         "conv1d_k3_q8: out is not t_out·c_out"
     );
-    if cols.len() < t_out * k {
-        cols.resize(t_out * k, 0.0);
+    // im2col and GEMM a chunk of output rows at a time: the f32 column buffer holds
+    // CHUNK_ROWS · 3·c_in values, not t_out · 3·c_in (9 MB for base's second conv). Rows are
+    // independent (activations quantize per row), so the result is the same.
+    let chunk = CHUNK_ROWS.min(t_out).max(1);
+    if cols.len() < chunk * k {
+        cols.resize(chunk * k, 0.0);
     }
-    let cols = &mut cols[..t_out * k];
-    // cols[t, ci·3 + tap] = x[t·stride + tap - 1, ci], matching w's [ci, tap] inner layout.
-    for (t, row) in cols.chunks_exact_mut(k).enumerate() {
-        for tap in 0..3 {
-            match (t * stride + tap).checked_sub(1).filter(|&s| s < t_in) {
-                Some(s) => {
-                    for (ci, &v) in x[s * c_in..(s + 1) * c_in].iter().enumerate() {
-                        row[ci * 3 + tap] = v;
+    let n = w.n_out();
+    for t0 in (0..t_out).step_by(chunk) {
+        let m = chunk.min(t_out - t0);
+        let rows = &mut cols[..m * k];
+        for (i, row) in rows.chunks_exact_mut(k).enumerate() {
+            let t = t0 + i;
+            for tap in 0..3 {
+                match (t * stride + tap).checked_sub(1).filter(|&s| s < t_in) {
+                    Some(s) => {
+                        for (ci, &v) in x[s * c_in..(s + 1) * c_in].iter().enumerate() {
+                            row[ci * 3 + tap] = v;
+                        }
                     }
+                    None => (0..c_in).for_each(|ci| row[ci * 3 + tap] = 0.0),
                 }
-                None => (0..c_in).for_each(|ci| row[ci * 3 + tap] = 0.0),
             }
         }
+        let out = &mut out[t0 * n..(t0 + m) * n];
+        gemm_q8(pool, rows, m, w, Some(bias), epilogue, q8, out);
     }
-    gemm_q8(pool, cols, t_out, w, Some(bias), epilogue, q8, out);
 }
+
+/// Output rows per im2col + GEMM round.
+const CHUNK_ROWS: usize = 300;
 
 #[cfg(test)]
 mod tests {
@@ -68,9 +80,14 @@ mod tests {
         let mut rng = Rng::new(51);
         let pool = CpuPool::new(2);
         let (mut cols, mut q8, mut f32_scratch) = (Vec::new(), Q8Scratch::new(), Vec::new());
-        for (t_in, c_in, c_out, stride) in
-            [(1, 1, 1, 1), (9, 4, 7, 1), (64, 80, 70, 1), (65, 70, 33, 2)]
-        {
+        for (t_in, c_in, c_out, stride) in [
+            (1, 1, 1, 1),
+            (9, 4, 7, 1),
+            (64, 80, 70, 1),
+            (65, 70, 33, 2),
+            (701, 8, 5, 1),
+            (1201, 6, 4, 2),
+        ] {
             let x = rng.vec(t_in * c_in, 1.0);
             let wf = rng.vec(c_out * c_in * 3, 0.3);
             let bias = rng.vec(c_out, 0.1);

@@ -21,6 +21,53 @@ pub fn conv1d_k3_scratch_len(t_in: usize, c_in: usize, stride: usize) -> usize {
     conv1d_k3_out_len(t_in, stride) * c_in * 3
 }
 
+/// Fills `cols` with the im2col rows `rows` of a kernel-3, padding-1 convolution:
+/// `cols[t - rows.start, ci·3 + tap] = x[t·stride + tap - 1, ci]` (zero outside `0..t_in`),
+/// matching a `[c_out, c_in, 3]` weight's `[ci, tap]` inner layout; blocks of rows in parallel.
+///
+/// # Panics
+/// If `cols` is not `rows.len() · c_in · 3` long or `x` is shorter than `t_in · c_in`.
+pub(crate) fn im2col(
+    pool: &CpuPool,
+    x: &[f32],
+    t_in: usize,
+    c_in: usize,
+    stride: usize,
+    rows: std::ops::Range<usize>,
+    cols: &mut [f32],
+) {
+    let k = c_in * 3;
+    assert_eq!(
+        cols.len(),
+        rows.len() * k,
+        "im2col: cols is not rows·c_in·3"
+    );
+    assert!(
+        x.len() >= t_in * c_in,
+        "im2col: x is shorter than t_in·c_in"
+    );
+    const ROWS_PER_TASK: usize = 64;
+    let first = rows.start;
+    let cols_view = DisjointSlice::new(cols);
+    pool.run(rows.len().div_ceil(ROWS_PER_TASK), |task| {
+        let local = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(rows.len());
+        // SAFETY: each task fills its own rows of the im2col matrix.
+        let block = unsafe { cols_view.range(local.start * k..local.end * k) };
+        for (t, row) in (first + local.start..first + local.end).zip(block.chunks_exact_mut(k)) {
+            for tap in 0..3 {
+                match (t * stride + tap).checked_sub(1).filter(|&s| s < t_in) {
+                    Some(s) => {
+                        for (ci, &v) in x[s * c_in..(s + 1) * c_in].iter().enumerate() {
+                            row[ci * 3 + tap] = v;
+                        }
+                    }
+                    None => (0..c_in).for_each(|ci| row[ci * 3 + tap] = 0.0),
+                }
+            }
+        }
+    });
+}
+
 /// `out[t, co] = epilogue(bias[co] + Σ_{ci, tap} w[co, ci, tap] · x[t·stride + tap - 1, ci])`,
 /// with `x` zero outside `0..t_in`.
 ///
@@ -62,28 +109,7 @@ pub fn conv1d_k3(
         scratch.resize(t_out * k, 0.0);
     }
     let cols = &mut scratch[..t_out * k];
-    // cols[t, ci·3 + tap] = x[t·stride + tap - 1, ci], matching w's [ci, tap] inner layout.
-    const ROWS_PER_TASK: usize = 64;
-    let cols_view = DisjointSlice::new(cols);
-    pool.run(t_out.div_ceil(ROWS_PER_TASK), |task| {
-        let rows = task * ROWS_PER_TASK..((task + 1) * ROWS_PER_TASK).min(t_out);
-        // SAFETY: each task fills its own rows of the im2col matrix.
-        let block = unsafe { cols_view.range(rows.start * k..rows.end * k) };
-        for (t, row) in rows.zip(block.chunks_exact_mut(k)) {
-            for tap in 0..3 {
-                let src = (t * stride + tap).checked_sub(1).filter(|&s| s < t_in);
-                match src {
-                    Some(s) => {
-                        let x_row = &x[s * c_in..(s + 1) * c_in];
-                        for (ci, &v) in x_row.iter().enumerate() {
-                            row[ci * 3 + tap] = v;
-                        }
-                    }
-                    None => (0..c_in).for_each(|ci| row[ci * 3 + tap] = 0.0),
-                }
-            }
-        }
-    });
+    im2col(pool, x, t_in, c_in, stride, 0..t_out, cols);
     let cols = &scratch[..t_out * k];
     gemm_bt(pool, cols, t_out, k, w, c_out, Some(bias), epilogue, out);
 }

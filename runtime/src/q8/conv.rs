@@ -4,6 +4,7 @@
 
 use super::gemm::{gemm_q8, Q8Scratch};
 use super::layout::QuantMatrix;
+use crate::cpu::conv::im2col;
 use crate::cpu::{conv1d_k3_out_len, CpuPool, Epilogue};
 
 /// `out[t, co] = epilogue(bias[co] + Σ_{ci, tap} w[co, ci·3 + tap] · x[t·stride + tap - 1, ci])`
@@ -48,19 +49,7 @@ pub fn conv1d_k3_q8(
     for t0 in (0..t_out).step_by(chunk) {
         let m = chunk.min(t_out - t0);
         let rows = &mut cols[..m * k];
-        for (i, row) in rows.chunks_exact_mut(k).enumerate() {
-            let t = t0 + i;
-            for tap in 0..3 {
-                match (t * stride + tap).checked_sub(1).filter(|&s| s < t_in) {
-                    Some(s) => {
-                        for (ci, &v) in x[s * c_in..(s + 1) * c_in].iter().enumerate() {
-                            row[ci * 3 + tap] = v;
-                        }
-                    }
-                    None => (0..c_in).for_each(|ci| row[ci * 3 + tap] = 0.0),
-                }
-            }
-        }
+        im2col(pool, x, t_in, c_in, stride, t0..t0 + m, rows);
         let out = &mut out[t0 * n..(t0 + m) * n];
         gemm_q8(pool, rows, m, w, Some(bias), epilogue, q8, out);
     }

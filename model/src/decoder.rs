@@ -200,7 +200,6 @@ impl<B: Backend> TextDecoder<B> {
             *x += p;
         }
         let self_shape = self.self_shape(n, offset + n, offset);
-        let cross_shape = self.cross_shape(n);
         for (l, block) in self.blocks.iter().enumerate() {
             // Causal self-attention; this pass's K/V go straight into the cache.
             block.attn_ln.forward(backend, &s.x, n, &mut s.h);
@@ -230,30 +229,43 @@ impl<B: Backend> TextDecoder<B> {
                 .attn
                 .out
                 .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
-            // Cross-attention over the window's encoder output.
-            block.cross_attn_ln.forward(backend, &s.x, n, &mut s.h);
-            block
-                .cross_attn
-                .query
-                .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
-            backend.attention_prepared(
-                &cross_shape,
-                &s.q[..n * d],
-                &cache.cross_attn[l],
-                &mut s.attn_scratch,
-                &mut s.a[..n * d],
-            );
-            block
-                .cross_attn
-                .out
-                .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
-            block.mlp_ln.forward(backend, &s.x, n, &mut s.h);
-            block
-                .mlp
-                .forward_residual(backend, &s.h, n, &mut s.hidden, &mut s.x);
+            self.cross_attention_and_mlp(backend, l, n, cache, s);
         }
         cache.len = offset + n;
         self.ln.forward(backend, &s.x, n, &mut s.out);
+    }
+
+    /// The second half of decoder block `l` on the `n` rows of `s.x`: cross-attention over
+    /// the window's prepared encoder K/V, then the MLP, each added into `s.x`.
+    fn cross_attention_and_mlp(
+        &self,
+        backend: &B,
+        l: usize,
+        n: usize,
+        cache: &KvCache<B>,
+        s: &mut DecoderScratch,
+    ) {
+        let (block, d) = (&self.blocks[l], self.dims.n_text_state);
+        block.cross_attn_ln.forward(backend, &s.x, n, &mut s.h);
+        block
+            .cross_attn
+            .query
+            .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
+        backend.attention_prepared(
+            &self.cross_shape(n),
+            &s.q[..n * d],
+            &cache.cross_attn[l],
+            &mut s.attn_scratch,
+            &mut s.a[..n * d],
+        );
+        block
+            .cross_attn
+            .out
+            .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
+        block.mlp_ln.forward(backend, &s.x, n, &mut s.h);
+        block
+            .mlp
+            .forward_residual(backend, &s.h, n, &mut s.hidden, &mut s.x);
     }
 
     /// One step of beam search: `tokens[b]` at position `cache.len` for beam `b`, whose
@@ -281,7 +293,6 @@ impl<B: Backend> TextDecoder<B> {
             row.iter_mut().zip(position).for_each(|(x, p)| *x += p);
         }
         let self_shape = self.self_shape(1, offset + 1, offset);
-        let cross_shape = self.cross_shape(n);
         for (l, block) in self.blocks.iter().enumerate() {
             block.attn_ln.forward(backend, &s.x, n, &mut s.h);
             block
@@ -302,7 +313,6 @@ impl<B: Backend> TextDecoder<B> {
                 let kv = cache.slot(slot, l);
                 kv.k[offset * d..(offset + 1) * d].copy_from_slice(&k_new[b * d..(b + 1) * d]);
                 kv.v[offset * d..(offset + 1) * d].copy_from_slice(&v_new[b * d..(b + 1) * d]);
-                let kv = cache.slot(slot, l);
                 backend.attention(
                     &self_shape,
                     &s.q[b * d..(b + 1) * d],
@@ -316,26 +326,7 @@ impl<B: Backend> TextDecoder<B> {
                 .attn
                 .out
                 .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
-            block.cross_attn_ln.forward(backend, &s.x, n, &mut s.h);
-            block
-                .cross_attn
-                .query
-                .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
-            backend.attention_prepared(
-                &cross_shape,
-                &s.q[..n * d],
-                &cache.cross_attn[l],
-                &mut s.attn_scratch,
-                &mut s.a[..n * d],
-            );
-            block
-                .cross_attn
-                .out
-                .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
-            block.mlp_ln.forward(backend, &s.x, n, &mut s.h);
-            block
-                .mlp
-                .forward_residual(backend, &s.h, n, &mut s.hidden, &mut s.x);
+            self.cross_attention_and_mlp(backend, l, n, cache, s);
         }
         cache.len = offset + 1;
         self.ln.forward(backend, &s.x, n, &mut s.out);

@@ -3,11 +3,11 @@
 
 use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
 
-use crate::buffers::zeroed;
 use crate::config::Dims;
 use crate::layers::{AttentionWeights, LayerNorm, Linear, Mlp, MLP_CHUNK_ROWS};
 use crate::names::{self, AttnKind, Stack};
 use crate::weights::{LoadError, WeightsFile};
+use amanuensis_runtime::resident::zeroed;
 
 /// One encoder block: `x += Attn(LN(x)); x += MLP(LN(x))`.
 pub struct EncoderBlock<B: Backend> {

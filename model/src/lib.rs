@@ -6,7 +6,6 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
-mod buffers;
 pub mod config;
 pub mod decode;
 pub mod decoder;

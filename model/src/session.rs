@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use amanuensis_runtime::backend::Backend;
 
-use crate::buffers::zeroed;
 use crate::decode::BeamSearch;
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::DecoderScratch;
@@ -16,6 +15,7 @@ use crate::error::WhisperError;
 use crate::kv_cache::KvCache;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
+use amanuensis_runtime::resident::zeroed;
 
 /// What to do; the defaults are faster-whisper's for `beam_size=1, temperature=0`.
 #[derive(Debug, Clone)]

@@ -12,3 +12,4 @@ pub mod dispatch_bench;
 pub mod mapped_file;
 pub mod npu;
 pub mod q8;
+pub mod resident;

@@ -32,21 +32,24 @@ impl AttentionShape {
     /// # Panics
     /// On a length that does not match the shape, or a causal window past the keys.
     pub(crate) fn check(&self, kernel: &str, q: &[f32], k: &[f32], v: &[f32], out: &[f32]) -> bool {
+        let kv_len = self.kv_len * self.width();
+        assert_eq!(k.len(), kv_len, "{kernel}: k is not kv_len·heads·head_dim");
+        assert_eq!(v.len(), kv_len, "{kernel}: v is not kv_len·heads·head_dim");
+        self.check_queries(kernel, q, out)
+    }
+
+    /// The part of [`AttentionShape::check`] that does not look at the keys and values (for
+    /// kernels that take them in another form): `q` and `out` lengths, keys present, causal
+    /// window inside them; false when there is nothing to compute.
+    ///
+    /// # Panics
+    /// On a length that does not match the shape, or a causal window past the keys.
+    pub(crate) fn check_queries(&self, kernel: &str, q: &[f32], out: &[f32]) -> bool {
         let (width, q_len, kv_len) = (self.width(), self.q_len, self.kv_len);
         assert_eq!(
             q.len(),
             q_len * width,
             "{kernel}: q is not q_len·heads·head_dim"
-        );
-        assert_eq!(
-            k.len(),
-            kv_len * width,
-            "{kernel}: k is not kv_len·heads·head_dim"
-        );
-        assert_eq!(
-            v.len(),
-            kv_len * width,
-            "{kernel}: v is not kv_len·heads·head_dim"
         );
         assert_eq!(
             out.len(),

@@ -23,6 +23,7 @@
 use super::attention::AttentionShape;
 use super::pool::{CpuPool, DisjointSlice};
 use super::softmax::row_max;
+use crate::resident::zeroed;
 
 /// Queries per task.
 const BLOCK_Q: usize = 24;
@@ -54,18 +55,23 @@ fn pair(lo: f32, hi: f32) -> u32 {
     bf16_bits(lo) as u32 | (bf16_bits(hi) as u32) << 16
 }
 
-/// Whether this machine runs the `vdpbf16ps` micro-tiles (else the portable ones).
+/// Whether this machine runs the `vdpbf16ps` micro-tiles (else the portable ones):
+/// AVX-512F + AVX-512 BF16 and no `AMANUENSIS_NO_BF16` in the environment. Decided once per
+/// process (every attention call asks).
 pub fn has_native_bf16() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::env::var_os("AMANUENSIS_NO_BF16").is_none()
-            && is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::env::var_os("AMANUENSIS_NO_BF16").is_none()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bf16")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
 }
 
 /// Whether [`attention_bf16`] takes `shape` (`head_dim` a positive multiple of 64).
@@ -100,8 +106,8 @@ impl Bf16KeyValues {
             head_dim,
             capacity,
             kv_len: 0,
-            keys: resident(words),
-            values: resident(words),
+            keys: zeroed(words),
+            values: zeroed(words),
         }
     }
 
@@ -208,15 +214,6 @@ impl Bf16KeyValues {
     }
 }
 
-/// `len` zero words, every page written once (so the first pack does not page-fault).
-fn resident(len: usize) -> Vec<u32> {
-    let mut v = vec![0u32; len];
-    v.iter_mut()
-        .step_by(1024)
-        .for_each(|w| *w = std::hint::black_box(0));
-    v
-}
-
 /// Per-thread scratch words [`attention_bf16`] needs (in f32 units, any smaller shape too).
 pub fn attention_bf16_scratch_len(pool: &CpuPool, shape: &AttentionShape) -> usize {
     pool.threads() * thread_words(shape.kv_len, shape.head_dim)
@@ -275,28 +272,11 @@ pub fn attention_bf16_with(
         !native || has_native_bf16(),
         "attention_bf16: no AVX-512 BF16 on this CPU"
     );
-    // Q/K/V slices: k and v are in `kv`; check q and out against the shape.
-    let width = shape.heads * shape.head_dim;
-    assert_eq!(
-        q.len(),
-        shape.q_len * width,
-        "attention_bf16: q is not q_len·heads·head_dim"
-    );
-    assert_eq!(
-        out.len(),
-        shape.q_len * width,
-        "attention_bf16: out is not q_len·heads·head_dim"
-    );
-    if shape.q_len == 0 {
+    // K and V are in `kv` (checked against the shape above).
+    if !shape.check_queries("attention_bf16", q, out) {
         return;
     }
-    assert!(shape.kv_len > 0, "attention_bf16: no keys");
-    if let Some(off) = shape.causal_offset {
-        assert!(
-            off + shape.q_len <= shape.kv_len,
-            "attention_bf16: causal_offset + q_len > kv_len"
-        );
-    }
+    let width = shape.heads * shape.head_dim;
 
     let (heads, d, q_len, kv_len) = (shape.heads, shape.head_dim, shape.q_len, shape.kv_len);
     let half = d / 2;

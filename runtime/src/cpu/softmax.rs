@@ -56,16 +56,7 @@ fn log_sum_exp_body(row: &[f32]) -> f64 {
     if max == f32::NEG_INFINITY || row.is_empty() {
         return f64::NEG_INFINITY;
     }
-    let mut buf = [0.0f32; 256];
-    let mut sum = 0.0f64;
-    for block in row.chunks(256) {
-        let e = &mut buf[..block.len()];
-        e.iter_mut()
-            .zip(block)
-            .for_each(|(e, &x)| *e = exp_nonpositive(x - max));
-        sum += lane_sum_f64(e);
-    }
-    max as f64 + sum.ln()
+    max as f64 + sum_exp_f64(row, max).ln()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -98,8 +89,14 @@ fn log_softmax_body(row: &mut [f32]) {
         return;
     }
     let max = row_max(row);
-    // Exponentiate blocks into a stack buffer, then sum: two simple loops vectorise, a fused
-    // exp-and-f64-sum loop does not.
+    let shift = max + sum_exp_f64(row, max).ln() as f32;
+    row.iter_mut().for_each(|x| *x -= shift);
+}
+
+/// `Σ exp(row[i] - max)` in f64: blocks exponentiated into a stack buffer, then summed (two
+/// simple loops vectorise, a fused exp-and-f64-sum loop does not).
+#[inline(always)]
+fn sum_exp_f64(row: &[f32], max: f32) -> f64 {
     let mut buf = [0.0f32; 256];
     let mut sum = 0.0f64;
     for block in row.chunks(256) {
@@ -109,8 +106,7 @@ fn log_softmax_body(row: &mut [f32]) {
             .for_each(|(e, &x)| *e = exp_nonpositive(x - max));
         sum += lane_sum_f64(e);
     }
-    let shift = max + sum.ln() as f32;
-    row.iter_mut().for_each(|x| *x -= shift);
+    sum
 }
 
 /// Sum in 8 f64 lanes (vectorises; exact enough for any row length we meet).

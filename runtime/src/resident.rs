@@ -1,11 +1,11 @@
-//! Working buffers allocated once per session and touched when allocated.
+//! Buffers allocated once and touched when allocated (model working buffers, packed K/V).
 //!
 //! A large `vec![0.0; n]` is mapped lazily by the OS: every 4 KiB page faults on its first
-//! write, which would otherwise happen inside the first encoder window and first decoded
-//! tokens. Touching each page here moves that cost to allocation time.
+//! write, which would otherwise happen inside the first use (for a model: its first encoder
+//! window and decoded tokens). Touching each page here moves that cost to allocation time.
 
 /// A zeroed buffer of `len` values whose pages are all resident.
-pub(crate) fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
+pub fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
     let mut v = vec![T::default(); len];
     let per_page = (4096 / std::mem::size_of::<T>().max(1)).max(1);
     for x in v.iter_mut().step_by(per_page) {

@@ -37,8 +37,14 @@ pub enum Isa {
 
 impl Isa {
     /// The fastest instruction set this CPU supports, unless `AMANUENSIS_Q8_ISA` names one of
-    /// [`Isa::available`] (`scalar`, `portable`, `avx2`, `avx512vnni`) for comparisons.
+    /// [`Isa::available`] (`scalar`, `portable`, `avx2`, `avx512vnni`) for comparisons. Decided
+    /// once per process (every GEMM asks; the environment is not read again).
     pub fn detect() -> Isa {
+        static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(Isa::choose)
+    }
+
+    fn choose() -> Isa {
         if let Ok(name) = std::env::var("AMANUENSIS_Q8_ISA") {
             if let Some(isa) = Isa::available()
                 .into_iter()

@@ -18,7 +18,7 @@ pub const CHANNEL_BASE: u32 = 0x1D200;
 pub struct ShimBd {
     /// Words per run (`Buffer_Length`).
     pub length: u32,
-    /// Byte address from words 1 and 2 (bits [47:0]) before any patch.
+    /// Byte address from words 1 and 2 (bits `[47:0]`) before any patch.
     pub address: u64,
     /// `D0_Wrap` (0 = linear mode).
     pub d0_wrap: u32,

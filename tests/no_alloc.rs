@@ -58,7 +58,7 @@ fn no_allocation_per_encoder_window_or_decoded_token_after_warm_up() {
 }
 
 fn check<B: Backend>(model: Arc<Whisper<B>>, beam_size: usize) {
-    let mut session = Session::new(Arc::clone(&model));
+    let mut session = Session::new(Arc::clone(&model)).unwrap();
     let opts = TranscribeOptions {
         beam_size,
         ..Default::default()
@@ -82,7 +82,7 @@ fn check<B: Backend>(model: Arc<Whisper<B>>, beam_size: usize) {
         mel.window(0, &mut window).unwrap();
 
         let before = allocations();
-        session.encode(&window);
+        session.encode(&window).unwrap();
         let encode_allocs = allocations() - before;
 
         let mut timings = Timings::default();

@@ -620,3 +620,276 @@ macro_rules! host_backend {
         }
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, BackendError, Epilogue};
+    use crate::cpu::testing::Rng;
+    use crate::cpu_backend::CpuBackend;
+    use crate::cpu_int8_backend::CpuInt8Backend;
+    use crate::stage::*;
+
+    fn dims(heads: usize, head_dim: usize, q_len: usize, kv_len: usize) -> AttentionDims {
+        AttentionDims {
+            heads,
+            head_dim,
+            q_len: Extent::rows(1),
+            kv_len: Extent::fixed(kv_len),
+            causal_offset: None,
+            max_q_len: q_len,
+            max_kv_len: kv_len,
+        }
+    }
+
+    /// Attention weights of each head, applied to V, give that head's attention output.
+    fn weights_reproduce_attention<B: Backend>(backend: &B, tol: f32) {
+        let (heads, hd, q_len, kv_len) = (2, 64, 3, 70);
+        let w = heads * hd;
+        let mut rng = Rng::new(5);
+        let mut p: Program<B::Matrix> = Program::new();
+        let (q, k, v) = (
+            p.add_buffer("q", q_len * w, Residency::Resident),
+            p.add_buffer("k", kv_len * w, Residency::Resident),
+            p.add_buffer("v", kv_len * w, Residency::Resident),
+        );
+        let out = p.add_buffer("out", q_len * w, Residency::Resident);
+        let probs = p.add_buffer("weights", heads * q_len * kv_len, Residency::Lazy);
+        let kv = p.add_key_values(KeyValuesSpec {
+            heads,
+            head_dim: hd,
+            capacity: kv_len,
+        });
+        let d = dims(heads, hd, q_len, kv_len);
+        let mut ops = vec![
+            Op::PrepareKeyValues {
+                k: At::start(k),
+                v: At::start(v),
+                rows: kv_len,
+                kv,
+            },
+            Op::AttentionPrepared {
+                q: At::start(q),
+                kv,
+                out: At::start(out),
+                dims: d,
+            },
+        ];
+        for head in 0..heads {
+            ops.push(Op::AttentionWeights {
+                q: At::start(q),
+                kv,
+                head,
+                out: At::fixed(probs, head * q_len * kv_len),
+                dims: d,
+            });
+        }
+        let stage = p.add_stage("test", ops);
+        let mut ws = backend.workspace(&p, 2).unwrap();
+        let (qv, kvv, vv) = (
+            rng.vec(q_len * w, 1.0),
+            rng.vec(kv_len * w, 1.0),
+            rng.vec(kv_len * w, 1.0),
+        );
+        backend.write(&mut ws, q, 0, &qv).unwrap();
+        backend.write(&mut ws, k, 0, &kvv).unwrap();
+        backend.write(&mut ws, v, 0, &vv).unwrap();
+        let args = StageArgs {
+            rows: q_len,
+            ..Default::default()
+        };
+        backend.run(&p, stage, &args, &mut ws).unwrap();
+        assert_eq!(backend.submissions(&p, stage), 2 + heads);
+        let o = backend.read(&ws, out, 0..q_len * w).unwrap();
+        let pw = backend.read(&ws, probs, 0..heads * q_len * kv_len).unwrap();
+        for h in 0..heads {
+            for r in 0..q_len {
+                let row = &pw[(h * q_len + r) * kv_len..][..kv_len];
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-5, "head {h} row {r}: sum {sum}");
+                for c in 0..hd {
+                    let want: f32 = (0..kv_len).map(|j| row[j] * vv[j * w + h * hd + c]).sum();
+                    let got = o[r * w + h * hd + c];
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "{}: {got} vs {want}",
+                        backend.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_weights_reproduce_the_prepared_attention() {
+        weights_reproduce_attention(&CpuBackend::new(2), 1e-5);
+        // bf16 keys, values and probabilities in the attention kernel; f32 weights from the
+        // same bf16 keys: they agree within bf16 rounding of V and P (|v| ≤ 1).
+        weights_reproduce_attention(&CpuInt8Backend::new(2), 2e-2);
+    }
+
+    #[test]
+    fn slot_attention_and_copies_match_plain_attention() {
+        let backend = CpuBackend::new(2);
+        let (heads, hd, cap, slots) = (2, 32, 8, 3);
+        let w = heads * hd;
+        let slot_len = cap * w;
+        let mut p: Program<_> = Program::new();
+        let q = p.add_buffer("q", slots * w, Residency::Resident);
+        let kn = p.add_buffer("k new", slots * w, Residency::Resident);
+        let vn = p.add_buffer("v new", slots * w, Residency::Resident);
+        let ck = p.add_buffer("cache k", slots * slot_len, Residency::Lazy);
+        let cv = p.add_buffer("cache v", slots * slot_len, Residency::Lazy);
+        let out = p.add_buffer("out", slots * w, Residency::Resident);
+        let d = AttentionDims {
+            q_len: Extent::fixed(1),
+            max_q_len: 1,
+            ..dims(heads, hd, 1, cap)
+        };
+        let step = p.add_stage(
+            "beams",
+            vec![Op::SlotSelfAttention {
+                q: At::start(q),
+                k_new: At::start(kn),
+                v_new: At::start(vn),
+                cache_k: ck,
+                cache_v: cv,
+                slot_len,
+                out: At::start(out),
+                dims: d,
+            }],
+        );
+        let fork = p.add_stage(
+            "fork",
+            [ck, cv]
+                .map(|buffer| Op::CopySlot {
+                    buffer,
+                    slot_len,
+                    len: Extent::pos(w),
+                })
+                .to_vec(),
+        );
+        let mut ws = backend.workspace(&p, 1).unwrap();
+        let mut rng = Rng::new(9);
+        // Three positions in slots 2 and 0; then slot 1 forks from slot 2.
+        for pos in 0..3 {
+            for b in [q, kn, vn] {
+                backend.write(&mut ws, b, 0, &rng.vec(2 * w, 1.0)).unwrap();
+            }
+            let args = StageArgs {
+                rows: 2,
+                pos,
+                ids: &[],
+                slots: &[2, 0],
+            };
+            backend.run(&p, step, &args, &mut ws).unwrap();
+        }
+        let fork_args = StageArgs {
+            pos: 3,
+            slots: &[2, 1],
+            ..Default::default()
+        };
+        backend.run(&p, fork, &fork_args, &mut ws).unwrap();
+        let cache = backend.read(&ws, ck, 0..slots * slot_len).unwrap();
+        assert_eq!(
+            &cache[slot_len..slot_len + 3 * w],
+            &cache[2 * slot_len..2 * slot_len + 3 * w]
+        );
+        // The last step's row 0 (slot 2, position 2) is attention over slot 2's three rows.
+        let cache_v = backend.read(&ws, cv, 0..slots * slot_len).unwrap().to_vec();
+        let qv = backend.read(&ws, q, 0..w).unwrap().to_vec();
+        let got = backend.read(&ws, out, 0..w).unwrap().to_vec();
+        let shape = crate::cpu::AttentionShape {
+            heads,
+            head_dim: hd,
+            q_len: 1,
+            kv_len: 3,
+            causal_offset: Some(2),
+        };
+        let pool = crate::cpu::CpuPool::new(1);
+        let mut scratch = vec![0.0; crate::cpu::attention_scratch_len(&pool, &shape)];
+        let mut want = vec![0.0; w];
+        crate::cpu::attention(
+            &pool,
+            &shape,
+            &qv,
+            &cache[2 * slot_len..2 * slot_len + 3 * w],
+            &cache_v[2 * slot_len..2 * slot_len + 3 * w],
+            &mut scratch,
+            &mut want,
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn calls_that_do_not_fit_are_errors_not_panics() {
+        let backend = CpuBackend::new(1);
+        let mut p: Program<_> = Program::new();
+        let table = p.add_matrix(crate::backend::LayerKernels::matrix(
+            &backend,
+            vec![1.0; 4 * 3],
+            4,
+            3,
+        ));
+        let x = p.add_buffer("x", 2 * 3, Residency::Resident);
+        let y = p.add_buffer("y", 2 * 4, Residency::Resident);
+        let gather = p.add_stage(
+            "gather",
+            vec![Op::GatherRows {
+                table,
+                out: At::start(x),
+            }],
+        );
+        let linear = p.add_stage(
+            "linear",
+            vec![Op::Linear {
+                x: At::start(x),
+                out: At::start(y),
+                rows: Extent::rows(1),
+                max_rows: 2,
+                w: table,
+                bias: None,
+                epilogue: Epilogue::Store,
+            }],
+        );
+        let aliased = p.add_stage(
+            "aliased",
+            vec![Op::Transpose {
+                x: At::start(x),
+                out: At::start(x),
+                rows: 2,
+                cols: 3,
+            }],
+        );
+        let mut ws = backend.workspace(&p, 1).unwrap();
+        let ok = StageArgs {
+            rows: 2,
+            ids: &[3, 0],
+            ..Default::default()
+        };
+        backend.run(&p, gather, &ok, &mut ws).unwrap();
+        backend.run(&p, linear, &ok, &mut ws).unwrap();
+        let bad_id = StageArgs { ids: &[4, 0], ..ok };
+        let too_many_rows = StageArgs { rows: 3, ..ok };
+        let few_ids = StageArgs { ids: &[1], ..ok };
+        for (stage, args) in [
+            (gather, bad_id),
+            (linear, too_many_rows),
+            (gather, few_ids),
+            (aliased, ok),
+        ] {
+            match backend.run(&p, stage, &args, &mut ws) {
+                Err(BackendError::BadCall { backend, .. }) => assert_eq!(backend, "cpu-f32"),
+                other => panic!("expected BadCall, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            backend.read(&ws, y, 0..9),
+            Err(BackendError::OutOfBounds { len: 8, .. })
+        ));
+        assert!(backend.write(&mut ws, x, 5, &[0.0; 2]).is_err());
+        assert!(matches!(
+            backend.matrix(vec![0.0; 5], 2, 3),
+            Err(BackendError::Unsupported { .. })
+        ));
+    }
+}

@@ -5,24 +5,32 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use amanuensis_model::audio::load_wav;
 use amanuensis_model::config::Dims;
 use amanuensis_model::session::{Timings, TranscribeOptions};
 
-use crate::engine::{Engine, Precision};
+use crate::engine::{LoadOptions, Model, Precision};
 
 /// Totals over the benchmarked files.
 #[derive(Debug, Default)]
 pub struct BenchReport {
+    /// Model load time.
     pub load: Duration,
+    /// Files transcribed.
     pub files: usize,
+    /// Their audio duration.
     pub audio_seconds: f64,
+    /// Wall time of the timed transcriptions.
     pub wall: Duration,
+    /// Stage timings summed over the files.
     pub timings: Timings,
+    /// Peak resident set size.
     pub peak_rss_kib: Option<u64>,
+    /// Multiply-accumulates of one encoder window.
     pub encoder_macs_per_window: f64,
+    /// Device submissions per encoder window and per decoded token.
+    pub submissions: Option<crate::Submissions>,
     /// The backend that ran (`cpu-f32`, `cpu-int8`).
-    pub backend: &'static str,
+    pub backend: String,
     /// INT8 runs: the measured `vpdpbusd` peak (GMAC/s) on the same threads, if the CPU has it.
     pub int8_peak_gmacs: Option<f64>,
     /// INT8 runs: `(m, k, n, GMAC/s)` of the INT8 GEMM alone on the encoder's MLP shape.
@@ -58,7 +66,15 @@ pub fn run(
     files: &[PathBuf],
 ) -> Result<BenchReport, Box<dyn std::error::Error>> {
     let t = Instant::now();
-    let mut session = Engine::load(model, threads, precision)?;
+    let loaded = Model::load(
+        model,
+        &LoadOptions {
+            precision,
+            threads: Some(threads),
+            ..Default::default()
+        },
+    )?;
+    let mut session = loaded.session()?;
     let load = t.elapsed();
     let opts = TranscribeOptions {
         beam_size,
@@ -66,7 +82,7 @@ pub fn run(
     };
     let audio: Vec<Vec<f32>> = files
         .iter()
-        .map(|f| load_wav(f))
+        .map(crate::load_audio)
         .collect::<Result<_, _>>()?;
     if let Some(first) = audio.first() {
         session.transcribe(first, &opts)?;
@@ -74,8 +90,9 @@ pub fn run(
     let mut report = BenchReport {
         load,
         files: files.len(),
-        encoder_macs_per_window: encoder_macs(&session.dims()),
-        backend: session.backend_name(),
+        encoder_macs_per_window: encoder_macs(&loaded.dims()),
+        submissions: Some(loaded.submissions()),
+        backend: loaded.backend_name(),
         ..Default::default()
     };
     for samples in &audio {
@@ -88,7 +105,7 @@ pub fn run(
     report.peak_rss_kib = peak_rss_kib();
     if report.backend == "cpu-int8" {
         let pool = amanuensis_runtime::cpu::CpuPool::new(threads);
-        let d = session.dims();
+        let d = loaded.dims();
         let (m, k, n) = (d.n_audio_ctx, d.n_audio_state, 4 * d.n_audio_state);
         let rate = amanuensis_runtime::q8::peak::gemm_q8_gmacs(&pool, m, k, n, 5);
         report.gemm_gmacs = Some((m, k, n, rate));
@@ -157,6 +174,13 @@ impl std::fmt::Display for BenchReport {
             ms(self.wall),
             self.audio_seconds / self.wall.as_secs_f64()
         )?;
+        if let Some(s) = self.submissions {
+            writeln!(
+                f,
+                "submissions       {:9} per encoder window, {} per decoded token, {} per window for cross K/V",
+                s.encoder_window, s.decoder_token, s.cross_kv_per_window
+            )?;
+        }
         match self.peak_rss_kib {
             Some(k) => writeln!(f, "peak RSS          {:9.1} MiB", k as f64 / 1024.0),
             None => writeln!(f, "peak RSS          unknown (no /proc/self/status)"),

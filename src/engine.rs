@@ -1,21 +1,36 @@
-//! A transcription engine chosen at run time: the f32 reference path or the INT8 path, each a
-//! [`Session`] over a model loaded onto its backend.
+//! The embedding API: a [`Model`] loaded once (backend chosen at run time and hidden), any
+//! number of [`Session`]s over it, each transcribing on its own thread.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use amanuensis_model::config::Dims;
+use amanuensis_model::config::{Dims, ModelConfig};
 use amanuensis_model::error::WhisperError;
-use amanuensis_model::session::{Session, TranscribeOptions, Transcript};
+use amanuensis_model::session::{self as model_session, Hooks, TranscribeOptions, Transcript};
 use amanuensis_model::weights::{Quantization, WeightsFile};
-use amanuensis_model::whisper::Whisper;
+use amanuensis_model::whisper::{Submissions, Whisper};
 use amanuensis_runtime::cpu_backend::CpuBackend;
 use amanuensis_runtime::cpu_int8_backend::CpuInt8Backend;
 
+/// Where the network runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// The best device available: today the CPU.
+    #[default]
+    Auto,
+    /// The CPU kernels.
+    Cpu,
+    /// The AMD Ryzen AI NPU (not available yet: [`Error::DeviceUnavailable`]).
+    Npu,
+    /// The emulated NPU (not available yet: [`Error::DeviceUnavailable`]).
+    Emu,
+}
+
 /// Which arithmetic runs the network's matrices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// INT8 when the model file is INT8, else f32.
+    #[default]
     Auto,
     /// f32 everywhere: the accuracy reference (INT8 files are dequantized).
     F32,
@@ -23,55 +38,236 @@ pub enum Precision {
     Int8,
 }
 
-/// A loaded model and its per-stream state, on one backend.
-pub enum Engine {
-    F32(Session<CpuBackend>),
-    Int8(Session<CpuInt8Backend>),
+/// How to load a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoadOptions {
+    /// Where the network runs.
+    pub device: Device,
+    /// Which arithmetic.
+    pub precision: Precision,
+    /// Threads each session computes on (its own pool; the calling thread counts as one).
+    /// `None`: the machine's available parallelism. With several sessions running at once,
+    /// give each `cores / sessions` (see [`Model::session_with_threads`]).
+    pub threads: Option<usize>,
 }
 
-impl Engine {
-    /// Opens `path` and loads it for `precision` with `threads` threads.
-    pub fn load(path: &Path, threads: usize, precision: Precision) -> Result<Engine, WhisperError> {
-        let file = WeightsFile::open(path)?;
-        let int8 = match precision {
+/// What can go wrong loading a model or transcribing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model file, the audio, or a backend operation.
+    #[error(transparent)]
+    Whisper(#[from] WhisperError),
+    /// The requested device has no Whisper backend yet.
+    #[error("device {device}: not available yet: {reason}")]
+    DeviceUnavailable {
+        /// `npu` or `emu`.
+        device: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+impl From<amanuensis_model::audio::AudioError> for Error {
+    fn from(e: amanuensis_model::audio::AudioError) -> Self {
+        Error::Whisper(e.into())
+    }
+}
+
+/// The reason [`Device::Npu`] and [`Device::Emu`] fail today.
+pub const NPU_NOT_YET: &str = "the NPU Whisper backend is issue 14";
+
+#[derive(Clone)]
+enum Loaded {
+    F32(Arc<Whisper<CpuBackend>>),
+    Int8(Arc<Whisper<CpuInt8Backend>>),
+}
+
+/// A loaded model: weights, tokenizer and frontend on a backend chosen at load. Cheap to clone
+/// (shared); `Send + Sync`: open sessions on it from any thread.
+#[derive(Clone)]
+pub struct Model {
+    loaded: Loaded,
+    threads: usize,
+}
+
+/// The machine's available parallelism (1 if unknown).
+pub fn available_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Model {
+    /// Loads the model file at `path` with `opts`.
+    pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model, Error> {
+        match opts.device {
+            Device::Auto | Device::Cpu => {}
+            Device::Npu => {
+                return Err(Error::DeviceUnavailable {
+                    device: "npu",
+                    reason: NPU_NOT_YET,
+                })
+            }
+            Device::Emu => {
+                return Err(Error::DeviceUnavailable {
+                    device: "emu",
+                    reason: NPU_NOT_YET,
+                })
+            }
+        }
+        let threads = opts.threads.unwrap_or_else(available_threads).max(1);
+        let file = WeightsFile::open(path.as_ref()).map_err(WhisperError::from)?;
+        let int8 = match opts.precision {
             Precision::Auto => file.quantization() == Quantization::Int8,
             Precision::F32 => false,
             Precision::Int8 => true,
         };
-        Ok(if int8 {
-            let model = Whisper::from_file(&file, CpuInt8Backend::new(threads))?;
-            Engine::Int8(Session::new(Arc::new(model)))
+        let loaded = if int8 {
+            Loaded::Int8(Arc::new(Whisper::from_file(
+                &file,
+                CpuInt8Backend::new(threads),
+            )?))
         } else {
-            let model = Whisper::from_file(&file, CpuBackend::new(threads))?;
-            Engine::F32(Session::new(Arc::new(model)))
+            Loaded::F32(Arc::new(Whisper::from_file(
+                &file,
+                CpuBackend::new(threads),
+            )?))
+        };
+        Ok(Model { loaded, threads })
+    }
+
+    /// A new session on the threads given at load.
+    pub fn session(&self) -> Result<Session, Error> {
+        self.session_with_threads(self.threads)
+    }
+
+    /// A new session computing on its own pool of `threads` threads.
+    pub fn session_with_threads(&self, threads: usize) -> Result<Session, Error> {
+        let threads = threads.max(1);
+        Ok(Session {
+            inner: match &self.loaded {
+                Loaded::F32(m) => Inner::F32(Box::new(model_session::Session::with_threads(
+                    Arc::clone(m),
+                    threads,
+                )?)),
+                Loaded::Int8(m) => Inner::Int8(Box::new(model_session::Session::with_threads(
+                    Arc::clone(m),
+                    threads,
+                )?)),
+            },
+            threads,
         })
     }
 
-    /// Transcribes 16 kHz mono samples.
-    pub fn transcribe(
-        &mut self,
-        samples: &[f32],
-        opts: &TranscribeOptions,
-    ) -> Result<Transcript, WhisperError> {
-        match self {
-            Engine::F32(s) => s.transcribe(samples, opts),
-            Engine::Int8(s) => s.transcribe(samples, opts),
+    /// The backend's name (`cpu-f32`, `cpu-int8`).
+    pub fn backend_name(&self) -> String {
+        match &self.loaded {
+            Loaded::F32(m) => m.backend_name(),
+            Loaded::Int8(m) => m.backend_name(),
         }
     }
 
-    /// The backend's name (`cpu-f32`, `cpu-int8`).
-    pub fn backend_name(&self) -> &'static str {
-        match self {
-            Engine::F32(s) => s.model().backend_name(),
-            Engine::Int8(s) => s.model().backend_name(),
+    /// The model's configuration (dimensions, special tokens, languages, alignment heads).
+    pub fn config(&self) -> &ModelConfig {
+        match &self.loaded {
+            Loaded::F32(m) => &m.config,
+            Loaded::Int8(m) => &m.config,
         }
     }
 
     /// The model's dimensions.
     pub fn dims(&self) -> Dims {
-        match self {
-            Engine::F32(s) => s.model().config.dims,
-            Engine::Int8(s) => s.model().config.dims,
+        self.config().dims
+    }
+
+    /// Threads a [`Model::session`] computes on.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Device submissions per encoder window and per decoded token on this model's backend.
+    pub fn submissions(&self) -> Submissions {
+        match &self.loaded {
+            Loaded::F32(m) => m.submissions(),
+            Loaded::Int8(m) => m.submissions(),
         }
+    }
+}
+
+enum Inner {
+    F32(Box<model_session::Session<CpuBackend>>),
+    Int8(Box<model_session::Session<CpuInt8Backend>>),
+}
+
+/// One stream's state over a shared [`Model`]: everything a transcription writes, allocated
+/// when the session opens. `Send`: move it to the thread that transcribes.
+pub struct Session {
+    inner: Inner,
+    threads: usize,
+}
+
+impl Session {
+    /// Transcribes 16 kHz mono samples.
+    pub fn transcribe(
+        &mut self,
+        samples: &[f32],
+        opts: &TranscribeOptions,
+    ) -> Result<Transcript, Error> {
+        self.transcribe_with(samples, opts, &mut Hooks::default())
+    }
+
+    /// [`Session::transcribe`] with a callback per decided segment, a progress callback and a
+    /// cooperative abort flag (see [`Hooks`]).
+    pub fn transcribe_with(
+        &mut self,
+        samples: &[f32],
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+    ) -> Result<Transcript, Error> {
+        Ok(match &mut self.inner {
+            Inner::F32(s) => s.transcribe_with(samples, opts, hooks)?,
+            Inner::Int8(s) => s.transcribe_with(samples, opts, hooks)?,
+        })
+    }
+
+    /// Decodes an audio file ([`crate::load_audio`]) and transcribes it.
+    pub fn transcribe_file(
+        &mut self,
+        path: impl AsRef<Path>,
+        opts: &TranscribeOptions,
+    ) -> Result<Transcript, Error> {
+        let samples = crate::load_audio(path.as_ref())?;
+        self.transcribe(&samples, opts)
+    }
+
+    /// Threads this session computes on.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npu_and_emu_say_which_issue_brings_them() {
+        for device in [Device::Npu, Device::Emu] {
+            let opts = LoadOptions {
+                device,
+                ..Default::default()
+            };
+            match Model::load("/nonexistent", &opts) {
+                Err(Error::DeviceUnavailable { reason, .. }) => assert_eq!(reason, NPU_NOT_YET),
+                Err(e) => panic!("{device:?}: {e}"),
+                Ok(_) => panic!("{device:?} loaded"),
+            }
+        }
+    }
+
+    #[test]
+    fn model_and_session_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Model>();
+        send::<Session>();
     }
 }

@@ -6,11 +6,9 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
-use amanuensis::engine::{Engine, Precision};
-use amanuensis::model::audio::load_wav;
-use amanuensis::model::session::TranscribeOptions;
 use amanuensis::model_path::resolve_model;
 use amanuensis::output::{render, OutputFormat};
+use amanuensis::{Device, LoadOptions, Model, Precision, TranscribeOptions};
 
 mod npu_cmd;
 
@@ -76,7 +74,48 @@ struct TranscribeArgs {
     beam_size: usize,
     /// Arithmetic: auto = INT8 for an INT8 model file, else f32 (the reference).
     #[arg(long, value_enum, default_value = "auto")]
-    precision: Precision,
+    precision: PrecisionArg,
+    /// Where the network runs: auto (= cpu today), cpu, npu, emu (npu/emu: not yet).
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+}
+
+/// `--precision`, mapped to [`Precision`].
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    Auto,
+    F32,
+    Int8,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Auto => Precision::Auto,
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Int8 => Precision::Int8,
+        }
+    }
+}
+
+/// `--device`, mapped to [`Device`].
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Npu,
+    Emu,
+}
+
+impl From<DeviceArg> for Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => Device::Auto,
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Npu => Device::Npu,
+            DeviceArg::Emu => Device::Emu,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -92,7 +131,7 @@ struct BenchArgs {
     threads: Option<usize>,
     /// Arithmetic: auto = INT8 for an INT8 model file, else f32.
     #[arg(long, value_enum, default_value = "auto")]
-    precision: Precision,
+    precision: PrecisionArg,
     /// Beams: 1 = greedy, more = beam search.
     #[arg(short, long, default_value_t = 1)]
     beam_size: usize,
@@ -137,13 +176,21 @@ fn transcribe(args: &TranscribeArgs) -> CliResult {
     let path = resolve_model(args.model.as_deref())?;
     let threads = default_threads(args.threads);
     let t = Instant::now();
-    let mut session = Engine::load(&path, threads, args.precision)?;
+    let model = Model::load(
+        &path,
+        &LoadOptions {
+            device: args.device.into(),
+            precision: args.precision.into(),
+            threads: Some(threads),
+        },
+    )?;
+    let mut session = model.session()?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
     if args.timings {
         eprintln!(
             "load time = {load_ms:.1} ms ({}, {threads} threads, {})",
             path.display(),
-            session.backend_name()
+            model.backend_name()
         );
     }
     let opts = TranscribeOptions {
@@ -156,7 +203,7 @@ fn transcribe(args: &TranscribeArgs) -> CliResult {
     let many = args.files.len() > 1 && args.output_dir.is_none();
     for file in &args.files {
         let t = Instant::now();
-        let audio = load_wav(file)?;
+        let audio = amanuensis::load_audio(file)?;
         let transcript = session.transcribe(&audio, &opts)?;
         let total = t.elapsed().as_secs_f64();
         let text = render(
@@ -206,8 +253,13 @@ fn default_threads(threads: Option<usize>) -> usize {
 fn bench(args: &BenchArgs) -> CliResult {
     let path = resolve_model(args.model.as_deref())?;
     let threads = default_threads(args.threads);
-    let report =
-        amanuensis::bench::run(&path, threads, args.precision, args.beam_size, &args.files)?;
+    let report = amanuensis::bench::run(
+        &path,
+        threads,
+        args.precision.into(),
+        args.beam_size,
+        &args.files,
+    )?;
     println!(
         "amanuensis bench: {} ({threads} threads, {})",
         path.display(),

@@ -19,8 +19,11 @@ pub const CACHE_ENV: &str = "AMANUENSIS_CACHE";
      Or pass a converted file with -m PATH (see `amanuensis convert`)."
 )]
 pub struct ModelNotFound {
+    /// Where the file was looked for.
     pub path: PathBuf,
+    /// Why there (`-m`, `$AMANUENSIS_MODEL`, the default).
     pub origin: &'static str,
+    /// The model's name, for the setup command.
     pub name: String,
 }
 

@@ -27,7 +27,7 @@ fn check(model_name: &str) {
     let path = resolve_model(Some(model_name)).unwrap_or_else(|e| panic!("{e}"));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let model = amanuensis::load_cpu(&path, threads).unwrap();
-    let mut session = Session::new(Arc::clone(&model));
+    let mut session = Session::new(Arc::clone(&model)).unwrap();
     let opts = TranscribeOptions {
         beam_size: 5,
         ..Default::default()

@@ -89,12 +89,12 @@ fn check_encoder(model: &Arc<Whisper<CpuBackend>>, model_name: &str, file: &str)
     let g = common::golden(model_name, file);
     let audio = load_wav(&common::speech(file)).unwrap();
     let mel = model.mel.compute(&audio);
-    let mut session = Session::new(Arc::clone(model));
+    let mut session = Session::new(Arc::clone(model)).unwrap();
     let mut window = vec![0.0; mel.n_mels * 3000];
     let frames = 3000.min(mel.content_frames);
     assert_eq!(frames, g.encoder.window_frames);
     assert_eq!(mel.window(0, &mut window).unwrap(), frames);
-    let out = session.encode(&window).to_vec();
+    let out = session.encode(&window).unwrap().to_vec();
     let d = g.encoder.shape[2];
     assert_eq!(out.len(), 1500 * d);
     let mut min_cos = 1f64;
@@ -120,7 +120,7 @@ fn check_encoder(model: &Arc<Whisper<CpuBackend>>, model_name: &str, file: &str)
 fn check_tokens(model: &Arc<Whisper<CpuBackend>>, model_name: &str, file: &str) {
     let g = common::golden(model_name, file);
     let audio = load_wav(&common::speech(file)).unwrap();
-    let mut session = Session::new(Arc::clone(model));
+    let mut session = Session::new(Arc::clone(model)).unwrap();
     let t = session
         .transcribe(&audio, &TranscribeOptions::default())
         .unwrap();

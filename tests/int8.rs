@@ -14,13 +14,13 @@ mod common;
 
 use std::sync::Arc;
 
-use amanuensis::engine::{Engine, Precision};
 use amanuensis::model::audio::load_wav;
 use amanuensis::model::session::{Session, TranscribeOptions};
 use amanuensis::model::whisper::Whisper;
 use amanuensis::model_path::resolve_model;
 use amanuensis::runtime::cpu_backend::CpuBackend;
 use amanuensis::runtime::cpu_int8_backend::CpuInt8Backend;
+use amanuensis::{LoadOptions, Model};
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
@@ -31,16 +31,16 @@ fn check_encoder(name: &str, files: &[&str]) {
     let q_path = resolve_model(Some(&format!("{name}.int8"))).unwrap_or_else(|e| panic!("{e}"));
     let reference = Arc::new(Whisper::load(&f32_path, CpuBackend::new(threads())).unwrap());
     let quantized = Arc::new(Whisper::load(&q_path, CpuInt8Backend::new(threads())).unwrap());
-    let mut s_ref = Session::new(Arc::clone(&reference));
-    let mut s_q = Session::new(Arc::clone(&quantized));
+    let mut s_ref = Session::new(Arc::clone(&reference)).unwrap();
+    let mut s_q = Session::new(Arc::clone(&quantized)).unwrap();
     let d = reference.config.dims.n_audio_state;
     for file in files {
         let audio = load_wav(&common::speech(file)).unwrap();
         let mel = reference.mel.compute(&audio);
         let mut window = vec![0.0; mel.n_mels * 3000];
         mel.window(0, &mut window).unwrap();
-        let want = s_ref.encode(&window).to_vec();
-        let got = s_q.encode(&window);
+        let want = s_ref.encode(&window).unwrap().to_vec();
+        let got = s_q.encode(&window).unwrap();
         let cos: Vec<f64> = (0..1500)
             .map(|i| common::cosine(&got[i * d..(i + 1) * d], &want[i * d..(i + 1) * d]))
             .collect();
@@ -68,8 +68,16 @@ fn check_encoder(name: &str, files: &[&str]) {
 
 fn check_wer(name: &str) {
     let path = resolve_model(Some(&format!("{name}.int8"))).unwrap_or_else(|e| panic!("{e}"));
-    let mut engine = Engine::load(&path, threads(), Precision::Auto).unwrap();
-    assert_eq!(engine.backend_name(), "cpu-int8");
+    let model = Model::load(
+        &path,
+        &LoadOptions {
+            threads: Some(threads()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(model.backend_name(), "cpu-int8");
+    let mut engine = model.session().unwrap();
     let fw = common::fw_transcripts(name);
     let (mut refs, mut ours, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     for (file, reference) in common::refs() {

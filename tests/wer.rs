@@ -16,7 +16,7 @@ fn tiny_en_wer_within_0_3_points_of_faster_whisper() {
     let path = resolve_model(Some("tiny.en")).unwrap_or_else(|e| panic!("{e}"));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let model = amanuensis::load_cpu(&path, threads).unwrap();
-    let mut session = Session::new(Arc::clone(&model));
+    let mut session = Session::new(Arc::clone(&model)).unwrap();
     let fw = common::fw_transcripts("tiny.en");
     let (mut refs, mut ours, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     for (file, reference) in common::refs() {

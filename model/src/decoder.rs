@@ -1,361 +1,486 @@
 //! The text decoder: token + learned position embeddings, pre-norm blocks with causal
 //! self-attention and cross-attention over the encoder output, final norm, logits through the
-//! tied token embedding. (openai/whisper `TextDecoder`.)
+//! tied token embedding (openai/whisper `TextDecoder`), described once at load as backend
+//! stages:
+//!
+//! - `cross kv`: project one window's encoder output into every layer's cross-attention keys
+//!   and values, prepared in the backend's form (once per window);
+//! - `step`: all blocks + final norm for `rows` tokens at positions `pos..`, appending their
+//!   self-attention keys/values to cache slot 0 (the prompt, then one token per greedy step);
+//!   `step with alignment` is the same plus the cross-attention weights of the alignment heads;
+//! - `beam step`: all blocks for `rows` beams at position `pos`, beam `r` reading and extending
+//!   its own cache slot;
+//! - `fork slot`: copy a beam's self-attention history to another slot;
+//! - `logits`: `rows` hidden rows from row `pos` through the tied embedding.
+//!
+//! The self-attention cache of each layer is one lazily mapped workspace buffer of
+//! [`MAX_SLOTS`] slots × `n_text_ctx` positions; greedy decoding touches slot 0 only.
 
-use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
+use amanuensis_runtime::backend::{Backend, Epilogue};
+use amanuensis_runtime::stage::{
+    At, AttentionDims, BufferId, Extent, KeyValuesSpec, Op, Program, Residency, StageArgs, StageId,
+};
 
 use crate::config::Dims;
-use crate::kv_cache::KvCache;
+use crate::error::WhisperError;
 use crate::layers::{load_matrix, AttentionWeights, LayerNorm, Mlp};
 use crate::names::{self, AttnKind, Stack};
-use crate::weights::{LoadError, WeightsFile};
+use crate::weights::WeightsFile;
 
-/// One decoder block.
-pub struct DecoderBlock<B: Backend> {
-    attn_ln: LayerNorm,
-    attn: AttentionWeights<B>,
-    cross_attn_ln: LayerNorm,
-    cross_attn: AttentionWeights<B>,
-    mlp_ln: LayerNorm,
-    mlp: Mlp<B>,
+/// Self-attention cache slots per layer (the most beams a session searches with).
+pub const MAX_SLOTS: usize = 16;
+
+/// Rows the logits stage takes per call (beams).
+pub const MAX_LOGIT_ROWS: usize = MAX_SLOTS;
+
+/// The stages of the decoder program.
+#[derive(Clone, Copy, Debug)]
+struct Stages {
+    cross_kv: StageId,
+    step: StageId,
+    step_aligned: Option<StageId>,
+    beam_step: StageId,
+    fork: StageId,
+    logits: StageId,
 }
 
-/// The whole decoder, weights only (immutable, shareable).
+/// The whole decoder: weights and stages (immutable, shareable).
 pub struct TextDecoder<B: Backend> {
     dims: Dims,
-    token_embedding: B::Matrix,
-    positions: Vec<f32>,
-    blocks: Vec<DecoderBlock<B>>,
-    ln: LayerNorm,
-}
-
-/// Buffers for decoder passes of up to `n_text_ctx` tokens, allocated once per session.
-pub struct DecoderScratch {
-    x: Vec<f32>,
-    h: Vec<f32>,
-    q: Vec<f32>,
-    a: Vec<f32>,
-    hidden: Vec<f32>,
-    attn_scratch: Vec<f32>,
-    /// The final-norm hidden states of the last pass, `[rows, d]`.
-    pub out: Vec<f32>,
+    program: Program<B::Matrix>,
+    stages: Stages,
+    audio: BufferId,
+    logits: BufferId,
+    alignment: BufferId,
+    n_alignment_heads: usize,
 }
 
 impl<B: Backend> TextDecoder<B> {
-    /// Loads the decoder weights named in `docs/model-format.md`.
-    pub fn load(file: &WeightsFile, backend: &B, dims: &Dims) -> Result<Self, LoadError> {
-        let d = dims.n_text_state;
-        let blocks = (0..dims.n_text_layer)
-            .map(|l| {
-                Ok(DecoderBlock {
-                    attn_ln: LayerNorm::load(
-                        file,
-                        &names::attn_ln(Stack::Decoder, l, AttnKind::SelfAttn),
-                        d,
-                    )?,
-                    attn: AttentionWeights::load(
-                        file,
-                        backend,
-                        Stack::Decoder,
-                        l,
-                        AttnKind::SelfAttn,
-                        d,
-                    )?,
-                    cross_attn_ln: LayerNorm::load(
-                        file,
-                        &names::attn_ln(Stack::Decoder, l, AttnKind::Cross),
-                        d,
-                    )?,
-                    cross_attn: AttentionWeights::load(
-                        file,
-                        backend,
-                        Stack::Decoder,
-                        l,
-                        AttnKind::Cross,
-                        d,
-                    )?,
-                    mlp_ln: LayerNorm::load(file, &names::mlp_ln(Stack::Decoder, l), d)?,
-                    mlp: Mlp::load(file, backend, Stack::Decoder, l, d)?,
-                })
-            })
-            .collect::<Result<Vec<_>, LoadError>>()?;
-        let token_embedding = load_matrix(file, backend, names::TOKEN_EMBEDDING, dims.n_vocab, d)?;
+    /// Loads the decoder weights named in `docs/model-format.md` and describes its stages;
+    /// `alignment_heads` (`(layer, head)`, from the model's metadata) are the heads whose
+    /// cross-attention weights `step with alignment` hands back.
+    pub fn load(
+        file: &WeightsFile,
+        backend: &B,
+        dims: &Dims,
+        alignment_heads: &[(usize, usize)],
+    ) -> Result<Self, WhisperError> {
+        let (d, ctx, t) = (dims.n_text_state, dims.n_text_ctx, dims.n_audio_ctx);
+        let heads = dims.n_text_head;
+        let mut p = Program::new();
+        let token_embedding = load_matrix(
+            file,
+            backend,
+            &mut p,
+            names::TOKEN_EMBEDDING,
+            dims.n_vocab,
+            d,
+        )?;
+        let positions = p.add_vector(file.tensor_f32(names::DECODER_POSITIONS, &[ctx, d])?);
+
+        // The encoder output and the V projection are filled every window: resident. The
+        // per-token buffers are lazily mapped: a pass touches only the rows it uses, and most
+        // passes are one token. The cross K projection shares `hidden` (4·ctx ≥ t rows).
+        let audio = p.add_buffer("audio", t * d, Residency::Resident);
+        let proj_v = p.add_buffer("cross v", t * d, Residency::Resident);
+        let lazy = |p: &mut Program<B::Matrix>, name, len| p.add_buffer(name, len, Residency::Lazy);
+        let x = lazy(&mut p, "x", ctx * d);
+        let h = lazy(&mut p, "h", ctx * d);
+        let q = lazy(&mut p, "q", ctx * d);
+        let a = lazy(&mut p, "a", ctx * d);
+        let hidden = lazy(&mut p, "hidden", (ctx * 4 * d).max(t * d));
+        let out = lazy(&mut p, "out", ctx * d);
+        let logits = lazy(&mut p, "logits", MAX_LOGIT_ROWS * dims.n_vocab);
+        let alignment = lazy(&mut p, "alignment", alignment_heads.len().max(1) * ctx * t);
+        let slot_len = ctx * d;
+
+        let rows = Extent::rows(1);
+        let head_dim = d / heads;
+        let self_dims = AttentionDims {
+            heads,
+            head_dim,
+            q_len: rows,
+            kv_len: Extent::pos_plus_rows(1),
+            causal_offset: Some(Extent::pos(1)),
+            max_q_len: ctx,
+            max_kv_len: ctx,
+        };
+        let cross_dims = AttentionDims {
+            kv_len: Extent::fixed(t),
+            causal_offset: None,
+            max_kv_len: t,
+            ..self_dims
+        };
+        let slot_dims = AttentionDims {
+            q_len: Extent::fixed(1),
+            max_q_len: 1,
+            ..self_dims
+        };
+
+        // Stage prologues: embeddings + positions.
+        let gather = Op::GatherRows {
+            table: token_embedding,
+            out: At::start(x),
+        };
+        let positions_op = |step| Op::AddTableRows {
+            x: At::start(x),
+            rows,
+            width: d,
+            table: positions,
+            first: Extent::pos(1),
+            step,
+        };
+        let (mut cross_kv, mut fork) = (Vec::new(), Vec::new());
+        let mut step = vec![gather.clone(), positions_op(1)];
+        let mut aligned = step.clone();
+        let mut beam = vec![gather, positions_op(0)];
+        for l in 0..dims.n_text_layer {
+            let ln = |p: &mut Program<B::Matrix>, module: &str| LayerNorm::load(file, p, module, d);
+            let attn_ln = ln(
+                &mut p,
+                &names::attn_ln(Stack::Decoder, l, AttnKind::SelfAttn),
+            )?;
+            let attn = AttentionWeights::load(
+                file,
+                backend,
+                &mut p,
+                Stack::Decoder,
+                l,
+                AttnKind::SelfAttn,
+                d,
+            )?;
+            let cross_ln = ln(&mut p, &names::attn_ln(Stack::Decoder, l, AttnKind::Cross))?;
+            let cross = AttentionWeights::load(
+                file,
+                backend,
+                &mut p,
+                Stack::Decoder,
+                l,
+                AttnKind::Cross,
+                d,
+            )?;
+            let mlp_ln = ln(&mut p, &names::mlp_ln(Stack::Decoder, l))?;
+            let mlp = Mlp::load(file, backend, &mut p, Stack::Decoder, l, d)?;
+            let cache_k = lazy(&mut p, "self k", MAX_SLOTS * slot_len);
+            let cache_v = lazy(&mut p, "self v", MAX_SLOTS * slot_len);
+            let kv = p.add_key_values(KeyValuesSpec {
+                heads,
+                head_dim,
+                capacity: t,
+            });
+
+            let full = Extent::fixed(t);
+            cross_kv.push(cross.key.op(
+                At::start(audio),
+                At::start(hidden),
+                full,
+                t,
+                Epilogue::Store,
+            ));
+            cross_kv.push(cross.value.op(
+                At::start(audio),
+                At::start(proj_v),
+                full,
+                t,
+                Epilogue::Store,
+            ));
+            cross_kv.push(Op::PrepareKeyValues {
+                k: At::start(hidden),
+                v: At::start(proj_v),
+                rows: t,
+                kv,
+            });
+            for buffer in [cache_k, cache_v] {
+                fork.push(Op::CopySlot {
+                    buffer,
+                    slot_len,
+                    len: Extent::pos(d),
+                });
+            }
+
+            let st = |b| At::start(b);
+            // Causal self-attention, greedy: this pass's K/V go straight into slot 0.
+            let at_pos = |b| At {
+                buffer: b,
+                offset: Extent::pos(d),
+            };
+            let self_attn = [
+                attn_ln.op(x, h, rows),
+                attn.query.op(st(h), st(q), rows, ctx, Epilogue::Store),
+                attn.key
+                    .op(st(h), at_pos(cache_k), rows, ctx, Epilogue::Store),
+                attn.value
+                    .op(st(h), at_pos(cache_v), rows, ctx, Epilogue::Store),
+                Op::Attention {
+                    q: st(q),
+                    k: st(cache_k),
+                    v: st(cache_v),
+                    out: st(a),
+                    dims: self_dims,
+                },
+                attn.out.op(st(a), st(x), rows, ctx, Epilogue::AddInto),
+            ];
+            // Beams: new K/V of all beams into hidden, then each into its beam's slot.
+            let v_new = At {
+                buffer: hidden,
+                offset: Extent::rows(d),
+            };
+            let beam_self_attn = [
+                attn_ln.op(x, h, rows),
+                attn.query.op(st(h), st(q), rows, ctx, Epilogue::Store),
+                attn.key.op(st(h), st(hidden), rows, ctx, Epilogue::Store),
+                attn.value.op(st(h), v_new, rows, ctx, Epilogue::Store),
+                Op::SlotSelfAttention {
+                    q: st(q),
+                    k_new: st(hidden),
+                    v_new,
+                    cache_k,
+                    cache_v,
+                    slot_len,
+                    out: st(a),
+                    dims: slot_dims,
+                },
+                attn.out.op(st(a), st(x), rows, ctx, Epilogue::AddInto),
+            ];
+            // Cross-attention over the window's prepared K/V, then the MLP.
+            let cross_head = [
+                cross_ln.op(x, h, rows),
+                cross.query.op(st(h), st(q), rows, ctx, Epilogue::Store),
+                Op::AttentionPrepared {
+                    q: st(q),
+                    kv,
+                    out: st(a),
+                    dims: cross_dims,
+                },
+            ];
+            let [fc1, fc2] = mlp.ops(h, x, hidden, ctx);
+            let cross_tail = [
+                cross.out.op(st(a), st(x), rows, ctx, Epilogue::AddInto),
+                mlp_ln.op(x, h, rows),
+                fc1,
+                fc2,
+            ];
+            let weights = alignment_heads
+                .iter()
+                .enumerate()
+                .filter(|(_, &(layer, _))| layer == l)
+                .map(|(i, &(_, head))| Op::AttentionWeights {
+                    q: st(q),
+                    kv,
+                    head,
+                    out: At::fixed(alignment, i * ctx * t),
+                    dims: cross_dims,
+                });
+            step.extend(
+                self_attn
+                    .iter()
+                    .chain(&cross_head)
+                    .chain(&cross_tail)
+                    .cloned(),
+            );
+            aligned.extend(self_attn.into_iter().chain(cross_head.clone()));
+            aligned.extend(weights);
+            aligned.extend(cross_tail.iter().cloned());
+            beam.extend(
+                beam_self_attn
+                    .into_iter()
+                    .chain(cross_head)
+                    .chain(cross_tail),
+            );
+        }
+        let ln = LayerNorm::load(file, &mut p, names::DECODER_LN, d)?;
+        for ops in [&mut step, &mut aligned, &mut beam] {
+            ops.push(ln.op(x, out, rows));
+        }
+        let logits_op = Op::Linear {
+            x: At {
+                buffer: out,
+                offset: Extent::pos(d),
+            },
+            out: At::start(logits),
+            rows,
+            max_rows: 1,
+            w: token_embedding,
+            bias: None,
+            epilogue: Epilogue::Store,
+        };
+        let stages = Stages {
+            cross_kv: p.add_stage("cross kv", cross_kv),
+            step: p.add_stage("step", step),
+            step_aligned: (!alignment_heads.is_empty())
+                .then(|| p.add_stage("step with alignment", aligned)),
+            beam_step: p.add_stage("beam step", beam),
+            fork: p.add_stage("fork slot", fork),
+            logits: p.add_stage("logits", vec![logits_op]),
+        };
         Ok(Self {
             dims: *dims,
-            token_embedding,
-            positions: file.tensor_f32(names::DECODER_POSITIONS, &[dims.n_text_ctx, d])?,
-            blocks,
-            ln: LayerNorm::load(file, names::DECODER_LN, d)?,
+            program: p,
+            stages,
+            audio,
+            logits,
+            alignment,
+            n_alignment_heads: alignment_heads.len(),
         })
     }
 
-    fn self_shape(&self, q_len: usize, kv_len: usize, offset: usize) -> AttentionShape {
-        let heads = self.dims.n_text_head;
-        AttentionShape {
-            heads,
-            head_dim: self.dims.n_text_state / heads,
-            q_len,
-            kv_len,
-            causal_offset: Some(offset),
-        }
+    /// The program (weights, buffers, stages).
+    pub fn program(&self) -> &Program<B::Matrix> {
+        &self.program
     }
 
-    fn cross_shape(&self, q_len: usize) -> AttentionShape {
-        let heads = self.dims.n_text_head;
-        AttentionShape {
-            heads,
-            head_dim: self.dims.n_text_state / heads,
-            q_len,
-            kv_len: self.dims.n_audio_ctx,
-            causal_offset: None,
-        }
+    /// Allocates one stream's decoder workspace on `threads` threads.
+    pub fn workspace(&self, backend: &B, threads: usize) -> Result<B::Workspace, WhisperError> {
+        Ok(backend.workspace(&self.program, threads)?)
     }
 
-    /// Allocates buffers for passes of up to `n_text_ctx` tokens.
-    pub fn scratch(&self, backend: &B) -> DecoderScratch {
-        let (rows, d) = (self.dims.n_text_ctx, self.dims.n_text_state);
-        let max_kv = self.dims.n_text_ctx.max(self.dims.n_audio_ctx);
-        let scratch_len = backend
-            .attention_scratch_len(&self.self_shape(rows, max_kv, 0))
-            .max(backend.attention_scratch_len(&self.cross_shape(rows)));
-        backend.reserve_linear(1, &self.token_embedding);
-        for block in &self.blocks {
-            let (a, c) = (&block.attn, &block.cross_attn);
-            for w in [&a.query, &a.key, &a.value, &a.out, &c.query, &c.out] {
-                backend.reserve_linear(rows, &w.w);
-            }
-            for w in [&block.mlp.fc1, &block.mlp.fc2] {
-                backend.reserve_linear(rows, &w.w);
-            }
-            for w in [&c.key, &c.value] {
-                backend.reserve_linear(self.dims.n_audio_ctx, &w.w);
-            }
-        }
-        // Plain (lazily mapped) buffers: a pass touches only the rows it uses, and most passes
-        // are one token, so pre-faulting all n_text_ctx rows would only grow the resident set.
-        DecoderScratch {
-            x: vec![0.0; rows * d],
-            h: vec![0.0; rows * d],
-            q: vec![0.0; rows * d],
-            a: vec![0.0; rows * d],
-            hidden: vec![0.0; rows * 4 * d],
-            attn_scratch: vec![0.0; scratch_len],
-            out: vec![0.0; rows * d],
-        }
+    /// Device submissions on `backend` of: the per-window cross K/V stage, one decoder step
+    /// (all blocks + final norm) and the logits of one step.
+    pub fn submissions(&self, backend: &B) -> (usize, usize, usize) {
+        let s = &self.stages;
+        (
+            backend.submissions(&self.program, s.cross_kv),
+            backend.submissions(&self.program, s.step),
+            backend.submissions(&self.program, s.logits),
+        )
     }
 
-    /// Projects the encoder output `[n_audio_ctx, d]` into every layer's cross-attention K/V,
-    /// through `proj_k`, `proj_v` (`[n_audio_ctx, d]` f32 working buffers, e.g.
-    /// [`crate::encoder::EncoderScratch::spare_pair`]) into the backend's prepared form.
-    ///
-    /// # Panics
-    /// If a working buffer is shorter than `n_audio_ctx · d`.
-    pub fn compute_cross_kv(
+    /// Projects the encoder output `[n_audio_ctx, d]` into every layer's cross-attention K/V.
+    pub fn set_audio(
         &self,
         backend: &B,
+        ws: &mut B::Workspace,
         encoder_out: &[f32],
-        cache: &mut KvCache<B>,
-        proj_k: &mut [f32],
-        proj_v: &mut [f32],
-    ) {
-        let t = self.dims.n_audio_ctx;
-        let len = t * self.dims.n_text_state;
-        assert!(
-            proj_k.len() >= len && proj_v.len() >= len,
-            "compute_cross_kv: working buffers shorter than n_audio_ctx·d"
-        );
-        let (proj_k, proj_v) = (&mut proj_k[..len], &mut proj_v[..len]);
-        for (block, kv) in self.blocks.iter().zip(cache.cross_attn.iter_mut()) {
-            block
-                .cross_attn
-                .key
-                .forward(backend, encoder_out, t, Epilogue::Store, proj_k);
-            block
-                .cross_attn
-                .value
-                .forward(backend, encoder_out, t, Epilogue::Store, proj_v);
-            backend.prepare_key_values(proj_k, proj_v, kv);
-        }
+    ) -> Result<(), WhisperError> {
+        backend.write(ws, self.audio, 0, encoder_out)?;
+        backend.run(
+            &self.program,
+            self.stages.cross_kv,
+            &StageArgs::default(),
+            ws,
+        )?;
+        Ok(())
     }
 
-    /// Runs `tokens` at positions `cache.len ..`, appending their self-attention K/V to the
-    /// cache; leaves the final-norm hidden states in `s.out[..tokens.len() · d]`.
-    ///
-    /// The caller guarantees `cache.len + tokens.len() <= n_text_ctx` and ids `< n_vocab`.
+    fn check_room(&self, tokens: usize, pos: usize) -> Result<(), WhisperError> {
+        if pos + tokens > self.dims.n_text_ctx {
+            return Err(WhisperError::ContextOverflow {
+                tokens,
+                pos,
+                n_text_ctx: self.dims.n_text_ctx,
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens` at positions `pos..`, appending their self-attention K/V to cache slot 0;
+    /// leaves the final-norm hidden states for [`TextDecoder::logits`]. With `alignment`, also
+    /// leaves the alignment heads' cross-attention weights for
+    /// [`TextDecoder::alignment_weights`].
     pub fn forward(
         &self,
         backend: &B,
+        ws: &mut B::Workspace,
         tokens: &[u32],
-        cache: &mut KvCache<B>,
-        s: &mut DecoderScratch,
-    ) {
-        let (n, d, offset) = (tokens.len(), self.dims.n_text_state, cache.len);
-        assert!(offset + n <= cache.capacity, "decoder context overflow");
-        let x = &mut s.x[..n * d];
-        backend.gather_rows(&self.token_embedding, tokens, x);
-        for (x, p) in x
-            .iter_mut()
-            .zip(&self.positions[offset * d..(offset + n) * d])
-        {
-            *x += p;
-        }
-        let self_shape = self.self_shape(n, offset + n, offset);
-        for (l, block) in self.blocks.iter().enumerate() {
-            // Causal self-attention; this pass's K/V go straight into the cache.
-            block.attn_ln.forward(backend, &s.x, n, &mut s.h);
-            block
-                .attn
-                .query
-                .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
-            let kv = &mut cache.self_attn[l];
-            block
-                .attn
-                .key
-                .forward(backend, &s.h, n, Epilogue::Store, &mut kv.k[offset * d..]);
-            block
-                .attn
-                .value
-                .forward(backend, &s.h, n, Epilogue::Store, &mut kv.v[offset * d..]);
-            let (k, v) = (&kv.k[..(offset + n) * d], &kv.v[..(offset + n) * d]);
-            backend.attention(
-                &self_shape,
-                &s.q[..n * d],
-                k,
-                v,
-                &mut s.attn_scratch,
-                &mut s.a[..n * d],
-            );
-            block
-                .attn
-                .out
-                .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
-            self.cross_attention_and_mlp(backend, l, n, cache, s);
-        }
-        cache.len = offset + n;
-        self.ln.forward(backend, &s.x, n, &mut s.out);
+        pos: usize,
+        alignment: bool,
+    ) -> Result<(), WhisperError> {
+        self.check_room(tokens.len(), pos)?;
+        let stage = if alignment {
+            self.stages
+                .step_aligned
+                .ok_or(WhisperError::NoAlignmentHeads)?
+        } else {
+            self.stages.step
+        };
+        let args = StageArgs {
+            rows: tokens.len(),
+            pos,
+            ids: tokens,
+            slots: &[],
+        };
+        backend.run(&self.program, stage, &args, ws)?;
+        Ok(())
     }
 
-    /// The second half of decoder block `l` on the `n` rows of `s.x`: cross-attention over
-    /// the window's prepared encoder K/V, then the MLP, each added into `s.x`.
-    fn cross_attention_and_mlp(
-        &self,
-        backend: &B,
-        l: usize,
-        n: usize,
-        cache: &KvCache<B>,
-        s: &mut DecoderScratch,
-    ) {
-        let (block, d) = (&self.blocks[l], self.dims.n_text_state);
-        block.cross_attn_ln.forward(backend, &s.x, n, &mut s.h);
-        block
-            .cross_attn
-            .query
-            .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
-        backend.attention_prepared(
-            &self.cross_shape(n),
-            &s.q[..n * d],
-            &cache.cross_attn[l],
-            &mut s.attn_scratch,
-            &mut s.a[..n * d],
-        );
-        block
-            .cross_attn
-            .out
-            .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
-        block.mlp_ln.forward(backend, &s.x, n, &mut s.h);
-        block
-            .mlp
-            .forward_residual(backend, &s.h, n, &mut s.hidden, &mut s.x);
-    }
-
-    /// One step of beam search: `tokens[b]` at position `cache.len` for beam `b`, whose
-    /// self-attention history is in cache slot `slots[b]`; every beam's new K/V go to its slot,
-    /// the projections, MLP and cross-attention run on all beams as one batch. Leaves the
-    /// final-norm hidden states in `s.out[..tokens.len() · d]`.
-    ///
-    /// The caller guarantees `cache.len < n_text_ctx`, distinct slots that exist, ids
-    /// `< n_vocab` and `tokens.len() <= n_text_ctx`.
+    /// One step of beam search: `tokens[b]` at position `pos` for beam `b`, whose
+    /// self-attention history is in cache slot `slots[b]` (distinct, `< MAX_SLOTS`).
     pub fn forward_beams(
         &self,
         backend: &B,
+        ws: &mut B::Workspace,
         tokens: &[u32],
         slots: &[usize],
-        cache: &mut KvCache<B>,
-        s: &mut DecoderScratch,
-    ) {
-        let (n, d, offset) = (tokens.len(), self.dims.n_text_state, cache.len);
-        assert!(offset < cache.capacity, "decoder context overflow");
-        assert_eq!(slots.len(), n, "one cache slot per beam");
-        let x = &mut s.x[..n * d];
-        backend.gather_rows(&self.token_embedding, tokens, x);
-        let position = &self.positions[offset * d..(offset + 1) * d];
-        for row in x.chunks_exact_mut(d) {
-            row.iter_mut().zip(position).for_each(|(x, p)| *x += p);
-        }
-        let self_shape = self.self_shape(1, offset + 1, offset);
-        for (l, block) in self.blocks.iter().enumerate() {
-            block.attn_ln.forward(backend, &s.x, n, &mut s.h);
-            block
-                .attn
-                .query
-                .forward(backend, &s.h, n, Epilogue::Store, &mut s.q);
-            // New keys/values of all beams into out/hidden scratch rows, then each into its slot.
-            let (k_new, v_new) = s.hidden[..2 * n * d].split_at_mut(n * d);
-            block
-                .attn
-                .key
-                .forward(backend, &s.h, n, Epilogue::Store, k_new);
-            block
-                .attn
-                .value
-                .forward(backend, &s.h, n, Epilogue::Store, v_new);
-            for (b, &slot) in slots.iter().enumerate() {
-                let kv = cache.slot(slot, l);
-                kv.k[offset * d..(offset + 1) * d].copy_from_slice(&k_new[b * d..(b + 1) * d]);
-                kv.v[offset * d..(offset + 1) * d].copy_from_slice(&v_new[b * d..(b + 1) * d]);
-                backend.attention(
-                    &self_shape,
-                    &s.q[b * d..(b + 1) * d],
-                    &kv.k[..(offset + 1) * d],
-                    &kv.v[..(offset + 1) * d],
-                    &mut s.attn_scratch,
-                    &mut s.a[b * d..(b + 1) * d],
-                );
-            }
-            block
-                .attn
-                .out
-                .forward(backend, &s.a, n, Epilogue::AddInto, &mut s.x);
-            self.cross_attention_and_mlp(backend, l, n, cache, s);
-        }
-        cache.len = offset + 1;
-        self.ln.forward(backend, &s.x, n, &mut s.out);
+        pos: usize,
+    ) -> Result<(), WhisperError> {
+        self.check_room(1, pos)?;
+        let args = StageArgs {
+            rows: tokens.len(),
+            pos,
+            ids: tokens,
+            slots,
+        };
+        backend.run(&self.program, self.stages.beam_step, &args, ws)?;
+        Ok(())
     }
 
-    /// Logits `[rows, n_vocab]` of hidden rows `..rows` of the last pass, in one call (the
-    /// vocabulary matrix is read once for all rows).
-    pub fn logits_rows(&self, backend: &B, s: &DecoderScratch, rows: usize, out: &mut [f32]) {
-        let d = self.dims.n_text_state;
-        backend.linear(
-            &s.out[..rows * d],
+    /// Copies positions `..len` of cache slot `from` to slot `to` in every layer.
+    pub fn copy_slot(
+        &self,
+        backend: &B,
+        ws: &mut B::Workspace,
+        from: usize,
+        to: usize,
+        len: usize,
+    ) -> Result<(), WhisperError> {
+        let args = StageArgs {
+            rows: 0,
+            pos: len,
+            ids: &[],
+            slots: &[from, to],
+        };
+        backend.run(&self.program, self.stages.fork, &args, ws)?;
+        Ok(())
+    }
+
+    /// Logits `[rows, n_vocab]` of hidden rows `first..first + rows` of the last pass (the
+    /// vocabulary matrix read once for all rows).
+    pub fn logits<'w>(
+        &self,
+        backend: &B,
+        ws: &'w mut B::Workspace,
+        first: usize,
+        rows: usize,
+    ) -> Result<&'w [f32], WhisperError> {
+        let args = StageArgs {
             rows,
-            &self.token_embedding,
-            None,
-            Epilogue::Store,
-            &mut out[..rows * self.dims.n_vocab],
-        );
+            pos: first,
+            ids: &[],
+            slots: &[],
+        };
+        backend.run(&self.program, self.stages.logits, &args, ws)?;
+        Ok(backend.read(ws, self.logits, 0..rows * self.dims.n_vocab)?)
     }
 
-    /// Logits `[n_vocab]` of hidden row `row` of the last pass (tied output projection).
-    pub fn logits(&self, backend: &B, s: &DecoderScratch, row: usize, out: &mut [f32]) {
-        let d = self.dims.n_text_state;
-        backend.linear(
-            &s.out[row * d..(row + 1) * d],
-            1,
-            &self.token_embedding,
-            None,
-            Epilogue::Store,
-            out,
-        );
+    /// Cross-attention weights of alignment head `i` (in the metadata's order) from the last
+    /// pass with alignment: `[rows, n_audio_ctx]`, row `r` the weights of the pass's token `r`.
+    pub fn alignment_weights<'w>(
+        &self,
+        backend: &B,
+        ws: &'w B::Workspace,
+        i: usize,
+        rows: usize,
+    ) -> Result<&'w [f32], WhisperError> {
+        let (ctx, t) = (self.dims.n_text_ctx, self.dims.n_audio_ctx);
+        if i >= self.n_alignment_heads {
+            return Err(WhisperError::NoAlignmentHeads);
+        }
+        let start = i * ctx * t;
+        Ok(backend.read(ws, self.alignment, start..start + rows * t)?)
+    }
+
+    /// Alignment heads the model has.
+    pub fn n_alignment_heads(&self) -> usize {
+        self.n_alignment_heads
     }
 }

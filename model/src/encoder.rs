@@ -1,99 +1,162 @@
-//! The audio encoder: conv stem, sinusoidal positions, pre-norm transformer blocks, final norm.
-//! (openai/whisper `AudioEncoder`.)
+//! The audio encoder: conv stem, sinusoidal positions, pre-norm transformer blocks, final norm
+//! (openai/whisper `AudioEncoder`), described once at load as one backend stage.
 
-use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
+use amanuensis_runtime::backend::{Backend, Epilogue};
+use amanuensis_runtime::stage::{
+    At, AttentionDims, BufferId, Extent, Op, Program, Residency, StageArgs, StageId,
+};
 
 use crate::config::Dims;
+use crate::error::WhisperError;
 use crate::layers::{AttentionWeights, LayerNorm, Linear, Mlp, MLP_CHUNK_ROWS};
 use crate::names::{self, AttnKind, Stack};
-use crate::weights::{LoadError, WeightsFile};
-use amanuensis_runtime::resident::zeroed;
+use crate::weights::WeightsFile;
 
-/// One encoder block: `x += Attn(LN(x)); x += MLP(LN(x))`.
-pub struct EncoderBlock<B: Backend> {
-    attn_ln: LayerNorm,
-    attn: AttentionWeights<B>,
-    mlp_ln: LayerNorm,
-    mlp: Mlp<B>,
-}
-
-/// The whole encoder, weights only (immutable, shareable).
+/// The whole encoder: weights and the one stage that runs a window (immutable, shareable).
+///
+/// Workspace buffers double up where lifetimes allow (it is resident memory): the conv stem's
+/// first output (`[3000, d]`) lives in `qk`, the attention's Q and K halves later; the
+/// attention output and the final norm's output go to `h`, whose normed input is dead by then.
 pub struct AudioEncoder<B: Backend> {
     dims: Dims,
-    conv1: Linear<B>,
-    conv2: Linear<B>,
-    positions: Vec<f32>,
-    blocks: Vec<EncoderBlock<B>>,
-    ln_post: LayerNorm,
-}
-
-/// Buffers for one encoder pass, allocated once per session.
-///
-/// Buffers double up where lifetimes allow (it is resident memory): the conv stem's first
-/// output (`[3000, d]`) lives in `qk`, the attention's Q and K halves later; the attention
-/// output goes to `h`, whose normed input is dead by then.
-pub struct EncoderScratch {
-    mel_t: Vec<f32>,
-    conv_scratch: Vec<f32>,
-    x: Vec<f32>,
-    h: Vec<f32>,
-    qk: Vec<f32>,
-    v: Vec<f32>,
-    hidden: Vec<f32>,
-    attn_scratch: Vec<f32>,
-}
-
-impl EncoderScratch {
-    /// Two `[n_audio_ctx, n_audio_state]` buffers that are free between encoder passes (the
-    /// attention K and V): the decoder projects its cross K/V into them before preparing them.
-    pub fn spare_pair(&mut self) -> (&mut [f32], &mut [f32]) {
-        let half = self.v.len();
-        (&mut self.qk[half..], &mut self.v)
-    }
+    program: Program<B::Matrix>,
+    window: StageId,
+    mel: BufferId,
+    out: BufferId,
 }
 
 impl<B: Backend> AudioEncoder<B> {
-    /// Loads the encoder weights named in `docs/model-format.md`.
-    pub fn load(file: &WeightsFile, backend: &B, dims: &Dims) -> Result<Self, LoadError> {
-        let d = dims.n_audio_state;
-        let conv = |name: &str, c_in: usize| -> Result<Linear<B>, LoadError> {
+    /// Loads the encoder weights named in `docs/model-format.md` and describes its stage.
+    pub fn load(file: &WeightsFile, backend: &B, dims: &Dims) -> Result<Self, WhisperError> {
+        let (d, t, n_mels) = (dims.n_audio_state, dims.n_audio_ctx, dims.n_mels);
+        let f = 2 * t;
+        let mut p = Program::new();
+        let conv = |p: &mut Program<B::Matrix>, name: &str, c_in: usize| {
             let w = file.tensor_f32(&names::weight(name), &[d, c_in, 3])?;
             let b = file.tensor_f32(&names::bias(name), &[d])?;
-            Ok(Linear {
-                w: backend.matrix(w, d, c_in * 3),
-                b: Some(b),
+            Ok::<_, WhisperError>(Linear {
+                w: p.add_matrix(backend.matrix(w, d, c_in * 3)?),
+                b: Some(p.add_vector(b)),
                 n_out: d,
                 n_in: c_in * 3,
             })
         };
-        let blocks = (0..dims.n_audio_layer)
-            .map(|l| {
-                Ok(EncoderBlock {
-                    attn_ln: LayerNorm::load(
-                        file,
-                        &names::attn_ln(Stack::Encoder, l, AttnKind::SelfAttn),
-                        d,
-                    )?,
-                    attn: AttentionWeights::load(
-                        file,
-                        backend,
-                        Stack::Encoder,
-                        l,
-                        AttnKind::SelfAttn,
-                        d,
-                    )?,
-                    mlp_ln: LayerNorm::load(file, &names::mlp_ln(Stack::Encoder, l), d)?,
-                    mlp: Mlp::load(file, backend, Stack::Encoder, l, d)?,
-                })
-            })
-            .collect::<Result<Vec<_>, LoadError>>()?;
+        let conv1 = conv(&mut p, names::CONV1, n_mels)?;
+        let conv2 = conv(&mut p, names::CONV2, d)?;
+        let positions = p.add_vector(file.tensor_f32(names::ENCODER_POSITIONS, &[t, d])?);
+
+        let buf =
+            |p: &mut Program<B::Matrix>, name, len| p.add_buffer(name, len, Residency::Resident);
+        let mel = buf(&mut p, "mel", n_mels * f);
+        let mel_t = buf(&mut p, "mel_t", f * n_mels);
+        let x = buf(&mut p, "x", t * d);
+        let h = buf(&mut p, "h", t * d);
+        let qk = buf(&mut p, "qk", (2 * t).max(f) * d);
+        let v = buf(&mut p, "v", t * d);
+        let chunk = MLP_CHUNK_ROWS.min(t);
+        let hidden = buf(&mut p, "hidden", chunk * 4 * d);
+
+        let fixed = Extent::fixed;
+        let mut ops = vec![
+            // Channel-major mel -> time-major rows for the conv stem.
+            Op::Transpose {
+                x: At::start(mel),
+                out: At::start(mel_t),
+                rows: n_mels,
+                cols: f,
+            },
+            Op::Conv1dK3 {
+                x: At::start(mel_t),
+                out: At::start(qk),
+                t_in: f,
+                w: conv1.w,
+                bias: conv1.b.expect("conv bias"),
+                stride: 1,
+                epilogue: Epilogue::Gelu,
+            },
+            Op::Conv1dK3 {
+                x: At::start(qk),
+                out: At::start(x),
+                t_in: f,
+                w: conv2.w,
+                bias: conv2.b.expect("conv bias"),
+                stride: 2,
+                epilogue: Epilogue::Gelu,
+            },
+            Op::AddTableRows {
+                x: At::start(x),
+                rows: fixed(t),
+                width: d,
+                table: positions,
+                first: fixed(0),
+                step: 1,
+            },
+        ];
+        let heads = dims.n_audio_head;
+        let dims_attn = AttentionDims {
+            heads,
+            head_dim: d / heads,
+            q_len: fixed(t),
+            kv_len: fixed(t),
+            causal_offset: None,
+            max_q_len: t,
+            max_kv_len: t,
+        };
+        for l in 0..dims.n_audio_layer {
+            let ln = |p: &mut Program<B::Matrix>, module: &str| LayerNorm::load(file, p, module, d);
+            let attn_ln = ln(
+                &mut p,
+                &names::attn_ln(Stack::Encoder, l, AttnKind::SelfAttn),
+            )?;
+            let attn = AttentionWeights::load(
+                file,
+                backend,
+                &mut p,
+                Stack::Encoder,
+                l,
+                AttnKind::SelfAttn,
+                d,
+            )?;
+            let mlp_ln = ln(&mut p, &names::mlp_ln(Stack::Encoder, l))?;
+            let mlp = Mlp::load(file, backend, &mut p, Stack::Encoder, l, d)?;
+            let rows = fixed(t);
+            ops.push(attn_ln.op(x, h, rows));
+            ops.push(
+                attn.query
+                    .op(At::start(h), At::start(qk), rows, t, Epilogue::Store),
+            );
+            ops.push(
+                attn.key
+                    .op(At::start(h), At::fixed(qk, t * d), rows, t, Epilogue::Store),
+            );
+            ops.push(
+                attn.value
+                    .op(At::start(h), At::start(v), rows, t, Epilogue::Store),
+            );
+            // The attention output overwrites h (its normed input is no longer needed).
+            ops.push(Op::Attention {
+                q: At::start(qk),
+                k: At::fixed(qk, t * d),
+                v: At::start(v),
+                out: At::start(h),
+                dims: dims_attn,
+            });
+            ops.push(
+                attn.out
+                    .op(At::start(h), At::start(x), rows, t, Epilogue::AddInto),
+            );
+            ops.push(mlp_ln.op(x, h, rows));
+            mlp.chunked_ops(h, x, hidden, t, chunk, &mut ops);
+        }
+        let ln_post = LayerNorm::load(file, &mut p, names::ENCODER_LN_POST, d)?;
+        ops.push(ln_post.op(x, h, fixed(t)));
+        let window = p.add_stage("encoder window", ops);
         Ok(Self {
             dims: *dims,
-            conv1: conv(names::CONV1, dims.n_mels)?,
-            conv2: conv(names::CONV2, d)?,
-            positions: file.tensor_f32(names::ENCODER_POSITIONS, &[dims.n_audio_ctx, d])?,
-            blocks,
-            ln_post: LayerNorm::load(file, names::ENCODER_LN_POST, d)?,
+            program: p,
+            window,
+            mel,
+            out: h,
         })
     }
 
@@ -102,113 +165,44 @@ impl<B: Backend> AudioEncoder<B> {
         2 * self.dims.n_audio_ctx
     }
 
-    /// Allocates the buffers of one encoder pass.
-    pub fn scratch(&self, backend: &B) -> EncoderScratch {
-        let (t, d, f) = (
-            self.dims.n_audio_ctx,
-            self.dims.n_audio_state,
-            self.n_frames(),
-        );
-        let shape = self.attention_shape();
-        backend.reserve_linear(f, &self.conv1.w);
-        backend.reserve_linear(t, &self.conv2.w);
-        for block in &self.blocks {
-            let a = &block.attn;
-            for w in [
-                &a.query,
-                &a.key,
-                &a.value,
-                &a.out,
-                &block.mlp.fc1,
-                &block.mlp.fc2,
-            ] {
-                backend.reserve_linear(t, &w.w);
-            }
-        }
-        EncoderScratch {
-            mel_t: zeroed(f * self.dims.n_mels),
-            conv_scratch: Vec::new(),
-            x: zeroed(t * d),
-            h: zeroed(t * d),
-            qk: zeroed((2 * t).max(f) * d),
-            v: zeroed(t * d),
-            hidden: zeroed(MLP_CHUNK_ROWS.min(t) * 4 * d),
-            attn_scratch: zeroed(backend.attention_scratch_len(&shape)),
-        }
+    /// The program (weights, buffers, the window stage).
+    pub fn program(&self) -> &Program<B::Matrix> {
+        &self.program
     }
 
-    fn attention_shape(&self) -> AttentionShape {
-        let heads = self.dims.n_audio_head;
-        AttentionShape {
-            heads,
-            head_dim: self.dims.n_audio_state / heads,
-            q_len: self.dims.n_audio_ctx,
-            kv_len: self.dims.n_audio_ctx,
-            causal_offset: None,
-        }
+    /// Allocates one stream's encoder workspace on `threads` threads.
+    pub fn workspace(&self, backend: &B, threads: usize) -> Result<B::Workspace, WhisperError> {
+        Ok(backend.workspace(&self.program, threads)?)
+    }
+
+    /// Device submissions per encoder window on `backend`.
+    pub fn submissions_per_window(&self, backend: &B) -> usize {
+        backend.submissions(&self.program, self.window)
     }
 
     /// Encodes one window: `mel [n_mels, 3000]` (channel-major, as the frontend gives it) →
-    /// `out [n_audio_ctx, n_audio_state]`.
-    pub fn forward(&self, backend: &B, mel: &[f32], s: &mut EncoderScratch, out: &mut [f32]) {
+    /// the encoder output `[n_audio_ctx, n_audio_state]`, borrowed from `ws`.
+    pub fn forward<'w>(
+        &self,
+        backend: &B,
+        ws: &'w mut B::Workspace,
+        mel: &[f32],
+    ) -> Result<&'w [f32], WhisperError> {
         let (n_mels, f) = (self.dims.n_mels, self.n_frames());
-        let (t, d) = (self.dims.n_audio_ctx, self.dims.n_audio_state);
-        assert_eq!(mel.len(), n_mels * f, "encoder input must be [n_mels, {f}]");
-        // Channel-major mel -> time-major rows for the conv stem.
-        for (m, row) in mel.chunks_exact(f).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                s.mel_t[i * n_mels + m] = v;
-            }
+        if mel.len() != n_mels * f {
+            return Err(WhisperError::BadWindow {
+                len: mel.len(),
+                want: n_mels * f,
+            });
         }
-        let conv1_b = self.conv1.b.as_deref().unwrap_or(&[]);
-        backend.conv1d_k3(
-            &s.mel_t,
-            f,
-            &self.conv1.w,
-            conv1_b,
-            1,
-            Epilogue::Gelu,
-            &mut s.conv_scratch,
-            &mut s.qk[..f * d],
-        );
-        let conv2_b = self.conv2.b.as_deref().unwrap_or(&[]);
-        backend.conv1d_k3(
-            &s.qk[..f * d],
-            f,
-            &self.conv2.w,
-            conv2_b,
-            2,
-            Epilogue::Gelu,
-            &mut s.conv_scratch,
-            &mut s.x,
-        );
-        for (x, p) in s.x.iter_mut().zip(&self.positions) {
-            *x += p;
-        }
-        let shape = self.attention_shape();
-        for block in &self.blocks {
-            block.attn_ln.forward(backend, &s.x, t, &mut s.h);
-            let (q, k) = s.qk[..2 * t * d].split_at_mut(t * d);
-            block
-                .attn
-                .query
-                .forward(backend, &s.h, t, Epilogue::Store, q);
-            block.attn.key.forward(backend, &s.h, t, Epilogue::Store, k);
-            block
-                .attn
-                .value
-                .forward(backend, &s.h, t, Epilogue::Store, &mut s.v);
-            // The attention output overwrites h (its normed input is no longer needed).
-            backend.attention(&shape, q, k, &s.v, &mut s.attn_scratch, &mut s.h);
-            block
-                .attn
-                .out
-                .forward(backend, &s.h, t, Epilogue::AddInto, &mut s.x);
-            block.mlp_ln.forward(backend, &s.x, t, &mut s.h);
-            block
-                .mlp
-                .forward_residual(backend, &s.h, t, &mut s.hidden, &mut s.x);
-        }
-        self.ln_post.forward(backend, &s.x, t, &mut out[..t * d]);
+        backend.write(ws, self.mel, 0, mel)?;
+        backend.run(&self.program, self.window, &StageArgs::default(), ws)?;
+        self.output(backend, ws)
+    }
+
+    /// The output `[n_audio_ctx, n_audio_state]` of the last window encoded in `ws`.
+    pub fn output<'w>(&self, backend: &B, ws: &'w B::Workspace) -> Result<&'w [f32], WhisperError> {
+        let len = self.dims.n_audio_ctx * self.dims.n_audio_state;
+        Ok(backend.read(ws, self.out, 0..len)?)
     }
 }

@@ -30,4 +30,20 @@ pub enum WhisperError {
     BadBeamSize(usize),
     #[error("prompt token id {id} is outside the vocabulary ({n_vocab} tokens)")]
     TokenOutOfRange { id: u32, n_vocab: usize },
+    #[error(transparent)]
+    Backend(#[from] amanuensis_runtime::backend::BackendError),
+    #[error("an encoder window of {len} mel values (the encoder takes {want})")]
+    BadWindow { len: usize, want: usize },
+    #[error("decoder pass of {tokens} tokens at position {pos} overflows the text context ({n_text_ctx})")]
+    ContextOverflow {
+        tokens: usize,
+        pos: usize,
+        n_text_ctx: usize,
+    },
+    #[error(
+        "this model has no alignment heads in its metadata (needed for cross-attention weights)"
+    )]
+    NoAlignmentHeads,
+    #[error("transcription aborted by the caller")]
+    Aborted,
 }

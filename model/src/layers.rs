@@ -1,127 +1,141 @@
-//! The two parameterised building blocks of Whisper: linear layers and layer norms, loaded by
-//! name from the model file and prepared for a backend.
+//! The two parameterised building blocks of Whisper, linear layers and layer norms, loaded by
+//! name from the model file into a backend [`Program`], and the ops that run them.
 
 use amanuensis_runtime::backend::{Backend, Epilogue};
+use amanuensis_runtime::stage::{At, BufferId, Extent, MatrixId, Op, Program, VectorId};
 
+use crate::error::WhisperError;
 use crate::names;
-use crate::weights::{LoadError, Quantization, WeightsFile};
+use crate::weights::{Quantization, WeightsFile};
 
 /// Whisper's LayerNorm epsilon.
 pub const LN_EPS: f32 = 1e-5;
 
-/// Loads weight matrix `name` (`[n_out, n_in]`) for `backend`: f16 widened to f32, or INT8
-/// tiles when the file is quantized.
+/// Rows of 4d-wide MLP activations the encoder keeps at once (of 1500): a fifth of the
+/// buffer, and each chunk is still a GEMM large enough for every thread.
+pub const MLP_CHUNK_ROWS: usize = 300;
+
+/// Loads weight matrix `name` (`[n_out, n_in]`) for `backend` into `program`: f16 widened to
+/// f32, or INT8 tiles when the file is quantized.
 pub fn load_matrix<B: Backend>(
     file: &WeightsFile,
     backend: &B,
+    program: &mut Program<B::Matrix>,
     name: &str,
     n_out: usize,
     n_in: usize,
-) -> Result<B::Matrix, LoadError> {
-    Ok(match file.quantization() {
-        Quantization::Int8 => backend.matrix_q8(file.tensor_q8(name, n_out, n_in)?),
-        Quantization::None => backend.matrix(file.tensor_f32(name, &[n_out, n_in])?, n_out, n_in),
-    })
+) -> Result<MatrixId, WhisperError> {
+    let m = match file.quantization() {
+        Quantization::Int8 => backend.matrix_q8(file.tensor_q8(name, n_out, n_in)?)?,
+        Quantization::None => {
+            backend.matrix(file.tensor_f32(name, &[n_out, n_in])?, n_out, n_in)?
+        }
+    };
+    Ok(program.add_matrix(m))
 }
 
-/// `y = x · Wᵀ + b` with `W [n_out, n_in]` prepared for backend `B`.
-pub struct Linear<B: Backend> {
-    pub w: B::Matrix,
-    pub b: Option<Vec<f32>>,
+/// `y = x · Wᵀ + b` with `W [n_out, n_in]` in a program.
+#[derive(Clone, Copy, Debug)]
+pub struct Linear {
+    pub w: MatrixId,
+    pub b: Option<VectorId>,
     pub n_out: usize,
     pub n_in: usize,
 }
 
-impl<B: Backend> Linear<B> {
+impl Linear {
     /// Loads `{module}.weight` `[n_out, n_in]` and, if `has_bias`, `{module}.bias` `[n_out]`.
-    pub fn load(
+    pub fn load<B: Backend>(
         file: &WeightsFile,
         backend: &B,
+        program: &mut Program<B::Matrix>,
         module: &str,
         n_out: usize,
         n_in: usize,
         has_bias: bool,
-    ) -> Result<Self, LoadError> {
-        let w = load_matrix(file, backend, &names::weight(module), n_out, n_in)?;
+    ) -> Result<Self, WhisperError> {
+        let w = load_matrix(file, backend, program, &names::weight(module), n_out, n_in)?;
         let b = if has_bias {
-            Some(file.tensor_f32(&names::bias(module), &[n_out])?)
+            Some(program.add_vector(file.tensor_f32(&names::bias(module), &[n_out])?))
         } else {
             None
         };
         Ok(Self { w, b, n_out, n_in })
     }
 
-    /// `out[rows, n_out] = epilogue(x[rows, n_in] · Wᵀ + b)`.
-    pub fn forward(
-        &self,
-        backend: &B,
-        x: &[f32],
-        rows: usize,
-        epilogue: Epilogue,
-        out: &mut [f32],
-    ) {
-        backend.linear(
-            &x[..rows * self.n_in],
+    /// `out[rows, n_out] = epilogue(x[rows, n_in] · Wᵀ + b)`, for calls of up to `max_rows`.
+    pub fn op(&self, x: At, out: At, rows: Extent, max_rows: usize, epilogue: Epilogue) -> Op {
+        Op::Linear {
+            x,
+            out,
             rows,
-            &self.w,
-            self.b.as_deref(),
+            max_rows,
+            w: self.w,
+            bias: self.b,
             epilogue,
-            &mut out[..rows * self.n_out],
-        );
+        }
     }
 }
 
 /// Pre-norm LayerNorm parameters (`{module}.weight`, `{module}.bias`).
+#[derive(Clone, Copy, Debug)]
 pub struct LayerNorm {
-    pub gamma: Vec<f32>,
-    pub beta: Vec<f32>,
+    pub gamma: VectorId,
+    pub beta: VectorId,
 }
 
 impl LayerNorm {
     /// Loads the pair for a `dim`-wide norm.
-    pub fn load(file: &WeightsFile, module: &str, dim: usize) -> Result<Self, LoadError> {
+    pub fn load<M>(
+        file: &WeightsFile,
+        program: &mut Program<M>,
+        module: &str,
+        dim: usize,
+    ) -> Result<Self, WhisperError> {
         Ok(Self {
-            gamma: file.tensor_f32(&names::weight(module), &[dim])?,
-            beta: file.tensor_f32(&names::bias(module), &[dim])?,
+            gamma: program.add_vector(file.tensor_f32(&names::weight(module), &[dim])?),
+            beta: program.add_vector(file.tensor_f32(&names::bias(module), &[dim])?),
         })
     }
 
     /// Normalises `rows` rows of `x` into `out`.
-    pub fn forward<B: Backend>(&self, backend: &B, x: &[f32], rows: usize, out: &mut [f32]) {
-        let d = self.gamma.len();
-        backend.layer_norm(
-            &x[..rows * d],
+    pub fn op(&self, x: BufferId, out: BufferId, rows: Extent) -> Op {
+        Op::LayerNorm {
+            x: At::start(x),
+            out: At::start(out),
             rows,
-            &self.gamma,
-            &self.beta,
-            LN_EPS,
-            &mut out[..rows * d],
-        );
+            gamma: self.gamma,
+            beta: self.beta,
+            eps: LN_EPS,
+        }
     }
 }
 
 /// The four projections of one attention module.
-pub struct AttentionWeights<B: Backend> {
-    pub query: Linear<B>,
-    pub key: Linear<B>,
-    pub value: Linear<B>,
-    pub out: Linear<B>,
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionWeights {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub out: Linear,
 }
 
-impl<B: Backend> AttentionWeights<B> {
+impl AttentionWeights {
     /// Loads `{prefix}.{query,key,value,out}` for a `d`-wide model (key without bias).
-    pub fn load(
+    pub fn load<B: Backend>(
         file: &WeightsFile,
         backend: &B,
+        program: &mut Program<B::Matrix>,
         stack: names::Stack,
         layer: usize,
         kind: names::AttnKind,
         d: usize,
-    ) -> Result<Self, LoadError> {
-        let lin = |p: names::Proj| {
+    ) -> Result<Self, WhisperError> {
+        let mut lin = |p: names::Proj| {
             Linear::load(
                 file,
                 backend,
+                program,
                 &names::attn_proj(stack, layer, kind, p),
                 d,
                 d,
@@ -138,29 +152,28 @@ impl<B: Backend> AttentionWeights<B> {
 }
 
 /// The feed-forward block: `mlp.0` (d → 4d, GELU) then `mlp.2` (4d → d).
-/// Rows of 4d-wide MLP activations the encoder keeps at once (of 1500): a fifth of the
-/// buffer, and each chunk is still a GEMM large enough for every thread.
-pub const MLP_CHUNK_ROWS: usize = 300;
-
-pub struct Mlp<B: Backend> {
-    pub fc1: Linear<B>,
-    pub fc2: Linear<B>,
+#[derive(Clone, Copy, Debug)]
+pub struct Mlp {
+    pub fc1: Linear,
+    pub fc2: Linear,
 }
 
-impl<B: Backend> Mlp<B> {
+impl Mlp {
     /// Loads the two layers of block `layer`.
-    pub fn load(
+    pub fn load<B: Backend>(
         file: &WeightsFile,
         backend: &B,
+        program: &mut Program<B::Matrix>,
         stack: names::Stack,
         layer: usize,
         d: usize,
-    ) -> Result<Self, LoadError> {
+    ) -> Result<Self, WhisperError> {
         let n_mlp = 4 * d;
         Ok(Self {
             fc1: Linear::load(
                 file,
                 backend,
+                program,
                 &names::mlp(stack, layer, false),
                 n_mlp,
                 d,
@@ -169,6 +182,7 @@ impl<B: Backend> Mlp<B> {
             fc2: Linear::load(
                 file,
                 backend,
+                program,
                 &names::mlp(stack, layer, true),
                 d,
                 n_mlp,
@@ -177,29 +191,58 @@ impl<B: Backend> Mlp<B> {
         })
     }
 
-    /// `x += fc2(gelu(fc1(h)))` for `rows` rows, in chunks of as many rows as `hidden` holds
-    /// 4d-wide activations for (so the encoder keeps [`MLP_CHUNK_ROWS`] of them, not 1500; each
-    /// row's result is the same either way).
-    ///
-    /// # Panics
-    /// If `hidden` holds less than one row.
-    pub fn forward_residual(
+    /// Ops of `x += fc2(gelu(fc1(h)))` for a fixed number of `rows`, in chunks of `chunk` rows
+    /// through `hidden` (`chunk` 4d-wide rows): the encoder keeps [`MLP_CHUNK_ROWS`] of them,
+    /// not 1500; each row's result is the same either way.
+    pub fn chunked_ops(
         &self,
-        backend: &B,
-        h: &[f32],
+        h: BufferId,
+        x: BufferId,
+        hidden: BufferId,
         rows: usize,
-        hidden: &mut [f32],
-        x: &mut [f32],
+        chunk: usize,
+        ops: &mut Vec<Op>,
     ) {
-        let (d, n_mlp) = (self.fc1.n_in, self.fc1.n_out);
-        let chunk = hidden.len() / n_mlp;
-        assert!(chunk > 0, "Mlp: hidden holds less than one row");
-        for r0 in (0..rows).step_by(chunk) {
+        let d = self.fc1.n_in;
+        for r0 in (0..rows).step_by(chunk.max(1)) {
             let m = chunk.min(rows - r0);
-            self.fc1
-                .forward(backend, &h[r0 * d..], m, Epilogue::Gelu, hidden);
-            self.fc2
-                .forward(backend, hidden, m, Epilogue::AddInto, &mut x[r0 * d..]);
+            let at = |b| At::fixed(b, r0 * d);
+            ops.push(self.fc1.op(
+                at(h),
+                At::start(hidden),
+                Extent::fixed(m),
+                m,
+                Epilogue::Gelu,
+            ));
+            ops.push(self.fc2.op(
+                At::start(hidden),
+                at(x),
+                Extent::fixed(m),
+                m,
+                Epilogue::AddInto,
+            ));
         }
+    }
+
+    /// Ops of `x += fc2(gelu(fc1(h)))` for the call's rows (at most `max_rows`, which `hidden`
+    /// holds).
+    pub fn ops(&self, h: BufferId, x: BufferId, hidden: BufferId, max_rows: usize) -> [Op; 2] {
+        let rows = Extent::rows(1);
+        [
+            self.fc1.op(
+                At::start(h),
+                At::start(hidden),
+                rows,
+                max_rows,
+                Epilogue::Gelu,
+            ),
+            self.fc2.op(
+                At::start(hidden),
+                At::start(x),
+                rows,
+                max_rows,
+                Epilogue::AddInto,
+            ),
+        ]
     }
 }

@@ -11,7 +11,6 @@ pub mod decode;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
-pub mod kv_cache;
 pub mod layers;
 pub mod load_error;
 pub mod mel;

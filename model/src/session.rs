@@ -1,7 +1,12 @@
-//! A transcription session: the per-stream state (encoder buffers, KV cache, decoder buffers,
-//! logits) allocated once, and the long-form loop that walks 30 s windows over a file exactly as
-//! faster-whisper's `generate_segments` does (greedy or beam search, temperature 0).
+//! A transcription session: the per-stream state (the encoder's and the decoder's backend
+//! workspaces with their buffers, caches and scratch; logits; decoding rules) allocated once,
+//! and the long-form loop that walks 30 s windows over a file exactly as faster-whisper's
+//! `generate_segments` does (greedy or beam search, temperature 0).
+//!
+//! Any number of sessions may run at once over one shared model, each on its own thread: a
+//! session owns everything it writes, the model nothing.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,10 +14,8 @@ use amanuensis_runtime::backend::Backend;
 
 use crate::decode::BeamSearch;
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
-use crate::decoder::DecoderScratch;
-use crate::encoder::EncoderScratch;
+use crate::decoder::MAX_SLOTS;
 use crate::error::WhisperError;
-use crate::kv_cache::KvCache;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
 use amanuensis_runtime::resident::zeroed;
@@ -39,6 +42,10 @@ pub struct TranscribeOptions {
     /// 1: greedy; more: beam search with this many beams (faster-whisper's default is 5),
     /// patience 1, length penalty 1, at most [`MAX_BEAMS`].
     pub beam_size: usize,
+    /// Hand back, per window, the cross-attention weights of the model's alignment heads over
+    /// the decoded tokens ([`WindowResult::alignment`]; one extra batched decoder pass per
+    /// window). Off by default: no cost.
+    pub alignment_weights: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -53,6 +60,7 @@ impl Default for TranscribeOptions {
             max_initial_timestamp: 1.0,
             suppress_blank: true,
             beam_size: 1,
+            alignment_weights: false,
         }
     }
 }
@@ -107,6 +115,31 @@ impl Transcript {
     }
 }
 
+/// Cross-attention weights of the alignment heads over one decoder pass (for word timestamps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlignmentWeights {
+    /// The tokens of the pass: the SOT sequence (with `<|notimestamps|>` if the window had
+    /// it), the window's sampled tokens, EOT.
+    pub tokens: Vec<u32>,
+    /// Index in `tokens` of the first sampled token.
+    pub first_sampled: usize,
+    /// `(decoder layer, head)` of each head, in the model metadata's order.
+    pub heads: Vec<(usize, usize)>,
+    /// Encoder frames per row (`n_audio_ctx`, 20 ms each).
+    pub frames: usize,
+    /// `[heads, tokens, frames]`: row `(h, i)` is head `h`'s attention (a probability
+    /// distribution over the window's frames) from the position of `tokens[i]`.
+    pub weights: Vec<f32>,
+}
+
+impl AlignmentWeights {
+    /// Head `h`'s weights for token `i` (`frames` values).
+    pub fn row(&self, h: usize, i: usize) -> &[f32] {
+        let start = (h * self.tokens.len() + i) * self.frames;
+        &self.weights[start..start + self.frames]
+    }
+}
+
 /// The outcome of decoding one window.
 #[derive(Debug, Clone)]
 pub struct WindowResult {
@@ -117,16 +150,41 @@ pub struct WindowResult {
     /// `sum_logprob / (tokens.len() + 1)`.
     pub avg_logprob: f64,
     pub no_speech_prob: f64,
+    /// With [`TranscribeOptions::alignment_weights`]: the alignment heads' cross-attention.
+    pub alignment: Option<AlignmentWeights>,
+}
+
+/// Where a transcription is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Seconds of audio done (the next window's start).
+    pub done: f64,
+    /// Seconds of audio in all.
+    pub total: f64,
+}
+
+/// Calls out of a transcription: each decided segment as soon as its window is done, progress
+/// after each window, and a cooperative abort flag (checked between windows and tokens; a set
+/// flag ends the call with [`WhisperError::Aborted`]).
+#[derive(Default)]
+pub struct Hooks<'a> {
+    /// Called with each segment as it is decided.
+    pub on_segment: Option<&'a mut dyn FnMut(&Segment)>,
+    /// Called after each window.
+    pub on_progress: Option<&'a mut dyn FnMut(Progress)>,
+    /// When set, the transcription stops at the next window or token.
+    pub abort: Option<Arc<AtomicBool>>,
 }
 
 /// Per-stream state over a shared model. Everything is allocated in [`Session::new`].
-pub struct Session<B: Backend> {
-    model: Arc<Whisper<B>>,
+pub struct Session<E: Backend, D: Backend = E> {
+    model: Arc<Whisper<E, D>>,
     mel_window: Vec<f32>,
-    encoder_scratch: EncoderScratch,
-    encoder_out: Vec<f32>,
-    kv: KvCache<B>,
-    decoder_scratch: DecoderScratch,
+    encoder_ws: E::Workspace,
+    decoder_ws: D::Workspace,
+    /// Positions filled in the self-attention cache.
+    kv_len: usize,
+    abort: Option<Arc<AtomicBool>>,
     logits: Vec<f32>,
     sampled: Vec<u32>,
     suppress: SuppressTokens,
@@ -136,8 +194,8 @@ pub struct Session<B: Backend> {
     beams: Option<BeamBuffers>,
 }
 
-/// Most beams a session searches with.
-pub const MAX_BEAMS: usize = 16;
+/// Most beams a session searches with (one self-attention cache slot each).
+pub const MAX_BEAMS: usize = MAX_SLOTS;
 
 /// Buffers of beam search: the search state, every beam's logits, cache slot bookkeeping.
 struct BeamBuffers {
@@ -148,17 +206,23 @@ struct BeamBuffers {
     next_slots: [usize; MAX_BEAMS],
 }
 
-impl<B: Backend> Session<B> {
-    /// Allocates all buffers a transcription needs.
-    pub fn new(model: Arc<Whisper<B>>) -> Self {
+impl<E: Backend, D: Backend> Session<E, D> {
+    /// Allocates all buffers a transcription needs, on the backends' default thread count.
+    pub fn new(model: Arc<Whisper<E, D>>) -> Result<Self, WhisperError> {
+        let threads = model.decoder_backend.default_threads();
+        Self::with_threads(model, threads)
+    }
+
+    /// Allocates all buffers a transcription needs; CPU backends run this session on its own
+    /// pool of `threads` threads (the calling thread included).
+    pub fn with_threads(model: Arc<Whisper<E, D>>, threads: usize) -> Result<Self, WhisperError> {
         let dims = model.config.dims;
-        let backend = &model.backend;
-        Self {
+        Ok(Self {
             mel_window: zeroed(dims.n_mels * model.encoder.n_frames()),
-            encoder_scratch: model.encoder.scratch(backend),
-            encoder_out: zeroed(dims.n_audio_ctx * dims.n_audio_state),
-            kv: KvCache::new(backend, &dims),
-            decoder_scratch: model.decoder.scratch(backend),
+            encoder_ws: model.encoder.workspace(&model.encoder_backend, threads)?,
+            decoder_ws: model.decoder.workspace(&model.decoder_backend, threads)?,
+            kv_len: 0,
+            abort: None,
             logits: zeroed(dims.n_vocab),
             sampled: Vec::with_capacity(dims.n_text_ctx),
             suppress: SuppressTokens::new(model.config.suppress_ids.clone()),
@@ -171,24 +235,32 @@ impl<B: Backend> Session<B> {
             },
             beams: None,
             model,
-        }
+        })
     }
 
     /// The model this session runs.
-    pub fn model(&self) -> &Arc<Whisper<B>> {
+    pub fn model(&self) -> &Arc<Whisper<E, D>> {
         &self.model
     }
 
-    /// Encodes one padded window `[n_mels, 3000]`; returns the encoder output `[1500, d]`.
-    pub fn encode(&mut self, mel_window: &[f32]) -> &[f32] {
+    /// Sets (or clears) the cooperative abort flag [`Session::decode_window`] checks before each
+    /// token.
+    pub fn set_abort(&mut self, abort: Option<Arc<AtomicBool>>) {
+        self.abort = abort;
+    }
+
+    fn aborted(&self) -> bool {
+        self.abort
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Relaxed))
+    }
+
+    /// Encodes one padded window `[n_mels, 3000]`; returns the encoder output `[1500, d]`,
+    /// which the next [`Session::decode_window`] attends to.
+    pub fn encode(&mut self, mel_window: &[f32]) -> Result<&[f32], WhisperError> {
         let m = &self.model;
-        m.encoder.forward(
-            &m.backend,
-            mel_window,
-            &mut self.encoder_scratch,
-            &mut self.encoder_out,
-        );
-        &self.encoder_out
+        m.encoder
+            .forward(&m.encoder_backend, &mut self.encoder_ws, mel_window)
     }
 
     /// Transcribes 16 kHz mono samples.
@@ -197,7 +269,30 @@ impl<B: Backend> Session<B> {
         samples: &[f32],
         opts: &TranscribeOptions,
     ) -> Result<Transcript, WhisperError> {
+        self.transcribe_with(samples, opts, &mut Hooks::default())
+    }
+
+    /// [`Session::transcribe`] with callbacks and an abort flag.
+    pub fn transcribe_with(
+        &mut self,
+        samples: &[f32],
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+    ) -> Result<Transcript, WhisperError> {
+        self.abort = hooks.abort.clone();
+        let result = self.transcribe_inner(samples, opts, hooks);
+        self.abort = None;
+        result
+    }
+
+    fn transcribe_inner(
+        &mut self,
+        samples: &[f32],
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+    ) -> Result<Transcript, WhisperError> {
         let model = Arc::clone(&self.model);
+        let total = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
         let special = model.config.special;
         let n_text_ctx = model.config.dims.n_text_ctx;
         let mut timings = Timings::default();
@@ -217,17 +312,27 @@ impl<B: Backend> Session<B> {
         let mut prompt: Vec<u32> = Vec::with_capacity(n_text_ctx);
         let mut seek = 0usize;
         while seek < content_frames {
+            if self.aborted() {
+                return Err(WhisperError::Aborted);
+            }
+            if seek > 0 {
+                if let Some(f) = hooks.on_progress.as_mut() {
+                    f(Progress {
+                        done: (seek as f64 * TIME_PER_FRAME).min(total),
+                        total,
+                    });
+                }
+            }
             let time_offset = seek as f64 * TIME_PER_FRAME;
             let segment_size = model.encoder.n_frames().min(content_frames - seek);
 
             let t = Instant::now();
             mel.window(seek, &mut self.mel_window)?;
             model.encoder.forward(
-                &model.backend,
+                &model.encoder_backend,
+                &mut self.encoder_ws,
                 &self.mel_window,
-                &mut self.encoder_scratch,
-                &mut self.encoder_out,
-            );
+            )?;
             timings.encode += t.elapsed();
             timings.windows += 1;
 
@@ -277,7 +382,7 @@ impl<B: Backend> Session<B> {
                     continue;
                 }
                 all_tokens.extend_from_slice(&raw.tokens);
-                segments.push(Segment {
+                let segment = Segment {
                     id: segments.len() + 1,
                     seek: window_seek,
                     start: raw.start,
@@ -287,16 +392,22 @@ impl<B: Backend> Session<B> {
                     avg_logprob: result.avg_logprob,
                     no_speech_prob: result.no_speech_prob,
                     temperature: 0.0,
-                });
+                };
+                if let Some(f) = hooks.on_segment.as_mut() {
+                    f(&segment);
+                }
+                segments.push(segment);
             }
             if !opts.condition_on_previous_text {
                 prompt_reset_since = all_tokens.len();
             }
         }
-        let duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
+        if let Some(f) = hooks.on_progress.as_mut() {
+            f(Progress { done: total, total });
+        }
         Ok(Transcript {
             segments,
-            duration,
+            duration: total,
             timings,
         })
     }
@@ -311,7 +422,7 @@ impl<B: Backend> Session<B> {
         timings: &mut Timings,
     ) -> Result<WindowResult, WhisperError> {
         let model = Arc::clone(&self.model);
-        let (backend, decoder) = (&model.backend, &model.decoder);
+        let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
         let config = &model.config;
         let special = &config.special;
         let n_text_ctx = config.dims.n_text_ctx;
@@ -337,42 +448,109 @@ impl<B: Backend> Session<B> {
         timestamps.max_initial_timestamp_index =
             Some((opts.max_initial_timestamp / TIME_PRECISION).round() as u32);
 
-        let (proj_k, proj_v) = self.encoder_scratch.spare_pair();
-        decoder.compute_cross_kv(backend, &self.encoder_out, &mut self.kv, proj_k, proj_v);
-        self.kv.reset();
-        decoder.forward(backend, prompt, &mut self.kv, &mut self.decoder_scratch);
+        let encoder_out = model
+            .encoder
+            .output(&model.encoder_backend, &self.encoder_ws)?;
+        decoder.set_audio(backend, &mut self.decoder_ws, encoder_out)?;
+        self.kv_len = 0;
+        decoder.forward(backend, &mut self.decoder_ws, prompt, 0, false)?;
+        self.kv_len = prompt.len();
         timings.decoder_passes += 1;
 
         // No-speech probability: softmax of the raw logits at the SOT position.
-        decoder.logits(backend, &self.decoder_scratch, sot_index, &mut self.logits);
+        self.logits
+            .copy_from_slice(decoder.logits(backend, &mut self.decoder_ws, sot_index, 1)?);
         let no_speech_prob = {
             let lse = crate::decode::log_sum_exp(&self.logits);
             (self.logits[special.no_speech as usize] as f64 - lse).exp()
         };
         if sot_index != prompt.len() - 1 {
-            decoder.logits(
+            self.logits.copy_from_slice(decoder.logits(
                 backend,
-                &self.decoder_scratch,
+                &mut self.decoder_ws,
                 prompt.len() - 1,
-                &mut self.logits,
-            );
+                1,
+            )?);
         }
 
         let max_sampled = (n_text_ctx / 2).min(n_text_ctx + 1 - prompt.len());
-        if opts.beam_size != 1 {
-            let (tokens, sum_logprob) =
-                self.beam_search(opts, &timestamps, max_sampled, timings)?;
-            let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;
-            return Ok(WindowResult {
-                tokens,
-                sum_logprob,
-                avg_logprob,
-                no_speech_prob,
-            });
+        let (tokens, sum_logprob) = if opts.beam_size != 1 {
+            self.beam_search(opts, &timestamps, max_sampled, timings)?
+        } else {
+            self.greedy(opts, &timestamps, max_sampled, timings)?
+        };
+        let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;
+        let alignment = if opts.alignment_weights {
+            Some(self.alignment_pass(&prompt[sot_index..], &tokens)?)
+        } else {
+            None
+        };
+        Ok(WindowResult {
+            tokens,
+            sum_logprob,
+            avg_logprob,
+            no_speech_prob,
+            alignment,
+        })
+    }
+
+    /// One decoder pass with alignment over `sot_sequence`, `tokens`, EOT from position 0 of
+    /// the current window (after its decoding; the cache is rebuilt by the next window).
+    pub fn alignment_pass(
+        &mut self,
+        sot_sequence: &[u32],
+        tokens: &[u32],
+    ) -> Result<AlignmentWeights, WhisperError> {
+        let model = Arc::clone(&self.model);
+        let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
+        let mut all = Vec::with_capacity(sot_sequence.len() + tokens.len() + 1);
+        all.extend_from_slice(sot_sequence);
+        all.extend_from_slice(tokens);
+        all.push(model.config.special.eot);
+        let n_vocab = model.config.dims.n_vocab;
+        if let Some(&id) = all.iter().find(|&&id| id as usize >= n_vocab) {
+            return Err(WhisperError::TokenOutOfRange { id, n_vocab });
         }
+        decoder.forward(backend, &mut self.decoder_ws, &all, 0, true)?;
+        self.kv_len = all.len();
+        let frames = model.config.dims.n_audio_ctx;
+        let heads = model.config.alignment_heads.clone();
+        let mut weights = Vec::with_capacity(heads.len() * all.len() * frames);
+        for i in 0..heads.len() {
+            weights.extend_from_slice(decoder.alignment_weights(
+                backend,
+                &self.decoder_ws,
+                i,
+                all.len(),
+            )?);
+        }
+        Ok(AlignmentWeights {
+            first_sampled: sot_sequence.len(),
+            tokens: all,
+            heads,
+            frames,
+            weights,
+        })
+    }
+
+    /// Greedy decoding from the prompt's last logits (in `self.logits`): the sampled tokens and
+    /// their summed log-probability (EOT included).
+    fn greedy(
+        &mut self,
+        opts: &TranscribeOptions,
+        timestamps: &TimestampRules,
+        max_sampled: usize,
+        timings: &mut Timings,
+    ) -> Result<(Vec<u32>, f64), WhisperError> {
+        let model = Arc::clone(&self.model);
+        let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
+        let eot = model.config.special.eot;
         self.sampled.clear();
         let mut sum_logprob = 0.0;
         for step in 0..max_sampled {
+            if self.aborted() {
+                return Err(WhisperError::Aborted);
+            }
             let t_sample = Instant::now();
             self.suppress.apply(&mut self.logits, &self.sampled);
             if opts.suppress_blank {
@@ -386,7 +564,7 @@ impl<B: Backend> Session<B> {
             };
             sum_logprob += pick.logprob;
             timings.sampling += t_sample.elapsed();
-            if pick.token == special.eot {
+            if pick.token == eot {
                 break;
             }
             self.sampled.push(pick.token);
@@ -397,24 +575,20 @@ impl<B: Backend> Session<B> {
             let t_forward = Instant::now();
             decoder.forward(
                 backend,
+                &mut self.decoder_ws,
                 &[pick.token],
-                &mut self.kv,
-                &mut self.decoder_scratch,
-            );
+                self.kv_len,
+                false,
+            )?;
+            self.kv_len += 1;
             timings.decoder_passes += 1;
             let t_logits = Instant::now();
             timings.decoder_layers += t_logits - t_forward;
-            decoder.logits(backend, &self.decoder_scratch, 0, &mut self.logits);
+            self.logits
+                .copy_from_slice(decoder.logits(backend, &mut self.decoder_ws, 0, 1)?);
             timings.logits += t_logits.elapsed();
         }
-        let tokens = self.sampled.clone();
-        let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;
-        Ok(WindowResult {
-            tokens,
-            sum_logprob,
-            avg_logprob,
-            no_speech_prob,
-        })
+        Ok((self.sampled.clone(), sum_logprob))
     }
 
     /// Beam search over one window whose prompt has been run (its last logits in
@@ -431,7 +605,7 @@ impl<B: Backend> Session<B> {
             return Err(WhisperError::BadBeamSize(beam));
         }
         let model = Arc::clone(&self.model);
-        let (backend, decoder) = (&model.backend, &model.decoder);
+        let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
         let dims = model.config.dims;
         let n_vocab = dims.n_vocab;
         if self.beams.as_ref().is_none_or(|b| b.search.beam() != beam) {
@@ -442,13 +616,19 @@ impl<B: Backend> Session<B> {
                 slots: [0; MAX_BEAMS],
                 next_slots: [0; MAX_BEAMS],
             });
-            self.kv.ensure_slots(beam);
         }
         let bb = self.beams.as_mut().expect("allocated above");
         bb.search.reset();
         bb.logits[..n_vocab].copy_from_slice(&self.logits);
         bb.slots[0] = 0;
         for step in 0..max_sampled {
+            if self
+                .abort
+                .as_ref()
+                .is_some_and(|a| a.load(Ordering::Relaxed))
+            {
+                return Err(WhisperError::Aborted);
+            }
             let t_sample = Instant::now();
             let alive = bb.search.alive();
             for (r, row) in bb.logits.chunks_exact_mut(n_vocab).take(alive).enumerate() {
@@ -493,7 +673,13 @@ impl<B: Backend> Session<B> {
             for (k, c) in conts.iter().enumerate() {
                 if pending[k] {
                     let slot = free.next().expect("beam slots: one per beam");
-                    self.kv.copy_slot(bb.slots[c.parent], slot);
+                    decoder.copy_slot(
+                        backend,
+                        &mut self.decoder_ws,
+                        bb.slots[c.parent],
+                        slot,
+                        self.kv_len,
+                    )?;
                     bb.next_slots[k] = slot;
                 }
             }
@@ -502,15 +688,21 @@ impl<B: Backend> Session<B> {
             let t_forward = Instant::now();
             decoder.forward_beams(
                 backend,
+                &mut self.decoder_ws,
                 &bb.tokens[..n],
                 &bb.slots[..n],
-                &mut self.kv,
-                &mut self.decoder_scratch,
-            );
+                self.kv_len,
+            )?;
+            self.kv_len += 1;
             timings.decoder_passes += 1;
             let t_logits = Instant::now();
             timings.decoder_layers += t_logits - t_forward;
-            decoder.logits_rows(backend, &self.decoder_scratch, n, &mut bb.logits);
+            bb.logits[..n * n_vocab].copy_from_slice(decoder.logits(
+                backend,
+                &mut self.decoder_ws,
+                0,
+                n,
+            )?);
             timings.logits += t_logits.elapsed();
         }
         Ok(match bb.search.best() {

@@ -1,8 +1,10 @@
 //! A loaded Whisper model: configuration, tokenizer, mel frontend and the network's weights
-//! prepared for one backend. Immutable once loaded; transcription state lives in a
+//! prepared for its backends (the encoder's and the decoder's, often the same one). Immutable
+//! once loaded and `Send + Sync`: share it behind an `Arc`; transcription state lives in a
 //! [`crate::session::Session`].
 
 use std::path::Path;
+use std::sync::Arc;
 
 use amanuensis_runtime::backend::Backend;
 
@@ -15,18 +17,20 @@ use crate::names;
 use crate::tokenizer::Tokenizer;
 use crate::weights::WeightsFile;
 
-/// Whisper weights, tokenizer and frontend, ready to run on backend `B`.
-pub struct Whisper<B: Backend> {
+/// Whisper weights, tokenizer and frontend, ready to run: the encoder on backend `E`, the
+/// decoder on backend `D` (by default the same).
+pub struct Whisper<E: Backend, D: Backend = E> {
     pub config: ModelConfig,
     pub tokenizer: Tokenizer,
     pub mel: MelFrontend,
-    pub encoder: AudioEncoder<B>,
-    pub decoder: TextDecoder<B>,
-    pub backend: B,
+    pub encoder: AudioEncoder<E>,
+    pub decoder: TextDecoder<D>,
+    pub encoder_backend: Arc<E>,
+    pub decoder_backend: Arc<D>,
 }
 
-impl<B: Backend> Whisper<B> {
-    /// Loads a model file (`docs/model-format.md`) onto `backend`.
+impl<B: Backend> Whisper<B, B> {
+    /// Loads a model file (`docs/model-format.md`) onto `backend` (encoder and decoder).
     ///
     /// The file is memory-mapped; each f16 tensor is widened to f32 once here (INT8 tiles are
     /// copied as they are), into the backend's own buffers, and the mapping is dropped at the end.
@@ -36,6 +40,32 @@ impl<B: Backend> Whisper<B> {
 
     /// [`Whisper::load`] from a file already opened.
     pub fn from_file(file: &WeightsFile, backend: B) -> Result<Self, WhisperError> {
+        let backend = Arc::new(backend);
+        Whisper::from_file_split(file, Arc::clone(&backend), backend)
+    }
+}
+
+impl<E: Backend, D: Backend> Whisper<E, D> {
+    /// Loads a model file with the encoder on `encoder_backend` and the decoder on
+    /// `decoder_backend` (e.g. an NPU encoder and a CPU decoder).
+    pub fn load_split(
+        path: &Path,
+        encoder_backend: E,
+        decoder_backend: D,
+    ) -> Result<Self, WhisperError> {
+        Self::from_file_split(
+            &WeightsFile::open(path)?,
+            Arc::new(encoder_backend),
+            Arc::new(decoder_backend),
+        )
+    }
+
+    /// [`Whisper::load_split`] from a file already opened.
+    pub fn from_file_split(
+        file: &WeightsFile,
+        encoder_backend: Arc<E>,
+        decoder_backend: Arc<D>,
+    ) -> Result<Self, WhisperError> {
         let path = file.path();
         let config = file.config().clone();
         let dims = &config.dims;
@@ -46,21 +76,39 @@ impl<B: Backend> Whisper<B> {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let encoder = AudioEncoder::load(file, &backend, dims)?;
-        let decoder = TextDecoder::load(file, &backend, dims)?;
+        let encoder = AudioEncoder::load(file, &*encoder_backend, dims)?;
+        let decoder = TextDecoder::load(file, &*decoder_backend, dims, &config.alignment_heads)?;
         Ok(Self {
             config,
             tokenizer,
             mel,
             encoder,
             decoder,
-            backend,
+            encoder_backend,
+            decoder_backend,
         })
     }
 
-    /// The backend's name (e.g. `cpu-f32`).
-    pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
+    /// The backends' name: one name (e.g. `cpu-f32`) when encoder and decoder run on the same
+    /// kind of backend, else `encoder+decoder` (e.g. `npu+cpu-int8`).
+    pub fn backend_name(&self) -> String {
+        let (e, d) = (self.encoder_backend.name(), self.decoder_backend.name());
+        if e == d {
+            e.to_string()
+        } else {
+            format!("{e}+{d}")
+        }
+    }
+
+    /// Device submissions of one encoder window, and of one decoded token (decoder step +
+    /// logits), on this model's backends.
+    pub fn submissions(&self) -> Submissions {
+        let (cross_kv, step, logits) = self.decoder.submissions(&self.decoder_backend);
+        Submissions {
+            encoder_window: self.encoder.submissions_per_window(&self.encoder_backend),
+            cross_kv_per_window: cross_kv,
+            decoder_token: step + logits,
+        }
     }
 
     /// The SOT sequence: `[SOT]` for English-only models, `[SOT, <|lang|>, <|transcribe|>]`
@@ -79,4 +127,16 @@ impl<B: Backend> Whisper<B> {
             .ok_or_else(|| WhisperError::UnknownLanguage(language.to_string()))?;
         Ok(vec![s.sot, lang, s.transcribe])
     }
+}
+
+/// How many device submissions a stage costs (CPU backends: one per layer op; a device backend
+/// that compiles a stage: one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Submissions {
+    /// One encoder window.
+    pub encoder_window: usize,
+    /// Preparing one window's cross-attention keys/values (decoder side).
+    pub cross_kv_per_window: usize,
+    /// One decoded token: the decoder step (all blocks) plus its logits.
+    pub decoder_token: usize,
 }

@@ -1,41 +1,184 @@
-//! The backend trait: what a model asks a device to compute, at the granularity of a layer.
+//! The backend seam: what a model asks a device to do, a whole stage at a time.
 //!
-//! A backend owns its prepared weights (`Matrix`) and runs whole-layer kernels on host slices:
-//! linear layers with a fused epilogue, the conv stem, layer norm, multi-head attention and row
-//! gathers. It knows nothing of Whisper: adding a backend touches no model code.
+//! A model describes each pass once, at load, as a [`Program`] (weights, buffer declarations,
+//! stages of layer ops; see [`crate::stage`]). Per stream, the backend creates a
+//! [`Backend::Workspace`] that owns everything the stream writes (activations, scratch, caches,
+//! prepared keys/values); the model itself stays immutable and shareable. [`Backend::run`]
+//! executes one stage in one call: the CPU backends op by op ([`crate::host`]), a device
+//! backend may compile it into one submission. Every operation is fallible with a typed
+//! [`BackendError`]; the CPU backends never fail on a well-formed call.
+//!
+//! Host kernels of the CPU backends implement [`LayerKernels`] (one layer per call, on host
+//! slices) and get the whole seam from [`crate::host`]. Nothing here knows Whisper.
+
+use std::ops::Range;
 
 pub use crate::cpu::{AttentionShape, Epilogue};
 use crate::q8::QuantMatrix;
+use crate::stage::{BufferId, Program, StageArgs, StageId};
 
-/// A device that runs the layer kernels of a transformer.
+/// Why a backend operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// A call whose arguments do not fit the program (rows, positions or ids past what the
+    /// buffers were declared for): a bug in the caller, reported instead of a panic.
+    #[error("{backend}: stage {stage:?}, op {op}: {reason}")]
+    BadCall {
+        /// Backend name.
+        backend: &'static str,
+        /// Stage name.
+        stage: &'static str,
+        /// Index of the op in the stage.
+        op: usize,
+        /// What does not fit.
+        reason: String,
+    },
+    /// A buffer read or write outside the buffer.
+    #[error("{backend}: buffer {buffer:?} holds {len} values; access {start}..{end}")]
+    OutOfBounds {
+        /// Backend name.
+        backend: &'static str,
+        /// Buffer name.
+        buffer: &'static str,
+        /// Its length.
+        len: usize,
+        /// Access start.
+        start: usize,
+        /// Access end.
+        end: usize,
+    },
+    /// The device refused or failed an operation (allocation, submission, wait).
+    #[error("{backend}: {op} failed: {reason}")]
+    Device {
+        /// Backend name.
+        backend: &'static str,
+        /// The operation (`create workspace`, `submit encoder`, ...).
+        op: &'static str,
+        /// The device's reason (errno, firmware status, timeout).
+        reason: String,
+    },
+    /// The backend cannot run this program or weight here.
+    #[error("{backend}: {reason}")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// What is missing.
+        reason: String,
+    },
+}
+
+/// A device that runs whole stages of a [`Program`].
 pub trait Backend: Send + Sync {
     /// A weight matrix `[rows = out, cols = in]`, in whatever form the device wants it.
     type Matrix: Send + Sync;
 
-    /// Keys and values prepared once and attended to many times (the decoder's
-    /// cross-attention over one audio window), in whatever form the device reads fastest.
-    type KeyValues: Send + Sync;
+    /// Everything one stream writes: buffers, caches, scratch, the device's memory. Created per
+    /// stream by [`Backend::workspace`]; the backend itself holds no per-stream state.
+    type Workspace: Send;
 
     /// A short name for logs and reports, e.g. `cpu-f32`.
     fn name(&self) -> &'static str;
 
+    /// Host threads a workspace uses when the caller does not say (CPU backends: the number
+    /// given at construction).
+    fn default_threads(&self) -> usize;
+
     /// Prepares a row-major `[rows, cols]` f32 matrix (called once per weight at load).
-    fn matrix(&self, data: Vec<f32>, rows: usize, cols: usize) -> Self::Matrix;
+    fn matrix(
+        &self,
+        data: Vec<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self::Matrix, BackendError>;
 
     /// Prepares a matrix stored as INT8 tiles (a quantized model file). A backend without
     /// INT8 kernels computes with the dequantized values.
+    fn matrix_q8(&self, q: QuantMatrix) -> Result<Self::Matrix, BackendError>;
+
+    /// Allocates one stream's workspace for `program` (every buffer, cache and scratch its
+    /// stages need, so that [`Backend::run`] allocates nothing), using up to `threads` host
+    /// threads (CPU backends: its own pool of that many threads).
+    fn workspace(
+        &self,
+        program: &Program<Self::Matrix>,
+        threads: usize,
+    ) -> Result<Self::Workspace, BackendError>;
+
+    /// Runs stage `stage` of `program` with `args` on `ws`.
+    fn run(
+        &self,
+        program: &Program<Self::Matrix>,
+        stage: StageId,
+        args: &StageArgs,
+        ws: &mut Self::Workspace,
+    ) -> Result<(), BackendError>;
+
+    /// Values `range` of buffer `buffer`, as the host sees them after the last [`Backend::run`].
+    fn read<'a>(
+        &self,
+        ws: &'a Self::Workspace,
+        buffer: BufferId,
+        range: Range<usize>,
+    ) -> Result<&'a [f32], BackendError>;
+
+    /// Writes `data` into buffer `buffer` from `offset`.
+    fn write(
+        &self,
+        ws: &mut Self::Workspace,
+        buffer: BufferId,
+        offset: usize,
+        data: &[f32],
+    ) -> Result<(), BackendError>;
+
+    /// Device submissions one call of `stage` costs on this backend (CPU backends: one per
+    /// op, as each op is one kernel call; a device that compiles a stage: 1).
+    fn submissions(&self, program: &Program<Self::Matrix>, stage: StageId) -> usize;
+}
+
+/// Host kernels, one layer per call on host slices: what a CPU backend implements to get the
+/// whole [`Backend`] seam from [`crate::host`], which executes stages op by op.
+pub trait LayerKernels: Send + Sync {
+    /// A weight matrix.
+    type Matrix: Send + Sync;
+
+    /// Keys and values prepared once and attended to many times (the decoder's
+    /// cross-attention over one audio window), in whatever form the kernels read fastest.
+    type KeyValues: Send;
+
+    /// Per-stream kernel state: thread pool, GEMM and attention scratch.
+    type Scratch: Send;
+
+    /// A short name for logs and reports.
+    fn name(&self) -> &'static str;
+
+    /// Threads a scratch uses when the caller does not say.
+    fn default_threads(&self) -> usize;
+
+    /// Prepares a row-major `[rows, cols]` f32 matrix.
+    fn matrix(&self, data: Vec<f32>, rows: usize, cols: usize) -> Self::Matrix;
+
+    /// Prepares an INT8-tiled matrix.
     fn matrix_q8(&self, q: QuantMatrix) -> Self::Matrix;
 
-    /// A hint, called while a model allocates its buffers: later [`Backend::linear`] calls
-    /// against `w` with up to `rows` rows (and conv stems through `w`) should allocate
-    /// nothing. The default does nothing.
-    fn reserve_linear(&self, rows: usize, w: &Self::Matrix) {
-        let _ = (rows, w);
-    }
+    /// `(rows, cols)` of a matrix.
+    fn matrix_shape(&self, w: &Self::Matrix) -> (usize, usize);
+
+    /// A stream's kernel state on `threads` threads.
+    fn scratch(&self, threads: usize) -> Self::Scratch;
+
+    /// Grows `s` so [`LayerKernels::linear`] calls against `w` with up to `rows` rows (and
+    /// conv stems through `w` with up to `rows` output rows) allocate nothing.
+    fn reserve_linear(&self, s: &mut Self::Scratch, rows: usize, w: &Self::Matrix);
+
+    /// Scratch length attention calls of `shape` (and any smaller shape) need; also grows the
+    /// kernel state of `s` so they allocate nothing.
+    fn reserve_attention(&self, s: &mut Self::Scratch, shape: &AttentionShape) -> usize;
 
     /// `out[rows, w.rows] = epilogue(x[rows, w.cols] · wᵀ + bias)`.
+    #[allow(clippy::too_many_arguments)]
     fn linear(
         &self,
+        s: &mut Self::Scratch,
         x: &[f32],
         rows: usize,
         w: &Self::Matrix,
@@ -49,19 +192,21 @@ pub trait Backend: Send + Sync {
     #[allow(clippy::too_many_arguments)]
     fn conv1d_k3(
         &self,
+        s: &mut Self::Scratch,
         x: &[f32],
         t_in: usize,
         w: &Self::Matrix,
         bias: &[f32],
         stride: usize,
         epilogue: Epilogue,
-        scratch: &mut Vec<f32>,
         out: &mut [f32],
     );
 
     /// Row-wise layer norm of `x [rows, gamma.len()]`.
+    #[allow(clippy::too_many_arguments)]
     fn layer_norm(
         &self,
+        s: &mut Self::Scratch,
         x: &[f32],
         rows: usize,
         gamma: &[f32],
@@ -71,8 +216,10 @@ pub trait Backend: Send + Sync {
     );
 
     /// Multi-head scaled dot-product attention (see [`crate::cpu::attention()`]).
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
+        s: &mut Self::Scratch,
         shape: &AttentionShape,
         q: &[f32],
         k: &[f32],
@@ -81,23 +228,42 @@ pub trait Backend: Send + Sync {
         out: &mut [f32],
     );
 
-    /// Scratch length [`Backend::attention`] needs for `shape` (and any smaller shape).
-    fn attention_scratch_len(&self, shape: &AttentionShape) -> usize;
-
     /// Allocates prepared keys/values for up to `capacity` rows of `heads × head_dim` (once).
     fn key_values(&self, heads: usize, head_dim: usize, capacity: usize) -> Self::KeyValues;
 
+    /// Rows held by prepared keys/values.
+    fn key_values_len(&self, kv: &Self::KeyValues) -> usize;
+
     /// Prepares `k`, `v` (`[kv_len, heads·head_dim]` each, `kv_len ≤ capacity`) into `kv`,
     /// replacing what it held; allocates nothing.
-    fn prepare_key_values(&self, k: &[f32], v: &[f32], kv: &mut Self::KeyValues);
+    fn prepare_key_values(
+        &self,
+        s: &mut Self::Scratch,
+        k: &[f32],
+        v: &[f32],
+        kv: &mut Self::KeyValues,
+    );
 
-    /// [`Backend::attention`] against prepared keys/values (`shape.kv_len` rows of them).
+    /// [`LayerKernels::attention`] against prepared keys/values (`shape.kv_len` rows of them).
     fn attention_prepared(
         &self,
+        s: &mut Self::Scratch,
         shape: &AttentionShape,
         q: &[f32],
         kv: &Self::KeyValues,
         scratch: &mut [f32],
+        out: &mut [f32],
+    );
+
+    /// The attention probabilities of head `head` against prepared keys/values:
+    /// `out[r, kv_len] = softmax(q_head[r] · k_headᵀ / √head_dim)` (no mask) for
+    /// `shape.q_len` rows, from the keys as prepared (for bf16 keys: their bf16 values).
+    fn attention_weights(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &Self::KeyValues,
+        head: usize,
         out: &mut [f32],
     );
 

@@ -1,6 +1,6 @@
 //! The CPU backend in f32: the accuracy reference every faster path is held to.
 
-use crate::backend::{AttentionShape, Backend, Epilogue};
+use crate::backend::{AttentionShape, Epilogue, LayerKernels};
 use crate::cpu::{self, CpuPool};
 
 /// A dense row-major f32 matrix `[rows, cols]`.
@@ -30,16 +30,23 @@ pub struct F32KeyValues {
     k: Vec<f32>,
     v: Vec<f32>,
     len: usize,
+    width: usize,
 }
 
 impl F32KeyValues {
-    /// Room for `len` f32 values in each of `k` and `v`.
-    pub fn new(len: usize) -> Self {
+    /// Room for `len` f32 values in each of `k` and `v`, in rows of `width`.
+    pub fn new(len: usize, width: usize) -> Self {
         Self {
             k: vec![0.0; len],
             v: vec![0.0; len],
             len: 0,
+            width: width.max(1),
         }
+    }
+
+    /// Rows held.
+    pub fn rows(&self) -> usize {
+        self.len / self.width
     }
 
     /// Copies `k`, `v` in.
@@ -63,31 +70,82 @@ impl F32KeyValues {
     }
 }
 
-/// f32 kernels on a thread pool created once.
-pub struct CpuBackend {
-    pool: CpuPool,
+/// Widest head [`LayerKernels::attention_weights`] reads (its key row lives on the stack).
+pub const MAX_WEIGHTS_HEAD_DIM: usize = 256;
+
+/// Attention probabilities of one head against f32 keys `k` (`[kv_len, heads·head_dim]`).
+pub(crate) fn f32_attention_weights(
+    shape: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    head: usize,
+    out: &mut [f32],
+) {
+    let (d, w) = (shape.head_dim, shape.heads * shape.head_dim);
+    let mut buf = [0.0f32; MAX_WEIGHTS_HEAD_DIM];
+    cpu::attention::attention_weights_with(
+        shape,
+        q,
+        head,
+        &mut buf[..d],
+        |j, row| row.copy_from_slice(&k[j * w + head * d..][..d]),
+        out,
+    );
 }
 
-impl CpuBackend {
-    /// A backend using `threads` threads (the caller counts as one).
+/// Per-stream state of the CPU backends: the stream's own thread pool and conv scratch.
+pub struct CpuScratch {
+    pool: CpuPool,
+    conv: Vec<f32>,
+}
+
+impl CpuScratch {
+    /// A pool of `threads` threads (the caller counts as one).
     pub fn new(threads: usize) -> Self {
         Self {
             pool: CpuPool::new(threads.max(1)),
+            conv: Vec::new(),
         }
     }
 
-    /// The thread pool.
+    /// The stream's thread pool.
     pub fn pool(&self) -> &CpuPool {
         &self.pool
     }
+
+    /// The pool and the conv scratch, borrowed together.
+    pub fn parts(&mut self) -> (&CpuPool, &mut Vec<f32>) {
+        (&self.pool, &mut self.conv)
+    }
 }
 
-impl Backend for CpuBackend {
+/// f32 kernels; each stream's workspace brings its own thread pool.
+pub struct CpuBackend {
+    threads: usize,
+}
+
+impl CpuBackend {
+    /// A backend whose streams use `threads` threads each by default (the caller counts as one).
+    pub fn new(threads: usize) -> Self {
+        Self {
+            threads: threads.max(1),
+        }
+    }
+}
+
+crate::host_backend!(CpuBackend);
+
+impl LayerKernels for CpuBackend {
     type KeyValues = F32KeyValues;
     type Matrix = DenseMatrix;
+    type Scratch = CpuScratch;
 
     fn name(&self) -> &'static str {
         "cpu-f32"
+    }
+
+    fn default_threads(&self) -> usize {
+        self.threads
     }
 
     fn matrix(&self, data: Vec<f32>, rows: usize, cols: usize) -> DenseMatrix {
@@ -108,8 +166,23 @@ impl Backend for CpuBackend {
         DenseMatrix { data, rows, cols }
     }
 
+    fn matrix_shape(&self, w: &DenseMatrix) -> (usize, usize) {
+        (w.rows, w.cols)
+    }
+
+    fn scratch(&self, threads: usize) -> CpuScratch {
+        CpuScratch::new(threads)
+    }
+
+    fn reserve_linear(&self, _s: &mut CpuScratch, _rows: usize, _w: &DenseMatrix) {}
+
+    fn reserve_attention(&self, s: &mut CpuScratch, shape: &AttentionShape) -> usize {
+        cpu::attention_scratch_len(&s.pool, shape)
+    }
+
     fn linear(
         &self,
+        s: &mut CpuScratch,
         x: &[f32],
         rows: usize,
         w: &DenseMatrix,
@@ -118,29 +191,40 @@ impl Backend for CpuBackend {
         out: &mut [f32],
     ) {
         cpu::gemm_bt(
-            &self.pool, x, rows, w.cols, &w.data, w.rows, bias, epilogue, out,
+            &s.pool, x, rows, w.cols, &w.data, w.rows, bias, epilogue, out,
         );
     }
 
     fn conv1d_k3(
         &self,
+        s: &mut CpuScratch,
         x: &[f32],
         t_in: usize,
         w: &DenseMatrix,
         bias: &[f32],
         stride: usize,
         epilogue: Epilogue,
-        scratch: &mut Vec<f32>,
         out: &mut [f32],
     ) {
         let c_in = w.cols / 3;
         cpu::conv1d_k3(
-            &self.pool, x, t_in, c_in, &w.data, bias, w.rows, stride, epilogue, scratch, out,
+            &s.pool,
+            x,
+            t_in,
+            c_in,
+            &w.data,
+            bias,
+            w.rows,
+            stride,
+            epilogue,
+            &mut s.conv,
+            out,
         );
     }
 
     fn layer_norm(
         &self,
+        _s: &mut CpuScratch,
         x: &[f32],
         rows: usize,
         gamma: &[f32],
@@ -153,6 +237,7 @@ impl Backend for CpuBackend {
 
     fn attention(
         &self,
+        s: &mut CpuScratch,
         shape: &AttentionShape,
         q: &[f32],
         k: &[f32],
@@ -160,23 +245,24 @@ impl Backend for CpuBackend {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
-        cpu::attention(&self.pool, shape, q, k, v, scratch, out);
-    }
-
-    fn attention_scratch_len(&self, shape: &AttentionShape) -> usize {
-        cpu::attention_scratch_len(&self.pool, shape)
+        cpu::attention(&s.pool, shape, q, k, v, scratch, out);
     }
 
     fn key_values(&self, heads: usize, head_dim: usize, capacity: usize) -> F32KeyValues {
-        F32KeyValues::new(capacity * heads * head_dim)
+        F32KeyValues::new(capacity * heads * head_dim, heads * head_dim)
     }
 
-    fn prepare_key_values(&self, k: &[f32], v: &[f32], kv: &mut F32KeyValues) {
+    fn key_values_len(&self, kv: &F32KeyValues) -> usize {
+        kv.rows()
+    }
+
+    fn prepare_key_values(&self, _s: &mut CpuScratch, k: &[f32], v: &[f32], kv: &mut F32KeyValues) {
         kv.fill(k, v);
     }
 
     fn attention_prepared(
         &self,
+        s: &mut CpuScratch,
         shape: &AttentionShape,
         q: &[f32],
         kv: &F32KeyValues,
@@ -184,7 +270,18 @@ impl Backend for CpuBackend {
         out: &mut [f32],
     ) {
         let (k, v) = kv.get();
-        cpu::attention(&self.pool, shape, q, k, v, scratch, out);
+        cpu::attention(&s.pool, shape, q, k, v, scratch, out);
+    }
+
+    fn attention_weights(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &F32KeyValues,
+        head: usize,
+        out: &mut [f32],
+    ) {
+        f32_attention_weights(shape, q, kv.get().0, head, out);
     }
 
     fn gather_rows(&self, table: &DenseMatrix, ids: &[u32], out: &mut [f32]) {

@@ -2,20 +2,19 @@
 //! [`crate::q8`]; attention runs in bf16 ([`crate::cpu::attention_bf16()`]) where it pays (see
 //! [`CpuInt8Backend`]); layer norm runs the f32 kernel.
 //!
-//! Every weight given to [`Backend::matrix`] is quantized on the fly (so an f16/f32 model file
+//! Every weight given to [`LayerKernels::matrix`] is quantized on the fly (so an f16/f32 model file
 //! runs INT8 too); pre-quantized file data enters through
 //! [`CpuInt8Backend::matrix_from_quantized`], and [`CpuInt8Backend::matrix_f32`] keeps a layer
 //! in f32 where INT8 is not wanted. No f32 copy of an INT8 weight is kept: embedding lookups
 //! dequantize the requested rows.
 
-use crate::backend::{AttentionShape, Backend, Epilogue};
+use crate::backend::{AttentionShape, Epilogue, LayerKernels};
 use crate::cpu::attention_bf16::{
     attention_bf16, attention_bf16_scratch_len, bf16_supports, has_native_bf16,
 };
 use crate::cpu::{Bf16KeyValues, CpuPool};
-use crate::cpu_backend::{CpuBackend, DenseMatrix, F32KeyValues};
+use crate::cpu_backend::{CpuBackend, CpuScratch, DenseMatrix, F32KeyValues, MAX_WEIGHTS_HEAD_DIM};
 use crate::q8::{self, Q8AttentionScratch, Q8Scratch, QuantMatrix};
-use std::sync::{Mutex, MutexGuard};
 
 /// With [`CpuInt8Backend::with_int8_attention`], attention calls with at least this many query
 /// rows use INT8 `Q·Kᵀ`. Fewer rows (decoder steps) always stay f32: quantizing K costs one
@@ -61,8 +60,25 @@ impl Int8OrF32Matrix {
     }
 }
 
-/// INT8 kernels on a thread pool created once; scratch owned by the backend (behind mutexes,
-/// since [`Backend`] methods take `&self`), grown on first use or by the `reserve_*` hints.
+/// Per-stream state of [`CpuInt8Backend`]: the stream's thread pool, conv scratch, INT8 GEMM
+/// and attention scratch, and the bf16 self-attention key/value buffer, all grown at workspace
+/// creation from the program's ops.
+pub struct Int8Scratch {
+    cpu: CpuScratch,
+    self_kv: Option<Bf16KeyValues>,
+    gemm: Q8Scratch,
+    attention: Q8AttentionScratch,
+}
+
+impl Int8Scratch {
+    /// The stream's thread pool.
+    pub fn pool(&self) -> &CpuPool {
+        self.cpu.pool()
+    }
+}
+
+/// INT8 kernels; each stream's workspace brings its own thread pool and scratch
+/// ([`Int8Scratch`]), so streams over one model share nothing they write.
 ///
 /// Attention: calls with at least [`MIN_BF16_ATTENTION_ROWS`] queries (the encoder) run
 /// [`crate::cpu::attention_bf16()`] when the CPU has AVX-512 BF16 (`vdpbf16ps`), the f32 kernel
@@ -75,27 +91,16 @@ pub struct CpuInt8Backend {
     f32: CpuBackend,
     int8_attention: bool,
     bf16_attention: bool,
-    self_kv: Mutex<Option<Bf16KeyValues>>,
-    gemm: Mutex<Q8Scratch>,
-    attention: Mutex<Q8AttentionScratch>,
 }
 
 impl CpuInt8Backend {
-    /// A backend using `threads` threads (the caller counts as one).
+    /// A backend whose streams use `threads` threads each by default (the caller counts as one).
     pub fn new(threads: usize) -> Self {
         Self {
             f32: CpuBackend::new(threads),
             int8_attention: false,
             bf16_attention: has_native_bf16(),
-            self_kv: Mutex::new(None),
-            gemm: Mutex::new(Q8Scratch::new()),
-            attention: Mutex::new(Q8AttentionScratch::new()),
         }
-    }
-
-    /// The thread pool.
-    pub fn pool(&self) -> &CpuPool {
-        self.f32.pool()
     }
 
     /// Runs attention calls with at least [`MIN_INT8_ATTENTION_ROWS`] queries through
@@ -154,21 +159,23 @@ impl CpuInt8Backend {
     /// # Panics
     /// If `data.len() != rows · cols`.
     pub fn matrix_f32(&self, data: Vec<f32>, rows: usize, cols: usize) -> Int8OrF32Matrix {
-        Int8OrF32Matrix::F32(self.f32.matrix(data, rows, cols))
+        Int8OrF32Matrix::F32(LayerKernels::matrix(&self.f32, data, rows, cols))
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Scratch holds no invariant a panic could break: keep using it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+crate::host_backend!(CpuInt8Backend);
 
-impl Backend for CpuInt8Backend {
+impl LayerKernels for CpuInt8Backend {
     type Matrix = Int8OrF32Matrix;
     type KeyValues = Int8KeyValues;
+    type Scratch = Int8Scratch;
 
     fn name(&self) -> &'static str {
         "cpu-int8"
+    }
+
+    fn default_threads(&self) -> usize {
+        self.f32.default_threads()
     }
 
     /// Quantizes per output channel (see [`q8::quantize_to_tiles`]); the f32 data is dropped.
@@ -185,16 +192,50 @@ impl Backend for CpuInt8Backend {
         self.matrix_from_quantized(q)
     }
 
+    fn matrix_shape(&self, w: &Int8OrF32Matrix) -> (usize, usize) {
+        (w.rows(), w.cols())
+    }
+
+    fn scratch(&self, threads: usize) -> Int8Scratch {
+        Int8Scratch {
+            cpu: CpuScratch::new(threads),
+            self_kv: None,
+            gemm: Q8Scratch::new(),
+            attention: Q8AttentionScratch::new(),
+        }
+    }
+
     /// Grows the GEMM scratch so calls with up to `rows` rows against `w` (and any smaller
     /// call) allocate nothing.
-    fn reserve_linear(&self, rows: usize, w: &Int8OrF32Matrix) {
+    fn reserve_linear(&self, s: &mut Int8Scratch, rows: usize, w: &Int8OrF32Matrix) {
         if let Int8OrF32Matrix::Int8(q) = w {
-            lock(&self.gemm).reserve(rows, q);
+            s.gemm.reserve(rows, q);
         }
+    }
+
+    /// Also reserves the INT8 or bf16 attention buffers for `shape`, so later calls with it (or
+    /// a smaller shape) allocate nothing.
+    fn reserve_attention(&self, s: &mut Int8Scratch, shape: &AttentionShape) -> usize {
+        if self.uses_int8_attention(shape) {
+            s.attention.reserve(shape);
+        }
+        if self.uses_bf16_attention(shape) {
+            Self::self_kv_for(&mut s.self_kv, shape);
+        }
+        let bf16 = if bf16_supports(shape) {
+            attention_bf16_scratch_len(s.pool(), shape)
+        } else {
+            0
+        };
+        self.f32
+            .reserve_attention(&mut s.cpu, shape)
+            .max(q8::attention_q8_scratch_len(s.pool(), shape))
+            .max(bf16)
     }
 
     fn linear(
         &self,
+        s: &mut Int8Scratch,
         x: &[f32],
         rows: usize,
         w: &Int8OrF32Matrix,
@@ -204,48 +245,38 @@ impl Backend for CpuInt8Backend {
     ) {
         match w {
             Int8OrF32Matrix::Int8(q) => {
-                let mut scratch = lock(&self.gemm);
-                q8::gemm_q8(self.pool(), x, rows, q, bias, epilogue, &mut scratch, out);
+                q8::gemm_q8(s.cpu.pool(), x, rows, q, bias, epilogue, &mut s.gemm, out);
             }
-            Int8OrF32Matrix::F32(d) => self.f32.linear(x, rows, d, bias, epilogue, out),
+            Int8OrF32Matrix::F32(d) => self.f32.linear(&mut s.cpu, x, rows, d, bias, epilogue, out),
         }
     }
 
     fn conv1d_k3(
         &self,
+        s: &mut Int8Scratch,
         x: &[f32],
         t_in: usize,
         w: &Int8OrF32Matrix,
         bias: &[f32],
         stride: usize,
         epilogue: Epilogue,
-        scratch: &mut Vec<f32>,
         out: &mut [f32],
     ) {
         match w {
             Int8OrF32Matrix::Int8(q) => {
-                let mut gemm = lock(&self.gemm);
-                q8::conv1d_k3_q8(
-                    self.pool(),
-                    x,
-                    t_in,
-                    q,
-                    bias,
-                    stride,
-                    epilogue,
-                    scratch,
-                    &mut gemm,
-                    out,
-                );
+                let Int8Scratch { cpu, gemm, .. } = s;
+                let (pool, cols) = cpu.parts();
+                q8::conv1d_k3_q8(pool, x, t_in, q, bias, stride, epilogue, cols, gemm, out);
             }
             Int8OrF32Matrix::F32(d) => self
                 .f32
-                .conv1d_k3(x, t_in, d, bias, stride, epilogue, scratch, out),
+                .conv1d_k3(&mut s.cpu, x, t_in, d, bias, stride, epilogue, out),
         }
     }
 
     fn layer_norm(
         &self,
+        s: &mut Int8Scratch,
         x: &[f32],
         rows: usize,
         gamma: &[f32],
@@ -253,11 +284,13 @@ impl Backend for CpuInt8Backend {
         eps: f32,
         out: &mut [f32],
     ) {
-        self.f32.layer_norm(x, rows, gamma, beta, eps, out);
+        self.f32
+            .layer_norm(&mut s.cpu, x, rows, gamma, beta, eps, out);
     }
 
     fn attention(
         &self,
+        s: &mut Int8Scratch,
         shape: &AttentionShape,
         q: &[f32],
         k: &[f32],
@@ -266,36 +299,14 @@ impl Backend for CpuInt8Backend {
         out: &mut [f32],
     ) {
         if self.uses_int8_attention(shape) {
-            let mut codes = lock(&self.attention);
-            q8::attention_q8(self.pool(), shape, q, k, v, scratch, &mut codes, out);
+            q8::attention_q8(s.cpu.pool(), shape, q, k, v, scratch, &mut s.attention, out);
         } else if self.uses_bf16_attention(shape) {
-            let mut slot = lock(&self.self_kv);
-            let kv = Self::self_kv_for(&mut slot, shape);
-            kv.pack(self.pool(), k, v);
-            attention_bf16(self.pool(), shape, q, kv, scratch, out);
+            let kv = Self::self_kv_for(&mut s.self_kv, shape);
+            kv.pack(s.cpu.pool(), k, v);
+            attention_bf16(s.cpu.pool(), shape, q, kv, scratch, out);
         } else {
-            self.f32.attention(shape, q, k, v, scratch, out);
+            self.f32.attention(&mut s.cpu, shape, q, k, v, scratch, out);
         }
-    }
-
-    /// Also reserves the INT8 or bf16 attention buffers for `shape`, so later calls with it (or
-    /// a smaller shape) allocate nothing.
-    fn attention_scratch_len(&self, shape: &AttentionShape) -> usize {
-        if self.uses_int8_attention(shape) {
-            lock(&self.attention).reserve(shape);
-        }
-        if self.uses_bf16_attention(shape) {
-            Self::self_kv_for(&mut lock(&self.self_kv), shape);
-        }
-        let bf16 = if bf16_supports(shape) {
-            attention_bf16_scratch_len(self.pool(), shape)
-        } else {
-            0
-        };
-        self.f32
-            .attention_scratch_len(shape)
-            .max(q8::attention_q8_scratch_len(self.pool(), shape))
-            .max(bf16)
     }
 
     fn key_values(&self, heads: usize, head_dim: usize, capacity: usize) -> Int8KeyValues {
@@ -313,15 +324,29 @@ impl Backend for CpuInt8Backend {
         }
     }
 
-    fn prepare_key_values(&self, k: &[f32], v: &[f32], kv: &mut Int8KeyValues) {
+    fn key_values_len(&self, kv: &Int8KeyValues) -> usize {
         match kv {
-            Int8KeyValues::Bf16(kv) => kv.pack(self.pool(), k, v),
+            Int8KeyValues::Bf16(kv) => kv.kv_len(),
+            Int8KeyValues::F32(kv) => kv.rows(),
+        }
+    }
+
+    fn prepare_key_values(
+        &self,
+        s: &mut Int8Scratch,
+        k: &[f32],
+        v: &[f32],
+        kv: &mut Int8KeyValues,
+    ) {
+        match kv {
+            Int8KeyValues::Bf16(kv) => kv.pack(s.cpu.pool(), k, v),
             Int8KeyValues::F32(kv) => kv.fill(k, v),
         }
     }
 
     fn attention_prepared(
         &self,
+        s: &mut Int8Scratch,
         shape: &AttentionShape,
         q: &[f32],
         kv: &Int8KeyValues,
@@ -329,8 +354,34 @@ impl Backend for CpuInt8Backend {
         out: &mut [f32],
     ) {
         match kv {
-            Int8KeyValues::Bf16(kv) => attention_bf16(self.pool(), shape, q, kv, scratch, out),
-            Int8KeyValues::F32(kv) => self.f32.attention_prepared(shape, q, kv, scratch, out),
+            Int8KeyValues::Bf16(kv) => attention_bf16(s.cpu.pool(), shape, q, kv, scratch, out),
+            Int8KeyValues::F32(kv) => self
+                .f32
+                .attention_prepared(&mut s.cpu, shape, q, kv, scratch, out),
+        }
+    }
+
+    fn attention_weights(
+        &self,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &Int8KeyValues,
+        head: usize,
+        out: &mut [f32],
+    ) {
+        match kv {
+            Int8KeyValues::Bf16(kv) => {
+                let mut buf = [0.0f32; MAX_WEIGHTS_HEAD_DIM];
+                crate::cpu::attention::attention_weights_with(
+                    shape,
+                    q,
+                    head,
+                    &mut buf[..shape.head_dim],
+                    |j, row| kv.key_into(head, j, row),
+                    out,
+                );
+            }
+            Int8KeyValues::F32(kv) => self.f32.attention_weights(shape, q, kv, head, out),
         }
     }
 
@@ -360,6 +411,7 @@ mod tests {
             CpuBackend::new(2),
             CpuInt8Backend::new(2).with_int8_attention(true),
         );
+        let (mut fs, mut qs) = (f.scratch(2), q.scratch(2));
         assert_eq!(q.name(), "cpu-int8");
         let (rows, n, k) = (20, 70, 96);
         let wf = rng.vec(n * k, 0.3);
@@ -369,15 +421,39 @@ mod tests {
         let bias = rng.vec(n, 0.1);
         let mut want = vec![0.0; rows * n];
         let mut got = vec![0.0; rows * n];
-        f.linear(&x, rows, &wd, Some(&bias), Epilogue::Store, &mut want);
-        q.linear(&x, rows, &wq, Some(&bias), Epilogue::Store, &mut got);
+        f.linear(
+            &mut fs,
+            &x,
+            rows,
+            &wd,
+            Some(&bias),
+            Epilogue::Store,
+            &mut want,
+        );
+        q.linear(
+            &mut qs,
+            &x,
+            rows,
+            &wq,
+            Some(&bias),
+            Epilogue::Store,
+            &mut got,
+        );
         // Error ≤ 1e-2 of Σ|x·w| ≈ k·0.5·0.15 (see the q8 GEMM test).
         let tol = 1e-2 * k as f32 * 0.5 * 0.15;
         assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() <= tol));
 
         // An f32-kept matrix gives exactly the f32 result.
         let w32 = q.matrix_f32(wf.clone(), n, k);
-        q.linear(&x, rows, &w32, Some(&bias), Epilogue::Store, &mut got);
+        q.linear(
+            &mut qs,
+            &x,
+            rows,
+            &w32,
+            Some(&bias),
+            Epilogue::Store,
+            &mut got,
+        );
         assert_eq!(got, want);
 
         // Gather dequantizes rows: within half a step of the f32 table.
@@ -398,6 +474,7 @@ mod tests {
         // Attention with 32-wide heads (no bf16 path): by default f32 (exact); with INT8 on, the long call takes the
         // INT8 path, the short one the f32 path (exact).
         let plain = CpuInt8Backend::new(2);
+        let mut ps = plain.scratch(2);
         for q_len in [MIN_INT8_ATTENTION_ROWS, 2] {
             let shape = AttentionShape {
                 heads: 2,
@@ -412,14 +489,14 @@ mod tests {
                 rng.vec(40 * width, 1.0),
                 rng.vec(40 * width, 1.0),
             );
-            let mut s1 = vec![0.0; f.attention_scratch_len(&shape)];
-            let mut s2 = vec![0.0; q.attention_scratch_len(&shape)];
+            let mut s1 = vec![0.0; f.reserve_attention(&mut fs, &shape)];
+            let mut s2 = vec![0.0; q.reserve_attention(&mut qs, &shape)];
             let (mut a, mut b) = (vec![0.0; q_len * width], vec![0.0; q_len * width]);
-            f.attention(&shape, &qq, &kk, &vv, &mut s1, &mut a);
-            let mut s3 = vec![0.0; plain.attention_scratch_len(&shape)];
-            plain.attention(&shape, &qq, &kk, &vv, &mut s3, &mut b);
+            f.attention(&mut fs, &shape, &qq, &kk, &vv, &mut s1, &mut a);
+            let mut s3 = vec![0.0; plain.reserve_attention(&mut ps, &shape)];
+            plain.attention(&mut ps, &shape, &qq, &kk, &vv, &mut s3, &mut b);
             assert_eq!(a, b, "default attention is the f32 kernel");
-            q.attention(&shape, &qq, &kk, &vv, &mut s2, &mut b);
+            q.attention(&mut qs, &shape, &qq, &kk, &vv, &mut s2, &mut b);
             let worst = a
                 .iter()
                 .zip(&b)
@@ -442,27 +519,8 @@ mod tests {
         );
         let t_out = crate::cpu::conv1d_k3_out_len(t_in, 2);
         let (mut a, mut b) = (vec![0.0; t_out * c_out], vec![0.0; t_out * c_out]);
-        let mut scratch = Vec::new();
-        f.conv1d_k3(
-            &xin,
-            t_in,
-            &cd,
-            &cb,
-            2,
-            Epilogue::Gelu,
-            &mut scratch,
-            &mut a,
-        );
-        q.conv1d_k3(
-            &xin,
-            t_in,
-            &cq,
-            &cb,
-            2,
-            Epilogue::Gelu,
-            &mut scratch,
-            &mut b,
-        );
+        f.conv1d_k3(&mut fs, &xin, t_in, &cd, &cb, 2, Epilogue::Gelu, &mut a);
+        q.conv1d_k3(&mut qs, &xin, t_in, &cq, &cb, 2, Epilogue::Gelu, &mut b);
         let tol = 1e-2 * (3 * c_in) as f32 * 0.5 * 0.15;
         assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= tol));
     }
@@ -473,6 +531,7 @@ mod tests {
         let f = CpuBackend::new(2);
         let q = CpuInt8Backend::new(2);
         let off = CpuInt8Backend::new(2).with_bf16_attention(false);
+        let (mut fs, mut qs, mut os) = (f.scratch(2), q.scratch(2), off.scratch(2));
         for (q_len, kv_len) in [(MIN_BF16_ATTENTION_ROWS, 300), (1, 1500), (5, 1500)] {
             let shape = AttentionShape {
                 heads: 3,
@@ -484,9 +543,9 @@ mod tests {
             let width = 192;
             let qq = rng.vec(q_len * width, 1.0);
             let (kk, vv) = (rng.vec(kv_len * width, 1.0), rng.vec(kv_len * width, 1.0));
-            let mut s = vec![0.0; q.attention_scratch_len(&shape)];
+            let mut s = vec![0.0; q.reserve_attention(&mut qs, &shape)];
             let mut want = vec![0.0; q_len * width];
-            f.attention(&shape, &qq, &kk, &vv, &mut s, &mut want);
+            f.attention(&mut fs, &shape, &qq, &kk, &vv, &mut s, &mut want);
             let worst = |got: &[f32]| {
                 got.iter()
                     .zip(&want)
@@ -495,7 +554,7 @@ mod tests {
             // Plain calls: bf16 (inexact) only for ≥ MIN_BF16_ATTENTION_ROWS queries on a CPU
             // with AVX-512 BF16; otherwise the f32 kernel, exactly.
             let mut got = vec![0.0; q_len * width];
-            q.attention(&shape, &qq, &kk, &vv, &mut s, &mut got);
+            q.attention(&mut qs, &shape, &qq, &kk, &vv, &mut s, &mut got);
             let bf16 = has_native_bf16() && q_len >= MIN_BF16_ATTENTION_ROWS;
             if bf16 {
                 let w = worst(&got);
@@ -503,14 +562,14 @@ mod tests {
             } else {
                 assert_eq!(got, want);
             }
-            off.attention(&shape, &qq, &kk, &vv, &mut s, &mut got);
+            off.attention(&mut os, &shape, &qq, &kk, &vv, &mut s, &mut got);
             assert_eq!(got, want, "with_bf16_attention(false) is the f32 kernel");
             // Prepared keys/values are bf16 on every CPU: within bf16 rounding (|v| ≤ 1, scores
             // O(1): see cpu::attention_bf16's tests for the 2e-2 bound).
             let mut kv = q.key_values(3, 64, 1500);
             assert!(matches!(kv, Int8KeyValues::Bf16(_)));
-            q.prepare_key_values(&kk, &vv, &mut kv);
-            q.attention_prepared(&shape, &qq, &kv, &mut s, &mut got);
+            q.prepare_key_values(&mut qs, &kk, &vv, &mut kv);
+            q.attention_prepared(&mut qs, &shape, &qq, &kv, &mut s, &mut got);
             let w = worst(&got);
             assert!(w > 0.0 && w <= 2e-2, "prepared bf16 attention error {w}");
         }

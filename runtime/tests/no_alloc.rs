@@ -1,7 +1,7 @@
 //! `CpuInt8Backend` hot paths allocate nothing after warm-up: a counting global allocator
 //! (this file is its own test binary, so the allocator sees only this test).
 
-use amanuensis_runtime::backend::{AttentionShape, Backend, Epilogue};
+use amanuensis_runtime::backend::{AttentionShape, Epilogue, LayerKernels};
 use amanuensis_runtime::cpu_int8_backend::CpuInt8Backend;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,29 +48,37 @@ fn int8_linear_conv_attention_allocate_nothing_after_warm_up() {
 
 fn check(backend: CpuInt8Backend) {
     let (k, n) = (200, 300);
+    let mut s = backend.scratch(2);
     let w = backend.matrix(values(n * k, 1), n, k);
     let bias = values(n, 2);
     let max_rows = 40;
     let x = values(max_rows * k, 3);
     let mut out = vec![0.0; max_rows * n];
     // Warm-up: the size hint, then one call (only the hint covers every smaller row count).
-    backend.reserve_linear(max_rows, &w);
-    backend.linear(&x, max_rows, &w, Some(&bias), Epilogue::Gelu, &mut out);
+    backend.reserve_linear(&mut s, max_rows, &w);
+    backend.linear(
+        &mut s,
+        &x,
+        max_rows,
+        &w,
+        Some(&bias),
+        Epilogue::Gelu,
+        &mut out,
+    );
 
     let (c_in, t_in) = (16, 50);
     let cw = backend.matrix(values(24 * c_in * 3, 4), 24, c_in * 3);
     let cb = values(24, 5);
     let xc = values(t_in * c_in, 6);
     let mut conv_out = vec![0.0; 25 * 24];
-    let mut conv_scratch = Vec::new();
     backend.conv1d_k3(
+        &mut s,
         &xc,
         t_in,
         &cw,
         &cb,
         2,
         Epilogue::Gelu,
-        &mut conv_scratch,
         &mut conv_out,
     );
 
@@ -81,7 +89,7 @@ fn check(backend: CpuInt8Backend) {
         kv_len: 48,
         causal_offset: None,
     };
-    let mut attn_scratch = vec![0.0; backend.attention_scratch_len(&shape)];
+    let mut attn_scratch = vec![0.0; backend.reserve_attention(&mut s, &shape)];
     let qkv = values(48 * 128, 7);
     let mut attn_out = vec![0.0; 32 * 128];
 
@@ -93,6 +101,7 @@ fn check(backend: CpuInt8Backend) {
         for rows in [1, 2, 3, 4, 5, 16, 17, 33, max_rows] {
             for epilogue in [Epilogue::Store, Epilogue::Gelu, Epilogue::AddInto] {
                 backend.linear(
+                    &mut s,
                     &x[..rows * k],
                     rows,
                     &w,
@@ -103,16 +112,17 @@ fn check(backend: CpuInt8Backend) {
             }
         }
         backend.conv1d_k3(
+            &mut s,
             &xc,
             t_in,
             &cw,
             &cb,
             2,
             Epilogue::Gelu,
-            &mut conv_scratch,
             &mut conv_out,
         );
         backend.attention(
+            &mut s,
             &shape,
             &qkv[..32 * 128],
             &qkv,
@@ -123,6 +133,7 @@ fn check(backend: CpuInt8Backend) {
         // A smaller (decoder-like, f32 path) and a causal INT8 call fit the same buffers.
         let small = AttentionShape { q_len: 1, ..shape };
         backend.attention(
+            &mut s,
             &small,
             &qkv[..128],
             &qkv,
@@ -137,6 +148,7 @@ fn check(backend: CpuInt8Backend) {
             ..shape
         };
         backend.attention(
+            &mut s,
             &causal,
             &qkv[..20 * 128],
             &qkv[..40 * 128],

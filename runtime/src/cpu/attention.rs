@@ -309,6 +309,40 @@ fn attention_simple(
 
 /// Dot product with 8 interleaved accumulators.
 #[inline]
+/// Attention probabilities of head `head` for `shape.q_len` query rows (no mask):
+/// `out[r, kv_len] = softmax(q_head[r] · key(j)ᵀ / √head_dim)`, with `key(j, buf)` writing key
+/// row `j` of the head into `buf [head_dim]` (`key_buf`). Scores in f32, one row at a time: for
+/// reading out a few heads (word alignment), not for speed.
+///
+/// # Panics
+/// If `q`, `out` or `key_buf` do not match the shape.
+pub fn attention_weights_with(
+    shape: &AttentionShape,
+    q: &[f32],
+    head: usize,
+    key_buf: &mut [f32],
+    mut key: impl FnMut(usize, &mut [f32]),
+    out: &mut [f32],
+) {
+    let (d, w) = (shape.head_dim, shape.width());
+    assert!(head < shape.heads && key_buf.len() == d);
+    assert_eq!(q.len(), shape.q_len * w, "attention_weights: q");
+    assert_eq!(
+        out.len(),
+        shape.q_len * shape.kv_len,
+        "attention_weights: out"
+    );
+    let scale = (d as f32).powf(-0.5);
+    for (r, row) in out.chunks_exact_mut(shape.kv_len).enumerate() {
+        let qh = &q[r * w + head * d..][..d];
+        for (j, s) in row.iter_mut().enumerate() {
+            key(j, key_buf);
+            *s = dot(qh, key_buf) * scale;
+        }
+        softmax_in_place(row);
+    }
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0.0f32; 8];
     let ca = a.chunks_exact(8);

@@ -131,6 +131,21 @@ impl Bf16KeyValues {
         self.capacity
     }
 
+    /// Key `j` of head `h` as packed (its bf16 values widened), into `out [head_dim]`.
+    ///
+    /// # Panics
+    /// If `h`, `j` or `out` do not fit.
+    pub fn key_into(&self, h: usize, j: usize, out: &mut [f32]) {
+        assert!(h < self.heads && j < self.kv_len && out.len() == self.head_dim);
+        let half = self.head_dim / 2;
+        let base = h * self.head_words() + (j / PANEL) * PANEL * half + j % PANEL;
+        for (t, pair) in out.chunks_exact_mut(2).enumerate() {
+            let (lo, hi) = unpair(self.keys[base + t * PANEL]);
+            pair[0] = lo;
+            pair[1] = hi;
+        }
+    }
+
     fn kv_pad(&self) -> usize {
         self.capacity.next_multiple_of(PANEL)
     }

@@ -1,0 +1,420 @@
+//! Stages: a whole pass of a network (one encoder window, one decoder step) described once, at
+//! load, as a static list of layer operations over buffers that each stream's workspace owns.
+//!
+//! A [`Program`] holds the weights ([`MatrixId`], [`VectorId`]), declares the buffers
+//! ([`BufferId`]) and prepared key/value slots ([`KeyValuesId`]) a workspace allocates, and lists
+//! its [`Stage`]s. A stage is a `Vec<`[`Op`]`>`; an op names its operands by id and its row
+//! counts and offsets as [`Extent`]s, linear in the two values a call supplies
+//! ([`StageArgs::rows`], [`StageArgs::pos`]), so one description serves every call. A CPU
+//! backend runs the ops one by one ([`crate::host`]); a device backend may compile a stage into
+//! one submission. Nothing here knows which network it describes.
+
+use crate::cpu::{AttentionShape, Epilogue};
+
+/// A buffer of f32 values in a workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferId(pub u16);
+
+/// A weight matrix of a [`Program`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatrixId(pub u16);
+
+/// A weight vector (bias, norm parameters, position table) of a [`Program`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VectorId(pub u16);
+
+/// Prepared keys/values in a workspace (see [`Op::PrepareKeyValues`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyValuesId(pub u16);
+
+/// A stage of a [`Program`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StageId(pub u16);
+
+/// A count or offset: `constant + per_row · rows + per_pos · pos` for the call's
+/// [`StageArgs`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Extent {
+    /// The fixed part.
+    pub constant: usize,
+    /// Multiplier of [`StageArgs::rows`].
+    pub per_row: usize,
+    /// Multiplier of [`StageArgs::pos`].
+    pub per_pos: usize,
+}
+
+impl Extent {
+    /// A value fixed at load.
+    pub const fn fixed(n: usize) -> Extent {
+        Extent {
+            constant: n,
+            per_row: 0,
+            per_pos: 0,
+        }
+    }
+
+    /// `k · rows`.
+    pub const fn rows(k: usize) -> Extent {
+        Extent {
+            constant: 0,
+            per_row: k,
+            per_pos: 0,
+        }
+    }
+
+    /// `k · pos`.
+    pub const fn pos(k: usize) -> Extent {
+        Extent {
+            constant: 0,
+            per_row: 0,
+            per_pos: k,
+        }
+    }
+
+    /// `k · (pos + rows)`.
+    pub const fn pos_plus_rows(k: usize) -> Extent {
+        Extent {
+            constant: 0,
+            per_row: k,
+            per_pos: k,
+        }
+    }
+
+    /// The value for `args`.
+    pub fn at(&self, args: &StageArgs) -> usize {
+        self.constant + self.per_row * args.rows + self.per_pos * args.pos
+    }
+}
+
+/// An offset into a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct At {
+    /// The buffer.
+    pub buffer: BufferId,
+    /// Offset in f32 values.
+    pub offset: Extent,
+}
+
+impl At {
+    /// The start of `buffer`.
+    pub const fn start(buffer: BufferId) -> At {
+        At {
+            buffer,
+            offset: Extent::fixed(0),
+        }
+    }
+
+    /// `buffer` from a fixed offset.
+    pub const fn fixed(buffer: BufferId, offset: usize) -> At {
+        At {
+            buffer,
+            offset: Extent::fixed(offset),
+        }
+    }
+}
+
+/// Attention dimensions of an op (see [`AttentionShape`]), with bounds for the scratch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionDims {
+    /// Heads.
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Query rows.
+    pub q_len: Extent,
+    /// Key/value rows (ignored by ops on prepared keys/values, which know theirs).
+    pub kv_len: Extent,
+    /// Causal mask offset, if any.
+    pub causal_offset: Option<Extent>,
+    /// Most query rows any call has.
+    pub max_q_len: usize,
+    /// Most key rows any call has.
+    pub max_kv_len: usize,
+}
+
+impl AttentionDims {
+    /// The shape of the call with `args`.
+    pub fn shape(&self, args: &StageArgs) -> AttentionShape {
+        AttentionShape {
+            heads: self.heads,
+            head_dim: self.head_dim,
+            q_len: self.q_len.at(args),
+            kv_len: self.kv_len.at(args),
+            causal_offset: self.causal_offset.map(|o| o.at(args)),
+        }
+    }
+
+    /// The largest shape of any call (what scratch is sized for).
+    pub fn max_shape(&self) -> AttentionShape {
+        AttentionShape {
+            heads: self.heads,
+            head_dim: self.head_dim,
+            q_len: self.max_q_len,
+            kv_len: self.max_kv_len,
+            causal_offset: self.causal_offset.map(|_| 0),
+        }
+    }
+
+    /// Row width, `heads · head_dim`.
+    pub fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// One layer operation. Inputs and outputs of one op never share a buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `out[rows, d] = layer_norm(x[rows, d])` with `d = gamma.len()`.
+    LayerNorm {
+        x: At,
+        out: At,
+        rows: Extent,
+        gamma: VectorId,
+        beta: VectorId,
+        eps: f32,
+    },
+    /// `out[rows, w.rows] = epilogue(x[rows, w.cols] · wᵀ + bias)`.
+    Linear {
+        x: At,
+        out: At,
+        rows: Extent,
+        /// Most rows of any call (scratch is reserved for it).
+        max_rows: usize,
+        w: MatrixId,
+        bias: Option<VectorId>,
+        epilogue: Epilogue,
+    },
+    /// Kernel-3, padding-1 time-major convolution `x [t_in, c_in]` → `out [t_out, w.rows]`.
+    Conv1dK3 {
+        x: At,
+        out: At,
+        t_in: usize,
+        w: MatrixId,
+        bias: VectorId,
+        stride: usize,
+        epilogue: Epilogue,
+    },
+    /// `out [cols, rows] = xᵀ` for `x [rows, cols]`.
+    Transpose {
+        x: At,
+        out: At,
+        rows: usize,
+        cols: usize,
+    },
+    /// Row `r < rows` of `x` (`width` wide) `+= table` row `first + r · step`.
+    AddTableRows {
+        x: At,
+        rows: Extent,
+        width: usize,
+        table: VectorId,
+        first: Extent,
+        step: usize,
+    },
+    /// Multi-head attention of `q` over `k`, `v` into `out`.
+    Attention {
+        q: At,
+        k: At,
+        v: At,
+        out: At,
+        dims: AttentionDims,
+    },
+    /// Prepares `k`, `v` (`[rows, width]` each) into `kv`.
+    PrepareKeyValues {
+        k: At,
+        v: At,
+        rows: usize,
+        kv: KeyValuesId,
+    },
+    /// Attention of `q` over prepared `kv`.
+    AttentionPrepared {
+        q: At,
+        kv: KeyValuesId,
+        out: At,
+        dims: AttentionDims,
+    },
+    /// The attention probabilities of head `head` of `q` over prepared `kv`:
+    /// `out[r, kv_len] = softmax(q_head[r] · k_headᵀ / √head_dim)` for `dims.q_len` rows.
+    AttentionWeights {
+        q: At,
+        kv: KeyValuesId,
+        head: usize,
+        out: At,
+        dims: AttentionDims,
+    },
+    /// `out[r] = table row args.ids[r]` for `r < rows`.
+    GatherRows { table: MatrixId, out: At },
+    /// Self-attention of `rows` rows, row `r` in its own cache slot `args.slots[r]` (slot `s`
+    /// starts at `s · slot_len` of `cache_k`/`cache_v`): writes row `r` of `k_new`, `v_new` at
+    /// position `pos` of its slot, then attends `q[r]` over positions `..=pos` of it.
+    SlotSelfAttention {
+        q: At,
+        k_new: At,
+        v_new: At,
+        cache_k: BufferId,
+        cache_v: BufferId,
+        slot_len: usize,
+        out: At,
+        dims: AttentionDims,
+    },
+    /// Copies the first `len` values of slot `args.slots[0]` of `buffer` to slot
+    /// `args.slots[1]` (slots `slot_len` apart).
+    CopySlot {
+        buffer: BufferId,
+        slot_len: usize,
+        len: Extent,
+    },
+}
+
+/// A named list of ops.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    /// For reports.
+    pub name: &'static str,
+    /// In execution order.
+    pub ops: Vec<Op>,
+}
+
+/// How a workspace allocates a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Residency {
+    /// Every page touched at allocation (buffers every call fills).
+    Resident,
+    /// Mapped on first write (caches a call fills a little at a time).
+    Lazy,
+}
+
+/// A buffer declaration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferSpec {
+    /// For reports and errors.
+    pub name: &'static str,
+    /// Length in f32 values.
+    pub len: usize,
+    /// How it is allocated.
+    pub residency: Residency,
+}
+
+/// A prepared key/value slot declaration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyValuesSpec {
+    /// Heads.
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Most rows.
+    pub capacity: usize,
+}
+
+/// The values one stage call supplies.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageArgs<'a> {
+    /// Rows of this call (tokens, beams).
+    pub rows: usize,
+    /// A position (the decoder's cache length, a first row).
+    pub pos: usize,
+    /// Ids for [`Op::GatherRows`] (`rows` of them).
+    pub ids: &'a [u32],
+    /// Cache slots for [`Op::SlotSelfAttention`] and [`Op::CopySlot`].
+    pub slots: &'a [usize],
+}
+
+/// Weights, buffer declarations and stages of one network part on one backend.
+pub struct Program<M> {
+    matrices: Vec<M>,
+    vectors: Vec<Vec<f32>>,
+    buffers: Vec<BufferSpec>,
+    key_values: Vec<KeyValuesSpec>,
+    stages: Vec<Stage>,
+}
+
+impl<M> Default for Program<M> {
+    fn default() -> Self {
+        Self {
+            matrices: Vec::new(),
+            vectors: Vec::new(),
+            buffers: Vec::new(),
+            key_values: Vec::new(),
+            stages: Vec::new(),
+        }
+    }
+}
+
+fn id(len: usize) -> u16 {
+    u16::try_from(len).expect("more than 65535 items in one program")
+}
+
+impl<M> Program<M> {
+    /// An empty program.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a weight matrix.
+    pub fn add_matrix(&mut self, m: M) -> MatrixId {
+        self.matrices.push(m);
+        MatrixId(id(self.matrices.len() - 1))
+    }
+
+    /// Adds a weight vector.
+    pub fn add_vector(&mut self, v: Vec<f32>) -> VectorId {
+        self.vectors.push(v);
+        VectorId(id(self.vectors.len() - 1))
+    }
+
+    /// Declares a buffer.
+    pub fn add_buffer(&mut self, name: &'static str, len: usize, residency: Residency) -> BufferId {
+        self.buffers.push(BufferSpec {
+            name,
+            len,
+            residency,
+        });
+        BufferId(id(self.buffers.len() - 1))
+    }
+
+    /// Declares prepared keys/values.
+    pub fn add_key_values(&mut self, spec: KeyValuesSpec) -> KeyValuesId {
+        self.key_values.push(spec);
+        KeyValuesId(id(self.key_values.len() - 1))
+    }
+
+    /// Adds a stage.
+    pub fn add_stage(&mut self, name: &'static str, ops: Vec<Op>) -> StageId {
+        self.stages.push(Stage { name, ops });
+        StageId(id(self.stages.len() - 1))
+    }
+
+    /// A matrix.
+    pub fn matrix(&self, m: MatrixId) -> &M {
+        &self.matrices[m.0 as usize]
+    }
+
+    /// All matrices.
+    pub fn matrices(&self) -> &[M] {
+        &self.matrices
+    }
+
+    /// A vector.
+    pub fn vector(&self, v: VectorId) -> &[f32] {
+        &self.vectors[v.0 as usize]
+    }
+
+    /// Buffer declarations, by [`BufferId`].
+    pub fn buffers(&self) -> &[BufferSpec] {
+        &self.buffers
+    }
+
+    /// Prepared key/value declarations, by [`KeyValuesId`].
+    pub fn key_values(&self) -> &[KeyValuesSpec] {
+        &self.key_values
+    }
+
+    /// A stage.
+    pub fn stage(&self, s: StageId) -> &Stage {
+        &self.stages[s.0 as usize]
+    }
+
+    /// All stages.
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+}

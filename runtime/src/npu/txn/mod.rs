@@ -83,4 +83,4 @@ pub fn words_from_le_bytes(bytes: &[u8]) -> Option<Vec<u32>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

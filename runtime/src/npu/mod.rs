@@ -25,6 +25,7 @@ pub mod heap;
 pub mod hwctx;
 pub mod ioctl;
 pub mod mapping;
+pub mod program;
 pub mod ring;
 pub mod txn;
 pub mod uapi;

@@ -21,6 +21,8 @@
 //!   while a task on it awaits its sync; no sync without an outstanding token-issuing task. The
 //!   [`Plan`] lists the shim DMA [`Task`]s (a snapshot of each BD at its push), the register
 //!   writes outside the shim DMA (run-time parameters) and a [`Summary`].
+//! - [`check`]`(words, &Limits) -> Result<`[`CheckReport`]`, TxnError>`: the same checks without
+//!   building a plan, allocation-free (what debug builds run before every submission).
 //! - [`execute`]`(&plan, &mut dyn `[`DmaMemory`]`, &mut array)`: gathers the bytes every MM2S
 //!   task reads (in push order, per channel), hands them to `array` as an [`ArrayIo`] (inputs per
 //!   shim column and channel, zeroed outputs exactly as long as the S2MM tasks will write, the
@@ -62,8 +64,8 @@ pub use op::{
 pub use shim_bd::ShimBd;
 pub use shim_dma::{execute, ArrayIo, DmaMemory, ExecReport};
 pub use validate::{
-    validate, Channel, Limits, Plan, RegisterWrite, Summary, Task, DDR_APERTURE,
-    FIRMWARE_TRANSLATED_ARGS, MAX_CHANNEL_BYTES,
+    check, validate, Channel, CheckReport, Limits, Plan, RegisterWrite, Summary, Task,
+    DDR_APERTURE, FIRMWARE_TRANSLATED_ARGS, MAX_CHANNEL_BYTES, MAX_OUTSTANDING,
 };
 
 /// Little-endian bytes (an `insts.bin` file) as words; `None` if the length is not a multiple
@@ -81,4 +83,4 @@ pub fn words_from_le_bytes(bytes: &[u8]) -> Option<Vec<u32>> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -739,3 +739,39 @@ fn mutated_streams_never_panic() {
         }
     }
 }
+
+#[test]
+fn check_agrees_with_validate() {
+    for g in &GEMMS {
+        let words = g.insts();
+        let lims = Limits {
+            arg_lens: &g.arg_lens(),
+            partition_cols: None,
+        };
+        let plan = validate(&words, &lims).unwrap();
+        let c = check(&words, &lims).unwrap();
+        let bytes = plan.channel_bytes();
+        let dir_sum = |d| {
+            bytes
+                .iter()
+                .filter(|(c, _)| c.dir == d)
+                .map(|(_, b)| *b)
+                .sum::<u64>()
+        };
+        assert_eq!(c.ops, g.ops);
+        assert_eq!(c.tasks as usize, plan.tasks.len());
+        assert_eq!(c.bytes_read, dir_sum(Direction::Mm2s));
+        assert_eq!(c.bytes_written, dir_sum(Direction::S2mm));
+        assert_eq!(c.unawaited, 0);
+        let mut short = g.arg_lens();
+        short[1] -= 4;
+        let lims = Limits {
+            arg_lens: &short,
+            partition_cols: None,
+        };
+        assert_eq!(
+            check(&words, &lims).unwrap_err(),
+            validate(&words, &lims).unwrap_err()
+        );
+    }
+}

@@ -2,10 +2,10 @@
 //! and turns it into a [`Plan`] (the tasks the shim DMAs will run, each with a snapshot of its BD
 //! and its patched buffer), refusing anything the firmware or the DMA would get wrong.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use super::error::TxnError;
-use super::op::{parse, Direction, Header, Op};
+use super::op::{parse, Direction, Header, Op, MAX_COLS};
 use super::shim_bd::{bd_register, channel_register, split_addr, ShimBd, BDS, BD_WORDS};
 
 /// Bytes a single shim channel may move in one command before the interpreter refuses
@@ -128,20 +128,75 @@ struct BdState {
     outstanding: u32,
 }
 
-struct Machine<'a> {
+/// Token-issuing tasks one channel may have outstanding (un-synced) at a time; the real
+/// streams have at most 5 (1bit-MONSTER README §1.6).
+pub const MAX_OUTSTANDING: usize = 32;
+const CHANNELS: usize = MAX_COLS as usize * 4;
+
+fn channel_index(c: Channel) -> usize {
+    c.col as usize * 4 + (c.dir == Direction::Mm2s) as usize * 2 + c.channel as usize
+}
+
+/// Where the validator's findings go: a [`Plan`] (allocates) or counters only (does not).
+trait Sink {
+    fn opcode(&mut self, opcode: u8);
+    fn patch(&mut self, arg_idx: u64, offset: u64);
+    fn task(&mut self, task: Task);
+    fn register_write(&mut self, w: RegisterWrite);
+}
+
+/// FIFO of outstanding BD ids of one channel, fixed capacity.
+#[derive(Clone, Copy)]
+struct Fifo {
+    ids: [u8; MAX_OUTSTANDING],
+    head: usize,
+    len: usize,
+}
+
+impl Fifo {
+    const EMPTY: Self = Self {
+        ids: [0; MAX_OUTSTANDING],
+        head: 0,
+        len: 0,
+    };
+    fn push(&mut self, id: u8) -> bool {
+        if self.len == MAX_OUTSTANDING {
+            return false;
+        }
+        self.ids[(self.head + self.len) % MAX_OUTSTANDING] = id;
+        self.len += 1;
+        true
+    }
+    fn pop(&mut self) -> Option<u8> {
+        (self.len > 0).then(|| {
+            let id = self.ids[self.head];
+            self.head = (self.head + 1) % MAX_OUTSTANDING;
+            self.len -= 1;
+            id
+        })
+    }
+}
+
+struct Machine<'a, S: Sink> {
     limits: Limits<'a>,
     cols: u32,
     rows: u32,
-    bds: Vec<[BdState; BDS]>,
+    bds: [[BdState; BDS]; MAX_COLS as usize],
     /// Outstanding token-issuing tasks per channel, as BD ids in push order.
-    queues: BTreeMap<Channel, VecDeque<u8>>,
-    plan: Plan,
+    queues: [Fifo; CHANNELS],
+    /// Bytes moved per channel.
+    bytes: [u64; CHANNELS],
+    sink: S,
     op: u32,
     word: usize,
 }
 
-/// Validate `words` (the whole stream, header included) against `limits`.
-pub fn validate(words: &[u32], limits: &Limits<'_>) -> Result<Plan, TxnError> {
+/// Walk `words` with `sink`; returns the machine for its totals.
+fn walk<'a, S: Sink>(
+    words: &[u32],
+    limits: &Limits<'a>,
+    sink: S,
+) -> Result<(Header, Machine<'a, S>), TxnError> {
     let stream = parse(words)?;
     let header = stream.header();
     let cols = header.cols.min(limits.partition_cols.unwrap_or(u8::MAX)) as u32;
@@ -149,14 +204,10 @@ pub fn validate(words: &[u32], limits: &Limits<'_>) -> Result<Plan, TxnError> {
         limits: *limits,
         cols,
         rows: header.rows as u32,
-        bds: vec![[BdState::default(); BDS]; cols as usize],
-        queues: BTreeMap::new(),
-        plan: Plan {
-            header,
-            tasks: Vec::new(),
-            register_writes: Vec::new(),
-            summary: Summary::default(),
-        },
+        bds: [[BdState::default(); BDS]; MAX_COLS as usize],
+        queues: [Fifo::EMPTY; CHANNELS],
+        bytes: [0; CHANNELS],
+        sink,
         op: 0,
         word: 0,
     };
@@ -166,10 +217,112 @@ pub fn validate(words: &[u32], limits: &Limits<'_>) -> Result<Plan, TxnError> {
         m.word = op.word;
         m.step(&op.op)?;
     }
-    m.finish()
+    for (i, &bytes) in m.bytes.iter().enumerate() {
+        if bytes > MAX_CHANNEL_BYTES {
+            return Err(TxnError::TooMuchData {
+                col: (i / 4) as u8,
+                dir: if i % 4 >= 2 {
+                    Direction::Mm2s
+                } else {
+                    Direction::S2mm
+                },
+                channel: (i % 2) as u8,
+                bytes,
+                limit: MAX_CHANNEL_BYTES,
+            });
+        }
+    }
+    Ok((header, m))
 }
 
-impl Machine<'_> {
+impl Sink for Plan {
+    fn opcode(&mut self, opcode: u8) {
+        *self.summary.ops_by_opcode.entry(opcode).or_insert(0) += 1;
+    }
+    fn patch(&mut self, arg_idx: u64, offset: u64) {
+        let sum = &mut self.summary;
+        *sum.patches_by_arg.entry(arg_idx).or_insert(0) += 1;
+        let max = sum.max_offset_by_arg.entry(arg_idx).or_insert(0);
+        *max = (*max).max(offset);
+    }
+    fn task(&mut self, task: Task) {
+        self.tasks.push(task);
+    }
+    fn register_write(&mut self, w: RegisterWrite) {
+        self.register_writes.push(w);
+    }
+}
+
+/// Validate `words` (the whole stream, header included) against `limits` and build the
+/// [`Plan`] the interpreter runs.
+pub fn validate(words: &[u32], limits: &Limits<'_>) -> Result<Plan, TxnError> {
+    let plan = Plan {
+        header: Header {
+            dev_gen: 0,
+            rows: 0,
+            cols: 0,
+            mem_tile_rows: 0,
+            num_ops: 0,
+            txn_size: 0,
+        },
+        tasks: Vec::new(),
+        register_writes: Vec::new(),
+        summary: Summary::default(),
+    };
+    let (header, m) = walk(words, limits, plan)?;
+    let unawaited = m.queues.iter().map(|q| q.len as u32).sum();
+    let mut plan = m.sink;
+    plan.header = header;
+    let s = &mut plan.summary;
+    s.unawaited = unawaited;
+    s.columns = plan.tasks.iter().map(|t| t.channel.col).collect();
+    s.columns.sort_unstable();
+    s.columns.dedup();
+    Ok(plan)
+}
+
+/// Totals of [`check`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Ops.
+    pub ops: u32,
+    /// Shim DMA tasks.
+    pub tasks: u32,
+    /// Bytes the MM2S tasks read from host buffers.
+    pub bytes_read: u64,
+    /// Bytes the S2MM tasks write to host buffers.
+    pub bytes_written: u64,
+    /// Token-issuing tasks never awaited.
+    pub unawaited: u32,
+}
+
+impl Sink for CheckReport {
+    fn opcode(&mut self, _: u8) {
+        self.ops += 1;
+    }
+    fn patch(&mut self, _: u64, _: u64) {}
+    fn task(&mut self, task: Task) {
+        self.tasks += 1;
+        match task.channel.dir {
+            Direction::Mm2s => self.bytes_read += task.bytes(),
+            Direction::S2mm => self.bytes_written += task.bytes(),
+        }
+    }
+    fn register_write(&mut self, _: RegisterWrite) {}
+}
+
+/// The same checks as [`validate`] without building a plan: allocates nothing (the check run
+/// before every submission in debug builds).
+pub fn check(words: &[u32], limits: &Limits<'_>) -> Result<CheckReport, TxnError> {
+    let (_, m) = walk(words, limits, CheckReport::default())?;
+    let unawaited = m.queues.iter().map(|q| q.len as u32).sum();
+    Ok(CheckReport {
+        unawaited,
+        ..m.sink
+    })
+}
+
+impl<S: Sink> Machine<'_, S> {
     fn check_addr(&self, addr: u64) -> Result<(u32, u32, u32), TxnError> {
         let (col, row, off) = split_addr(addr);
         if addr >> 32 != 0 || col >= self.cols || row >= self.rows {
@@ -209,7 +362,7 @@ impl Machine<'_> {
             Op::DdrPatch { .. } => super::op::OP_DDR_PATCH,
             Op::Skipped { opcode } => *opcode,
         };
-        *self.plan.summary.ops_by_opcode.entry(opcode).or_insert(0) += 1;
+        self.sink.opcode(opcode);
         match *op {
             Op::Write { addr, value } => self.write(addr, value, u32::MAX),
             Op::MaskWrite { addr, value, mask } => self.write(addr, value, mask),
@@ -254,9 +407,8 @@ impl Machine<'_> {
     fn write(&mut self, addr: u32, value: u32, mask: u32) -> Result<(), TxnError> {
         let (col, row, off) = self.check_addr(addr as u64)?;
         if row != 0 {
-            self.plan
-                .register_writes
-                .push(RegisterWrite { addr, value, mask });
+            self.sink
+                .register_write(RegisterWrite { addr, value, mask });
             return Ok(());
         }
         if let Some((bd, w)) = bd_register(off) {
@@ -293,9 +445,8 @@ impl Machine<'_> {
             // Control registers (Controller_ID, pause bits) and other shim registers: no data
             // effect in this model.
             _ => {
-                self.plan
-                    .register_writes
-                    .push(RegisterWrite { addr, value, mask });
+                self.sink
+                    .register_write(RegisterWrite { addr, value, mask });
                 Ok(())
             }
         }
@@ -345,10 +496,7 @@ impl Machine<'_> {
             });
         }
         s.patch = Some((arg_idx as usize, offset));
-        let sum = &mut self.plan.summary;
-        *sum.patches_by_arg.entry(arg_idx).or_insert(0) += 1;
-        let max = sum.max_offset_by_arg.entry(arg_idx).or_insert(0);
-        *max = (*max).max(offset);
+        self.sink.patch(arg_idx, offset);
         Ok(())
     }
 
@@ -426,10 +574,15 @@ impl Machine<'_> {
             )));
         }
         if token {
+            if !self.queues[channel_index(channel)].push(bd_id) {
+                return Err(bad_task(format!(
+                    "would be the {}th outstanding token-issuing task of its channel (limit {MAX_OUTSTANDING})",
+                    MAX_OUTSTANDING + 1
+                )));
+            }
             self.bds[channel.col as usize][bd_id as usize].outstanding += 1;
-            self.queues.entry(channel).or_default().push_back(bd_id);
         }
-        self.plan.tasks.push(Task {
+        let task = Task {
             channel,
             bd_id,
             bd,
@@ -438,7 +591,9 @@ impl Machine<'_> {
             runs,
             token,
             op: self.op,
-        });
+        };
+        self.bytes[channel_index(channel)] += task.bytes();
+        self.sink.task(task);
         Ok(())
     }
 
@@ -469,37 +624,17 @@ impl Machine<'_> {
                 dir,
                 channel,
             };
-            let bd = self.queues.get_mut(&ch).and_then(|q| q.pop_front()).ok_or(
-                TxnError::SyncWithoutTask {
+            let bd = self.queues[channel_index(ch)]
+                .pop()
+                .ok_or(TxnError::SyncWithoutTask {
                     op: self.op,
                     word: self.word,
                     col: c,
                     dir,
                     channel,
-                },
-            )?;
+                })?;
             self.bds[c as usize][bd as usize].outstanding -= 1;
         }
         Ok(())
-    }
-
-    fn finish(mut self) -> Result<Plan, TxnError> {
-        for (ch, bytes) in self.plan.channel_bytes() {
-            if bytes > MAX_CHANNEL_BYTES {
-                return Err(TxnError::TooMuchData {
-                    col: ch.col,
-                    dir: ch.dir,
-                    channel: ch.channel,
-                    bytes,
-                    limit: MAX_CHANNEL_BYTES,
-                });
-            }
-        }
-        let s = &mut self.plan.summary;
-        s.unawaited = self.queues.values().map(|q| q.len() as u32).sum();
-        s.columns = self.plan.tasks.iter().map(|t| t.channel.col).collect();
-        s.columns.sort_unstable();
-        s.columns.dedup();
-        Ok(self.plan)
     }
 }

@@ -1,0 +1,375 @@
+//! A functional replay of an instruction stream: the shim DMA tasks it pushes are executed on
+//! host buffers (BD address generation, DDR patches, repeat counts and iteration strides as
+//! npu-instruction-stream.md §5-§10 describe them), and a Rust model of the array turns the
+//! MM2S byte streams into the S2MM byte streams. Timing is not modelled (a task's data is
+//! complete when it is pushed); the runtime's emulator is the timed, validated path.
+//!
+//! What it checks on the way: every BD it runs was written and patched, every access stays
+//! inside its buffer, every task pushed with a token is awaited exactly once, and each S2MM
+//! channel receives exactly the bytes its tasks describe.
+
+use std::collections::BTreeMap;
+
+use crate::design::{GemmDesign, CORE_ROWS};
+use crate::kernels::layout::{block_a, block_w, A_BYTES, C_ELEMS, TILE_M, W_BYTES};
+use crate::kernels::matmul::{epilogue, matmul_i8_i32, zero, EpilogueMode};
+use crate::txn::{parse, DecodeError, Direction, Op, BD_WORDS};
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplayError {
+    /// The stream does not decode.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A task started on a BD that was never written or never patched.
+    #[error("column {col}: task on BD {bd}, which has no {what}")]
+    UnsetBd {
+        /// Column.
+        col: u8,
+        /// BD id.
+        bd: u8,
+        /// "BLOCKWRITE" or "DDR_PATCH".
+        what: &'static str,
+    },
+    /// A patch names a buffer the replay was not given.
+    #[error("DDR_PATCH to argument {0}, which is not provided")]
+    NoArgument(u32),
+    /// A transfer leaves its buffer.
+    #[error("column {col} BD {bd}: byte {offset} is outside argument {arg} ({len} bytes)")]
+    OutOfBounds {
+        /// Column.
+        col: u8,
+        /// BD id.
+        bd: u8,
+        /// Argument.
+        arg: u32,
+        /// Byte offset reached.
+        offset: u64,
+        /// Buffer length.
+        len: usize,
+    },
+    /// Tokens and waits disagree on a channel.
+    #[error("column {col} {dir:?} channel {chan}: {pending} token(s) pending at {at}")]
+    Tokens {
+        /// Column.
+        col: u8,
+        /// Direction.
+        dir: Direction,
+        /// Channel.
+        chan: u8,
+        /// Tokens outstanding (negative: a wait with nothing to wait for).
+        pending: i64,
+        /// "a wait" or "the end".
+        at: &'static str,
+    },
+    /// The array model and the streams disagree in length.
+    #[error("{what}: {got} bytes, the design moves {want}")]
+    StreamLength {
+        /// Which stream.
+        what: String,
+        /// Bytes present.
+        got: usize,
+        /// Bytes the design consumes or produces.
+        want: usize,
+    },
+}
+
+/// Key of a shim channel.
+pub type Channel = (u8, Direction, u8);
+
+/// The shim side of a replay: bytes each MM2S channel sent, and where each S2MM channel's
+/// incoming words go (argument, byte offset).
+#[derive(Default, Debug)]
+pub struct ShimTraffic {
+    /// MM2S channel → bytes in order.
+    pub sent: BTreeMap<Channel, Vec<u8>>,
+    /// S2MM channel → (argument, byte offset) of each incoming word, in order.
+    pub sinks: BTreeMap<Channel, Vec<(u32, u64)>>,
+    /// Tasks started.
+    pub tasks: usize,
+}
+
+/// Executes the shim side of `words` against the argument buffers (`args[i]` = runtime
+/// sequence buffer `i`; S2MM destinations are recorded, not written).
+pub fn run_shim(words: &[u32], args: &[&[u8]]) -> Result<ShimTraffic, ReplayError> {
+    let (_, ops) = parse(words)?;
+    let mut bds: BTreeMap<(u8, u8), [u32; BD_WORDS]> = BTreeMap::new();
+    let mut patches: BTreeMap<(u8, u8), (u32, u64)> = BTreeMap::new();
+    let mut tokens: BTreeMap<Channel, i64> = BTreeMap::new();
+    let mut t = ShimTraffic::default();
+    for op in &ops {
+        match op {
+            Op::BlockWrite { addr, data } if is_shim_bd(*addr, data.len()) => {
+                let (col, bd) = shim_bd_of(*addr);
+                bds.insert((col, bd), data[..BD_WORDS].try_into().unwrap());
+            }
+            Op::DdrPatch {
+                regaddr,
+                arg_idx,
+                arg_plus,
+            } if is_shim_bd(regaddr.wrapping_sub(4), BD_WORDS) => {
+                let plus = if *arg_idx >= 5 {
+                    arg_plus - 0x8000_0000
+                } else {
+                    *arg_plus
+                };
+                patches.insert(shim_bd_of(regaddr - 4), (*arg_idx, plus));
+            }
+            Op::Write { addr, value } => {
+                if let Some(ch) = shim_queue(*addr) {
+                    let bd = (*value & 0xF) as u8;
+                    let runs = ((*value >> 16) & 0xFF) as usize + 1;
+                    if *value >> 31 == 1 {
+                        *tokens.entry(ch).or_default() += 1;
+                    }
+                    start_task(&mut t, &bds, &patches, args, ch, bd, runs)?;
+                }
+            }
+            Op::Sync {
+                dir,
+                col,
+                chan,
+                row: 0,
+                cols: 1,
+                rows: 1,
+            } => {
+                let ch = (*col, *dir, *chan);
+                let n = tokens.entry(ch).or_default();
+                *n -= 1;
+                if *n < 0 {
+                    let (col, dir, chan) = ch;
+                    return Err(ReplayError::Tokens {
+                        col,
+                        dir,
+                        chan,
+                        pending: *n,
+                        at: "a wait",
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((&(col, dir, chan), &pending)) = tokens.iter().find(|(_, &n)| n != 0) {
+        return Err(ReplayError::Tokens {
+            col,
+            dir,
+            chan,
+            pending,
+            at: "the end",
+        });
+    }
+    Ok(t)
+}
+
+fn is_shim_bd(addr: u32, len: usize) -> bool {
+    let off = addr & 0xF_FFFF;
+    (addr >> 20) & 0x1F == 0
+        && (0x1D000..0x1D200).contains(&off)
+        && off.is_multiple_of(0x20)
+        && len >= BD_WORDS
+}
+
+fn shim_bd_of(addr: u32) -> (u8, u8) {
+    (
+        (addr >> 25) as u8,
+        (((addr & 0xF_FFFF) - 0x1D000) / 0x20) as u8,
+    )
+}
+
+fn shim_queue(addr: u32) -> Option<Channel> {
+    if (addr >> 20) & 0x1F != 0 {
+        return None;
+    }
+    let col = (addr >> 25) as u8;
+    match addr & 0xF_FFFF {
+        0x1D204 => Some((col, Direction::S2mm, 0)),
+        0x1D20C => Some((col, Direction::S2mm, 1)),
+        0x1D214 => Some((col, Direction::Mm2s, 0)),
+        0x1D21C => Some((col, Direction::Mm2s, 1)),
+        _ => None,
+    }
+}
+
+/// Word offsets (from the patched base) of one run of a BD, per §6 / §8.
+fn bd_offsets(bd: &[u32; BD_WORDS], run: usize, out: &mut Vec<u64>) {
+    let len = bd[0] as u64;
+    let iter_wrap = ((bd[6] >> 20) & 0x3F) as u64 + 1;
+    let iter_stride = (bd[6] & 0xF_FFFF) as u64 + 1;
+    let base = if iter_wrap > 1 {
+        (run as u64 % iter_wrap) * iter_stride
+    } else {
+        0
+    };
+    let w0 = ((bd[3] >> 20) & 0x3FF) as u64;
+    if w0 == 0 {
+        out.extend((0..len).map(|i| base + i));
+        return;
+    }
+    let s0 = (bd[3] & 0xF_FFFF) as u64 + 1;
+    let w1 = (((bd[4] >> 20) & 0x3FF) as u64).max(1);
+    let s1 = (bd[4] & 0xF_FFFF) as u64 + 1;
+    let s2 = (bd[5] & 0xF_FFFF) as u64 + 1;
+    out.extend((0..len).map(|i| base + (i % w0) * s0 + (i / w0 % w1) * s1 + (i / (w0 * w1)) * s2));
+}
+
+fn start_task(
+    t: &mut ShimTraffic,
+    bds: &BTreeMap<(u8, u8), [u32; BD_WORDS]>,
+    patches: &BTreeMap<(u8, u8), (u32, u64)>,
+    args: &[&[u8]],
+    ch: Channel,
+    bd: u8,
+    runs: usize,
+) -> Result<(), ReplayError> {
+    let col = ch.0;
+    let words = bds.get(&(col, bd)).ok_or(ReplayError::UnsetBd {
+        col,
+        bd,
+        what: "BLOCKWRITE",
+    })?;
+    let &(arg, plus) = patches.get(&(col, bd)).ok_or(ReplayError::UnsetBd {
+        col,
+        bd,
+        what: "DDR_PATCH",
+    })?;
+    let buf = *args.get(arg as usize).ok_or(ReplayError::NoArgument(arg))?;
+    t.tasks += 1;
+    let mut offs = Vec::new();
+    for run in 0..runs {
+        offs.clear();
+        bd_offsets(words, run, &mut offs);
+        for &w in &offs {
+            let byte = plus + 4 * w;
+            if byte + 4 > buf.len() as u64 {
+                return Err(ReplayError::OutOfBounds {
+                    col,
+                    bd,
+                    arg,
+                    offset: byte,
+                    len: buf.len(),
+                });
+            }
+            match ch.1 {
+                Direction::Mm2s => t
+                    .sent
+                    .entry(ch)
+                    .or_default()
+                    .extend_from_slice(&buf[byte as usize..byte as usize + 4]),
+                Direction::S2mm => t.sinks.entry(ch).or_default().push((arg, byte)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The GEMM design's array, functionally: consumes the row and column streams exactly as the
+/// cores acquire their objects, runs the kernel models, and returns each column's S2MM stream.
+pub fn gemm_array(
+    d: &GemmDesign,
+    m: usize,
+    mode: EpilogueMode,
+    sent: &BTreeMap<Channel, Vec<u8>>,
+) -> Result<BTreeMap<Channel, Vec<u8>>, ReplayError> {
+    let blocks = d.row_blocks(m);
+    let kt1 = d.k_tiles() + 1;
+    let groups = d.channel_groups();
+    let empty = Vec::new();
+    let stream = |ch: Channel, want: usize| -> Result<&Vec<u8>, ReplayError> {
+        let s = sent.get(&ch).unwrap_or(&empty);
+        if s.len() == want {
+            Ok(s)
+        } else {
+            Err(ReplayError::StreamLength {
+                what: format!("{ch:?}"),
+                got: s.len(),
+                want,
+            })
+        }
+    };
+    let rows: Vec<&Vec<u8>> = (0..CORE_ROWS)
+        .map(|j| {
+            stream(
+                (j as u8, Direction::Mm2s, 0),
+                blocks * groups * kt1 * A_BYTES,
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    let mut outs = BTreeMap::new();
+    let (mut a, mut w, mut s, mut p) = (
+        vec![0i8; A_BYTES],
+        vec![0i8; W_BYTES],
+        vec![0i8; A_BYTES],
+        vec![0i8; W_BYTES],
+    );
+    let mut acc = vec![0i32; C_ELEMS];
+    let mut res = vec![0f32; C_ELEMS];
+    for c in 0..d.cols() {
+        let tiles = d.channel_tiles_of(c);
+        if tiles == 0 {
+            continue;
+        }
+        let col = stream(
+            (c as u8, Direction::Mm2s, 1),
+            blocks * tiles * kt1 * W_BYTES,
+        )?;
+        let out: &mut Vec<u8> = outs.entry((c as u8, Direction::S2mm, 0)).or_default();
+        for rb in 0..blocks {
+            for g in 0..tiles {
+                for (j, row) in rows.iter().enumerate() {
+                    let a_obj = |t: usize| {
+                        let at = ((rb * groups + g) * kt1 + t) * A_BYTES;
+                        bytes_i8(&row[at..at + A_BYTES])
+                    };
+                    let w_obj = |t: usize| {
+                        let at = ((rb * tiles + g) * kt1 + t) * W_BYTES;
+                        bytes_i8(&col[at..at + W_BYTES])
+                    };
+                    zero(&mut acc);
+                    for t in 0..d.k_tiles() {
+                        block_a(&a_obj(t), &mut a);
+                        block_w(&w_obj(t), &mut w);
+                        matmul_i8_i32(&a, &w, &mut acc);
+                    }
+                    block_a(&a_obj(kt1 - 1), &mut s);
+                    block_w(&w_obj(kt1 - 1), &mut p);
+                    epilogue(&acc, &s, &p, mode, &mut res);
+                    debug_assert!(j < CORE_ROWS && res.len() == TILE_M * 64);
+                    out.extend(res.iter().flat_map(|v| v.to_le_bytes()));
+                }
+            }
+        }
+    }
+    Ok(outs)
+}
+
+fn bytes_i8(b: &[u8]) -> Vec<i8> {
+    b.iter().map(|&x| x as i8).collect()
+}
+
+/// Writes each S2MM stream to the places its tasks named (`outputs[arg]`).
+pub fn scatter(
+    traffic: &ShimTraffic,
+    produced: &BTreeMap<Channel, Vec<u8>>,
+    outputs: &mut [&mut [u8]],
+) -> Result<(), ReplayError> {
+    for (ch, sinks) in &traffic.sinks {
+        let empty = Vec::new();
+        let data = produced.get(ch).unwrap_or(&empty);
+        if data.len() != 4 * sinks.len() {
+            let what = format!("{ch:?} output");
+            return Err(ReplayError::StreamLength {
+                what,
+                got: data.len(),
+                want: 4 * sinks.len(),
+            });
+        }
+        for (&(arg, byte), word) in sinks.iter().zip(data.chunks_exact(4)) {
+            let buf = outputs
+                .get_mut(arg as usize)
+                .ok_or(ReplayError::NoArgument(arg))?;
+            buf[byte as usize..byte as usize + 4].copy_from_slice(word);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! A whole matmul through the GEMM design's instruction stream, replayed (shim DMA tasks +
+//! array model + kernel models): `C == A·B` exactly, and with the dequantize / bias / GELU
+//! epilogue the output equals the CPU INT8 path (`amanuensis_runtime::q8::gemm_q8`) bit for bit.
+
+use amanuensis_aie::design::GemmDesign;
+use amanuensis_aie::kernels::matmul::EpilogueMode;
+use amanuensis_aie::program::gemm::gemm_program;
+use amanuensis_aie::program::images::{
+    activation_image_len, output_len, put_activation_row, weight_image,
+};
+use amanuensis_aie::program::replay::{gemm_array, run_shim, scatter};
+use amanuensis_aie::txn::Target;
+use amanuensis_runtime::cpu::{CpuPool, Epilogue};
+use amanuensis_runtime::q8::quant::quantize_row;
+use amanuensis_runtime::q8::{gemm_q8, Q8Scratch, QuantMatrix};
+
+struct Rng(u64);
+impl Rng {
+    fn f(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Runs the design on `codes` (m × k) with row scales, returns the padded output (f32).
+fn run_design(
+    d: &GemmDesign,
+    m: usize,
+    codes: &[i8],
+    row_scales: &[f32],
+    w: &QuantMatrix,
+    bias: Option<&[f32]>,
+    mode: EpilogueMode,
+) -> Vec<f32> {
+    let mut act = vec![0u8; activation_image_len(d, m)];
+    for r in 0..m {
+        put_activation_row(
+            d,
+            &mut act,
+            r,
+            &codes[r * d.k..(r + 1) * d.k],
+            row_scales[r],
+        );
+    }
+    let wimg = weight_image(d, w.data(), w.scales(), bias);
+    let mut out = vec![0u8; output_len(d, m)];
+    let words = gemm_program(d, m).unwrap();
+    let traffic = run_shim(&words, &[&act, &wimg, &out]).unwrap();
+    let produced = gemm_array(d, m, mode, &traffic.sent).unwrap();
+    let mut empty_a: [u8; 0] = [];
+    let mut empty_w: [u8; 0] = [];
+    scatter(
+        &traffic,
+        &produced,
+        &mut [&mut empty_a, &mut empty_w, &mut out],
+    )
+    .unwrap();
+    out.chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn c_equals_a_times_b_exactly() {
+    // Unit scales, no bias, Store: the f32 output is the i32 sum (|sum| < 2^24, exact).
+    let mut rng = Rng(1);
+    for (t, m, k, n) in [
+        (Target::NPU1, 1, 384, 384),
+        (Target::NPU1, 5, 384, 1536),
+        (Target::NPU1, 130, 1536, 384),
+        (Target::NPU2, 37, 512, 1536),
+        (Target::NPU1, 300, 64, 320),
+    ] {
+        let d = GemmDesign::new(t, k, n).unwrap();
+        let a: Vec<i8> = (0..m * k).map(|_| (rng.f() * 127.0) as i8).collect();
+        let wf: Vec<f32> = (0..n * k).map(|_| (rng.f() * 127.0).round()).collect();
+        // Every row has a ±127 so the per-channel scale is exactly 1.
+        let wf: Vec<f32> = wf
+            .chunks(k)
+            .flat_map(|r| std::iter::once(127.0).chain(r[1..].iter().copied()))
+            .collect();
+        let w = QuantMatrix::quantize(&wf, n, k);
+        assert!(w.scales().iter().all(|&s| s == 1.0));
+        let got = run_design(&d, m, &a, &vec![1.0; m], &w, None, EpilogueMode::Store);
+        for r in 0..m {
+            for c in 0..n {
+                let want: i64 = (0..k)
+                    .map(|i| a[r * k + i] as i64 * wf[c * k + i] as i64)
+                    .sum();
+                assert_eq!(
+                    got[r * n + c],
+                    want as f32,
+                    "{t:?} m={m} k={k} n={n} at ({r}, {c})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn epilogue_output_equals_the_cpu_int8_gemm_bit_for_bit() {
+    let pool = CpuPool::new(1);
+    let mut scratch = Q8Scratch::new();
+    let mut rng = Rng(2);
+    for (t, m, k, n, mode, gelu) in [
+        (
+            Target::NPU1,
+            3,
+            384,
+            1536,
+            EpilogueMode::Gelu,
+            Epilogue::Gelu,
+        ),
+        (
+            Target::NPU1,
+            200,
+            512,
+            512,
+            EpilogueMode::Store,
+            Epilogue::Store,
+        ),
+        (
+            Target::NPU2,
+            5,
+            2048,
+            512,
+            EpilogueMode::Store,
+            Epilogue::Store,
+        ),
+        (
+            Target::NPU1,
+            129,
+            384,
+            1152,
+            EpilogueMode::Gelu,
+            Epilogue::Gelu,
+        ),
+    ] {
+        let d = GemmDesign::new(t, k, n).unwrap();
+        let x: Vec<f32> = (0..m * k).map(|_| rng.f() * 3.0).collect();
+        let wf: Vec<f32> = (0..n * k).map(|_| rng.f() * 0.2).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.f()).collect();
+        let w = QuantMatrix::quantize(&wf, n, k);
+        let mut want = vec![0.0f32; m * n];
+        gemm_q8(&pool, &x, m, &w, Some(&bias), gelu, &mut scratch, &mut want);
+        let mut codes = vec![0i8; m * k];
+        let scales: Vec<f32> = (0..m)
+            .map(|r| quantize_row(&x[r * k..(r + 1) * k], &mut codes[r * k..(r + 1) * k]))
+            .collect();
+        let got = run_design(&d, m, &codes, &scales, &w, Some(&bias), mode);
+        for r in 0..m {
+            for c in 0..n {
+                let (g, e) = (got[r * n + c], want[r * n + c]);
+                assert_eq!(
+                    g.to_bits(),
+                    e.to_bits(),
+                    "{t:?} m={m} k={k} n={n} ({r}, {c}): {g} vs {e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_window_of_encoder_rows_at_tiny_width() {
+    // 1500 rows (12 super-blocks, BD sets alternating, waits two behind) on tiny's d × d.
+    let mut rng = Rng(3);
+    let (m, k, n) = (1500, 384, 384);
+    let d = GemmDesign::new(Target::NPU1, k, n).unwrap();
+    let a: Vec<i8> = (0..m * k).map(|_| (rng.f() * 127.0) as i8).collect();
+    let wf: Vec<f32> = (0..n * k).map(|_| rng.f()).collect();
+    let w = QuantMatrix::quantize(&wf, n, k);
+    let got = run_design(&d, m, &a, &vec![0.5; m], &w, None, EpilogueMode::Store);
+    for r in (0..m).step_by(97).chain([m - 1]) {
+        for c in (0..n).step_by(13) {
+            let acc: i32 = (0..k)
+                .map(|i| a[r * k + i] as i32 * w.get(c, i) as i32)
+                .sum();
+            assert_eq!(
+                got[r * n + c],
+                acc as f32 * 0.5 * w.scales()[c],
+                "({r}, {c})"
+            );
+        }
+    }
+}

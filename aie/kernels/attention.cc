@@ -88,4 +88,20 @@ void attn_pv_bf16(const uint16_t *__restrict p, const uint16_t *__restrict v, in
   }
 }
 
+// The entry points the IRON design links (aie/designs/attention.py): they take whole objects.
+// A Q object is 4 x 64 codes (A-object order), 4 f32 row scales, 4 i32 key limits; a K object is
+// 32 x 64 codes (W-object order) and 32 f32 key scales.
+#define Q_CODES (Q_ROWS * HEAD_DIM)
+#define K_CODES (KEY_CHUNK * HEAD_DIM)
+
+void attn_scores_obj(const int8_t *__restrict qobj, const int8_t *__restrict kobj, int32_t key0,
+                     float *__restrict scores) {
+  attn_scores_i8(qobj, (const float *)(qobj + Q_CODES), kobj, (const float *)(kobj + K_CODES), key0, scores);
+}
+
+void attn_softmax_obj(const float *__restrict scores, const int8_t *__restrict qobj, int32_t n_keys,
+                      uint16_t *__restrict p) {
+  attn_softmax(scores, (const int32_t *)(qobj + Q_CODES + 4 * Q_ROWS), n_keys, p);
+}
+
 } // extern "C"

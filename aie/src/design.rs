@@ -186,7 +186,8 @@ fn check_budget(tile: &'static str, need: usize, have: usize) -> Result<(), AieE
 
 /// The attention design (`aie/designs/attention.py`): each core takes groups of 4 queries of one
 /// head; K chunks (int8) and V chunks (bf16) of 32 keys are broadcast from the memory tile to
-/// the four cores of a column.
+/// the four cores of a column (encoder: the head's K/V stay in the memory tile for all its
+/// query rounds, so DDR supplies them once per head).
 pub struct AttentionDesign;
 
 impl AttentionDesign {
@@ -202,14 +203,14 @@ impl AttentionDesign {
         q + k + v + scores + p + out
     }
 
-    /// Memory-tile data memory: forwarding buffers for Q, K and V (double-buffered) and the
-    /// join of the four cores' outputs.
+    /// Memory-tile data memory (encoder mapping): one head's K (codes + scales) and V resident
+    /// for the whole head, replayed to the four cores once per round; Q objects for the four
+    /// cores and the joined outputs, double-buffered.
     pub fn l2_bytes() -> usize {
+        let kv = MAX_KEYS * (HEAD_DIM + 4) + MAX_KEYS * HEAD_DIM * 2;
         let q = 2 * CORE_ROWS * Q_ROWS * (HEAD_DIM + 8);
-        let k = 2 * KEY_CHUNK * (HEAD_DIM + 4);
-        let v = 2 * KEY_CHUNK * HEAD_DIM * 2;
         let out = 2 * CORE_ROWS * Q_ROWS * HEAD_DIM * 4;
-        q + k + v + out
+        kv + q + out
     }
 
     /// Checks both budgets.

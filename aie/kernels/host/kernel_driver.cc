@@ -22,6 +22,8 @@ void attn_scores_i8(const int8_t *q, const float *qs, const int8_t *k, const flo
                     float *scores);
 void attn_softmax(const float *scores, const int32_t *limits, int32_t n_keys, uint16_t *p);
 void attn_pv_bf16(const uint16_t *p, const uint16_t *v, int32_t key0, float *out);
+void attn_scores_obj(const int8_t *qobj, const int8_t *kobj, int32_t key0, float *scores);
+void attn_softmax_obj(const float *scores, const int8_t *qobj, int32_t n_keys, uint16_t *p);
 }
 
 static std::vector<char> slurp(const char *path) {
@@ -68,10 +70,11 @@ int main(int argc, char **argv) {
     const uint32_t chunks = r.get<uint32_t>();
     int32_t limits[4];
     memcpy(limits, r.take(16), 16);
-    alignas(64) int8_t q[256];
-    memcpy(q, r.take(256), 256);
-    float qs[4];
-    memcpy(qs, r.take(16), 16);
+    // The Q object: codes, scales, limits (what the IRON design's cores receive).
+    alignas(64) int8_t qobj[256 + 16 + 16];
+    memcpy(qobj, r.take(256), 256);
+    memcpy(qobj + 256, r.take(16), 16);
+    memcpy(qobj + 272, limits, 16);
     static float scores[4 * 1536];
     static uint16_t p[4 * 1536];
     alignas(64) static float o[4 * 64];
@@ -79,13 +82,11 @@ int main(int argc, char **argv) {
     const size_t chunk_bytes = 2048 + 128 + 4096;
     r.take(chunk_bytes * chunks);
     for (uint32_t c = 0; c < chunks; ++c) {
-      alignas(64) int8_t k[2048];
-      float ks[32];
-      memcpy(k, chunk0 + c * chunk_bytes, 2048);
-      memcpy(ks, chunk0 + c * chunk_bytes + 2048, 128);
-      attn_scores_i8(q, qs, k, ks, 32 * c, scores);
+      alignas(64) int8_t kobj[2048 + 128];
+      memcpy(kobj, chunk0 + c * chunk_bytes, 2048 + 128);
+      attn_scores_obj(qobj, kobj, 32 * c, scores);
     }
-    attn_softmax(scores, limits, 32 * chunks, p);
+    attn_softmax_obj(scores, qobj, 32 * chunks, p);
     for (uint32_t c = 0; c < chunks; ++c) {
       alignas(64) uint16_t v[2048];
       memcpy(v, chunk0 + c * chunk_bytes + 2048 + 128, 4096);

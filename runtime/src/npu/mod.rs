@@ -26,6 +26,7 @@ pub mod hwctx;
 pub mod ioctl;
 pub mod mapping;
 pub mod ring;
+pub mod txn;
 pub mod uapi;
 pub mod xclbin;
 

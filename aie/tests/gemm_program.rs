@@ -1,6 +1,11 @@
-//! A whole matmul through the GEMM design's instruction stream, replayed (shim DMA tasks +
-//! array model + kernel models): `C == A·B` exactly, and with the dequantize / bias / GELU
-//! epilogue the output equals the CPU INT8 path (`amanuensis_runtime::q8::gemm_q8`) bit for bit.
+//! A whole matmul through the GEMM design's instruction stream: every stream passes the
+//! runtime's TXN validator (`amanuensis_runtime::npu::txn::validate`) and runs on its shim-DMA
+//! interpreter (`execute`) with the design's array model and kernel models, and on this crate's
+//! own replay; both give the same bytes, `C == A·B` exactly, and with the dequantize / bias /
+//! GELU epilogue the output equals the CPU INT8 path (`amanuensis_runtime::q8::gemm_q8`) bit
+//! for bit.
+
+use std::collections::BTreeMap;
 
 use amanuensis_aie::design::GemmDesign;
 use amanuensis_aie::kernels::matmul::EpilogueMode;
@@ -9,8 +14,9 @@ use amanuensis_aie::program::images::{
     activation_image_len, output_len, put_activation_row, weight_image,
 };
 use amanuensis_aie::program::replay::{gemm_array, run_shim, scatter};
-use amanuensis_aie::txn::Target;
+use amanuensis_aie::txn::{Direction, Target};
 use amanuensis_runtime::cpu::{CpuPool, Epilogue};
+use amanuensis_runtime::npu::txn::{execute, validate, ArrayIo, Limits};
 use amanuensis_runtime::q8::quant::quantize_row;
 use amanuensis_runtime::q8::{gemm_q8, Q8Scratch, QuantMatrix};
 
@@ -48,6 +54,41 @@ fn run_design(
     let wimg = weight_image(d, w.data(), w.scales(), bias);
     let mut out = vec![0u8; output_len(d, m)];
     let words = gemm_program(d, m).unwrap();
+
+    // The runtime's validator and shim-DMA interpreter, with this design's array model.
+    let lens = [act.len() as u64, wimg.len() as u64, out.len() as u64];
+    let limits = Limits {
+        arg_lens: &lens,
+        partition_cols: Some(d.target.cols),
+    };
+    let plan = validate(&words, &limits).unwrap_or_else(|e| panic!("validator: {e}"));
+    assert_eq!(plan.summary.unawaited, 0);
+    let mut mem = vec![act.clone(), wimg.clone(), vec![0u8; out.len()]];
+    let report = execute(&plan, mem.as_mut_slice(), &mut |io: &mut ArrayIo| {
+        let sent: BTreeMap<_, _> = io
+            .inputs()
+            .map(|(ch, b)| ((ch.col, Direction::Mm2s, ch.channel), b.to_vec()))
+            .collect();
+        let produced = gemm_array(d, m, mode, &sent).map_err(|e| e.to_string())?;
+        for ((col, _, chan), bytes) in produced {
+            let o = io
+                .output(col, chan)
+                .ok_or("no S2MM task for an output stream")?;
+            if o.len() != bytes.len() {
+                return Err(format!(
+                    "S2MM {col}/{chan}: {} bytes expected, {} made",
+                    o.len(),
+                    bytes.len()
+                ));
+            }
+            o.copy_from_slice(&bytes);
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("interpreter: {e}"));
+    assert_eq!(report.bytes_written, out.len() as u64);
+
+    // This crate's replay gives the same bytes.
     let traffic = run_shim(&words, &[&act, &wimg, &out]).unwrap();
     let produced = gemm_array(d, m, mode, &traffic.sent).unwrap();
     let mut empty_a: [u8; 0] = [];
@@ -58,6 +99,7 @@ fn run_design(
         &mut [&mut empty_a, &mut empty_w, &mut out],
     )
     .unwrap();
+    assert!(mem[2] == out, "runtime interpreter and aie replay disagree");
     out.chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
         .collect()
@@ -184,6 +226,41 @@ fn a_window_of_encoder_rows_at_tiny_width() {
                 acc as f32 * 0.5 * w.scales()[c],
                 "({r}, {c})"
             );
+        }
+    }
+}
+
+#[test]
+fn every_whisper_stream_passes_the_runtime_validator() {
+    // tiny and base, every GEMM shape, decoder rows 1-5 (greedy, beam 5), a window, long M.
+    use amanuensis_aie::design::{gemm_shapes, BASE, TINY};
+    for dims in [TINY, BASE] {
+        for (k, n) in gemm_shapes(&dims) {
+            for t in [Target::NPU1, Target::NPU2] {
+                let d = GemmDesign::new(t, k, n).unwrap();
+                for m in [1, 2, 3, 4, 5, 128, 129, 1500, 4000] {
+                    let words = gemm_program(&d, m).unwrap();
+                    let lens = [
+                        activation_image_len(&d, m) as u64,
+                        (d.n_tiles() * d.weight_block_bytes()) as u64,
+                        output_len(&d, m) as u64,
+                    ];
+                    let limits = Limits {
+                        arg_lens: &lens,
+                        partition_cols: Some(t.cols),
+                    };
+                    let plan = validate(&words, &limits)
+                        .unwrap_or_else(|e| panic!("{} {k}×{n} m={m} {t:?}: {e}", dims.name));
+                    assert_eq!(plan.summary.unawaited, 0);
+                    // A buffer one word short is refused: the streams touch their last bytes.
+                    let short = [lens[0], lens[1], lens[2] - 4];
+                    let limits = Limits {
+                        arg_lens: &short,
+                        partition_cols: Some(t.cols),
+                    };
+                    assert!(validate(&words, &limits).is_err(), "{k}×{n} m={m}");
+                }
+            }
         }
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! `cargo run --release -p amanuensis-aie --example dispatch_budget`
 
-use amanuensis_aie::budget::{report, resident_weight_bytes, Assumptions, PHOENIX, STRIX};
+use amanuensis_aie::budget::{
+    cross_kv, decoder_step, encoder, report, resident_weight_bytes, Assumptions, PHOENIX, STRIX,
+};
 use amanuensis_aie::design::{BASE, TINY};
 
 fn main() {
@@ -36,6 +38,23 @@ fn main() {
     ] {
         println!("== {label}");
         print!("{}", report(&models, &platforms, &a));
+    }
+    let a = Assumptions::default();
+    println!(
+        "== split of the greedy-peak window (projected s: encoder, cross K/V, 120 decoder steps)"
+    );
+    for w in models {
+        for p in platforms {
+            let (e, x, d) = (
+                encoder(&p, &a, &w),
+                cross_kv(&p, &a, &w),
+                decoder_step(&p, &a, &w) * 120,
+            );
+            println!(
+                "{} | {} | encoder {:.3} ({} submissions) | cross K/V {:.3} | decoder {:.3} (overhead {:.3})",
+                w.name, p.name, e.projected_s, e.submissions, x.projected_s, d.projected_s, d.overhead_s
+            );
+        }
     }
     for w in models {
         println!(

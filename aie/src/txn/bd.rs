@@ -21,7 +21,7 @@ pub struct Dim {
 pub struct ShimBd {
     /// Buffer_Length: words per run (not minus one).
     pub length: u32,
-    /// Word 1: base address bits [31:2] — the DDR_PATCH target. Generators write the patch's
+    /// Word 1: base address bits `[31:2]` — the DDR_PATCH target. Generators write the patch's
     /// `arg_plus` here (as real mlir-aie streams do) or 0 (the doc's rule); the patch
     /// overwrites it either way.
     pub word1: u32,

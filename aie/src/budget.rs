@@ -10,10 +10,10 @@
 //! design): mel, the conv stem, layer norms and residual adds, quantizing activations, the
 //! logits GEMV and the search.
 
-use crate::design::{GemmDesign, WhisperDims, BLOCK_ROWS, ENCODER_ROWS};
+use crate::design::{GemmDesign, Mapping, WhisperDims, CORE_ROWS, ENCODER_ROWS};
 use crate::kernels::attention::{HEAD_DIM, KEY_CHUNK, Q_ROWS};
-use crate::kernels::layout::{TILE_K, TILE_M, TILE_N, W_BYTES};
-use crate::program::images::{activation_image_len, output_len};
+use crate::kernels::layout::{TILE_K, TILE_M, TILE_N};
+use crate::program::images::{activation_image_len, output_len, weight_image_len};
 use crate::txn::Target;
 
 /// Published peaks of one NPU (`npu-hardware.md` §2).
@@ -163,26 +163,45 @@ fn finish(
 /// One GEMM submission: `m` rows through the `k × n` design (`gelu` epilogue or not).
 pub fn gemm(p: &Platform, a: &Assumptions, m: usize, k: usize, n: usize, gelu: bool) -> Totals {
     let d = GemmDesign::new(p.target, k, n).expect("Whisper GEMM shapes fit the design");
+    gemm_on(p, a, &d, m, gelu)
+}
+
+/// One GEMM submission through the decoder mapping (`Mapping::ChannelSpread`, M of 1-5).
+pub fn decoder_gemm(
+    p: &Platform,
+    a: &Assumptions,
+    m: usize,
+    k: usize,
+    n: usize,
+    gelu: bool,
+) -> Totals {
+    let d = GemmDesign::decoder(p.target, k, n).expect("Whisper GEMM shapes fit the design");
+    gemm_on(p, a, &d, m, gelu)
+}
+
+/// One GEMM submission on design `d`.
+pub fn gemm_on(p: &Platform, a: &Assumptions, d: &GemmDesign, m: usize, gelu: bool) -> Totals {
     let blocks = d.row_blocks(m);
     let groups = d.channel_groups();
-    let a_reads = blocks * groups * BLOCK_ROWS * d.activation_row_bytes();
-    let w_reads = blocks * d.n_tiles() * d.weight_block_bytes();
-    let c_writes = output_len(&d, m);
+    // Row streams: RowBlocks sends each core row's rows once per group (4 streams);
+    // ChannelSpread sends the rows to every column once per quad of that column.
+    let row_objects = match d.mapping {
+        Mapping::RowBlocks => CORE_ROWS * groups,
+        Mapping::ChannelSpread => (0..d.cols()).map(|c| d.groups_of(c)).sum(),
+    };
+    let a_reads = blocks * row_objects * TILE_M * d.activation_row_bytes();
+    let w_reads = blocks * d.image_tiles() * d.weight_block_bytes();
+    let c_writes = output_len(d, m);
     // Cores work in parallel: per super-block each core runs `groups` tiles of k/64 steps.
-    let mac_cycles = (TILE_M * TILE_K * TILE_N) as f64 / cores_macs(p, p.int8_macs, &d);
+    let mac_cycles = (TILE_M * TILE_K * TILE_N) as f64 / p.int8_macs;
     let epi = (TILE_M * TILE_N) as f64
         * (a.epilogue_cycles_per_element + if gelu { a.gelu_cycles_per_element } else { 0.0 });
     let cycles = (blocks * groups) as f64 * (d.k_tiles() as f64 * mac_cycles + epi);
     // The host writes and reads back only its `m` rows; the DMAs move whole super-blocks.
     let to = m * d.activation_row_bytes();
     let from = m * d.n * 4;
-    debug_assert!(to <= activation_image_len(&d, m));
+    debug_assert!(to <= activation_image_len(d, m));
     finish(p, a, to, from, a_reads + w_reads + c_writes, cycles)
-}
-
-/// MACs per cycle of one core (the design keeps every core of a super-block busy).
-fn cores_macs(_p: &Platform, per_core: f64, _d: &GemmDesign) -> f64 {
-    per_core
 }
 
 /// One attention submission: `heads` heads, `n_q` queries each, `n_keys` keys; `kv_fresh`
@@ -247,18 +266,19 @@ pub fn cross_kv(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
 }
 
 /// One decoder step: per layer self QKV, self-attention, self output, cross query,
-/// cross-attention (resident K/V), cross output, fc1, fc2 — 8 submissions a layer.
+/// cross-attention (resident K/V), cross output, fc1, fc2 — 8 submissions a layer; the GEMMs
+/// through the decoder mapping.
 pub fn decoder_step(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
     let m = a.beams;
-    let mut layer = gemm(p, a, m, w.d, 3 * w.d, false);
+    let mut layer = decoder_gemm(p, a, m, w.d, 3 * w.d, false);
     // The step appends one K/V row per beam and head.
     layer += attention(p, a, w.heads, m, a.mean_self_keys, kv_image(w.heads, m));
-    layer += gemm(p, a, m, w.d, w.d, false);
-    layer += gemm(p, a, m, w.d, w.d, false);
+    layer += decoder_gemm(p, a, m, w.d, w.d, false);
+    layer += decoder_gemm(p, a, m, w.d, w.d, false);
     layer += attention(p, a, w.heads, m, ENCODER_ROWS, 0);
-    layer += gemm(p, a, m, w.d, w.d, false);
-    layer += gemm(p, a, m, w.d, w.mlp, true);
-    layer += gemm(p, a, m, w.mlp, w.d, false);
+    layer += decoder_gemm(p, a, m, w.d, w.d, false);
+    layer += decoder_gemm(p, a, m, w.d, w.mlp, true);
+    layer += decoder_gemm(p, a, m, w.mlp, w.d, false);
     layer * w.decoder_layers
 }
 
@@ -270,16 +290,19 @@ pub fn window(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
     t
 }
 
-/// Weight image bytes uploaded once at load (every layer's five GEMM shapes).
+/// Weight image bytes uploaded once at load: per encoder layer fused QKV, output, fc1, fc2
+/// (row mapping); per decoder layer self QKV, self output, cross query, cross output, fc1, fc2
+/// (decoder mapping, padded to whole quads) and the fused cross K/V (row mapping).
 pub fn resident_weight_bytes(w: &WhisperDims) -> usize {
-    let img = |k: usize, n: usize| (n / TILE_N) * (k / TILE_K + 1) * W_BYTES;
+    let t = Target::NPU1;
+    let img = |k: usize, n: usize| weight_image_len(&GemmDesign::new(t, k, n).expect("fits"));
+    let quads = |k: usize, n: usize| weight_image_len(&GemmDesign::decoder(t, k, n).expect("fits"));
     let enc = img(w.d, 3 * w.d) + img(w.d, w.d) + img(w.d, w.mlp) + img(w.mlp, w.d);
-    let dec = img(w.d, 3 * w.d)
-        + 2 * img(w.d, w.d)
-        + img(w.d, w.d)
-        + img(w.d, 2 * w.d)
-        + img(w.d, w.mlp)
-        + img(w.mlp, w.d);
+    let dec = quads(w.d, 3 * w.d)
+        + 3 * quads(w.d, w.d)
+        + quads(w.d, w.mlp)
+        + quads(w.mlp, w.d)
+        + img(w.d, 2 * w.d);
     enc * w.encoder_layers + dec * w.decoder_layers
 }
 
@@ -324,7 +347,7 @@ pub fn report(models: &[WhisperDims], platforms: &[Platform], a: &Assumptions) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::design::{BASE, CORE_ROWS, TINY};
+    use crate::design::{BASE, BLOCK_ROWS, TINY};
 
     #[test]
     fn submission_counts_follow_the_designs() {

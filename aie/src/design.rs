@@ -62,9 +62,23 @@ pub const BASE: WhisperDims = WhisperDims {
     decoder_layers: 6,
 };
 
+/// How the GEMM design spreads a matmul over the cores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// Encoder-sized M: 128-row super-blocks, core row `j` takes rows `32·j..`, column `c`
+    /// takes channel blocks `c, c + cols, …` (row streams broadcast along core rows, column
+    /// streams along columns).
+    RowBlocks,
+    /// Decoder-sized M (1-5 rows: greedy, beam 5): 32-row super-blocks, every core of a
+    /// column takes its own channel block of a quad of four (`4·q + j`), column `c` the quads
+    /// `c, c + cols, …`; the 32 rows are broadcast to the four cores of each column. Nothing
+    /// computes or moves 96 padding rows; the weight image is padded to whole quads.
+    ChannelSpread,
+}
+
 /// The GEMM design for one weight shape `k × n` (both multiples of 64; `K` and the per-column
 /// tile counts are compiled into the cores, like every mlir-aie GEMM): `cols` columns × 4 core
-/// rows, each core a 32 × 64 output tile per step, 128-row super-blocks.
+/// rows, each core a 32 × 64 output tile per step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmDesign {
     /// Target device model (columns used = `target.cols`).
@@ -73,11 +87,31 @@ pub struct GemmDesign {
     pub k: usize,
     /// Output channels, a multiple of 64.
     pub n: usize,
+    /// Work split.
+    pub mapping: Mapping,
 }
 
+/// BDs one column may use per BD set (two sets alternate; 16 shim BDs per column).
+pub const BDS_PER_SET: usize = 8;
+
 impl GemmDesign {
-    /// The design for `k × n` on `target`, or why not.
+    /// The encoder-sized design ([`Mapping::RowBlocks`]) for `k × n` on `target`, or why not.
     pub fn new(target: Target, k: usize, n: usize) -> Result<GemmDesign, AieError> {
+        Self::with_mapping(target, k, n, Mapping::RowBlocks)
+    }
+
+    /// The decoder-sized design ([`Mapping::ChannelSpread`]).
+    pub fn decoder(target: Target, k: usize, n: usize) -> Result<GemmDesign, AieError> {
+        Self::with_mapping(target, k, n, Mapping::ChannelSpread)
+    }
+
+    /// The design for `k × n` with `mapping`, or why not.
+    pub fn with_mapping(
+        target: Target,
+        k: usize,
+        n: usize,
+        mapping: Mapping,
+    ) -> Result<GemmDesign, AieError> {
         let bad = |what, value, reason| {
             Err(AieError::Shape {
                 what,
@@ -99,13 +133,28 @@ impl GemmDesign {
                 "must be a positive multiple of 64 (the model file pads it)",
             );
         }
-        let d = GemmDesign { target, k, n };
-        if d.channel_tiles_of(0) > 64 {
+        let d = GemmDesign {
+            target,
+            k,
+            n,
+            mapping,
+        };
+        if d.groups_of(0) > 64 {
             return bad(
                 "n",
                 n,
-                "more than 64 channel tiles per column (6-bit iteration count)",
+                "more than 64 channel groups per column (6-bit iteration count)",
             );
+        }
+        if mapping == Mapping::ChannelSpread && 2 + d.groups_of(0) > BDS_PER_SET {
+            return bad(
+                "n",
+                n,
+                "more than 6 channel quads per column (shim BDs per set)",
+            );
+        }
+        if d.k_tiles() + 1 > 64 {
+            return bad("k", k, "more than 63 depth steps (6-bit iteration count)");
         }
         d.check_budgets()?;
         Ok(d)
@@ -126,14 +175,41 @@ impl GemmDesign {
         self.n / TILE_N
     }
 
-    /// Channel blocks column `c` computes per super-block: blocks `c, c + cols, …`.
-    pub fn channel_tiles_of(&self, c: usize) -> usize {
-        (self.n_tiles() + self.cols() - 1 - c) / self.cols()
+    /// 64-channel blocks in the weight image and the output rows: `n / 64`, rounded up to
+    /// whole quads for [`Mapping::ChannelSpread`] (the extra blocks are zero).
+    pub fn image_tiles(&self) -> usize {
+        match self.mapping {
+            Mapping::RowBlocks => self.n_tiles(),
+            Mapping::ChannelSpread => self.n_tiles().div_ceil(CORE_ROWS) * CORE_ROWS,
+        }
     }
 
-    /// Channel-block groups per super-block (the most any column has).
+    /// Floats per output row (`image_tiles · 64`).
+    pub fn out_width(&self) -> usize {
+        self.image_tiles() * TILE_N
+    }
+
+    /// Channel groups column `c` computes per super-block: channel blocks `c, c + cols, …`
+    /// ([`Mapping::RowBlocks`]) or quads `c, c + cols, …` ([`Mapping::ChannelSpread`]).
+    pub fn groups_of(&self, c: usize) -> usize {
+        let units = match self.mapping {
+            Mapping::RowBlocks => self.n_tiles(),
+            Mapping::ChannelSpread => self.image_tiles() / CORE_ROWS,
+        };
+        (units + self.cols() - 1).saturating_sub(c) / self.cols()
+    }
+
+    /// Channel groups per super-block (the most any column has).
     pub fn channel_groups(&self) -> usize {
-        self.channel_tiles_of(0)
+        self.groups_of(0)
+    }
+
+    /// Rows of a super-block: 128 or 32.
+    pub fn block_rows(&self) -> usize {
+        match self.mapping {
+            Mapping::RowBlocks => BLOCK_ROWS,
+            Mapping::ChannelSpread => TILE_M,
+        }
     }
 
     /// Bytes of one row of the activation image: the codes, then 64 bytes holding the row's
@@ -150,13 +226,13 @@ impl GemmDesign {
 
     /// Super-blocks for `m` rows.
     pub fn row_blocks(&self, m: usize) -> usize {
-        m.div_ceil(BLOCK_ROWS)
+        m.div_ceil(self.block_rows())
     }
 
     /// Rows the activation and output buffers hold for `m` rows (whole super-blocks; the rows
     /// past `m` are computed from whatever the buffer holds and must be ignored).
     pub fn padded_rows(&self, m: usize) -> usize {
-        self.row_blocks(m) * BLOCK_ROWS
+        self.row_blocks(m) * self.block_rows()
     }
 
     /// Compute-tile data memory: A, W and C objects, each double-buffered.
@@ -165,9 +241,14 @@ impl GemmDesign {
     }
 
     /// Memory-tile data memory: the row stream's and the column stream's forwarding buffers
-    /// (double-buffered) and the join of four C objects (double-buffered).
+    /// (double-buffered; a column object is a quad of tiles for [`Mapping::ChannelSpread`])
+    /// and the join of four C objects (double-buffered).
     pub fn l2_bytes(&self) -> usize {
-        2 * A_BYTES + 2 * W_BYTES + 2 * CORE_ROWS * C_ELEMS * 4
+        let col_obj = match self.mapping {
+            Mapping::RowBlocks => W_BYTES,
+            Mapping::ChannelSpread => CORE_ROWS * W_BYTES,
+        };
+        2 * A_BYTES + 2 * col_obj + 2 * CORE_ROWS * C_ELEMS * 4
     }
 
     fn check_budgets(&self) -> Result<(), AieError> {
@@ -249,8 +330,13 @@ mod tests {
                     let d = GemmDesign::new(t, k, n).unwrap();
                     assert!(d.l1_bytes() + L1_STACK_RESERVE <= L1_BYTES);
                     assert!(d.l2_bytes() <= L2_BYTES);
-                    let tiles: usize = (0..d.cols()).map(|c| d.channel_tiles_of(c)).sum();
+                    let tiles: usize = (0..d.cols()).map(|c| d.groups_of(c)).sum();
                     assert_eq!(tiles, d.n_tiles(), "{k}×{n}");
+                    let d = GemmDesign::decoder(t, k, n).unwrap();
+                    assert!(d.l2_bytes() <= L2_BYTES);
+                    let quads: usize = (0..d.cols()).map(|c| d.groups_of(c)).sum();
+                    assert_eq!(4 * quads, d.image_tiles(), "{k}×{n}");
+                    assert!(d.image_tiles() < d.n_tiles() + 4);
                 }
             }
         }
@@ -286,10 +372,20 @@ mod tests {
     fn tiny_d384_splits_six_channel_blocks_over_four_columns() {
         let d = GemmDesign::new(Target::NPU1, 384, 384).unwrap();
         assert_eq!(
-            (0..4).map(|c| d.channel_tiles_of(c)).collect::<Vec<_>>(),
+            (0..4).map(|c| d.groups_of(c)).collect::<Vec<_>>(),
             [2, 2, 1, 1]
         );
         assert_eq!(d.padded_rows(1500), 1536);
         assert_eq!(d.padded_rows(5), 128);
+        // The decoder mapping pads 6 blocks to 2 quads; columns 2 and 3 have none.
+        let d = GemmDesign::decoder(Target::NPU1, 384, 384).unwrap();
+        assert_eq!(
+            (0..4).map(|c| d.groups_of(c)).collect::<Vec<_>>(),
+            [1, 1, 0, 0]
+        );
+        assert_eq!(
+            (d.image_tiles(), d.out_width(), d.padded_rows(5)),
+            (8, 512, 32)
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use amanuensis_aie::design::GemmDesign;
+use amanuensis_aie::design::{GemmDesign, Mapping};
 use amanuensis_aie::kernels::matmul::EpilogueMode;
 use amanuensis_aie::program::gemm::gemm_program;
 use amanuensis_aie::program::images::{
@@ -109,14 +109,19 @@ fn run_design(
 fn c_equals_a_times_b_exactly() {
     // Unit scales, no bias, Store: the f32 output is the i32 sum (|sum| < 2^24, exact).
     let mut rng = Rng(1);
-    for (t, m, k, n) in [
-        (Target::NPU1, 1, 384, 384),
-        (Target::NPU1, 5, 384, 1536),
-        (Target::NPU1, 130, 1536, 384),
-        (Target::NPU2, 37, 512, 1536),
-        (Target::NPU1, 300, 64, 320),
+    for (t, m, k, n, map) in [
+        (Target::NPU1, 1, 384, 384, Mapping::RowBlocks),
+        (Target::NPU1, 5, 384, 1536, Mapping::RowBlocks),
+        (Target::NPU1, 130, 1536, 384, Mapping::RowBlocks),
+        (Target::NPU2, 37, 512, 1536, Mapping::RowBlocks),
+        (Target::NPU1, 300, 64, 320, Mapping::RowBlocks),
+        (Target::NPU1, 1, 384, 384, Mapping::ChannelSpread),
+        (Target::NPU1, 5, 512, 2048, Mapping::ChannelSpread),
+        (Target::NPU2, 3, 1536, 384, Mapping::ChannelSpread),
+        (Target::NPU1, 70, 384, 1152, Mapping::ChannelSpread),
     ] {
-        let d = GemmDesign::new(t, k, n).unwrap();
+        let d = GemmDesign::with_mapping(t, k, n, map).unwrap();
+        let width = d.out_width();
         let a: Vec<i8> = (0..m * k).map(|_| (rng.f() * 127.0) as i8).collect();
         let wf: Vec<f32> = (0..n * k).map(|_| (rng.f() * 127.0).round()).collect();
         // Every row has a ±127 so the per-channel scale is exactly 1.
@@ -133,7 +138,7 @@ fn c_equals_a_times_b_exactly() {
                     .map(|i| a[r * k + i] as i64 * wf[c * k + i] as i64)
                     .sum();
                 assert_eq!(
-                    got[r * n + c],
+                    got[r * width + c],
                     want as f32,
                     "{t:?} m={m} k={k} n={n} at ({r}, {c})"
                 );
@@ -147,41 +152,24 @@ fn epilogue_output_equals_the_cpu_int8_gemm_bit_for_bit() {
     let pool = CpuPool::new(1);
     let mut scratch = Q8Scratch::new();
     let mut rng = Rng(2);
-    for (t, m, k, n, mode, gelu) in [
-        (
-            Target::NPU1,
-            3,
-            384,
-            1536,
-            EpilogueMode::Gelu,
-            Epilogue::Gelu,
-        ),
-        (
-            Target::NPU1,
-            200,
-            512,
-            512,
-            EpilogueMode::Store,
-            Epilogue::Store,
-        ),
-        (
-            Target::NPU2,
-            5,
-            2048,
-            512,
-            EpilogueMode::Store,
-            Epilogue::Store,
-        ),
-        (
-            Target::NPU1,
-            129,
-            384,
-            1152,
-            EpilogueMode::Gelu,
-            Epilogue::Gelu,
-        ),
+    use EpilogueMode::{Gelu as G, Store as S};
+    let (rows, spread) = (Mapping::RowBlocks, Mapping::ChannelSpread);
+    for (t, m, k, n, mode, map) in [
+        (Target::NPU1, 3, 384, 1536, G, rows),
+        (Target::NPU1, 200, 512, 512, S, rows),
+        (Target::NPU2, 5, 2048, 512, S, rows),
+        (Target::NPU1, 129, 384, 1152, G, rows),
+        (Target::NPU1, 5, 384, 1536, G, spread),
+        (Target::NPU1, 1, 512, 1536, S, spread),
+        (Target::NPU2, 4, 2048, 512, S, spread),
     ] {
-        let d = GemmDesign::new(t, k, n).unwrap();
+        let gelu = if mode == G {
+            Epilogue::Gelu
+        } else {
+            Epilogue::Store
+        };
+        let d = GemmDesign::with_mapping(t, k, n, map).unwrap();
+        let width = d.out_width();
         let x: Vec<f32> = (0..m * k).map(|_| rng.f() * 3.0).collect();
         let wf: Vec<f32> = (0..n * k).map(|_| rng.f() * 0.2).collect();
         let bias: Vec<f32> = (0..n).map(|_| rng.f()).collect();
@@ -195,7 +183,7 @@ fn epilogue_output_equals_the_cpu_int8_gemm_bit_for_bit() {
         let got = run_design(&d, m, &codes, &scales, &w, Some(&bias), mode);
         for r in 0..m {
             for c in 0..n {
-                let (g, e) = (got[r * n + c], want[r * n + c]);
+                let (g, e) = (got[r * width + c], want[r * n + c]);
                 assert_eq!(
                     g.to_bits(),
                     e.to_bits(),
@@ -236,13 +224,20 @@ fn every_whisper_stream_passes_the_runtime_validator() {
     use amanuensis_aie::design::{gemm_shapes, BASE, TINY};
     for dims in [TINY, BASE] {
         for (k, n) in gemm_shapes(&dims) {
-            for t in [Target::NPU1, Target::NPU2] {
-                let d = GemmDesign::new(t, k, n).unwrap();
-                for m in [1, 2, 3, 4, 5, 128, 129, 1500, 4000] {
+            let rows: &[usize] = &[1, 5, 128, 129, 1500, 4000];
+            let decoder: &[usize] = &[1, 2, 3, 4, 5, 33];
+            for (t, map, ms) in [
+                (Target::NPU1, Mapping::RowBlocks, rows),
+                (Target::NPU2, Mapping::RowBlocks, rows),
+                (Target::NPU1, Mapping::ChannelSpread, decoder),
+                (Target::NPU2, Mapping::ChannelSpread, decoder),
+            ] {
+                let d = GemmDesign::with_mapping(t, k, n, map).unwrap();
+                for &m in ms {
                     let words = gemm_program(&d, m).unwrap();
                     let lens = [
                         activation_image_len(&d, m) as u64,
-                        (d.n_tiles() * d.weight_block_bytes()) as u64,
+                        (d.image_tiles() * d.weight_block_bytes()) as u64,
                         output_len(&d, m) as u64,
                     ];
                     let limits = Limits {

@@ -8,7 +8,10 @@
 //!   `docs/int8-layout.md` §2), then a 4 KB parameter tile whose channel row holds the
 //!   channel's weight scale and bias (f32 LE) and zeros. No tile byte is changed or moved
 //!   within its block;
-//! - **output** (argument 2): `padded_rows(m) × n` f32, row-major.
+//!   For the decoder mapping the image has whole quads of blocks (`image_tiles`): the extra
+//!   blocks are zero, with zero parameters;
+//! - **output** (argument 2): `padded_rows(m) × out_width` f32, row-major (`out_width = n`
+//!   except for the decoder mapping's padded quads).
 
 use crate::design::GemmDesign;
 use crate::kernels::layout::{TILE_K, TILE_N, W_BYTES};
@@ -21,12 +24,12 @@ pub fn activation_image_len(d: &GemmDesign, m: usize) -> usize {
 
 /// Bytes of the weight image.
 pub fn weight_image_len(d: &GemmDesign) -> usize {
-    d.n_tiles() * d.weight_block_bytes()
+    d.image_tiles() * d.weight_block_bytes()
 }
 
 /// Bytes of the output for `m` rows.
 pub fn output_len(d: &GemmDesign, m: usize) -> usize {
-    d.padded_rows(m) * d.n * 4
+    d.padded_rows(m) * d.out_width() * 4
 }
 
 /// Writes row `r` of the activation image: `codes` (`k` bytes) and the row's scale.
@@ -62,6 +65,7 @@ pub fn weight_image(d: &GemmDesign, tiles: &[i8], scales: &[f32], bias: Option<&
     let block = d.k_tiles() * W_BYTES;
     let mut out = vec![0u8; weight_image_len(d)];
     for nt in 0..d.n_tiles() {
+        // Blocks past n_tiles (decoder quads) stay zero: zero codes, zero scale and bias.
         let dst = &mut out[nt * d.weight_block_bytes()..(nt + 1) * d.weight_block_bytes()];
         for (o, &t) in dst[..block]
             .iter_mut()

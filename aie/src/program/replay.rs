@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::design::{GemmDesign, CORE_ROWS};
+use crate::design::{GemmDesign, Mapping, CORE_ROWS};
 use crate::kernels::layout::{block_a, block_w, A_BYTES, C_ELEMS, TILE_M, W_BYTES};
 use crate::kernels::matmul::{epilogue, matmul_i8_i32, zero, EpilogueMode};
 use crate::txn::{parse, DecodeError, Direction, Op, BD_WORDS};
@@ -287,60 +287,99 @@ pub fn gemm_array(
             })
         }
     };
-    let rows: Vec<&Vec<u8>> = (0..CORE_ROWS)
-        .map(|j| {
-            stream(
-                (j as u8, Direction::Mm2s, 0),
-                blocks * groups * kt1 * A_BYTES,
-            )
-        })
-        .collect::<Result<_, _>>()?;
     let mut outs = BTreeMap::new();
-    let (mut a, mut w, mut s, mut p) = (
-        vec![0i8; A_BYTES],
-        vec![0i8; W_BYTES],
-        vec![0i8; A_BYTES],
-        vec![0i8; W_BYTES],
-    );
-    let mut acc = vec![0i32; C_ELEMS];
-    let mut res = vec![0f32; C_ELEMS];
+    let mut core = Core::default();
     for c in 0..d.cols() {
-        let tiles = d.channel_tiles_of(c);
-        if tiles == 0 {
+        let g_c = d.groups_of(c);
+        if g_c == 0 {
             continue;
         }
-        let col = stream(
-            (c as u8, Direction::Mm2s, 1),
-            blocks * tiles * kt1 * W_BYTES,
-        )?;
         let out: &mut Vec<u8> = outs.entry((c as u8, Direction::S2mm, 0)).or_default();
-        for rb in 0..blocks {
-            for g in 0..tiles {
-                for (j, row) in rows.iter().enumerate() {
-                    let a_obj = |t: usize| {
-                        let at = ((rb * groups + g) * kt1 + t) * A_BYTES;
-                        bytes_i8(&row[at..at + A_BYTES])
-                    };
-                    let w_obj = |t: usize| {
-                        let at = ((rb * tiles + g) * kt1 + t) * W_BYTES;
-                        bytes_i8(&col[at..at + W_BYTES])
-                    };
-                    zero(&mut acc);
-                    for t in 0..d.k_tiles() {
-                        block_a(&a_obj(t), &mut a);
-                        block_w(&w_obj(t), &mut w);
-                        matmul_i8_i32(&a, &w, &mut acc);
+        match d.mapping {
+            Mapping::RowBlocks => {
+                // Row stream j feeds core row j in every column; column c's cores skip the
+                // groups they have no block for.
+                let col = stream((c as u8, Direction::Mm2s, 1), blocks * g_c * kt1 * W_BYTES)?;
+                for rb in 0..blocks {
+                    for g in 0..g_c {
+                        for j in 0..CORE_ROWS {
+                            let row = stream(
+                                (j as u8, Direction::Mm2s, 0),
+                                blocks * groups * kt1 * A_BYTES,
+                            )?;
+                            let a_at = |t: usize| ((rb * groups + g) * kt1 + t) * A_BYTES;
+                            let w_at = |t: usize| ((rb * g_c + g) * kt1 + t) * W_BYTES;
+                            core.run(d, mode, row, a_at, col, w_at, out);
+                        }
                     }
-                    block_a(&a_obj(kt1 - 1), &mut s);
-                    block_w(&w_obj(kt1 - 1), &mut p);
-                    epilogue(&acc, &s, &p, mode, &mut res);
-                    debug_assert!(j < CORE_ROWS && res.len() == TILE_M * 64);
-                    out.extend(res.iter().flat_map(|v| v.to_le_bytes()));
+                }
+            }
+            Mapping::ChannelSpread => {
+                // Column c: its own copy of the rows (once per quad), and per quad and depth
+                // step the four blocks' tiles, tile j to core j.
+                let row = stream((c as u8, Direction::Mm2s, 0), blocks * g_c * kt1 * A_BYTES)?;
+                let col = stream(
+                    (c as u8, Direction::Mm2s, 1),
+                    blocks * g_c * kt1 * CORE_ROWS * W_BYTES,
+                )?;
+                for rb in 0..blocks {
+                    for g in 0..g_c {
+                        for j in 0..CORE_ROWS {
+                            let a_at = |t: usize| ((rb * g_c + g) * kt1 + t) * A_BYTES;
+                            let w_at =
+                                |t: usize| (((rb * g_c + g) * kt1 + t) * CORE_ROWS + j) * W_BYTES;
+                            core.run(d, mode, row, a_at, col, w_at, out);
+                        }
+                    }
                 }
             }
         }
     }
     Ok(outs)
+}
+
+/// One compute tile's buffers.
+#[derive(Default)]
+struct Core {
+    a: Vec<i8>,
+    w: Vec<i8>,
+    acc: Vec<i32>,
+    res: Vec<f32>,
+}
+
+impl Core {
+    /// One output tile: `k/64` steps from objects at `a_at(t)` / `w_at(t)` of the two streams,
+    /// the epilogue with the objects of step `k/64`, the 32 × 64 f32 result appended to `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn run(
+        &mut self,
+        d: &GemmDesign,
+        mode: EpilogueMode,
+        rows: &[u8],
+        a_at: impl Fn(usize) -> usize,
+        cols: &[u8],
+        w_at: impl Fn(usize) -> usize,
+        out: &mut Vec<u8>,
+    ) {
+        self.a.resize(A_BYTES, 0);
+        self.w.resize(W_BYTES, 0);
+        self.acc.resize(C_ELEMS, 0);
+        self.res.resize(C_ELEMS, 0.0);
+        let obj_a = |t: usize| bytes_i8(&rows[a_at(t)..a_at(t) + A_BYTES]);
+        let obj_w = |t: usize| bytes_i8(&cols[w_at(t)..w_at(t) + W_BYTES]);
+        zero(&mut self.acc);
+        for t in 0..d.k_tiles() {
+            block_a(&obj_a(t), &mut self.a);
+            block_w(&obj_w(t), &mut self.w);
+            matmul_i8_i32(&self.a, &self.w, &mut self.acc);
+        }
+        let (mut s, mut p) = (vec![0i8; A_BYTES], vec![0i8; W_BYTES]);
+        block_a(&obj_a(d.k_tiles()), &mut s);
+        block_w(&obj_w(d.k_tiles()), &mut p);
+        epilogue(&self.acc, &s, &p, mode, &mut self.res);
+        debug_assert_eq!(self.res.len(), TILE_M * 64);
+        out.extend(self.res.iter().flat_map(|v| v.to_le_bytes()));
+    }
 }
 
 fn bytes_i8(b: &[u8]) -> Vec<i8> {

@@ -60,13 +60,19 @@ build_design() { # name, python args...
 }
 
 # GEMM shapes (aie/src/design.rs gemm_shapes): fused QKV d x 3d, d x d, fused cross K/V d x 2d,
-# fc1 d x 4d with GELU, fc2 4d x d — for tiny (d 384) and base (d 512).
+# fc1 d x 4d with GELU, fc2 4d x d — for tiny (d 384) and base (d 512); row mapping for the
+# encoder and the cross K/V (1500 rows), decoder mapping for the decoder's own layers.
 for d in 384 512; do
   build_design "gemm_${d}x$((3 * d))" gemm_i8.py -K "$d" -N $((3 * d))
   build_design "gemm_${d}x${d}" gemm_i8.py -K "$d" -N "$d"
   build_design "gemm_${d}x$((2 * d))" gemm_i8.py -K "$d" -N $((2 * d))
   build_design "gemm_${d}x$((4 * d))_gelu" gemm_i8.py -K "$d" -N $((4 * d)) --gelu
   build_design "gemm_$((4 * d))x${d}" gemm_i8.py -K $((4 * d)) -N "$d"
+  # Decoder mapping (M of 1-5): self QKV, d x d (self out, cross Q, cross out), fc1, fc2.
+  build_design "gemm_dec_${d}x$((3 * d))" gemm_i8.py -K "$d" -N $((3 * d)) --decoder -M 5
+  build_design "gemm_dec_${d}x${d}" gemm_i8.py -K "$d" -N "$d" --decoder -M 5
+  build_design "gemm_dec_${d}x$((4 * d))_gelu" gemm_i8.py -K "$d" -N $((4 * d)) --gelu --decoder -M 5
+  build_design "gemm_dec_$((4 * d))x${d}" gemm_i8.py -K $((4 * d)) -N "$d" --decoder -M 5
 done
 # Attention: encoder (1500 x 1500) and decoder (5 queries: beam 5; 1500 cross keys, 448 self).
 for heads in 6 8; do

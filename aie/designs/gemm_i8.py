@@ -183,6 +183,144 @@ def gemm_i8(dev_name, M, K, N, gelu):
     return Program(dev, rt).resolve_program(SequentialPlacer())
 
 
+def gemm_i8_decoder(dev_name, M, K, N, gelu):
+    """Decoder mapping (aie/src/design.rs Mapping::ChannelSpread) for M of 1-5 (greedy, beam 5).
+
+    32-row super-blocks; column c takes channel quads c, c + cols, ...; core (j, c) computes
+    block 4q + j of each quad. Each column's shim MM2S 0 carries its own copy of the 32 rows
+    (k/64 + 1 objects, once per quad), broadcast by memory tile c to its four cores. Shim MM2S 1
+    carries, per quad and depth step, the four blocks' tiles (16 KB); memory tile c splits them
+    one tile per core. The four 32 x 64 outputs are joined side by side and written as
+    32 rows x 256 channels. The weight image is padded to whole quads (zero blocks).
+    """
+    dev, cols = (NPU1(), 4) if dev_name == "npu1" else (NPU2(), 8)
+    assert K % TILE_K == 0 and N % TILE_N == 0, "K and N are multiples of 64"
+    kt = K // TILE_K
+    n_img = -(-(N // TILE_N) // CORE_ROWS) * CORE_ROWS
+    quads_of = [(n_img // CORE_ROWS + cols - 1 - c) // cols for c in range(cols)]
+    used = [c for c in range(cols) if quads_of[c]]
+    row_blocks = (M + TILE_M - 1) // TILE_M
+    m_pad = row_blocks * TILE_M
+    row_bytes = K + TILE_K
+    block_bytes = (kt + 1) * TILE_N * TILE_K
+    width = n_img * TILE_N
+    tile = TILE_N * TILE_K
+
+    a_ty = np.ndarray[(TILE_M * TILE_K,), np.dtype[np.int8]]
+    w_ty = np.ndarray[(tile,), np.dtype[np.int8]]
+    quad_ty = np.ndarray[(CORE_ROWS * tile,), np.dtype[np.int8]]
+    c_ty = np.ndarray[(TILE_M * TILE_N,), np.dtype[np.int32]]
+    c_join_ty = np.ndarray[(CORE_ROWS * TILE_M * TILE_N,), np.dtype[np.int32]]
+    act_ty = np.ndarray[(m_pad * row_bytes,), np.dtype[np.int8]]
+    wimg_ty = np.ndarray[(n_img * block_bytes,), np.dtype[np.int8]]
+    out_ty = np.ndarray[(m_pad * width,), np.dtype[np.float32]]
+
+    zero = Kernel("zero_i32", "matmul_i8.o", [c_ty])
+    matmul = Kernel("matmul_i8_i32", "matmul_i8.o", [a_ty, w_ty, c_ty])
+    epilogue = Kernel("dequant_bias_act", "matmul_i8.o", [c_ty, a_ty, w_ty, np.int32])
+    a_blocks = [(TILE_M // 4, 4 * TILE_K // 4), (TILE_K // 8, 2), (4, TILE_K // 4), (2, 1)]
+    w_blocks = [(TILE_N // 8, 8 * TILE_K // 4), (TILE_K // 8, 2), (8, TILE_K // 4), (2, 1)]
+
+    rows_in = {c: ObjectFifo(a_ty, name=f"rows{c}") for c in used}
+    rows_l1 = {c: rows_in[c].cons().forward(placement=Tile(c, 1), dims_to_stream=a_blocks) for c in used}
+    quads_in = {c: ObjectFifo(quad_ty, name=f"quads{c}") for c in used}
+    tiles_l1 = {
+        c: quads_in[c].cons().split(
+            [j * tile for j in range(CORE_ROWS)],
+            placement=Tile(c, 1),
+            obj_types=[w_ty] * CORE_ROWS,
+            dims_to_stream=[w_blocks] * CORE_ROWS,
+        )
+        for c in used
+    }
+    outs_l2 = {c: ObjectFifo(c_join_ty, name=f"out{c}") for c in used}
+    outs_l1 = {
+        c: outs_l2[c].prod().join(
+            [j * TILE_M * TILE_N for j in range(CORE_ROWS)], placement=Tile(c, 1), obj_types=[c_ty] * CORE_ROWS
+        )
+        for c in used
+    }
+
+    def core_fn(rows, tiles, out, zero, matmul, epilogue, quads):
+        mode = 1 if gelu else 0
+        for _ in range_(sys.maxsize):
+            for _ in range(quads):
+                c = out.acquire(1)
+                zero(c)
+                for _ in range_(kt):
+                    a = rows.acquire(1)
+                    w = tiles.acquire(1)
+                    matmul(a, w, c)
+                    rows.release(1)
+                    tiles.release(1)
+                s = rows.acquire(1)
+                p = tiles.acquire(1)
+                epilogue(c, s, p, mode)
+                rows.release(1)
+                tiles.release(1)
+                out.release(1)
+
+    workers = [
+        Worker(
+            core_fn,
+            [rows_l1[c].cons(), tiles_l1[c][j].cons(), outs_l1[c][j].prod(), zero, matmul, epilogue, quads_of[c]],
+            placement=Tile(c, 2 + j),
+            stack_size=0x800,
+        )
+        for c in used
+        for j in range(CORE_ROWS)
+    ]
+
+    rt = Runtime()
+    with rt.sequence(act_ty, wimg_ty, out_ty) as (act, wimg, out):
+        rt.start(*workers)
+        for rb in range(row_blocks):
+            tg = rt.task_group()
+            for c in used:
+                rt.fill(
+                    rows_in[c].prod(),
+                    act,
+                    tap=TensorAccessPattern(
+                        (m_pad, row_bytes),
+                        offset=rb * TILE_M * row_bytes,
+                        sizes=[quads_of[c], kt + 1, TILE_M, TILE_K],
+                        strides=[0, TILE_K, row_bytes, 1],
+                    ),
+                    placement=Tile(c, 0),
+                    task_group=tg,
+                )
+                for g in range(quads_of[c]):
+                    q = c + cols * g
+                    # Per depth step, tile t of the quad's four blocks.
+                    rt.fill(
+                        quads_in[c].prod(),
+                        wimg,
+                        tap=TensorAccessPattern(
+                            (n_img, block_bytes),
+                            offset=CORE_ROWS * q * block_bytes,
+                            sizes=[kt + 1, CORE_ROWS, 2, tile // 2],
+                            strides=[tile, block_bytes, tile // 2, 1],
+                        ),
+                        placement=Tile(c, 0),
+                        task_group=tg,
+                    )
+                rt.drain(
+                    outs_l2[c].cons(),
+                    out,
+                    tap=TensorAccessPattern(
+                        (m_pad, width),
+                        offset=rb * TILE_M * width + c * CORE_ROWS * TILE_N,
+                        sizes=[quads_of[c], CORE_ROWS, TILE_M, TILE_N],
+                        strides=[cols * CORE_ROWS * TILE_N, TILE_N, width, 1],
+                    ),
+                    placement=Tile(c, 0),
+                    wait=True,
+                    task_group=tg,
+                )
+            rt.finish_task_group(tg)
+    return Program(dev, rt).resolve_program(SequentialPlacer())
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--dev", choices=["npu1", "npu2"], default="npu1")
@@ -190,6 +328,8 @@ if __name__ == "__main__":
     p.add_argument("-K", type=int, required=True)
     p.add_argument("-N", type=int, required=True)
     p.add_argument("--gelu", action="store_true")
+    p.add_argument("--decoder", action="store_true", help="decoder mapping (M of 1-5)")
     a = p.parse_args()
-    print(gemm_i8(a.dev, a.M, a.K, a.N, a.gelu))
+    build = gemm_i8_decoder if a.decoder else gemm_i8
+    print(build(a.dev, a.M, a.K, a.N, a.gelu))
     sys.exit(0)

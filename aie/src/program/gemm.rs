@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(count(|o| matches!(o, Op::DdrPatch { .. })), 12 * 12);
         assert_eq!(count(|o| matches!(o, Op::Sync { .. })), 12 * 4);
         assert_eq!(count(|o| matches!(o, Op::MaskWrite { .. })), 12 * 4);
-        assert!(words.len() < 8 * 1024, "{} words", words.len());
+        assert_eq!(words.len(), 4852, "{} words", words.len());
     }
 
     #[test]

@@ -62,6 +62,16 @@ pub enum ReplayError {
         /// "a wait" or "the end".
         at: &'static str,
     },
+    /// A task moves more than the replay takes ([`MAX_TASK_WORDS`]).
+    #[error("column {col} BD {bd}: a task of {words} words is more than the replay takes")]
+    TooLarge {
+        /// Column.
+        col: u8,
+        /// BD id.
+        bd: u8,
+        /// Words (length × runs).
+        words: u64,
+    },
     /// The array model and the streams disagree in length.
     #[error("{what}: {got} bytes, the design moves {want}")]
     StreamLength {
@@ -73,6 +83,9 @@ pub enum ReplayError {
         want: usize,
     },
 }
+
+/// Largest task (length × runs, 32-bit words) the replay runs: 1 GiB.
+pub const MAX_TASK_WORDS: u64 = 1 << 28;
 
 /// Key of a shim channel.
 pub type Channel = (u8, Direction, u8);
@@ -109,7 +122,7 @@ pub fn run_shim(words: &[u32], args: &[&[u8]]) -> Result<ShimTraffic, ReplayErro
                 arg_plus,
             } if is_shim_bd(regaddr.wrapping_sub(4), BD_WORDS) => {
                 let plus = if *arg_idx >= 5 {
-                    arg_plus - 0x8000_0000
+                    arg_plus.wrapping_sub(0x8000_0000)
                 } else {
                     *arg_plus
                 };
@@ -192,25 +205,46 @@ fn shim_queue(addr: u32) -> Option<Channel> {
 }
 
 /// Word offsets (from the patched base) of one run of a BD, per §6 / §8.
-fn bd_offsets(bd: &[u32; BD_WORDS], run: usize, out: &mut Vec<u64>) {
-    let len = bd[0] as u64;
-    let iter_wrap = ((bd[6] >> 20) & 0x3F) as u64 + 1;
-    let iter_stride = (bd[6] & 0xF_FFFF) as u64 + 1;
-    let base = if iter_wrap > 1 {
-        (run as u64 % iter_wrap) * iter_stride
-    } else {
-        0
-    };
-    let w0 = ((bd[3] >> 20) & 0x3FF) as u64;
-    if w0 == 0 {
-        out.extend((0..len).map(|i| base + i));
-        return;
+struct BdWalk {
+    len: u64,
+    base: u64,
+    /// `(d0 wrap, d0 stride, d1 wrap, d1 stride, d2 stride)`; `None` = linear.
+    nd: Option<(u64, u64, u64, u64, u64)>,
+}
+
+impl BdWalk {
+    fn new(bd: &[u32; BD_WORDS], run: usize) -> BdWalk {
+        let iter_wrap = ((bd[6] >> 20) & 0x3F) as u64 + 1;
+        let iter_stride = (bd[6] & 0xF_FFFF) as u64 + 1;
+        let base = if iter_wrap > 1 {
+            (run as u64 % iter_wrap) * iter_stride
+        } else {
+            0
+        };
+        let w0 = ((bd[3] >> 20) & 0x3FF) as u64;
+        let nd = (w0 != 0).then(|| {
+            let s0 = (bd[3] & 0xF_FFFF) as u64 + 1;
+            let w1 = (((bd[4] >> 20) & 0x3FF) as u64).max(1);
+            let s1 = (bd[4] & 0xF_FFFF) as u64 + 1;
+            let s2 = (bd[5] & 0xF_FFFF) as u64 + 1;
+            (w0, s0, w1, s1, s2)
+        });
+        BdWalk {
+            len: bd[0] as u64,
+            base,
+            nd,
+        }
     }
-    let s0 = (bd[3] & 0xF_FFFF) as u64 + 1;
-    let w1 = (((bd[4] >> 20) & 0x3FF) as u64).max(1);
-    let s1 = (bd[4] & 0xF_FFFF) as u64 + 1;
-    let s2 = (bd[5] & 0xF_FFFF) as u64 + 1;
-    out.extend((0..len).map(|i| base + (i % w0) * s0 + (i / w0 % w1) * s1 + (i / (w0 * w1)) * s2));
+
+    /// Offset of word `i` (< `len`).
+    fn at(&self, i: u64) -> u64 {
+        match self.nd {
+            None => self.base + i,
+            Some((w0, s0, w1, s1, s2)) => {
+                self.base + (i % w0) * s0 + (i / w0 % w1) * s1 + (i / (w0 * w1)) * s2
+            }
+        }
+    }
 }
 
 fn start_task(
@@ -234,14 +268,20 @@ fn start_task(
         what: "DDR_PATCH",
     })?;
     let buf = *args.get(arg as usize).ok_or(ReplayError::NoArgument(arg))?;
+    let total = words[0] as u64 * runs as u64;
+    if total > MAX_TASK_WORDS {
+        return Err(ReplayError::TooLarge {
+            col,
+            bd,
+            words: total,
+        });
+    }
     t.tasks += 1;
-    let mut offs = Vec::new();
     for run in 0..runs {
-        offs.clear();
-        bd_offsets(words, run, &mut offs);
-        for &w in &offs {
-            let byte = plus + 4 * w;
-            if byte + 4 > buf.len() as u64 {
+        let walk = BdWalk::new(words, run);
+        for w in (0..walk.len).map(|i| walk.at(i)) {
+            let byte = plus.saturating_add(4 * w);
+            if byte.saturating_add(4) > buf.len() as u64 {
                 return Err(ReplayError::OutOfBounds {
                     col,
                     bd,
@@ -386,7 +426,8 @@ fn bytes_i8(b: &[u8]) -> Vec<i8> {
     b.iter().map(|&x| x as i8).collect()
 }
 
-/// Writes each S2MM stream to the places its tasks named (`outputs[arg]`).
+/// Writes each S2MM stream to the places its tasks named (`outputs[arg]`); a destination
+/// outside its output buffer is an [`ReplayError::OutOfBounds`] with `bd = 255`.
 pub fn scatter(
     traffic: &ShimTraffic,
     produced: &BTreeMap<Channel, Vec<u8>>,
@@ -407,8 +448,79 @@ pub fn scatter(
             let buf = outputs
                 .get_mut(arg as usize)
                 .ok_or(ReplayError::NoArgument(arg))?;
-            buf[byte as usize..byte as usize + 4].copy_from_slice(word);
+            let len = buf.len();
+            let (col, _, _) = *ch;
+            let at = usize::try_from(byte)
+                .ok()
+                .filter(|&b| b.saturating_add(4) <= len);
+            let b = at.ok_or(ReplayError::OutOfBounds {
+                col,
+                bd: u8::MAX,
+                arg,
+                offset: byte,
+                len,
+            })?;
+            buf[b..b + 4].copy_from_slice(word);
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::design::GemmDesign;
+    use crate::program::gemm::gemm_program;
+    use crate::program::images::{activation_image_len, output_len, weight_image_len};
+    use crate::txn::Target;
+
+    /// Mutated and random streams give a result or a typed error, never a panic (the stable
+    /// stand-in for `aie/fuzz`).
+    #[test]
+    fn never_panics_on_mutated_or_random_streams() {
+        let d = GemmDesign::new(Target::NPU1, 128, 256).unwrap();
+        let m = 40;
+        let good = gemm_program(&d, m).unwrap();
+        let a = vec![1u8; activation_image_len(&d, m)];
+        let w = vec![2u8; weight_image_len(&d)];
+        let o = vec![0u8; output_len(&d, m)];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut ok, mut refused) = (0, 0);
+        for i in 0..10_000 {
+            let mut words = good.clone();
+            match i % 4 {
+                0 => {
+                    let at = next() as usize % words.len();
+                    words[at] ^= 1 << (next() % 32);
+                }
+                1 => {
+                    let at = next() as usize % words.len();
+                    words[at] = next() as u32;
+                }
+                2 => words.truncate(next() as usize % words.len()),
+                _ => words = (0..next() % 64).map(|_| next() as u32).collect(),
+            }
+            match run_shim(&words, &[&a, &w, &o]) {
+                Ok(t) => {
+                    ok += 1;
+                    // The array model is the slow part: run it on every 64th stream that replays.
+                    if ok % 64 != 1 {
+                        continue;
+                    }
+                    if let Ok(p) = gemm_array(&d, m, EpilogueMode::Store, &t.sent) {
+                        let (mut x, mut y, mut z) = (vec![0u8; 8], vec![0u8; 8], vec![0u8; 64]);
+                        let _ = scatter(&t, &p, &mut [&mut x, &mut y, &mut z]);
+                    }
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(ok > 100 && refused > 5_000, "ok {ok}, refused {refused}");
+    }
 }

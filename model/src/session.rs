@@ -13,6 +13,7 @@ use crate::decoder::DecoderScratch;
 use crate::encoder::EncoderScratch;
 use crate::error::WhisperError;
 use crate::kv_cache::KvCache;
+use crate::mel_windows::MelWindows;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
 use amanuensis_runtime::resident::zeroed;
@@ -39,6 +40,8 @@ pub struct TranscribeOptions {
     /// 1: greedy; more: beam search with this many beams (faster-whisper's default is 5),
     /// patience 1, length penalty 1, at most [`MAX_BEAMS`].
     pub beam_size: usize,
+    /// Translate to English (`<|translate|>` in the SOT sequence; multilingual models only).
+    pub translate: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -53,8 +56,32 @@ impl Default for TranscribeOptions {
             max_initial_timestamp: 1.0,
             suppress_blank: true,
             beam_size: 1,
+            translate: false,
         }
     }
+}
+
+/// What [`Session::transcribe_windows`] reports after each window: the segments it decided and
+/// how far the audio is done.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowDone<'a> {
+    /// The window's new segments (possibly none).
+    pub segments: &'a [Segment],
+    /// Seconds of audio done (the next window's start, at most the duration).
+    pub done: f64,
+    /// Seconds of audio in the input.
+    pub duration: f64,
+}
+
+/// A language identified from the first window (openai/whisper `detect_language`).
+#[derive(Debug, Clone)]
+pub struct DetectedLanguage {
+    /// The most probable language code.
+    pub code: String,
+    /// Its probability (softmax over the language tokens' logits after `<|startoftranscript|>`).
+    pub probability: f64,
+    /// Every language with its probability, most probable first.
+    pub all: Vec<(String, f64)>,
 }
 
 /// Where the time went.
@@ -191,23 +218,92 @@ impl<B: Backend> Session<B> {
         &self.encoder_out
     }
 
-    /// Transcribes 16 kHz mono samples.
+    /// Transcribes 16 kHz mono samples (the whole-file log-mel in memory).
     pub fn transcribe(
         &mut self,
         samples: &[f32],
         opts: &TranscribeOptions,
     ) -> Result<Transcript, WhisperError> {
+        let t = Instant::now();
+        let mut mel = self.model.mel.compute(samples);
+        let mel_time = t.elapsed();
+        let mut transcript = self.transcribe_windows(&mut mel, opts, &mut |_| {})?;
+        transcript.timings.mel += mel_time;
+        transcript.duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
+        Ok(transcript)
+    }
+
+    /// Identifies the language from the first window, as openai/whisper's `detect_language`:
+    /// the decoder's logits after `[<|startoftranscript|>]`, softmax over the language tokens.
+    pub fn detect_language(
+        &mut self,
+        mel: &mut dyn MelWindows,
+    ) -> Result<DetectedLanguage, WhisperError> {
+        let model = Arc::clone(&self.model);
+        let (backend, decoder) = (&model.backend, &model.decoder);
+        mel.window(0, &mut self.mel_window)?;
+        model.encoder.forward(
+            backend,
+            &self.mel_window,
+            &mut self.encoder_scratch,
+            &mut self.encoder_out,
+        );
+        let (proj_k, proj_v) = self.encoder_scratch.spare_pair();
+        decoder.compute_cross_kv(backend, &self.encoder_out, &mut self.kv, proj_k, proj_v);
+        self.kv.reset();
+        decoder.forward(
+            backend,
+            &[model.config.special.sot],
+            &mut self.kv,
+            &mut self.decoder_scratch,
+        );
+        decoder.logits(backend, &self.decoder_scratch, 0, &mut self.logits);
+        let languages = &model.config.languages;
+        let logit = |id: u32| {
+            self.logits
+                .get(id as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY)
+        };
+        let max = languages
+            .iter()
+            .map(|(_, id)| logit(*id))
+            .fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = languages
+            .iter()
+            .map(|(_, id)| ((logit(*id) - max) as f64).exp())
+            .sum();
+        let mut all: Vec<(String, f64)> = languages
+            .iter()
+            .map(|(code, id)| (code.clone(), ((logit(*id) - max) as f64).exp() / sum))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (code, probability) = all.first().cloned().ok_or_else(|| {
+            WhisperError::UnknownLanguage("(this model lists no languages)".into())
+        })?;
+        Ok(DetectedLanguage {
+            code,
+            probability,
+            all,
+        })
+    }
+
+    /// Transcribes the windows of `mel` (in memory or streamed), calling `on_window` after each
+    /// window with the segments it decided.
+    pub fn transcribe_windows(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        opts: &TranscribeOptions,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, WhisperError> {
         let model = Arc::clone(&self.model);
         let special = model.config.special;
         let n_text_ctx = model.config.dims.n_text_ctx;
         let mut timings = Timings::default();
+        let content_frames = mel.content_frames();
+        let duration = mel.duration();
 
-        let t = Instant::now();
-        let mel = model.mel.compute(samples);
-        timings.mel = t.elapsed();
-        let content_frames = mel.content_frames;
-
-        let sot_sequence = model.sot_sequence(&opts.language)?;
+        let sot_sequence = model.sot_sequence_for(&opts.language, opts.translate)?;
         let mut all_tokens: Vec<u32> = Vec::new();
         if let Some(p) = &opts.initial_prompt {
             all_tokens.extend(model.tokenizer.encode(&format!(" {}", p.trim()))?);
@@ -222,6 +318,8 @@ impl<B: Backend> Session<B> {
 
             let t = Instant::now();
             mel.window(seek, &mut self.mel_window)?;
+            timings.mel += t.elapsed();
+            let t = Instant::now();
             model.encoder.forward(
                 &model.backend,
                 &self.mel_window,
@@ -259,6 +357,11 @@ impl<B: Backend> Session<B> {
                 }
                 if skip {
                     seek += segment_size;
+                    on_window(WindowDone {
+                        segments: &[],
+                        done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                        duration,
+                    });
                     continue;
                 }
             }
@@ -270,6 +373,7 @@ impl<B: Backend> Session<B> {
                 segment_size,
             );
             let window_seek = seek;
+            let first_new = segments.len();
             seek += split.seek_delta;
             for raw in split.segments {
                 let text = model.tokenizer.decode_text(&raw.tokens)?;
@@ -292,8 +396,12 @@ impl<B: Backend> Session<B> {
             if !opts.condition_on_previous_text {
                 prompt_reset_since = all_tokens.len();
             }
+            on_window(WindowDone {
+                segments: &segments[first_new..],
+                done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                duration,
+            });
         }
-        let duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
         Ok(Transcript {
             segments,
             duration,

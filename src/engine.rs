@@ -6,7 +6,11 @@ use std::sync::Arc;
 
 use amanuensis_model::config::Dims;
 use amanuensis_model::error::WhisperError;
-use amanuensis_model::session::{Session, TranscribeOptions, Transcript};
+use amanuensis_model::mel::MelFrontend;
+use amanuensis_model::mel_windows::MelWindows;
+use amanuensis_model::session::{
+    DetectedLanguage, Session, TranscribeOptions, Transcript, WindowDone,
+};
 use amanuensis_model::weights::{Quantization, WeightsFile};
 use amanuensis_model::whisper::Whisper;
 use amanuensis_runtime::cpu_backend::CpuBackend;
@@ -57,6 +61,55 @@ impl Engine {
             Engine::F32(s) => s.transcribe(samples, opts),
             Engine::Int8(s) => s.transcribe(samples, opts),
         }
+    }
+
+    /// Transcribes streamed (or in-memory) log-mel windows, calling `on_window` after each.
+    pub fn transcribe_windows(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        opts: &TranscribeOptions,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, WhisperError> {
+        match self {
+            Engine::F32(s) => s.transcribe_windows(mel, opts, on_window),
+            Engine::Int8(s) => s.transcribe_windows(mel, opts, on_window),
+        }
+    }
+
+    /// Identifies the language from the first window (multilingual models).
+    pub fn detect_language(
+        &mut self,
+        mel: &mut dyn MelWindows,
+    ) -> Result<DetectedLanguage, WhisperError> {
+        match self {
+            Engine::F32(s) => s.detect_language(mel),
+            Engine::Int8(s) => s.detect_language(mel),
+        }
+    }
+
+    /// The model's log-mel frontend.
+    pub fn mel_frontend(&self) -> &MelFrontend {
+        match self {
+            Engine::F32(s) => &s.model().mel,
+            Engine::Int8(s) => &s.model().mel,
+        }
+    }
+
+    /// Whether the model is multilingual (else English-only).
+    pub fn multilingual(&self) -> bool {
+        match self {
+            Engine::F32(s) => s.model().config.multilingual,
+            Engine::Int8(s) => s.model().config.multilingual,
+        }
+    }
+
+    /// The model's language codes.
+    pub fn languages(&self) -> Vec<String> {
+        let langs = match self {
+            Engine::F32(s) => &s.model().config.languages,
+            Engine::Int8(s) => &s.model().config.languages,
+        };
+        langs.iter().map(|(code, _)| code.clone()).collect()
     }
 
     /// The backend's name (`cpu-f32`, `cpu-int8`).

@@ -31,6 +31,11 @@ pub trait MelWindows {
     /// Fills `out` (`[n_mels, 3000]` row-major) with the normalised frames `seek .. seek +
     /// count`, `count = min(3000, content_frames − seek)`, and 0.0 after them; returns `count`.
     fn window(&mut self, seek: usize, out: &mut [f32]) -> Result<usize, WhisperError>;
+    /// The window language detection reads: faster-whisper slices the *whole* feature matrix
+    /// (`features[:, :3000]`, the extra last frame included) where transcription slices the
+    /// content frames, so for inputs under 30 s this window has one more frame than
+    /// `window(0)`.
+    fn language_window(&mut self, out: &mut [f32]) -> Result<usize, WhisperError>;
 }
 
 impl MelWindows for LogMel {
@@ -46,6 +51,14 @@ impl MelWindows for LogMel {
 
     fn window(&mut self, seek: usize, out: &mut [f32]) -> Result<usize, WhisperError> {
         Ok(LogMel::window(self, seek, out)?)
+    }
+
+    fn language_window(&mut self, out: &mut [f32]) -> Result<usize, WhisperError> {
+        let content = self.content_frames;
+        self.content_frames = self.n_frames;
+        let result = LogMel::window(self, 0, out);
+        self.content_frames = content;
+        Ok(result?)
     }
 }
 
@@ -274,6 +287,17 @@ impl MelWindows for StreamedLogMel {
     }
 
     fn window(&mut self, seek: usize, out: &mut [f32]) -> Result<usize, WhisperError> {
+        self.fill(seek, self.content_frames, out)
+    }
+
+    fn language_window(&mut self, out: &mut [f32]) -> Result<usize, WhisperError> {
+        self.fill(0, self.n_frames, out)
+    }
+}
+
+impl StreamedLogMel {
+    /// Fills `out` with the frames `seek .. min(seek + 3000, end)`, zeros after.
+    fn fill(&mut self, seek: usize, end: usize, out: &mut [f32]) -> Result<usize, WhisperError> {
         let n_mels = self.n_mels;
         let expected = n_mels * WINDOW_FRAMES;
         if out.len() != expected {
@@ -296,14 +320,14 @@ impl MelWindows for StreamedLogMel {
         let drop = (seek - self.held_from).min(held_frames);
         self.held.drain(..drop * n_mels);
         self.held_from += drop;
-        while self.held_from < seek.min(self.content_frames) {
+        while self.held_from < seek.min(end) {
             if !self.next_frame()? {
                 break;
             }
             self.held.clear();
             self.held_from += 1;
         }
-        let count = self.content_frames.saturating_sub(seek).min(WINDOW_FRAMES);
+        let count = end.saturating_sub(seek).min(WINDOW_FRAMES);
         while self.held.len() / n_mels < count {
             if !self.next_frame()? {
                 return Err(changed(&self.name));

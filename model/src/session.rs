@@ -241,7 +241,7 @@ impl<B: Backend> Session<B> {
     ) -> Result<DetectedLanguage, WhisperError> {
         let model = Arc::clone(&self.model);
         let (backend, decoder) = (&model.backend, &model.decoder);
-        mel.window(0, &mut self.mel_window)?;
+        mel.language_window(&mut self.mel_window)?;
         model.encoder.forward(
             backend,
             &self.mel_window,

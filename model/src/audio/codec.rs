@@ -45,7 +45,12 @@ impl CodecReader {
             .format(
                 &hint,
                 stream,
-                &FormatOptions::default(),
+                // Gapless: trim the encoder delay and padding (MP3 LAME/Xing tags, M4A edit lists)
+                // as FFmpeg does, so times match faster-whisper's.
+                &FormatOptions {
+                    enable_gapless: true,
+                    ..Default::default()
+                },
                 &MetadataOptions::default(),
             )
             .map_err(|e| match e {

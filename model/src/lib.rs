@@ -15,6 +15,8 @@ pub mod layers;
 pub mod load_error;
 pub mod mel;
 pub mod mel_filters;
+pub mod mel_stream;
+pub mod mel_windows;
 pub mod names;
 pub mod segment;
 pub mod session;

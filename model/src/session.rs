@@ -16,6 +16,7 @@ use crate::decode::BeamSearch;
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::MAX_SLOTS;
 use crate::error::WhisperError;
+use crate::mel_windows::MelWindows;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
 use amanuensis_runtime::resident::zeroed;
@@ -46,6 +47,8 @@ pub struct TranscribeOptions {
     /// the decoded tokens ([`WindowResult::alignment`]; one extra batched decoder pass per
     /// window). Off by default: no cost.
     pub alignment_weights: bool,
+    /// Translate to English (`<|translate|>` in the SOT sequence; multilingual models only).
+    pub translate: bool,
 }
 
 impl Default for TranscribeOptions {
@@ -61,8 +64,32 @@ impl Default for TranscribeOptions {
             suppress_blank: true,
             beam_size: 1,
             alignment_weights: false,
+            translate: false,
         }
     }
+}
+
+/// What [`Session::transcribe_windows`] reports after each window: the segments it decided and
+/// how far the audio is done.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowDone<'a> {
+    /// The window's new segments (possibly none).
+    pub segments: &'a [Segment],
+    /// Seconds of audio done (the next window's start, at most the duration).
+    pub done: f64,
+    /// Seconds of audio in the input.
+    pub duration: f64,
+}
+
+/// A language identified from the first window (openai/whisper `detect_language`).
+#[derive(Debug, Clone)]
+pub struct DetectedLanguage {
+    /// The most probable language code.
+    pub code: String,
+    /// Its probability (softmax over the language tokens' logits after `<|startoftranscript|>`).
+    pub probability: f64,
+    /// Every language with its probability, most probable first.
+    pub all: Vec<(String, f64)>,
 }
 
 /// Where the time went.
@@ -263,7 +290,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
             .forward(&m.encoder_backend, &mut self.encoder_ws, mel_window)
     }
 
-    /// Transcribes 16 kHz mono samples.
+    /// Transcribes 16 kHz mono samples (the whole-file log-mel in memory).
     pub fn transcribe(
         &mut self,
         samples: &[f32],
@@ -279,30 +306,119 @@ impl<E: Backend, D: Backend> Session<E, D> {
         opts: &TranscribeOptions,
         hooks: &mut Hooks,
     ) -> Result<Transcript, WhisperError> {
+        let t = Instant::now();
+        let mut mel = self.model.mel.compute(samples);
+        let mel_time = t.elapsed();
+        // The sample count gives the duration exactly; the frame count only to within a hop.
+        let duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
         self.abort = hooks.abort.clone();
-        let result = self.transcribe_inner(samples, opts, hooks);
+        let result = self.transcribe_inner(&mut mel, duration, opts, hooks, &mut |_| {});
+        self.abort = None;
+        let mut transcript = result?;
+        transcript.timings.mel += mel_time;
+        Ok(transcript)
+    }
+
+    /// Identifies the language from the first window, as openai/whisper's `detect_language`:
+    /// the decoder's logits after `[<|startoftranscript|>]`, softmax over the language tokens.
+    pub fn detect_language(
+        &mut self,
+        mel: &mut dyn MelWindows,
+    ) -> Result<DetectedLanguage, WhisperError> {
+        let model = Arc::clone(&self.model);
+        let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
+        mel.language_window(&mut self.mel_window)?;
+        model.encoder.forward(
+            &model.encoder_backend,
+            &mut self.encoder_ws,
+            &self.mel_window,
+        )?;
+        let encoder_out = model
+            .encoder
+            .output(&model.encoder_backend, &self.encoder_ws)?;
+        decoder.set_audio(backend, &mut self.decoder_ws, encoder_out)?;
+        self.kv_len = 0;
+        decoder.forward(
+            backend,
+            &mut self.decoder_ws,
+            &[model.config.special.sot],
+            0,
+            false,
+        )?;
+        self.kv_len = 1;
+        self.logits
+            .copy_from_slice(decoder.logits(backend, &mut self.decoder_ws, 0, 1)?);
+        let languages = &model.config.languages;
+        let logit = |id: u32| {
+            self.logits
+                .get(id as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY)
+        };
+        let max = languages
+            .iter()
+            .map(|(_, id)| logit(*id))
+            .fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = languages
+            .iter()
+            .map(|(_, id)| ((logit(*id) - max) as f64).exp())
+            .sum();
+        let mut all: Vec<(String, f64)> = languages
+            .iter()
+            .map(|(code, id)| (code.clone(), ((logit(*id) - max) as f64).exp() / sum))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (code, probability) = all.first().cloned().ok_or_else(|| {
+            WhisperError::UnknownLanguage("(this model lists no languages)".into())
+        })?;
+        Ok(DetectedLanguage {
+            code,
+            probability,
+            all,
+        })
+    }
+
+    /// Transcribes the windows of `mel` (in memory or streamed), calling `on_window` after each
+    /// window with the segments it decided.
+    pub fn transcribe_windows(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        opts: &TranscribeOptions,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, WhisperError> {
+        self.transcribe_windows_with(mel, opts, &mut Hooks::default(), on_window)
+    }
+
+    /// [`Session::transcribe_windows`] with [`Hooks`] (segments, progress, abort).
+    pub fn transcribe_windows_with(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, WhisperError> {
+        self.abort = hooks.abort.clone();
+        let duration = mel.duration();
+        let result = self.transcribe_inner(mel, duration, opts, hooks, on_window);
         self.abort = None;
         result
     }
 
     fn transcribe_inner(
         &mut self,
-        samples: &[f32],
+        mel: &mut dyn MelWindows,
+        duration: f64,
         opts: &TranscribeOptions,
         hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
     ) -> Result<Transcript, WhisperError> {
         let model = Arc::clone(&self.model);
-        let total = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
         let special = model.config.special;
         let n_text_ctx = model.config.dims.n_text_ctx;
         let mut timings = Timings::default();
+        let content_frames = mel.content_frames();
 
-        let t = Instant::now();
-        let mel = model.mel.compute(samples);
-        timings.mel = t.elapsed();
-        let content_frames = mel.content_frames;
-
-        let sot_sequence = model.sot_sequence(&opts.language)?;
+        let sot_sequence = model.sot_sequence_for(&opts.language, opts.translate)?;
         let mut all_tokens: Vec<u32> = Vec::new();
         if let Some(p) = &opts.initial_prompt {
             all_tokens.extend(model.tokenizer.encode(&format!(" {}", p.trim()))?);
@@ -318,8 +434,8 @@ impl<E: Backend, D: Backend> Session<E, D> {
             if seek > 0 {
                 if let Some(f) = hooks.on_progress.as_mut() {
                     f(Progress {
-                        done: (seek as f64 * TIME_PER_FRAME).min(total),
-                        total,
+                        done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                        total: duration,
                     });
                 }
             }
@@ -328,6 +444,8 @@ impl<E: Backend, D: Backend> Session<E, D> {
 
             let t = Instant::now();
             mel.window(seek, &mut self.mel_window)?;
+            timings.mel += t.elapsed();
+            let t = Instant::now();
             model.encoder.forward(
                 &model.encoder_backend,
                 &mut self.encoder_ws,
@@ -364,6 +482,11 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 }
                 if skip {
                     seek += segment_size;
+                    on_window(WindowDone {
+                        segments: &[],
+                        done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                        duration,
+                    });
                     continue;
                 }
             }
@@ -375,6 +498,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 segment_size,
             );
             let window_seek = seek;
+            let first_new = segments.len();
             seek += split.seek_delta;
             for raw in split.segments {
                 let text = model.tokenizer.decode_text(&raw.tokens)?;
@@ -401,13 +525,21 @@ impl<E: Backend, D: Backend> Session<E, D> {
             if !opts.condition_on_previous_text {
                 prompt_reset_since = all_tokens.len();
             }
+            on_window(WindowDone {
+                segments: &segments[first_new..],
+                done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                duration,
+            });
         }
         if let Some(f) = hooks.on_progress.as_mut() {
-            f(Progress { done: total, total });
+            f(Progress {
+                done: duration,
+                total: duration,
+            });
         }
         Ok(Transcript {
             segments,
-            duration: total,
+            duration,
             timings,
         })
     }

@@ -136,6 +136,12 @@ impl AudioStream {
         })
     }
 
+    /// Lowers the duration limit (seconds) from [`MAX_DURATION_SECONDS`].
+    pub fn with_max_seconds(mut self, seconds: u64) -> Self {
+        self.max_frames = seconds.min(MAX_DURATION_SECONDS) * self.sample_rate() as u64;
+        self
+    }
+
     /// The input's sample rate in Hz.
     pub fn sample_rate(&self) -> u32 {
         match &self.decoder {
@@ -217,4 +223,48 @@ pub fn load_audio(input: &AudioInput) -> Result<Vec<f32>, AudioError> {
     let mut samples = Vec::new();
     while stream.read(&mut samples)? {}
     Ok(samples)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An 8-bit 1 kHz mono WAV of `seconds` of silence, open-ended size (as a pipe writes it).
+    fn wav(seconds: usize) -> Vec<u8> {
+        let mut b = b"RIFF\xff\xff\xff\xffWAVEfmt \x10\0\0\0\x01\0\x01\0".to_vec();
+        b.extend_from_slice(&1000u32.to_le_bytes());
+        b.extend_from_slice(&1000u32.to_le_bytes());
+        b.extend_from_slice(&[1, 0, 8, 0]);
+        b.extend_from_slice(b"data\xff\xff\xff\xff");
+        b.extend(std::iter::repeat_n(128u8, 1000 * seconds));
+        b
+    }
+
+    /// Input past the duration limit is a typed error naming the file, raised while streaming
+    /// (not after reading everything).
+    #[test]
+    fn input_longer_than_the_limit_is_refused() {
+        let path =
+            std::env::temp_dir().join(format!("amanuensis-limit-{}.wav", std::process::id()));
+        std::fs::write(&path, wav(3)).unwrap();
+        let input = AudioInput::File(path.clone());
+        let mut ok = AudioStream::open(&input).unwrap().with_max_seconds(3);
+        let mut out = Vec::new();
+        while ok.read(&mut out).unwrap() {}
+        assert_eq!(out.len(), 3 * 16000);
+        let mut long = AudioStream::open(&input).unwrap().with_max_seconds(2);
+        let err = loop {
+            match long.read(&mut out) {
+                Ok(true) => {}
+                Ok(false) => panic!("the limit was not enforced"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(&err, AudioError::TooLong { path: Some(p), .. } if *p == path),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("limit"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
 }

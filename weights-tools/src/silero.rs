@@ -62,7 +62,10 @@ pub fn convert_silero_onnx(input: &Path, output: &Path) -> Result<u64, ConvertEr
         let path = path.to_path_buf();
         move |source| ConvertError::Io { path, source }
     };
-    std::fs::write(&partial, &serialized).map_err(io(&partial))?;
+    // Sorted header keys: the same input gives the same bytes.
+    std::fs::write(&partial, &serialized)
+        .and_then(|()| crate::writer::canonicalize_header(&partial))
+        .map_err(io(&partial))?;
     std::fs::rename(&partial, output).map_err(io(output))?;
     Ok(serialized.len() as u64)
 }

@@ -70,12 +70,12 @@ pub fn convert_silero_onnx(input: &Path, output: &Path) -> Result<u64, ConvertEr
     Ok(serialized.len() as u64)
 }
 
+/// A tensor of the VAD file: name, shape, values.
+pub type VadTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Our tensors `(name, shape, values)` from the ONNX file's bytes, in [`expected_tensors`]
 /// order; `path` names the file in errors.
-pub fn silero_tensors(
-    bytes: &[u8],
-    path: &Path,
-) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>, ConvertError> {
+pub fn silero_tensors(bytes: &[u8], path: &Path) -> Result<Vec<VadTensor>, ConvertError> {
     let inits = initializers(bytes).map_err(|source| ConvertError::Onnx {
         path: path.to_path_buf(),
         source,

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use amanuensis_model::config::Dims;
+use amanuensis_model::decode::guards::SpeechGate;
 use amanuensis_model::error::WhisperError;
 use amanuensis_model::session::{Session, TranscribeOptions, Transcript};
 use amanuensis_model::weights::{Quantization, WeightsFile};
@@ -56,6 +57,19 @@ impl Engine {
         match self {
             Engine::F32(s) => s.transcribe(samples, opts),
             Engine::Int8(s) => s.transcribe(samples, opts),
+        }
+    }
+
+    /// [`Engine::transcribe`] gated by the file's speech stretches (`Session::transcribe_gated`).
+    pub fn transcribe_gated(
+        &mut self,
+        samples: &[f32],
+        opts: &TranscribeOptions,
+        gate: Option<&SpeechGate>,
+    ) -> Result<Transcript, WhisperError> {
+        match self {
+            Engine::F32(s) => s.transcribe_gated(samples, opts, gate),
+            Engine::Int8(s) => s.transcribe_gated(samples, opts, gate),
         }
     }
 

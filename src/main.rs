@@ -77,6 +77,8 @@ struct TranscribeArgs {
     /// Arithmetic: auto = INT8 for an INT8 model file, else f32 (the reference).
     #[arg(long, value_enum, default_value = "auto")]
     precision: Precision,
+    #[command(flatten)]
+    decoding: amanuensis::guarded::DecodeArgs,
 }
 
 #[derive(clap::Args)]
@@ -146,18 +148,29 @@ fn transcribe(args: &TranscribeArgs) -> CliResult {
             session.backend_name()
         );
     }
-    let opts = TranscribeOptions {
+    let opts = args.decoding.apply(TranscribeOptions {
         language: args.language.clone(),
         without_timestamps: args.no_timestamps,
         initial_prompt: args.initial_prompt.clone(),
         beam_size: args.beam_size,
         ..Default::default()
-    };
+    });
+    args.decoding.validate()?;
+    let (vad, note) = args.decoding.load_vad(threads)?;
+    if let Some(note) = note {
+        eprintln!("amanuensis: {note}");
+    }
     let many = args.files.len() > 1 && args.output_dir.is_none();
     for file in &args.files {
         let t = Instant::now();
         let audio = load_wav(file)?;
-        let transcript = session.transcribe(&audio, &opts)?;
+        let (transcript, vad_time) = amanuensis::guarded::transcribe(
+            &mut session,
+            vad.as_ref(),
+            args.decoding.vad_mode(),
+            &audio,
+            &opts,
+        )?;
         let total = t.elapsed().as_secs_f64();
         let text = render(
             &transcript,
@@ -181,6 +194,11 @@ fn transcribe(args: &TranscribeArgs) -> CliResult {
         }
         if args.timings {
             let tm = &transcript.timings;
+            eprintln!(
+                "{}: vad {:.1} ms",
+                file.display(),
+                vad_time.as_secs_f64() * 1e3
+            );
             eprintln!(
                 "{}: {:.2} s audio in {:.3} s ({:.1}x realtime) | mel {:.1} ms | encode {}x {:.1} ms | decode {} passes {:.1} ms ({:.2} ms/pass)",
                 file.display(),

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use amanuensis_runtime::backend::Backend;
 
+use crate::decode::fallback::{best_hypothesis, decode_with_fallback, FallbackOptions, Scored};
+use crate::decode::guards::{is_digital_silence, repetition_cut, SpeechGate};
 use crate::decode::BeamSearch;
+use crate::decode::{compression_ratio, sample, Rng};
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::DecoderScratch;
 use crate::encoder::EncoderScratch;
@@ -39,6 +42,43 @@ pub struct TranscribeOptions {
     /// 1: greedy; more: beam search with this many beams (faster-whisper's default is 5),
     /// patience 1, length penalty 1, at most [`MAX_BEAMS`].
     pub beam_size: usize,
+    /// Temperature fallback (faster-whisper's defaults; [`FallbackOptions::off`] = temperature
+    /// 0 only, the golden tests' setting).
+    pub fallback: FallbackOptions,
+    /// Hallucination guards (on by default; they never touch a window that holds speech).
+    pub guards: GuardOptions,
+}
+
+/// Hallucination guards of the long-form loop (`decode::guards`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardOptions {
+    /// Skip windows (and drop segments) whose audio is digital silence, and, given a
+    /// [`SpeechGate`], those with no speech in them.
+    pub skip_silence: bool,
+    /// Cut a window whose text ends in one phrase repeated [`MIN_REPEATS`] times or more and
+    /// whose compression ratio is above the threshold (2.4 when the fallback's is off).
+    ///
+    /// [`MIN_REPEATS`]: crate::decode::guards::MIN_REPEATS
+    pub cut_loops: bool,
+}
+
+impl Default for GuardOptions {
+    fn default() -> Self {
+        Self {
+            skip_silence: true,
+            cut_loops: true,
+        }
+    }
+}
+
+impl GuardOptions {
+    /// No guards: faster-whisper's behaviour.
+    pub fn off() -> Self {
+        Self {
+            skip_silence: false,
+            cut_loops: false,
+        }
+    }
 }
 
 impl Default for TranscribeOptions {
@@ -53,6 +93,8 @@ impl Default for TranscribeOptions {
             max_initial_timestamp: 1.0,
             suppress_blank: true,
             beam_size: 1,
+            fallback: FallbackOptions::default(),
+            guards: GuardOptions::default(),
         }
     }
 }
@@ -197,6 +239,18 @@ impl<B: Backend> Session<B> {
         samples: &[f32],
         opts: &TranscribeOptions,
     ) -> Result<Transcript, WhisperError> {
+        self.transcribe_gated(samples, opts, None)
+    }
+
+    /// [`Session::transcribe`] with the file's speech stretches (from the VAD): with
+    /// `opts.guards.skip_silence`, windows without speech are not decoded and segments wholly
+    /// outside speech are dropped.
+    pub fn transcribe_gated(
+        &mut self,
+        samples: &[f32],
+        opts: &TranscribeOptions,
+        gate: Option<&SpeechGate>,
+    ) -> Result<Transcript, WhisperError> {
         let model = Arc::clone(&self.model);
         let special = model.config.special;
         let n_text_ctx = model.config.dims.n_text_ctx;
@@ -216,9 +270,14 @@ impl<B: Backend> Session<B> {
         let mut segments = Vec::new();
         let mut prompt: Vec<u32> = Vec::with_capacity(n_text_ctx);
         let mut seek = 0usize;
+        let mut rng = Rng::new(opts.fallback.seed);
         while seek < content_frames {
             let time_offset = seek as f64 * TIME_PER_FRAME;
             let segment_size = model.encoder.n_frames().min(content_frames - seek);
+            if opts.guards.skip_silence && !holds_speech(samples, gate, seek, segment_size) {
+                seek += segment_size;
+                continue;
+            }
 
             let t = Instant::now();
             mel.window(seek, &mut self.mel_window)?;
@@ -246,7 +305,8 @@ impl<B: Backend> Session<B> {
             }
 
             let t = Instant::now();
-            let result = self.decode_window(&prompt, sot_index, opts, &mut timings)?;
+            let (result, temperature) =
+                self.decode_with_fallback(&prompt, sot_index, opts, &mut rng, &mut timings)?;
             timings.decode += t.elapsed();
 
             if let Some(threshold) = opts.no_speech_threshold {
@@ -276,6 +336,10 @@ impl<B: Backend> Session<B> {
                 if raw.start == raw.end || text.trim().is_empty() {
                     continue;
                 }
+                if opts.guards.skip_silence && !span_holds_speech(samples, gate, raw.start, raw.end)
+                {
+                    continue;
+                }
                 all_tokens.extend_from_slice(&raw.tokens);
                 segments.push(Segment {
                     id: segments.len() + 1,
@@ -286,10 +350,12 @@ impl<B: Backend> Session<B> {
                     tokens: raw.tokens,
                     avg_logprob: result.avg_logprob,
                     no_speech_prob: result.no_speech_prob,
-                    temperature: 0.0,
+                    temperature,
                 });
             }
-            if !opts.condition_on_previous_text {
+            if !opts.condition_on_previous_text
+                || temperature > opts.fallback.prompt_reset_on_temperature
+            {
                 prompt_reset_since = all_tokens.len();
             }
         }
@@ -308,6 +374,19 @@ impl<B: Backend> Session<B> {
         prompt: &[u32],
         sot_index: usize,
         opts: &TranscribeOptions,
+        timings: &mut Timings,
+    ) -> Result<WindowResult, WhisperError> {
+        self.decode_window_at(prompt, sot_index, opts, None, timings)
+    }
+
+    /// [`Session::decode_window`], or with `sampling = Some((temperature, rng))` one random
+    /// sample at that temperature (beam size ignored, as CTranslate2 at T > 0).
+    fn decode_window_at(
+        &mut self,
+        prompt: &[u32],
+        sot_index: usize,
+        opts: &TranscribeOptions,
+        mut sampling: Option<(f64, &mut Rng)>,
         timings: &mut Timings,
     ) -> Result<WindowResult, WhisperError> {
         let model = Arc::clone(&self.model);
@@ -359,7 +438,7 @@ impl<B: Backend> Session<B> {
         }
 
         let max_sampled = (n_text_ctx / 2).min(n_text_ctx + 1 - prompt.len());
-        if opts.beam_size != 1 {
+        if opts.beam_size != 1 && sampling.is_none() {
             let (tokens, sum_logprob) =
                 self.beam_search(opts, &timestamps, max_sampled, timings)?;
             let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;
@@ -381,7 +460,16 @@ impl<B: Backend> Session<B> {
             if !opts.without_timestamps {
                 timestamps.apply(&mut self.logits, &self.sampled);
             }
-            let Some(pick) = GreedyPick::pick(&self.logits) else {
+            let pick = match sampling.as_mut() {
+                None => GreedyPick::pick(&self.logits),
+                Some((temperature, rng)) => {
+                    sample(&self.logits, *temperature, rng).map(|s| GreedyPick {
+                        token: s.token,
+                        logprob: s.logprob,
+                    })
+                }
+            };
+            let Some(pick) = pick else {
                 break;
             };
             sum_logprob += pick.logprob;
@@ -518,4 +606,86 @@ impl<B: Backend> Session<B> {
             None => (Vec::new(), f64::NEG_INFINITY),
         })
     }
+}
+
+/// Temperature fallback and the loop guard (faster-whisper `generate_with_fallback`; the rules
+/// are in `decode::fallback`).
+impl<B: Backend> Session<B> {
+    /// Decodes the current window at each of `opts.fallback.temperatures` until one passes
+    /// (best of `best_of` samples at T > 0); then, with `opts.guards.cut_loops`, cuts a
+    /// repetition loop. Returns the result and the temperature it is labelled with.
+    fn decode_with_fallback(
+        &mut self,
+        prompt: &[u32],
+        sot_index: usize,
+        opts: &TranscribeOptions,
+        rng: &mut Rng,
+        timings: &mut Timings,
+    ) -> Result<(WindowResult, f64), WhisperError> {
+        let model = Arc::clone(&self.model);
+        let fb = &opts.fallback;
+        let thresholds = crate::decode::fallback::Thresholds {
+            compression_ratio: fb.compression_ratio_threshold,
+            log_prob: opts.log_prob_threshold,
+            no_speech: opts.no_speech_threshold,
+        };
+        let score = |r: WindowResult| -> Result<Scored<WindowResult>, WhisperError> {
+            let text = model.tokenizer.decode_text(&r.tokens)?;
+            Ok(Scored {
+                avg_logprob: r.avg_logprob,
+                no_speech_prob: r.no_speech_prob,
+                compression_ratio: compression_ratio(text.trim()),
+                result: r,
+            })
+        };
+        let temperatures: &[f64] = if fb.temperatures.is_empty() {
+            &[0.0]
+        } else {
+            &fb.temperatures
+        };
+        let (mut chosen, temperature) = decode_with_fallback(temperatures, &thresholds, |t| {
+            if t <= 0.0 {
+                let r = self.decode_window_at(prompt, sot_index, opts, None, timings)?;
+                return score(r);
+            }
+            let mut samples = Vec::with_capacity(fb.best_of.max(1));
+            for _ in 0..fb.best_of.max(1) {
+                let r =
+                    self.decode_window_at(prompt, sot_index, opts, Some((t, &mut *rng)), timings)?;
+                samples.push(r);
+            }
+            let best = best_hypothesis(samples.iter().map(|r| (r.sum_logprob, r.tokens.len())))
+                .expect("at least one sample");
+            score(samples.swap_remove(best))
+        })?;
+        if opts.guards.cut_loops
+            && chosen.compression_ratio > fb.compression_ratio_threshold.unwrap_or(2.4)
+        {
+            let timestamp_begin = model.config.special.timestamp_begin;
+            if let Some(keep) = repetition_cut(&chosen.result.tokens, timestamp_begin) {
+                chosen.result.tokens.truncate(keep);
+            }
+        }
+        Ok((chosen.result, temperature))
+    }
+}
+
+/// Samples per 10 ms mel frame.
+const SAMPLES_PER_FRAME: usize = 160;
+
+/// Whether the window of `n_frames` from frame `seek` may hold speech: not digital silence, and
+/// inside a speech stretch when there is a gate.
+fn holds_speech(samples: &[f32], gate: Option<&SpeechGate>, seek: usize, n_frames: usize) -> bool {
+    let start = (seek * SAMPLES_PER_FRAME).min(samples.len());
+    let end = ((seek + n_frames) * SAMPLES_PER_FRAME).min(samples.len());
+    !is_digital_silence(&samples[start..end])
+        && gate.is_none_or(|g| g.window_has_speech(seek, n_frames))
+}
+
+/// Whether the segment `start..end` (seconds) may hold speech (as [`holds_speech`]).
+fn span_holds_speech(samples: &[f32], gate: Option<&SpeechGate>, start: f64, end: f64) -> bool {
+    let rate = crate::audio::resample::TARGET_RATE as f64;
+    let s = ((start.max(0.0) * rate) as usize).min(samples.len());
+    let e = ((end.max(start + 0.02) * rate).ceil() as usize).min(samples.len());
+    !is_digital_silence(&samples[s..e]) && gate.is_none_or(|g| g.segment_has_speech(start, end))
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use amanuensis_model::config::{Dims, ModelConfig};
+use amanuensis_model::decode::guards::SpeechGate;
 use amanuensis_model::error::WhisperError;
 use amanuensis_model::mel::MelFrontend;
 use amanuensis_model::mel_windows::MelWindows;
@@ -266,6 +267,22 @@ impl Session {
         Ok(match &mut self.inner {
             Inner::F32(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
             Inner::Int8(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
+        })
+    }
+
+    /// Transcribes whole 16 kHz samples with the guards that read them: the speech gate from
+    /// the VAD (`gate`) and the digital-silence guard, with hooks and a per-window callback.
+    pub fn transcribe_guarded(
+        &mut self,
+        samples: &[f32],
+        gate: Option<&SpeechGate>,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, Error> {
+        Ok(match &mut self.inner {
+            Inner::F32(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
+            Inner::Int8(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
         })
     }
 

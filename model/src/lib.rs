@@ -21,5 +21,6 @@ pub mod names;
 pub mod segment;
 pub mod session;
 pub mod tokenizer;
+pub mod vad;
 pub mod weights;
 pub mod whisper;

@@ -65,6 +65,8 @@ pub struct TranscribeArgs {
     /// (errors and warnings still go to stderr).
     #[arg(short, long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub decoding: super::decoding::DecodeArgs,
 }
 
 /// `--precision`, mapped to [`Precision`] (the library's types carry no clap derives).

@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use amanuensis::model::audio::AudioInput;
+use amanuensis::guarded::{self, VadMode};
+use amanuensis::model::audio::{AudioInput, AudioStream};
 use amanuensis::model::mel_windows::{MelWindows, StreamedLogMel};
+use amanuensis::model::session::WindowDone;
 use amanuensis::model::session::{TranscribeOptions, Transcript};
+use amanuensis::model::vad::Vad;
 use amanuensis::model_path::resolve_model;
 use amanuensis::output::{
     render_format, render_json, FileFormat, JsonMeta, OutputFormat, SegmentWriter,
@@ -104,6 +107,22 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         ));
     }
 
+    if let Err(message) = args.decoding.validate() {
+        return usage(&message);
+    }
+    let vad = match args.decoding.load_vad(threads) {
+        Ok((vad, remark)) => {
+            if let Some(remark) = remark.filter(|_| !args.quiet) {
+                note(&format!("amanuensis: {remark}"));
+            }
+            vad
+        }
+        Err(e) => {
+            note(&format!("amanuensis: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+
     // Language and task against the model, before any audio.
     let multilingual = engine.multilingual();
     let language = args
@@ -140,6 +159,7 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         let result = transcribe_one(
             &engine,
             &mut session,
+            vad.as_ref(),
             args,
             input,
             &name,
@@ -184,6 +204,7 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
 fn transcribe_one(
     engine: &Model,
     session: &mut Session,
+    vad: Option<&Vad>,
     args: &TranscribeArgs,
     input: &AudioInput,
     name: &str,
@@ -202,15 +223,38 @@ fn transcribe_one(
             format!("{name}: {text}")
         })
     };
-    let mut mel =
-        StreamedLogMel::open(input, engine.mel_frontend()).map_err(|e| input_error(&e))?;
-    for warning in mel.warnings() {
-        note(&format!("amanuensis: warning: {name}: {warning}"));
-    }
+    // The guards read the samples (digital silence, the VAD's speech stretches): with them on
+    // (the default) the input is decoded whole; with --no-guards it streams window by window.
+    let mode = args.decoding.vad_mode();
+    let samples = if args.decoding.whole_input() {
+        let mut stream = AudioStream::open(input).map_err(|e| input_error(&e))?;
+        let mut samples = Vec::new();
+        while stream.read(&mut samples).map_err(|e| input_error(&e))? {}
+        for warning in stream.warnings() {
+            note(&format!("amanuensis: warning: {name}: {warning}"));
+        }
+        Some(samples)
+    } else {
+        None
+    };
+    let mut in_memory;
+    let mut streamed;
+    let mel: &mut dyn MelWindows = match &samples {
+        Some(samples) => {
+            in_memory = engine.mel_frontend().compute(samples);
+            &mut in_memory
+        }
+        None => {
+            streamed =
+                StreamedLogMel::open(input, engine.mel_frontend()).map_err(|e| input_error(&e))?;
+            for warning in streamed.warnings() {
+                note(&format!("amanuensis: warning: {name}: {warning}"));
+            }
+            &mut streamed
+        }
+    };
     let (language, probability) = if language == "auto" {
-        let detected = session
-            .detect_language(&mut mel)
-            .map_err(|e| input_error(&e))?;
+        let detected = session.detect_language(mel).map_err(|e| input_error(&e))?;
         if !args.quiet {
             note(&format!(
                 "amanuensis: {name}: detected language {} (probability {:.2})",
@@ -221,14 +265,14 @@ fn transcribe_one(
     } else {
         (language.to_string(), None)
     };
-    let opts = TranscribeOptions {
+    let opts = args.decoding.apply(TranscribeOptions {
         language: language.clone(),
         without_timestamps: args.no_timestamps,
         initial_prompt: args.initial_prompt.clone(),
         beam_size: args.beam_size,
         translate: args.task == Task::Translate,
         ..Default::default()
-    };
+    });
 
     // Live output: the line formats go to stdout as segments are decided; with --output-dir
     // the console view goes to stdout unless --quiet.
@@ -249,9 +293,11 @@ fn transcribe_one(
     let progress = Progress::new(!args.quiet, name, mel.duration());
     let mut stdout_error: Option<StdoutError> = None;
     let mut hooks = amanuensis::Hooks::default();
-    let result = session.transcribe_windows(&mut mel, &opts, &mut hooks, &mut |done| {
+    // Under --vad the windows' segments are on the speech-only timeline: printed once mapped.
+    let live = mode != VadMode::Filter;
+    let mut on_window = |done: WindowDone<'_>| {
         progress.update(done.done, done.duration);
-        if let Some(w) = writer.as_mut() {
+        if let Some(w) = writer.as_mut().filter(|_| live) {
             for segment in done.segments {
                 if stdout_error.is_none() {
                     let line = w.segment(segment);
@@ -261,12 +307,41 @@ fn transcribe_one(
                 }
             }
         }
-    });
+    };
+    let result = match &samples {
+        Some(samples) => guarded::transcribe(
+            session,
+            vad,
+            mode,
+            samples,
+            &opts,
+            &mut hooks,
+            &mut on_window,
+        )
+        .map(|(t, vad_time)| {
+            if args.timings {
+                note(&format!(
+                    "{name}: vad {:.1} ms",
+                    vad_time.as_secs_f64() * 1e3
+                ));
+            }
+            t
+        }),
+        None => session.transcribe_windows(mel, &opts, &mut hooks, &mut on_window),
+    };
     progress.finish();
     if let Some(e) = stdout_error {
         return Err(Failure::Stdout(e));
     }
     let transcript = result.map_err(|e| input_error(&e))?;
+    if !live {
+        if let Some(w) = writer.as_mut() {
+            for segment in &transcript.segments {
+                let line = w.segment(segment);
+                out(&line)?;
+            }
+        }
+    }
     let meta = JsonMeta {
         file: name.to_string(),
         task: match args.task {

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod batch;
+pub mod decoding;
 pub mod outputs;
 pub mod progress;
 pub mod stdio;

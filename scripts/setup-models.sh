@@ -2,7 +2,8 @@
 # Fetch Whisper checkpoints (CTranslate2 packages on PyPI) and convert them to Amanuensis model
 # files.
 #
-#   scripts/setup-models.sh [MODEL...]      MODEL: tiny.en (default), base, tiny.en.int8, base.int8
+#   scripts/setup-models.sh [MODEL...]      MODEL: tiny.en (default), base, tiny.en.int8, base.int8,
+#                                           silero-vad (the VAD model of --vad and the default guards)
 #
 # Cache: ${AMANUENSIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/amanuensis}
 #   ct2/NAME/{model.bin,config.json,tokenizer.json,vocabulary.txt}   the CTranslate2 files
@@ -105,7 +106,37 @@ convert() {
     mv "$out.tmp" "$out"
 }
 
+# setup_silero_vad OUT: faster-whisper 1.2.1's bundled Silero VAD v6 ONNX file (from its PyPI
+# wheel, sha256-checked) converted to OUT.
+setup_silero_vad() {
+    local out="$1" tmp
+    tmp="$(mktemp -d)"
+    log "downloading faster-whisper==1.2.1 (for assets/silero_vad_v6.onnx) from PyPI"
+    "$python" -m pip download --quiet --no-deps -d "$tmp/wheels" faster-whisper==1.2.1 >&2
+    "$python" -m zipfile -e "$tmp"/wheels/faster_whisper-1.2.1-*.whl "$tmp/x"
+    local onnx="$tmp/x/faster_whisper/assets/silero_vad_v6.onnx"
+    if ! echo "4cbf549b8326f60f80f2536d9eefeb450a9abe83365a098031c89719f1be17d2  $onnx" | sha256sum --check --quiet >&2; then
+        log "checksum mismatch for silero_vad_v6.onnx: refusing it (left in $tmp)"
+        return 1
+    fi
+    mkdir -p "$(dirname "$out")"
+    rm -f "$out.tmp"
+    if [ -n "${WEIGHTS_TOOLS:-}" ]; then
+        "$WEIGHTS_TOOLS" convert --from silero-onnx "$onnx" -o "$out.tmp"
+    else
+        (cd "$repo" && cargo run --release -q -p weights-tools -- convert --from silero-onnx "$onnx" -o "$out.tmp")
+    fi
+    mv "$out.tmp" "$out"
+    rm -rf "$tmp"
+}
+
 for name in "$@"; do
+    if [ "$name" = silero-vad ]; then
+        out="$cache/models/silero-vad.safetensors"
+        [ -f "$out" ] || setup_silero_vad "$out"
+        echo "$out"
+        continue
+    fi
     # NAME.int8: the same checkpoint with INT8 weight matrices (--quant int8).
     base="${name%.int8}"
     quant=()

@@ -7,7 +7,7 @@ cd "$repo"
 
 echo "== models (tiny.en, base, their INT8 files; cached)" >&2
 cargo build -q -p weights-tools
-WEIGHTS_TOOLS="$repo/target/debug/weights-tools" scripts/setup-models.sh tiny.en base tiny.en.int8 base.int8 >/dev/null
+WEIGHTS_TOOLS="$repo/target/debug/weights-tools" scripts/setup-models.sh tiny.en base tiny.en.int8 base.int8 silero-vad >/dev/null
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check

@@ -5,8 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use amanuensis_model::config::{Dims, ModelConfig};
+use amanuensis_model::decode::guards::SpeechGate;
 use amanuensis_model::error::WhisperError;
-use amanuensis_model::session::{self as model_session, Hooks, TranscribeOptions, Transcript};
+use amanuensis_model::mel::MelFrontend;
+use amanuensis_model::mel_windows::MelWindows;
+use amanuensis_model::session::{
+    self as model_session, DetectedLanguage, Hooks, TranscribeOptions, Transcript, WindowDone,
+};
 use amanuensis_model::weights::{Quantization, WeightsFile};
 use amanuensis_model::whisper::{Submissions, Whisper};
 use amanuensis_runtime::cpu_backend::CpuBackend;
@@ -173,6 +178,28 @@ impl Model {
         }
     }
 
+    /// The model's log-mel frontend.
+    pub fn mel_frontend(&self) -> &MelFrontend {
+        match &self.loaded {
+            Loaded::F32(m) => &m.mel,
+            Loaded::Int8(m) => &m.mel,
+        }
+    }
+
+    /// Whether the model is multilingual (else English-only).
+    pub fn multilingual(&self) -> bool {
+        self.config().multilingual
+    }
+
+    /// The model's language codes.
+    pub fn languages(&self) -> Vec<String> {
+        self.config()
+            .languages
+            .iter()
+            .map(|(code, _)| code.clone())
+            .collect()
+    }
+
     /// The model's dimensions.
     pub fn dims(&self) -> Dims {
         self.config().dims
@@ -225,6 +252,45 @@ impl Session {
         Ok(match &mut self.inner {
             Inner::F32(s) => s.transcribe_with(samples, opts, hooks)?,
             Inner::Int8(s) => s.transcribe_with(samples, opts, hooks)?,
+        })
+    }
+
+    /// Transcribes streamed (or in-memory) log-mel windows, calling `on_window` after each
+    /// window with the segments it decided.
+    pub fn transcribe_windows(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, Error> {
+        Ok(match &mut self.inner {
+            Inner::F32(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
+            Inner::Int8(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
+        })
+    }
+
+    /// Transcribes whole 16 kHz samples with the guards that read them: the speech gate from
+    /// the VAD (`gate`) and the digital-silence guard, with hooks and a per-window callback.
+    pub fn transcribe_guarded(
+        &mut self,
+        samples: &[f32],
+        gate: Option<&SpeechGate>,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, Error> {
+        Ok(match &mut self.inner {
+            Inner::F32(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
+            Inner::Int8(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
+        })
+    }
+
+    /// Identifies the language from the first window (multilingual models).
+    pub fn detect_language(&mut self, mel: &mut dyn MelWindows) -> Result<DetectedLanguage, Error> {
+        Ok(match &mut self.inner {
+            Inner::F32(s) => s.detect_language(mel)?,
+            Inner::Int8(s) => s.detect_language(mel)?,
         })
     }
 

@@ -20,6 +20,7 @@
 
 pub mod bench;
 pub mod engine;
+pub mod guarded;
 pub mod model_path;
 pub mod output;
 

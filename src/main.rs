@@ -1,15 +1,14 @@
 //! The `amanuensis` command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
 use amanuensis::model_path::resolve_model;
-use amanuensis::output::{render, OutputFormat};
-use amanuensis::{Device, LoadOptions, Model, Precision, TranscribeOptions};
+use cli::args::PrecisionArg;
 
+mod cli;
 mod npu_cmd;
 
 #[derive(Parser)]
@@ -25,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Transcribe WAV files (any rate, any channel count; resampled to 16 kHz mono).
-    Transcribe(TranscribeArgs),
+    /// Transcribe audio files or standard input (WAV, FLAC, MP3, Ogg Vorbis, M4A/AAC; any rate
+    /// and channel count). Exit 0: all inputs done; 1: some failed; 2: usage error.
+    Transcribe(cli::args::TranscribeArgs),
     /// Time each stage on real audio: load, mel, encoder, decoder, realtime factor, peak RSS.
     Bench(BenchArgs),
     /// List NPU devices and their properties, or say exactly why there is none
@@ -37,85 +37,6 @@ enum Command {
     ProfileDispatch(npu_cmd::ProfileDispatchArgs),
     /// Convert a published checkpoint to an Amanuensis model file (same as `weights-tools convert`).
     Convert(ConvertArgs),
-}
-
-#[derive(clap::Args)]
-struct TranscribeArgs {
-    /// Audio files (WAV).
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    /// Model file, or a model name in the cache (tiny.en, base). Default: $AMANUENSIS_MODEL, else tiny.en.
-    #[arg(short, long)]
-    model: Option<String>,
-    /// Threads (default: available cores).
-    #[arg(short, long)]
-    threads: Option<usize>,
-    /// Decode without timestamp tokens (one segment per 30 s window).
-    #[arg(long)]
-    no_timestamps: bool,
-    /// What to print.
-    #[arg(long, value_enum, default_value = "console")]
-    output_format: OutputFormat,
-    /// Write FILE_STEM.<ext> into this folder instead of printing.
-    #[arg(long)]
-    output_dir: Option<PathBuf>,
-    /// Language of the speech (multilingual models only).
-    #[arg(short, long, default_value = "en")]
-    language: String,
-    /// Text that seeds the previous-text prompt of the first window.
-    #[arg(long)]
-    initial_prompt: Option<String>,
-    /// Print load and stage timings on stderr.
-    #[arg(long)]
-    timings: bool,
-    /// Beams: 1 = greedy; 5 = faster-whisper's default beam search (patience 1, length
-    /// penalty 1).
-    #[arg(short, long, default_value_t = 1)]
-    beam_size: usize,
-    /// Arithmetic: auto = INT8 for an INT8 model file, else f32 (the reference).
-    #[arg(long, value_enum, default_value = "auto")]
-    precision: PrecisionArg,
-    /// Where the network runs: auto (= cpu today), cpu, npu, emu (npu/emu: not yet).
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceArg,
-}
-
-/// `--precision`, mapped to [`Precision`].
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum PrecisionArg {
-    Auto,
-    F32,
-    Int8,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Self {
-        match p {
-            PrecisionArg::Auto => Precision::Auto,
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::Int8 => Precision::Int8,
-        }
-    }
-}
-
-/// `--device`, mapped to [`Device`].
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum DeviceArg {
-    Auto,
-    Cpu,
-    Npu,
-    Emu,
-}
-
-impl From<DeviceArg> for Device {
-    fn from(d: DeviceArg) -> Self {
-        match d {
-            DeviceArg::Auto => Device::Auto,
-            DeviceArg::Cpu => Device::Cpu,
-            DeviceArg::Npu => Device::Npu,
-            DeviceArg::Emu => Device::Emu,
-        }
-    }
 }
 
 #[derive(clap::Args)]
@@ -157,94 +78,20 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices(args) => return npu_cmd::devices(&args),
         Command::ProfileDispatch(args) => return npu_cmd::profile_dispatch(&args),
-        Command::Transcribe(args) => transcribe(&args),
+        Command::Transcribe(args) => return cli::batch::run(&args),
         Command::Bench(args) => bench(&args),
         Command::Convert(args) => convert(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("amanuensis: {e}");
+            cli::stdio::note(&format!("amanuensis: {e}"));
             ExitCode::FAILURE
         }
     }
 }
 
 type CliResult = Result<(), Box<dyn std::error::Error>>;
-
-fn transcribe(args: &TranscribeArgs) -> CliResult {
-    let path = resolve_model(args.model.as_deref())?;
-    let threads = default_threads(args.threads);
-    let t = Instant::now();
-    let model = Model::load(
-        &path,
-        &LoadOptions {
-            device: args.device.into(),
-            precision: args.precision.into(),
-            threads: Some(threads),
-        },
-    )?;
-    let mut session = model.session()?;
-    let load_ms = t.elapsed().as_secs_f64() * 1e3;
-    if args.timings {
-        eprintln!(
-            "load time = {load_ms:.1} ms ({}, {threads} threads, {})",
-            path.display(),
-            model.backend_name()
-        );
-    }
-    let opts = TranscribeOptions {
-        language: args.language.clone(),
-        without_timestamps: args.no_timestamps,
-        initial_prompt: args.initial_prompt.clone(),
-        beam_size: args.beam_size,
-        ..Default::default()
-    };
-    let many = args.files.len() > 1 && args.output_dir.is_none();
-    for file in &args.files {
-        let t = Instant::now();
-        let audio = amanuensis::load_audio(file)?;
-        let transcript = session.transcribe(&audio, &opts)?;
-        let total = t.elapsed().as_secs_f64();
-        let text = render(
-            &transcript,
-            args.output_format,
-            &file.display().to_string(),
-            !args.no_timestamps,
-        );
-        match &args.output_dir {
-            Some(dir) => {
-                let out = output_file(dir, file, args.output_format.extension());
-                std::fs::write(&out, text)
-                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-                eprintln!("wrote {}", out.display());
-            }
-            None => {
-                if many {
-                    println!("==> {} <==", file.display());
-                }
-                print!("{text}");
-            }
-        }
-        if args.timings {
-            let tm = &transcript.timings;
-            eprintln!(
-                "{}: {:.2} s audio in {:.3} s ({:.1}x realtime) | mel {:.1} ms | encode {}x {:.1} ms | decode {} passes {:.1} ms ({:.2} ms/pass)",
-                file.display(),
-                transcript.duration,
-                total,
-                transcript.duration / total,
-                tm.mel.as_secs_f64() * 1e3,
-                tm.windows,
-                tm.encode.as_secs_f64() * 1e3 / tm.windows.max(1) as f64,
-                tm.decoder_passes,
-                tm.decode.as_secs_f64() * 1e3,
-                tm.decode.as_secs_f64() * 1e3 / tm.decoder_passes.max(1) as f64,
-            );
-        }
-    }
-    Ok(())
-}
 
 fn default_threads(threads: Option<usize>) -> usize {
     threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -267,13 +114,6 @@ fn bench(args: &BenchArgs) -> CliResult {
     );
     print!("{report}");
     Ok(())
-}
-
-fn output_file(dir: &Path, input: &Path, ext: &str) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map_or_else(|| "transcript".into(), |s| s.to_os_string());
-    dir.join(stem).with_extension(ext)
 }
 
 fn convert(args: &ConvertArgs) -> CliResult {

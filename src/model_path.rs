@@ -12,12 +12,11 @@ pub const MODEL_ENV: &str = "AMANUENSIS_MODEL";
 /// The environment variable overriding the cache folder.
 pub const CACHE_ENV: &str = "AMANUENSIS_CACHE";
 
+/// The model names `scripts/setup-models.sh` can fetch and convert.
+pub const FETCHABLE: &[&str] = &["tiny.en", "base", "tiny.en.int8", "base.int8"];
+
 /// No model file where one was looked for.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "no model file at {path} ({origin}).\n  To fetch and convert it: scripts/setup-models.sh {name}\n  \
-     Or pass a converted file with -m PATH (see `amanuensis convert`)."
-)]
+#[derive(Debug)]
 pub struct ModelNotFound {
     /// Where the file was looked for.
     pub path: PathBuf,
@@ -25,6 +24,63 @@ pub struct ModelNotFound {
     pub origin: &'static str,
     /// The model's name, for the setup command.
     pub name: String,
+}
+
+impl std::error::Error for ModelNotFound {}
+
+impl std::fmt::Display for ModelNotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "no model file at {} ({}).",
+            self.path.display(),
+            self.origin
+        )?;
+        if FETCHABLE.contains(&self.name.as_str()) {
+            write!(
+                f,
+                "\n  To fetch and convert it: scripts/setup-models.sh {}",
+                self.name
+            )?;
+        } else {
+            write!(f, "\n  {:?} is not a model name we know.", self.name)?;
+        }
+        let cached = cached_models();
+        write!(
+            f,
+            "\n  Cached models ({}): {}",
+            cache_dir().join("models").display(),
+            if cached.is_empty() {
+                "none".to_string()
+            } else {
+                cached.join(", ")
+            }
+        )?;
+        write!(
+            f,
+            "\n  scripts/setup-models.sh can fetch: {}\n  \
+             Or pass a converted file with -m PATH (see `amanuensis convert`).",
+            FETCHABLE.join(", ")
+        )
+    }
+}
+
+/// The names of the converted models in the cache, sorted.
+pub fn cached_models() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cache_dir().join("models"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            // Whisper models only (the VAD file lives in the same folder).
+            name.strip_suffix(".safetensors")
+                .filter(|n| !n.contains("vad"))
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
 }
 
 /// `${AMANUENSIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/amanuensis}`.
@@ -88,8 +144,10 @@ mod tests {
         assert!(msg.contains("scripts/setup-models.sh"), "{msg}");
         let err = resolve_model(Some("no-such-model-name")).unwrap_err();
         assert!(err.path.ends_with("models/no-such-model-name.safetensors"));
-        assert!(err
-            .to_string()
-            .contains("setup-models.sh no-such-model-name"));
+        let msg = err.to_string();
+        assert!(!msg.contains("setup-models.sh no-such-model-name"), "{msg}");
+        assert!(msg.contains("not a model name we know"), "{msg}");
+        assert!(msg.contains("can fetch: tiny.en, base"), "{msg}");
+        assert!(msg.contains("Cached models"), "{msg}");
     }
 }

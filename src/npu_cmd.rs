@@ -217,7 +217,7 @@ pub fn profile_dispatch(args: &ProfileDispatchArgs) -> ExitCode {
             (device, xclbin, insts)
         }
     };
-    match dispatch_bench::run(&device, &xclbin, &insts, args.bytes, args.n) {
+    match dispatch_bench::run(&device, &xclbin, &insts, args.bytes, args.n, 1) {
         Ok(report) => {
             print_report(&report);
             ExitCode::SUCCESS

@@ -20,6 +20,8 @@ pub enum WhisperError {
     BadModel { path: String, reason: String },
     #[error("unknown language code {0:?} (this model's languages are listed in its metadata)")]
     UnknownLanguage(String),
+    #[error("{0} needs a multilingual model; this one is English-only (.en)")]
+    EnglishOnly(String),
     #[error("a decoder prompt of {len} tokens with SOT at {sot_index} (at most {max} tokens, SOT inside)")]
     BadPrompt {
         len: usize,

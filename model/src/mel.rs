@@ -36,9 +36,9 @@ pub const N_FREQ_BINS: usize = N_FFT / 2 + 1;
 /// Frames in one encoder window (30 s).
 pub const WINDOW_FRAMES: usize = 3000;
 /// Zero samples appended before the STFT (faster-whisper `padding=160`).
-const TAIL_PADDING: usize = 160;
+pub(crate) const TAIL_PADDING: usize = 160;
 /// Reflect padding each side (`center=True`): half the FFT length.
-const CENTER_PADDING: usize = N_FFT / 2;
+pub(crate) const CENTER_PADDING: usize = N_FFT / 2;
 
 /// Wrong shapes given to the frontend.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -80,6 +80,14 @@ pub enum MelError {
         content_frames: usize,
         /// `data.len()`.
         len: usize,
+    },
+    /// A streamed spectrogram was asked for a window before one it already passed.
+    #[error("window at frame {seek} requested after frame {first}: streamed windows go forward")]
+    SeekBackwards {
+        /// The requested start.
+        seek: usize,
+        /// The first frame still held.
+        first: usize,
     },
     /// The window buffer is not `[n_mels, 3000]`.
     #[error(
@@ -143,6 +151,7 @@ impl LogMel {
 }
 
 /// The log-mel frontend: filterbank, window and FFT plan, made once and reused for every file.
+#[derive(Clone)]
 pub struct MelFrontend {
     n_mels: usize,
     /// `[n_mels, 201]` row-major.
@@ -214,26 +223,19 @@ impl MelFrontend {
         let mut data = vec![0f32; self.n_mels * n_frames];
         let mut scratch = FrameScratch::new(self.fft.as_ref());
         let mut frame = [0f32; N_FFT];
+        let mut column = vec![0f32; self.n_mels];
         let mut max = f32::NEG_INFINITY;
         for t in 0..n_frames {
             read_frame(samples, t, &mut frame);
-            scratch.power_spectrum(self.fft.as_ref(), &frame, &self.hann);
-            for (mel, band) in self.bands.iter().enumerate() {
-                let weights = &self.filters[mel * N_FREQ_BINS..][band.clone()];
-                let power = &scratch.power[band.clone()];
-                let energy: f64 = weights
-                    .iter()
-                    .zip(power)
-                    .map(|(&w, &p)| w as f64 * p as f64)
-                    .sum();
-                let log = log10_f32((energy as f32).max(1e-10));
+            self.log_mel_frame(&frame, &mut scratch, &mut column);
+            for (mel, &log) in column.iter().enumerate() {
                 max = max.max(log);
                 data[mel * n_frames + t] = log;
             }
         }
         let floor = max - 8.0;
         for v in &mut data {
-            *v = (v.max(floor) + 4.0) / 4.0;
+            *v = normalise(*v, floor);
         }
         LogMel {
             n_mels: self.n_mels,
@@ -242,10 +244,44 @@ impl MelFrontend {
             data,
         }
     }
+
+    /// One frame's `log10(max(mel, 1e-10))` for every mel bin (before the clamp), from the 400
+    /// samples of STFT frame `frame`. The one definition [`MelFrontend::compute`] and the
+    /// streaming frontend ([`crate::mel_stream`]) share, so both give the same bits.
+    pub(crate) fn log_mel_frame(
+        &self,
+        frame: &[f32; N_FFT],
+        scratch: &mut FrameScratch,
+        out: &mut [f32],
+    ) {
+        scratch.power_spectrum(self.fft.as_ref(), frame, &self.hann);
+        for ((mel, band), o) in self.bands.iter().enumerate().zip(out.iter_mut()) {
+            let weights = &self.filters[mel * N_FREQ_BINS..][band.clone()];
+            let power = &scratch.power[band.clone()];
+            let energy: f64 = weights
+                .iter()
+                .zip(power)
+                .map(|(&w, &p)| w as f64 * p as f64)
+                .sum();
+            *o = log10_f32((energy as f32).max(1e-10));
+        }
+    }
+
+    /// Scratch buffers for [`MelFrontend::log_mel_frame`].
+    pub(crate) fn scratch(&self) -> FrameScratch {
+        FrameScratch::new(self.fft.as_ref())
+    }
+}
+
+/// The clamp and normalisation of one log value: `(max(x, floor) + 4) / 4` in f32, with
+/// `floor` = the file's max − 8.
+#[inline]
+pub(crate) fn normalise(x: f32, floor: f32) -> f32 {
+    (x.max(floor) + 4.0) / 4.0
 }
 
 /// Buffers for one frame's FFT, reused across frames.
-struct FrameScratch {
+pub(crate) struct FrameScratch {
     input: Vec<f64>,
     spectrum: Vec<Complex<f64>>,
     fft_scratch: Vec<Complex<f64>>,
@@ -281,7 +317,7 @@ impl FrameScratch {
 
 /// Copies STFT frame `t` (400 samples from padded position `t · 160`) of the padded signal:
 /// `samples`, then 160 zeros, reflect-padded by 200 each side.
-fn read_frame(samples: &[f32], t: usize, frame: &mut [f32; N_FFT]) {
+pub(crate) fn read_frame(samples: &[f32], t: usize, frame: &mut [f32; N_FFT]) {
     let start = t * HOP_LENGTH;
     if start >= CENTER_PADDING && start - CENTER_PADDING + N_FFT <= samples.len() {
         frame.copy_from_slice(&samples[start - CENTER_PADDING..][..N_FFT]);
@@ -297,7 +333,7 @@ fn read_frame(samples: &[f32], t: usize, frame: &mut [f32; N_FFT]) {
 /// numpy `np.pad(mode="reflect")` index: position `i` (may be outside `0..len`) of a signal of
 /// `len >= 1` samples, reflected about the end samples without repeating them (period
 /// `2 · (len − 1)`), as numpy does when the pad exceeds the signal.
-fn reflect_index(i: i64, len: usize) -> usize {
+pub(crate) fn reflect_index(i: i64, len: usize) -> usize {
     if len == 1 {
         return 0;
     }

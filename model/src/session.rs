@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 
 use amanuensis_runtime::backend::Backend;
 
+use crate::decode::fallback::{best_hypothesis, decode_with_fallback, FallbackOptions, Scored};
+use crate::decode::guards::{is_digital_silence, repetition_cut, SpeechGate};
 use crate::decode::BeamSearch;
+use crate::decode::{compression_ratio, sample, Rng};
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::MAX_SLOTS;
 use crate::error::WhisperError;
+use crate::mel_windows::MelWindows;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
 use amanuensis_runtime::resident::zeroed;
@@ -46,6 +50,45 @@ pub struct TranscribeOptions {
     /// the decoded tokens ([`WindowResult::alignment`]; one extra batched decoder pass per
     /// window). Off by default: no cost.
     pub alignment_weights: bool,
+    /// Translate to English (`<|translate|>` in the SOT sequence; multilingual models only).
+    pub translate: bool,
+    /// Temperature fallback (faster-whisper's defaults; [`FallbackOptions::off`] = temperature
+    /// 0 only, the golden tests' setting).
+    pub fallback: FallbackOptions,
+    /// Hallucination guards (on by default; they never touch a window that holds speech).
+    pub guards: GuardOptions,
+}
+
+/// Hallucination guards of the long-form loop (`decode::guards`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardOptions {
+    /// Skip windows (and drop segments) whose audio is digital silence, and, given a
+    /// [`SpeechGate`], those with no speech in them.
+    pub skip_silence: bool,
+    /// Cut a window whose text ends in one phrase repeated [`MIN_REPEATS`] times or more and
+    /// whose compression ratio is above the threshold (2.4 when the fallback's is off).
+    ///
+    /// [`MIN_REPEATS`]: crate::decode::guards::MIN_REPEATS
+    pub cut_loops: bool,
+}
+
+impl Default for GuardOptions {
+    fn default() -> Self {
+        Self {
+            skip_silence: true,
+            cut_loops: true,
+        }
+    }
+}
+
+impl GuardOptions {
+    /// No guards: faster-whisper's behaviour.
+    pub fn off() -> Self {
+        Self {
+            skip_silence: false,
+            cut_loops: false,
+        }
+    }
 }
 
 impl Default for TranscribeOptions {
@@ -61,8 +104,34 @@ impl Default for TranscribeOptions {
             suppress_blank: true,
             beam_size: 1,
             alignment_weights: false,
+            translate: false,
+            fallback: FallbackOptions::default(),
+            guards: GuardOptions::default(),
         }
     }
+}
+
+/// What [`Session::transcribe_windows`] reports after each window: the segments it decided and
+/// how far the audio is done.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowDone<'a> {
+    /// The window's new segments (possibly none).
+    pub segments: &'a [Segment],
+    /// Seconds of audio done (the next window's start, at most the duration).
+    pub done: f64,
+    /// Seconds of audio in the input.
+    pub duration: f64,
+}
+
+/// A language identified from the first window (openai/whisper `detect_language`).
+#[derive(Debug, Clone)]
+pub struct DetectedLanguage {
+    /// The most probable language code.
+    pub code: String,
+    /// Its probability (softmax over the language tokens' logits after `<|startoftranscript|>`).
+    pub probability: f64,
+    /// Every language with its probability, most probable first.
+    pub all: Vec<(String, f64)>,
 }
 
 /// Where the time went.
@@ -264,7 +333,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
             .forward(&m.encoder_backend, &mut self.encoder_ws, mel_window)
     }
 
-    /// Transcribes 16 kHz mono samples.
+    /// Transcribes 16 kHz mono samples (the whole-file log-mel in memory).
     pub fn transcribe(
         &mut self,
         samples: &[f32],
@@ -280,30 +349,166 @@ impl<E: Backend, D: Backend> Session<E, D> {
         opts: &TranscribeOptions,
         hooks: &mut Hooks,
     ) -> Result<Transcript, WhisperError> {
+        let t = Instant::now();
+        let mut mel = self.model.mel.compute(samples);
+        let mel_time = t.elapsed();
+        // The sample count gives the duration exactly; the frame count only to within a hop.
+        let duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
         self.abort = hooks.abort.clone();
-        let result = self.transcribe_inner(samples, opts, hooks);
+        let audio = Audio {
+            samples: Some(samples),
+            gate: None,
+        };
+        let result = self.transcribe_inner(&mut mel, duration, audio, opts, hooks, &mut |_| {});
+        self.abort = None;
+        let mut transcript = result?;
+        transcript.timings.mel += mel_time;
+        Ok(transcript)
+    }
+
+    /// Identifies the language from the first window, as openai/whisper's `detect_language`:
+    /// the decoder's logits after `[<|startoftranscript|>]`, softmax over the language tokens.
+    pub fn detect_language(
+        &mut self,
+        mel: &mut dyn MelWindows,
+    ) -> Result<DetectedLanguage, WhisperError> {
+        let model = Arc::clone(&self.model);
+        let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
+        mel.language_window(&mut self.mel_window)?;
+        model.encoder.forward(
+            &model.encoder_backend,
+            &mut self.encoder_ws,
+            &self.mel_window,
+        )?;
+        let encoder_out = model
+            .encoder
+            .output(&model.encoder_backend, &self.encoder_ws)?;
+        decoder.set_audio(backend, &mut self.decoder_ws, encoder_out)?;
+        self.kv_len = 0;
+        decoder.forward(
+            backend,
+            &mut self.decoder_ws,
+            &[model.config.special.sot],
+            0,
+            false,
+        )?;
+        self.kv_len = 1;
+        self.logits
+            .copy_from_slice(decoder.logits(backend, &mut self.decoder_ws, 0, 1)?);
+        let languages = &model.config.languages;
+        let logit = |id: u32| {
+            self.logits
+                .get(id as usize)
+                .copied()
+                .unwrap_or(f32::NEG_INFINITY)
+        };
+        let max = languages
+            .iter()
+            .map(|(_, id)| logit(*id))
+            .fold(f32::NEG_INFINITY, f32::max);
+        let sum: f64 = languages
+            .iter()
+            .map(|(_, id)| ((logit(*id) - max) as f64).exp())
+            .sum();
+        let mut all: Vec<(String, f64)> = languages
+            .iter()
+            .map(|(code, id)| (code.clone(), ((logit(*id) - max) as f64).exp() / sum))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let (code, probability) = all.first().cloned().ok_or_else(|| {
+            WhisperError::UnknownLanguage("(this model lists no languages)".into())
+        })?;
+        Ok(DetectedLanguage {
+            code,
+            probability,
+            all,
+        })
+    }
+
+    /// Transcribes the windows of `mel` (in memory or streamed), calling `on_window` after each
+    /// window with the segments it decided.
+    pub fn transcribe_windows(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        opts: &TranscribeOptions,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, WhisperError> {
+        self.transcribe_windows_with(mel, opts, &mut Hooks::default(), on_window)
+    }
+
+    /// [`Session::transcribe_windows`] with [`Hooks`] (segments, progress, abort).
+    pub fn transcribe_windows_with(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, WhisperError> {
+        self.abort = hooks.abort.clone();
+        let duration = mel.duration();
+        let audio = Audio {
+            samples: None,
+            gate: None,
+        };
+        let result = self.transcribe_inner(mel, duration, audio, opts, hooks, on_window);
         self.abort = None;
         result
     }
 
-    fn transcribe_inner(
+    /// [`Session::transcribe`] with the file's speech stretches (from the VAD): with
+    /// `opts.guards.skip_silence`, windows without speech are not decoded and segments wholly
+    /// outside speech are dropped.
+    pub fn transcribe_gated(
         &mut self,
         samples: &[f32],
         opts: &TranscribeOptions,
+        gate: Option<&SpeechGate>,
+    ) -> Result<Transcript, WhisperError> {
+        self.transcribe_guarded(samples, gate, opts, &mut Hooks::default(), &mut |_| {})
+    }
+
+    /// The whole-samples path with everything: the speech gate (and the digital-silence guard,
+    /// which reads the samples), hooks and a per-window callback.
+    pub fn transcribe_guarded(
+        &mut self,
+        samples: &[f32],
+        gate: Option<&SpeechGate>,
+        opts: &TranscribeOptions,
         hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, WhisperError> {
+        let t = Instant::now();
+        let mut mel = self.model.mel.compute(samples);
+        let mel_time = t.elapsed();
+        let duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
+        self.abort = hooks.abort.clone();
+        let audio = Audio {
+            samples: Some(samples),
+            gate,
+        };
+        let result = self.transcribe_inner(&mut mel, duration, audio, opts, hooks, on_window);
+        self.abort = None;
+        let mut transcript = result?;
+        transcript.timings.mel += mel_time;
+        Ok(transcript)
+    }
+
+    fn transcribe_inner(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        duration: f64,
+        audio: Audio<'_>,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
     ) -> Result<Transcript, WhisperError> {
         let model = Arc::clone(&self.model);
-        let total = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
         let special = model.config.special;
         let n_text_ctx = model.config.dims.n_text_ctx;
         let mut timings = Timings::default();
+        let content_frames = mel.content_frames();
 
-        let t = Instant::now();
-        let mel = model.mel.compute(samples);
-        timings.mel = t.elapsed();
-        let content_frames = mel.content_frames;
-
-        let sot_sequence = model.sot_sequence(&opts.language)?;
+        let sot_sequence = model.sot_sequence_for(&opts.language, opts.translate)?;
         let mut all_tokens: Vec<u32> = Vec::new();
         if let Some(p) = &opts.initial_prompt {
             all_tokens.extend(model.tokenizer.encode(&format!(" {}", p.trim()))?);
@@ -312,6 +517,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
         let mut segments = Vec::new();
         let mut prompt: Vec<u32> = Vec::with_capacity(n_text_ctx);
         let mut seek = 0usize;
+        let mut rng = Rng::new(opts.fallback.seed);
         while seek < content_frames {
             if self.aborted() {
                 return Err(WhisperError::Aborted);
@@ -319,16 +525,27 @@ impl<E: Backend, D: Backend> Session<E, D> {
             if seek > 0 {
                 if let Some(f) = hooks.on_progress.as_mut() {
                     f(Progress {
-                        done: (seek as f64 * TIME_PER_FRAME).min(total),
-                        total,
+                        done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                        total: duration,
                     });
                 }
             }
             let time_offset = seek as f64 * TIME_PER_FRAME;
             let segment_size = model.encoder.n_frames().min(content_frames - seek);
+            if opts.guards.skip_silence && !audio.holds_speech(seek, segment_size) {
+                seek += segment_size;
+                on_window(WindowDone {
+                    segments: &[],
+                    done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                    duration,
+                });
+                continue;
+            }
 
             let t = Instant::now();
             mel.window(seek, &mut self.mel_window)?;
+            timings.mel += t.elapsed();
+            let t = Instant::now();
             model.encoder.forward(
                 &model.encoder_backend,
                 &mut self.encoder_ws,
@@ -352,7 +569,8 @@ impl<E: Backend, D: Backend> Session<E, D> {
             }
 
             let t = Instant::now();
-            let result = self.decode_window(&prompt, sot_index, opts, &mut timings)?;
+            let (result, temperature) =
+                self.decode_with_fallback(&prompt, sot_index, opts, &mut rng, &mut timings)?;
             timings.decode += t.elapsed();
 
             if let Some(threshold) = opts.no_speech_threshold {
@@ -365,6 +583,11 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 }
                 if skip {
                     seek += segment_size;
+                    on_window(WindowDone {
+                        segments: &[],
+                        done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                        duration,
+                    });
                     continue;
                 }
             }
@@ -376,10 +599,14 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 segment_size,
             );
             let window_seek = seek;
+            let first_new = segments.len();
             seek += split.seek_delta;
             for raw in split.segments {
                 let text = model.tokenizer.decode_text(&raw.tokens)?;
                 if raw.start == raw.end || text.trim().is_empty() {
+                    continue;
+                }
+                if opts.guards.skip_silence && !audio.span_holds_speech(raw.start, raw.end) {
                     continue;
                 }
                 all_tokens.extend_from_slice(&raw.tokens);
@@ -392,23 +619,33 @@ impl<E: Backend, D: Backend> Session<E, D> {
                     tokens: raw.tokens,
                     avg_logprob: result.avg_logprob,
                     no_speech_prob: result.no_speech_prob,
-                    temperature: 0.0,
+                    temperature,
                 };
                 if let Some(f) = hooks.on_segment.as_mut() {
                     f(&segment);
                 }
                 segments.push(segment);
             }
-            if !opts.condition_on_previous_text {
+            if !opts.condition_on_previous_text
+                || temperature > opts.fallback.prompt_reset_on_temperature
+            {
                 prompt_reset_since = all_tokens.len();
             }
+            on_window(WindowDone {
+                segments: &segments[first_new..],
+                done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                duration,
+            });
         }
         if let Some(f) = hooks.on_progress.as_mut() {
-            f(Progress { done: total, total });
+            f(Progress {
+                done: duration,
+                total: duration,
+            });
         }
         Ok(Transcript {
             segments,
-            duration: total,
+            duration,
             timings,
         })
     }
@@ -420,6 +657,19 @@ impl<E: Backend, D: Backend> Session<E, D> {
         prompt: &[u32],
         sot_index: usize,
         opts: &TranscribeOptions,
+        timings: &mut Timings,
+    ) -> Result<WindowResult, WhisperError> {
+        self.decode_window_at(prompt, sot_index, opts, None, timings)
+    }
+
+    /// [`Session::decode_window`], or with `sampling = Some((temperature, rng))` one random
+    /// sample at that temperature (beam size ignored, as CTranslate2 at T > 0).
+    fn decode_window_at(
+        &mut self,
+        prompt: &[u32],
+        sot_index: usize,
+        opts: &TranscribeOptions,
+        sampling: Option<(f64, &mut Rng)>,
         timings: &mut Timings,
     ) -> Result<WindowResult, WhisperError> {
         let model = Arc::clone(&self.model);
@@ -477,10 +727,10 @@ impl<E: Backend, D: Backend> Session<E, D> {
         timings.logits += t_logits.elapsed();
 
         let max_sampled = (n_text_ctx / 2).min(n_text_ctx + 1 - prompt.len());
-        let (tokens, sum_logprob) = if opts.beam_size != 1 {
+        let (tokens, sum_logprob) = if opts.beam_size != 1 && sampling.is_none() {
             self.beam_search(opts, &timestamps, max_sampled, timings)?
         } else {
-            self.greedy(opts, &timestamps, max_sampled, timings)?
+            self.greedy(opts, &timestamps, max_sampled, sampling, timings)?
         };
         let avg_logprob = sum_logprob / (tokens.len() + 1) as f64;
         let alignment = if opts.alignment_weights {
@@ -543,6 +793,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
         opts: &TranscribeOptions,
         timestamps: &TimestampRules,
         max_sampled: usize,
+        mut sampling: Option<(f64, &mut Rng)>,
         timings: &mut Timings,
     ) -> Result<(Vec<u32>, f64), WhisperError> {
         let model = Arc::clone(&self.model);
@@ -562,7 +813,16 @@ impl<E: Backend, D: Backend> Session<E, D> {
             if !opts.without_timestamps {
                 timestamps.apply(&mut self.logits, &self.sampled);
             }
-            let Some(pick) = GreedyPick::pick(&self.logits) else {
+            let pick = match sampling.as_mut() {
+                None => GreedyPick::pick(&self.logits),
+                Some((temperature, rng)) => {
+                    sample(&self.logits, *temperature, rng).map(|s| GreedyPick {
+                        token: s.token,
+                        logprob: s.logprob,
+                    })
+                }
+            };
+            let Some(pick) = pick else {
                 break;
             };
             sum_logprob += pick.logprob;
@@ -697,5 +957,102 @@ impl<E: Backend, D: Backend> Session<E, D> {
             Some((tokens, score)) => (tokens.to_vec(), score as f64),
             None => (Vec::new(), f64::NEG_INFINITY),
         })
+    }
+}
+
+/// Temperature fallback and the loop guard (faster-whisper `generate_with_fallback`; the rules
+/// are in `decode::fallback`).
+impl<E: Backend, D: Backend> Session<E, D> {
+    /// Decodes the current window at each of `opts.fallback.temperatures` until one passes
+    /// (best of `best_of` samples at T > 0); then, with `opts.guards.cut_loops`, cuts a
+    /// repetition loop. Returns the result and the temperature it is labelled with.
+    fn decode_with_fallback(
+        &mut self,
+        prompt: &[u32],
+        sot_index: usize,
+        opts: &TranscribeOptions,
+        rng: &mut Rng,
+        timings: &mut Timings,
+    ) -> Result<(WindowResult, f64), WhisperError> {
+        let model = Arc::clone(&self.model);
+        let fb = &opts.fallback;
+        let thresholds = crate::decode::fallback::Thresholds {
+            compression_ratio: fb.compression_ratio_threshold,
+            log_prob: opts.log_prob_threshold,
+            no_speech: opts.no_speech_threshold,
+        };
+        let score = |r: WindowResult| -> Result<Scored<WindowResult>, WhisperError> {
+            let text = model.tokenizer.decode_text(&r.tokens)?;
+            Ok(Scored {
+                avg_logprob: r.avg_logprob,
+                no_speech_prob: r.no_speech_prob,
+                compression_ratio: compression_ratio(text.trim()),
+                result: r,
+            })
+        };
+        let temperatures: &[f64] = if fb.temperatures.is_empty() {
+            &[0.0]
+        } else {
+            &fb.temperatures
+        };
+        let (mut chosen, temperature) = decode_with_fallback(temperatures, &thresholds, |t| {
+            if t <= 0.0 {
+                let r = self.decode_window_at(prompt, sot_index, opts, None, timings)?;
+                return score(r);
+            }
+            let mut samples = Vec::with_capacity(fb.best_of.max(1));
+            for _ in 0..fb.best_of.max(1) {
+                let r =
+                    self.decode_window_at(prompt, sot_index, opts, Some((t, &mut *rng)), timings)?;
+                samples.push(r);
+            }
+            let best = best_hypothesis(samples.iter().map(|r| (r.sum_logprob, r.tokens.len())))
+                .expect("at least one sample");
+            score(samples.swap_remove(best))
+        })?;
+        if opts.guards.cut_loops
+            && chosen.compression_ratio > fb.compression_ratio_threshold.unwrap_or(2.4)
+        {
+            let timestamp_begin = model.config.special.timestamp_begin;
+            if let Some(keep) = repetition_cut(&chosen.result.tokens, timestamp_begin) {
+                chosen.result.tokens.truncate(keep);
+            }
+        }
+        Ok((chosen.result, temperature))
+    }
+}
+
+/// What the guards may read of the input: its samples (digital silence) and its speech
+/// stretches (the VAD gate); a streamed input has neither.
+#[derive(Clone, Copy)]
+struct Audio<'a> {
+    samples: Option<&'a [f32]>,
+    gate: Option<&'a SpeechGate>,
+}
+
+/// Samples per 10 ms mel frame.
+const SAMPLES_PER_FRAME: usize = 160;
+
+impl Audio<'_> {
+    fn holds_speech(&self, seek: usize, n_frames: usize) -> bool {
+        let silent = self.samples.is_some_and(|samples| {
+            let start = (seek * SAMPLES_PER_FRAME).min(samples.len());
+            let end = ((seek + n_frames) * SAMPLES_PER_FRAME).min(samples.len());
+            is_digital_silence(&samples[start..end])
+        });
+        !silent
+            && self
+                .gate
+                .is_none_or(|g| g.window_has_speech(seek, n_frames))
+    }
+
+    fn span_holds_speech(&self, start: f64, end: f64) -> bool {
+        let silent = self.samples.is_some_and(|samples| {
+            let rate = crate::audio::resample::TARGET_RATE as f64;
+            let s = ((start.max(0.0) * rate) as usize).min(samples.len());
+            let e = ((end.max(start + 0.02) * rate).ceil() as usize).min(samples.len());
+            is_digital_silence(&samples[s..e])
+        });
+        !silent && self.gate.is_none_or(|g| g.segment_has_speech(start, end))
     }
 }

@@ -114,7 +114,21 @@ impl<E: Backend, D: Backend> Whisper<E, D> {
     /// The SOT sequence: `[SOT]` for English-only models, `[SOT, <|lang|>, <|transcribe|>]`
     /// for multilingual ones.
     pub fn sot_sequence(&self, language: &str) -> Result<Vec<u32>, WhisperError> {
+        self.sot_sequence_for(language, false)
+    }
+
+    /// The SOT sequence for a task: `[SOT, <|lang|>, <|transcribe|>]` or, with `translate`,
+    /// `[SOT, <|lang|>, <|translate|>]`. English-only models have only `[SOT]` and refuse
+    /// translation.
+    pub fn sot_sequence_for(
+        &self,
+        language: &str,
+        translate: bool,
+    ) -> Result<Vec<u32>, WhisperError> {
         let s = &self.config.special;
+        if translate && !self.config.multilingual {
+            return Err(WhisperError::EnglishOnly("translation".into()));
+        }
         if !self.config.multilingual {
             return Ok(vec![s.sot]);
         }
@@ -125,7 +139,11 @@ impl<E: Backend, D: Backend> Whisper<E, D> {
             .find(|(code, _)| code == language)
             .map(|(_, id)| *id)
             .ok_or_else(|| WhisperError::UnknownLanguage(language.to_string()))?;
-        Ok(vec![s.sot, lang, s.transcribe])
+        Ok(vec![
+            s.sot,
+            lang,
+            if translate { s.translate } else { s.transcribe },
+        ])
     }
 }
 

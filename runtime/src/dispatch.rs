@@ -1,25 +1,44 @@
-//! Dispatch accounting: every dispatch records the bytes it moved, the host submit time (input
-//! flushes + packet + EXEC_CMD) and the wait time (completion wait + state check + output
-//! flushes). [`Dispatcher`] runs dispatches through a [`CommandRing`] and keeps a fixed-capacity
-//! [`DispatchLog`]; [`DispatchSummary`] gives min/median/p99 per stage.
+//! Dispatch accounting: every dispatch records the bytes it moved and four host-side stages:
+//! cache flush of the views the device reads and writes, the EXEC_CMD ioctl, the completion wait
+//! (syncobj wait + header state check) and the invalidation of the views the device wrote.
+//! [`Dispatcher`] runs dispatches through a [`CommandRing`], up to its depth in flight, and keeps
+//! a fixed-capacity [`DispatchLog`]; [`DispatchSummary`] gives min/median/p99 per stage.
+//!
+//! Outputs are flushed before submission as well as after completion (F3): a line the CPU
+//! dirtied in an output view would otherwise be written back over the device's result by the
+//! post-completion flush. Debug builds validate the instruction stream before every submission
+//! ([`Program::check`]).
 //!
 //! Nothing here allocates per dispatch: the log is a preallocated ring of records.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::npu::arena::{BoArena, BufferId};
-use crate::npu::ring::{CommandRing, Packet};
-use crate::npu::Result;
+use crate::npu::program::Program;
+use crate::npu::ring::{CommandRing, MAX_DEPTH};
+use crate::npu::{NpuError, Result};
 
 /// One dispatch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DispatchRecord {
     /// Bytes of the input and output views flushed for this dispatch.
     pub bytes: u64,
-    /// Host time from the first input flush to EXEC_CMD's return, ns.
+    /// Cache flush of inputs and outputs before submission, ns.
+    pub flush_ns: u64,
+    /// The EXEC_CMD ioctl (packet write included), ns.
     pub submit_ns: u64,
-    /// Host time from EXEC_CMD's return to the last output flush, ns.
+    /// Blocked in the completion wait for this command (syncobj wait + state check), ns.
     pub wait_ns: u64,
+    /// Invalidation of the outputs after completion, ns.
+    pub invalidate_ns: u64,
+}
+
+impl DispatchRecord {
+    /// Host time of the four stages together.
+    pub fn total_ns(&self) -> u64 {
+        self.flush_ns + self.submit_ns + self.wait_ns + self.invalidate_ns
+    }
 }
 
 /// The last `capacity` dispatch records.
@@ -58,7 +77,7 @@ impl DispatchLog {
         self.total = 0;
     }
 
-    /// Records kept (at most the capacity), in no particular order.
+    /// Records kept (at most the capacity): in dispatch order until the log wraps.
     pub fn records(&self) -> &[DispatchRecord] {
         &self.records
     }
@@ -76,9 +95,11 @@ impl DispatchLog {
         };
         DispatchSummary {
             count: self.records.len(),
+            flush: stage(|r| r.flush_ns),
             submit: stage(|r| r.submit_ns),
             wait: stage(|r| r.wait_ns),
-            total: stage(|r| r.submit_ns + r.wait_ns),
+            invalidate: stage(|r| r.invalidate_ns),
+            total: stage(|r| r.total_ns()),
             bytes: stage(|r| r.bytes),
         }
     }
@@ -124,21 +145,30 @@ impl StageStats {
 pub struct DispatchSummary {
     /// Records summarised.
     pub count: usize,
-    /// Submit stage, ns.
+    /// Cache flush before submission, ns.
+    pub flush: StageStats,
+    /// EXEC_CMD, ns.
     pub submit: StageStats,
-    /// Wait stage, ns.
+    /// Completion wait, ns.
     pub wait: StageStats,
-    /// Submit + wait, ns.
+    /// Invalidation after completion, ns.
+    pub invalidate: StageStats,
+    /// All four, ns.
     pub total: StageStats,
     /// Bytes moved per dispatch.
     pub bytes: StageStats,
 }
 
-/// Runs synchronous dispatches through a ring and records each one.
+/// Runs dispatches through a ring (up to its depth in flight) and records each one.
 #[derive(Debug)]
 pub struct Dispatcher {
     ring: CommandRing,
     log: DispatchLog,
+    in_flight: VecDeque<DispatchRecord>,
+}
+
+fn ns(a: Instant, b: Instant) -> u64 {
+    (b - a).as_nanos() as u64
 }
 
 impl Dispatcher {
@@ -147,39 +177,88 @@ impl Dispatcher {
         Self {
             ring,
             log: DispatchLog::with_capacity(log_capacity),
+            in_flight: VecDeque::with_capacity(MAX_DEPTH),
         }
     }
 
-    /// Flush `inputs`, submit `packet` with the arena's handle list, wait for completion, flush
-    /// `outputs`, and record the dispatch. A failed dispatch is not recorded.
+    /// One synchronous dispatch: [`Dispatcher::submit`] then [`Dispatcher::complete_all`].
     pub fn dispatch(
         &mut self,
         arena: &BoArena,
-        packet: &Packet<'_>,
+        program: &Program,
         inputs: &[BufferId],
         outputs: &[BufferId],
     ) -> Result<()> {
+        self.submit(arena, program, inputs, outputs)?;
+        self.complete_all(arena, outputs)
+    }
+
+    /// Submit without waiting; when every ring slot is busy, first complete the oldest
+    /// command (invalidating `outputs`). Debug builds validate the instruction stream first.
+    pub fn submit(
+        &mut self,
+        arena: &BoArena,
+        program: &Program,
+        inputs: &[BufferId],
+        outputs: &[BufferId],
+    ) -> Result<()> {
+        if !self.ring.has_free_slot() {
+            self.complete_oldest(arena, outputs)?;
+        }
+        #[cfg(debug_assertions)]
+        program.check(arena)?;
         let t0 = Instant::now();
-        for &id in inputs {
+        for &id in inputs.iter().chain(outputs) {
             arena.flush(id);
         }
-        let ticket = self.ring.submit(packet, arena.handles())?;
         let t1 = Instant::now();
-        self.ring.wait(ticket)?;
-        for &id in outputs {
-            arena.flush(id);
-        }
+        self.ring.submit(&program.packet(), arena.handles())?;
         let t2 = Instant::now();
         let bytes = inputs
             .iter()
             .chain(outputs)
             .map(|&id| arena.len(id) as u64)
             .sum();
-        self.log.record(DispatchRecord {
+        self.in_flight.push_back(DispatchRecord {
             bytes,
-            submit_ns: (t1 - t0).as_nanos() as u64,
-            wait_ns: (t2 - t1).as_nanos() as u64,
+            flush_ns: ns(t0, t1),
+            submit_ns: ns(t1, t2),
+            wait_ns: 0,
+            invalidate_ns: 0,
         });
+        Ok(())
+    }
+
+    /// Wait for the oldest command, invalidate `outputs` and record it. A failed command is not
+    /// recorded.
+    pub fn complete_oldest(&mut self, arena: &BoArena, outputs: &[BufferId]) -> Result<()> {
+        let Some(ticket) = self.ring.oldest() else {
+            return Ok(());
+        };
+        let mut rec = self.in_flight.pop_front().unwrap_or_default();
+        let t0 = Instant::now();
+        if let Err(e) = self.ring.wait(ticket) {
+            if matches!(e, NpuError::Timeout { .. }) {
+                self.in_flight.push_front(rec); // still pending
+            }
+            return Err(e);
+        }
+        let t1 = Instant::now();
+        for &id in outputs {
+            arena.flush(id);
+        }
+        let t2 = Instant::now();
+        rec.wait_ns = ns(t0, t1);
+        rec.invalidate_ns = ns(t1, t2);
+        self.log.record(rec);
+        Ok(())
+    }
+
+    /// Complete every command in flight, oldest first.
+    pub fn complete_all(&mut self, arena: &BoArena, outputs: &[BufferId]) -> Result<()> {
+        while self.ring.in_flight() > 0 {
+            self.complete_oldest(arena, outputs)?;
+        }
         Ok(())
     }
 
@@ -226,6 +305,7 @@ mod tests {
                 bytes: i,
                 submit_ns: 10 * i,
                 wait_ns: 1,
+                ..DispatchRecord::default()
             });
         }
         assert_eq!(log.total(), 5);

@@ -1,5 +1,5 @@
 //! The host side of a dispatch allocates nothing: flushes, packet, EXEC_CMD, wait, state check,
-//! record. A counting global allocator (this test binary only) counts every allocation made
+//! record, and (debug builds, which tests are) the instruction-stream check. A counting global allocator (this test binary only) counts every allocation made
 //! outside the driver; calls into the (emulated) driver are excluded by a thread-local flag,
 //! since the real driver is the kernel and allocates nothing in our process.
 
@@ -9,18 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amanuensis_runtime::dispatch::Dispatcher;
-use amanuensis_runtime::dispatch_bench::{emulated_program, EMU_COPY_PDI};
+use amanuensis_runtime::dispatch_bench::{copy_array, emulated_program, EMU_COPY_PDI};
 use amanuensis_runtime::npu::arena::{ArenaPlan, BoArena};
 use amanuensis_runtime::npu::device::Device;
 use amanuensis_runtime::npu::driver::{Backend, BoInfo, BoType, Driver};
 use amanuensis_runtime::npu::emu::{EmuConfig, EmuDriver};
 use amanuensis_runtime::npu::error::Errno;
-use amanuensis_runtime::npu::ert::{StartCu, MLIR_AIE_OPCODE_TXN};
 use amanuensis_runtime::npu::heap::Heap;
 use amanuensis_runtime::npu::hwctx::HwContext;
 use amanuensis_runtime::npu::ioctl::DrmVersion;
 use amanuensis_runtime::npu::mapping::MappedRange;
-use amanuensis_runtime::npu::ring::{CommandRing, Packet};
+use amanuensis_runtime::npu::program::{Program, RegmapLayout};
+use amanuensis_runtime::npu::ring::CommandRing;
 use amanuensis_runtime::npu::uapi;
 use amanuensis_runtime::npu::xclbin::{Xclbin, MLIR_AIE_DPU_KERNEL_ID};
 
@@ -134,17 +134,19 @@ impl Driver for Fenced {
     fn timeline_wait(&self, syncobj: u32, point: u64, deadline_ns: i64) -> Result<(), Errno> {
         inside(|| self.0.timeline_wait(syncobj, point, deadline_ns))
     }
+    unsafe fn cache_flush(&self, addr: *const u8, len: usize) {
+        // SAFETY: forwarded with the caller's guarantee.
+        inside(|| unsafe { self.0.cache_flush(addr, len) })
+    }
+    fn module_param(&self, name: &str) -> Option<String> {
+        inside(|| self.0.module_param(name))
+    }
 }
 
 #[test]
 fn a_dispatch_allocates_nothing_on_the_host() {
     let emu = Arc::new(EmuDriver::new(EmuConfig::default()));
-    emu.register_kernel(EMU_COPY_PDI, |call| {
-        let n = call.instructions()?[0] as usize;
-        let input = call.buffer(0)?[..n].to_vec();
-        call.buffer(1)?[..n].copy_from_slice(&input);
-        Ok(())
-    });
+    emu.register_kernel(EMU_COPY_PDI, copy_array);
     let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
     let heap = Heap::create(&device).unwrap();
     let (xclbin, instr_words) = emulated_program(512);
@@ -156,31 +158,31 @@ fn a_dispatch_allocates_nothing_on_the_host() {
     )
     .unwrap();
     let mut plan = ArenaPlan::new();
-    let instr = plan.instructions("instr", 1);
+    let instr = plan.instructions("instr", instr_words.len());
     let input = plan.buffer("in", 512);
     let output = plan.buffer("out", 512);
     let mut arena = BoArena::allocate(&device, &heap, &plan).unwrap();
     arena.write_instructions(instr, &instr_words).unwrap();
     arena.bytes_mut(input).fill(7);
-    let buffers = [arena.device_addr(input), arena.device_addr(output)];
-    let packet = Packet::StartCu(StartCu {
-        cu_mask: 1,
-        opcode: MLIR_AIE_OPCODE_TXN,
-        instr_addr: arena.device_addr(instr),
-        instr_words: 1,
-        buffers: &buffers,
-    });
+    let program = Program::new(
+        &RegmapLayout::mlir_aie(2),
+        &arena,
+        instr,
+        &[input, output],
+        Some(1),
+    )
+    .unwrap();
     let ring = CommandRing::new(&device, Arc::new(ctx), 1, Duration::from_secs(5)).unwrap();
     let mut d = Dispatcher::new(ring, 64);
-    d.dispatch(&arena, &packet, &[input], &[output]).unwrap(); // first use of the slot
-                                                               // The counter does count host allocations.
+    d.dispatch(&arena, &program, &[input], &[output]).unwrap(); // first use of the slot
+                                                                // The counter does count host allocations.
     let probe = host_allocs();
     let v = std::hint::black_box(vec![1u8; 10]);
     assert_eq!(host_allocs(), probe + 1);
     drop(v);
     let before = host_allocs();
     for _ in 0..200 {
-        d.dispatch(&arena, &packet, &[input], &[output]).unwrap();
+        d.dispatch(&arena, &program, &[input], &[output]).unwrap();
     }
     let host = host_allocs() - before;
     assert_eq!(host, 0, "{host} host allocations in 200 dispatches");

@@ -7,6 +7,7 @@
 
 mod english_normalizer;
 mod goldens;
+pub mod signals;
 mod wer;
 
 use std::collections::HashMap;

@@ -21,6 +21,13 @@ pub enum ConvertError {
         #[source]
         source: Ct2Error,
     },
+    /// The input ONNX file (Silero VAD) could not be parsed.
+    #[error("{path}: {source}")]
+    Onnx {
+        path: PathBuf,
+        #[source]
+        source: crate::onnx::OnnxError,
+    },
     /// The input safetensors file (Hugging Face) could not be parsed.
     #[error("{path}: not a readable safetensors file: {reason}")]
     Safetensors { path: PathBuf, reason: String },

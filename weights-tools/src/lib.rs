@@ -9,7 +9,9 @@ pub mod error;
 pub mod from_ct2;
 pub mod hf;
 pub mod inspect;
+pub mod onnx;
 pub mod quantize;
+pub mod silero;
 pub mod tokens;
 pub mod writer;
 

@@ -20,6 +20,9 @@ enum SourceArg {
     /// Hugging Face directory: model.safetensors, config.json, tokenizer.json,
     /// generation_config.json.
     Hf,
+    /// Silero VAD v6 ONNX file (faster-whisper's `assets/silero_vad_v6.onnx`): writes the VAD
+    /// model file `--vad` reads.
+    SileroOnnx,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -30,7 +33,8 @@ enum QuantArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert a checkpoint directory to an Amanuensis .safetensors model file.
+    /// Convert a checkpoint directory (or the Silero VAD ONNX file) to an Amanuensis
+    /// .safetensors model file.
     Convert {
         /// Kind of checkpoint.
         #[arg(long, value_enum)]
@@ -63,6 +67,17 @@ fn main() -> ExitCode {
             let kind = match from {
                 SourceArg::Ct2 => SourceKind::Ct2,
                 SourceArg::Hf => SourceKind::HuggingFace,
+                SourceArg::SileroOnnx if quant.is_some() => {
+                    eprintln!("weights-tools: --quant does not apply to the VAD model");
+                    return ExitCode::FAILURE;
+                }
+                SourceArg::SileroOnnx => {
+                    return report(
+                        weights_tools::silero::convert_silero_onnx(&input, &output).map(|bytes| {
+                            eprintln!("wrote {} (Silero VAD, {bytes} bytes)", output.display())
+                        }),
+                    )
+                }
             };
             let quantization = match quant {
                 Some(QuantArg::Int8) => Quantization::Int8,
@@ -83,6 +98,10 @@ fn main() -> ExitCode {
         }
         Command::Inspect { file } => inspect::inspect(&file).map(|text| print!("{text}")),
     };
+    report(result)
+}
+
+fn report(result: Result<(), weights_tools::ConvertError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -142,7 +142,7 @@ fn set_readable(path: &Path) -> std::io::Result<()> {
 /// run; sorting makes a conversion byte-for-byte reproducible. The sorted header has the same
 /// length (same members, compact either way), so it is padded to the original size and written
 /// in place; tensor offsets are relative to the end of the header and do not move.
-fn canonicalize_header(path: &Path) -> std::io::Result<()> {
+pub(crate) fn canonicalize_header(path: &Path) -> std::io::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .read(true)

@@ -22,6 +22,34 @@ pub enum AudioError {
         /// What is wrong, with byte offsets.
         error: WavError,
     },
+    /// Not a container we recognise.
+    #[error(
+        "{}: not a recognised audio format (WAV, FLAC, MP3, Ogg Vorbis, M4A/AAC are)",
+        Origin(path.as_deref())
+    )]
+    UnknownFormat {
+        /// The file, or `None` for in-memory input.
+        path: Option<PathBuf>,
+    },
+    /// The container or codec is broken or unsupported.
+    #[error("{}: cannot decode: {reason}", Origin(path.as_deref()))]
+    Decode {
+        /// The file, or `None` for in-memory input.
+        path: Option<PathBuf>,
+        /// What the decoder said.
+        reason: String,
+    },
+    /// The input runs past the duration limit.
+    #[error(
+        "{}: longer than the {limit_hours} h limit (refused rather than filling memory and disk)",
+        Origin(path.as_deref())
+    )]
+    TooLong {
+        /// The file, or `None` for in-memory input.
+        path: Option<PathBuf>,
+        /// The limit in hours.
+        limit_hours: u64,
+    },
     /// The sample rate is outside what the resampler accepts.
     #[error(
         "{}: sample rate {rate} Hz is not supported (must be {}..={} Hz)",
@@ -40,7 +68,24 @@ pub enum AudioError {
 impl AudioError {
     /// Attaches a file path to an error produced from in-memory bytes.
     pub(crate) fn with_path(self, file: &Path) -> Self {
+        let named = Some(file.to_path_buf());
         match self {
+            AudioError::Io { path, source } if path == Path::new("<input>") => AudioError::Io {
+                path: file.to_path_buf(),
+                source,
+            },
+            AudioError::UnknownFormat { path: None } => AudioError::UnknownFormat { path: named },
+            AudioError::Decode { path: None, reason } => AudioError::Decode {
+                path: named,
+                reason,
+            },
+            AudioError::TooLong {
+                path: None,
+                limit_hours,
+            } => AudioError::TooLong {
+                path: named,
+                limit_hours,
+            },
             AudioError::Wav { path: None, error } => AudioError::Wav {
                 path: Some(file.to_path_buf()),
                 error,
@@ -69,7 +114,7 @@ impl fmt::Display for Origin<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Some(path) => write!(f, "{}", path.display()),
-            None => f.write_str("<WAV bytes>"),
+            None => f.write_str("<audio bytes>"),
         }
     }
 }

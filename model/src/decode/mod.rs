@@ -4,12 +4,18 @@
 //! faster-whisper's (CTranslate2's): suppress tokens, suppress blank, timestamp rules.
 
 mod beam;
+mod compression;
+pub mod fallback;
 mod greedy;
+pub mod guards;
+mod sampler;
 mod suppress;
 mod timestamp_rules;
 
 pub use beam::{BeamSearch, Candidate, Continuation};
+pub use compression::{compression_ratio, zlib_len};
 pub use greedy::{argmax, log_sum_exp, GreedyPick};
+pub use sampler::{sample, Rng, SampledToken};
 pub use suppress::{SuppressBlank, SuppressTokens};
 pub use timestamp_rules::TimestampRules;
 

@@ -190,7 +190,19 @@ impl BoArena {
 
     /// Flush a view (before the device reads it, and before the CPU reads what it wrote).
     pub fn flush(&self, id: BufferId) {
-        super::cache::flush(self.bytes(id));
+        let v = self.view(id);
+        match v.region {
+            Region::Data => {
+                if let Some(b) = &self.data {
+                    b.flush(v.offset..v.offset + v.len)
+                }
+            }
+            Region::Instructions => {
+                if let Some(b) = &self.instr {
+                    b.flush(v.offset..v.offset + v.len)
+                }
+            }
+        }
     }
 
     /// The handles of every BO of the arena (instruction BO first): the EXEC_CMD argument list.

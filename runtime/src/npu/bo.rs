@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use super::cache;
 use super::device::Device;
 use super::driver::{BoType, Driver};
 use super::error::{ioctl_err, NpuError, Result};
@@ -42,7 +41,7 @@ impl MappedBo {
     /// Create and map a SHARE BO of `len` bytes, flushed once (fresh pages may hold dirty lines).
     pub fn share(device: &Device, len: usize) -> Result<Self> {
         let bo = Self::create(device, BoType::Share, len)?;
-        cache::flush(bo.bytes());
+        bo.flush(0..len);
         Ok(bo)
     }
 
@@ -159,7 +158,14 @@ impl MappedBo {
 
     /// Flush `range` of the BO (write back + invalidate) for or after device access.
     pub fn flush(&self, range: std::ops::Range<usize>) {
-        cache::flush(&self.bytes()[range]);
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "{range:?} of {}",
+            self.len
+        );
+        let p = self.mapping().ptr().as_ptr();
+        // SAFETY: the range lies inside this BO's live mapping (asserted).
+        unsafe { self.driver.cache_flush(p.add(range.start), range.len()) }
     }
 }
 

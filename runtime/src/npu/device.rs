@@ -22,6 +22,9 @@ pub struct DeviceInfo {
     pub firmware: Option<(u32, u32, u32, u32)>,
     /// GET_INFO(CLOCK_METADATA) as (name, MHz) pairs, if the query succeeded.
     pub clocks: Vec<(String, u32)>,
+    /// The amdxdna module parameter `force_cmdlist` (`None`: absent), which decides whether
+    /// START_CU regmaps over 19 words survive (F2).
+    pub force_cmdlist: Option<bool>,
 }
 
 impl DeviceInfo {
@@ -144,6 +147,9 @@ impl Device {
                     .collect()
             })
             .unwrap_or_default();
+        let force_cmdlist = driver
+            .module_param("force_cmdlist")
+            .map(|v| matches!(v.as_str(), "Y" | "y" | "1"));
         Ok(Self {
             driver,
             info: DeviceInfo {
@@ -152,6 +158,7 @@ impl Device {
                 metadata,
                 firmware,
                 clocks,
+                force_cmdlist,
             },
         })
     }

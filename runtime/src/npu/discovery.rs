@@ -12,8 +12,18 @@ pub const SYSFS_PCI_DEVICES: &str = "/sys/bus/pci/devices";
 pub const DEV_ACCEL: &str = "/dev/accel";
 /// Present when the amdxdna module is loaded.
 pub const SYSFS_AMDXDNA_MODULE: &str = "/sys/module/amdxdna";
-/// PCI ids of AMD NPUs (vendor 1022; device 1502 = NPU1, 17f0 = NPU2/4/5/6).
-pub const NPU_PCI_IDS: &[&str] = &["1022:1502", "1022:17f0"];
+/// PCI ids of AMD NPUs (vendor 1022): 1502 = NPU1, 17f0 = NPU2/4/5/6, and the ids the
+/// out-of-tree driver also binds (17f1–17f3, 1b0a–1b0c; xdna-driver `amdxdna_pci_drv.c`).
+pub const NPU_PCI_IDS: &[&str] = &[
+    "1022:1502",
+    "1022:17f0",
+    "1022:17f1",
+    "1022:17f2",
+    "1022:17f3",
+    "1022:1b0a",
+    "1022:1b0b",
+    "1022:1b0c",
+];
 
 /// PCI devices with an NPU id (whether or not a driver is bound), as `(address, id)`.
 pub fn find_npu_pci_devices(sysfs_pci: &Path) -> Vec<(String, String)> {

@@ -107,4 +107,24 @@ pub trait Driver: Send + Sync {
     /// `DRM_IOCTL_SYNCOBJ_TIMELINE_WAIT` for `point` until the absolute CLOCK_MONOTONIC
     /// `deadline_ns` (WAIT_FOR_SUBMIT). `Err(ETIME)` when the deadline passes.
     fn timeline_wait(&self, syncobj: u32, point: u64, deadline_ns: i64) -> Result<(), Errno>;
+
+    /// Write back and invalidate the CPU cache lines of `addr..addr+len` (`clflush`): before
+    /// the device reads host writes, and before the host reads device writes. The real device
+    /// flushes in user space ([`super::cache::flush`]); the emulated one moves bytes between its
+    /// host and device copies.
+    ///
+    /// # Safety
+    /// `addr..addr+len` must be mapped memory for the duration of the call.
+    unsafe fn cache_flush(&self, addr: *const u8, len: usize) {
+        // SAFETY: the caller guarantees the range is mapped.
+        super::cache::flush(unsafe { std::slice::from_raw_parts(addr, len) });
+    }
+
+    /// A parameter of the amdxdna module, `/sys/module/amdxdna/parameters/<name>`, trimmed;
+    /// `None` when the module or the parameter does not exist.
+    fn module_param(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(format!("/sys/module/amdxdna/parameters/{name}"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
 }

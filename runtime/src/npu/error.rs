@@ -1,6 +1,7 @@
 //! The NPU layer's error type.
 
 use super::ert::CmdState;
+use super::txn::TxnError;
 use super::xclbin::XclbinError;
 
 pub use rustix::io::Errno;
@@ -59,6 +60,15 @@ pub enum NpuError {
     /// The xclbin could not be parsed.
     #[error(transparent)]
     Xclbin(#[from] XclbinError),
+    /// An instruction stream the validator refuses.
+    #[error("instruction stream: {0}")]
+    Txn(#[from] TxnError),
+    /// Something this runtime deliberately does not do on real hardware, and why.
+    #[error("unsupported: {what}")]
+    Unsupported {
+        /// What, and why.
+        what: String,
+    },
 }
 
 /// Shorthand for results of this layer.
@@ -91,6 +101,7 @@ pub fn errno_name(errno: Errno) -> &'static str {
         (Errno::TIMEDOUT, "ETIMEDOUT"),
         (Errno::OPNOTSUPP, "EOPNOTSUPP"),
         (Errno::CANCELED, "ECANCELED"),
+        (Errno::ALREADY, "EALREADY"),
     ];
     NAMES
         .iter()

@@ -1,5 +1,5 @@
 //! ERT command packets: the header word, its states, and builders for `ERT_START_CU` (what XRT
-//! sends for mlir-aie xclbin kernels) and `ERT_START_NPU` (npu-driver.md §2.7).
+//! sends for xclbin kernels) and `ERT_START_NPU` (npu-driver.md §2.7; not submitted, F5).
 //!
 //! Header bits: state `[3:0]`, stat_enabled `[4]`, extra_cu_masks `[11:10]`, count `[22:12]` (words after
 //! the header), opcode `[27:23]`, type `[31:28]` (`ERT_CU` = 3).
@@ -145,26 +145,20 @@ pub enum PacketError {
     },
 }
 
-/// An `ERT_START_CU` packet for an mlir-aie kernel: regmap = opcode (u64), instruction BO
-/// address (u64), instruction word count (u32), then one u64 device address per buffer.
+/// An `ERT_START_CU` packet: the CU mask and the regmap, built by
+/// [`super::program::RegmapLayout`] from the xclbin's kernel arguments (F4).
 #[derive(Clone, Copy, Debug)]
 pub struct StartCu<'a> {
     /// CU mask word (bit i = CU index i of CONFIG_HWCTX; one CU ⇒ 1).
     pub cu_mask: u32,
-    /// Regmap opcode argument ([`MLIR_AIE_OPCODE_TXN`]).
-    pub opcode: u64,
-    /// Device address of the instruction BO.
-    pub instr_addr: u64,
-    /// Number of 32-bit instruction words.
-    pub instr_words: u32,
-    /// Device addresses of the runtime-sequence buffers, in declaration order.
-    pub buffers: &'a [u64],
+    /// The regmap words, full length (XRT sends `max(offset + size) / 4` words).
+    pub regmap: &'a [u32],
 }
 
 impl StartCu<'_> {
     /// Regmap length in words.
     pub fn regmap_words(&self) -> usize {
-        5 + 2 * self.buffers.len()
+        self.regmap.len()
     }
 
     /// Total packet length in words (header + mask + regmap).
@@ -183,14 +177,7 @@ impl StartCu<'_> {
             return Err(PacketError::TooLong { needed: n, room });
         }
         out[1] = self.cu_mask;
-        let regmap = &mut out[2..n];
-        put_u64(regmap, 0, self.opcode);
-        put_u64(regmap, 2, self.instr_addr);
-        regmap[4] = self.instr_words;
-        for (i, &addr) in self.buffers.iter().enumerate() {
-            // Byte offset 0x14 + 8·i = word 5 + 2·i.
-            put_u64(regmap, (FIRST_BUFFER_ARG_OFFSET + 8 * i) / 4, addr);
-        }
+        out[2..n].copy_from_slice(self.regmap);
         out[0] = Header {
             state: CmdState::New,
             extra_cu_masks: 0,
@@ -205,6 +192,12 @@ impl StartCu<'_> {
 
 /// An `ERT_START_NPU` packet: CU mask, `ert_npu_data{instruction_buffer u64,
 /// instruction_buffer_size u32 (bytes), instruction_prop_count u32 = 0}`, then `args`.
+///
+/// **Not supported for submission** (F5): with NPU-command firmware START_NPU runs control code
+/// that aiebu generated from a TXN and the host patched (`EXEC_NPU_TYPE_PARTIAL_ELF`), with the
+/// full regmap after `ert_npu_data`; feeding it a raw mlir-aie `insts.bin` is unproven.
+/// [`super::ring::CommandRing::submit`] refuses it with [`super::NpuError::Unsupported`]; the
+/// builder stays for layout tests only.
 #[derive(Clone, Copy, Debug)]
 pub struct StartNpu<'a> {
     /// CU mask word.
@@ -305,13 +298,15 @@ mod tests {
 
     #[test]
     fn five_buffer_start_cu_matches_the_measured_header_and_words() {
+        use crate::npu::program::RegmapLayout;
         let bufs = [0x1111_2222_3333_4444, 0x5555_6666_7777_8888, 0xA, 0xB, 0xC];
+        let mut regmap = [0u32; 15];
+        RegmapLayout::mlir_aie(5)
+            .write(MLIR_AIE_OPCODE_TXN, 0x0400_8000, 123, &bufs, &mut regmap)
+            .unwrap();
         let p = StartCu {
             cu_mask: 1,
-            opcode: MLIR_AIE_OPCODE_TXN,
-            instr_addr: 0x0000_0000_0400_8000,
-            instr_words: 123,
-            buffers: &bufs,
+            regmap: &regmap,
         };
         let mut out = [0xDEAD_BEEFu32; 32];
         assert_eq!(p.write(&mut out).unwrap(), 17);
@@ -399,12 +394,10 @@ mod tests {
 
     #[test]
     fn refuses_short_buffers_and_empty_masks() {
+        let regmap = [0u32; 9];
         let p = StartCu {
             cu_mask: 1,
-            opcode: 3,
-            instr_addr: 0,
-            instr_words: 0,
-            buffers: &[1, 2],
+            regmap: &regmap,
         };
         assert_eq!(
             p.write(&mut [0; 10]),

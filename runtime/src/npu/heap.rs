@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use super::cache;
 use super::device::Device;
 use super::driver::{BoType, Driver};
 use super::error::{ioctl_err, NpuError, Result};
@@ -201,7 +200,19 @@ impl DevBo {
 
     /// Flush `range` of the BO (write back + invalidate) for or after device access.
     pub fn flush(&self, range: std::ops::Range<usize>) {
-        cache::flush(&self.bytes()[range]);
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "{range:?} of {}",
+            self.len
+        );
+        let p = self.heap.mapping().ptr().as_ptr();
+        // SAFETY: offset + range lies inside the heap's live mapping (checked at creation and
+        // asserted here).
+        unsafe {
+            self.heap
+                .driver
+                .cache_flush(p.add(self.offset + range.start), range.len())
+        }
     }
 }
 

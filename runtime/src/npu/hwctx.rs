@@ -58,7 +58,11 @@ impl HwContext {
             .create_hwctx(&qos_buffer(), ops_per_cycle, num_tiles)
             .map_err(ioctl_err("CREATE_HWCTX"))?;
         if handle == 0 || syncobj == 0 {
-            // Handle 0 is the driver's invalid marker; do not try to destroy it.
+            // Handle 0 is the driver's invalid marker: never destroy it; a valid context with
+            // an invalid syncobj is destroyed (F8), so nothing leaks.
+            if handle != 0 {
+                let _ = driver.destroy_hwctx(handle);
+            }
             return Err(NpuError::Protocol {
                 what: format!("CREATE_HWCTX returned handle {handle}, syncobj {syncobj}"),
             });

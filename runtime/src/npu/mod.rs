@@ -25,7 +25,9 @@ pub mod heap;
 pub mod hwctx;
 pub mod ioctl;
 pub mod mapping;
+pub mod program;
 pub mod ring;
+pub mod txn;
 pub mod uapi;
 pub mod xclbin;
 

@@ -12,6 +12,16 @@
 //! Timeline point 0 (a context's first command) is special in the kernel: waiting on it waits for
 //! the latest submitted command (npu-driver.md §2.8). Commands complete in order, so that is
 //! correct, only possibly later than necessary for the very first ticket.
+//!
+//! Bring-up rules (npu-bringup.md §1.2):
+//! - F1: a fence that signals while the header is not final (pre-fix kernels leave NEW on a
+//!   timed-out or cancelled job) is a final failure: the ticket is removed, the slot freed and
+//!   its payload rebuilt; [`CommandRing::drain`] advances past it.
+//! - F2: a regmap over [`PORTABLE_REGMAP_WORDS`] words is refused unless the module parameter
+//!   `force_cmdlist` reads `Y` (without it the driver truncates or refuses the payload).
+//! - F5: `ERT_START_NPU` is refused ([`NpuError::Unsupported`]).
+//! - F6: EINTR from EXEC_CMD (before queuing) and from the wait (absolute deadline) is retried.
+//! - F7: the handle list is de-duplicated (the driver locks each BO once).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -21,29 +31,27 @@ use super::bo::{MappedBo, CMD_BO_SIZE};
 use super::clock::deadline_after;
 use super::device::Device;
 use super::error::{ioctl_err, NpuError, Result};
-use super::ert::{CmdState, Header, PacketError, StartCu, StartNpu};
+use super::ert::{CmdState, Header, StartCu, StartNpu};
 use super::hwctx::HwContext;
 use rustix::io::Errno;
 
 /// Commands in flight per context (`HWCTX_MAX_CMDS`).
 pub const MAX_DEPTH: usize = 4;
+/// Regmap words the non-cmdlist path carries (`execute_buffer_req.payload[19]`): 7 buffers with
+/// the mlir-aie layout.
+pub const PORTABLE_REGMAP_WORDS: usize = 19;
+/// EINTRs retried in a row before the error is returned.
+pub const MAX_EINTR_RETRIES: usize = 100;
+/// Handles an EXEC_CMD takes (`MAX_ARG_COUNT`).
+pub const MAX_ARG_HANDLES: usize = 4095;
 
 /// A packet to submit.
 #[derive(Clone, Copy, Debug)]
 pub enum Packet<'a> {
     /// `ERT_START_CU`.
     StartCu(StartCu<'a>),
-    /// `ERT_START_NPU`.
+    /// `ERT_START_NPU`: refused by [`CommandRing::submit`] (F5).
     StartNpu(StartNpu<'a>),
-}
-
-impl Packet<'_> {
-    fn write(&self, out: &mut [u32]) -> Result<usize, PacketError> {
-        match self {
-            Self::StartCu(p) => p.write(out),
-            Self::StartNpu(p) => p.write(out),
-        }
-    }
 }
 
 /// A submitted command: wait on it with [`CommandRing::wait`].
@@ -75,7 +83,9 @@ pub struct CommandRing {
     next: usize,
     pending: VecDeque<Ticket>,
     scratch: Vec<u32>,
+    handles: Vec<u32>,
     timeout: Duration,
+    force_cmdlist: bool,
 }
 
 impl std::fmt::Debug for CommandRing {
@@ -117,7 +127,9 @@ impl CommandRing {
             next: 0,
             pending: VecDeque::with_capacity(MAX_DEPTH),
             scratch: vec![0; CMD_BO_SIZE / 4],
+            handles: Vec::with_capacity(16),
             timeout,
+            force_cmdlist: device.info().force_cmdlist == Some(true),
         })
     }
 
@@ -150,11 +162,39 @@ impl CommandRing {
                 ),
             });
         }
-        let n = packet
+        let p = match packet {
+            Packet::StartCu(p) => p,
+            Packet::StartNpu(_) => {
+                return Err(NpuError::Unsupported {
+                    what: "ERT_START_NPU: it runs host-patched control code from aiebu, not an insts.bin; use ERT_START_CU".into(),
+                })
+            }
+        };
+        if p.regmap_words() > PORTABLE_REGMAP_WORDS && !self.force_cmdlist {
+            return Err(NpuError::Unsupported {
+                what: format!(
+                    "a START_CU regmap of {} words: without force_cmdlist=Y the driver carries {PORTABLE_REGMAP_WORDS} (truncated or refused)",
+                    p.regmap_words()
+                ),
+            });
+        }
+        if arg_handles.len() > MAX_ARG_HANDLES {
+            return Err(NpuError::InvalidRequest {
+                what: format!(
+                    "{} BO handles, EXEC_CMD takes {MAX_ARG_HANDLES}",
+                    arg_handles.len()
+                ),
+            });
+        }
+        let n = p
             .write(&mut self.scratch)
             .map_err(|e| NpuError::InvalidRequest {
                 what: format!("command packet: {e}"),
             })?;
+        self.handles.clear();
+        self.handles.extend_from_slice(arg_handles);
+        self.handles.sort_unstable();
+        self.handles.dedup();
         let words = slot.bo.words_mut();
         if slot.reusable && slot.last[..] == self.scratch[..n] {
             // Same packet as last time and the slot completed cleanly: only the state changes.
@@ -172,11 +212,18 @@ impl CommandRing {
             slot.last.extend_from_slice(&self.scratch[..n]);
         }
         slot.reusable = false;
-        let seq = self
-            .ctx
-            .driver()
-            .exec_cmd(self.ctx.handle(), slot.bo.handle(), arg_handles)
-            .map_err(ioctl_err("EXEC_CMD"))?;
+        let mut retries = 0;
+        let seq = loop {
+            match self
+                .ctx
+                .driver()
+                .exec_cmd(self.ctx.handle(), slot.bo.handle(), &self.handles)
+            {
+                // Interrupted before the job was queued: submit again.
+                Err(e) if e == Errno::INTR && retries < MAX_EINTR_RETRIES => retries += 1,
+                r => break r.map_err(ioctl_err("EXEC_CMD"))?,
+            }
+        };
         slot.in_flight = Some(seq);
         let ticket = Ticket { seq, slot: index };
         self.pending.push_back(ticket);
@@ -188,8 +235,9 @@ impl CommandRing {
     ///
     /// - `Ok(())`: COMPLETED.
     /// - [`NpuError::Timeout`]: the deadline passed; the command stays pending (wait again).
-    /// - [`NpuError::CommandFailed`]: ERROR (5), ABORT (6) or any other final state; the slot is
-    ///   freed and its payload will be rebuilt.
+    /// - [`NpuError::CommandFailed`]: ERROR (5), ABORT (6), TIMEOUT (8) or any other final
+    ///   state, or a signalled fence with a non-final header (a pre-fix kernel's killed job, F1);
+    ///   the slot is freed and its payload will be rebuilt.
     /// - [`NpuError::UnknownTicket`]: not pending here (already waited, or another ring's).
     pub fn wait(&mut self, ticket: Ticket) -> Result<()> {
         let pos = self
@@ -202,29 +250,28 @@ impl CommandRing {
         if !state.is_final() {
             let started = Instant::now();
             let deadline = deadline_after(self.timeout);
-            match self
-                .ctx
-                .driver()
-                .timeline_wait(self.ctx.syncobj(), ticket.seq, deadline)
-            {
-                Ok(()) => {}
-                Err(e) if e == Errno::TIME => {
-                    return Err(NpuError::Timeout {
-                        seq: ticket.seq,
-                        waited_ms: started.elapsed().as_millis() as u64,
-                    });
+            let mut retries = 0;
+            loop {
+                match self
+                    .ctx
+                    .driver()
+                    .timeline_wait(self.ctx.syncobj(), ticket.seq, deadline)
+                {
+                    Ok(()) => break,
+                    Err(e) if e == Errno::TIME => {
+                        return Err(NpuError::Timeout {
+                            seq: ticket.seq,
+                            waited_ms: started.elapsed().as_millis() as u64,
+                        });
+                    }
+                    // A signal: the deadline is absolute, so waiting again is exact.
+                    Err(e) if e == Errno::INTR && retries < MAX_EINTR_RETRIES => retries += 1,
+                    Err(e) => return Err(ioctl_err("SYNCOBJ_TIMELINE_WAIT")(e)),
                 }
-                Err(e) => return Err(ioctl_err("SYNCOBJ_TIMELINE_WAIT")(e)),
             }
+            // Signalled. A header that is still not final means the driver ended the job
+            // without writing a state (F1): final, and failed.
             state = CmdState::from_bits(slot.bo.read_word_volatile(0));
-            if !state.is_final() {
-                return Err(NpuError::Protocol {
-                    what: format!(
-                        "seq {} signalled but its header state is {state:?}",
-                        ticket.seq
-                    ),
-                });
-            }
         }
         self.pending.remove(pos);
         let slot = &mut self.slots[ticket.slot];
@@ -233,6 +280,8 @@ impl CommandRing {
             slot.reusable = true;
             Ok(())
         } else {
+            // The driver overwrote the payload (ERROR/ABORT/TIMEOUT) or the job never ran: the
+            // next use of the slot rewrites the whole packet.
             slot.reusable = false;
             Err(NpuError::CommandFailed {
                 seq: ticket.seq,
@@ -242,6 +291,8 @@ impl CommandRing {
     }
 
     /// Wait for every pending command, oldest first; returns the first error after trying all.
+    /// Stops at a command that times out (it stays pending: do not spin on it); every other
+    /// outcome removes the ticket, so this always ends.
     pub fn drain(&mut self) -> Result<()> {
         let mut first = None;
         while let Some(t) = self.oldest() {

@@ -8,39 +8,50 @@ use super::arena::{ArenaPlan, BoArena, BufferId};
 use super::bo::MappedBo;
 use super::device::Device;
 use super::driver::{BoType, Driver};
-use super::emu::{EmuConfig, EmuDriver, KernelCall, HEAP_DEVICE_BASE};
+use super::emu::{EmuConfig, EmuDriver, HEAP_DEVICE_BASE};
 use super::error::Errno;
-use super::ert::{CmdState, StartCu, MLIR_AIE_OPCODE_TXN};
+use super::ert::{CmdState, StartCu};
 use super::heap::{DevBo, Heap, HEAP_SIZE};
 use super::hwctx::{qos_buffer, HwContext};
+use super::program::{Program, RegmapLayout};
 use super::ring::{CommandRing, Packet};
+use super::txn::encode::copy_stream;
+use super::txn::ArrayIo;
 use super::xclbin::{Xclbin, XclbinBuilder, MLIR_AIE_DPU_KERNEL_ID};
 use super::NpuError;
 
 const PDI: &[u8] = b"EMU-PDI:add-constant";
 const N: usize = 1000;
 
-/// The test kernel: instr[0] = byte count, instr[1] = constant; bo1[i] = bo0[i] + constant.
-fn add_constant(call: &mut KernelCall<'_>) -> Result<(), String> {
-    let instr = call.instructions()?;
-    let (n, k) = (instr[0] as usize, instr[1] as u8);
-    let input = call.buffer(0)?.get(..n).ok_or("bo0 too short")?.to_vec();
-    let out = call.buffer(1)?.get_mut(..n).ok_or("bo1 too short")?;
+/// The test array: the stream moves bo0 through MM2S0 and S2MM0 into bo1; the core adds the
+/// run-time parameter the stream wrote to tile (0, 2): bo1[i] = bo0[i] + constant.
+pub(crate) fn add_constant(io: &mut ArrayIo) -> Result<(), String> {
+    let k = io
+        .register_writes()
+        .first()
+        .ok_or("no run-time parameter")?
+        .value as u8;
+    let input = io.input(0, 0).ok_or("no input stream")?.to_vec();
+    let out = io.output(0, 0).ok_or("no output stream")?;
+    if out.len() != input.len() {
+        return Err(format!("{} bytes in, {} out", input.len(), out.len()));
+    }
     for (o, i) in out.iter_mut().zip(input) {
         *o = i.wrapping_add(k);
     }
     Ok(())
 }
 
-struct Fixture {
-    emu: Arc<EmuDriver>,
-    device: Device,
-    heap: Arc<Heap>,
-    arena: BoArena,
-    ring: CommandRing,
-    instr: BufferId,
-    input: BufferId,
-    output: BufferId,
+pub(crate) struct Fixture {
+    pub(crate) emu: Arc<EmuDriver>,
+    pub(crate) device: Device,
+    pub(crate) heap: Arc<Heap>,
+    pub(crate) arena: BoArena,
+    pub(crate) ring: CommandRing,
+    pub(crate) instr: BufferId,
+    pub(crate) input: BufferId,
+    pub(crate) output: BufferId,
+    pub(crate) program: Program,
 }
 
 fn emu_device(config: EmuConfig) -> (Arc<EmuDriver>, Device) {
@@ -51,16 +62,28 @@ fn emu_device(config: EmuConfig) -> (Arc<EmuDriver>, Device) {
 }
 
 fn fixture(depth: usize, timeout: Duration) -> Fixture {
-    let (emu, device) = emu_device(EmuConfig::default());
+    fixture_with(EmuConfig::default(), depth, timeout)
+}
+
+pub(crate) fn fixture_with(config: EmuConfig, depth: usize, timeout: Duration) -> Fixture {
+    let (emu, device) = emu_device(config);
     let heap = Heap::create(&device).unwrap();
     let bytes = XclbinBuilder::mlir_aie(PDI, 4, 2).build();
     let xclbin = Xclbin::parse(&bytes).unwrap();
     let ctx = Arc::new(HwContext::load(&device, &heap, &xclbin, MLIR_AIE_DPU_KERNEL_ID).unwrap());
     let mut plan = ArenaPlan::new();
-    let instr = plan.instructions("instr", 2);
+    let instr = plan.instructions("instr", copy_stream(3, N as u32, &[0]).len());
     let input = plan.buffer("in", N);
     let output = plan.buffer("out", N);
     let arena = BoArena::allocate(&device, &heap, &plan).unwrap();
+    let program = Program::new(
+        &RegmapLayout::mlir_aie(2),
+        &arena,
+        instr,
+        &[input, output],
+        Some(4),
+    )
+    .unwrap();
     let ring = CommandRing::new(&device, ctx, depth, timeout).unwrap();
     Fixture {
         emu,
@@ -71,20 +94,14 @@ fn fixture(depth: usize, timeout: Duration) -> Fixture {
         instr,
         input,
         output,
+        program,
     }
 }
 
 impl Fixture {
-    fn packet_buffers(&self) -> [u64; 2] {
-        [
-            self.arena.device_addr(self.input),
-            self.arena.device_addr(self.output),
-        ]
-    }
-
-    fn prepare(&mut self, k: u32) {
+    pub(crate) fn prepare(&mut self, k: u32) {
         self.arena
-            .write_instructions(self.instr, &[N as u32, k])
+            .write_instructions(self.instr, &copy_stream(3, N as u32, &[k]))
             .unwrap();
         for (i, b) in self.arena.bytes_mut(self.input).iter_mut().enumerate() {
             *b = i as u8;
@@ -92,19 +109,12 @@ impl Fixture {
         self.arena.flush(self.input);
     }
 
-    fn submit(&mut self) -> Result<super::ring::Ticket, NpuError> {
-        let bufs = self.packet_buffers();
-        let p = StartCu {
-            cu_mask: 1,
-            opcode: MLIR_AIE_OPCODE_TXN,
-            instr_addr: self.arena.device_addr(self.instr),
-            instr_words: 2,
-            buffers: &bufs,
-        };
-        self.ring.submit(&Packet::StartCu(p), self.arena.handles())
+    pub(crate) fn submit(&mut self) -> Result<super::ring::Ticket, NpuError> {
+        self.ring
+            .submit(&self.program.packet(), self.arena.handles())
     }
 
-    fn output_ok(&self, k: u8) -> bool {
+    pub(crate) fn output_ok(&self, k: u8) -> bool {
         self.arena.flush(self.output);
         self.arena
             .bytes(self.output)
@@ -183,7 +193,7 @@ fn heap_and_dev_bos_follow_the_address_rules() {
         Err(NpuError::InvalidRequest { .. })
     ));
     let e = DevBo::create(&heap, HEAP_SIZE).unwrap_err().to_string();
-    assert!(e.contains("CREATE_BO(DEV) failed: ENOMEM"), "{e}");
+    assert!(e.contains("CREATE_BO(DEV) failed: ENOSPC"), "{e}");
 }
 
 #[test]
@@ -213,7 +223,11 @@ fn failed_creation_leaks_nothing() {
     let heap = Heap::create(&device).unwrap();
     drop(heap);
     assert_eq!(emu.stats().live_bos, 0);
-    assert_eq!(emu.create_bo(BoType::Dev, 4096), Err(Errno::INVAL));
+    assert_eq!(
+        emu.create_bo(BoType::Dev, 4096),
+        Err(Errno::INVAL),
+        "no heap at all"
+    );
 }
 
 #[test]
@@ -307,16 +321,8 @@ fn errors_and_aborts_are_typed_and_the_payload_is_rebuilt() {
     f.ring.wait(t).unwrap();
     assert!(f.output_ok(9), "payload rebuilt after the error");
     // A kernel failure (here: a data BO missing from the handle list) also ends in ERROR.
-    let bufs = f.packet_buffers();
-    let p = StartCu {
-        cu_mask: 1,
-        opcode: 3,
-        instr_addr: f.arena.device_addr(f.instr),
-        instr_words: 2,
-        buffers: &bufs,
-    };
     let instr_only = &f.arena.handles()[..1];
-    let t = f.ring.submit(&Packet::StartCu(p), instr_only).unwrap();
+    let t = f.ring.submit(&f.program.packet(), instr_only).unwrap();
     assert!(matches!(
         f.ring.wait(t),
         Err(NpuError::CommandFailed {
@@ -359,31 +365,53 @@ fn timeouts_keep_the_command_pending_and_nothing_completes_twice() {
 }
 
 #[test]
-fn hung_commands_time_out_and_are_aborted_at_teardown() {
-    let mut f = fixture(4, Duration::from_millis(20));
+fn hung_commands_time_out_then_the_driver_ends_them() {
+    let tdr = Duration::from_millis(300);
+    let config = EmuConfig {
+        tdr,
+        ..EmuConfig::default()
+    };
+    let profile = config.profile;
+    let mut f = fixture_with(config, 4, Duration::from_millis(20));
     f.prepare(0);
     f.emu.hang_exec(1);
     let t = f.submit().unwrap();
+    let t0 = std::time::Instant::now();
     assert!(matches!(f.ring.wait(t), Err(NpuError::Timeout { .. })));
     assert!(matches!(f.ring.wait(t), Err(NpuError::Timeout { .. })));
-    // Behind the hung command, three more fill the context; the emulated driver refuses a 5th
-    // where the real one would block forever.
+    // Behind the hung command, three more fill the context; a 5th EXEC_CMD blocks in the
+    // driver until its TDR ends the hung one (and cancels the three).
+    let mut behind = Vec::new();
     for _ in 0..3 {
-        f.submit().unwrap();
+        behind.push(f.submit().unwrap());
     }
-    let ctx = f.ring.context().clone();
-    assert_eq!(f.emu.exec_cmd(ctx.handle(), 999, &[]), Err(Errno::NOENT));
-    let spare = MappedBo::command(&f.device).unwrap();
-    assert_eq!(
-        f.emu.exec_cmd(ctx.handle(), spare.handle(), &[]),
-        Err(Errno::BUSY)
-    );
-    drop(spare);
     let e = f.submit().unwrap_err();
     assert!(
         matches!(e, NpuError::InvalidRequest { .. }),
         "ring refuses before the driver: {e}"
     );
+    let ctx = f.ring.context().clone();
+    let spare = MappedBo::command(&f.device).unwrap();
+    let _ = f.emu.exec_cmd(ctx.handle(), spare.handle(), &[]);
+    assert!(
+        t0.elapsed() >= tdr - Duration::from_millis(50),
+        "blocked until the TDR"
+    );
+    let failed = |r: Result<(), NpuError>| match r {
+        Err(NpuError::CommandFailed { state, .. }) => state,
+        other => panic!("expected a failed command, got {other:?}"),
+    };
+    assert_eq!(failed(f.ring.wait(t)), profile.timed_out_state());
+    for b in behind {
+        assert_eq!(failed(f.ring.wait(b)), profile.cancelled_state());
+    }
+    assert_eq!(f.ring.in_flight(), 0);
+    // The ring is usable again and the payload rebuilt.
+    f.prepare(4);
+    let t = f.submit().unwrap();
+    f.ring.wait(t).unwrap();
+    assert!(f.output_ok(4));
+    drop(spare);
     let Fixture {
         emu,
         ring,
@@ -392,13 +420,7 @@ fn hung_commands_time_out_and_are_aborted_at_teardown() {
         device,
         ..
     } = f;
-    drop(ring);
-    drop(ctx);
-    assert!(emu
-        .command_errors()
-        .iter()
-        .any(|e| e.contains("aborted by DESTROY_HWCTX")));
-    drop((arena, heap, device));
+    drop((ring, ctx, arena, heap, device));
     let s = emu.stats();
     assert_eq!(
         (s.live_bos, s.mapped_bos, s.live_hwctxs, s.live_syncobjs),
@@ -420,7 +442,7 @@ fn failed_exec_leaves_the_ring_consistent() {
     let t = f.submit().unwrap();
     f.ring.wait(t).unwrap();
     assert!(f.output_ok(5));
-    f.emu.fail_next("SYNCOBJ_TIMELINE_WAIT", Errno::INTR);
+    f.emu.fail_next("SYNCOBJ_TIMELINE_WAIT", Errno::IO);
     f.emu.set_latency(Duration::from_millis(5));
     let t = f.submit().unwrap();
     let e = f.ring.wait(t).unwrap_err();
@@ -435,6 +457,22 @@ fn failed_exec_leaves_the_ring_consistent() {
         "{e}"
     );
     f.ring.wait(t).unwrap(); // still pending, completes on the retry
+}
+
+#[test]
+fn eintr_is_retried_on_exec_and_wait_f6() {
+    // F6: EXEC_CMD blocks in down_interruptible and the syncobj wait is interruptible; a signal
+    // surfaces as EINTR. Before the fix both reached the caller as Ioctl { EINTR }.
+    let mut f = fixture(2, Duration::from_secs(1));
+    f.prepare(6);
+    f.emu.set_latency(Duration::from_millis(2));
+    f.emu.fail_next("EXEC_CMD", Errno::INTR);
+    f.emu.fail_next("EXEC_CMD", Errno::INTR);
+    let t = f.submit().expect("EXEC_CMD retried after EINTR");
+    f.emu.fail_next("SYNCOBJ_TIMELINE_WAIT", Errno::INTR);
+    f.ring.wait(t).expect("wait retried after EINTR");
+    assert!(f.output_ok(6));
+    assert_eq!(f.emu.stats().submitted, 1, "submitted exactly once");
 }
 
 #[test]
@@ -474,10 +512,7 @@ fn unregistered_pdi_ends_in_error() {
     let mut ring = CommandRing::new(&device, Arc::new(ctx), 1, Duration::from_secs(1)).unwrap();
     let p = StartCu {
         cu_mask: 1,
-        opcode: 3,
-        instr_addr: 0,
-        instr_words: 0,
-        buffers: &[],
+        regmap: &[3, 0, 0, 0, 0],
     };
     let t = ring.submit(&Packet::StartCu(p), &[]).unwrap();
     assert!(matches!(

@@ -1,95 +1,40 @@
-//! The emulated firmware: hardware contexts, their job queues, and the execution of a command
-//! by the Rust function registered for the CU's PDI.
+//! The emulated firmware: hardware contexts, their job queues, and the execution of a command.
+//!
+//! A command is an `ERT_START_CU` packet whose regmap follows mlir-aie's layout (opcode u64 @0,
+//! instruction BO address @0x08, word count @0x10, buffer i @0x14 + 8·i). The firmware reads the
+//! instruction words from device memory (so they must have been flushed), validates them as a
+//! TXN v0.1 stream against the command's buffers ([`crate::npu::txn::validate`]), performs the
+//! shim DMA transfers they describe on device memory ([`crate::npu::txn::execute`]) and lets the
+//! array model registered for the CU's PDI turn input streams into output streams. Any refusal
+//! ends the command in state ERROR with the reason recorded.
 //!
 //! Time is virtual but tied to CLOCK_MONOTONIC: a job completes at `max(submit, previous job's
-//! completion) + latency`, and runs (its kernel executes, its header gets the final state, the
-//! syncobj point signals) the first time the emulator is entered at or after that time. Jobs of
-//! a context complete in order, like the real per-context queue.
+//! completion) + latency`, and runs the first time the emulator is entered at or after that
+//! time. A hung job is ended by the driver's scheduler timeout (TDR) `tdr` after it started;
+//! what its header and the other cancelled jobs' headers then say depends on the driver profile
+//! (F1). Jobs of a context complete in order, like the real per-context queue.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::memory::Memory;
-use crate::npu::ert::{CmdState, DecodedStartCu, Header, FIRST_BUFFER_ARG_OFFSET};
+use super::profile::DriverProfile;
+use crate::npu::ert::{CmdState, DecodedStartCu, Header, MLIR_AIE_OPCODE_TXN};
+use crate::npu::txn::{self, ArrayIo, DmaMemory, Limits};
 
-/// A kernel of the emulated device: reads its arguments and buffers through [`KernelCall`] and
-/// returns `Err(message)` to end the command in state ERROR.
-pub type KernelFn = Arc<dyn Fn(&mut KernelCall<'_>) -> Result<(), String> + Send + Sync>;
+/// The model of what the AIE array computes for one command: turns the bytes that arrived on
+/// each MM2S shim channel into the bytes leaving on each S2MM channel; `Err(message)` ends the
+/// command in state ERROR.
+pub type KernelFn = Arc<dyn Fn(&mut ArrayIo) -> Result<(), String> + Send + Sync>;
 
-/// What a kernel sees of one command.
-pub struct KernelCall<'a> {
-    regmap: &'a [u32],
-    memory: &'a Memory,
-    allowed: &'a [u32],
-}
-
-impl KernelCall<'_> {
-    /// The regmap (payload after the CU mask) as u32 words.
-    pub fn regmap(&self) -> &[u32] {
-        self.regmap
-    }
-
-    /// The u32 argument at regmap byte offset `off`.
-    pub fn arg_u32(&self, off: usize) -> Option<u32> {
-        self.regmap.get(off / 4).copied()
-    }
-
-    /// The u64 argument at regmap byte offset `off`.
-    pub fn arg_u64(&self, off: usize) -> Option<u64> {
-        Some(self.arg_u32(off)? as u64 | (self.arg_u32(off + 4)? as u64) << 32)
-    }
-
-    // The device model writes BO memory like DMA does: through the device's view, not a Rust
-    // borrow of the host's.
-    #[allow(clippy::mut_from_ref)]
-    fn bytes_at(&self, addr: u64, what: &str) -> Result<&mut [u8], String> {
-        let (p, len, handle) = self
-            .memory
-            .resolve(addr)
-            .ok_or_else(|| format!("{what}: device address {addr:#x} is in no BO"))?;
-        if !self.allowed.contains(&handle) {
-            return Err(format!(
-                "{what}: BO {handle} at {addr:#x} is not in the EXEC_CMD handle list"
-            ));
-        }
-        // SAFETY: `resolve` returned a live range of `len` bytes inside a BO that the command
-        // references. The host must not touch buffers of an in-flight command (the same rule as
-        // for real device DMA); the emulator runs one kernel at a time under its lock.
-        Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
-    }
-
-    /// The instruction words: BO address at 0x08, word count at 0x10 (mlir-aie regmap).
-    pub fn instructions(&self) -> Result<Vec<u32>, String> {
-        let addr = self
-            .arg_u64(0x08)
-            .ok_or("regmap has no instruction address")?;
-        let n = self
-            .arg_u32(0x10)
-            .ok_or("regmap has no instruction count")? as usize;
-        let bytes = self.bytes_at(addr, "instructions")?;
-        if bytes.len() < 4 * n {
-            return Err(format!("{n} instruction words run past their BO"));
-        }
-        Ok(bytes[..4 * n]
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
-            .collect())
-    }
-
-    /// Buffer argument `i` (address at 0x14 + 8·i) from its address to the end of its BO.
-    pub fn buffer(&mut self, i: usize) -> Result<&mut [u8], String> {
-        let addr = self
-            .arg_u64(FIRST_BUFFER_ARG_OFFSET + 8 * i)
-            .ok_or_else(|| format!("regmap has no buffer argument {i}"))?;
-        self.bytes_at(addr, &format!("bo{i}"))
-    }
-}
+/// Regmap words the non-cmdlist `execute_buffer_req.payload` holds (F2).
+pub const EXECBUF_PAYLOAD_WORDS: usize = 19;
 
 /// How an injected fault changes a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum JobFault {
     None,
-    /// Never completes (until the context is destroyed: ABORT).
+    /// Never completes by itself: the driver's TDR ends it.
     Hang,
     /// Completes in this state without running the kernel.
     State(CmdState),
@@ -100,14 +45,16 @@ pub(super) struct Job {
     pub(super) seq: u64,
     pub(super) cmd_bo: u32,
     pub(super) arg_bos: Vec<u32>,
-    /// CLOCK_MONOTONIC ns at which it completes; `None` = hung.
-    pub(super) complete_at: Option<i64>,
+    /// CLOCK_MONOTONIC ns at which it completes (hung jobs: when the TDR fires).
+    pub(super) complete_at: i64,
     pub(super) fault: JobFault,
 }
 
 pub(super) struct Context {
     /// Kernel per CU index; `None` for a PDI no kernel is registered for.
     pub(super) cus: Option<Vec<Option<KernelFn>>>,
+    /// Partition width.
+    pub(super) cols: u8,
     pub(super) next_seq: u64,
     pub(super) pending: VecDeque<Job>,
     /// Highest completed seq.
@@ -115,9 +62,10 @@ pub(super) struct Context {
 }
 
 impl Context {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(cols: u8) -> Self {
         Self {
             cus: None,
+            cols,
             next_seq: 0,
             pending: VecDeque::new(),
             signaled: None,
@@ -125,7 +73,7 @@ impl Context {
     }
 }
 
-// As `bytes_at`: the firmware writes command headers through its own view of the BO.
+// As DMA does: the firmware writes command headers through its own view of the BO.
 #[allow(clippy::mut_from_ref)]
 fn cmd_words(memory: &Memory, cmd_bo: u32) -> Option<&mut [u32]> {
     let (p, len) = memory.pages(cmd_bo)?;
@@ -134,13 +82,16 @@ fn cmd_words(memory: &Memory, cmd_bo: u32) -> Option<&mut [u32]> {
     Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u32>(), len / 4) })
 }
 
-/// Write the final state into the header; on failure overwrite the payload with 0xFF as
-/// `amdxdna_cmd_set_error` does.
+/// Write the final state into the header. ERROR/ABORT/TIMEOUT overwrite the payload with 0xFF
+/// as `amdxdna_cmd_set_error` does; NEW (a pre-fix kernel's killed job, F1) writes nothing.
 pub(super) fn finish(memory: &Memory, cmd_bo: u32, state: CmdState) {
     let Some(words) = cmd_words(memory, cmd_bo) else {
         return;
     };
     let h = Header::decode(words[0]);
+    if state == CmdState::New {
+        return;
+    }
     if state != CmdState::Completed {
         let end = (1 + h.count as usize).min(words.len());
         words[1..end].fill(0xFFFF_FFFF);
@@ -148,8 +99,41 @@ pub(super) fn finish(memory: &Memory, cmd_bo: u32, state: CmdState) {
     words[0] = Header { state, ..h }.encode();
 }
 
-/// Run one job's kernel: its final state, and the reason when it is not COMPLETED.
-pub(super) fn execute(memory: &Memory, ctx: &Context, job: &Job) -> (CmdState, Option<String>) {
+/// Device memory as the shim DMAs reach it: each buffer argument from its address to the end of
+/// its BO (null = absent, length 0).
+struct DeviceBuffers {
+    bufs: Vec<(*mut u8, usize)>,
+}
+
+impl DmaMemory for DeviceBuffers {
+    fn len(&self, arg: usize) -> u64 {
+        self.bufs[arg].1 as u64
+    }
+    fn read(&self, arg: usize, offset: u64, out: &mut [u8]) {
+        let (p, len) = self.bufs[arg];
+        assert!(offset as usize + out.len() <= len, "validated range");
+        // SAFETY: in bounds (asserted) of a live BO's device copy; raw copy, no reference to
+        // device memory is formed.
+        unsafe {
+            std::ptr::copy_nonoverlapping(p.add(offset as usize), out.as_mut_ptr(), out.len())
+        }
+    }
+    fn write(&mut self, arg: usize, offset: u64, data: &[u8]) {
+        let (p, len) = self.bufs[arg];
+        assert!(offset as usize + data.len() <= len, "validated range");
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(offset as usize), data.len()) }
+    }
+}
+
+/// Run one job: its final state, and the reason when it is not COMPLETED.
+pub(super) fn execute(
+    memory: &Memory,
+    ctx: &Context,
+    job: &Job,
+    profile: DriverProfile,
+    force_cmdlist: Option<bool>,
+) -> (CmdState, Option<String>) {
     if let JobFault::State(s) = job.fault {
         return (s, Some(format!("injected final state {s:?}")));
     }
@@ -157,12 +141,24 @@ pub(super) fn execute(memory: &Memory, ctx: &Context, job: &Job) -> (CmdState, O
     let Some(words) = cmd_words(memory, job.cmd_bo) else {
         return fail(format!("command BO {} is not a live CMD BO", job.cmd_bo));
     };
-    let Some(packet) = DecodedStartCu::parse(words) else {
+    let Some(mut packet) = DecodedStartCu::parse(words) else {
         return fail(format!(
-            "malformed ERT_START_CU packet, header {:#010x}",
+            "not an ERT_START_CU packet, header {:#010x} (the emulated firmware runs START_CU only)",
             words[0]
         ));
     };
+    if packet.regmap.len() > EXECBUF_PAYLOAD_WORDS {
+        match profile.long_regmap(force_cmdlist) {
+            super::profile::LongRegmap::Chained => {}
+            super::profile::LongRegmap::Truncated => packet.regmap.truncate(EXECBUF_PAYLOAD_WORDS),
+            super::profile::LongRegmap::Refused => {
+                return fail(format!(
+                    "regmap of {} words exceeds the {EXECBUF_PAYLOAD_WORDS}-word execbuf payload (force_cmdlist off): EINVAL",
+                    packet.regmap.len()
+                ))
+            }
+        }
+    }
     let cu = packet.cu_mask.trailing_zeros() as usize;
     let kernel = ctx
         .cus
@@ -172,13 +168,67 @@ pub(super) fn execute(memory: &Memory, ctx: &Context, job: &Job) -> (CmdState, O
     let Some(kernel) = kernel else {
         return fail(format!("no kernel registered for the PDI of CU {cu}"));
     };
-    let mut call = KernelCall {
-        regmap: &packet.regmap,
-        memory,
-        allowed: &job.arg_bos,
+    let opcode = packet.arg_u64(0).unwrap_or(0);
+    if opcode != MLIR_AIE_OPCODE_TXN {
+        return fail(format!(
+            "regmap opcode {opcode}: the emulated firmware runs TXN streams (opcode 3) only"
+        ));
+    }
+    let resolve = |addr: u64, what: &str| -> Result<(*mut u8, usize), String> {
+        let (p, len, handle) = memory
+            .resolve(addr)
+            .ok_or_else(|| format!("{what}: device address {addr:#x} is in no BO"))?;
+        if !job.arg_bos.contains(&handle) {
+            return Err(format!(
+                "{what}: BO {handle} at {addr:#x} is not in the EXEC_CMD handle list"
+            ));
+        }
+        Ok((p, len))
     };
-    match kernel(&mut call) {
-        Ok(()) => (CmdState::Completed, None),
-        Err(why) => fail(why),
+    let (Some(instr_addr), Some(ninstr)) = (packet.arg_u64(0x08), packet.arg_u32(0x10)) else {
+        return fail("regmap has no instruction address/count".into());
+    };
+    let instr = match resolve(instr_addr, "instructions") {
+        Ok((p, len)) if len >= 4 * ninstr as usize => {
+            // SAFETY: `len` live bytes of device memory at `p` (u32 reads unaligned-safe).
+            (0..ninstr as usize)
+                .map(|i| unsafe { p.cast::<u32>().add(i).read_unaligned() })
+                .collect::<Vec<u32>>()
+        }
+        Ok((_, len)) => {
+            return fail(format!(
+                "{ninstr} instruction words run past their BO ({len} bytes)"
+            ))
+        }
+        Err(e) => return fail(e),
+    };
+    let n_bufs = packet.regmap.len().saturating_sub(5) / 2;
+    let mut bufs = Vec::with_capacity(n_bufs);
+    for i in 0..n_bufs {
+        let addr = packet.arg_u64(0x14 + 8 * i).unwrap_or(0);
+        if addr == 0 {
+            bufs.push((std::ptr::null_mut(), 0));
+            continue;
+        }
+        match resolve(addr, &format!("bo{i}")) {
+            Ok(b) => bufs.push(b),
+            Err(e) => return fail(e),
+        }
+    }
+    let lens: Vec<u64> = bufs.iter().map(|b| b.1 as u64).collect();
+    let plan = match txn::validate(
+        &instr,
+        &Limits {
+            arg_lens: &lens,
+            partition_cols: Some(ctx.cols),
+        },
+    ) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("instruction stream refused: {e}")),
+    };
+    let mut mem = DeviceBuffers { bufs };
+    match txn::execute(&plan, &mut mem, &mut |io| kernel(io)) {
+        Ok(_) => (CmdState::Completed, None),
+        Err(e) => fail(format!("instruction stream execution: {e}")),
     }
 }

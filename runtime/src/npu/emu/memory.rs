@@ -7,6 +7,16 @@
 //!   INVALID); `xdna_addr` = heap base + offset. Creating one needs the heap mapped (EINVAL).
 //! - SHARE / CMD: anonymous host pages; `xdna_addr` = INVALID (upstream), so the device address
 //!   is the mmap address, which is the backing address here.
+//!
+//! Non-coherent memory: SHARE BOs and the heap (so every DEV BO) have two copies, the host's
+//! view (the user mapping: what the CPU caches hold) and the device's (`dram`, what DMA reads and
+//! writes). They meet only in [`Memory::flush`], the model of `clflush`: a line the host changed
+//! since the last flush ("dirty": it differs from the `synced` copy) is written back whole to
+//! `dram`, then the host line is refilled from `dram`. A missing flush before submission leaves
+//! the device reading stale data; a missing flush after completion leaves the host reading stale
+//! data; a flush of a CPU-dirty output after the device wrote it overwrites the device's result
+//! (F3). Limit: a CPU store of the value a line already holds is invisible here (a real cache
+//! line would be dirty). CMD BOs stay coherent: the driver, not the NPU, reads them.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +44,12 @@ pub(super) struct EmuBo {
     pub(super) heap_offset: u64,
     pub(super) mapped: bool,
     pub(super) closed: bool,
+    /// SHARE and heap: the device's copy, and the host bytes as of the last flush.
+    pub(super) dram: Option<(MappedRange, MappedRange)>,
 }
+
+/// Bytes per cache line of the coherence model.
+pub const LINE: usize = 64;
 
 #[derive(Debug, Default)]
 pub(super) struct Memory {
@@ -43,12 +58,28 @@ pub(super) struct Memory {
     pub(super) heap: Option<u32>,
 }
 
+fn shadow(size: u64) -> Result<(MappedRange, MappedRange), Errno> {
+    let dram = mapping::map_anonymous_aligned(size as usize, 0)?;
+    match mapping::map_anonymous_aligned(size as usize, 0) {
+        Ok(synced) => Ok((dram, synced)),
+        Err(e) => {
+            let _ = mapping::unmap(dram);
+            Err(e)
+        }
+    }
+}
+
 fn map_offset_of(handle: u32) -> u64 {
     FAKE_OFFSET_BASE + ((handle as u64) << 28)
 }
 
 impl Memory {
-    pub(super) fn create(&mut self, bo_type: BoType, size: u64) -> Result<u32, Errno> {
+    pub(super) fn create(
+        &mut self,
+        bo_type: BoType,
+        size: u64,
+        unmapped_heap_errno: Errno,
+    ) -> Result<u32, Errno> {
         if size == 0 {
             return Err(Errno::INVAL);
         }
@@ -59,6 +90,7 @@ impl Memory {
             heap_offset: 0,
             mapped: false,
             closed: false,
+            dram: None,
         };
         match bo_type {
             BoType::DevHeap => {
@@ -68,6 +100,7 @@ impl Memory {
                 if size > HEAP_MAX {
                     return Err(Errno::INVAL);
                 }
+                bo.dram = Some(shadow(size)?);
             }
             BoType::Dev => {
                 let heap = self
@@ -75,13 +108,19 @@ impl Memory {
                     .and_then(|h| self.bos.get(&h))
                     .ok_or(Errno::INVAL)?;
                 if heap.backing.is_none() {
-                    return Err(Errno::INVAL); // "Invalid dev heap userptr"
+                    // Upstream "Invalid dev heap userptr" (EINVAL); XD "Heap is not mapped" (EAGAIN).
+                    return Err(unmapped_heap_errno);
                 }
                 let size = page_round_up(size as usize) as u64;
                 bo.size = size;
-                bo.heap_offset = self.heap_alloc(heap.size, size).ok_or(Errno::NOMEM)?;
+                // drm_mm_insert_node fails with ENOSPC when the heap is full.
+                bo.heap_offset = self.heap_alloc(heap.size, size).ok_or(Errno::NOSPC)?;
             }
-            BoType::Share | BoType::Cmd => {
+            BoType::Share => {
+                bo.backing = Some(mapping::map_anonymous_aligned(size as usize, 0)?);
+                bo.dram = Some(shadow(size)?);
+            }
+            BoType::Cmd => {
                 bo.backing = Some(mapping::map_anonymous_aligned(size as usize, 0)?);
             }
         }
@@ -239,6 +278,10 @@ impl Memory {
             if let Some(r) = bo.backing {
                 let _ = mapping::unmap(r);
             }
+            if let Some((d, s)) = bo.dram {
+                let _ = mapping::unmap(d);
+                let _ = mapping::unmap(s);
+            }
             if self.heap == Some(handle) {
                 self.heap = None;
             }
@@ -256,27 +299,72 @@ impl Memory {
                 BoType::Dev => {
                     let base = HEAP_DEVICE_BASE + b.heap_offset;
                     if (base..base + b.size).contains(&addr) {
-                        let r = heap?.backing.as_ref()?;
+                        let heap = heap?;
+                        heap.backing.as_ref()?; // the device reaches the heap through its mapping
+                        let (dram, _) = heap.dram.as_ref()?;
                         let off = (addr - HEAP_DEVICE_BASE) as usize;
-                        // SAFETY: in bounds of the heap mapping (DEV BOs lie inside it).
-                        let p = unsafe { r.ptr().as_ptr().add(off) };
+                        // SAFETY: in bounds of the heap's device copy (DEV BOs lie inside it).
+                        let p = unsafe { dram.ptr().as_ptr().add(off) };
                         return Some((p, (base + b.size - addr) as usize, h));
                     }
                 }
-                BoType::Share | BoType::Cmd => {
+                BoType::Share => {
                     let r = b.backing.as_ref()?;
+                    let (dram, _) = b.dram.as_ref()?;
                     let base = r.addr() as u64;
                     if b.mapped && (base..base + b.size).contains(&addr) {
                         let off = (addr - base) as usize;
-                        // SAFETY: in bounds of the BO's pages.
-                        let p = unsafe { r.ptr().as_ptr().add(off) };
+                        // SAFETY: in bounds of the BO's device copy (same size as its pages).
+                        let p = unsafe { dram.ptr().as_ptr().add(off) };
                         return Some((p, (b.size - off as u64) as usize, h));
                     }
                 }
-                BoType::DevHeap => {}
+                BoType::Cmd | BoType::DevHeap => {}
             }
         }
         None
+    }
+
+    /// `clflush` of host bytes `addr..addr+len` (see the module doc). Ranges outside every
+    /// non-coherent BO (CMD BOs, ordinary memory) are left alone, as a flush changes nothing
+    /// there either.
+    pub(super) fn flush(&self, addr: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        for b in self.bos.values() {
+            let (Some(host), Some((dram, synced))) = (b.backing.as_ref(), b.dram.as_ref()) else {
+                continue;
+            };
+            if !b.mapped {
+                continue;
+            }
+            let base = host.addr();
+            let size = b.size as usize;
+            let (start, end) = (addr.max(base), (addr + len).min(base + size));
+            if start >= end {
+                continue;
+            }
+            let first = (start - base) / LINE * LINE;
+            let last = (end - base).div_ceil(LINE) * LINE;
+            for line in (first..last.min(size)).step_by(LINE) {
+                let n = LINE.min(size - line);
+                // SAFETY: `line..line+n` is inside all three ranges (each `size` bytes, page
+                // rounded). Raw copies, no references: the host may hold slices of its mapping
+                // (as real DMA would change memory under them, invalidation does here).
+                unsafe {
+                    let h = host.ptr().as_ptr().add(line);
+                    let d = dram.ptr().as_ptr().add(line);
+                    let s = synced.ptr().as_ptr().add(line);
+                    let dirty = (0..n).any(|i| h.add(i).read_volatile() != s.add(i).read());
+                    if dirty {
+                        std::ptr::copy_nonoverlapping(h, d, n);
+                    }
+                    std::ptr::copy_nonoverlapping(d, h, n);
+                    std::ptr::copy_nonoverlapping(d, s, n);
+                }
+            }
+        }
     }
 
     /// The pages of a SHARE/CMD BO (mapped or not), for the firmware to read packets.
@@ -301,6 +389,10 @@ impl Drop for Memory {
         for (_, bo) in std::mem::take(&mut self.bos) {
             if let Some(r) = bo.backing {
                 let _ = mapping::unmap(r);
+            }
+            if let Some((d, s)) = bo.dram {
+                let _ = mapping::unmap(d);
+                let _ = mapping::unmap(s);
             }
         }
     }

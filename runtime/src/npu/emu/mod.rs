@@ -1,15 +1,21 @@
-//! An emulated amdxdna device implementing [`Driver`]: BOs in host memory with the driver's
-//! address rules, hardware contexts whose CUs run a registered Rust function per PDI, the same
-//! command states, the 4-in-flight limit, syncobj timeline waits with absolute deadlines, and
-//! fault injection (fail the Nth call or the next call of an op with an errno, hang a command,
-//! end a command in a chosen state).
+//! An emulated amdxdna device implementing [`Driver`]: BOs with the driver's address rules and
+//! non-coherent device memory (`memory.rs`: the device sees host writes only after a flush, the
+//! host sees device writes only after one), hardware contexts whose firmware validates and runs
+//! the TXN instruction stream of each command, performing its shim DMA transfers on device
+//! memory for the Rust array model registered for the CU's PDI (`firmware.rs`), the same command
+//! states, the 4-in-flight limit, syncobj timeline waits with absolute deadlines, the driver's
+//! scheduler timeout, three driver profiles (`profile.rs`), and fault injection (fail the Nth
+//! call or the next call of an op with an errno, hang a command, end a command in a chosen
+//! state).
 //!
-//! Deviations from the real driver, all documented where they occur: where the driver would
-//! block forever (a 5th EXEC_CMD behind a hung command) the emulator returns EBUSY; a wait on a
-//! hung command sleeps at most [`MAX_SLEEP`] before returning ETIME.
+//! Deviations from the real driver, all documented where they occur: a wait for a point nobody
+//! submitted sleeps at most [`MAX_SLEEP`] before returning ETIME; duplicate handles in EXEC_CMD
+//! fail with EALREADY (ww_mutex semantics, inferred, not observed); CREATE_HWCTX with the heap
+//! unmapped fails with EINVAL (the driver's `aie2_map_host_buf` fails; its errno is inferred).
 
 mod firmware;
 mod memory;
+mod profile;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -17,8 +23,9 @@ use std::time::Duration;
 
 use rustix::io::Errno;
 
-pub use firmware::{KernelCall, KernelFn};
-pub use memory::{DEV_BO_ALIGN, HEAP_DEVICE_BASE, HEAP_MAX};
+pub use firmware::{KernelFn, EXECBUF_PAYLOAD_WORDS};
+pub use memory::{DEV_BO_ALIGN, HEAP_DEVICE_BASE, HEAP_MAX, LINE};
+pub use profile::{DriverProfile, LongRegmap, PROFILE_ENV};
 
 use firmware::{Context, Job, JobFault};
 use memory::Memory;
@@ -28,11 +35,12 @@ use super::driver::{Backend, BoInfo, BoType, Driver};
 use super::ert::CmdState;
 use super::ioctl::DrmVersion;
 use super::mapping::MappedRange;
+use super::txn::ArrayIo;
 use super::uapi;
 
 /// Commands a context accepts in flight (`HWCTX_MAX_CMDS`).
 pub const MAX_IN_FLIGHT: usize = 4;
-/// The longest a single wait sleeps on a command that will never complete.
+/// The longest a single wait sleeps for a point nobody submitted.
 pub const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// Required alignment of the heap mapping (firmware INVALID_PARAM otherwise, npu-driver.md §2.3).
 pub const HEAP_ALIGN: usize = 64 << 20;
@@ -58,11 +66,29 @@ pub struct EmuConfig {
     pub h_clock_mhz: u32,
     /// Time from submission (or the previous command's completion) to completion.
     pub latency: Duration,
+    /// The driver version modelled.
+    pub profile: DriverProfile,
+    /// The scheduler timeout that ends a hung command (the profile's, or shorter in tests).
+    pub tdr: Duration,
+    /// `force_cmdlist` as the module parameter reads (the profile's by default).
+    pub force_cmdlist: Option<bool>,
+    /// Make CREATE_HWCTX return syncobj 0 (a driver bug the runtime must survive, F8).
+    pub syncobj_zero: bool,
 }
 
-impl Default for EmuConfig {
-    /// A Phoenix-like NPU1: AIE2, 5 columns (column 0 unusable is not modelled), 6 rows, 4 core rows.
-    fn default() -> Self {
+impl EmuConfig {
+    /// The default device under `profile` (its driver version, TDR and `force_cmdlist`).
+    pub fn with_profile(profile: DriverProfile) -> Self {
+        Self {
+            driver_version: profile.driver_version(),
+            profile,
+            tdr: profile.tdr(),
+            force_cmdlist: profile.force_cmdlist(),
+            ..Self::base()
+        }
+    }
+
+    fn base() -> Self {
         Self {
             driver_name: uapi::AMDXDNA_DRIVER_NAME.into(),
             driver_version: (0, 1, 0),
@@ -73,7 +99,19 @@ impl Default for EmuConfig {
             firmware: (1, 5, 2, 380),
             h_clock_mhz: 1024,
             latency: Duration::ZERO,
+            profile: DriverProfile::UpstreamCurrent,
+            tdr: DriverProfile::UpstreamCurrent.tdr(),
+            force_cmdlist: None,
+            syncobj_zero: false,
         }
+    }
+}
+
+impl Default for EmuConfig {
+    /// A Phoenix-like NPU1 (AIE2, 5 columns, 6 rows, 4 core rows) under the profile named by
+    /// `AMANUENSIS_EMU_PROFILE` (current upstream when unset).
+    fn default() -> Self {
+        Self::with_profile(DriverProfile::from_env())
     }
 }
 
@@ -156,11 +194,13 @@ impl EmuDriver {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Register the kernel a CU runs when CONFIG_HWCTX hands it a DEV BO starting with `pdi`.
+    /// Register the array model a CU runs when CONFIG_HWCTX hands it a DEV BO starting with
+    /// `pdi`: it gets the bytes the shim DMAs fetched (per column and channel) and fills the
+    /// bytes they will store.
     pub fn register_kernel(
         &self,
         pdi: &[u8],
-        f: impl Fn(&mut KernelCall<'_>) -> Result<(), String> + Send + Sync + 'static,
+        f: impl Fn(&mut ArrayIo) -> Result<(), String> + Send + Sync + 'static,
     ) {
         self.lock().kernels.push((pdi.to_vec(), Arc::new(f)));
     }
@@ -182,8 +222,8 @@ impl EmuDriver {
         self.lock().faults.fail_next_op.push((op, errno));
     }
 
-    /// Make the `n`th EXEC_CMD from now (1 = next) hang: it never completes; destroying its
-    /// context aborts it.
+    /// Make the `n`th EXEC_CMD from now (1 = next) hang: it never completes by itself; the
+    /// driver's TDR ends it ([`EmuConfig::tdr`] after it started), or destroying its context.
     pub fn hang_exec(&self, n: u64) {
         let mut s = self.lock();
         let at = s.faults.execs + n;
@@ -207,6 +247,11 @@ impl EmuDriver {
             live_syncobjs: s.syncobjs.len(),
             ..s.stats.clone()
         }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> EmuConfig {
+        self.lock().config.clone()
     }
 
     /// Every successful call so far as (op, main argument), in order.
@@ -239,19 +284,45 @@ impl State {
     /// Complete every job whose time has come, in order per context.
     fn retire(&mut self, now: i64) {
         let State {
+            config,
             memory,
             contexts,
             stats,
             errors,
             ..
         } = self;
+        let profile = config.profile;
         for ctx in contexts.values_mut() {
             while let Some(job) = ctx.pending.front() {
-                if job.complete_at.is_none_or(|t| t > now) {
+                if job.complete_at > now {
                     break;
                 }
                 let job = ctx.pending.pop_front().expect("front exists");
-                let (state, why) = firmware::execute(memory, ctx, &job);
+                if job.fault == JobFault::Hang {
+                    // The scheduler's timeout: the hung job and every job queued behind it.
+                    let state = profile.timed_out_state();
+                    firmware::finish(memory, job.cmd_bo, state);
+                    errors.push(format!(
+                        "seq {}: timed out by the driver after {:?}, header state {state:?}",
+                        job.seq, config.tdr
+                    ));
+                    let mut last = job.seq;
+                    for other in ctx.pending.drain(..) {
+                        let state = profile.cancelled_state();
+                        firmware::finish(memory, other.cmd_bo, state);
+                        errors.push(format!(
+                            "seq {}: cancelled with timed-out seq {}, header state {state:?}",
+                            other.seq, job.seq
+                        ));
+                        last = other.seq;
+                        stats.completed += 1;
+                    }
+                    ctx.signaled = Some(last);
+                    stats.completed += 1;
+                    break;
+                }
+                let (state, why) =
+                    firmware::execute(memory, ctx, &job, profile, config.force_cmdlist);
                 firmware::finish(memory, job.cmd_bo, state);
                 if let Some(why) = why {
                     errors.push(format!("seq {}: {why}", job.seq));
@@ -270,6 +341,22 @@ impl State {
 impl Driver for EmuDriver {
     fn backend(&self) -> Backend {
         Backend::Emulated
+    }
+
+    unsafe fn cache_flush(&self, addr: *const u8, len: usize) {
+        // Not an ioctl: no fault injection, no call count.
+        self.lock().memory.flush(addr as usize, len);
+    }
+
+    fn module_param(&self, name: &str) -> Option<String> {
+        match name {
+            "force_cmdlist" => self
+                .lock()
+                .config
+                .force_cmdlist
+                .map(|on| if on { "Y" } else { "N" }.to_string()),
+            _ => None,
+        }
     }
 
     fn version(&self) -> Result<DrmVersion, Errno> {
@@ -344,7 +431,8 @@ impl Driver for EmuDriver {
 
     fn create_bo(&self, bo_type: BoType, size: u64) -> Result<u32, Errno> {
         let mut s = self.enter("CREATE_BO")?;
-        let h = s.memory.create(bo_type, size)?;
+        let errno = s.config.profile.unmapped_heap_errno();
+        let h = s.memory.create(bo_type, size, errno)?;
         s.log.push(("CREATE_BO", h as u64));
         Ok(h)
     }
@@ -386,16 +474,25 @@ impl Driver for EmuDriver {
         if s.memory.heap.is_none() {
             return Err(Errno::NOENT); // "The client dev heap object not exist"
         }
+        if s.memory.heap_addr().is_none() {
+            return Err(Errno::INVAL); // aie2_map_host_buf needs the heap's mapping
+        }
         let core_rows = s.config.core_rows as u32;
         let cols = num_tiles / core_rows;
         if !num_tiles.is_multiple_of(core_rows) || cols == 0 || cols > s.config.cols as u32 {
             return Err(Errno::INVAL);
         }
         s.next_ctx += 1;
-        s.next_syncobj += 1;
-        let (ctx, sync) = (s.next_ctx, s.next_syncobj);
-        s.contexts.insert(ctx, Context::new());
-        s.syncobjs.insert(sync, ctx);
+        let ctx = s.next_ctx;
+        s.contexts.insert(ctx, Context::new(cols as u8));
+        let sync = if s.config.syncobj_zero {
+            0
+        } else {
+            s.next_syncobj += 1;
+            let sync = s.next_syncobj;
+            s.syncobjs.insert(sync, ctx);
+            sync
+        };
         s.log.push(("CREATE_HWCTX", ctx as u64));
         Ok((ctx, sync))
     }
@@ -439,7 +536,8 @@ impl Driver for EmuDriver {
             .ctx_mut(hwctx)?
             .pending
             .iter()
-            .filter_map(|j| j.complete_at)
+            .filter(|j| j.fault != JobFault::Hang)
+            .map(|j| j.complete_at)
             .max();
         if let Some(t) = due {
             drop(s);
@@ -451,10 +549,13 @@ impl Driver for EmuDriver {
             s.retire(monotonic_ns());
         }
         let mut ctx = s.contexts.remove(&hwctx).ok_or(Errno::INVAL)?;
+        let state = s.config.profile.cancelled_state();
         for job in ctx.pending.drain(..) {
-            firmware::finish(&s.memory, job.cmd_bo, CmdState::Abort);
-            s.errors
-                .push(format!("seq {}: aborted by DESTROY_HWCTX", job.seq));
+            firmware::finish(&s.memory, job.cmd_bo, state);
+            s.errors.push(format!(
+                "seq {}: aborted by DESTROY_HWCTX, header state {state:?}",
+                job.seq
+            ));
         }
         s.log.push(("DESTROY_HWCTX", hwctx as u64));
         Ok(())
@@ -462,7 +563,7 @@ impl Driver for EmuDriver {
 
     fn syncobj_destroy(&self, syncobj: u32) -> Result<(), Errno> {
         let mut s = self.enter("SYNCOBJ_DESTROY")?;
-        s.syncobjs.remove(&syncobj).ok_or(Errno::INVAL)?;
+        s.syncobjs.remove(&syncobj).ok_or(Errno::NOENT)?;
         s.log.push(("SYNCOBJ_DESTROY", syncobj as u64));
         Ok(())
     }
@@ -475,8 +576,13 @@ impl Driver for EmuDriver {
         if s.memory.bo_type(cmd_bo)? != BoType::Cmd {
             return Err(Errno::INVAL);
         }
-        for &h in arg_bos {
+        for (i, &h) in arg_bos.iter().enumerate() {
             s.memory.bo_type(h)?; // ENOENT for a stale handle
+            if arg_bos[..i].contains(&h) {
+                // drm_gem_lock_reservations locks each BO once per acquire context; locking
+                // the same ww_mutex twice gives EALREADY (inferred from ww_mutex semantics).
+                return Err(Errno::ALREADY);
+            }
         }
         if s.ctx_mut(hwctx)?.cus.is_none() {
             return Err(Errno::INVAL);
@@ -487,9 +593,9 @@ impl Driver for EmuDriver {
             if ctx.pending.len() < MAX_IN_FLIGHT {
                 break;
             }
-            let Some(t) = ctx.pending.front().and_then(|j| j.complete_at) else {
-                return Err(Errno::BUSY);
-            };
+            // Blocks (down_interruptible(&job_sem)) until the oldest ends: completes, or the
+            // TDR ends it if hung.
+            let t = ctx.pending.front().map_or(0, |j| j.complete_at);
             drop(s);
             let wait = t.saturating_sub(monotonic_ns());
             if wait > 0 {
@@ -502,15 +608,15 @@ impl Driver for EmuDriver {
         let n = s.faults.execs;
         let fault = s.faults.exec_faults.remove(&n).unwrap_or(JobFault::None);
         let latency = i64::try_from(s.config.latency.as_nanos()).unwrap_or(i64::MAX);
+        let tdr = i64::try_from(s.config.tdr.as_nanos()).unwrap_or(i64::MAX);
         let now = monotonic_ns();
         let ctx = s.ctx_mut(hwctx)?;
-        let start = ctx
-            .pending
-            .back()
-            .and_then(|j| j.complete_at)
-            .unwrap_or(now)
-            .max(now);
-        let complete_at = (fault != JobFault::Hang).then(|| start.saturating_add(latency));
+        let start = ctx.pending.back().map_or(now, |j| j.complete_at).max(now);
+        let complete_at = if fault == JobFault::Hang {
+            start.saturating_add(tdr)
+        } else {
+            start.saturating_add(latency)
+        };
         let seq = ctx.next_seq;
         ctx.next_seq += 1;
         ctx.pending.push_back(Job {
@@ -531,7 +637,8 @@ impl Driver for EmuDriver {
 
     fn timeline_wait(&self, syncobj: u32, point: u64, deadline_ns: i64) -> Result<(), Errno> {
         let mut s = self.enter("SYNCOBJ_TIMELINE_WAIT")?;
-        let hwctx = *s.syncobjs.get(&syncobj).ok_or(Errno::INVAL)?;
+        // drm_syncobj_array_find: an unknown handle is ENOENT.
+        let hwctx = *s.syncobjs.get(&syncobj).ok_or(Errno::NOENT)?;
         loop {
             let ctx = s.contexts.get(&hwctx).ok_or(Errno::INVAL)?;
             // Point 0 waits for the latest submitted job (dma_fence_chain_find_seqno quirk).
@@ -550,7 +657,7 @@ impl Driver for EmuDriver {
             // When does the target complete? (WAIT_FOR_SUBMIT: an unsubmitted point waits.)
             let due = target
                 .and_then(|t| ctx.pending.iter().find(|j| j.seq == t))
-                .and_then(|j| j.complete_at);
+                .map(|j| j.complete_at);
             let now = monotonic_ns();
             if now >= deadline_ns {
                 return Err(Errno::TIME);

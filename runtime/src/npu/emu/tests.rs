@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::npu::clock::{deadline_after, monotonic_ns};
-use crate::npu::ert::{StartCu, MLIR_AIE_OPCODE_TXN};
+use crate::npu::ert::StartCu;
 use crate::npu::uapi::{amdxdna_cu_config, AMDXDNA_INVALID_ADDR};
 
 const PDI: &[u8] = b"EMU-RAW-PDI";
@@ -21,6 +21,8 @@ fn setup(emu: &EmuDriver) -> (u32, u32, u32, MappedRange) {
     let off = (emu.bo_info(pdi).unwrap().xdna_addr - HEAP_DEVICE_BASE) as usize;
     // SAFETY: test-only write of the PDI into the heap mapping we own.
     unsafe { heap_map.bytes_mut(off, PDI.len()) }.copy_from_slice(PDI);
+    // SAFETY: the PDI bytes lie in the live heap mapping; the firmware reads device memory.
+    unsafe { emu.cache_flush(heap_map.ptr().as_ptr().add(off), PDI.len()) };
     let (ctx, sync) = emu.create_hwctx(&[0; 32], 2048, 4).unwrap();
     emu.config_cu(
         ctx,
@@ -35,17 +37,74 @@ fn setup(emu: &EmuDriver) -> (u32, u32, u32, MappedRange) {
     let map = emu
         .mmap(emu.bo_info(cmd).unwrap().map_offset, 4096, 0)
         .unwrap();
+    let regmap = [3, 0, 0, 0, 0]; // opcode 3, no instruction BO: the command ends in ERROR
     let p = StartCu {
         cu_mask: 1,
-        opcode: MLIR_AIE_OPCODE_TXN,
-        instr_addr: 0,
-        instr_words: 0,
-        buffers: &[],
+        regmap: &regmap,
     };
     // SAFETY: test-only view of the CMD BO mapping; u32-aligned (page-aligned mapping).
     let words = unsafe { std::slice::from_raw_parts_mut(map.ptr().as_ptr().cast::<u32>(), 1024) };
     p.write(words).unwrap();
     (ctx, sync, cmd, map)
+}
+
+#[test]
+fn device_memory_is_not_coherent() {
+    let emu = emu_with_kernel();
+    let bo = emu.create_bo(BoType::Share, 4096).unwrap();
+    let map = emu
+        .mmap(emu.bo_info(bo).unwrap().map_offset, 4096, 0)
+        .unwrap();
+    let host = map.ptr().as_ptr();
+    let dev = || {
+        let s = emu.lock();
+        let (p, len, h) = s.memory.resolve(map.addr() as u64).unwrap();
+        assert_eq!((len, h), (4096, bo));
+        // SAFETY: test-only read of the BO's device copy.
+        unsafe { std::slice::from_raw_parts(p, 4096).to_vec() }
+    };
+    // SAFETY: test-only writes to our own mapping.
+    unsafe { host.write_bytes(0xAB, 4096) };
+    assert!(
+        dev().iter().all(|&b| b == 0),
+        "device sees nothing before a flush"
+    );
+    // SAFETY: the range is our live mapping.
+    unsafe { emu.cache_flush(host.add(64), 64) };
+    let d = dev();
+    assert!(
+        d[64..128].iter().all(|&b| b == 0xAB),
+        "the flushed line reached the device"
+    );
+    assert!(d[..64].iter().all(|&b| b == 0) && d[128..].iter().all(|&b| b == 0));
+    // A device write is invisible to the host until the host flushes (invalidates).
+    {
+        let s = emu.lock();
+        let (p, _, _) = s.memory.resolve(map.addr() as u64 + 1000).unwrap();
+        // SAFETY: test-only write into the device copy, in bounds.
+        unsafe { p.write_bytes(0x11, 8) };
+    }
+    // SAFETY: test-only read of our mapping.
+    assert_eq!(unsafe { host.add(1000).read() }, 0xAB);
+    // SAFETY: the range is our live mapping.
+    unsafe { emu.cache_flush(host.add(1000), 8) };
+    // The line 960..1024 was CPU-dirty (0xAB, never flushed): clflush wrote it back over the
+    // device's bytes first, exactly the F3 hazard.
+    // SAFETY: test-only read of our mapping.
+    assert_eq!(unsafe { host.add(1000).read() }, 0xAB);
+    // A clean line shows the device write after the flush.
+    {
+        let s = emu.lock();
+        let (p, _, _) = s.memory.resolve(map.addr() as u64 + 64).unwrap();
+        // SAFETY: test-only write into the device copy, in bounds.
+        unsafe { p.write_bytes(0x22, 4) };
+    }
+    // SAFETY: the range is our live mapping.
+    unsafe { emu.cache_flush(host.add(64), 4) };
+    // SAFETY: test-only read of our mapping.
+    assert_eq!(unsafe { host.add(64).read() }, 0x22);
+    emu.munmap(map).unwrap();
+    emu.gem_close(bo).unwrap();
 }
 
 fn emu_with_kernel() -> EmuDriver {
@@ -70,8 +129,13 @@ fn heap_rules() {
     );
     assert_eq!(
         emu.create_bo(BoType::Dev, 4096),
-        Err(Errno::INVAL),
+        Err(emu.config().profile.unmapped_heap_errno()),
         "heap not mapped yet"
+    );
+    assert_eq!(
+        emu.create_hwctx(&[0; 32], 0, 4),
+        Err(Errno::INVAL),
+        "CREATE_HWCTX needs the heap mapped"
     );
     let info = emu.bo_info(heap).unwrap();
     let map = emu
@@ -191,8 +255,8 @@ fn timeline_points_and_deadlines() {
     emu.timeline_wait(sync, 0, 0).unwrap();
     assert_eq!(
         emu.timeline_wait(999, 0, i64::MAX),
-        Err(Errno::INVAL),
-        "unknown syncobj"
+        Err(Errno::NOENT),
+        "unknown syncobj (drm_syncobj_array_find)"
     );
     emu.syncobj_destroy(sync).unwrap();
     emu.destroy_hwctx(ctx).unwrap();

@@ -1,0 +1,66 @@
+//! Prints the dispatch budget of Whisper tiny/base through the aie/ designs: per 30 s window
+//! and per token, submissions, bytes to and from the device, and a projected time on Phoenix
+//! and Strix (a projection from published peaks: nothing here has run on an NPU).
+//!
+//! `cargo run --release -p amanuensis-aie --example dispatch_budget`
+
+use amanuensis_aie::budget::{
+    cross_kv, decoder_step, encoder, report, resident_weight_bytes, Assumptions, PHOENIX, STRIX,
+};
+use amanuensis_aie::design::{BASE, TINY};
+
+fn main() {
+    let models = [TINY, BASE];
+    let platforms = [PHOENIX, STRIX];
+    for (label, a) in [
+        ("greedy, peak", Assumptions::default()),
+        (
+            "greedy, 30 % of peak",
+            Assumptions {
+                efficiency: 0.3,
+                ..Assumptions::default()
+            },
+        ),
+        (
+            "greedy, peak, vectorised softmax (2 cycles/score)",
+            Assumptions {
+                softmax_cycles_per_score: 2.0,
+                ..Assumptions::default()
+            },
+        ),
+        (
+            "beam 5, peak",
+            Assumptions {
+                beams: 5,
+                ..Assumptions::default()
+            },
+        ),
+    ] {
+        println!("== {label}");
+        print!("{}", report(&models, &platforms, &a));
+    }
+    let a = Assumptions::default();
+    println!(
+        "== split of the greedy-peak window (projected s: encoder, cross K/V, 120 decoder steps)"
+    );
+    for w in models {
+        for p in platforms {
+            let (e, x, d) = (
+                encoder(&p, &a, &w),
+                cross_kv(&p, &a, &w),
+                decoder_step(&p, &a, &w) * 120,
+            );
+            println!(
+                "{} | {} | encoder {:.3} ({} submissions) | cross K/V {:.3} | decoder {:.3} (overhead {:.3})",
+                w.name, p.name, e.projected_s, e.submissions, x.projected_s, d.projected_s, d.overhead_s
+            );
+        }
+    }
+    for w in models {
+        println!(
+            "{}: weight images uploaded once: {:.1} MB",
+            w.name,
+            resident_weight_bytes(&w) as f64 / 1e6
+        );
+    }
+}

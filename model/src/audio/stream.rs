@@ -1,0 +1,220 @@
+//! An audio input (a file or standard input) as a stream of 16 kHz mono f32 blocks: the
+//! container is recognised from its first bytes (RIFF/WAVE by our own parser, everything else
+//! by symphonia), decoded block by block, mixed to mono, clipped to [-1, 1] and resampled, so
+//! memory does not grow with the input's length.
+
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::codec::{unseekable, CodecReader};
+use super::error::AudioError;
+use super::resample::{StreamResampler, TARGET_RATE};
+use super::wav::WavReader;
+
+/// Longest input accepted, in seconds (24 h): a stream that claims or delivers more (say
+/// `/dev/zero` behind a WAV header) is refused instead of running for days.
+pub const MAX_DURATION_SECONDS: u64 = 24 * 3600;
+
+/// Where audio comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioInput {
+    /// A file.
+    File(PathBuf),
+    /// Standard input (`-` on the command line).
+    Stdin,
+}
+
+impl AudioInput {
+    /// `-` is standard input, anything else a file.
+    pub fn from_arg(arg: &Path) -> Self {
+        if arg == Path::new("-") {
+            AudioInput::Stdin
+        } else {
+            AudioInput::File(arg.to_path_buf())
+        }
+    }
+
+    /// The name used in messages (`<stdin>` for standard input).
+    pub fn name(&self) -> PathBuf {
+        match self {
+            AudioInput::File(p) => p.clone(),
+            AudioInput::Stdin => PathBuf::from("<stdin>"),
+        }
+    }
+
+    /// Whether the input can be read twice (files can; pipes cannot).
+    pub fn rereadable(&self) -> bool {
+        matches!(self, AudioInput::File(_))
+    }
+}
+
+enum Decoder {
+    Wav(WavReader<Box<dyn Read + Send>>),
+    Codec(Box<CodecReader>),
+}
+
+/// A decoded, resampled input.
+pub struct AudioStream {
+    name: PathBuf,
+    decoder: Decoder,
+    resampler: Option<StreamResampler>,
+    native: Vec<f32>,
+    /// Native-rate frames decoded so far.
+    frames: u64,
+    max_frames: u64,
+    ended: bool,
+}
+
+impl AudioStream {
+    /// Opens and recognises `input`, ready to decode.
+    pub fn open(input: &AudioInput) -> Result<Self, AudioError> {
+        let name = input.name();
+        let io = |source| AudioError::Io {
+            path: name.clone(),
+            source,
+        };
+        let (decoder, name) = match input {
+            AudioInput::File(path) => {
+                let mut file = File::open(path).map_err(io)?;
+                if file.metadata().map_err(io)?.is_dir() {
+                    return Err(io(std::io::Error::new(
+                        std::io::ErrorKind::IsADirectory,
+                        "is a directory",
+                    )));
+                }
+                let mut head = [0u8; 12];
+                let got = read_head(&mut file, &mut head).map_err(io)?;
+                let decoder = if is_wav(&head[..got]) {
+                    let reader: Box<dyn Read + Send> = Box::new(std::io::BufReader::new(
+                        Cursor::new(head[..got].to_vec()).chain(file),
+                    ));
+                    Decoder::Wav(WavReader::new(reader).map_err(|e| e.with_path(path))?)
+                } else {
+                    file.seek(SeekFrom::Start(0)).map_err(io)?;
+                    let ext = path.extension().and_then(|e| e.to_str());
+                    Decoder::Codec(Box::new(
+                        CodecReader::new(Box::new(file), ext).map_err(|e| e.with_path(path))?,
+                    ))
+                };
+                (decoder, path.clone())
+            }
+            AudioInput::Stdin => {
+                let mut stdin = std::io::stdin();
+                let mut head = [0u8; 12];
+                let got = read_head(&mut stdin, &mut head).map_err(io)?;
+                let reader = Cursor::new(head[..got].to_vec()).chain(stdin);
+                let decoder = if is_wav(&head[..got]) {
+                    let reader: Box<dyn Read + Send> = Box::new(std::io::BufReader::new(reader));
+                    Decoder::Wav(WavReader::new(reader).map_err(|e| e.with_path(&name))?)
+                } else {
+                    Decoder::Codec(Box::new(
+                        CodecReader::new(unseekable(reader), None)
+                            .map_err(|e| e.with_path(&name))?,
+                    ))
+                };
+                (decoder, name.clone())
+            }
+        };
+        let rate = match &decoder {
+            Decoder::Wav(w) => w.sample_rate(),
+            Decoder::Codec(c) => c.sample_rate(),
+        };
+        let resampler = if rate == TARGET_RATE {
+            None
+        } else {
+            Some(StreamResampler::new(rate).map_err(|e| e.with_path(&name))?)
+        };
+        Ok(AudioStream {
+            name,
+            decoder,
+            resampler,
+            native: Vec::new(),
+            frames: 0,
+            max_frames: MAX_DURATION_SECONDS * rate as u64,
+            ended: false,
+        })
+    }
+
+    /// The input's sample rate in Hz.
+    pub fn sample_rate(&self) -> u32 {
+        match &self.decoder {
+            Decoder::Wav(w) => w.sample_rate(),
+            Decoder::Codec(c) => c.sample_rate(),
+        }
+    }
+
+    /// The input's channel count (0 when the container does not say).
+    pub fn channels(&self) -> u16 {
+        match &self.decoder {
+            Decoder::Wav(w) => w.channels(),
+            Decoder::Codec(c) => c.channels(),
+        }
+    }
+
+    /// What the input got wrong but was decoded anyway (complete once [`AudioStream::read`]
+    /// returned `false`).
+    pub fn warnings(&self) -> Vec<String> {
+        match &self.decoder {
+            Decoder::Wav(w) => w.warnings().to_vec(),
+            Decoder::Codec(c) => c.warnings().to_vec(),
+        }
+    }
+
+    /// Appends the next block of 16 kHz samples to `out`; `Ok(false)` once the input is done
+    /// (the samples appended by that call count).
+    pub fn read(&mut self, out: &mut Vec<f32>) -> Result<bool, AudioError> {
+        if self.ended {
+            return Ok(false);
+        }
+        self.native.clear();
+        let more = match &mut self.decoder {
+            Decoder::Wav(w) => w.read_block(&mut self.native),
+            Decoder::Codec(c) => c.read_block(&mut self.native),
+        }
+        .map_err(|e| e.with_path(&self.name))?;
+        self.frames += self.native.len() as u64;
+        if self.frames > self.max_frames {
+            return Err(AudioError::TooLong {
+                path: Some(self.name.clone()),
+                limit_hours: MAX_DURATION_SECONDS / 3600,
+            });
+        }
+        match &mut self.resampler {
+            None => out.extend_from_slice(&self.native),
+            Some(r) => {
+                r.push(&self.native, out);
+                if !more {
+                    r.finish(out);
+                }
+            }
+        }
+        self.ended = !more;
+        Ok(more)
+    }
+}
+
+fn is_wav(head: &[u8]) -> bool {
+    head.len() >= 4 && &head[..4] == b"RIFF"
+}
+
+fn read_head<R: Read>(reader: &mut R, head: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < head.len() {
+        match reader.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Decodes a whole input to 16 kHz mono samples (for tests and short files; the CLI streams).
+pub fn load_audio(input: &AudioInput) -> Result<Vec<f32>, AudioError> {
+    let mut stream = AudioStream::open(input)?;
+    let mut samples = Vec::new();
+    while stream.read(&mut samples)? {}
+    Ok(samples)
+}

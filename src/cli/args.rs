@@ -1,0 +1,115 @@
+//! The `transcribe` command's arguments.
+
+use std::path::PathBuf;
+
+use amanuensis::output::OutputFormat;
+use amanuensis::{Device, Precision};
+
+/// What to do with the speech.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Task {
+    /// Text in the spoken language.
+    Transcribe,
+    /// English text (multilingual models only).
+    Translate,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TranscribeArgs {
+    /// Audio files: WAV (PCM, float, µ-law, A-law, extensible; unknown-length headers from
+    /// pipes), FLAC, MP3, Ogg Vorbis, M4A/AAC; any rate and channel count. `-` reads standard
+    /// input.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Model file, or a model name in the cache (tiny.en, base, tiny.en.int8, base.int8).
+    /// Default: $AMANUENSIS_MODEL, else tiny.en.
+    #[arg(short, long)]
+    pub model: Option<String>,
+    /// Threads (default: available cores).
+    #[arg(short, long)]
+    pub threads: Option<usize>,
+    /// Decode without timestamp tokens (one segment per 30 s window).
+    #[arg(long)]
+    pub no_timestamps: bool,
+    /// What to print, or to write with --output-dir (`all`: txt, vtt, srt, tsv and json).
+    #[arg(short = 'f', long, value_enum, default_value = "console")]
+    pub output_format: OutputFormat,
+    /// Write DIR/NAME.EXT (NAME: the input's file name minus its final extension) instead of
+    /// printing; the folder is created. Each file is written whole or not at all.
+    #[arg(short = 'o', long)]
+    pub output_dir: Option<PathBuf>,
+    /// Language code (en, fr, de, ...), or `auto` to detect it from the first 30 s. Default:
+    /// auto for multilingual models; English-only (.en) models take only `en`.
+    #[arg(short, long)]
+    pub language: Option<String>,
+    /// transcribe, or translate to English (multilingual models only).
+    #[arg(long, value_enum, default_value = "transcribe")]
+    pub task: Task,
+    /// Text that seeds the previous-text prompt of the first window.
+    #[arg(long)]
+    pub initial_prompt: Option<String>,
+    /// Print load and stage timings on stderr.
+    #[arg(long)]
+    pub timings: bool,
+    /// Beams: 1 = greedy; 5 = faster-whisper's default beam search (patience 1, length
+    /// penalty 1).
+    #[arg(short, long, default_value_t = 1)]
+    pub beam_size: usize,
+    /// Arithmetic: auto = INT8 for an INT8 model file, else f32 (the reference).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub precision: PrecisionArg,
+    /// Where the network runs: auto (the CPU today), cpu, npu, emu (the emulated NPU).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// No progress bar, no live segment lines with --output-dir, no informational messages
+    /// (errors and warnings still go to stderr).
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub decoding: super::decoding::DecodeArgs,
+}
+
+/// `--precision`, mapped to [`Precision`] (the library's types carry no clap derives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PrecisionArg {
+    /// INT8 when the model file is INT8, else f32.
+    Auto,
+    /// f32 everywhere: the accuracy reference.
+    F32,
+    /// INT8 matrices.
+    Int8,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Auto => Precision::Auto,
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Int8 => Precision::Int8,
+        }
+    }
+}
+
+/// `--device`, mapped to [`Device`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceArg {
+    /// The best device available.
+    Auto,
+    /// The CPU kernels.
+    Cpu,
+    /// The AMD Ryzen AI NPU.
+    Npu,
+    /// The emulated NPU.
+    Emu,
+}
+
+impl From<DeviceArg> for Device {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => Device::Auto,
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Npu => Device::Npu,
+            DeviceArg::Emu => Device::Emu,
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The batch: every input is transcribed independently; a bad one is reported in one line
+//! (file and reason) and the others go on. Exit status: 0 when all succeeded, 1 when any input
+//! failed (or the model could not be loaded, or stdout failed), 2 for a usage error (found before
+//! any work: bad flags, colliding output names, a language the model cannot do), 141 when the
+//! reader of standard output went away.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use amanuensis::guarded::{self, VadMode};
+use amanuensis::model::audio::{AudioInput, AudioStream};
+use amanuensis::model::mel_windows::{MelWindows, StreamedLogMel};
+use amanuensis::model::session::WindowDone;
+use amanuensis::model::session::{TranscribeOptions, Transcript};
+use amanuensis::model::vad::Vad;
+use amanuensis::model_path::resolve_model;
+use amanuensis::output::{
+    render_format, render_json, FileFormat, JsonMeta, OutputFormat, SegmentWriter,
+};
+use amanuensis::{LoadOptions, Model, Session};
+
+use super::args::{Task, TranscribeArgs};
+use super::outputs::{find_collision, plan, prepare_dir, write_atomic};
+use super::progress::Progress;
+use super::stdio::{note, out, StdoutError};
+
+/// Exit status of a usage error (as clap's).
+const USAGE: u8 = 2;
+
+fn usage(message: &str) -> ExitCode {
+    note(&format!("amanuensis: {message}"));
+    ExitCode::from(USAGE)
+}
+
+/// Why one input failed, or that the whole run must stop.
+enum Failure {
+    Input(String),
+    Stdout(StdoutError),
+}
+
+impl From<StdoutError> for Failure {
+    fn from(e: StdoutError) -> Self {
+        Failure::Stdout(e)
+    }
+}
+
+/// Runs `amanuensis transcribe`.
+pub fn run(args: &TranscribeArgs) -> ExitCode {
+    let inputs: Vec<AudioInput> = args.files.iter().map(|f| AudioInput::from_arg(f)).collect();
+    if inputs.iter().filter(|i| **i == AudioInput::Stdin).count() > 1 {
+        return usage("standard input (-) can be given only once");
+    }
+    let timestamps = !args.no_timestamps;
+    let formats = args.output_format.formats(timestamps);
+    let dir = args.output_dir.as_deref();
+    if dir.is_none() && args.output_format == OutputFormat::All {
+        return usage("--output-format all writes files: give --output-dir");
+    }
+    let outputs = match dir {
+        Some(dir) => {
+            let p = plan(dir, &inputs, &formats);
+            if let Some(message) = find_collision(&inputs, &p) {
+                return usage(&message);
+            }
+            if let Err(message) = prepare_dir(dir) {
+                note(&format!("amanuensis: {message}"));
+                return ExitCode::FAILURE;
+            }
+            Some(p)
+        }
+        None => None,
+    };
+
+    let model_path = match resolve_model(args.model.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            note(&format!("amanuensis: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let t = Instant::now();
+    let load = LoadOptions {
+        device: args.device.into(),
+        precision: args.precision.into(),
+        threads: Some(threads),
+    };
+    let (engine, mut session) = match Model::load(&model_path, &load).and_then(|m| {
+        let s = m.session()?;
+        Ok((m, s))
+    }) {
+        Ok(e) => e,
+        Err(e) => {
+            note(&format!("amanuensis: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.timings {
+        note(&format!(
+            "load time = {:.1} ms ({}, {threads} threads, {})",
+            t.elapsed().as_secs_f64() * 1e3,
+            model_path.display(),
+            engine.backend_name()
+        ));
+    }
+
+    if let Err(message) = args.decoding.validate() {
+        return usage(&message);
+    }
+    let vad = match args.decoding.load_vad(threads) {
+        Ok((vad, remark)) => {
+            if let Some(remark) = remark.filter(|_| !args.quiet) {
+                note(&format!("amanuensis: {remark}"));
+            }
+            vad
+        }
+        Err(e) => {
+            note(&format!("amanuensis: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+
+    // Language and task against the model, before any audio.
+    let multilingual = engine.multilingual();
+    let language = args
+        .language
+        .clone()
+        .unwrap_or_else(|| if multilingual { "auto" } else { "en" }.to_string());
+    if !multilingual {
+        if language != "en" && language != "auto" {
+            return usage(&format!(
+                "--language {language}: {} is an English-only model; use a multilingual model \
+                 (e.g. -m base) for other languages",
+                model_path.display()
+            ));
+        }
+        if args.task == Task::Translate {
+            return usage(&format!(
+                "--task translate: {} is an English-only model; use a multilingual model \
+                 (e.g. -m base)",
+                model_path.display()
+            ));
+        }
+    } else if language != "auto" && !engine.languages().contains(&language) {
+        return usage(&format!(
+            "unknown language {language:?}; this model knows: {}",
+            engine.languages().join(" ")
+        ));
+    }
+
+    let mut failed: Vec<String> = Vec::new();
+    let many = inputs.len() > 1;
+    for (index, input) in inputs.iter().enumerate() {
+        let name = input.name().display().to_string();
+        let outputs = outputs.as_ref().map(|o| &o[index]);
+        let result = transcribe_one(
+            &engine,
+            &mut session,
+            vad.as_ref(),
+            args,
+            input,
+            &name,
+            &language,
+            &formats,
+            outputs,
+            many && dir.is_none(),
+        );
+        match result {
+            Ok(()) => {}
+            Err(Failure::Input(reason)) => {
+                note(&format!("amanuensis: {reason}"));
+                failed.push(name);
+            }
+            Err(Failure::Stdout(e)) => return e.exit(),
+        }
+    }
+    if many && !args.quiet {
+        let ok = inputs.len() - failed.len();
+        if failed.is_empty() {
+            note(&format!(
+                "amanuensis: {ok} of {} inputs transcribed",
+                inputs.len()
+            ));
+        } else {
+            note(&format!(
+                "amanuensis: {ok} of {} inputs transcribed; failed: {}",
+                inputs.len(),
+                failed.join(", ")
+            ));
+        }
+    }
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Transcribes one input and writes or prints its outputs.
+#[allow(clippy::too_many_arguments)]
+fn transcribe_one(
+    engine: &Model,
+    session: &mut Session,
+    vad: Option<&Vad>,
+    args: &TranscribeArgs,
+    input: &AudioInput,
+    name: &str,
+    language: &str,
+    formats: &[FileFormat],
+    outputs: Option<&Vec<PathBuf>>,
+    header: bool,
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    let input_error = |e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        // Audio errors already name the input.
+        Failure::Input(if text.contains(name) {
+            text
+        } else {
+            format!("{name}: {text}")
+        })
+    };
+    // The guards read the samples (digital silence, the VAD's speech stretches): with them on
+    // (the default) the input is decoded whole; with --no-guards it streams window by window.
+    let mode = args.decoding.vad_mode();
+    let samples = if args.decoding.whole_input() {
+        let mut stream = AudioStream::open(input).map_err(|e| input_error(&e))?;
+        let mut samples = Vec::new();
+        while stream.read(&mut samples).map_err(|e| input_error(&e))? {}
+        for warning in stream.warnings() {
+            note(&format!("amanuensis: warning: {name}: {warning}"));
+        }
+        Some(samples)
+    } else {
+        None
+    };
+    let mut in_memory;
+    let mut streamed;
+    let mel: &mut dyn MelWindows = match &samples {
+        Some(samples) => {
+            in_memory = engine.mel_frontend().compute(samples);
+            &mut in_memory
+        }
+        None => {
+            streamed =
+                StreamedLogMel::open(input, engine.mel_frontend()).map_err(|e| input_error(&e))?;
+            for warning in streamed.warnings() {
+                note(&format!("amanuensis: warning: {name}: {warning}"));
+            }
+            &mut streamed
+        }
+    };
+    let (language, probability) = if language == "auto" {
+        let detected = session.detect_language(mel).map_err(|e| input_error(&e))?;
+        if !args.quiet {
+            note(&format!(
+                "amanuensis: {name}: detected language {} (probability {:.2})",
+                detected.code, detected.probability
+            ));
+        }
+        (detected.code, Some(detected.probability))
+    } else {
+        (language.to_string(), None)
+    };
+    let opts = args.decoding.apply(TranscribeOptions {
+        language: language.clone(),
+        without_timestamps: args.no_timestamps,
+        initial_prompt: args.initial_prompt.clone(),
+        beam_size: args.beam_size,
+        translate: args.task == Task::Translate,
+        ..Default::default()
+    });
+
+    // Live output: the line formats go to stdout as segments are decided; with --output-dir
+    // the console view goes to stdout unless --quiet.
+    let live_format = match outputs {
+        None => formats.first().copied().filter(|f| *f != FileFormat::Json),
+        Some(_) if !args.quiet => Some(FileFormat::Console {
+            timestamps: !args.no_timestamps,
+        }),
+        Some(_) => None,
+    };
+    if header && live_format.is_some() {
+        out(&format!("==> {name} <==\n"))?;
+    }
+    let mut writer = live_format.map(SegmentWriter::new);
+    if let Some(w) = &writer {
+        out(w.header())?;
+    }
+    let progress = Progress::new(!args.quiet, name, mel.duration());
+    let mut stdout_error: Option<StdoutError> = None;
+    let mut hooks = amanuensis::Hooks::default();
+    // Under --vad the windows' segments are on the speech-only timeline: printed once mapped.
+    let live = mode != VadMode::Filter;
+    let mut on_window = |done: WindowDone<'_>| {
+        progress.update(done.done, done.duration);
+        if let Some(w) = writer.as_mut().filter(|_| live) {
+            for segment in done.segments {
+                if stdout_error.is_none() {
+                    let line = w.segment(segment);
+                    if let Err(e) = progress.suspend(|| out(&line)) {
+                        stdout_error = Some(e);
+                    }
+                }
+            }
+        }
+    };
+    let result = match &samples {
+        Some(samples) => guarded::transcribe(
+            session,
+            vad,
+            mode,
+            samples,
+            &opts,
+            &mut hooks,
+            &mut on_window,
+        )
+        .map(|(t, vad_time)| {
+            if args.timings {
+                note(&format!(
+                    "{name}: vad {:.1} ms",
+                    vad_time.as_secs_f64() * 1e3
+                ));
+            }
+            t
+        }),
+        None => session.transcribe_windows(mel, &opts, &mut hooks, &mut on_window),
+    };
+    progress.finish();
+    if let Some(e) = stdout_error {
+        return Err(Failure::Stdout(e));
+    }
+    let transcript = result.map_err(|e| input_error(&e))?;
+    if !live {
+        if let Some(w) = writer.as_mut() {
+            for segment in &transcript.segments {
+                let line = w.segment(segment);
+                out(&line)?;
+            }
+        }
+    }
+    let meta = JsonMeta {
+        file: name.to_string(),
+        task: match args.task {
+            Task::Transcribe => "transcribe",
+            Task::Translate => "translate",
+        }
+        .into(),
+        language,
+        language_probability: probability,
+    };
+    match outputs {
+        Some(paths) => {
+            for (format, path) in formats.iter().zip(paths) {
+                let text = render_format(&transcript, *format, &meta);
+                write_atomic(path, text.as_bytes())
+                    .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?;
+                if !args.quiet {
+                    note(&format!("amanuensis: wrote {}", path.display()));
+                }
+            }
+        }
+        None => {
+            if formats.first() == Some(&FileFormat::Json) {
+                out(&render_json(&transcript, &meta))?;
+            }
+        }
+    }
+    if args.timings {
+        report_timings(name, &transcript, started);
+    }
+    Ok(())
+}
+
+fn report_timings(name: &str, transcript: &Transcript, started: Instant) {
+    let total = started.elapsed().as_secs_f64();
+    let tm = &transcript.timings;
+    note(&format!(
+        "{name}: {:.2} s audio in {:.3} s ({:.1}x realtime) | mel {:.1} ms | encode {}x {:.1} ms | decode {} passes {:.1} ms ({:.2} ms/pass)",
+        transcript.duration,
+        total,
+        transcript.duration / total,
+        tm.mel.as_secs_f64() * 1e3,
+        tm.windows,
+        tm.encode.as_secs_f64() * 1e3 / tm.windows.max(1) as f64,
+        tm.decoder_passes,
+        tm.decode.as_secs_f64() * 1e3,
+        tm.decode.as_secs_f64() * 1e3 / tm.decoder_passes.max(1) as f64,
+    ));
+}

@@ -163,10 +163,10 @@ impl std::fmt::Display for BenchReport {
         let per_token = |d: Duration| ms(d) / tm.sampled_tokens.max(1) as f64;
         writeln!(
             f,
-            "  per token       {:9.2} ms blocks, {:.2} ms logits, {:.2} ms filters + pick",
+            "  per token       {:9.2} ms blocks + logits (one stage), {:.2} ms filters + pick; prompt logits {:.1} ms in all",
             per_token(tm.decoder_layers),
-            per_token(tm.logits),
-            per_token(tm.sampling)
+            per_token(tm.sampling),
+            ms(tm.logits)
         )?;
         writeln!(
             f,

@@ -8,8 +8,10 @@
 //! - `step`: all blocks + final norm for `rows` tokens at positions `pos..`, appending their
 //!   self-attention keys/values to cache slot 0 (the prompt, then one token per greedy step);
 //!   `step with alignment` is the same plus the cross-attention weights of the alignment heads;
-//! - `beam step`: all blocks for `rows` beams at position `pos`, beam `r` reading and extending
-//!   its own cache slot;
+//! - `token step`: `step` then the logits of its rows, in one stage: one decoded token is one
+//!   submission;
+//! - `beam step`: all blocks and the logits for `rows` beams at position `pos`, beam `r` reading
+//!   and extending its own cache slot;
 //! - `fork slot`: copy a beam's self-attention history to another slot;
 //! - `logits`: `rows` hidden rows from row `pos` through the tied embedding.
 //!
@@ -38,6 +40,7 @@ pub const MAX_LOGIT_ROWS: usize = MAX_SLOTS;
 struct Stages {
     cross_kv: StageId,
     step: StageId,
+    token_step: StageId,
     step_aligned: Option<StageId>,
     beam_step: StageId,
     fork: StageId,
@@ -299,13 +302,28 @@ impl<B: Backend> TextDecoder<B> {
             },
             out: At::start(logits),
             rows,
-            max_rows: 1,
+            max_rows: MAX_LOGIT_ROWS,
             w: token_embedding,
             bias: None,
             epilogue: Epilogue::Store,
         };
+        // One decoded token (or one token per beam) in one stage: all blocks, then the logits of
+        // every row of the pass.
+        let all_rows_logits = Op::Linear {
+            x: At::start(out),
+            out: At::start(logits),
+            rows,
+            max_rows: MAX_LOGIT_ROWS,
+            w: token_embedding,
+            bias: None,
+            epilogue: Epilogue::Store,
+        };
+        let mut token_step = step.clone();
+        token_step.push(all_rows_logits.clone());
+        beam.push(all_rows_logits);
         let stages = Stages {
             cross_kv: p.add_stage("cross kv", cross_kv),
+            token_step: p.add_stage("token step", token_step),
             step: p.add_stage("step", step),
             step_aligned: (!alignment_heads.is_empty())
                 .then(|| p.add_stage("step with alignment", aligned)),
@@ -334,14 +352,13 @@ impl<B: Backend> TextDecoder<B> {
         Ok(backend.workspace(&self.program, threads)?)
     }
 
-    /// Device submissions on `backend` of: the per-window cross K/V stage, one decoder step
-    /// (all blocks + final norm) and the logits of one step.
-    pub fn submissions(&self, backend: &B) -> (usize, usize, usize) {
+    /// Device submissions on `backend` of: the per-window cross K/V stage, and one decoded
+    /// token (all blocks + final norm + logits).
+    pub fn submissions(&self, backend: &B) -> (usize, usize) {
         let s = &self.stages;
         (
             backend.submissions(&self.program, s.cross_kv),
-            backend.submissions(&self.program, s.step),
-            backend.submissions(&self.program, s.logits),
+            backend.submissions(&self.program, s.token_step),
         )
     }
 
@@ -403,16 +420,36 @@ impl<B: Backend> TextDecoder<B> {
         Ok(())
     }
 
-    /// One step of beam search: `tokens[b]` at position `pos` for beam `b`, whose
-    /// self-attention history is in cache slot `slots[b]` (distinct, `< MAX_SLOTS`).
-    pub fn forward_beams(
+    /// One decoded token at position `pos` (slot 0), in one stage: returns its logits.
+    pub fn forward_token<'w>(
         &self,
         backend: &B,
-        ws: &mut B::Workspace,
+        ws: &'w mut B::Workspace,
+        token: u32,
+        pos: usize,
+    ) -> Result<&'w [f32], WhisperError> {
+        self.check_room(1, pos)?;
+        let args = StageArgs {
+            rows: 1,
+            pos,
+            ids: &[token],
+            slots: &[],
+        };
+        backend.run(&self.program, self.stages.token_step, &args, ws)?;
+        Ok(backend.read(ws, self.logits, 0..self.dims.n_vocab)?)
+    }
+
+    /// One step of beam search: `tokens[b]` at position `pos` for beam `b`, whose
+    /// self-attention history is in cache slot `slots[b]` (distinct, `< MAX_SLOTS`); all
+    /// blocks and the logits in one stage. Returns the logits `[beams, n_vocab]`.
+    pub fn forward_beams<'w>(
+        &self,
+        backend: &B,
+        ws: &'w mut B::Workspace,
         tokens: &[u32],
         slots: &[usize],
         pos: usize,
-    ) -> Result<(), WhisperError> {
+    ) -> Result<&'w [f32], WhisperError> {
         self.check_room(1, pos)?;
         let args = StageArgs {
             rows: tokens.len(),
@@ -421,7 +458,7 @@ impl<B: Backend> TextDecoder<B> {
             slots,
         };
         backend.run(&self.program, self.stages.beam_step, &args, ws)?;
-        Ok(())
+        Ok(backend.read(ws, self.logits, 0..tokens.len() * self.dims.n_vocab)?)
     }
 
     /// Copies positions `..len` of cache slot `from` to slot `to` in every layer.

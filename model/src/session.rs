@@ -140,9 +140,10 @@ pub struct Timings {
     pub mel: Duration,
     pub encode: Duration,
     pub decode: Duration,
-    /// Within `decode`: the decoder blocks of single-token passes.
+    /// Within `decode`: the passes of sampled tokens (one stage each: all blocks and the
+    /// logits).
     pub decoder_layers: Duration,
-    /// Within `decode`: the output projection of single-token passes.
+    /// Within `decode`: the logits of prompt passes (a stage of their own).
     pub logits: Duration,
     /// Within `decode`: logit filters and the greedy pick.
     pub sampling: Duration,
@@ -708,6 +709,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
         timings.decoder_passes += 1;
 
         // No-speech probability: softmax of the raw logits at the SOT position.
+        let t_logits = Instant::now();
         self.logits
             .copy_from_slice(decoder.logits(backend, &mut self.decoder_ws, sot_index, 1)?);
         let no_speech_prob = {
@@ -722,6 +724,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 1,
             )?);
         }
+        timings.logits += t_logits.elapsed();
 
         let max_sampled = (n_text_ctx / 2).min(n_text_ctx + 1 - prompt.len());
         let (tokens, sum_logprob) = if opts.beam_size != 1 && sampling.is_none() {
@@ -833,20 +836,12 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 break;
             }
             let t_forward = Instant::now();
-            decoder.forward(
-                backend,
-                &mut self.decoder_ws,
-                &[pick.token],
-                self.kv_len,
-                false,
-            )?;
+            let logits =
+                decoder.forward_token(backend, &mut self.decoder_ws, pick.token, self.kv_len)?;
+            self.logits.copy_from_slice(logits);
             self.kv_len += 1;
             timings.decoder_passes += 1;
-            let t_logits = Instant::now();
-            timings.decoder_layers += t_logits - t_forward;
-            self.logits
-                .copy_from_slice(decoder.logits(backend, &mut self.decoder_ws, 0, 1)?);
-            timings.logits += t_logits.elapsed();
+            timings.decoder_layers += t_forward.elapsed();
         }
         Ok((self.sampled.clone(), sum_logprob))
     }
@@ -946,24 +941,17 @@ impl<E: Backend, D: Backend> Session<E, D> {
             std::mem::swap(&mut bb.slots, &mut bb.next_slots);
             timings.sampled_tokens += 1;
             let t_forward = Instant::now();
-            decoder.forward_beams(
+            let logits = decoder.forward_beams(
                 backend,
                 &mut self.decoder_ws,
                 &bb.tokens[..n],
                 &bb.slots[..n],
                 self.kv_len,
             )?;
+            bb.logits[..n * n_vocab].copy_from_slice(logits);
             self.kv_len += 1;
             timings.decoder_passes += 1;
-            let t_logits = Instant::now();
-            timings.decoder_layers += t_logits - t_forward;
-            bb.logits[..n * n_vocab].copy_from_slice(decoder.logits(
-                backend,
-                &mut self.decoder_ws,
-                0,
-                n,
-            )?);
-            timings.logits += t_logits.elapsed();
+            timings.decoder_layers += t_forward.elapsed();
         }
         Ok(match bb.search.best() {
             Some((tokens, score)) => (tokens.to_vec(), score as f64),

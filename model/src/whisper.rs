@@ -103,11 +103,11 @@ impl<E: Backend, D: Backend> Whisper<E, D> {
     /// Device submissions of one encoder window, and of one decoded token (decoder step +
     /// logits), on this model's backends.
     pub fn submissions(&self) -> Submissions {
-        let (cross_kv, step, logits) = self.decoder.submissions(&self.decoder_backend);
+        let (cross_kv, token) = self.decoder.submissions(&self.decoder_backend);
         Submissions {
             encoder_window: self.encoder.submissions_per_window(&self.encoder_backend),
             cross_kv_per_window: cross_kv,
-            decoder_token: step + logits,
+            decoder_token: token,
         }
     }
 

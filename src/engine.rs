@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use amanuensis_model::config::{Dims, ModelConfig};
-use amanuensis_model::decode::guards::SpeechGate;
+use amanuensis_model::decode::guards::{SilenceMap, SpeechGate};
 use amanuensis_model::error::WhisperError;
 use amanuensis_model::mel::MelFrontend;
 use amanuensis_model::mel_windows::MelWindows;
@@ -283,6 +283,28 @@ impl Session {
         Ok(match &mut self.inner {
             Inner::F32(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
             Inner::Int8(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
+        })
+    }
+
+    /// Transcribes streamed (or in-memory) windows with the guards gathered while the input
+    /// streamed past: the digital-silence map and the VAD's speech stretches
+    /// ([`crate::guarded::open_streamed`] builds both without holding the samples).
+    pub fn transcribe_windows_guarded(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        silence: Option<&SilenceMap>,
+        gate: Option<&SpeechGate>,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, Error> {
+        Ok(match &mut self.inner {
+            Inner::F32(s) => {
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+            }
+            Inner::Int8(s) => {
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+            }
         })
     }
 

@@ -27,6 +27,7 @@ fn transcript() -> (Transcript, serde_json::Value) {
             avg_logprob: s["avg_logprob"].as_f64().unwrap(),
             no_speech_prob: s["no_speech_prob"].as_f64().unwrap(),
             temperature: s["temperature"].as_f64().unwrap(),
+            words: Vec::new(),
         })
         .collect();
     (

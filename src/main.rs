@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Transcribe audio files or standard input (WAV, FLAC, MP3, Ogg Vorbis, M4A/AAC; any rate
     /// and channel count). Exit 0: all inputs done; 1: some failed; 2: usage error.
-    Transcribe(cli::args::TranscribeArgs),
+    Transcribe(Box<cli::args::TranscribeArgs>),
     /// Time each stage on real audio: load, mel, encoder, decoder, realtime factor, peak RSS.
     Bench(BenchArgs),
     /// List NPU devices and their properties, or say exactly why there is none

@@ -118,17 +118,234 @@ pub fn python_strip(s: &str) -> &str {
     s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
 }
 
+/// How srt and vtt are cut when the segments carry words (openai-whisper's
+/// `--highlight_words`, `--max_line_width`, `--max_line_count`, `--max_words_per_line`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubtitleOptions {
+    /// Cut srt and vtt by words (openai-whisper does whenever the segments carry words, i.e.
+    /// with word timestamps on); otherwise one cue per segment and the rest is ignored.
+    pub words: bool,
+    /// One cue per word, the text of the whole line with that word underlined (`<u>`).
+    pub highlight_words: bool,
+    /// Characters per line before a line break (`None`: 1000).
+    pub max_line_width: Option<usize>,
+    /// Lines per cue; with `max_line_width`, cues no longer follow segments.
+    pub max_line_count: Option<usize>,
+    /// Words per line (`None`: 1000).
+    pub max_words_per_line: Option<usize>,
+}
+
+/// One word of a cue being built.
+#[derive(Debug, Clone)]
+struct CueWord {
+    word: String,
+    start: f64,
+    end: f64,
+}
+
+/// openai-whisper's `SubtitlesWriter.iterate_result` over words, fed segment by segment.
+#[derive(Debug, Clone)]
+struct WordCues {
+    opts: SubtitleOptions,
+    preserve_segments: bool,
+    max_line_width: usize,
+    max_words_per_line: usize,
+    line_len: usize,
+    line_count: usize,
+    subtitle: Vec<CueWord>,
+    last: Option<f64>,
+}
+
+/// Python's `len` of a string: code points.
+fn py_len(s: &str) -> usize {
+    s.chars().count()
+}
+
+impl WordCues {
+    fn new(opts: SubtitleOptions) -> Self {
+        let nonzero = |v: Option<usize>| v.filter(|&n| n > 0);
+        let opts = SubtitleOptions {
+            max_line_width: nonzero(opts.max_line_width),
+            max_line_count: nonzero(opts.max_line_count),
+            max_words_per_line: nonzero(opts.max_words_per_line),
+            ..opts
+        };
+        WordCues {
+            preserve_segments: opts.max_line_count.is_none() || opts.max_line_width.is_none(),
+            max_line_width: opts.max_line_width.unwrap_or(1000),
+            max_words_per_line: opts.max_words_per_line.unwrap_or(1000),
+            opts,
+            line_len: 0,
+            line_count: 1,
+            subtitle: Vec::new(),
+            last: None,
+        }
+    }
+
+    /// The cues (subtitles: lists of words) completed by `s`'s words.
+    fn segment(&mut self, s: &Segment, done: &mut Vec<Vec<CueWord>>) {
+        let words = &s.words;
+        let max_wpl = self.max_words_per_line;
+        let mut chunk_index = 0;
+        let mut words_count = max_wpl;
+        while chunk_index < words.len() {
+            let remaining = words.len() - chunk_index;
+            if max_wpl > remaining {
+                words_count = remaining;
+            }
+            let end = (chunk_index + words_count).min(words.len());
+            for (i, w) in words[chunk_index..end].iter().enumerate() {
+                let mut timing = CueWord {
+                    word: w.word.clone(),
+                    start: w.start,
+                    end: w.end,
+                };
+                let last = *self.last.get_or_insert(w.start);
+                let long_pause = !self.preserve_segments && timing.start - last > 3.0;
+                let has_room = self.line_len + py_len(&timing.word) <= self.max_line_width;
+                let seg_break = i == 0 && !self.subtitle.is_empty() && self.preserve_segments;
+                if self.line_len > 0 && has_room && !long_pause && !seg_break {
+                    self.line_len += py_len(&timing.word);
+                } else {
+                    timing.word = python_strip(&timing.word).to_string();
+                    if (!self.subtitle.is_empty()
+                        && self.opts.max_line_count.is_some()
+                        && (long_pause || Some(self.line_count) >= self.opts.max_line_count))
+                        || seg_break
+                    {
+                        done.push(std::mem::take(&mut self.subtitle));
+                        self.line_count = 1;
+                    } else if self.line_len > 0 {
+                        self.line_count += 1;
+                        timing.word = format!("\n{}", timing.word);
+                    }
+                    self.line_len = py_len(python_strip(&timing.word));
+                }
+                self.last = Some(timing.start);
+                self.subtitle.push(timing);
+            }
+            chunk_index += max_wpl;
+        }
+    }
+
+    fn finish(&mut self, done: &mut Vec<Vec<CueWord>>) {
+        if !self.subtitle.is_empty() {
+            done.push(std::mem::take(&mut self.subtitle));
+        }
+    }
+}
+
+/// `re.sub(r"^(\s*)(.*)$", r"\1<u>\2</u>", word)`: the word after its leading whitespace
+/// underlined (`.` stops at a line feed; `$` may match before a final one).
+fn underline(word: &str) -> String {
+    let lead_len = word
+        .char_indices()
+        .find(|&(_, c)| !is_py_space(c))
+        .map_or(word.len(), |(i, _)| i);
+    let (lead, body) = word.split_at(lead_len);
+    let (core, tail) = match body.strip_suffix('\n') {
+        Some(core) if !core.contains('\n') => (core, "\n"),
+        _ => (body, ""),
+    };
+    if core.contains('\n') {
+        return word.to_string();
+    }
+    format!("{lead}<u>{core}</u>{tail}")
+}
+
+/// Python's `str.isspace` for one character.
+fn is_py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
 /// Writes a line format segment by segment.
 #[derive(Debug, Clone)]
 pub struct SegmentWriter {
     format: FileFormat,
     count: usize,
+    cues: Option<WordCues>,
 }
 
 impl SegmentWriter {
     /// A writer for a line format (`Json` writes nothing here: use [`render_json`]).
     pub fn new(format: FileFormat) -> Self {
-        SegmentWriter { format, count: 0 }
+        SegmentWriter {
+            format,
+            count: 0,
+            cues: None,
+        }
+    }
+
+    /// A writer whose srt and vtt follow `subtitles` (words, highlighting, line limits).
+    pub fn with_subtitles(format: FileFormat, subtitles: SubtitleOptions) -> Self {
+        let words = subtitles.words && matches!(format, FileFormat::Srt | FileFormat::Vtt);
+        SegmentWriter {
+            format,
+            count: 0,
+            cues: words.then(|| WordCues::new(subtitles)),
+        }
+    }
+
+    /// What comes after the last segment (the last word cue, if any).
+    pub fn finish(&mut self) -> String {
+        let mut done = Vec::new();
+        match self.cues.as_mut() {
+            Some(c) => c.finish(&mut done),
+            None => return String::new(),
+        }
+        self.render_cues(done)
+    }
+
+    fn render_cues(&mut self, cues: Vec<Vec<CueWord>>) -> String {
+        let highlight = self.cues.as_ref().is_some_and(|c| c.opts.highlight_words);
+        let (hours, marker) = match self.format {
+            FileFormat::Srt => (true, ','),
+            _ => (false, '.'),
+        };
+        let ts = |t: f64| format_timestamp(t, hours, marker);
+        let mut out = String::new();
+        let emit = |out: &mut String, count: &mut usize, start: &str, end: &str, text: &str| {
+            *count += 1;
+            if self.format == FileFormat::Srt {
+                let _ = write!(out, "{count}\n{start} --> {end}\n{text}\n\n");
+            } else {
+                let _ = write!(out, "{start} --> {end}\n{text}\n\n");
+            }
+        };
+        let mut count = self.count;
+        for cue in cues {
+            let (Some(first), Some(last_word)) = (cue.first(), cue.last()) else {
+                continue;
+            };
+            let (start, end) = (ts(first.start), ts(last_word.end));
+            let text: String = cue.iter().map(|w| w.word.as_str()).collect();
+            if !highlight {
+                emit(&mut out, &mut count, &start, &end, &text);
+                continue;
+            }
+            let mut last = start;
+            for (i, w) in cue.iter().enumerate() {
+                let (ws, we) = (ts(w.start), ts(w.end));
+                if last != ws {
+                    emit(&mut out, &mut count, &last, &ws, &text);
+                }
+                let line: String = cue
+                    .iter()
+                    .enumerate()
+                    .map(|(j, x)| {
+                        if j == i {
+                            underline(&x.word)
+                        } else {
+                            x.word.clone()
+                        }
+                    })
+                    .collect();
+                emit(&mut out, &mut count, &ws, &we, &line);
+                last = we;
+            }
+        }
+        self.count = count;
+        out
     }
 
     /// What comes before the first segment.
@@ -140,8 +357,13 @@ impl SegmentWriter {
         }
     }
 
-    /// One segment, as the writer prints it.
+    /// One segment, as the writer prints it (by words: the cues it completed).
     pub fn segment(&mut self, s: &Segment) -> String {
+        if let Some(cues) = self.cues.as_mut() {
+            let mut done = Vec::new();
+            cues.segment(s, &mut done);
+            return self.render_cues(done);
+        }
         self.count += 1;
         let text = python_strip(&s.text);
         match self.format {
@@ -186,23 +408,40 @@ pub struct JsonMeta {
     pub language: String,
     /// Its detected probability, when it was detected.
     pub language_probability: Option<f64>,
+    /// How srt and vtt are cut (and, with `words`, json segments carry their words).
+    pub subtitles: SubtitleOptions,
 }
 
 /// The OpenAI `verbose_json` shape on one line (task, language, duration, text, segments with
 /// id, seek, start, end, text, tokens, temperature, avg_logprob, compression_ratio,
-/// no_speech_prob), plus `file` and `language_probability`.
+/// no_speech_prob, and with word timestamps `words`: word, start, end, probability), plus
+/// `file` and `language_probability`.
 pub fn render_json(t: &Transcript, meta: &JsonMeta) -> String {
     let segments: Vec<serde_json::Value> = t
         .segments
         .iter()
         .map(|s| {
-            serde_json::json!({
+            let mut v = serde_json::json!({
                 "id": s.id - 1, "seek": s.seek, "start": s.start, "end": s.end,
                 "text": s.text, "tokens": s.tokens, "temperature": s.temperature,
                 "avg_logprob": s.avg_logprob,
                 "compression_ratio": compression_ratio(&s.text),
                 "no_speech_prob": s.no_speech_prob,
-            })
+            });
+            if meta.subtitles.words {
+                let words: Vec<serde_json::Value> = s
+                    .words
+                    .iter()
+                    .map(|w| {
+                        serde_json::json!({
+                            "word": w.word, "start": w.start, "end": w.end,
+                            "probability": w.probability,
+                        })
+                    })
+                    .collect();
+                v["words"] = serde_json::Value::Array(words);
+            }
+            v
         })
         .collect();
     let doc = serde_json::json!({
@@ -227,11 +466,12 @@ pub fn render_format(t: &Transcript, format: FileFormat, meta: &JsonMeta) -> Str
     if format == FileFormat::Json {
         return render_json(t, meta);
     }
-    let mut writer = SegmentWriter::new(format);
+    let mut writer = SegmentWriter::with_subtitles(format, meta.subtitles);
     let mut out = writer.header().to_string();
     for s in &t.segments {
         let _ = write!(out, "{}", writer.segment(s));
     }
+    out.push_str(&writer.finish());
     out
 }
 
@@ -261,6 +501,7 @@ mod tests {
             avg_logprob: -0.2,
             no_speech_prob: 0.01,
             temperature: 0.0,
+            words: Vec::new(),
         };
         Transcript {
             segments: vec![

@@ -24,3 +24,4 @@ pub mod tokenizer;
 pub mod vad;
 pub mod weights;
 pub mod whisper;
+pub mod words;

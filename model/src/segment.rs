@@ -29,6 +29,8 @@ pub struct Segment {
     pub no_speech_prob: f64,
     /// The sampling temperature of the window (0 for greedy).
     pub temperature: f64,
+    /// With word timestamps on: the segment's words (else empty).
+    pub words: Vec<crate::words::Word>,
 }
 
 /// One candidate segment before text decoding and filtering.

@@ -22,6 +22,10 @@ use crate::error::WhisperError;
 use crate::mel_windows::MelWindows;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
+use crate::words::{
+    add_word_timestamps, last_end, timings_from_path, AlignScratch, Word, APPEND_PUNCTUATIONS,
+    PREPEND_PUNCTUATIONS,
+};
 use amanuensis_runtime::resident::zeroed;
 
 /// What to do; the defaults are faster-whisper's for `beam_size=1, temperature=0`.
@@ -50,6 +54,12 @@ pub struct TranscribeOptions {
     /// the decoded tokens ([`WindowResult::alignment`]; one extra batched decoder pass per
     /// window). Off by default: no cost.
     pub alignment_weights: bool,
+    /// Word timestamps (faster-whisper `word_timestamps=True`): after each window, one
+    /// decoder pass with alignment over its text gives each segment its words
+    /// ([`Segment::words`]); segment starts and ends move to their first and last words', and
+    /// the next window starts at the last word's end unless the window ended with a single
+    /// timestamp. Off by default: nothing changes.
+    pub word_timestamps: bool,
     /// Translate to English (`<|translate|>` in the SOT sequence; multilingual models only).
     pub translate: bool,
     /// Temperature fallback (faster-whisper's defaults; [`FallbackOptions::off`] = temperature
@@ -104,6 +114,7 @@ impl Default for TranscribeOptions {
             suppress_blank: true,
             beam_size: 1,
             alignment_weights: false,
+            word_timestamps: false,
             translate: false,
             fallback: FallbackOptions::default(),
             guards: GuardOptions::default(),
@@ -262,6 +273,16 @@ pub struct Session<E: Backend, D: Backend = E> {
     timestamp_rules: TimestampRules,
     /// Beam-search state, allocated by the first call with `beam_size > 1`.
     beams: Option<BeamBuffers>,
+    /// Word-alignment buffers, allocated by the first window with word timestamps.
+    aligner: Option<WordAligner>,
+}
+
+/// Buffers of the word-alignment pass, sized for the longest window once.
+struct WordAligner {
+    scratch: AlignScratch,
+    tokens: Vec<u32>,
+    text_tokens: Vec<u32>,
+    probs: Vec<f64>,
 }
 
 /// Most beams a session searches with (one self-attention cache slot each).
@@ -304,6 +325,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 max_initial_timestamp_index: None,
             },
             beams: None,
+            aligner: None,
             model,
         })
     }
@@ -532,6 +554,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
         let mut segments = Vec::new();
         let mut prompt: Vec<u32> = Vec::with_capacity(n_text_ctx);
         let mut seek = 0usize;
+        let mut last_speech_timestamp = 0.0f64;
         let mut rng = Rng::new(opts.fallback.seed);
         while seek < content_frames {
             if self.aborted() {
@@ -607,7 +630,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 }
             }
 
-            let split = split_by_timestamps(
+            let mut split = split_by_timestamps(
                 &result.tokens,
                 special.timestamp_begin,
                 time_offset,
@@ -616,7 +639,37 @@ impl<E: Backend, D: Backend> Session<E, D> {
             let window_seek = seek;
             let first_new = segments.len();
             seek += split.seek_delta;
+            let mut words: Vec<Vec<Word>> = Vec::new();
+            if opts.word_timestamps {
+                let t = Instant::now();
+                // faster-whisper ignores the returned last-speech time; it takes get_end below.
+                let (w, _) = self.word_timestamps(
+                    &sot_sequence,
+                    &mut split.segments,
+                    segment_size,
+                    time_offset,
+                    &opts.language,
+                    last_speech_timestamp,
+                )?;
+                words = w;
+                timings.decode += t.elapsed();
+                let n = result.tokens.len();
+                let tb = special.timestamp_begin;
+                let single_timestamp_ending =
+                    n >= 2 && result.tokens[n - 2] < tb && result.tokens[n - 1] >= tb;
+                let end = last_end(&split.segments, &words);
+                if !single_timestamp_ending {
+                    if let Some(end) = end.filter(|&e| e > time_offset) {
+                        seek = (end / TIME_PER_FRAME).round_ties_even() as usize;
+                    }
+                }
+                if let Some(end) = end {
+                    last_speech_timestamp = end;
+                }
+            }
+            let mut words = words.into_iter();
             for raw in split.segments {
+                let seg_words = words.next().unwrap_or_default();
                 let text = model.tokenizer.decode_text(&raw.tokens)?;
                 if raw.start == raw.end || text.trim().is_empty() {
                     continue;
@@ -635,6 +688,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
                     avg_logprob: result.avg_logprob,
                     no_speech_prob: result.no_speech_prob,
                     temperature,
+                    words: seg_words,
                 };
                 if let Some(f) = hooks.on_segment.as_mut() {
                     f(&segment);
@@ -760,6 +814,115 @@ impl<E: Backend, D: Backend> Session<E, D> {
             no_speech_prob,
             alignment,
         })
+    }
+
+    /// Word timestamps of one decoded window (faster-whisper `add_word_timestamps` over
+    /// CTranslate2 `align`): a decoder pass with alignment over `[sot_sequence,
+    /// <|notimestamps|>, text tokens of segments, EOT]`, the heads' attention over the
+    /// window's `segment_size / 2` real encoder positions, DTW, words; `segments` may move to
+    /// their words' times. Returns each segment's words and the last speech time.
+    fn word_timestamps(
+        &mut self,
+        sot_sequence: &[u32],
+        segments: &mut [crate::segment::RawSegment],
+        segment_size: usize,
+        time_offset: f64,
+        language: &str,
+        last_speech_timestamp: f64,
+    ) -> Result<(Vec<Vec<Word>>, f64), WhisperError> {
+        let model = Arc::clone(&self.model);
+        let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
+        let special = model.config.special;
+        let eot = special.eot;
+        let dims = model.config.dims;
+        let heads = decoder.n_alignment_heads();
+        if heads == 0 {
+            return Err(WhisperError::NoAlignmentHeads);
+        }
+        let al = self.aligner.get_or_insert_with(|| WordAligner {
+            scratch: AlignScratch::with_capacity(heads, dims.n_text_ctx, dims.n_audio_ctx),
+            tokens: Vec::with_capacity(dims.n_text_ctx),
+            text_tokens: Vec::with_capacity(dims.n_text_ctx),
+            probs: Vec::with_capacity(dims.n_text_ctx),
+        });
+        al.text_tokens.clear();
+        for s in segments.iter() {
+            al.text_tokens
+                .extend(s.tokens.iter().copied().filter(|&t| t < eot));
+        }
+        let cols = (segment_size / 2).min(dims.n_audio_ctx);
+        if al.text_tokens.is_empty() || cols == 0 {
+            return Ok((vec![Vec::new(); segments.len()], last_speech_timestamp));
+        }
+        al.tokens.clear();
+        al.tokens.extend_from_slice(sot_sequence);
+        al.tokens.push(special.no_timestamps);
+        al.tokens.extend_from_slice(&al.text_tokens);
+        al.tokens.push(eot);
+        let rows = al.tokens.len();
+        let first = sot_sequence.len();
+        let n_text = al.text_tokens.len();
+        decoder.forward(backend, &mut self.decoder_ws, &al.tokens, 0, true)?;
+        self.kv_len = rows;
+
+        // Each head's attention over the real frames only: CTranslate2 takes the softmax over
+        // those; renormalising the full softmax over them is the same distribution.
+        let plane = rows * cols;
+        al.scratch.weights.clear();
+        al.scratch.weights.resize(heads * plane, 0.0);
+        for h in 0..heads {
+            let w = decoder.alignment_weights(backend, &self.decoder_ws, h, rows)?;
+            let dst = &mut al.scratch.weights[h * plane..(h + 1) * plane];
+            for (src, out) in w
+                .chunks_exact(dims.n_audio_ctx)
+                .zip(dst.chunks_exact_mut(cols))
+            {
+                let src = &src[..cols];
+                let sum: f64 = src.iter().map(|&x| x as f64).sum();
+                let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+                for (o, &x) in out.iter_mut().zip(src) {
+                    *o = (x as f64 * inv) as f32;
+                }
+            }
+        }
+
+        // Each text token's probability: softmax over the text vocabulary (ids < EOT) at the
+        // row before it.
+        al.probs.clear();
+        let mut done = 0;
+        while done < n_text {
+            let n = (n_text - done).min(crate::decoder::MAX_LOGIT_ROWS);
+            let logits = decoder.logits(backend, &mut self.decoder_ws, first + done, n)?;
+            for (r, row) in logits.chunks_exact(dims.n_vocab).take(n).enumerate() {
+                let text = &row[..eot as usize];
+                let max = text.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = text.iter().map(|&x| ((x - max) as f64).exp()).sum();
+                let tok = al.text_tokens[done + r] as usize;
+                al.probs.push(((row[tok] - max) as f64).exp() / sum);
+            }
+            done += n;
+        }
+
+        al.scratch.align(heads, rows, cols, first, n_text + 1);
+        let tokenizer = &model.tokenizer;
+        let decode = |ids: &[u32]| tokenizer.decode_text(ids).unwrap_or_default();
+        let timings = timings_from_path(
+            &al.text_tokens,
+            eot,
+            language,
+            &al.scratch.path,
+            &al.probs,
+            &decode,
+        );
+        Ok(add_word_timestamps(
+            segments,
+            timings,
+            eot,
+            time_offset,
+            PREPEND_PUNCTUATIONS,
+            APPEND_PUNCTUATIONS,
+            last_speech_timestamp,
+        ))
     }
 
     /// One decoder pass with alignment over `sot_sequence`, `tokens`, EOT from position 0 of

@@ -65,8 +65,53 @@ pub struct TranscribeArgs {
     /// (errors and warnings still go to stderr).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Word timestamps (faster-whisper's `word_timestamps=True`): json segments get `words`
+    /// (word, start, end, probability); srt and vtt are cut by words; segment times follow
+    /// the words. One extra decoder pass per 30 s window.
+    #[arg(long)]
+    pub word_timestamps: bool,
+    /// srt/vtt: one cue per word, the line's text with that word underlined (`<u>`); needs
+    /// --word-timestamps.
+    #[arg(long)]
+    pub highlight_words: bool,
+    /// srt/vtt: at most N characters per line, then a line break; needs --word-timestamps.
+    #[arg(long, value_name = "N")]
+    pub max_line_width: Option<usize>,
+    /// srt/vtt: at most N lines per cue (with --max-line-width; cues then no longer follow
+    /// segments and a pause of more than 3 s starts a new cue).
+    #[arg(long, value_name = "N")]
+    pub max_line_count: Option<usize>,
+    /// srt/vtt: at most N words per line (a new cue at every N words, as openai-whisper
+    /// does); needs --word-timestamps.
+    #[arg(long, value_name = "N")]
+    pub max_words_per_line: Option<usize>,
     #[command(flatten)]
     pub decoding: super::decoding::DecodeArgs,
+}
+
+impl TranscribeArgs {
+    /// The subtitle options; an error names a word option given without --word-timestamps
+    /// (openai-whisper refuses these too).
+    pub fn subtitles(&self) -> Result<amanuensis::output::SubtitleOptions, String> {
+        if !self.word_timestamps {
+            let given = [
+                ("--highlight-words", self.highlight_words),
+                ("--max-line-width", self.max_line_width.is_some()),
+                ("--max-line-count", self.max_line_count.is_some()),
+                ("--max-words-per-line", self.max_words_per_line.is_some()),
+            ];
+            if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
+                return Err(format!("{flag} needs --word-timestamps"));
+            }
+        }
+        Ok(amanuensis::output::SubtitleOptions {
+            words: self.word_timestamps,
+            highlight_words: self.highlight_words,
+            max_line_width: self.max_line_width,
+            max_line_count: self.max_line_count,
+            max_words_per_line: self.max_words_per_line,
+        })
+    }
 }
 
 /// `--precision`, mapped to [`Precision`] (the library's types carry no clap derives).

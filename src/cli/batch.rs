@@ -110,6 +110,9 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
     if let Err(message) = args.decoding.validate() {
         return usage(&message);
     }
+    if let Err(message) = args.subtitles() {
+        return usage(&message);
+    }
     let vad = match args.decoding.load_vad(threads) {
         Ok((vad, remark)) => {
             if let Some(remark) = remark.filter(|_| !args.quiet) {
@@ -285,8 +288,10 @@ fn transcribe_one(
         initial_prompt: args.initial_prompt.clone(),
         beam_size: args.beam_size,
         translate: args.task == Task::Translate,
+        word_timestamps: args.word_timestamps,
         ..Default::default()
     });
+    let subtitles = args.subtitles().unwrap_or_default();
 
     // Live output: the line formats go to stdout as segments are decided; with --output-dir
     // the console view goes to stdout unless --quiet.
@@ -300,7 +305,7 @@ fn transcribe_one(
     if header && live_format.is_some() {
         out(&format!("==> {name} <==\n"))?;
     }
-    let mut writer = live_format.map(SegmentWriter::new);
+    let mut writer = live_format.map(|f| SegmentWriter::with_subtitles(f, subtitles));
     if let Some(w) = &writer {
         out(w.header())?;
     }
@@ -366,6 +371,10 @@ fn transcribe_one(
             }
         }
     }
+    // The last word cue of srt/vtt by words.
+    if let Some(w) = writer.as_mut() {
+        out(&w.finish())?;
+    }
     let meta = JsonMeta {
         file: name.to_string(),
         task: match args.task {
@@ -375,6 +384,7 @@ fn transcribe_one(
         .into(),
         language,
         language_probability: probability,
+        subtitles,
     };
     match outputs {
         Some(paths) => {

@@ -64,10 +64,23 @@ impl SpeechOnly {
     /// Moves segment times from the concatenated speech to the original timeline
     /// (faster-whisper `restore_speech_timestamps` for segments without words: the start maps
     /// into the stretch it falls in, the end into the stretch it closes).
+    ///
+    /// A segment with words: each word maps both its times into the stretch its middle falls
+    /// in, and the segment spans its first word's start to its last word's end.
     pub fn restore_times(&self, segments: &mut [Segment]) {
         for s in segments {
-            s.start = self.map.original_time(s.start, false);
-            s.end = self.map.original_time(s.end, true);
+            if s.words.is_empty() {
+                s.start = self.map.original_time(s.start, false);
+                s.end = self.map.original_time(s.end, true);
+                continue;
+            }
+            for w in &mut s.words {
+                let index = self.map.chunk_index((w.start + w.end) / 2.0, false);
+                w.start = self.map.original_time_in(w.start, index);
+                w.end = self.map.original_time_in(w.end, index);
+            }
+            s.start = s.words[0].start;
+            s.end = s.words[s.words.len() - 1].end;
         }
     }
 }

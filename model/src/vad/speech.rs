@@ -205,7 +205,17 @@ impl SpeechMap {
         round2(self.total_silence_before[index] + time)
     }
 
-    fn chunk_index(&self, time: f64, is_end: bool) -> usize {
+    /// The original time of `time` within stretch `index` (faster-whisper
+    /// `get_original_time(time, chunk_index)`).
+    pub fn original_time_in(&self, time: f64, index: usize) -> f64 {
+        match self.total_silence_before.get(index) {
+            Some(&silence) => round2(silence + time),
+            None => time,
+        }
+    }
+
+    /// The stretch `time` falls in (faster-whisper `get_chunk_index`).
+    pub fn chunk_index(&self, time: f64, is_end: bool) -> usize {
         let sample = (time * SAMPLE_RATE as f64) as i64;
         if is_end && sample >= 0 {
             if let Some(i) = self
@@ -220,7 +230,7 @@ impl SpeechMap {
         let i = self
             .chunk_end_sample
             .partition_point(|&e| (e as i64) <= sample);
-        i.min(self.chunk_end_sample.len() - 1)
+        i.min(self.chunk_end_sample.len().saturating_sub(1))
     }
 }
 

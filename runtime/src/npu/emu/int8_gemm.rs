@@ -48,7 +48,7 @@ impl Int8GemmModel {
         let a_tile = TM * TK;
         let b_tile = TK * TN;
         // A, unblocked per core row: rows 32j.. of the 128, row-major [32][K], i16.
-        let mut a = vec![0i16; M * self.k];
+        let mut a = vec![0i32; M * self.k];
         let mut live = [false; M];
         for j in 0..ROWS {
             let s = io
@@ -73,15 +73,16 @@ impl Int8GemmModel {
                     let (blk, e) = (i / 64, i % 64);
                     let (rb, kb) = (blk / 8, blk % 8);
                     let r = TM * j + rb * 8 + e / 8;
-                    a[r * self.k + t * TK + kb * 8 + e % 8] = v as i8 as i16;
+                    a[r * self.k + t * TK + kb * 8 + e % 8] = v as i8 as i32;
                 }
             }
         }
         for (r, l) in live.iter_mut().enumerate() {
             *l = a[r * self.k..(r + 1) * self.k].iter().any(|&v| v != 0);
         }
-        let mut bt = vec![0i16; b_tile];
+        let mut bt = vec![0i32; b_tile];
         let mut acc = vec![0i32; M * TN];
+        let rows: Vec<usize> = (0..M).filter(|&r| live[r]).collect();
         for c in 0..self.cols {
             let chan = if c >= 4 { 0 } else { 1 };
             let b = io
@@ -112,21 +113,10 @@ impl Int8GemmModel {
                     for (i, &v) in tile.iter().enumerate() {
                         let (blk, e) = (i / 64, i % 64);
                         let (kb, nb) = (blk / 16, blk % 16);
-                        bt[(kb * 8 + e / 8) * TN + nb * 8 + e % 8] = v as i8 as i16;
+                        bt[(kb * 8 + e / 8) * TN + nb * 8 + e % 8] = v as i8 as i32;
                     }
-                    for (r, _) in live.iter().enumerate().filter(|(_, &l)| l) {
-                        let row = &mut acc[r * TN..(r + 1) * TN];
-                        let ar = &a[r * self.k + t * TK..][..TK];
-                        for (kk, &x) in ar.iter().enumerate() {
-                            if x == 0 {
-                                continue;
-                            }
-                            let brow = &bt[kk * TN..(kk + 1) * TN];
-                            // |x·y| ≤ 128·128 fits i16.
-                            for (o, &y) in row.iter_mut().zip(brow) {
-                                *o += (x * y) as i32;
-                            }
-                        }
+                    for quad in rows.chunks(4) {
+                        mul_tile(&a, self.k, t * TK, quad, &bt, &mut acc);
                     }
                 }
                 let base = g * M * TN * 4;
@@ -140,5 +130,74 @@ impl Int8GemmModel {
             }
         }
         Ok(())
+    }
+}
+
+/// `acc[r, ..128] += a[r, k0..k0 + 64] · bt[64, 128]` for the (up to 4) rows `rows`, 16
+/// columns at a time with the sums held in registers.
+fn mul_tile(a: &[i32], k: usize, k0: usize, rows: &[usize], bt: &[i32], acc: &mut [i32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: AVX-512F detected at run time; the body is safe code.
+            return unsafe { mul_tile_avx512(a, k, k0, rows, bt, acc) };
+        }
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 detected at run time; the body is safe code.
+            return unsafe { mul_tile_avx2(a, k, k0, rows, bt, acc) };
+        }
+    }
+    mul_tile_body(a, k, k0, rows, bt, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn mul_tile_avx512(
+    a: &[i32],
+    k: usize,
+    k0: usize,
+    rows: &[usize],
+    bt: &[i32],
+    acc: &mut [i32],
+) {
+    mul_tile_body(a, k, k0, rows, bt, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn mul_tile_avx2(
+    a: &[i32],
+    k: usize,
+    k0: usize,
+    rows: &[usize],
+    bt: &[i32],
+    acc: &mut [i32],
+) {
+    mul_tile_body(a, k, k0, rows, bt, acc)
+}
+
+#[inline(always)]
+fn mul_tile_body(a: &[i32], k: usize, k0: usize, rows: &[usize], bt: &[i32], acc: &mut [i32]) {
+    let mut ar = [[0i32; TK]; 4];
+    for (i, &r) in rows.iter().enumerate() {
+        ar[i].copy_from_slice(&a[r * k + k0..r * k + k0 + TK]);
+    }
+    for cb in (0..TN).step_by(16) {
+        let mut s = [[0i32; 16]; 4];
+        for kk in 0..TK {
+            let b: &[i32; 16] = bt[kk * TN + cb..kk * TN + cb + 16].try_into().expect("16");
+            for (si, ai) in s.iter_mut().zip(&ar) {
+                let x = ai[kk];
+                for l in 0..16 {
+                    si[l] += x * b[l];
+                }
+            }
+        }
+        for (i, &r) in rows.iter().enumerate() {
+            let o = &mut acc[r * TN + cb..r * TN + cb + 16];
+            for l in 0..16 {
+                o[l] += s[i][l];
+            }
+        }
     }
 }

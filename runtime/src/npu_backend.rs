@@ -163,10 +163,27 @@ impl GemmProgramFiles {
 pub fn emulated_device(
     programs: &[GemmProgramFiles],
 ) -> Result<(Arc<EmuDriver>, Device), NpuError> {
-    let emu = Arc::new(EmuDriver::new(EmuConfig {
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    register_gemm_models(&emu, programs)?;
+    let device = Device::from_driver(emu.clone())?;
+    Ok((emu, device))
+}
+
+/// The emulated device's geometry for the GEMM programs: 8 columns (npu2), the rest as
+/// [`EmuConfig::default`].
+pub fn emulated_config() -> EmuConfig {
+    EmuConfig {
         cols: 8,
         ..EmuConfig::default()
-    }));
+    }
+}
+
+/// Registers the INT8 GEMM array model for each program's PDI on `emu` (the design's width is
+/// read from the instruction stream: the shim columns that return C).
+pub fn register_gemm_models(
+    emu: &EmuDriver,
+    programs: &[GemmProgramFiles],
+) -> Result<(), NpuError> {
     for p in programs {
         let x = Xclbin::parse(&p.xclbin)?;
         let part = x.aie_partition()?;
@@ -182,8 +199,7 @@ pub fn emulated_device(
         })?;
         emu.register_kernel(pdi, move |io| model.run(io));
     }
-    let device = Device::from_driver(emu.clone())?;
-    Ok((emu, device))
+    Ok(())
 }
 
 fn dpu_kernel_id(x: &Xclbin<'_>) -> u64 {

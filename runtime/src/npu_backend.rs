@@ -8,13 +8,14 @@
 //! the dequantize / bias / epilogue with the same code ([`dequantize_into`]), so a device linear
 //! is bit-identical to [`crate::q8::gemm_q8`]. Per linear call of `rows` rows: `⌈rows/128⌉`
 //! submissions, each writing its rows of A (the rest zeroed), flushing A and C, submitting
-//! `(instr, A, B, C)`, waiting, invalidating the rows of C it reads.
+//! `(instr, A, B, C)`, waiting, invalidating the rows of C it reads; two A/C pairs keep two
+//! submissions in flight (the host prepares block `i + 1` while the device runs block `i`).
 //!
 //! At load: one hardware context per program (its PDI), the instruction stream validated
 //! against the buffer sizes ([`crate::npu::txn::validate`]) and copied once into a DEV BO;
 //! every INT8 weight of a matching `(K, N)` repacked once into its B layout in its own BO. Per
-//! workspace (stream): one A and one C BO for the largest program, one command ring per
-//! program; nothing is allocated per call. Every other op (attention, norms, the other linears,
+//! workspace (stream): two A and two C BOs for the largest program, one command ring (two
+//! slots) per program; nothing is allocated per call. Every other op (attention, norms, the other linears,
 //! the conv stem) runs on the CPU INT8 kernels. Nothing here knows which network it runs.
 
 use std::path::{Path, PathBuf};
@@ -284,12 +285,29 @@ pub struct NpuScratch {
 }
 
 struct GemmSession {
-    a: MappedBo,
-    c: MappedBo,
+    /// Two A/C pairs: block `i` uses pair `i % 2`, so the host prepares and finishes one block
+    /// while the device runs the other.
+    tiles: [TileBuffers; 2],
     rings: Vec<CommandRing>,
     regmap: Vec<u32>,
-    scales: [f32; GEMM_ROWS],
     log: DispatchLog,
+}
+
+struct TileBuffers {
+    a: MappedBo,
+    c: MappedBo,
+    /// Row scales of the block in `a`.
+    scales: [f32; GEMM_ROWS],
+}
+
+/// A submitted block: its ticket, first row, rows, buffer pair, and its record so far.
+#[derive(Clone, Copy)]
+struct InFlight {
+    ticket: crate::npu::ring::Ticket,
+    r0: usize,
+    m: usize,
+    tile: usize,
+    record: DispatchRecord,
 }
 
 fn device_err(op: &'static str) -> impl Fn(NpuError) -> BackendError {
@@ -435,26 +453,32 @@ impl NpuBackend {
             .map(|g| g.layout.words())
             .max()
             .unwrap_or(0);
-        let a = MappedBo::share(&self.device, GEMM_ROWS * k).map_err(device_err("allocate A"))?;
-        let c =
-            MappedBo::share(&self.device, 4 * GEMM_ROWS * n).map_err(device_err("allocate C"))?;
+        let tile = || -> Result<TileBuffers, BackendError> {
+            Ok(TileBuffers {
+                a: MappedBo::share(&self.device, GEMM_ROWS * k)
+                    .map_err(device_err("allocate A"))?,
+                c: MappedBo::share(&self.device, 4 * GEMM_ROWS * n)
+                    .map_err(device_err("allocate C"))?,
+                scales: [0.0; GEMM_ROWS],
+            })
+        };
+        let tiles = [tile()?, tile()?];
         let rings = self
             .gemms
             .iter()
-            .map(|g| CommandRing::new(&self.device, g.ctx.clone(), 1, self.timeout))
+            .map(|g| CommandRing::new(&self.device, g.ctx.clone(), 2, self.timeout))
             .collect::<Result<Vec<_>, _>>()
             .map_err(device_err("create command ring"))?;
         Ok(GemmSession {
-            a,
-            c,
+            tiles,
             rings,
             regmap: vec![0; words],
-            scales: [0.0; GEMM_ROWS],
             log: DispatchLog::with_capacity(LOG_CAPACITY),
         })
     }
 
-    /// `out = epilogue(x · wᵀ + bias)` on the device, `⌈rows/128⌉` submissions.
+    /// `out = epilogue(x · wᵀ + bias)` on the device, `⌈rows/128⌉` submissions, two in flight:
+    /// block `i + 1` is quantized and submitted before block `i` is waited for and dequantized.
     #[allow(clippy::too_many_arguments)]
     fn device_linear(
         &self,
@@ -467,19 +491,43 @@ impl NpuBackend {
         epilogue: Epilogue,
         out: &mut [f32],
     ) -> Result<(), BackendError> {
+        let r = self.device_blocks(s, x, rows, w, q, bias, epilogue, out);
+        if r.is_err() {
+            // Leave no command of this call in flight (each ends or times out).
+            let _ = s.rings[w.gemm].drain();
+        }
+        r
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn device_blocks(
+        &self,
+        s: &mut GemmSession,
+        x: &[f32],
+        rows: usize,
+        w: &DeviceWeights,
+        q: &QuantMatrix,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
         let g = &self.gemms[w.gemm];
         let (k, n) = (g.k, g.n);
-        for r0 in (0..rows).step_by(GEMM_ROWS) {
+        let ns = |a: Instant, b: Instant| (b - a).as_nanos() as u64;
+        let mut pending: Option<InFlight> = None;
+        for (i, r0) in (0..rows).step_by(GEMM_ROWS).enumerate() {
             let m = (rows - r0).min(GEMM_ROWS);
+            let tile = i % 2;
             let t0 = Instant::now();
-            let a: &mut [i8] = bytemuck::cast_slice_mut(&mut s.a.bytes_mut()[..GEMM_ROWS * k]);
+            let tb = &mut s.tiles[tile];
+            let a: &mut [i8] = bytemuck::cast_slice_mut(&mut tb.a.bytes_mut()[..GEMM_ROWS * k]);
             for (r, codes) in a.chunks_exact_mut(k).take(m).enumerate() {
-                s.scales[r] = quantize_row(&x[(r0 + r) * k..(r0 + r + 1) * k], codes);
+                tb.scales[r] = quantize_row(&x[(r0 + r) * k..(r0 + r + 1) * k], codes);
             }
             a[m * k..].fill(0);
-            s.a.flush(0..GEMM_ROWS * k);
+            tb.a.flush(0..GEMM_ROWS * k);
             // No line of C may be CPU-dirty while the device writes it (F3).
-            s.c.flush(0..4 * GEMM_ROWS * n);
+            tb.c.flush(0..4 * GEMM_ROWS * n);
             let t1 = Instant::now();
             let words = g
                 .layout
@@ -487,7 +535,7 @@ impl NpuBackend {
                     MLIR_AIE_OPCODE_TXN,
                     g.instr.device_addr(),
                     g.instr_words,
-                    &[s.a.device_addr(), w.b.device_addr(), s.c.device_addr()],
+                    &[tb.a.device_addr(), w.b.device_addr(), tb.c.device_addr()],
                     &mut s.regmap,
                 )
                 .map_err(|e| {
@@ -495,42 +543,79 @@ impl NpuBackend {
                         what: e.to_string(),
                     })
                 })?;
-            let handles = [g.instr.handle(), s.a.handle(), w.b.handle(), s.c.handle()];
-            let ring = &mut s.rings[w.gemm];
+            let handles = [g.instr.handle(), tb.a.handle(), w.b.handle(), tb.c.handle()];
             let packet = Packet::StartCu(StartCu {
                 cu_mask: 1,
                 regmap: &s.regmap[..words],
             });
-            let ticket = ring
+            let ticket = s.rings[w.gemm]
                 .submit(&packet, &handles)
                 .map_err(device_err("submit GEMM"))?;
             let t2 = Instant::now();
-            ring.wait(ticket).map_err(device_err("wait for GEMM"))?;
-            let t3 = Instant::now();
-            s.c.flush(0..4 * m * n);
-            let t4 = Instant::now();
-            let c: &[i32] = bytemuck::cast_slice(&s.c.bytes()[..4 * m * n]);
-            for (r, acc) in c.chunks_exact(n).enumerate() {
-                let o = &mut out[(r0 + r) * n..(r0 + r + 1) * n];
-                dequantize_into(o, acc, s.scales[r], q.scales(), bias, epilogue);
-            }
-            let ns = |a: Instant, b: Instant| (b - a).as_nanos() as u64;
-            s.log.record(DispatchRecord {
+            let record = DispatchRecord {
                 bytes: (GEMM_ROWS * k + 4 * m * n) as u64,
                 flush_ns: ns(t0, t1),
                 submit_ns: ns(t1, t2),
-                wait_ns: ns(t2, t3),
-                invalidate_ns: ns(t3, t4),
+                ..DispatchRecord::default()
+            };
+            if let Some(prev) = pending.take() {
+                self.finish_block(s, prev, w.gemm, n, q, bias, epilogue, out)?;
+            }
+            pending = Some(InFlight {
+                ticket,
+                r0,
+                m,
+                tile,
+                record,
             });
-            let c = &self.counters;
-            c.submissions.fetch_add(1, Ordering::Relaxed);
-            c.bytes_to_device
-                .fetch_add((GEMM_ROWS * k) as u64, Ordering::Relaxed);
-            c.bytes_from_device
-                .fetch_add((4 * m * n) as u64, Ordering::Relaxed);
-            c.device_ns.fetch_add(ns(t1, t3), Ordering::Relaxed);
+        }
+        if let Some(last) = pending {
+            self.finish_block(s, last, w.gemm, n, q, bias, epilogue, out)?;
         }
         self.counters.device_linears.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits for a submitted block, invalidates its rows of C and dequantizes them into `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_block(
+        &self,
+        s: &mut GemmSession,
+        b: InFlight,
+        gemm: usize,
+        n: usize,
+        q: &QuantMatrix,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        let ns = |a: Instant, b: Instant| (b - a).as_nanos() as u64;
+        let t2 = Instant::now();
+        s.rings[gemm]
+            .wait(b.ticket)
+            .map_err(device_err("wait for GEMM"))?;
+        let t3 = Instant::now();
+        let tb = &s.tiles[b.tile];
+        tb.c.flush(0..4 * b.m * n);
+        let t4 = Instant::now();
+        let c: &[i32] = bytemuck::cast_slice(&tb.c.bytes()[..4 * b.m * n]);
+        for (r, acc) in c.chunks_exact(n).enumerate() {
+            let o = &mut out[(b.r0 + r) * n..(b.r0 + r + 1) * n];
+            dequantize_into(o, acc, tb.scales[r], q.scales(), bias, epilogue);
+        }
+        s.log.record(DispatchRecord {
+            wait_ns: ns(t2, t3),
+            invalidate_ns: ns(t3, t4),
+            ..b.record
+        });
+        let c = &self.counters;
+        c.submissions.fetch_add(1, Ordering::Relaxed);
+        c.bytes_to_device
+            .fetch_add(b.record.bytes - (4 * b.m * n) as u64, Ordering::Relaxed);
+        c.bytes_from_device
+            .fetch_add((4 * b.m * n) as u64, Ordering::Relaxed);
+        c.device_ns
+            .fetch_add(b.record.submit_ns + ns(t2, t3), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -926,22 +1011,32 @@ mod tests {
         let npu = NpuBackend::new(device, &programs, 1).unwrap();
         let mut rng = Rng::new(3);
         let w = QuantMatrix::quantize(&rng.vec(2048 * 512, 0.2), 2048, 512);
-        let (p, x, _, s) = linear_program(&npu, &w, None, Epilogue::Store, 4);
+        let (p, x, out, s) = linear_program(&npu, &w, None, Epilogue::Store, 300);
         let mut ws = npu.workspace(&p, 1).unwrap();
-        npu.write(&mut ws, x, 0, &rng.vec(4 * 512, 1.0)).unwrap();
+        npu.write(&mut ws, x, 0, &rng.vec(300 * 512, 1.0)).unwrap();
         let args = StageArgs {
-            rows: 4,
+            rows: 300,
             ..Default::default()
         };
-        emu.fail_exec(1, CmdState::Error);
-        match npu.run(&p, s, &args, &mut ws) {
-            Err(BackendError::Device { op, reason, .. }) => {
-                assert_eq!(op, "wait for GEMM");
-                assert!(reason.contains("Error"), "{reason}");
-            }
-            other => panic!("expected a device error, got {other:?}"),
-        }
-        // The stream recovers: the next call runs.
+        // With a device that takes time, two blocks are in flight at once (never more).
+        emu.set_latency(Duration::from_millis(20));
         npu.run(&p, s, &args, &mut ws).unwrap();
+        assert_eq!(emu.stats().max_in_flight, 2);
+        emu.set_latency(Duration::ZERO);
+        let want = npu.read(&ws, out, 0..300 * 2048).unwrap().to_vec();
+        // The 1st, then the 2nd (with the 1st in flight), then the 3rd block of a call fails.
+        for nth in 1..=3 {
+            emu.fail_exec(nth, CmdState::Error);
+            match npu.run(&p, s, &args, &mut ws) {
+                Err(BackendError::Device { op, reason, .. }) => {
+                    assert_eq!(op, "wait for GEMM");
+                    assert!(reason.contains("Error"), "{reason}");
+                }
+                other => panic!("block {nth}: expected a device error, got {other:?}"),
+            }
+            // The stream recovers: the next call runs and gives the same result.
+            npu.run(&p, s, &args, &mut ws).unwrap();
+            assert!(npu.read(&ws, out, 0..300 * 2048).unwrap() == want);
+        }
     }
 }

@@ -98,6 +98,14 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !args.quiet && load.device != amanuensis::Device::Cpu {
+        note(&format!(
+            "amanuensis: device {} ({}; {})",
+            engine.device().name(),
+            engine.backend_name(),
+            engine.device_choice()
+        ));
+    }
     if args.timings {
         note(&format!(
             "load time = {:.1} ms ({}, {threads} threads, {})",
@@ -405,6 +413,17 @@ fn transcribe_one(
     }
     if args.timings {
         report_timings(name, &transcript, started);
+        if let Some(s) = engine.npu_stats() {
+            note(&format!(
+                "{name}: NPU (totals so far): {} submissions for {} linears, {:.1} MB to the device, {:.1} MB back, {:.1} MB of weights uploaded at load, {:.3} s in submit + wait",
+                s.submissions,
+                s.device_linears,
+                s.bytes_to_device as f64 / 1e6,
+                s.bytes_from_device as f64 / 1e6,
+                s.weight_bytes as f64 / 1e6,
+                s.device_ns as f64 / 1e9
+            ));
+        }
     }
     Ok(())
 }

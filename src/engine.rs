@@ -459,6 +459,9 @@ impl Session {
             Inner::Int8(s) => {
                 s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
             }
+            Inner::Npu(s) => {
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+            }
         })
     }
 

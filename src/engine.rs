@@ -22,8 +22,9 @@ use amanuensis_runtime::npu_backend::{emulated_device, GemmProgramFiles, NpuBack
 /// Where the network runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
-    /// The NPU when one is usable and its GEMM programs are present and load, else the CPU
-    /// ([`Model::device_choice`] says which and why).
+    /// The NPU when one is usable, its GEMM programs are present and load, and their self-test
+    /// (`C == A·B` on fixed data) passes; else the CPU ([`Model::device_choice`] says which and
+    /// why).
     #[default]
     Auto,
     /// The CPU kernels.
@@ -102,7 +103,7 @@ pub enum Error {
     DeviceFailed {
         /// `npu` or `emu`.
         device: &'static str,
-        /// `find GEMM programs`, `open device`, `load GEMM programs`, `precision`.
+        /// `precision`, `open device`, `find GEMM programs`, `load GEMM programs`, `self-test`.
         step: &'static str,
         /// Why.
         reason: String,
@@ -133,7 +134,7 @@ pub struct Model {
 }
 
 /// The NPU backend for a model with these widths: the GEMM programs for its MLP shapes
-/// `(d, 4d)` and `(4d, d)`, on the emulator or the first usable NPU.
+/// `(d, 4d)` and `(4d, d)`, on the emulator or the first usable NPU, self-tested.
 fn npu_backend(
     device: Device,
     dims: &Dims,
@@ -178,7 +179,12 @@ fn npu_backend(
                 .1
         }
     };
-    NpuBackend::new(dev, &programs, threads).map_err(|e| ("load GEMM programs", e.to_string()))
+    let backend = NpuBackend::new(dev, &programs, threads)
+        .map_err(|e| ("load GEMM programs", e.to_string()))?;
+    backend
+        .self_test()
+        .map_err(|e| ("self-test", e.to_string()))?;
+    Ok(backend)
 }
 
 /// The machine's available parallelism (1 if unknown).
@@ -238,7 +244,9 @@ impl Model {
                         loaded: Loaded::Npu(Arc::new(Whisper::from_file(&file, backend)?)),
                         threads,
                         device: Device::Npu,
-                        choice: "auto: NPU found and its GEMM programs loaded".into(),
+                        choice:
+                            "auto: NPU found, its GEMM programs loaded and passed the self-test"
+                                .into(),
                     })
                 }
                 Err((step, reason)) => choice = format!("auto: NPU {step} failed: {reason}"),

@@ -529,28 +529,7 @@ impl NpuBackend {
             // No line of C may be CPU-dirty while the device writes it (F3).
             tb.c.flush(0..4 * GEMM_ROWS * n);
             let t1 = Instant::now();
-            let words = g
-                .layout
-                .write(
-                    MLIR_AIE_OPCODE_TXN,
-                    g.instr.device_addr(),
-                    g.instr_words,
-                    &[tb.a.device_addr(), w.b.device_addr(), tb.c.device_addr()],
-                    &mut s.regmap,
-                )
-                .map_err(|e| {
-                    device_err("build command")(NpuError::InvalidRequest {
-                        what: e.to_string(),
-                    })
-                })?;
-            let handles = [g.instr.handle(), tb.a.handle(), w.b.handle(), tb.c.handle()];
-            let packet = Packet::StartCu(StartCu {
-                cu_mask: 1,
-                regmap: &s.regmap[..words],
-            });
-            let ticket = s.rings[w.gemm]
-                .submit(&packet, &handles)
-                .map_err(device_err("submit GEMM"))?;
+            let ticket = Self::submit(g, s, w.gemm, tile, &w.b)?;
             let t2 = Instant::now();
             let record = DispatchRecord {
                 bytes: (GEMM_ROWS * k + 4 * m * n) as u64,
@@ -573,6 +552,95 @@ impl NpuBackend {
             self.finish_block(s, last, w.gemm, n, q, bias, epilogue, out)?;
         }
         self.counters.device_linears.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Submits program `gemm` on tile pair `tile` (A and C, already flushed) with weights `b`.
+    fn submit(
+        g: &DeviceGemm,
+        s: &mut GemmSession,
+        gemm: usize,
+        tile: usize,
+        b: &MappedBo,
+    ) -> Result<crate::npu::ring::Ticket, BackendError> {
+        let tb = &s.tiles[tile];
+        let words = g
+            .layout
+            .write(
+                MLIR_AIE_OPCODE_TXN,
+                g.instr.device_addr(),
+                g.instr_words,
+                &[tb.a.device_addr(), b.device_addr(), tb.c.device_addr()],
+                &mut s.regmap,
+            )
+            .map_err(|e| {
+                device_err("build command")(NpuError::InvalidRequest {
+                    what: e.to_string(),
+                })
+            })?;
+        let handles = [g.instr.handle(), tb.a.handle(), b.handle(), tb.c.handle()];
+        let packet = Packet::StartCu(StartCu {
+            cu_mask: 1,
+            regmap: &s.regmap[..words],
+        });
+        s.rings[gemm]
+            .submit(&packet, &handles)
+            .map_err(device_err("submit GEMM"))
+    }
+
+    /// Runs every program once on fixed pseudo-random int8 A and B (B in its own buffer) and
+    /// checks `C == A·B` exactly against a host reference: the check `--device auto` makes
+    /// before it takes the NPU. Not counted in [`NpuBackend::stats`].
+    pub fn self_test(&self) -> Result<(), BackendError> {
+        let mut s = self.session()?;
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed >> 56) as u8 as i8
+        };
+        for (gi, g) in self.gemms.iter().enumerate() {
+            let (k, n) = (g.k, g.n);
+            let mut b = MappedBo::share(&self.device, k * n).map_err(device_err("self-test B"))?;
+            let bb: &mut [i8] = bytemuck::cast_slice_mut(b.bytes_mut());
+            bb.iter_mut().for_each(|v| *v = next().max(-127));
+            b.flush(0..k * n);
+            let tb = &mut s.tiles[0];
+            let a: &mut [i8] = bytemuck::cast_slice_mut(&mut tb.a.bytes_mut()[..GEMM_ROWS * k]);
+            a.iter_mut().for_each(|v| *v = next().max(-127));
+            tb.a.flush(0..GEMM_ROWS * k);
+            tb.c.flush(0..4 * GEMM_ROWS * n);
+            let ticket = Self::submit(g, &mut s, gi, 0, &b)?;
+            s.rings[gi]
+                .wait(ticket)
+                .map_err(device_err("self-test wait"))?;
+            let tb = &s.tiles[0];
+            tb.c.flush(0..4 * GEMM_ROWS * n);
+            let a: &[i8] = bytemuck::cast_slice(&tb.a.bytes()[..GEMM_ROWS * k]);
+            let c: &[i32] = bytemuck::cast_slice(&tb.c.bytes()[..4 * GEMM_ROWS * n]);
+            let bb: &[i8] = bytemuck::cast_slice(b.bytes());
+            let mut want = vec![0i32; n];
+            for r in 0..GEMM_ROWS {
+                want.fill(0);
+                for (kk, &x) in a[r * k..(r + 1) * k].iter().enumerate() {
+                    for (o, &y) in want.iter_mut().zip(&bb[kk * n..(kk + 1) * n]) {
+                        *o += x as i32 * y as i32;
+                    }
+                }
+                if let Some(j) = (0..n).find(|&j| c[r * n + j] != want[j]) {
+                    return Err(BackendError::Device {
+                        backend: "npu-int8",
+                        op: "self-test",
+                        reason: format!(
+                            "K{k}×N{n}: C[{r}, {j}] = {} on the device, A·B = {}",
+                            c[r * n + j],
+                            want[j]
+                        ),
+                    });
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1002,6 +1070,45 @@ mod tests {
             "{:?}",
             emu.command_errors()
         );
+    }
+
+    #[test]
+    fn the_self_test_checks_c_equals_a_times_b() {
+        let programs = fixture_programs();
+        let (emu, device) = emulated_device(&programs).unwrap();
+        let npu = NpuBackend::new(device, &programs, 1).unwrap();
+        npu.self_test().unwrap();
+        assert_eq!(emu.stats().submitted, 2);
+        assert_eq!(npu.stats().submissions, 0, "not counted");
+        // A device whose array computes something else fails it, naming the element.
+        let emu = Arc::new(EmuDriver::new(emulated_config()));
+        for p in &programs {
+            let x = Xclbin::parse(&p.xclbin).unwrap();
+            let pdi = x
+                .aie_partition()
+                .unwrap()
+                .pdi_for_kernel(dpu_kernel_id(&x))
+                .unwrap()
+                .to_vec();
+            let model = Int8GemmModel::new(p.k, p.n, 4).unwrap();
+            emu.register_kernel(&pdi, move |io| {
+                model.run(io)?;
+                // One wrong bit in the last word of column 0's output.
+                let out = io.output(0, 0).ok_or("no output")?;
+                let last = out.len() - 1;
+                out[last] ^= 1;
+                Ok(())
+            });
+        }
+        let device = Device::from_driver(emu.clone()).unwrap();
+        let npu = NpuBackend::new(device, &programs, 1).unwrap();
+        match npu.self_test() {
+            Err(BackendError::Device { op, reason, .. }) => {
+                assert_eq!(op, "self-test");
+                assert!(reason.contains("on the device, A·B ="), "{reason}");
+            }
+            other => panic!("expected a failed self-test, got {other:?}"),
+        }
     }
 
     #[test]

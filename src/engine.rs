@@ -51,8 +51,9 @@ pub struct LoadOptions {
     /// Which arithmetic.
     pub precision: Precision,
     /// Threads each session computes on (its own pool; the calling thread counts as one).
-    /// `None`: the machine's available parallelism. With several sessions running at once,
-    /// give each `cores / sessions` (see [`Model::session_with_threads`]).
+    /// `None` or `Some(0)`: the machine's available parallelism; more than that is capped to it
+    /// ([`resolve_threads`]; [`Model::threads`] says the count in use). With several sessions
+    /// running at once, give each `cores / sessions` (see [`Model::session_with_threads`]).
     pub threads: Option<usize>,
 }
 
@@ -95,9 +96,58 @@ pub struct Model {
     threads: usize,
 }
 
-/// The machine's available parallelism (1 if unknown).
+/// The machine's available parallelism (1 if unknown): the CPUs this process may run on
+/// (affinity mask and cgroup quota included).
 pub fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The thread count a request gives: `None` or `0` mean all available cores; a request above
+/// [`available_threads`] is capped to it (`capped_from` keeps the request, for a warning).
+/// More threads than cores cannot compute more, and the pool's workers spin before they sleep,
+/// so an oversubscribed pool only steals time from itself (README, "Threads").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadCount {
+    /// Threads to run on (at least 1).
+    pub threads: usize,
+    /// The request, when it was more than the available cores.
+    pub capped_from: Option<usize>,
+}
+
+impl ThreadCount {
+    /// The warning to print when the request was capped.
+    pub fn warning(&self) -> Option<String> {
+        self.capped_from.map(|n| {
+            format!(
+                "--threads {n} is more than the {} available cores: using {}",
+                self.threads, self.threads
+            )
+        })
+    }
+}
+
+/// [`ThreadCount`] for `requested` on this machine.
+pub fn resolve_threads(requested: Option<usize>) -> ThreadCount {
+    resolve_threads_on(requested, available_threads())
+}
+
+/// [`ThreadCount`] for `requested` with `available` cores.
+pub fn resolve_threads_on(requested: Option<usize>, available: usize) -> ThreadCount {
+    let available = available.max(1);
+    match requested {
+        None | Some(0) => ThreadCount {
+            threads: available,
+            capped_from: None,
+        },
+        Some(n) if n > available => ThreadCount {
+            threads: available,
+            capped_from: Some(n),
+        },
+        Some(n) => ThreadCount {
+            threads: n,
+            capped_from: None,
+        },
+    }
 }
 
 impl Model {
@@ -118,7 +168,7 @@ impl Model {
                 })
             }
         }
-        let threads = opts.threads.unwrap_or_else(available_threads).max(1);
+        let threads = resolve_threads(opts.threads).threads;
         let file = WeightsFile::open(path.as_ref()).map_err(WhisperError::from)?;
         let int8 = match opts.precision {
             Precision::Auto => file.quantization() == Quantization::Int8,
@@ -144,9 +194,10 @@ impl Model {
         self.session_with_threads(self.threads)
     }
 
-    /// A new session computing on its own pool of `threads` threads.
+    /// A new session computing on its own pool of `threads` threads (`0`: all available cores;
+    /// more than those is capped, see [`resolve_threads`]).
     pub fn session_with_threads(&self, threads: usize) -> Result<Session, Error> {
-        let threads = threads.max(1);
+        let threads = resolve_threads(Some(threads)).threads;
         Ok(Session {
             inner: match &self.loaded {
                 Loaded::F32(m) => Inner::F32(Box::new(model_session::Session::with_threads(
@@ -327,6 +378,29 @@ mod tests {
                 Ok(_) => panic!("{device:?} loaded"),
             }
         }
+    }
+
+    #[test]
+    fn thread_requests_are_capped_and_zero_means_all() {
+        let t = |r, a| resolve_threads_on(r, a);
+        assert_eq!((t(None, 8).threads, t(None, 8).capped_from), (8, None));
+        assert_eq!(
+            (t(Some(0), 8).threads, t(Some(0), 8).capped_from),
+            (8, None)
+        );
+        assert_eq!(
+            (t(Some(3), 8).threads, t(Some(3), 8).capped_from),
+            (3, None)
+        );
+        assert_eq!(
+            (t(Some(8), 8).threads, t(Some(8), 8).capped_from),
+            (8, None)
+        );
+        let capped = t(Some(1000), 2);
+        assert_eq!((capped.threads, capped.capped_from), (2, Some(1000)));
+        assert!(capped.warning().unwrap().contains("--threads 1000"));
+        assert_eq!(t(Some(3), 8).warning(), None);
+        assert_eq!(t(None, 0).threads, 1);
     }
 
     #[test]

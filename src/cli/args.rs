@@ -25,7 +25,8 @@ pub struct TranscribeArgs {
     /// Default: $AMANUENSIS_MODEL, else tiny.en.
     #[arg(short, long)]
     pub model: Option<String>,
-    /// Threads (default: available cores).
+    /// Threads (default and 0: all available cores; more than those is capped, with a
+    /// warning).
     #[arg(short, long)]
     pub threads: Option<usize>,
     /// Decode without timestamp tokens (one segment per 30 s window).

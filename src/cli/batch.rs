@@ -79,9 +79,11 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let count = amanuensis::resolve_threads(args.threads);
+    if let Some(warning) = count.warning() {
+        note(&format!("amanuensis: warning: {warning}"));
+    }
+    let threads = count.threads;
     let t = Instant::now();
     let load = LoadOptions {
         device: args.device.into(),
@@ -100,9 +102,10 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
     };
     if args.timings {
         note(&format!(
-            "load time = {:.1} ms ({}, {threads} threads, {})",
+            "load time = {:.1} ms ({}, {} threads, {})",
             t.elapsed().as_secs_f64() * 1e3,
             model_path.display(),
+            engine.threads(),
             engine.backend_name()
         ));
     }

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+pub use amanuensis_model::checksum::Verification;
 use amanuensis_model::config::{Dims, ModelConfig};
 use amanuensis_model::decode::guards::SpeechGate;
 use amanuensis_model::error::WhisperError;
@@ -12,7 +13,7 @@ use amanuensis_model::mel_windows::MelWindows;
 use amanuensis_model::session::{
     self as model_session, DetectedLanguage, Hooks, TranscribeOptions, Transcript, WindowDone,
 };
-use amanuensis_model::weights::{Quantization, WeightsFile};
+use amanuensis_model::weights::{LoadError, Quantization, WeightsFile};
 use amanuensis_model::whisper::{Submissions, Whisper};
 use amanuensis_runtime::cpu_backend::CpuBackend;
 use amanuensis_runtime::cpu_int8_backend::CpuInt8Backend;
@@ -44,7 +45,7 @@ pub enum Precision {
 }
 
 /// How to load a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Where the network runs.
     pub device: Device,
@@ -55,6 +56,50 @@ pub struct LoadOptions {
     /// ([`resolve_threads`]; [`Model::threads`] says the count in use). With several sessions
     /// running at once, give each `cores / sessions` (see [`Model::session_with_threads`]).
     pub threads: Option<usize>,
+    /// Check every tensor (and the metadata) against the file's CRC-32 checksums before
+    /// building the model (reads the whole file once; README "Model files" gives the cost).
+    /// A mismatch fails the load; a file without checksums loads ([`Model::verification`]
+    /// says [`Verification::NoChecksums`]).
+    pub verify: bool,
+    /// Map the file (default) rather than read it whole into memory. A mapped file truncated
+    /// while in use gives [`LoadError::ChangedWhileMapped`] (a SIGBUS handler guards the map;
+    /// see `amanuensis_runtime::sigbus`); `false` reads the file into memory, where nothing done
+    /// to the file can reach the model, for the file's size in RAM.
+    pub mmap: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            device: Device::default(),
+            precision: Precision::default(),
+            threads: None,
+            verify: false,
+            mmap: true,
+        }
+    }
+}
+
+/// The model file as the sessions see it: its path and the SIGBUS guard of its mapping, to
+/// turn a fault on the mapping during a transcription into a named error.
+#[derive(Debug, Clone)]
+struct FileWatch {
+    path: Arc<Path>,
+    guard: Option<amanuensis_runtime::sigbus::Guard>,
+}
+
+impl FileWatch {
+    fn check(&self) -> Result<(), Error> {
+        match self.guard.and_then(amanuensis_runtime::sigbus::fault) {
+            None => Ok(()),
+            Some(offset) => Err(Error::Whisper(WhisperError::from(
+                LoadError::ChangedWhileMapped {
+                    path: self.path.to_path_buf(),
+                    offset,
+                },
+            ))),
+        }
+    }
 }
 
 /// What can go wrong loading a model or transcribing.
@@ -94,6 +139,8 @@ enum Loaded {
 pub struct Model {
     loaded: Loaded,
     threads: usize,
+    watch: FileWatch,
+    verification: Option<(Verification, std::time::Duration)>,
 }
 
 /// The machine's available parallelism (1 if unknown): the CPUs this process may run on
@@ -169,24 +216,43 @@ impl Model {
             }
         }
         let threads = resolve_threads(opts.threads).threads;
-        let file = WeightsFile::open(path.as_ref()).map_err(WhisperError::from)?;
+        let file = WeightsFile::open_with(path.as_ref(), opts.mmap).map_err(WhisperError::from)?;
+        let verification = if opts.verify {
+            let t = std::time::Instant::now();
+            let v = file.verify().map_err(WhisperError::from)?;
+            Some((v, t.elapsed()))
+        } else {
+            None
+        };
         let int8 = match opts.precision {
             Precision::Auto => file.quantization() == Quantization::Int8,
             Precision::F32 => false,
             Precision::Int8 => true,
         };
-        let loaded = if int8 {
-            Loaded::Int8(Arc::new(Whisper::from_file(
-                &file,
-                CpuInt8Backend::new(threads),
-            )?))
+        let loaded: Result<Loaded, WhisperError> = if int8 {
+            Whisper::from_file(&file, CpuInt8Backend::new(threads))
+                .map(|w| Loaded::Int8(Arc::new(w)))
         } else {
-            Loaded::F32(Arc::new(Whisper::from_file(
-                &file,
-                CpuBackend::new(threads),
-            )?))
+            Whisper::from_file(&file, CpuBackend::new(threads)).map(|w| Loaded::F32(Arc::new(w)))
         };
-        Ok(Model { loaded, threads })
+        // A mapping that faulted read zeros: that, not what the zeros caused, is the error.
+        file.check_mapping().map_err(WhisperError::from)?;
+        let loaded = loaded?;
+        let watch = FileWatch {
+            path: Arc::from(path.as_ref()),
+            guard: file.map_guard(),
+        };
+        Ok(Model {
+            loaded,
+            threads,
+            watch,
+            verification,
+        })
+    }
+
+    /// What [`LoadOptions::verify`] found and how long it took (`None`: not asked).
+    pub fn verification(&self) -> Option<(Verification, std::time::Duration)> {
+        self.verification
     }
 
     /// A new session on the threads given at load.
@@ -210,6 +276,7 @@ impl Model {
                 )?)),
             },
             threads,
+            watch: self.watch.clone(),
         })
     }
 
@@ -280,6 +347,7 @@ enum Inner {
 pub struct Session {
     inner: Inner,
     threads: usize,
+    watch: FileWatch,
 }
 
 impl Session {
@@ -300,10 +368,13 @@ impl Session {
         opts: &TranscribeOptions,
         hooks: &mut Hooks,
     ) -> Result<Transcript, Error> {
-        Ok(match &mut self.inner {
-            Inner::F32(s) => s.transcribe_with(samples, opts, hooks)?,
-            Inner::Int8(s) => s.transcribe_with(samples, opts, hooks)?,
-        })
+        let result = match &mut self.inner {
+            Inner::F32(s) => s.transcribe_with(samples, opts, hooks),
+            Inner::Int8(s) => s.transcribe_with(samples, opts, hooks),
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Transcribes streamed (or in-memory) log-mel windows, calling `on_window` after each
@@ -315,10 +386,13 @@ impl Session {
         hooks: &mut Hooks,
         on_window: &mut dyn FnMut(WindowDone<'_>),
     ) -> Result<Transcript, Error> {
-        Ok(match &mut self.inner {
-            Inner::F32(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
-            Inner::Int8(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
-        })
+        let result = match &mut self.inner {
+            Inner::F32(s) => s.transcribe_windows_with(mel, opts, hooks, on_window),
+            Inner::Int8(s) => s.transcribe_windows_with(mel, opts, hooks, on_window),
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Transcribes whole 16 kHz samples with the guards that read them: the speech gate from
@@ -331,18 +405,24 @@ impl Session {
         hooks: &mut Hooks,
         on_window: &mut dyn FnMut(WindowDone<'_>),
     ) -> Result<Transcript, Error> {
-        Ok(match &mut self.inner {
-            Inner::F32(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
-            Inner::Int8(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
-        })
+        let result = match &mut self.inner {
+            Inner::F32(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window),
+            Inner::Int8(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window),
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Identifies the language from the first window (multilingual models).
     pub fn detect_language(&mut self, mel: &mut dyn MelWindows) -> Result<DetectedLanguage, Error> {
-        Ok(match &mut self.inner {
-            Inner::F32(s) => s.detect_language(mel)?,
-            Inner::Int8(s) => s.detect_language(mel)?,
-        })
+        let result = match &mut self.inner {
+            Inner::F32(s) => s.detect_language(mel),
+            Inner::Int8(s) => s.detect_language(mel),
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Decodes an audio file ([`crate::load_audio`]) and transcribes it.

@@ -36,7 +36,7 @@ pub use amanuensis_model::session::{
 pub use amanuensis_model::whisper::Submissions;
 pub use engine::{
     available_threads, resolve_threads, Device, Error, LoadOptions, Model, Precision, Session,
-    ThreadCount,
+    ThreadCount, Verification,
 };
 
 /// Loads a model file onto the f32 CPU backend with `threads` threads per session (the

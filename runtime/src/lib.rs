@@ -14,4 +14,5 @@ pub mod mapped_file;
 pub mod npu;
 pub mod q8;
 pub mod resident;
+pub mod sigbus;
 pub mod stage;

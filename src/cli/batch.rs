@@ -89,6 +89,8 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         device: args.device.into(),
         precision: args.precision.into(),
         threads: Some(threads),
+        verify: args.verify_model,
+        mmap: !args.no_mmap,
     };
     let (engine, mut session) = match Model::load(&model_path, &load).and_then(|m| {
         let s = m.session()?;
@@ -100,6 +102,23 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    match engine.verification() {
+        Some((amanuensis::Verification::NoChecksums, _)) => note(&format!(
+            "amanuensis: warning: --verify-model: {}: {}",
+            model_path.display(),
+            amanuensis::model::checksum::NO_CHECKSUMS
+        )),
+        Some((amanuensis::Verification::Verified { tensors, bytes }, time))
+            if args.timings || !args.quiet =>
+        {
+            note(&format!(
+                "amanuensis: {}: checksums verified ({tensors} tensors, {bytes} bytes, {:.1} ms)",
+                model_path.display(),
+                time.as_secs_f64() * 1e3
+            ))
+        }
+        _ => {}
+    }
     if args.timings {
         note(&format!(
             "load time = {:.1} ms ({}, {} threads, {})",

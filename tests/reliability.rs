@@ -266,3 +266,54 @@ fn a_model_truncated_while_in_use_is_a_named_error_not_a_signal() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Deterministic form of the above, in-process: the file is opened (mapped, header checked),
+/// then truncated before the weights are read, as `Model::load` reads them. Without the SIGBUS
+/// guard this test binary dies of the signal.
+#[test]
+fn a_model_truncated_between_open_and_load_is_a_named_error() {
+    use amanuensis::model::weights::{LoadError, WeightsFile};
+    use amanuensis::model::whisper::Whisper;
+    use amanuensis::runtime::cpu_int8_backend::CpuInt8Backend;
+    let dir = scratch("open-then-cut");
+    let model = fresh_tiny_en_int8(&dir);
+    let header_end = {
+        let b = std::fs::read(&model).unwrap();
+        8 + u64::from_le_bytes(b[..8].try_into().unwrap())
+    };
+    let file = WeightsFile::open(&model).unwrap();
+    // Cut at the end of the header: the first tensor read is past the end, so it faults (a
+    // later cut could be seen by the size check after an earlier tensor, before any fault).
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&model)
+        .unwrap()
+        .set_len(header_end)
+        .unwrap();
+    let err = match Whisper::from_file(&file, CpuInt8Backend::new(1)) {
+        Ok(_) => panic!("loaded from a truncated file"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("the model file changed while in use"), "{err}");
+    assert!(matches!(
+        file.check_mapping(),
+        Err(LoadError::ChangedWhileMapped { .. })
+    ));
+    // The same through the library with mmap off: the whole file is read at open, so a cut
+    // afterwards changes nothing.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let model2 = fresh_tiny_en_int8(&other);
+    let opts = amanuensis::LoadOptions {
+        mmap: false,
+        verify: true,
+        threads: Some(1),
+        ..Default::default()
+    };
+    let m = amanuensis::Model::load(&model2, &opts).unwrap();
+    assert!(matches!(
+        m.verification(),
+        Some((amanuensis::Verification::Verified { tensors: 233, .. }, _))
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

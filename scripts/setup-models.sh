@@ -8,8 +8,9 @@
 # Cache: ${AMANUENSIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/amanuensis}
 #   ct2/NAME/{model.bin,config.json,tokenizer.json,vocabulary.txt}   the CTranslate2 files
 #   models/NAME.safetensors                                          the converted model
-# Idempotent: a model whose .safetensors exists is not touched; the CTranslate2 files are
-# downloaded only when missing. Progress goes to stderr; stdout gets one resolved model path per
+# Idempotent: a model whose .safetensors exists in the current format version is not touched (an
+# older one, e.g. from a CI cache, is converted again); the CTranslate2 files are downloaded only
+# when missing. Progress goes to stderr; stdout gets one resolved model path per
 # model. The converter is $WEIGHTS_TOOLS if set, else `cargo run --release -p weights-tools`.
 set -euo pipefail
 
@@ -18,6 +19,17 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
 
 log() { echo "setup-models: $*" >&2; }
+
+# The model-file format this tree writes: keep equal to amanuensis_model::config::FORMAT_VERSION
+# (tests/reliability.rs checks). Version 2 added the checksums of --verify-model.
+FORMAT_VERSION=2
+
+# file_format_version FILE: the format_version a converted file declares (empty if none). The
+# header's keys are sorted, so the metadata and its format_version come first: reading 64 KiB is
+# enough and costs nothing next to a conversion.
+file_format_version() {
+    { head -c 65536 "$1" | LC_ALL=C grep -a -o '"format_version":"[0-9]*"' | head -n 1 | tr -dc 0-9; } || true
+}
 
 if [ "$#" -eq 0 ]; then
     set -- tiny.en
@@ -154,7 +166,13 @@ for name in "$@"; do
         rm -rf "$ct2"
         download_ct2 "$base" "$ct2"
     fi
-    if [ ! -f "$out" ]; then
+    if [ -f "$out" ]; then
+        have="$(file_format_version "$out")"
+        if [ "$have" != "$FORMAT_VERSION" ]; then
+            log "$out is format_version ${have:-unknown}, this tree writes $FORMAT_VERSION: converting again"
+            convert "$ct2" "$out" "${quant[@]}"
+        fi
+    else
         mkdir -p "$cache/models"
         convert "$ct2" "$out" "${quant[@]}"
     fi

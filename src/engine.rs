@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+pub use amanuensis_model::checksum::Verification;
 use amanuensis_model::config::{Dims, ModelConfig};
 use amanuensis_model::decode::guards::{SilenceMap, SpeechGate};
 use amanuensis_model::error::WhisperError;
@@ -12,7 +13,7 @@ use amanuensis_model::mel_windows::MelWindows;
 use amanuensis_model::session::{
     self as model_session, DetectedLanguage, Hooks, TranscribeOptions, Transcript, WindowDone,
 };
-use amanuensis_model::weights::{Quantization, WeightsFile};
+use amanuensis_model::weights::{LoadError, Quantization, WeightsFile};
 use amanuensis_model::whisper::{Submissions, Whisper};
 use amanuensis_runtime::cpu_backend::CpuBackend;
 use amanuensis_runtime::cpu_int8_backend::CpuInt8Backend;
@@ -80,16 +81,61 @@ pub enum Precision {
 }
 
 /// How to load a model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Where the network runs.
     pub device: Device,
     /// Which arithmetic.
     pub precision: Precision,
     /// Threads each session computes on (its own pool; the calling thread counts as one).
-    /// `None`: the machine's available parallelism. With several sessions running at once,
-    /// give each `cores / sessions` (see [`Model::session_with_threads`]).
+    /// `None` or `Some(0)`: the machine's available parallelism; more than that is capped to it
+    /// ([`resolve_threads`]; [`Model::threads`] says the count in use). With several sessions
+    /// running at once, give each `cores / sessions` (see [`Model::session_with_threads`]).
     pub threads: Option<usize>,
+    /// Check every tensor (and the metadata) against the file's CRC-32 checksums before
+    /// building the model (reads the whole file once; README "Model files" gives the cost).
+    /// A mismatch fails the load; a file without checksums loads ([`Model::verification`]
+    /// says [`Verification::NoChecksums`]).
+    pub verify: bool,
+    /// Map the file (default) rather than read it whole into memory. A mapped file truncated
+    /// while in use gives [`LoadError::ChangedWhileMapped`] (a SIGBUS handler guards the map;
+    /// see `amanuensis_runtime::sigbus`); `false` reads the file into memory, where nothing done
+    /// to the file can reach the model, for the file's size in RAM.
+    pub mmap: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            device: Device::default(),
+            precision: Precision::default(),
+            threads: None,
+            verify: false,
+            mmap: true,
+        }
+    }
+}
+
+/// The model file as the sessions see it: its path and the SIGBUS guard of its mapping, to
+/// turn a fault on the mapping during a transcription into a named error.
+#[derive(Debug, Clone)]
+struct FileWatch {
+    path: Arc<Path>,
+    guard: Option<amanuensis_runtime::sigbus::Guard>,
+}
+
+impl FileWatch {
+    fn check(&self) -> Result<(), Error> {
+        match self.guard.and_then(amanuensis_runtime::sigbus::fault) {
+            None => Ok(()),
+            Some(offset) => Err(Error::Whisper(WhisperError::from(
+                LoadError::ChangedWhileMapped {
+                    path: self.path.to_path_buf(),
+                    offset,
+                },
+            ))),
+        }
+    }
 }
 
 /// What can go wrong loading a model or transcribing.
@@ -131,6 +177,8 @@ pub struct Model {
     threads: usize,
     device: Device,
     choice: String,
+    watch: FileWatch,
+    verification: Option<(Verification, std::time::Duration)>,
 }
 
 /// The NPU backend for a model with these widths: the GEMM programs for its MLP shapes
@@ -187,9 +235,58 @@ fn npu_backend(
     Ok(backend)
 }
 
-/// The machine's available parallelism (1 if unknown).
+/// The machine's available parallelism (1 if unknown): the CPUs this process may run on
+/// (affinity mask and cgroup quota included).
 pub fn available_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The thread count a request gives: `None` or `0` mean all available cores; a request above
+/// [`available_threads`] is capped to it (`capped_from` keeps the request, for a warning).
+/// More threads than cores cannot compute more, and the pool's workers spin before they sleep,
+/// so an oversubscribed pool only steals time from itself (README, "Threads").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThreadCount {
+    /// Threads to run on (at least 1).
+    pub threads: usize,
+    /// The request, when it was more than the available cores.
+    pub capped_from: Option<usize>,
+}
+
+impl ThreadCount {
+    /// The warning to print when the request was capped.
+    pub fn warning(&self) -> Option<String> {
+        self.capped_from.map(|n| {
+            format!(
+                "--threads {n} is more than the {} available cores: using {}",
+                self.threads, self.threads
+            )
+        })
+    }
+}
+
+/// [`ThreadCount`] for `requested` on this machine.
+pub fn resolve_threads(requested: Option<usize>) -> ThreadCount {
+    resolve_threads_on(requested, available_threads())
+}
+
+/// [`ThreadCount`] for `requested` with `available` cores.
+pub fn resolve_threads_on(requested: Option<usize>, available: usize) -> ThreadCount {
+    let available = available.max(1);
+    match requested {
+        None | Some(0) => ThreadCount {
+            threads: available,
+            capped_from: None,
+        },
+        Some(n) if n > available => ThreadCount {
+            threads: available,
+            capped_from: Some(n),
+        },
+        Some(n) => ThreadCount {
+            threads: n,
+            capped_from: None,
+        },
+    }
 }
 
 impl Model {
@@ -200,8 +297,15 @@ impl Model {
     /// usable, its programs are found and load, and the precision is INT8; else the CPU, and
     /// [`Model::device_choice`] says why.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model, Error> {
-        let threads = opts.threads.unwrap_or_else(available_threads).max(1);
-        let file = WeightsFile::open(path.as_ref()).map_err(WhisperError::from)?;
+        let threads = resolve_threads(opts.threads).threads;
+        let file = WeightsFile::open_with(path.as_ref(), opts.mmap).map_err(WhisperError::from)?;
+        let verification = if opts.verify {
+            let t = std::time::Instant::now();
+            let v = file.verify().map_err(WhisperError::from)?;
+            Some((v, t.elapsed()))
+        } else {
+            None
+        };
         let int8 = match opts.precision {
             Precision::Auto => file.quantization() == Quantization::Int8,
             Precision::F32 => false,
@@ -209,8 +313,20 @@ impl Model {
         };
         let dims = file.config().dims;
         let mut choice = String::from("requested");
-        match opts.device {
-            Device::Cpu => {}
+        let npu = |backend: NpuBackend| {
+            Whisper::from_file(&file, backend).map(|w| Loaded::Npu(Arc::new(w)))
+        };
+        let cpu = || {
+            if int8 {
+                Whisper::from_file(&file, CpuInt8Backend::new(threads))
+                    .map(|w| Loaded::Int8(Arc::new(w)))
+            } else {
+                Whisper::from_file(&file, CpuBackend::new(threads))
+                    .map(|w| Loaded::F32(Arc::new(w)))
+            }
+        };
+        let (loaded, device): (Result<Loaded, WhisperError>, Device) = match opts.device {
+            Device::Cpu => (cpu(), Device::Cpu),
             Device::Npu | Device::Emu => {
                 let name = opts.device.name();
                 if opts.precision == Precision::F32 {
@@ -228,47 +344,44 @@ impl Model {
                             reason,
                         }
                     })?;
-                return Ok(Model {
-                    loaded: Loaded::Npu(Arc::new(Whisper::from_file(&file, backend)?)),
-                    threads,
-                    device: opts.device,
-                    choice,
-                });
+                (npu(backend), opts.device)
             }
             Device::Auto if !int8 => {
-                choice = "auto: the model runs in f32, the NPU path is INT8".into()
+                choice = "auto: the model runs in f32, the NPU path is INT8".into();
+                (cpu(), Device::Cpu)
             }
             Device::Auto => match npu_backend(Device::Npu, &dims, threads) {
                 Ok(backend) => {
-                    return Ok(Model {
-                        loaded: Loaded::Npu(Arc::new(Whisper::from_file(&file, backend)?)),
-                        threads,
-                        device: Device::Npu,
-                        choice:
-                            "auto: NPU found, its GEMM programs loaded and passed the self-test"
-                                .into(),
-                    })
+                    choice =
+                        "auto: NPU found, its GEMM programs loaded and passed the self-test".into();
+                    (npu(backend), Device::Npu)
                 }
-                Err((step, reason)) => choice = format!("auto: NPU {step} failed: {reason}"),
+                Err((step, reason)) => {
+                    choice = format!("auto: NPU {step} failed: {reason}");
+                    (cpu(), Device::Cpu)
+                }
             },
-        }
-        let loaded = if int8 {
-            Loaded::Int8(Arc::new(Whisper::from_file(
-                &file,
-                CpuInt8Backend::new(threads),
-            )?))
-        } else {
-            Loaded::F32(Arc::new(Whisper::from_file(
-                &file,
-                CpuBackend::new(threads),
-            )?))
+        };
+        // A mapping that faulted read zeros: that, not what the zeros caused, is the error.
+        file.check_mapping().map_err(WhisperError::from)?;
+        let loaded = loaded?;
+        let watch = FileWatch {
+            path: Arc::from(path.as_ref()),
+            guard: file.map_guard(),
         };
         Ok(Model {
             loaded,
             threads,
-            device: Device::Cpu,
+            device,
             choice,
+            watch,
+            verification,
         })
+    }
+
+    /// What [`LoadOptions::verify`] found and how long it took (`None`: not asked).
+    pub fn verification(&self) -> Option<(Verification, std::time::Duration)> {
+        self.verification
     }
 
     /// The device the model runs on ([`Device::Cpu`], [`Device::Npu`] or [`Device::Emu`]).
@@ -294,9 +407,10 @@ impl Model {
         self.session_with_threads(self.threads)
     }
 
-    /// A new session computing on its own pool of `threads` threads.
+    /// A new session computing on its own pool of `threads` threads (`0`: all available cores;
+    /// more than those is capped, see [`resolve_threads`]).
     pub fn session_with_threads(&self, threads: usize) -> Result<Session, Error> {
-        let threads = threads.max(1);
+        let threads = resolve_threads(Some(threads)).threads;
         Ok(Session {
             inner: match &self.loaded {
                 Loaded::F32(m) => Inner::F32(Box::new(model_session::Session::with_threads(
@@ -313,6 +427,7 @@ impl Model {
                 )?)),
             },
             threads,
+            watch: self.watch.clone(),
         })
     }
 
@@ -388,6 +503,7 @@ enum Inner {
 pub struct Session {
     inner: Inner,
     threads: usize,
+    watch: FileWatch,
 }
 
 impl Session {
@@ -408,11 +524,14 @@ impl Session {
         opts: &TranscribeOptions,
         hooks: &mut Hooks,
     ) -> Result<Transcript, Error> {
-        Ok(match &mut self.inner {
-            Inner::F32(s) => s.transcribe_with(samples, opts, hooks)?,
-            Inner::Int8(s) => s.transcribe_with(samples, opts, hooks)?,
-            Inner::Npu(s) => s.transcribe_with(samples, opts, hooks)?,
-        })
+        let result = match &mut self.inner {
+            Inner::F32(s) => s.transcribe_with(samples, opts, hooks),
+            Inner::Int8(s) => s.transcribe_with(samples, opts, hooks),
+            Inner::Npu(s) => s.transcribe_with(samples, opts, hooks),
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Transcribes streamed (or in-memory) log-mel windows, calling `on_window` after each
@@ -424,11 +543,14 @@ impl Session {
         hooks: &mut Hooks,
         on_window: &mut dyn FnMut(WindowDone<'_>),
     ) -> Result<Transcript, Error> {
-        Ok(match &mut self.inner {
-            Inner::F32(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
-            Inner::Int8(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
-            Inner::Npu(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
-        })
+        let result = match &mut self.inner {
+            Inner::F32(s) => s.transcribe_windows_with(mel, opts, hooks, on_window),
+            Inner::Int8(s) => s.transcribe_windows_with(mel, opts, hooks, on_window),
+            Inner::Npu(s) => s.transcribe_windows_with(mel, opts, hooks, on_window),
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Transcribes whole 16 kHz samples with the guards that read them: the speech gate from
@@ -441,11 +563,14 @@ impl Session {
         hooks: &mut Hooks,
         on_window: &mut dyn FnMut(WindowDone<'_>),
     ) -> Result<Transcript, Error> {
-        Ok(match &mut self.inner {
-            Inner::F32(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
-            Inner::Int8(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
-            Inner::Npu(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
-        })
+        let result = match &mut self.inner {
+            Inner::F32(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window),
+            Inner::Int8(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window),
+            Inner::Npu(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window),
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Transcribes streamed (or in-memory) windows with the guards gathered while the input
@@ -460,26 +585,32 @@ impl Session {
         hooks: &mut Hooks,
         on_window: &mut dyn FnMut(WindowDone<'_>),
     ) -> Result<Transcript, Error> {
-        Ok(match &mut self.inner {
+        let result = match &mut self.inner {
             Inner::F32(s) => {
-                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)
             }
             Inner::Int8(s) => {
-                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)
             }
             Inner::Npu(s) => {
-                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)
             }
-        })
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Identifies the language from the first window (multilingual models).
     pub fn detect_language(&mut self, mel: &mut dyn MelWindows) -> Result<DetectedLanguage, Error> {
-        Ok(match &mut self.inner {
-            Inner::F32(s) => s.detect_language(mel)?,
-            Inner::Int8(s) => s.detect_language(mel)?,
-            Inner::Npu(s) => s.detect_language(mel)?,
-        })
+        let result = match &mut self.inner {
+            Inner::F32(s) => s.detect_language(mel),
+            Inner::Int8(s) => s.detect_language(mel),
+            Inner::Npu(s) => s.detect_language(mel),
+        };
+        // A fault on the mapped model file read zeros: report it rather than the result.
+        self.watch.check()?;
+        Ok(result?)
     }
 
     /// Decodes an audio file ([`crate::load_audio`]) and transcribes it.
@@ -531,6 +662,29 @@ mod tests {
                 Ok(_) => panic!("an NPU backend without an NPU"),
             }
         }
+    }
+
+    #[test]
+    fn thread_requests_are_capped_and_zero_means_all() {
+        let t = |r, a| resolve_threads_on(r, a);
+        assert_eq!((t(None, 8).threads, t(None, 8).capped_from), (8, None));
+        assert_eq!(
+            (t(Some(0), 8).threads, t(Some(0), 8).capped_from),
+            (8, None)
+        );
+        assert_eq!(
+            (t(Some(3), 8).threads, t(Some(3), 8).capped_from),
+            (3, None)
+        );
+        assert_eq!(
+            (t(Some(8), 8).threads, t(Some(8), 8).capped_from),
+            (8, None)
+        );
+        let capped = t(Some(1000), 2);
+        assert_eq!((capped.threads, capped.capped_from), (2, Some(1000)));
+        assert!(capped.warning().unwrap().contains("--threads 1000"));
+        assert_eq!(t(Some(3), 8).warning(), None);
+        assert_eq!(t(None, 0).threads, 1);
     }
 
     #[test]

@@ -47,7 +47,8 @@ struct BenchArgs {
     /// Model file or cached model name.
     #[arg(short, long)]
     model: Option<String>,
-    /// Threads (default: available cores).
+    /// Threads (default and 0: all available cores; more than those is capped, with a
+    /// warning).
     #[arg(short, long)]
     threads: Option<usize>,
     /// Arithmetic: auto = INT8 for an INT8 model file, else f32.
@@ -94,7 +95,11 @@ fn main() -> ExitCode {
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn default_threads(threads: Option<usize>) -> usize {
-    threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    let count = amanuensis::resolve_threads(threads);
+    if let Some(warning) = count.warning() {
+        cli::stdio::note(&format!("amanuensis: warning: {warning}"));
+    }
+    count.threads
 }
 
 fn bench(args: &BenchArgs) -> CliResult {

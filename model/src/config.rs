@@ -10,8 +10,13 @@ use serde::{Deserialize, Serialize};
 
 /// `format` metadata value of every Amanuensis model file.
 pub const FORMAT: &str = "amanuensis-whisper";
-/// The `format_version` this code reads and writes.
-pub const FORMAT_VERSION: &str = "1";
+/// The `format_version` this code writes: 2 = version 1 plus the checksums `tensor_crc32` and
+/// `metadata_crc32` (`docs/model-format.md`, "Checksums").
+pub const FORMAT_VERSION: &str = "2";
+/// The first format: as 2 without checksums. Still read; `--verify-model` says it cannot check it.
+pub const FORMAT_VERSION_NO_CHECKSUMS: &str = "1";
+/// The `format_version` values this code reads (for messages).
+pub const SUPPORTED_FORMAT_VERSIONS: &str = "1 and 2";
 
 /// Metadata keys (`__metadata__` of the safetensors header).
 pub mod keys {
@@ -28,6 +33,10 @@ pub mod keys {
     pub const TOKENIZER_JSON: &str = "tokenizer_json";
     /// `int8` when the weight matrices are stored quantized (absent: f16).
     pub const QUANTIZATION: &str = "quantization";
+    /// JSON object: tensor name → CRC-32 of its data bytes (format_version 2).
+    pub const TENSOR_CRC32: &str = "tensor_crc32";
+    /// CRC-32 of every other metadata entry (format_version 2; see `checksum::metadata_crc32`).
+    pub const METADATA_CRC32: &str = "metadata_crc32";
 }
 
 /// Number of timestamp tokens `<|0.00|>` .. `<|30.00|>` (0.02 s steps) from `timestamp_begin`.

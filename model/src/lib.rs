@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audio;
+pub mod checksum;
 pub mod config;
 pub mod decode;
 pub mod decoder;

@@ -71,6 +71,28 @@ pub enum LoadError {
         name: String,
         reason: String,
     },
+    /// A checksum of the file (format_version 2) does not match its bytes: the file was
+    /// damaged or changed after it was written.
+    #[error(
+        "{path}: {what} fails its checksum (CRC-32 {got:08x}, written {expected:08x}): the file \
+         is damaged or was changed after conversion; re-run scripts/setup-models.sh (or convert \
+         it again)"
+    )]
+    ChecksumMismatch {
+        path: PathBuf,
+        /// `tensor `NAME`` or `the metadata`.
+        what: String,
+        expected: u32,
+        got: u32,
+    },
+    /// The file changed under the memory map while in use (truncated, or unreadable: the
+    /// kernel raised SIGBUS on the mapped pages, caught by `amanuensis_runtime::mapped_file`).
+    #[error(
+        "{path}: the model file changed while in use (truncated or unreadable at byte {offset} \
+         of the mapping); do not replace or truncate a model file in place while it is loaded, \
+         or load with --no-mmap"
+    )]
+    ChangedWhileMapped { path: PathBuf, offset: u64 },
     /// A tensor's data is not aligned for its element type (a zero-copy view is impossible).
     #[error("{path}: tensor `{name}` data at byte {offset} is not aligned for {dtype:?}")]
     Misaligned {

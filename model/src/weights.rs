@@ -24,7 +24,10 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use safetensors::tensor::Metadata;
 
-use crate::config::{keys, Dims, ModelConfig, FORMAT, FORMAT_VERSION};
+use crate::config::{
+    keys, Dims, ModelConfig, FORMAT, FORMAT_VERSION, FORMAT_VERSION_NO_CHECKSUMS,
+    SUPPORTED_FORMAT_VERSIONS,
+};
 pub use crate::load_error::{Dtype, LoadError};
 use crate::names::{self, AttnKind, Proj, Stack};
 
@@ -303,7 +306,18 @@ impl WeightsFile {
     /// the config metadata, the tokenizer's presence, and every tensor of
     /// [`expected_tensors`] (present, right dtype, right shape). Extra tensors are allowed.
     pub fn open(path: &Path) -> Result<WeightsFile, LoadError> {
-        let file = MappedFile::open(path).map_err(|source| LoadError::Io {
+        Self::open_with(path, true)
+    }
+
+    /// [`WeightsFile::open`], mapping the file (`mmap`) or reading it whole into memory (then
+    /// nothing done to the file later can reach the loaded model; costs the file's size in RAM).
+    pub fn open_with(path: &Path, mmap: bool) -> Result<WeightsFile, LoadError> {
+        let file = if mmap {
+            MappedFile::open(path)
+        } else {
+            MappedFile::read(path)
+        }
+        .map_err(|source| LoadError::Io {
             path: path.to_path_buf(),
             source,
         })?;
@@ -373,6 +387,7 @@ impl WeightsFile {
         };
         // Copied out: its mapped pages need not stay resident beside the copy.
         self.file.release(entry.start..entry.end);
+        self.check_mapping()?;
         Ok(out)
     }
 
@@ -388,6 +403,30 @@ impl WeightsFile {
         })
     }
 
+    /// `Err(ChangedWhileMapped)` when a read of the mapped file found its pages gone (the file
+    /// was truncated, or became unreadable, after it was opened): those reads returned zeros.
+    pub fn check_mapping(&self) -> Result<(), LoadError> {
+        match self.file.fault() {
+            None => Ok(()),
+            Some(offset) => Err(LoadError::ChangedWhileMapped {
+                path: self.path.clone(),
+                offset,
+            }),
+        }
+    }
+
+    /// The SIGBUS guard of the mapping, to check for a fault after this value is gone from
+    /// scope (see `amanuensis_runtime::sigbus`); `None` when read into memory.
+    pub fn map_guard(&self) -> Option<amanuensis_runtime::sigbus::Guard> {
+        self.file.guard()
+    }
+
+    /// The raw data bytes of tensor `name` (any dtype), as a view into the file.
+    pub fn tensor_bytes(&self, name: &str) -> Option<&[u8]> {
+        let entry = self.tensors.get(name)?;
+        Some(&self.file.bytes()[entry.start..entry.end])
+    }
+
     /// How the weight matrices are stored.
     pub fn quantization(&self) -> Quantization {
         self.quantization
@@ -401,6 +440,7 @@ impl WeightsFile {
         let data: Vec<i8> =
             bytemuck::cast_slice(&self.file.bytes()[entry.start..entry.end]).to_vec();
         self.file.release(entry.start..entry.end);
+        self.check_mapping()?;
         let scales = self.tensor_f32(&names::weight_scale(name), &[n_out])?;
         QuantMatrix::from_parts(data, scales, n_out, k).map_err(|e| LoadError::BadQuantized {
             path: self.path.clone(),
@@ -446,12 +486,12 @@ fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig, Quantizat
         }
     }
     match metadata.get(keys::FORMAT_VERSION) {
-        Some(v) if v == FORMAT_VERSION => {}
+        Some(v) if v == FORMAT_VERSION || v == FORMAT_VERSION_NO_CHECKSUMS => {}
         Some(v) => {
             return Err(LoadError::UnsupportedFormatVersion {
                 path: path.to_path_buf(),
                 found: v.clone(),
-                supported: FORMAT_VERSION,
+                supported: SUPPORTED_FORMAT_VERSIONS,
             })
         }
         None => return Err(bad(keys::FORMAT_VERSION, "missing".into())),
@@ -472,6 +512,7 @@ fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig, Quantizat
             ))
         }
     };
+    crate::checksum::check_table(path, metadata, header.tensors.keys().map(String::as_str))?;
     for spec in expected_tensors_for(&config.dims, quantization) {
         lookup(
             path,
@@ -597,7 +638,11 @@ mod tests {
     fn small_metadata(config: &ModelConfig) -> HashMap<String, String> {
         let mut meta = config.to_metadata();
         meta.insert(keys::FORMAT.into(), FORMAT.into());
-        meta.insert(keys::FORMAT_VERSION.into(), FORMAT_VERSION.into());
+        // Version 1: no checksums (`checksum` tests the version-2 table).
+        meta.insert(
+            keys::FORMAT_VERSION.into(),
+            FORMAT_VERSION_NO_CHECKSUMS.into(),
+        );
         meta.insert(keys::SOURCE.into(), "test".into());
         meta.insert(keys::TOKENIZER_JSON.into(), "{\"version\":\"1.0\"}".into());
         meta
@@ -777,9 +822,9 @@ mod tests {
         };
         assert!(matches!(
             with(&|m| {
-                m.insert(keys::FORMAT_VERSION.into(), "2".into());
+                m.insert(keys::FORMAT_VERSION.into(), "3".into());
             }),
-            Err(LoadError::UnsupportedFormatVersion { found, .. }) if found == "2"
+            Err(LoadError::UnsupportedFormatVersion { found, .. }) if found == "3"
         ));
         let key_of = |r: Result<WeightsFile, LoadError>| match r {
             Err(LoadError::BadMetadata { key, .. }) => key,

@@ -15,4 +15,5 @@ pub mod npu;
 pub mod npu_backend;
 pub mod q8;
 pub mod resident;
+pub mod sigbus;
 pub mod stage;

@@ -25,7 +25,8 @@ pub struct TranscribeArgs {
     /// Default: $AMANUENSIS_MODEL, else tiny.en.
     #[arg(short, long)]
     pub model: Option<String>,
-    /// Threads (default: available cores).
+    /// Threads (default and 0: all available cores; more than those is capped, with a
+    /// warning).
     #[arg(short, long)]
     pub threads: Option<usize>,
     /// Decode without timestamp tokens (one segment per 30 s window).
@@ -48,6 +49,15 @@ pub struct TranscribeArgs {
     /// Text that seeds the previous-text prompt of the first window.
     #[arg(long)]
     pub initial_prompt: Option<String>,
+    /// Check the model file against its checksums before loading it (reads it whole once;
+    /// fails naming the damaged tensor; a file converted before checksums existed loads with a
+    /// warning).
+    #[arg(long)]
+    pub verify_model: bool,
+    /// Read the model file into memory instead of mapping it: nothing done to the file while
+    /// transcribing can then reach the model (a mapped file truncated meanwhile is an error).
+    #[arg(long)]
+    pub no_mmap: bool,
     /// Print load and stage timings on stderr.
     #[arg(long)]
     pub timings: bool,

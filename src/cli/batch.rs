@@ -79,14 +79,18 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let count = amanuensis::resolve_threads(args.threads);
+    if let Some(warning) = count.warning() {
+        note(&format!("amanuensis: warning: {warning}"));
+    }
+    let threads = count.threads;
     let t = Instant::now();
     let load = LoadOptions {
         device: args.device.into(),
         precision: args.precision.into(),
         threads: Some(threads),
+        verify: args.verify_model,
+        mmap: !args.no_mmap,
     };
     let (engine, mut session) = match Model::load(&model_path, &load).and_then(|m| {
         let s = m.session()?;
@@ -106,11 +110,29 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             engine.device_choice()
         ));
     }
+    match engine.verification() {
+        Some((amanuensis::Verification::NoChecksums, _)) => note(&format!(
+            "amanuensis: warning: --verify-model: {}: {}",
+            model_path.display(),
+            amanuensis::model::checksum::NO_CHECKSUMS
+        )),
+        Some((amanuensis::Verification::Verified { tensors, bytes }, time))
+            if args.timings || !args.quiet =>
+        {
+            note(&format!(
+                "amanuensis: {}: checksums verified ({tensors} tensors, {bytes} bytes, {:.1} ms)",
+                model_path.display(),
+                time.as_secs_f64() * 1e3
+            ))
+        }
+        _ => {}
+    }
     if args.timings {
         note(&format!(
-            "load time = {:.1} ms ({}, {threads} threads, {})",
+            "load time = {:.1} ms ({}, {} threads, {})",
             t.elapsed().as_secs_f64() * 1e3,
             model_path.display(),
+            engine.threads(),
             engine.backend_name()
         ));
     }

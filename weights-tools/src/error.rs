@@ -90,4 +90,10 @@ pub enum ConvertError {
     Verify(#[from] LoadError),
     #[error("{path}: cannot write: {reason}")]
     Write { path: PathBuf, reason: String },
+    /// `inspect --verify`: the file fails a check (checksum mismatch, changed while mapped).
+    #[error("{0}")]
+    Inspect(LoadError),
+    /// `inspect --verify` on a file that has nothing to verify against.
+    #[error("{path}: cannot verify: {reason}")]
+    Unverifiable { path: PathBuf, reason: String },
 }

@@ -4,6 +4,8 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use amanuensis_model::checksum::{has_checksums, Verification, NO_CHECKSUMS};
+use amanuensis_model::config::keys;
 use amanuensis_model::weights::WeightsFile;
 
 use crate::ct2;
@@ -14,6 +16,34 @@ use crate::from_ct2::map;
 /// sizes, metadata sizes, every tensor), or a CTranslate2 `model.bin` (header, variables,
 /// aliases), chosen by the file's first bytes.
 pub fn inspect(path: &Path) -> Result<String, ConvertError> {
+    inspect_with(path, false)
+}
+
+/// [`inspect`], then with `verify` every checksum of a model file checked
+/// ([`WeightsFile::verify`]): a mismatch is an error naming the tensor, and so is a file
+/// without checksums (format_version 1: nothing to check), or a CTranslate2 file.
+pub fn inspect_with(path: &Path, verify: bool) -> Result<String, ConvertError> {
+    if verify {
+        let mut s = inspect_model(path)?;
+        let w = WeightsFile::open(path).map_err(ConvertError::Inspect)?;
+        let t = std::time::Instant::now();
+        match w.verify().map_err(ConvertError::Inspect)? {
+            Verification::Verified { tensors, bytes } => {
+                let _ = writeln!(
+                    s,
+                    "verify: OK: metadata and {tensors} tensors ({bytes} bytes) match their CRC-32 ({:.1} ms)",
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+                return Ok(s);
+            }
+            Verification::NoChecksums => {
+                return Err(ConvertError::Unverifiable {
+                    path: path.to_path_buf(),
+                    reason: NO_CHECKSUMS.into(),
+                })
+            }
+        }
+    }
     let head = {
         use std::io::Read;
         let mut f = std::fs::File::open(path).map_err(|source| ConvertError::Io {
@@ -38,7 +68,23 @@ fn inspect_model(path: &Path) -> Result<String, ConvertError> {
     let c = w.config();
     let mut s = String::new();
     let _ = writeln!(s, "file: {}", path.display());
-    let _ = writeln!(s, "format: amanuensis-whisper v1, source {}", w.source());
+    let _ = writeln!(
+        s,
+        "format: amanuensis-whisper v{}, source {}",
+        w.metadata()
+            .get(keys::FORMAT_VERSION)
+            .map_or("?", String::as_str),
+        w.source()
+    );
+    let _ = writeln!(
+        s,
+        "checksums: {}",
+        if has_checksums(w.metadata()) {
+            "CRC-32 per tensor and of the metadata (check with --verify)"
+        } else {
+            NO_CHECKSUMS
+        }
+    );
     let _ = writeln!(s, "dims: {:?}", c.dims);
     let _ = writeln!(s, "special tokens: {:?}", c.special);
     let _ = writeln!(

@@ -52,6 +52,10 @@ enum Command {
     Inspect {
         /// The file.
         file: PathBuf,
+        /// Also read all tensor data and check it against the file's CRC-32 checksums (exit 1
+        /// on a mismatch, naming the tensor, or when the file has no checksums).
+        #[arg(long)]
+        verify: bool,
     },
 }
 
@@ -96,7 +100,9 @@ fn main() -> ExitCode {
                 )
             })
         }
-        Command::Inspect { file } => inspect::inspect(&file).map(|text| print!("{text}")),
+        Command::Inspect { file, verify } => {
+            inspect::inspect_with(&file, verify).map(|text| print!("{text}"))
+        }
     };
     report(result)
 }

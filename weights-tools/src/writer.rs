@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use amanuensis_model::checksum;
 use amanuensis_model::config::{keys, ModelConfig, FORMAT, FORMAT_VERSION};
 use amanuensis_model::mel_filters::mel_filters;
 use amanuensis_model::names;
@@ -75,6 +76,19 @@ pub fn write_model_with(
     if let Some(q) = quantization.as_str() {
         meta.insert(keys::QUANTIZATION.into(), q.into());
     }
+    // Checksums last: `metadata_crc32` covers every other entry, `tensor_crc32` included.
+    meta.insert(
+        keys::TENSOR_CRC32.into(),
+        checksum::tensor_table_json(
+            tensors
+                .iter()
+                .map(|t| (t.name.as_str(), checksum::crc32(&t.data))),
+        ),
+    );
+    meta.insert(
+        keys::METADATA_CRC32.into(),
+        checksum::metadata_crc32(&meta).to_string(),
+    );
 
     let write_err = |reason: String| ConvertError::Write {
         path: output.to_path_buf(),
@@ -110,6 +124,7 @@ pub fn write_model_with(
     drop(tensors);
 
     let written = WeightsFile::open(output)?;
+    written.verify()?;
     if written.config() != &config {
         return Err(write_err(
             "config read back differs from the one written".into(),

@@ -365,7 +365,7 @@ fn inspect_describes_model_files_and_ct2_files() {
     convert(&src, SourceKind::Ct2, &out).unwrap();
     let text = weights_tools::inspect::inspect(&out).unwrap();
     for want in [
-        "format: amanuensis-whisper v1, source ctranslate2",
+        "format: amanuensis-whisper v2, source ctranslate2",
         "n_audio_state: 4",
         "timestamp_begin: 20",
         "languages: 2",

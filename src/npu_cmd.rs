@@ -1,4 +1,5 @@
-//! `amanuensis devices` and `amanuensis profile-dispatch`: the NPU subcommands.
+//! `amanuensis devices`, `amanuensis profile-dispatch` and `amanuensis npu selftest`: the NPU
+//! subcommands. All three find devices through `amanuensis_runtime::npu::discovery`.
 //!
 //! Exit status: 0 on success; 1 when no usable NPU exists (the reason is printed); 2 for bad
 //! arguments or files; 3 when a benchmark fails on a device that was found.
@@ -11,6 +12,8 @@ use amanuensis_runtime::dispatch_bench::{self, BenchReport};
 use amanuensis_runtime::npu::device::Device;
 use amanuensis_runtime::npu::discovery;
 use amanuensis_runtime::npu::driver::Backend;
+use amanuensis_runtime::npu::emu::DriverProfile;
+use amanuensis_runtime::npu::selftest;
 
 /// Exit status when there is no usable NPU.
 pub const EXIT_NO_NPU: u8 = 1;
@@ -226,5 +229,316 @@ pub fn profile_dispatch(args: &ProfileDispatchArgs) -> ExitCode {
             eprintln!("profile-dispatch: {e}");
             ExitCode::from(EXIT_FAILED)
         }
+    }
+}
+
+/// `amanuensis npu …`.
+#[derive(clap::Args, Debug)]
+pub struct NpuArgs {
+    #[command(subcommand)]
+    pub command: NpuCommand,
+}
+
+/// The `npu` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum NpuCommand {
+    /// Print kernel, amdxdna module and parameters, firmware and device, then walk the device
+    /// life cycle (open, heap, BOs, context, CU configuration with --xclbin, one dispatch with
+    /// --insts, teardown) printing each step's ioctls, errnos and times. Exit 0: no step failed;
+    /// 1: no usable NPU (the failing step says why); 2: bad arguments/files; 3: a later step
+    /// failed.
+    Selftest(SelftestArgs),
+}
+
+/// Arguments of `amanuensis npu selftest`.
+#[derive(clap::Args, Debug)]
+pub struct SelftestArgs {
+    /// Walk the emulated device instead (labelled EMULATED; tests the walk itself).
+    #[arg(long)]
+    pub emu: bool,
+    /// Driver profile of the emulated device: 6.14, upstream, xdna.
+    #[arg(long, requires = "emu")]
+    pub profile: Option<String>,
+    /// xclbin whose CU the walk configures (the emulator's built-in copy program without it
+    /// under --emu; on hardware the walk stops before the context without it).
+    #[arg(long)]
+    pub xclbin: Option<PathBuf>,
+    /// Instruction stream (TXN, little-endian u32 words) for one dispatch of --xclbin
+    /// (bo0 = input, the other buffers outputs).
+    #[arg(long, requires = "xclbin")]
+    pub insts: Option<PathBuf>,
+    /// Bytes of each buffer argument of the dispatch.
+    #[arg(long, default_value_t = 4096)]
+    pub bytes: usize,
+    /// Also write the report as JSON to FILE ("-": JSON only, on standard output).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// `amanuensis npu …`.
+pub fn npu(args: &NpuArgs) -> ExitCode {
+    match &args.command {
+        NpuCommand::Selftest(a) => selftest(a),
+    }
+}
+
+fn opt(s: &Option<String>) -> &str {
+    s.as_deref().unwrap_or("(unknown)")
+}
+
+fn errno_text(e: Option<amanuensis_runtime::npu::error::Errno>) -> String {
+    match e {
+        None => "ok".into(),
+        Some(e) => format!(
+            "{} ({})",
+            amanuensis_runtime::npu::error::errno_name(e),
+            e.raw_os_error()
+        ),
+    }
+}
+
+fn print_selftest(r: &selftest::Report) {
+    match &r.target {
+        selftest::Target::Emulated { profile } => println!(
+            "npu selftest: EMULATED device (driver profile '{profile}'): this walks the emulator, NOT an NPU"
+        ),
+        selftest::Target::Hardware { node } => println!(
+            "npu selftest: {}",
+            node.as_ref()
+                .map_or("no device node".to_string(), |n| n.display().to_string())
+        ),
+    }
+    let s = &r.system;
+    println!("system");
+    println!(
+        "  kernel          {} {}",
+        opt(&s.kernel_release),
+        s.kernel_version.as_deref().unwrap_or("")
+    );
+    if s.module.loaded {
+        println!(
+            "  amdxdna module  loaded, version {}, srcversion {}",
+            opt(&s.module.version),
+            opt(&s.module.srcversion)
+        );
+        if s.module.params.is_empty() {
+            println!("  parameters      (none)");
+        }
+        for (k, v) in &s.module.params {
+            println!("  parameter       {k} = {v}");
+        }
+    } else {
+        println!(
+            "  amdxdna module  not loaded ({} absent)",
+            discovery::SYSFS_AMDXDNA_MODULE
+        );
+    }
+    if s.npu_pci.is_empty() {
+        println!("  NPU on PCI      none");
+    }
+    for (addr, id) in &s.npu_pci {
+        println!("  NPU on PCI      {addr} [{id}]");
+    }
+    println!(
+        "  firmware files  {}",
+        if s.firmware_files.is_empty() {
+            "(none under /lib/firmware/amdnpu)".to_string()
+        } else {
+            s.firmware_files.join(" ")
+        }
+    );
+    if let Some(d) = &r.device {
+        println!("device");
+        println!(
+            "  driver          {} {}.{}.{}",
+            d.driver.name, d.driver.major, d.driver.minor, d.driver.patchlevel
+        );
+        println!(
+            "  AIE             {}.{}, {} columns x {} rows ({} core rows)",
+            d.aie_version.0,
+            d.aie_version.1,
+            d.columns(),
+            d.rows(),
+            d.core_rows()
+        );
+        match d.firmware {
+            Some((a, b, c, e)) => println!("  firmware        {a}.{b}.{c}.{e}"),
+            None => println!("  firmware        (GET_INFO(FIRMWARE_VERSION) failed)"),
+        }
+        for (name, mhz) in &d.clocks {
+            println!("  clock           {name}: {mhz} MHz");
+        }
+    }
+    println!("steps");
+    for (i, st) in r.steps.iter().enumerate() {
+        println!(
+            "  {:>2}. {:<17} {:<11} {:>10.3} ms  {}",
+            i + 1,
+            st.name,
+            st.status.label(),
+            st.ns as f64 / 1e6,
+            st.message
+        );
+        for c in &st.calls {
+            println!(
+                "        {:<28} arg {:<10} {:<14} {:>10.3} ms",
+                c.op,
+                c.arg,
+                errno_text(c.errno),
+                c.ns as f64 / 1e6
+            );
+        }
+    }
+    match r.first_failure() {
+        None => println!(
+            "result: PASSED{}",
+            if r.steps
+                .iter()
+                .any(|s| s.status == selftest::StepStatus::Skipped)
+            {
+                " (some steps skipped: see above)"
+            } else {
+                ""
+            }
+        ),
+        Some(f) => println!("result: FAILED at step '{}': {}", f.name, f.message),
+    }
+}
+
+fn selftest_json(r: &selftest::Report) -> serde_json::Value {
+    use serde_json::json;
+    let s = &r.system;
+    let target = match &r.target {
+        selftest::Target::Emulated { profile } => json!({"kind": "emulated", "profile": profile}),
+        selftest::Target::Hardware { node } => {
+            json!({"kind": "hardware", "node": node.as_ref().map(|n| n.display().to_string())})
+        }
+    };
+    let device = r.device.as_ref().map(|d| {
+        json!({
+            "driver": {"name": d.driver.name, "major": d.driver.major, "minor": d.driver.minor, "patchlevel": d.driver.patchlevel},
+            "aie_version": [d.aie_version.0, d.aie_version.1],
+            "columns": d.columns(),
+            "rows": d.rows(),
+            "core_rows": d.core_rows(),
+            "firmware": d.firmware.map(|(a, b, c, e)| format!("{a}.{b}.{c}.{e}")),
+            "clocks_mhz": d.clocks.iter().map(|(n, m)| json!({"name": n, "mhz": m})).collect::<Vec<_>>(),
+            "force_cmdlist": d.force_cmdlist,
+        })
+    });
+    let steps: Vec<_> = r
+        .steps
+        .iter()
+        .map(|st| {
+            json!({
+                "name": st.name,
+                "status": st.status.label(),
+                "message": st.message,
+                "ns": st.ns,
+                "calls": st.calls.iter().map(|c| json!({
+                    "op": c.op,
+                    "arg": c.arg,
+                    "errno": c.errno.map(amanuensis_runtime::npu::error::errno_name),
+                    "errno_value": c.errno.map(|e| e.raw_os_error()),
+                    "ns": c.ns,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "tool": "amanuensis npu selftest",
+        "version": env!("CARGO_PKG_VERSION"),
+        "target": target,
+        "emulated": matches!(r.target, selftest::Target::Emulated { .. }),
+        "system": {
+            "kernel_release": s.kernel_release,
+            "kernel_version": s.kernel_version,
+            "amdxdna_module": {
+                "loaded": s.module.loaded,
+                "version": s.module.version,
+                "srcversion": s.module.srcversion,
+                "parameters": s.module.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            },
+            "npu_pci": s.npu_pci.iter().map(|(a, i)| json!({"address": a, "id": i})).collect::<Vec<_>>(),
+            "nodes": s.nodes.iter().map(|n| n.display().to_string()).collect::<Vec<_>>(),
+            "firmware_files": s.firmware_files,
+        },
+        "device": device,
+        "steps": steps,
+        "passed": r.passed(),
+        "first_failure": r.first_failure().map(|f| json!({"step": f.name, "message": f.message})),
+    })
+}
+
+/// `amanuensis npu selftest`.
+pub fn selftest(args: &SelftestArgs) -> ExitCode {
+    if args.bytes == 0 || args.bytes > (256 << 20) || !args.bytes.is_multiple_of(4) {
+        eprintln!("npu selftest: --bytes must be a multiple of 4 in 4..=256 MiB");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let program = match &args.xclbin {
+        None => None,
+        Some(x) => {
+            let xclbin = match std::fs::read(x) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("npu selftest: cannot read {}: {e}", x.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            let insts = match args.insts.as_ref().map(read_insts).transpose() {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("npu selftest: {e}");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            Some(selftest::WalkProgram {
+                xclbin,
+                insts,
+                bytes: args.bytes,
+                verify_copy: false,
+            })
+        }
+    };
+    let report = if args.emu {
+        let profile = match args.profile.as_deref() {
+            None => DriverProfile::UpstreamCurrent,
+            Some(name) => match DriverProfile::from_name(name) {
+                Some(p) => p,
+                None => {
+                    eprintln!(
+                        "npu selftest: --profile {name}: expected one of 6.14, upstream, xdna"
+                    );
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            },
+        };
+        let default = selftest::WalkProgram::emulated_copy(args.bytes);
+        selftest::run_emulated(profile, Some(program.as_ref().unwrap_or(&default)), |_| {})
+    } else {
+        selftest::run_on_system(&selftest::SystemRoots::default(), program.as_ref())
+    };
+    let json_stdout = args.json.as_deref() == Some(std::path::Path::new("-"));
+    if !json_stdout {
+        print_selftest(&report);
+    }
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&selftest_json(&report)).expect("plain values");
+        if json_stdout {
+            println!("{text}");
+        } else if let Err(e) = std::fs::write(path, text + "\n") {
+            eprintln!("npu selftest: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        } else {
+            println!("report written to {}", path.display());
+        }
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else if report.no_device() {
+        ExitCode::from(EXIT_NO_NPU)
+    } else {
+        ExitCode::from(EXIT_FAILED)
     }
 }

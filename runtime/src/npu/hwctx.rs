@@ -109,17 +109,7 @@ impl HwContext {
     ) -> Result<Self> {
         let partition: AiePartition<'_> = xclbin.aie_partition()?;
         let pdi = partition.pdi_for_kernel(dpu_kernel_id)?;
-        let cu_func = match xclbin.kernels() {
-            Ok(ks) => ks
-                .iter()
-                .find(|k| k.dpu_kernel_id == Some(dpu_kernel_id))
-                .and_then(|k| k.functional)
-                .unwrap_or(0),
-            Err(_) => 0,
-        };
-        let cu_func = u8::try_from(cu_func).map_err(|_| NpuError::InvalidRequest {
-            what: format!("cu_func {cu_func} does not fit 8 bits"),
-        })?;
+        let cu_func = cu_func_of(xclbin, dpu_kernel_id)?;
         let mut ctx = Self::create(
             device,
             partition.column_width,
@@ -148,6 +138,22 @@ impl HwContext {
     pub(crate) fn driver(&self) -> &Arc<dyn Driver> {
         &self.driver
     }
+}
+
+/// The CU function code of the kernel with `dpu_kernel_id` (its `functional` attribute; 0 when
+/// the xclbin has no kernel metadata).
+pub fn cu_func_of(xclbin: &Xclbin<'_>, dpu_kernel_id: u64) -> Result<u8> {
+    let cu_func = match xclbin.kernels() {
+        Ok(ks) => ks
+            .iter()
+            .find(|k| k.dpu_kernel_id == Some(dpu_kernel_id))
+            .and_then(|k| k.functional)
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    u8::try_from(cu_func).map_err(|_| NpuError::InvalidRequest {
+        what: format!("cu_func {cu_func} does not fit 8 bits"),
+    })
 }
 
 impl Drop for HwContext {

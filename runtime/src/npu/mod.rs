@@ -27,6 +27,8 @@ pub mod ioctl;
 pub mod mapping;
 pub mod program;
 pub mod ring;
+pub mod selftest;
+pub mod trace;
 pub mod txn;
 pub mod uapi;
 pub mod xclbin;

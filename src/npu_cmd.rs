@@ -7,12 +7,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use amanuensis_runtime::dispatch::StageStats;
+use amanuensis_runtime::dispatch::{write_csv, Histogram, StageStats};
 use amanuensis_runtime::dispatch_bench::{self, BenchReport};
 use amanuensis_runtime::npu::device::Device;
 use amanuensis_runtime::npu::discovery;
 use amanuensis_runtime::npu::driver::Backend;
-use amanuensis_runtime::npu::emu::DriverProfile;
+use amanuensis_runtime::npu::emu::{DriverProfile, EmuConfig};
 use amanuensis_runtime::npu::selftest;
 
 /// Exit status when there is no usable NPU.
@@ -53,6 +53,23 @@ pub struct ProfileDispatchArgs {
     /// Instruction stream (insts.bin, little-endian u32 words) for --xclbin.
     #[arg(long)]
     pub insts: Option<PathBuf>,
+    /// Commands kept in flight (ring depth, 1-4).
+    #[arg(long, default_value_t = 1)]
+    pub depth: usize,
+    /// Write every measured dispatch as a CSV row (index, bytes, flush, submit, wait,
+    /// invalidate, total in ns) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    /// Print a log2 histogram of the per-dispatch total.
+    #[arg(long)]
+    pub histogram: bool,
+    /// Driver profile of the emulated device: 6.14, upstream, xdna (--backend emu only).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Emulated command latency in microseconds (--backend emu only; 0 = complete at
+    /// submission, which measures host costs alone; > 0 lets --depth keep commands queued).
+    #[arg(long, default_value_t = 0)]
+    pub latency_us: u64,
 }
 
 fn print_device(d: &Device) {
@@ -130,7 +147,7 @@ fn us(ns: u64) -> f64 {
 
 fn print_stage(name: &str, s: &StageStats) {
     println!(
-        "  {name:<8} min {:>9.1} us   median {:>9.1} us   p99 {:>9.1} us   max {:>9.1} us",
+        "  {name:<10} min {:>9.1} us   median {:>9.1} us   p99 {:>9.1} us   max {:>9.1} us",
         us(s.min),
         us(s.median),
         us(s.p99),
@@ -138,33 +155,60 @@ fn print_stage(name: &str, s: &StageStats) {
     );
 }
 
-fn print_report(r: &BenchReport) {
+fn print_report(r: &BenchReport, profile: Option<&str>, latency_us: u64, histogram: bool) {
     let label = match r.backend {
-        Backend::Amdxdna => "NPU (amdxdna)",
-        Backend::Emulated => "EMULATED device: host-side costs only, NOT NPU timings",
+        Backend::Amdxdna => "NPU (amdxdna)".to_string(),
+        Backend::Emulated => format!(
+            "EMULATED device (driver profile '{}', command latency {latency_us} us): host-side costs only, NOT NPU timings",
+            profile.unwrap_or("upstream")
+        ),
     };
     println!("profile-dispatch: {label}");
     println!(
-        "  {} dispatches, {} B in + {} B out each{}",
+        "  {} dispatches, {} B in + {} B out each, depth {} (at most {} in flight){}",
         r.dispatches,
         r.bytes,
         r.bytes,
+        r.depth,
+        r.max_in_flight,
         if r.verified { ", output verified" } else { "" }
     );
     let s = &r.summary;
+    print_stage("flush", &s.flush);
     print_stage("submit", &s.submit);
     print_stage("wait", &s.wait);
+    print_stage("invalidate", &s.invalidate);
     print_stage("total", &s.total);
-    let total_s = s.total.median as f64 / 1e9;
     println!(
-        "  per-dispatch overhead (median submit + wait): {:.1} us{}",
-        us(s.total.median),
-        if total_s > 0.0 {
-            format!(" = {:.0} dispatches/s", 1.0 / total_s)
-        } else {
-            String::new()
-        }
+        "  per-dispatch host time (median of flush + submit + wait + invalidate): {:.1} us",
+        us(s.total.median)
     );
+    if r.wall_ns > 0 {
+        println!(
+            "  throughput at depth {}: {:.0} dispatches/s ({} dispatches in {:.3} ms)",
+            r.depth,
+            r.dispatches as f64 * 1e9 / r.wall_ns as f64,
+            r.dispatches,
+            r.wall_ns as f64 / 1e6
+        );
+    }
+    if histogram {
+        let h = Histogram::log2(r.samples.iter().map(|x| x.total_ns()));
+        let top = h.buckets.iter().map(|b| b.2).max().unwrap_or(1).max(1);
+        println!(
+            "  histogram of the per-dispatch total ({} samples):",
+            h.count()
+        );
+        for (lo, hi, n) in &h.buckets {
+            let bar = "#".repeat(((n * 50).div_ceil(top)) as usize);
+            println!(
+                "    [{:>10.1}, {:>10.1}) us {:>8}  {bar}",
+                us(*lo),
+                us(*hi),
+                n
+            );
+        }
+    }
 }
 
 /// `amanuensis profile-dispatch`: time N small dispatches through the full submission path.
@@ -173,13 +217,35 @@ pub fn profile_dispatch(args: &ProfileDispatchArgs) -> ExitCode {
         eprintln!("profile-dispatch: need -n ≥ 1 and 1 ≤ --bytes ≤ 256 MiB");
         return ExitCode::from(EXIT_USAGE);
     }
+    if !(1..=amanuensis_runtime::npu::ring::MAX_DEPTH).contains(&args.depth) {
+        eprintln!("profile-dispatch: --depth {} must be 1-4", args.depth);
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if args.backend == BackendArg::Npu && (args.profile.is_some() || args.latency_us > 0) {
+        eprintln!("profile-dispatch: --profile/--latency-us apply to --backend emu only");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let profile = match args
+        .profile
+        .as_deref()
+        .map(|n| (n, DriverProfile::from_name(n)))
+    {
+        None => DriverProfile::UpstreamCurrent,
+        Some((_, Some(p))) => p,
+        Some((n, None)) => {
+            eprintln!("profile-dispatch: --profile {n}: expected one of 6.14, upstream, xdna");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let (device, xclbin, insts) = match args.backend {
         BackendArg::Emu => {
             if args.xclbin.is_some() || args.insts.is_some() {
                 eprintln!("profile-dispatch: --xclbin/--insts apply to --backend npu only (the emulator runs its built-in copy kernel)");
                 return ExitCode::from(EXIT_USAGE);
             }
-            let device = match dispatch_bench::emulated_device() {
+            let mut config = EmuConfig::with_profile(profile);
+            config.latency = std::time::Duration::from_micros(args.latency_us);
+            let device = match dispatch_bench::emulated_device_with(config) {
                 Ok((_, d)) => d,
                 Err(e) => {
                     eprintln!("profile-dispatch: emulated device: {e}");
@@ -220,9 +286,27 @@ pub fn profile_dispatch(args: &ProfileDispatchArgs) -> ExitCode {
             (device, xclbin, insts)
         }
     };
-    match dispatch_bench::run(&device, &xclbin, &insts, args.bytes, args.n, 1) {
+    match dispatch_bench::run(&device, &xclbin, &insts, args.bytes, args.n, args.depth) {
         Ok(report) => {
-            print_report(&report);
+            print_report(
+                &report,
+                (args.backend == BackendArg::Emu).then_some(profile.name()),
+                args.latency_us,
+                args.histogram,
+            );
+            if let Some(path) = &args.csv {
+                let written = std::fs::File::create(path)
+                    .and_then(|f| write_csv(std::io::BufWriter::new(f), &report.samples));
+                if let Err(e) = written {
+                    eprintln!("profile-dispatch: cannot write {}: {e}", path.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                println!(
+                    "  {} samples written to {}",
+                    report.samples.len(),
+                    path.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

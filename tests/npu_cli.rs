@@ -54,17 +54,17 @@ fn profile_dispatch_on_the_emulator_is_labelled_and_verified() {
         "{out}"
     );
     assert!(
-        out.contains("200 dispatches, 1024 B in + 1024 B out each, output verified"),
+        out.contains("200 dispatches, 1024 B in + 1024 B out each, depth 1 (at most 1 in flight), output verified"),
         "{out}"
     );
-    for stage in ["submit", "wait", "total"] {
+    for stage in ["flush", "submit", "wait", "invalidate", "total"] {
         assert!(
             out.contains(&format!("  {stage} ")) && out.contains("p99"),
             "{out}"
         );
     }
     assert!(
-        out.contains("per-dispatch overhead (median submit + wait): "),
+        out.contains("per-dispatch host time (median of flush + submit + wait + invalidate): "),
         "{out}"
     );
 }
@@ -200,5 +200,87 @@ fn selftest_walks_the_emulated_device_under_every_profile() {
     assert_eq!(code, 2, "{err}");
     let (code, _, err) = run(&["npu", "selftest", "--profile", "xdna"]);
     assert_eq!(code, 2, "--profile needs --emu: {err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn profile_dispatch_depths_csv_and_histogram_under_every_profile() {
+    let dir = std::env::temp_dir().join(format!("amanuensis-pd-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for profile in ["6.14", "upstream", "xdna"] {
+        for depth in 1..=4 {
+            let csv = dir.join(format!("{profile}-{depth}.csv"));
+            let d = depth.to_string();
+            let (code, out, err) = run(&[
+                "profile-dispatch",
+                "-n",
+                "60",
+                "--bytes",
+                "256",
+                "--depth",
+                &d,
+                "--profile",
+                profile,
+                "--latency-us",
+                "50",
+                "--csv",
+                csv.to_str().unwrap(),
+                "--histogram",
+            ]);
+            assert_eq!(code, 0, "{out}{err}");
+            assert!(
+                out.starts_with(&format!(
+                    "profile-dispatch: EMULATED device (driver profile '{profile}', command latency 50 us)"
+                )),
+                "{out}"
+            );
+            assert!(
+                out.contains(&format!(
+                    "depth {depth} (at most {depth} in flight), output verified"
+                )),
+                "{out}"
+            );
+            let text = std::fs::read_to_string(&csv).unwrap();
+            let mut lines = text.lines();
+            assert_eq!(
+                lines.next(),
+                Some("index,bytes,flush_ns,submit_ns,wait_ns,invalidate_ns,total_ns")
+            );
+            let rows: Vec<Vec<u64>> = lines
+                .map(|l| l.split(',').map(|c| c.parse().unwrap()).collect())
+                .collect();
+            assert_eq!(rows.len(), 60);
+            for (i, r) in rows.iter().enumerate() {
+                assert_eq!(r.len(), 7);
+                assert_eq!(r[0], i as u64);
+                assert_eq!(r[1], 512, "in + out");
+                assert_eq!(r[6], r[2] + r[3] + r[4] + r[5], "total = sum of the stages");
+            }
+            // Histogram rows: "[lo, hi) us count bar"; the counts sum to the sample count.
+            let counts: u64 = out
+                .lines()
+                .filter(|l| l.trim_start().starts_with('[') && l.contains(") us"))
+                .map(|l| {
+                    l.split(") us")
+                        .nth(1)
+                        .unwrap()
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .parse::<u64>()
+                        .unwrap()
+                })
+                .sum();
+            assert!(
+                out.contains("histogram of the per-dispatch total (60 samples):"),
+                "{out}"
+            );
+            assert_eq!(counts, 60, "{out}");
+        }
+    }
+    let (code, _, err) = run(&["profile-dispatch", "--depth", "5"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = run(&["profile-dispatch", "--profile", "nope"]);
+    assert_eq!(code, 2, "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -105,7 +105,7 @@ impl Driver for Fenced {
     fn mmap(&self, map_offset: u64, len: usize, align: usize) -> Result<MappedRange, Errno> {
         inside(|| self.0.mmap(map_offset, len, align))
     }
-    fn munmap(&self, range: MappedRange) -> Result<(), Errno> {
+    fn munmap(&self, range: &MappedRange) -> Result<(), Errno> {
         inside(|| self.0.munmap(range))
     }
     fn gem_close(&self, handle: u32) -> Result<(), Errno> {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::device::Device;
-use super::driver::Driver;
+use super::driver::{release, retry_eintr, Driver};
 use super::error::{ioctl_err, NpuError, Result};
 use super::heap::{DevBo, Heap};
 use super::uapi::{self, amdxdna_cu_config};
@@ -54,14 +54,14 @@ impl HwContext {
         }
         let num_tiles = columns as u32 * info.core_rows() as u32;
         let driver = device.driver().clone();
-        let (handle, syncobj) = driver
-            .create_hwctx(&qos_buffer(), ops_per_cycle, num_tiles)
-            .map_err(ioctl_err("CREATE_HWCTX"))?;
+        let (handle, syncobj) =
+            retry_eintr(|| driver.create_hwctx(&qos_buffer(), ops_per_cycle, num_tiles))
+                .map_err(ioctl_err("CREATE_HWCTX"))?;
         if handle == 0 || syncobj == 0 {
             // Handle 0 is the driver's invalid marker: never destroy it; a valid context with
             // an invalid syncobj is destroyed (F8), so nothing leaks.
             if handle != 0 {
-                let _ = driver.destroy_hwctx(handle);
+                let _ = release(|| driver.destroy_hwctx(handle));
             }
             return Err(NpuError::Protocol {
                 what: format!("CREATE_HWCTX returned handle {handle}, syncobj {syncobj}"),
@@ -91,8 +91,7 @@ impl HwContext {
             cu_func,
             pad: [0; 3],
         };
-        self.driver
-            .config_cu(self.handle, &[cu])
+        retry_eintr(|| self.driver.config_cu(self.handle, &[cu]))
             .map_err(ioctl_err("CONFIG_HWCTX"))?;
         self.pdi = Some(bo);
         Ok(())
@@ -160,7 +159,7 @@ impl Drop for HwContext {
     fn drop(&mut self) {
         // SYNCOBJ_DESTROY then DESTROY_HWCTX (the XRT shim's order); the PDI BO is closed after,
         // when the field drops. Errors cannot be reported from Drop.
-        let _ = self.driver.syncobj_destroy(self.syncobj);
-        let _ = self.driver.destroy_hwctx(self.handle);
+        let _ = release(|| self.driver.syncobj_destroy(self.syncobj));
+        let _ = release(|| self.driver.destroy_hwctx(self.handle));
     }
 }

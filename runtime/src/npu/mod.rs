@@ -37,3 +37,6 @@ pub use error::{NpuError, Result};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod faults_tests;

@@ -131,7 +131,7 @@ impl Driver for TracingDriver {
         })
     }
 
-    fn munmap(&self, range: MappedRange) -> Result<(), Errno> {
+    fn munmap(&self, range: &MappedRange) -> Result<(), Errno> {
         let len = range.len() as u64;
         self.record("munmap", len, || self.inner.munmap(range))
     }

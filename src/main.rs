@@ -35,6 +35,8 @@ enum Command {
     /// Time N small dispatches through the full NPU submission path (min/median/p99 per stage).
     /// Exit 1: no usable NPU; 2: bad arguments/files; 3: the run failed.
     ProfileDispatch(npu_cmd::ProfileDispatchArgs),
+    /// NPU diagnostics: `npu selftest` walks the device life cycle step by step (for bug reports).
+    Npu(npu_cmd::NpuArgs),
     /// Convert a published checkpoint to an Amanuensis model file (same as `weights-tools convert`).
     Convert(ConvertArgs),
 }
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices(args) => return npu_cmd::devices(&args),
         Command::ProfileDispatch(args) => return npu_cmd::profile_dispatch(&args),
+        Command::Npu(args) => return npu_cmd::npu(&args),
         Command::Transcribe(args) => return cli::batch::run(&args),
         Command::Bench(args) => bench(&args),
         Command::Convert(args) => convert(&args),

@@ -91,6 +91,7 @@ fn f32_precision_on_the_npu_is_a_named_error() {
         device: Device::Emu,
         precision: amanuensis::Precision::F32,
         threads: Some(1),
+        ..Default::default()
     };
     match Model::load(&path, &opts) {
         Err(amanuensis::Error::DeviceFailed { device, step, .. }) => {

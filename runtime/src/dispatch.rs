@@ -140,6 +140,66 @@ impl StageStats {
     }
 }
 
+/// The CSV header of [`write_csv`].
+pub const CSV_HEADER: &str = "index,bytes,flush_ns,submit_ns,wait_ns,invalidate_ns,total_ns";
+
+/// Write `records` as CSV: [`CSV_HEADER`], then one row per record in order (index from 0).
+pub fn write_csv(mut out: impl std::io::Write, records: &[DispatchRecord]) -> std::io::Result<()> {
+    writeln!(out, "{CSV_HEADER}")?;
+    for (i, r) in records.iter().enumerate() {
+        writeln!(
+            out,
+            "{i},{},{},{},{},{},{}",
+            r.bytes,
+            r.flush_ns,
+            r.submit_ns,
+            r.wait_ns,
+            r.invalidate_ns,
+            r.total_ns()
+        )?;
+    }
+    out.flush()
+}
+
+/// A histogram with power-of-two buckets: bucket `[lo, hi)` with `hi = 2 lo` (the first bucket
+/// is `[0, 2)`), from the smallest value's bucket to the largest's, empty buckets included.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// `(lo, hi, count)` per bucket, ascending.
+    pub buckets: Vec<(u64, u64, u64)>,
+}
+
+impl Histogram {
+    /// The log2 histogram of `values`; empty for no values.
+    pub fn log2(values: impl IntoIterator<Item = u64>) -> Self {
+        // Bucket k holds [2^k, 2^(k+1)); 0 and 1 go to bucket 0 ([0, 2)).
+        let mut counts = [0u64; 64];
+        let mut any = false;
+        for v in values {
+            counts[(63 - (v | 1).leading_zeros()) as usize] += 1;
+            any = true;
+        }
+        if !any {
+            return Self::default();
+        }
+        let first = counts.iter().position(|&c| c > 0).expect("any");
+        let last = counts.iter().rposition(|&c| c > 0).expect("any");
+        let buckets = (first..=last)
+            .map(|k| {
+                let lo = if k == 0 { 0 } else { 1u64 << k };
+                let hi = if k == 63 { u64::MAX } else { 1u64 << (k + 1) };
+                (lo, hi, counts[k])
+            })
+            .collect();
+        Self { buckets }
+    }
+
+    /// Values counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.2).sum()
+    }
+}
+
 /// Per-stage statistics of a [`DispatchLog`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DispatchSummary {
@@ -295,6 +355,49 @@ mod tests {
         let s = StageStats::of(&mut [1, 2, 3, 1000]);
         assert_eq!((s.median, s.p99, s.mean), (2, 1000, 251));
         assert_eq!(StageStats::of(&mut []), StageStats::default());
+    }
+
+    #[test]
+    fn csv_has_the_header_and_one_row_per_record() {
+        let recs = [
+            DispatchRecord {
+                bytes: 8,
+                flush_ns: 1,
+                submit_ns: 2,
+                wait_ns: 3,
+                invalidate_ns: 4,
+            },
+            DispatchRecord::default(),
+        ];
+        let mut out = Vec::new();
+        write_csv(&mut out, &recs).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("{CSV_HEADER}\n0,8,1,2,3,4,10\n1,0,0,0,0,0,0\n")
+        );
+    }
+
+    #[test]
+    fn log2_histogram_buckets_cover_every_value_once() {
+        let h = Histogram::log2([0, 1, 2, 3, 4, 7, 8, 1000, u64::MAX]);
+        assert_eq!(h.count(), 9);
+        assert_eq!(h.buckets[0], (0, 2, 2));
+        assert_eq!(h.buckets[1], (2, 4, 2));
+        assert_eq!(h.buckets[2], (4, 8, 2));
+        assert_eq!(h.buckets[3], (8, 16, 1));
+        assert_eq!(h.buckets[9], (512, 1024, 1));
+        assert_eq!(*h.buckets.last().unwrap(), (1 << 63, u64::MAX, 1));
+        assert_eq!(h.buckets.len(), 64);
+        // Contiguous, and every value inside its bucket.
+        for w in h.buckets.windows(2) {
+            assert_eq!(w[0].1, w[1].0);
+        }
+        let h = Histogram::log2([1500, 1600, 5000]);
+        assert_eq!(
+            h.buckets,
+            [(1024, 2048, 2), (2048, 4096, 0), (4096, 8192, 1)]
+        );
+        assert_eq!(Histogram::log2([]), Histogram::default());
     }
 
     #[test]

@@ -40,7 +40,12 @@ pub fn copy_array(io: &mut ArrayIo) -> Result<(), String> {
 
 /// An emulated device (default profile) with the copy kernel registered.
 pub fn emulated_device() -> Result<(Arc<EmuDriver>, Device)> {
-    let emu = Arc::new(EmuDriver::new(EmuConfig::default()));
+    emulated_device_with(EmuConfig::default())
+}
+
+/// An emulated device configured by `config` with the copy kernel registered.
+pub fn emulated_device_with(config: EmuConfig) -> Result<(Arc<EmuDriver>, Device)> {
+    let emu = Arc::new(EmuDriver::new(config));
     emu.register_kernel(EMU_COPY_PDI, copy_array);
     let device = Device::from_driver(emu.clone())?;
     Ok((emu, device))
@@ -64,6 +69,8 @@ pub struct BenchReport {
     pub dispatches: usize,
     /// Commands kept in flight (ring depth).
     pub depth: usize,
+    /// The most commands that were in flight at once during the measured dispatches.
+    pub max_in_flight: usize,
     /// Bytes per buffer.
     pub bytes: usize,
     /// Per-stage statistics.
@@ -140,8 +147,10 @@ pub fn run(
     }
     d.clear_log();
     let t0 = std::time::Instant::now();
+    let mut max_in_flight = 0;
     for _ in 0..n {
         d.submit(&arena, &program, &[input], &[output])?;
+        max_in_flight = max_in_flight.max(d.ring().in_flight());
     }
     d.complete_all(&arena, &[output])?;
     let wall_ns = t0.elapsed().as_nanos() as u64;
@@ -156,6 +165,7 @@ pub fn run(
         backend,
         dispatches: n,
         depth,
+        max_in_flight,
         bytes,
         summary: d.log().summary(),
         samples: d.log().records().to_vec(),
@@ -169,9 +179,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn emulated_benchmark_runs_and_verifies_at_every_depth() {
-        for depth in 1..=4 {
-            let (emu, device) = emulated_device().unwrap();
+    fn emulated_benchmark_runs_and_verifies_at_every_depth_and_profile() {
+        use crate::npu::emu::DriverProfile;
+        for (profile, depth) in DriverProfile::ALL
+            .into_iter()
+            .flat_map(|p| (1..=4).map(move |d| (p, d)))
+        {
+            let (emu, device) = emulated_device_with(EmuConfig::with_profile(profile)).unwrap();
             // Each command takes 100 µs, so the host keeps `depth` queued behind it.
             emu.set_latency(Duration::from_micros(100));
             let (xclbin, instr) = emulated_program(4096);
@@ -191,8 +205,11 @@ mod tests {
             assert_eq!(
                 emu.stats().max_in_flight,
                 depth,
-                "depth {depth} kept in flight"
+                "{profile:?}: depth {depth} kept in flight"
             );
+            assert_eq!(r.max_in_flight, depth);
+            let h = crate::dispatch::Histogram::log2(r.samples.iter().map(|s| s.total_ns()));
+            assert_eq!(h.count(), 50);
             assert_eq!(emu.stats().live_bos, 0, "everything released after the run");
         }
     }

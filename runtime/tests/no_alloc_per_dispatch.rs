@@ -105,7 +105,7 @@ impl Driver for Fenced {
     fn mmap(&self, map_offset: u64, len: usize, align: usize) -> Result<MappedRange, Errno> {
         inside(|| self.0.mmap(map_offset, len, align))
     }
-    fn munmap(&self, range: MappedRange) -> Result<(), Errno> {
+    fn munmap(&self, range: &MappedRange) -> Result<(), Errno> {
         inside(|| self.0.munmap(range))
     }
     fn gem_close(&self, handle: u32) -> Result<(), Errno> {
@@ -250,4 +250,58 @@ fn an_npu_backend_linear_allocates_nothing_on_the_host() {
         "{:?}",
         emu.command_errors()
     );
+}
+
+#[test]
+fn pipelined_dispatches_allocate_nothing_at_every_depth() {
+    for depth in 1..=4 {
+        let emu = Arc::new(EmuDriver::new(EmuConfig::default()));
+        emu.register_kernel(EMU_COPY_PDI, copy_array);
+        // Commands take 20 us, so up to `depth` stay queued behind the running one.
+        emu.set_latency(Duration::from_micros(20));
+        let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+        let heap = Heap::create(&device).unwrap();
+        let (xclbin, instr_words) = emulated_program(512);
+        let ctx = HwContext::load(
+            &device,
+            &heap,
+            &Xclbin::parse(&xclbin).unwrap(),
+            MLIR_AIE_DPU_KERNEL_ID,
+        )
+        .unwrap();
+        let mut plan = ArenaPlan::new();
+        let instr = plan.instructions("instr", instr_words.len());
+        let input = plan.buffer("in", 512);
+        let output = plan.buffer("out", 512);
+        let mut arena = BoArena::allocate(&device, &heap, &plan).unwrap();
+        arena.write_instructions(instr, &instr_words).unwrap();
+        arena.bytes_mut(input).fill(9);
+        let program = Program::new(
+            &RegmapLayout::mlir_aie(2),
+            &arena,
+            instr,
+            &[input, output],
+            Some(1),
+        )
+        .unwrap();
+        let ring = CommandRing::new(&device, Arc::new(ctx), depth, Duration::from_secs(5)).unwrap();
+        let mut d = Dispatcher::new(ring, 64);
+        // First use of every slot.
+        for _ in 0..depth {
+            d.submit(&arena, &program, &[input], &[output]).unwrap();
+        }
+        d.complete_all(&arena, &[output]).unwrap();
+        let before = host_allocs();
+        for _ in 0..200 {
+            d.submit(&arena, &program, &[input], &[output]).unwrap();
+        }
+        d.complete_all(&arena, &[output]).unwrap();
+        let host = host_allocs() - before;
+        assert_eq!(
+            host, 0,
+            "depth {depth}: {host} host allocations in 200 dispatches"
+        );
+        assert_eq!(emu.stats().max_in_flight, depth);
+        assert!(arena.bytes(output).iter().all(|&b| b == 9));
+    }
 }

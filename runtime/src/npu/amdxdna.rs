@@ -73,7 +73,7 @@ impl Driver for AmdxdnaDriver {
         mapping::map_fd_aligned(self.fd.as_fd(), map_offset, len, align)
     }
 
-    fn munmap(&self, range: MappedRange) -> Result<(), Errno> {
+    fn munmap(&self, range: &MappedRange) -> Result<(), Errno> {
         mapping::unmap(range)
     }
 

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::device::Device;
-use super::driver::{BoType, Driver};
+use super::driver::{release, retry_eintr, BoType, Driver};
 use super::error::{ioctl_err, NpuError, Result};
 use super::mapping::MappedRange;
 use super::uapi::AMDXDNA_INVALID_ADDR;
@@ -57,8 +57,7 @@ impl MappedBo {
             });
         }
         let driver = device.driver().clone();
-        let handle = driver
-            .create_bo(bo_type, len as u64)
+        let handle = retry_eintr(|| driver.create_bo(bo_type, len as u64))
             .map_err(ioctl_err("CREATE_BO"))?;
         let mut bo = Self {
             driver,
@@ -68,25 +67,17 @@ impl MappedBo {
             len,
             device_addr: AMDXDNA_INVALID_ADDR,
         };
-        let info = bo
-            .driver
-            .bo_info(handle)
-            .map_err(ioctl_err("GET_BO_INFO"))?;
+        let info = retry_eintr(|| bo.driver.bo_info(handle)).map_err(ioctl_err("GET_BO_INFO"))?;
         if info.map_offset == AMDXDNA_INVALID_ADDR {
             return Err(NpuError::Protocol {
                 what: format!("{bo_type:?} BO {handle} has no map offset"),
             });
         }
-        let map = bo
-            .driver
-            .mmap(info.map_offset, len, 0)
+        let map = retry_eintr(|| bo.driver.mmap(info.map_offset, len, 0))
             .map_err(ioctl_err("mmap(BO)"))?;
         let addr = map.addr() as u64;
         bo.map = Some(map);
-        let info = bo
-            .driver
-            .bo_info(handle)
-            .map_err(ioctl_err("GET_BO_INFO"))?;
+        let info = retry_eintr(|| bo.driver.bo_info(handle)).map_err(ioctl_err("GET_BO_INFO"))?;
         bo.device_addr = if info.xdna_addr != AMDXDNA_INVALID_ADDR {
             info.xdna_addr
         } else {
@@ -172,8 +163,8 @@ impl MappedBo {
 impl Drop for MappedBo {
     fn drop(&mut self) {
         if let Some(m) = self.map.take() {
-            let _ = self.driver.munmap(m);
+            let _ = release(|| self.driver.munmap(&m));
         }
-        let _ = self.driver.gem_close(self.handle);
+        let _ = release(|| self.driver.gem_close(self.handle));
     }
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::amdxdna::AmdxdnaDriver;
-use super::driver::{Backend, Driver};
+use super::driver::{retry_eintr, Backend, Driver};
 use super::error::{errno_name, ioctl_err, NpuError, Result};
 use super::ioctl::DrmVersion;
 use super::uapi;
@@ -117,12 +117,10 @@ impl Device {
 
     /// Query an already opened driver (real or emulated).
     pub fn from_driver(driver: Arc<dyn Driver>) -> Result<Self> {
-        let version = driver.version().map_err(ioctl_err("DRM_IOCTL_VERSION"))?;
-        let aie = driver
-            .query_aie_version()
+        let version = retry_eintr(|| driver.version()).map_err(ioctl_err("DRM_IOCTL_VERSION"))?;
+        let aie = retry_eintr(|| driver.query_aie_version())
             .map_err(ioctl_err("GET_INFO(AIE_VERSION)"))?;
-        let metadata = driver
-            .query_aie_metadata()
+        let metadata = retry_eintr(|| driver.query_aie_metadata())
             .map_err(ioctl_err("GET_INFO(AIE_METADATA)"))?;
         if metadata.cols == 0 || metadata.core.row_count == 0 {
             return Err(NpuError::Protocol {
@@ -134,12 +132,10 @@ impl Device {
         }
         // Firmware version and clocks are informational: their absence does not make the
         // device unusable.
-        let firmware = driver
-            .query_firmware_version()
+        let firmware = retry_eintr(|| driver.query_firmware_version())
             .ok()
             .map(|f| (f.major, f.minor, f.patch, f.build));
-        let clocks = driver
-            .query_clock_metadata()
+        let clocks = retry_eintr(|| driver.query_clock_metadata())
             .map(|c| {
                 [c.mp_npu_clock, c.h_clock]
                     .iter()

@@ -121,31 +121,38 @@ impl Discovery {
     }
 }
 
+/// Why there is no accel node: no PCI sysfs, no NPU on the bus, the amdxdna module not loaded,
+/// or loaded without creating a node. Shared by `devices`, `profile-dispatch` and `npu selftest`.
+pub fn why_no_node(sysfs_pci: &Path, module: &Path) -> String {
+    if !sysfs_pci.is_dir() {
+        return format!(
+            "{} does not exist (no PCI sysfs on this system)",
+            sysfs_pci.display()
+        );
+    }
+    let npus = find_npu_pci_devices(sysfs_pci);
+    let loaded = module.is_dir();
+    match (npus.first(), loaded) {
+        (Some((addr, id)), false) => format!(
+            "NPU PCI device {addr} [{id}] is present but the amdxdna module is not loaded ({} absent)",
+            module.display()
+        ),
+        (Some((addr, id)), true) => format!(
+            "NPU PCI device {addr} [{id}] is present and amdxdna is loaded, but it created no accel node (probe failed? see dmesg)"
+        ),
+        (None, _) => format!(
+            "no AMD NPU on the PCI bus (no device {} under {}; amdxdna module {})",
+            NPU_PCI_IDS.join(" or "),
+            sysfs_pci.display(),
+            if loaded { "loaded" } else { "not loaded" }
+        ),
+    }
+}
+
 /// Probe the nodes found under the given roots; `module` is the amdxdna module's sysfs directory.
 pub fn discover_in(sysfs_pci: &Path, dev_accel: &Path, module: &Path) -> Discovery {
     let found = find_accel_nodes(sysfs_pci, dev_accel);
-    let none_found = found.is_empty().then(|| {
-        if !sysfs_pci.is_dir() {
-            return format!("{} does not exist (no PCI sysfs on this system)", sysfs_pci.display());
-        }
-        let npus = find_npu_pci_devices(sysfs_pci);
-        let loaded = module.is_dir();
-        match (npus.first(), loaded) {
-            (Some((addr, id)), false) => format!(
-                "NPU PCI device {addr} [{id}] is present but the amdxdna module is not loaded ({} absent)",
-                module.display()
-            ),
-            (Some((addr, id)), true) => format!(
-                "NPU PCI device {addr} [{id}] is present and amdxdna is loaded, but it created no accel node (probe failed? see dmesg)"
-            ),
-            (None, _) => format!(
-                "no AMD NPU on the PCI bus (no device {} under {}; amdxdna module {})",
-                NPU_PCI_IDS.join(" or "),
-                sysfs_pci.display(),
-                if loaded { "loaded" } else { "not loaded" }
-            ),
-        }
-    });
+    let none_found = found.is_empty().then(|| why_no_node(sysfs_pci, module));
     let nodes = found
         .into_iter()
         .map(|n| {

@@ -10,6 +10,38 @@ use super::ioctl::DrmVersion;
 use super::mapping::MappedRange;
 use super::uapi;
 
+/// EINTRs retried in a row before the error is returned (F6).
+pub const MAX_EINTR_RETRIES: usize = 100;
+/// Attempts of a release call (munmap, GEM_CLOSE, SYNCOBJ_DESTROY, DESTROY_HWCTX) before its
+/// resource is given up.
+pub const RELEASE_ATTEMPTS: usize = 3;
+
+/// Call `f` again while it fails with EINTR (a signal arrived before the call did anything;
+/// libdrm's `drmIoctl` does the same), at most [`MAX_EINTR_RETRIES`] times (F6).
+pub fn retry_eintr<T>(mut f: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    let mut retries = 0;
+    loop {
+        match f() {
+            Err(e) if e == Errno::INTR && retries < MAX_EINTR_RETRIES => retries += 1,
+            r => return r,
+        }
+    }
+}
+
+/// A release call from a `Drop`, which cannot return its error: tried up to
+/// [`RELEASE_ATTEMPTS`] times whatever the errno (EINTR always again, as [`retry_eintr`]), so
+/// a transient failure leaks nothing. The last error is returned for callers that can use it.
+pub fn release(mut f: impl FnMut() -> Result<(), Errno>) -> Result<(), Errno> {
+    let mut last = Ok(());
+    for _ in 0..RELEASE_ATTEMPTS {
+        last = retry_eintr(&mut f);
+        if last.is_ok() {
+            break;
+        }
+    }
+    last
+}
+
 /// Which implementation is behind a [`Driver`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -85,8 +117,9 @@ pub trait Driver: Send + Sync {
     fn bo_info(&self, handle: u32) -> Result<BoInfo, Errno>;
     /// mmap `len` bytes at the DRM offset `map_offset`, at an `align`-aligned address.
     fn mmap(&self, map_offset: u64, len: usize, align: usize) -> Result<MappedRange, Errno>;
-    /// Undo [`Driver::mmap`].
-    fn munmap(&self, range: MappedRange) -> Result<(), Errno>;
+    /// Undo [`Driver::mmap`]. The caller forgets `range` only after success (a failed
+    /// release is retried, [`release`]).
+    fn munmap(&self, range: &MappedRange) -> Result<(), Errno>;
     /// `DRM_IOCTL_GEM_CLOSE`.
     fn gem_close(&self, handle: u32) -> Result<(), Errno>;
     /// CREATE_HWCTX → (context handle, timeline syncobj handle).

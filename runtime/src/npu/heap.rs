@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::device::Device;
-use super::driver::{BoType, Driver};
+use super::driver::{release, retry_eintr, BoType, Driver};
 use super::error::{ioctl_err, NpuError, Result};
 use super::mapping::MappedRange;
 use super::uapi::AMDXDNA_INVALID_ADDR;
@@ -37,8 +37,7 @@ impl Heap {
     /// CREATE_BO(DEV_HEAP, 64 MiB) → GET_BO_INFO → mmap at a 64 MiB-aligned address.
     pub fn create(device: &Device) -> Result<Arc<Self>> {
         let driver = device.driver().clone();
-        let handle = driver
-            .create_bo(BoType::DevHeap, HEAP_SIZE as u64)
+        let handle = retry_eintr(|| driver.create_bo(BoType::DevHeap, HEAP_SIZE as u64))
             .map_err(ioctl_err("CREATE_BO(DEV_HEAP)"))?;
         // From here on, Drop closes the handle on any early return.
         let mut heap = Self {
@@ -47,19 +46,15 @@ impl Heap {
             map: None,
             xdna_addr: AMDXDNA_INVALID_ADDR,
         };
-        let info = heap
-            .driver
-            .bo_info(handle)
-            .map_err(ioctl_err("GET_BO_INFO(heap)"))?;
+        let info =
+            retry_eintr(|| heap.driver.bo_info(handle)).map_err(ioctl_err("GET_BO_INFO(heap)"))?;
         if info.map_offset == AMDXDNA_INVALID_ADDR || info.xdna_addr == AMDXDNA_INVALID_ADDR {
             return Err(NpuError::Protocol {
                 what: format!("heap BO info without map offset or device address: {info:?}"),
             });
         }
         heap.xdna_addr = info.xdna_addr;
-        let map = heap
-            .driver
-            .mmap(info.map_offset, HEAP_SIZE, HEAP_SIZE)
+        let map = retry_eintr(|| heap.driver.mmap(info.map_offset, HEAP_SIZE, HEAP_SIZE))
             .map_err(ioctl_err("mmap(heap)"))?;
         if map.addr() % HEAP_SIZE != 0 || map.len() < HEAP_SIZE {
             let what = format!(
@@ -67,7 +62,7 @@ impl Heap {
                 map.addr(),
                 map.len()
             );
-            let _ = heap.driver.munmap(map);
+            let _ = release(|| heap.driver.munmap(&map));
             return Err(NpuError::Protocol { what });
         }
         heap.map = Some(map);
@@ -96,9 +91,9 @@ impl Drop for Heap {
         // munmap before GEM_CLOSE (npu-driver.md §2.9). Errors cannot be reported from Drop; the
         // kernel releases everything when the fd closes in any case.
         if let Some(m) = self.map.take() {
-            let _ = self.driver.munmap(m);
+            let _ = release(|| self.driver.munmap(&m));
         }
-        let _ = self.driver.gem_close(self.handle);
+        let _ = release(|| self.driver.gem_close(self.handle));
     }
 }
 
@@ -130,8 +125,7 @@ impl DevBo {
             });
         }
         let driver = &heap.driver;
-        let handle = driver
-            .create_bo(BoType::Dev, len as u64)
+        let handle = retry_eintr(|| driver.create_bo(BoType::Dev, len as u64))
             .map_err(ioctl_err("CREATE_BO(DEV)"))?;
         let mut bo = Self {
             heap: heap.clone(),
@@ -140,9 +134,7 @@ impl DevBo {
             offset: 0,
             xdna_addr: AMDXDNA_INVALID_ADDR,
         };
-        let info = driver
-            .bo_info(handle)
-            .map_err(ioctl_err("GET_BO_INFO(DEV)"))?;
+        let info = retry_eintr(|| driver.bo_info(handle)).map_err(ioctl_err("GET_BO_INFO(DEV)"))?;
         let offset = info.xdna_addr.checked_sub(heap.xdna_addr);
         match offset {
             Some(off) if off.checked_add(len as u64).is_some_and(|end| end <= HEAP_SIZE as u64) => {
@@ -218,6 +210,6 @@ impl DevBo {
 
 impl Drop for DevBo {
     fn drop(&mut self) {
-        let _ = self.heap.driver.gem_close(self.handle);
+        let _ = release(|| self.heap.driver.gem_close(self.handle));
     }
 }

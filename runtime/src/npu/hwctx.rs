@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::device::Device;
-use super::driver::Driver;
+use super::driver::{release, retry_eintr, Driver};
 use super::error::{ioctl_err, NpuError, Result};
 use super::heap::{DevBo, Heap};
 use super::uapi::{self, amdxdna_cu_config};
@@ -54,14 +54,14 @@ impl HwContext {
         }
         let num_tiles = columns as u32 * info.core_rows() as u32;
         let driver = device.driver().clone();
-        let (handle, syncobj) = driver
-            .create_hwctx(&qos_buffer(), ops_per_cycle, num_tiles)
-            .map_err(ioctl_err("CREATE_HWCTX"))?;
+        let (handle, syncobj) =
+            retry_eintr(|| driver.create_hwctx(&qos_buffer(), ops_per_cycle, num_tiles))
+                .map_err(ioctl_err("CREATE_HWCTX"))?;
         if handle == 0 || syncobj == 0 {
             // Handle 0 is the driver's invalid marker: never destroy it; a valid context with
             // an invalid syncobj is destroyed (F8), so nothing leaks.
             if handle != 0 {
-                let _ = driver.destroy_hwctx(handle);
+                let _ = release(|| driver.destroy_hwctx(handle));
             }
             return Err(NpuError::Protocol {
                 what: format!("CREATE_HWCTX returned handle {handle}, syncobj {syncobj}"),
@@ -91,8 +91,7 @@ impl HwContext {
             cu_func,
             pad: [0; 3],
         };
-        self.driver
-            .config_cu(self.handle, &[cu])
+        retry_eintr(|| self.driver.config_cu(self.handle, &[cu]))
             .map_err(ioctl_err("CONFIG_HWCTX"))?;
         self.pdi = Some(bo);
         Ok(())
@@ -109,17 +108,7 @@ impl HwContext {
     ) -> Result<Self> {
         let partition: AiePartition<'_> = xclbin.aie_partition()?;
         let pdi = partition.pdi_for_kernel(dpu_kernel_id)?;
-        let cu_func = match xclbin.kernels() {
-            Ok(ks) => ks
-                .iter()
-                .find(|k| k.dpu_kernel_id == Some(dpu_kernel_id))
-                .and_then(|k| k.functional)
-                .unwrap_or(0),
-            Err(_) => 0,
-        };
-        let cu_func = u8::try_from(cu_func).map_err(|_| NpuError::InvalidRequest {
-            what: format!("cu_func {cu_func} does not fit 8 bits"),
-        })?;
+        let cu_func = cu_func_of(xclbin, dpu_kernel_id)?;
         let mut ctx = Self::create(
             device,
             partition.column_width,
@@ -150,11 +139,27 @@ impl HwContext {
     }
 }
 
+/// The CU function code of the kernel with `dpu_kernel_id` (its `functional` attribute; 0 when
+/// the xclbin has no kernel metadata).
+pub fn cu_func_of(xclbin: &Xclbin<'_>, dpu_kernel_id: u64) -> Result<u8> {
+    let cu_func = match xclbin.kernels() {
+        Ok(ks) => ks
+            .iter()
+            .find(|k| k.dpu_kernel_id == Some(dpu_kernel_id))
+            .and_then(|k| k.functional)
+            .unwrap_or(0),
+        Err(_) => 0,
+    };
+    u8::try_from(cu_func).map_err(|_| NpuError::InvalidRequest {
+        what: format!("cu_func {cu_func} does not fit 8 bits"),
+    })
+}
+
 impl Drop for HwContext {
     fn drop(&mut self) {
         // SYNCOBJ_DESTROY then DESTROY_HWCTX (the XRT shim's order); the PDI BO is closed after,
         // when the field drops. Errors cannot be reported from Drop.
-        let _ = self.driver.syncobj_destroy(self.syncobj);
-        let _ = self.driver.destroy_hwctx(self.handle);
+        let _ = release(|| self.driver.syncobj_destroy(self.syncobj));
+        let _ = release(|| self.driver.destroy_hwctx(self.handle));
     }
 }

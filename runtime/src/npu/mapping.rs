@@ -158,9 +158,10 @@ pub fn map_fd_aligned(
 }
 
 /// Unmap a range made by this module.
-pub fn unmap(range: MappedRange) -> Result<(), Errno> {
-    // SAFETY: `range` came from one of the functions above (its owner hands it back exactly once
-    // on drop), so it is a whole mapping we own and nothing references it any more.
+pub fn unmap(range: &MappedRange) -> Result<(), Errno> {
+    // SAFETY: `range` came from one of the functions above and its owner unmaps it once (and
+    // forgets it after success), so it is a whole mapping we own and nothing references it any
+    // more.
     unsafe { munmap(range.ptr.as_ptr().cast(), range.len) }
 }
 
@@ -178,7 +179,7 @@ mod tests {
         let b = unsafe { r.bytes_mut(MIB64 - 4096, 4096) };
         assert!(b.iter().all(|&x| x == 0));
         b[4095] = 7;
-        unmap(r).unwrap();
+        unmap(&r).unwrap();
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub mod ioctl;
 pub mod mapping;
 pub mod program;
 pub mod ring;
+pub mod selftest;
+pub mod trace;
 pub mod txn;
 pub mod uapi;
 pub mod xclbin;
@@ -35,3 +37,6 @@ pub use error::{NpuError, Result};
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod faults_tests;

@@ -40,8 +40,7 @@ pub const MAX_DEPTH: usize = 4;
 /// Regmap words the non-cmdlist path carries (`execute_buffer_req.payload[19]`): 7 buffers with
 /// the mlir-aie layout.
 pub const PORTABLE_REGMAP_WORDS: usize = 19;
-/// EINTRs retried in a row before the error is returned.
-pub const MAX_EINTR_RETRIES: usize = 100;
+pub use super::driver::MAX_EINTR_RETRIES;
 /// Handles an EXEC_CMD takes (`MAX_ARG_COUNT`).
 pub const MAX_ARG_HANDLES: usize = 4095;
 

@@ -63,7 +63,7 @@ fn shadow(size: u64) -> Result<(MappedRange, MappedRange), Errno> {
     match mapping::map_anonymous_aligned(size as usize, 0) {
         Ok(synced) => Ok((dram, synced)),
         Err(e) => {
-            let _ = mapping::unmap(dram);
+            let _ = mapping::unmap(&dram);
             Err(e)
         }
     }
@@ -228,7 +228,7 @@ impl Memory {
         Ok(unsafe { MappedRange::from_raw(r.ptr(), len) })
     }
 
-    pub(super) fn munmap(&mut self, range: MappedRange) -> Result<(), Errno> {
+    pub(super) fn munmap(&mut self, range: &MappedRange) -> Result<(), Errno> {
         let handle = self
             .bos
             .iter()
@@ -241,7 +241,7 @@ impl Memory {
             // The user mapping *is* the heap memory here: unmapping it loses the contents, as
             // the device would lose its view of them.
             if let Some(r) = bo.backing.take() {
-                let _ = mapping::unmap(r);
+                let _ = mapping::unmap(&r);
             }
         }
         self.reap(handle);
@@ -276,11 +276,11 @@ impl Memory {
         if done {
             let bo = self.bos.remove(&handle).expect("present");
             if let Some(r) = bo.backing {
-                let _ = mapping::unmap(r);
+                let _ = mapping::unmap(&r);
             }
             if let Some((d, s)) = bo.dram {
-                let _ = mapping::unmap(d);
-                let _ = mapping::unmap(s);
+                let _ = mapping::unmap(&d);
+                let _ = mapping::unmap(&s);
             }
             if self.heap == Some(handle) {
                 self.heap = None;
@@ -388,11 +388,11 @@ impl Drop for Memory {
     fn drop(&mut self) {
         for (_, bo) in std::mem::take(&mut self.bos) {
             if let Some(r) = bo.backing {
-                let _ = mapping::unmap(r);
+                let _ = mapping::unmap(&r);
             }
             if let Some((d, s)) = bo.dram {
-                let _ = mapping::unmap(d);
-                let _ = mapping::unmap(s);
+                let _ = mapping::unmap(&d);
+                let _ = mapping::unmap(&s);
             }
         }
     }

@@ -4,9 +4,10 @@
 //! the TXN instruction stream of each command, performing its shim DMA transfers on device
 //! memory for the Rust array model registered for the CU's PDI (`firmware.rs`), the same command
 //! states, the 4-in-flight limit, syncobj timeline waits with absolute deadlines, the driver's
-//! scheduler timeout, three driver profiles (`profile.rs`), and fault injection (fail the Nth
-//! call or the next call of an op with an errno, hang a command, end a command in a chosen
-//! state).
+//! scheduler timeout, three driver profiles (`profile.rs`), fault injection (fail the Nth call,
+//! the Nth call of one op, or the next call of an op with an errno; hang a command; end a
+//! command in a chosen state), and counters for leak checks (live BOs, mappings, contexts,
+//! syncobjs per device; calls per op; open emulated devices, the stand-in for accel fds).
 //!
 //! Deviations from the real driver, all documented where they occur: a wait for a point nobody
 //! submitted sleeps at most [`MAX_SLEEP`] before returning ETIME; duplicate handles in EXEC_CMD
@@ -141,6 +142,10 @@ struct Faults {
     calls: u64,
     fail_at_call: BTreeMap<u64, Errno>,
     fail_next_op: Vec<(&'static str, Errno)>,
+    /// Calls per op so far (failed ones included).
+    op_calls: BTreeMap<&'static str, u64>,
+    /// (op, that op's call number, errno).
+    fail_at_op_call: Vec<(&'static str, u64, Errno)>,
     execs: u64,
     exec_faults: BTreeMap<u64, JobFault>,
 }
@@ -160,9 +165,19 @@ struct State {
 }
 
 /// The emulated device. Share it as `Arc<EmuDriver>` and hand a clone to
-/// [`super::device::Device::from_driver`].
+/// [`super::device::Device::from_driver`]. Each one stands for an open `/dev/accel/accelN`
+/// file descriptor: [`EmuDriver::open_devices`] counts the live ones in the process.
 pub struct EmuDriver {
     state: Mutex<State>,
+}
+
+/// Live [`EmuDriver`]s in this process (the emulated device's open file descriptors).
+static OPEN_DEVICES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for EmuDriver {
+    fn drop(&mut self) {
+        OPEN_DEVICES.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for EmuDriver {
@@ -174,6 +189,7 @@ impl std::fmt::Debug for EmuDriver {
 impl EmuDriver {
     /// A fresh device with no BOs and no registered kernels.
     pub fn new(config: EmuConfig) -> Self {
+        OPEN_DEVICES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Self {
             state: Mutex::new(State {
                 config,
@@ -217,6 +233,27 @@ impl EmuDriver {
         let mut s = self.lock();
         let at = s.faults.calls + n;
         s.faults.fail_at_call.insert(at, errno);
+    }
+
+    /// Emulated devices alive in this process: each stands for an open accel file descriptor,
+    /// so a count that does not return to its old value is a leaked descriptor.
+    pub fn open_devices() -> usize {
+        OPEN_DEVICES.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Fail the `n`th call of `op` from now (1 = its next call) with `errno`. Ops are named as
+    /// the driver calls them: `DRM_IOCTL_VERSION`, `GET_INFO`, `CREATE_BO`, `GET_BO_INFO`,
+    /// `mmap`, `munmap`, `GEM_CLOSE`, `CREATE_HWCTX`, `CONFIG_HWCTX`, `DESTROY_HWCTX`,
+    /// `SYNCOBJ_DESTROY`, `EXEC_CMD`, `SYNCOBJ_TIMELINE_WAIT`.
+    pub fn fail_nth(&self, op: &'static str, n: u64, errno: Errno) {
+        let mut s = self.lock();
+        let at = s.faults.op_calls.get(op).copied().unwrap_or(0) + n;
+        s.faults.fail_at_op_call.push((op, at, errno));
+    }
+
+    /// Calls of `op` so far, failed ones included.
+    pub fn calls_of(&self, op: &str) -> u64 {
+        self.lock().faults.op_calls.get(op).copied().unwrap_or(0)
     }
 
     /// Fail the next call of `op` (e.g. `"EXEC_CMD"`, `"CREATE_BO"`) with `errno`.
@@ -271,8 +308,21 @@ impl EmuDriver {
         let mut s = self.lock();
         s.faults.calls += 1;
         let n = s.faults.calls;
+        let k = {
+            let c = s.faults.op_calls.entry(op).or_insert(0);
+            *c += 1;
+            *c
+        };
         if let Some(e) = s.faults.fail_at_call.remove(&n) {
             return Err(e);
+        }
+        if let Some(i) = s
+            .faults
+            .fail_at_op_call
+            .iter()
+            .position(|&(o, at, _)| o == op && at == k)
+        {
+            return Err(s.faults.fail_at_op_call.remove(i).2);
         }
         if let Some(i) = s.faults.fail_next_op.iter().position(|(o, _)| *o == op) {
             return Err(s.faults.fail_next_op.remove(i).1);
@@ -450,7 +500,7 @@ impl Driver for EmuDriver {
         Ok(r)
     }
 
-    fn munmap(&self, range: MappedRange) -> Result<(), Errno> {
+    fn munmap(&self, range: &MappedRange) -> Result<(), Errno> {
         let mut s = self.enter("munmap")?;
         let addr = range.addr() as u64;
         s.memory.munmap(range)?;

@@ -103,7 +103,7 @@ fn device_memory_is_not_coherent() {
     unsafe { emu.cache_flush(host.add(64), 4) };
     // SAFETY: test-only read of our mapping.
     assert_eq!(unsafe { host.add(64).read() }, 0x22);
-    emu.munmap(map).unwrap();
+    emu.munmap(&map).unwrap();
     emu.gem_close(bo).unwrap();
 }
 
@@ -155,7 +155,7 @@ fn heap_rules() {
     );
     emu.gem_close(dev).unwrap();
     assert_eq!(emu.gem_close(dev), Err(Errno::NOENT));
-    emu.munmap(map).unwrap();
+    emu.munmap(&map).unwrap();
     emu.gem_close(heap).unwrap();
     assert_eq!(emu.stats().live_bos, 0);
 }
@@ -172,7 +172,7 @@ fn share_bos_have_no_device_address_until_used_by_mapping() {
     emu.gem_close(bo).unwrap();
     assert_eq!(emu.stats().live_bos, 0);
     assert_eq!(emu.stats().mapped_bos, 1);
-    emu.munmap(map).unwrap();
+    emu.munmap(&map).unwrap();
     assert_eq!(emu.stats().mapped_bos, 0);
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use amanuensis_model::config::{Dims, ModelConfig};
-use amanuensis_model::decode::guards::SpeechGate;
+use amanuensis_model::decode::guards::{SilenceMap, SpeechGate};
 use amanuensis_model::error::WhisperError;
 use amanuensis_model::mel::MelFrontend;
 use amanuensis_model::mel_windows::MelWindows;
@@ -16,19 +16,55 @@ use amanuensis_model::weights::{Quantization, WeightsFile};
 use amanuensis_model::whisper::{Submissions, Whisper};
 use amanuensis_runtime::cpu_backend::CpuBackend;
 use amanuensis_runtime::cpu_int8_backend::CpuInt8Backend;
+use amanuensis_runtime::npu::discovery;
+use amanuensis_runtime::npu_backend::{emulated_device, GemmProgramFiles, NpuBackend, NpuStats};
 
 /// Where the network runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
-    /// The best device available: today the CPU.
+    /// The NPU when one is usable, its GEMM programs are present and load, and their self-test
+    /// (`C == A·B` on fixed data) passes; else the CPU ([`Model::device_choice`] says which and
+    /// why).
     #[default]
     Auto,
     /// The CPU kernels.
     Cpu,
-    /// The AMD Ryzen AI NPU (not available yet: [`Error::DeviceUnavailable`]).
+    /// The AMD Ryzen AI NPU: the INT8 path with the linears that have a device GEMM program
+    /// ([`npu_program_dirs`]) on the NPU, the rest on the CPU.
     Npu,
-    /// The emulated NPU (not available yet: [`Error::DeviceUnavailable`]).
+    /// [`Device::Npu`] on the emulated device (the instruction streams run on its shim-DMA
+    /// interpreter and an array model; slow, for tests).
     Emu,
+}
+
+impl Device {
+    /// `auto`, `cpu`, `npu`, `emu`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Npu => "npu",
+            Device::Emu => "emu",
+        }
+    }
+}
+
+/// Environment variable naming the directory of the NPU GEMM programs.
+pub const NPU_PROGRAMS_ENV: &str = "AMANUENSIS_NPU_PROGRAMS";
+
+/// Where the NPU GEMM programs (`final_*_K{k}_N{n}.xclbin` + `insts_*_K{k}_N{n}.txt`) are looked
+/// for, in order: `$AMANUENSIS_NPU_PROGRAMS`, `~/.cache/amanuensis/npu`, and the fixture
+/// directory of the source tree this binary was built from (`../shared/npu-fixtures/1bit-monster`).
+pub fn npu_program_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os(NPU_PROGRAMS_ENV) {
+        dirs.push(d.into());
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(Path::new(&home).join(".cache/amanuensis/npu"));
+    }
+    dirs.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/npu-fixtures/1bit-monster"));
+    dirs
 }
 
 /// Which arithmetic runs the network's matrices.
@@ -62,13 +98,15 @@ pub enum Error {
     /// The model file, the audio, or a backend operation.
     #[error(transparent)]
     Whisper(#[from] WhisperError),
-    /// The requested device has no Whisper backend yet.
-    #[error("device {device}: not available yet: {reason}")]
-    DeviceUnavailable {
+    /// The requested device could not be used; `step` names what failed.
+    #[error("device {device}: {step} failed: {reason}")]
+    DeviceFailed {
         /// `npu` or `emu`.
         device: &'static str,
+        /// `precision`, `open device`, `find GEMM programs`, `load GEMM programs`, `self-test`.
+        step: &'static str,
         /// Why.
-        reason: &'static str,
+        reason: String,
     },
 }
 
@@ -78,13 +116,11 @@ impl From<amanuensis_model::audio::AudioError> for Error {
     }
 }
 
-/// The reason [`Device::Npu`] and [`Device::Emu`] fail today.
-pub const NPU_NOT_YET: &str = "the NPU Whisper backend is issue 14";
-
 #[derive(Clone)]
 enum Loaded {
     F32(Arc<Whisper<CpuBackend>>),
     Int8(Arc<Whisper<CpuInt8Backend>>),
+    Npu(Arc<Whisper<NpuBackend>>),
 }
 
 /// A loaded model: weights, tokenizer and frontend on a backend chosen at load. Cheap to clone
@@ -93,6 +129,62 @@ enum Loaded {
 pub struct Model {
     loaded: Loaded,
     threads: usize,
+    device: Device,
+    choice: String,
+}
+
+/// The NPU backend for a model with these widths: the GEMM programs for its MLP shapes
+/// `(d, 4d)` and `(4d, d)`, on the emulator or the first usable NPU, self-tested.
+fn npu_backend(
+    device: Device,
+    dims: &Dims,
+    threads: usize,
+) -> Result<NpuBackend, (&'static str, String)> {
+    let mut shapes = Vec::new();
+    for d in [dims.n_audio_state, dims.n_text_state] {
+        for s in [(d, 4 * d), (4 * d, d)] {
+            if !shapes.contains(&s) {
+                shapes.push(s);
+            }
+        }
+    }
+    let open_npu = || {
+        discovery::discover()
+            .first_usable()
+            .map_err(|e| ("open device", e.to_string()))
+    };
+    // A real device first (cheap to rule out), then the programs.
+    let real = if device == Device::Emu {
+        None
+    } else {
+        Some(open_npu()?)
+    };
+    let mut tried = Vec::new();
+    let mut programs = None;
+    for dir in npu_program_dirs() {
+        match GemmProgramFiles::find_in(&dir, &shapes) {
+            Ok(p) => {
+                programs = Some(p);
+                break;
+            }
+            Err(e) => tried.push(e.to_string()),
+        }
+    }
+    let programs = programs.ok_or_else(|| ("find GEMM programs", tried.join("; ")))?;
+    let dev = match real {
+        Some(d) => d,
+        None => {
+            emulated_device(&programs)
+                .map_err(|e| ("open device", e.to_string()))?
+                .1
+        }
+    };
+    let backend = NpuBackend::new(dev, &programs, threads)
+        .map_err(|e| ("load GEMM programs", e.to_string()))?;
+    backend
+        .self_test()
+        .map_err(|e| ("self-test", e.to_string()))?;
+    Ok(backend)
 }
 
 /// The machine's available parallelism (1 if unknown).
@@ -102,22 +194,12 @@ pub fn available_threads() -> usize {
 
 impl Model {
     /// Loads the model file at `path` with `opts`.
+    ///
+    /// [`Device::Npu`] and [`Device::Emu`] run INT8 (an f16/f32 file is quantized at load);
+    /// with [`Precision::F32`] they are refused. [`Device::Auto`] takes the NPU when one is
+    /// usable, its programs are found and load, and the precision is INT8; else the CPU, and
+    /// [`Model::device_choice`] says why.
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model, Error> {
-        match opts.device {
-            Device::Auto | Device::Cpu => {}
-            Device::Npu => {
-                return Err(Error::DeviceUnavailable {
-                    device: "npu",
-                    reason: NPU_NOT_YET,
-                })
-            }
-            Device::Emu => {
-                return Err(Error::DeviceUnavailable {
-                    device: "emu",
-                    reason: NPU_NOT_YET,
-                })
-            }
-        }
         let threads = opts.threads.unwrap_or_else(available_threads).max(1);
         let file = WeightsFile::open(path.as_ref()).map_err(WhisperError::from)?;
         let int8 = match opts.precision {
@@ -125,6 +207,51 @@ impl Model {
             Precision::F32 => false,
             Precision::Int8 => true,
         };
+        let dims = file.config().dims;
+        let mut choice = String::from("requested");
+        match opts.device {
+            Device::Cpu => {}
+            Device::Npu | Device::Emu => {
+                let name = opts.device.name();
+                if opts.precision == Precision::F32 {
+                    return Err(Error::DeviceFailed {
+                        device: name,
+                        step: "precision",
+                        reason: "the NPU path is INT8; --precision f32 runs on the CPU".into(),
+                    });
+                }
+                let backend =
+                    npu_backend(opts.device, &dims, threads).map_err(|(step, reason)| {
+                        Error::DeviceFailed {
+                            device: name,
+                            step,
+                            reason,
+                        }
+                    })?;
+                return Ok(Model {
+                    loaded: Loaded::Npu(Arc::new(Whisper::from_file(&file, backend)?)),
+                    threads,
+                    device: opts.device,
+                    choice,
+                });
+            }
+            Device::Auto if !int8 => {
+                choice = "auto: the model runs in f32, the NPU path is INT8".into()
+            }
+            Device::Auto => match npu_backend(Device::Npu, &dims, threads) {
+                Ok(backend) => {
+                    return Ok(Model {
+                        loaded: Loaded::Npu(Arc::new(Whisper::from_file(&file, backend)?)),
+                        threads,
+                        device: Device::Npu,
+                        choice:
+                            "auto: NPU found, its GEMM programs loaded and passed the self-test"
+                                .into(),
+                    })
+                }
+                Err((step, reason)) => choice = format!("auto: NPU {step} failed: {reason}"),
+            },
+        }
         let loaded = if int8 {
             Loaded::Int8(Arc::new(Whisper::from_file(
                 &file,
@@ -136,7 +263,30 @@ impl Model {
                 CpuBackend::new(threads),
             )?))
         };
-        Ok(Model { loaded, threads })
+        Ok(Model {
+            loaded,
+            threads,
+            device: Device::Cpu,
+            choice,
+        })
+    }
+
+    /// The device the model runs on ([`Device::Cpu`], [`Device::Npu`] or [`Device::Emu`]).
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Why this device (for [`Device::Auto`]: what was tried).
+    pub fn device_choice(&self) -> &str {
+        &self.choice
+    }
+
+    /// Device submissions, bytes and time so far, over every session (NPU and emulator only).
+    pub fn npu_stats(&self) -> Option<NpuStats> {
+        match &self.loaded {
+            Loaded::Npu(m) => Some(m.encoder_backend.stats()),
+            _ => None,
+        }
     }
 
     /// A new session on the threads given at load.
@@ -157,16 +307,21 @@ impl Model {
                     Arc::clone(m),
                     threads,
                 )?)),
+                Loaded::Npu(m) => Inner::Npu(Box::new(model_session::Session::with_threads(
+                    Arc::clone(m),
+                    threads,
+                )?)),
             },
             threads,
         })
     }
 
-    /// The backend's name (`cpu-f32`, `cpu-int8`).
+    /// The backend's name (`cpu-f32`, `cpu-int8`, `npu-int8`, `npu-emu-int8`).
     pub fn backend_name(&self) -> String {
         match &self.loaded {
             Loaded::F32(m) => m.backend_name(),
             Loaded::Int8(m) => m.backend_name(),
+            Loaded::Npu(m) => m.backend_name(),
         }
     }
 
@@ -175,6 +330,7 @@ impl Model {
         match &self.loaded {
             Loaded::F32(m) => &m.config,
             Loaded::Int8(m) => &m.config,
+            Loaded::Npu(m) => &m.config,
         }
     }
 
@@ -183,6 +339,7 @@ impl Model {
         match &self.loaded {
             Loaded::F32(m) => &m.mel,
             Loaded::Int8(m) => &m.mel,
+            Loaded::Npu(m) => &m.mel,
         }
     }
 
@@ -215,6 +372,7 @@ impl Model {
         match &self.loaded {
             Loaded::F32(m) => m.submissions(),
             Loaded::Int8(m) => m.submissions(),
+            Loaded::Npu(m) => m.submissions(),
         }
     }
 }
@@ -222,6 +380,7 @@ impl Model {
 enum Inner {
     F32(Box<model_session::Session<CpuBackend>>),
     Int8(Box<model_session::Session<CpuInt8Backend>>),
+    Npu(Box<model_session::Session<NpuBackend>>),
 }
 
 /// One stream's state over a shared [`Model`]: everything a transcription writes, allocated
@@ -252,6 +411,7 @@ impl Session {
         Ok(match &mut self.inner {
             Inner::F32(s) => s.transcribe_with(samples, opts, hooks)?,
             Inner::Int8(s) => s.transcribe_with(samples, opts, hooks)?,
+            Inner::Npu(s) => s.transcribe_with(samples, opts, hooks)?,
         })
     }
 
@@ -267,6 +427,7 @@ impl Session {
         Ok(match &mut self.inner {
             Inner::F32(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
             Inner::Int8(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
+            Inner::Npu(s) => s.transcribe_windows_with(mel, opts, hooks, on_window)?,
         })
     }
 
@@ -283,6 +444,32 @@ impl Session {
         Ok(match &mut self.inner {
             Inner::F32(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
             Inner::Int8(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
+            Inner::Npu(s) => s.transcribe_guarded(samples, gate, opts, hooks, on_window)?,
+        })
+    }
+
+    /// Transcribes streamed (or in-memory) windows with the guards gathered while the input
+    /// streamed past: the digital-silence map and the VAD's speech stretches
+    /// ([`crate::guarded::open_streamed`] builds both without holding the samples).
+    pub fn transcribe_windows_guarded(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        silence: Option<&SilenceMap>,
+        gate: Option<&SpeechGate>,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, Error> {
+        Ok(match &mut self.inner {
+            Inner::F32(s) => {
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+            }
+            Inner::Int8(s) => {
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+            }
+            Inner::Npu(s) => {
+                s.transcribe_windows_guarded(mel, silence, gate, opts, hooks, on_window)?
+            }
         })
     }
 
@@ -291,6 +478,7 @@ impl Session {
         Ok(match &mut self.inner {
             Inner::F32(s) => s.detect_language(mel)?,
             Inner::Int8(s) => s.detect_language(mel)?,
+            Inner::Npu(s) => s.detect_language(mel)?,
         })
     }
 
@@ -315,16 +503,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn npu_and_emu_say_which_issue_brings_them() {
-        for device in [Device::Npu, Device::Emu] {
-            let opts = LoadOptions {
-                device,
-                ..Default::default()
-            };
-            match Model::load("/nonexistent", &opts) {
-                Err(Error::DeviceUnavailable { reason, .. }) => assert_eq!(reason, NPU_NOT_YET),
-                Err(e) => panic!("{device:?}: {e}"),
-                Ok(_) => panic!("{device:?} loaded"),
+    fn npu_failures_name_the_step() {
+        let dims = Dims {
+            n_mels: 80,
+            n_audio_ctx: 1500,
+            n_audio_state: 24,
+            n_audio_head: 1,
+            n_audio_layer: 1,
+            n_vocab: 100,
+            n_text_ctx: 448,
+            n_text_state: 24,
+            n_text_head: 1,
+            n_text_layer: 1,
+        };
+        // No GEMM program has K24×N96 anywhere: the emulator cannot be given programs.
+        match npu_backend(Device::Emu, &dims, 1) {
+            Err((step, reason)) => {
+                assert_eq!(step, "find GEMM programs");
+                assert!(reason.contains("K24×N96"), "{reason}");
+            }
+            Ok(_) => panic!("programs found for K24"),
+        }
+        // This machine has no NPU: opening it is the step that fails (unless it has one).
+        if discovery::discover().first_usable().is_err() {
+            match npu_backend(Device::Npu, &dims, 1) {
+                Err((step, _)) => assert_eq!(step, "open device"),
+                Ok(_) => panic!("an NPU backend without an NPU"),
             }
         }
     }

@@ -6,9 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use amanuensis_model::decode::guards::SpeechGate;
+use amanuensis_model::audio::AudioInput;
+use amanuensis_model::decode::guards::{SilenceMap, SpeechGate};
+use amanuensis_model::mel::MelFrontend;
+use amanuensis_model::mel_windows::StreamedLogMel;
 use amanuensis_model::session::{TranscribeOptions, Transcript};
-use amanuensis_model::vad::{SpeechOnly, Vad, VadOptions};
+use amanuensis_model::vad::{speech_chunks, SpeechOnly, Vad, VadOptions};
 
 use crate::engine::{Error, Session};
 use amanuensis_model::session::{Hooks, WindowDone};
@@ -65,4 +68,52 @@ pub fn transcribe(
             Ok((transcript, vad_time))
         }
     }
+}
+
+/// A streamed input with what the guards need, gathered in the log-mel's first pass: the
+/// digital-silence map (one bit per 10 ms) and, under [`VadMode::Gate`] with a VAD, the speech
+/// stretches. Memory does not grow with the input (the VAD keeps one probability per 32 ms).
+pub struct StreamedInput {
+    /// The windows, served from the second pass.
+    pub mel: StreamedLogMel,
+    /// Which frames are digital silence.
+    pub silence: SilenceMap,
+    /// The speech stretches (`None` without a VAD or outside [`VadMode::Gate`]).
+    pub gate: Option<SpeechGate>,
+    /// Time the VAD took in the first pass.
+    pub vad_time: Duration,
+}
+
+/// Opens `input` as a stream and gathers the guards on the way (`mode` must not be
+/// [`VadMode::Filter`], which cuts the audio itself and so reads it whole).
+pub fn open_streamed(
+    input: &AudioInput,
+    frontend: &MelFrontend,
+    vad: Option<&Vad>,
+    mode: VadMode,
+) -> Result<StreamedInput, Error> {
+    let mut silence = SilenceMap::default();
+    let mut probs = vad.filter(|_| mode == VadMode::Gate).map(Vad::stream);
+    let mut vad_time = Duration::ZERO;
+    let mel = StreamedLogMel::open_observed(input, frontend, &mut |block| {
+        silence.push(block);
+        if let Some(p) = probs.as_mut() {
+            let t = Instant::now();
+            p.push(block);
+            vad_time += t.elapsed();
+        }
+    })?;
+    let gate = probs.map(|p| {
+        let t = Instant::now();
+        let n = p.samples();
+        let chunks = speech_chunks(&p.finish(), n, &VadOptions::default());
+        vad_time += t.elapsed();
+        SpeechGate::new(chunks)
+    });
+    Ok(StreamedInput {
+        mel,
+        silence,
+        gate,
+        vad_time,
+    })
 }

@@ -216,3 +216,106 @@ fn fallback_is_reproducible_and_labels_the_temperature() {
         );
     }
 }
+
+/// A 32-bit float WAV of 16 kHz mono `samples` (read back bit for bit).
+fn float_wav(path: &std::path::Path, samples: &[f32]) {
+    let data = (samples.len() * 4) as u32;
+    let mut b = Vec::with_capacity(44 + data as usize);
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&3u16.to_le_bytes()); // IEEE float
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&16_000u32.to_le_bytes());
+    b.extend_from_slice(&64_000u32.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    b.extend_from_slice(&32u16.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&data.to_le_bytes());
+    for s in samples {
+        b.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+/// The default path streams: the guards (digital-silence map, the VAD's speech stretches) are
+/// gathered in the log-mel's first pass instead of from the whole input's samples, so memory
+/// stays bounded. It must decide exactly what the whole-input path decides: same segments,
+/// times and text on silence, noise, tones and jfk + 60 s of silence (and nothing in the
+/// silence, no text at all on the signals).
+#[test]
+fn streamed_guards_decide_what_the_whole_input_guards_decide() {
+    use amanuensis::guarded::{self, VadMode};
+    use amanuensis::model::audio::AudioInput;
+    let path = resolve_model(Some("tiny.en")).unwrap_or_else(|e| panic!("{e}"));
+    let opts = amanuensis::LoadOptions {
+        precision: amanuensis::Precision::F32,
+        threads: Some(2),
+        ..Default::default()
+    };
+    let model = amanuensis::Model::load(&path, &opts).unwrap_or_else(|e| panic!("{e}"));
+    let mut session = model.session().unwrap();
+    let vad = vad();
+    let dir = std::env::temp_dir().join(format!("amanuensis-guards-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let jfk = load_wav(&common::speech("jfk.wav")).unwrap();
+    let n = 30 * signals::RATE;
+    let inputs = [
+        ("silence", signals::silence(n)),
+        ("noise", signals::white_noise(n)),
+        ("tones", signals::tones(n)),
+        ("jfk+60s", signals::with_silence(&jfk, 60)),
+    ];
+    let decode = TranscribeOptions::default();
+    for (name, audio) in inputs {
+        let file = dir.join(format!("{name}.wav"));
+        float_wav(&file, &audio);
+        let audio = load_wav(&file).unwrap();
+        for (vad, what) in [(Some(&vad), "VAD gate"), (None, "digital silence only")] {
+            let (whole, _) = guarded::transcribe(
+                &mut session,
+                vad,
+                VadMode::Gate,
+                &audio,
+                &decode,
+                &mut Default::default(),
+                &mut |_| {},
+            )
+            .unwrap();
+            let mut s = guarded::open_streamed(
+                &AudioInput::File(file.clone()),
+                model.mel_frontend(),
+                vad,
+                VadMode::Gate,
+            )
+            .unwrap();
+            let streamed = session
+                .transcribe_windows_guarded(
+                    &mut s.mel,
+                    Some(&s.silence),
+                    s.gate.as_ref(),
+                    &decode,
+                    &mut Default::default(),
+                    &mut |_| {},
+                )
+                .unwrap();
+            assert_eq!(texts(&streamed), texts(&whole), "{name}, {what}");
+            if name == "jfk+60s" {
+                assert!(!whole.segments.is_empty(), "{what}: jfk lost its speech");
+                assert!(
+                    whole.segments.iter().all(|seg| seg.start < 11.0),
+                    "{what}: {:?}",
+                    texts(&whole)
+                );
+            } else if vad.is_some() || name == "silence" {
+                assert!(
+                    whole.segments.is_empty(),
+                    "{name}, {what}: {:?}",
+                    texts(&whole)
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -89,3 +89,40 @@ fn profile_dispatch_usage_errors() {
         "{code} {out}{err}"
     );
 }
+
+/// `transcribe --device`: `auto` says on stderr which device it took and why; `npu` without a
+/// usable NPU is a named error saying which step failed, status 1, no panic.
+#[test]
+fn transcribe_device_choice_is_said_and_npu_failures_name_the_step() {
+    let wav = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/speech/jfk.wav");
+    let wav = wav.to_str().unwrap();
+    let has_npu = run(&["devices"]).0 == 0;
+    let (code, out, err) = run(&["transcribe", "-m", "base.int8", "--device", "auto", wav]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ask not what your country"), "{out}");
+    let first = err.lines().next().unwrap_or_default();
+    if has_npu {
+        assert!(first.starts_with("amanuensis: device "), "{err}");
+    } else {
+        assert!(
+            first.starts_with(
+                "amanuensis: device cpu (cpu-int8; auto: NPU open device failed: no usable NPU: "
+            ),
+            "{err}"
+        );
+        let (code, out, err) = run(&["transcribe", "-m", "base.int8", "--device", "npu", wav]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("amanuensis: device npu: open device failed: no usable NPU: "),
+            "{err}"
+        );
+    }
+    // f32 stays on the CPU under auto, and says so.
+    let (code, _, err) = run(&["transcribe", "-m", "tiny.en", "--device", "auto", wav]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.starts_with("amanuensis: device cpu (cpu-f32; auto: the model runs in f32"),
+        "{err}"
+    );
+}

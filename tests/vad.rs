@@ -124,3 +124,41 @@ fn vad_time_on_the_long_file() {
         audio.len() as f64 / 16000.0
     );
 }
+
+/// The streamed probabilities (samples pushed as they are decoded, memory bounded) equal the
+/// whole-input ones bit for bit, whatever the push sizes: on the 144 s file (many blocks of
+/// chunks), on a length that ends exactly on a block of chunks, and on a short input.
+#[test]
+fn streamed_probabilities_equal_the_whole_input_ones() {
+    let vad = vad();
+    let pool = CpuPool::new(2);
+    let long = load_wav(&common::speech("long-lj001-0001to0020.wav")).unwrap();
+    let exact = &long[..256 * 512 * 3];
+    let short = &long[..10_000];
+    for (name, audio) in [("long", &long[..]), ("3 blocks", exact), ("short", short)] {
+        let whole = vad.speech_probs(&pool, audio);
+        for sizes in [&[512usize][..], &[1, 4097, 160_000, 77], &[audio.len()]] {
+            let mut stream = vad.stream(&pool);
+            let mut at = 0;
+            for &n in sizes.iter().cycle() {
+                if at >= audio.len() {
+                    break;
+                }
+                let end = (at + n).min(audio.len());
+                stream.push(&audio[at..end]);
+                at = end;
+            }
+            assert_eq!(stream.samples(), audio.len());
+            let streamed = stream.finish();
+            assert_eq!(streamed.len(), whole.len(), "{name} {sizes:?}: chunk count");
+            let same = streamed
+                .iter()
+                .zip(&whole)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{name}, pushes of {sizes:?}: streamed probabilities differ"
+            );
+        }
+    }
+}

@@ -104,6 +104,17 @@ static SPOOL_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomic
 impl StreamedLogMel {
     /// Opens `input` and makes the first pass (max, length; the spool for standard input).
     pub fn open(input: &AudioInput, frontend: &MelFrontend) -> Result<Self, WhisperError> {
+        Self::open_observed(input, frontend, &mut |_| {})
+    }
+
+    /// [`StreamedLogMel::open`], handing every block of 16 kHz samples of the first pass to
+    /// `observe` as it is decoded (the guards' VAD and silence map are built there, so they too
+    /// need no copy of the input).
+    pub fn open_observed(
+        input: &AudioInput,
+        frontend: &MelFrontend,
+        observe: &mut dyn FnMut(&[f32]),
+    ) -> Result<Self, WhisperError> {
         let name = input.name();
         let n_mels = frontend.n_mels();
         let spool = !input.rereadable();
@@ -136,6 +147,7 @@ impl StreamedLogMel {
         loop {
             block.clear();
             let more = stream.read(&mut block)?;
+            observe(&block);
             framer.push(&block, &mut sink).map_err(spool_error)?;
             if !more {
                 break;

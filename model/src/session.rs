@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use amanuensis_runtime::backend::Backend;
 
 use crate::decode::fallback::{best_hypothesis, decode_with_fallback, FallbackOptions, Scored};
-use crate::decode::guards::{is_digital_silence, repetition_cut, SpeechGate};
+use crate::decode::guards::{repetition_cut, SilenceMap, SpeechGate};
 use crate::decode::BeamSearch;
 use crate::decode::{compression_ratio, sample, Rng};
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
@@ -380,8 +380,9 @@ impl<E: Backend, D: Backend> Session<E, D> {
         // The sample count gives the duration exactly; the frame count only to within a hop.
         let duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
         self.abort = hooks.abort.clone();
+        let silence = opts.guards.skip_silence.then(|| SilenceMap::of(samples));
         let audio = Audio {
-            samples: Some(samples),
+            silence: silence.as_ref(),
             gate: None,
         };
         let result = self.transcribe_inner(&mut mel, duration, audio, opts, hooks, &mut |_| {});
@@ -469,12 +470,25 @@ impl<E: Backend, D: Backend> Session<E, D> {
         hooks: &mut Hooks,
         on_window: &mut dyn FnMut(WindowDone<'_>),
     ) -> Result<Transcript, WhisperError> {
+        self.transcribe_windows_guarded(mel, None, None, opts, hooks, on_window)
+    }
+
+    /// [`Session::transcribe_windows_with`] with the guards that read the audio, gathered while
+    /// the input streamed past (so nothing holds its samples): the digital-silence map and the
+    /// VAD's speech stretches. With `opts.guards.skip_silence`, windows that are silent or
+    /// without speech are not decoded and segments wholly outside speech are dropped.
+    pub fn transcribe_windows_guarded(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        silence: Option<&SilenceMap>,
+        gate: Option<&SpeechGate>,
+        opts: &TranscribeOptions,
+        hooks: &mut Hooks,
+        on_window: &mut dyn FnMut(WindowDone<'_>),
+    ) -> Result<Transcript, WhisperError> {
         self.abort = hooks.abort.clone();
         let duration = mel.duration();
-        let audio = Audio {
-            samples: None,
-            gate: None,
-        };
+        let audio = Audio { silence, gate };
         let result = self.transcribe_inner(mel, duration, audio, opts, hooks, on_window);
         self.abort = None;
         result
@@ -507,8 +521,9 @@ impl<E: Backend, D: Backend> Session<E, D> {
         let mel_time = t.elapsed();
         let duration = samples.len() as f64 / crate::audio::resample::TARGET_RATE as f64;
         self.abort = hooks.abort.clone();
+        let silence = opts.guards.skip_silence.then(|| SilenceMap::of(samples));
         let audio = Audio {
-            samples: Some(samples),
+            silence: silence.as_ref(),
             gate,
         };
         let result = self.transcribe_inner(&mut mel, duration, audio, opts, hooks, on_window);
@@ -1193,7 +1208,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
 /// stretches (the VAD gate); a streamed input has neither.
 #[derive(Clone, Copy)]
 struct Audio<'a> {
-    samples: Option<&'a [f32]>,
+    silence: Option<&'a SilenceMap>,
     gate: Option<&'a SpeechGate>,
 }
 
@@ -1202,10 +1217,11 @@ const SAMPLES_PER_FRAME: usize = 160;
 
 impl Audio<'_> {
     fn holds_speech(&self, seek: usize, n_frames: usize) -> bool {
-        let silent = self.samples.is_some_and(|samples| {
-            let start = (seek * SAMPLES_PER_FRAME).min(samples.len());
-            let end = ((seek + n_frames) * SAMPLES_PER_FRAME).min(samples.len());
-            is_digital_silence(&samples[start..end])
+        let silent = self.silence.is_some_and(|map| {
+            map.is_silent(
+                seek * SAMPLES_PER_FRAME,
+                (seek + n_frames) * SAMPLES_PER_FRAME,
+            )
         });
         !silent
             && self
@@ -1214,11 +1230,11 @@ impl Audio<'_> {
     }
 
     fn span_holds_speech(&self, start: f64, end: f64) -> bool {
-        let silent = self.samples.is_some_and(|samples| {
+        let silent = self.silence.is_some_and(|map| {
             let rate = crate::audio::resample::TARGET_RATE as f64;
-            let s = ((start.max(0.0) * rate) as usize).min(samples.len());
-            let e = ((end.max(start + 0.02) * rate).ceil() as usize).min(samples.len());
-            is_digital_silence(&samples[s..e])
+            let s = (start.max(0.0) * rate) as usize;
+            let e = (end.max(start + 0.02) * rate).ceil() as usize;
+            map.is_silent(s, e)
         });
         !silent && self.gate.is_none_or(|g| g.segment_has_speech(start, end))
     }

@@ -187,6 +187,24 @@ pub trait LayerKernels: Send + Sync {
         out: &mut [f32],
     );
 
+    /// [`LayerKernels::linear`] on kernels that can fail (a device behind them: submission,
+    /// timeout, command error). Host kernels never fail: the default runs
+    /// [`LayerKernels::linear`]. [`crate::host`] calls this one.
+    #[allow(clippy::too_many_arguments)]
+    fn try_linear(
+        &self,
+        s: &mut Self::Scratch,
+        x: &[f32],
+        rows: usize,
+        w: &Self::Matrix,
+        bias: Option<&[f32]>,
+        epilogue: Epilogue,
+        out: &mut [f32],
+    ) -> Result<(), BackendError> {
+        self.linear(s, x, rows, w, bias, epilogue, out);
+        Ok(())
+    }
+
     /// Kernel-3, padding-1 1-D convolution, time-major: `x [t_in, c_in]` → `out [t_out, c_out]`,
     /// with `w` prepared from `[c_out, c_in, 3]` as a `[c_out, c_in · 3]` matrix.
     #[allow(clippy::too_many_arguments)]

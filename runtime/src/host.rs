@@ -21,6 +21,8 @@ pub struct HostWorkspace<K: LayerKernels> {
     key_values: Vec<K::KeyValues>,
     scratch: K::Scratch,
     attention_scratch: Vec<f32>,
+    /// A kernel's own failure (device), reported by [`HostWorkspace::run`] as it is.
+    failure: Option<BackendError>,
 }
 
 impl<K: LayerKernels> HostWorkspace<K> {
@@ -67,12 +69,18 @@ impl<K: LayerKernels> HostWorkspace<K> {
                 .collect(),
             scratch,
             attention_scratch: zeroed(attention_len),
+            failure: None,
         }
     }
 
     /// The kernel state (thread pool, scratch).
     pub fn scratch(&self) -> &K::Scratch {
         &self.scratch
+    }
+
+    /// The kernel state, writable (a device backend attaches its per-stream device state).
+    pub fn scratch_mut(&mut self) -> &mut K::Scratch {
+        &mut self.scratch
     }
 
     /// Values `range` of `buffer`.
@@ -128,13 +136,14 @@ impl<K: LayerKernels> HostWorkspace<K> {
     ) -> Result<(), BackendError> {
         let st = program.stage(stage);
         for (i, op) in st.ops.iter().enumerate() {
-            self.run_op(kernels, program, op, args)
-                .map_err(|reason| BackendError::BadCall {
+            self.run_op(kernels, program, op, args).map_err(|reason| {
+                self.failure.take().unwrap_or(BackendError::BadCall {
                     backend: kernels.name(),
                     stage: st.name,
                     op: i,
                     reason,
-                })?;
+                })
+            })?;
         }
         Ok(())
     }
@@ -204,7 +213,7 @@ impl<K: LayerKernels> HostWorkspace<K> {
                 let bias = bias.map(|b| program.vector(b));
                 disjoint(&[x.buffer], &[out.buffer])?;
                 let mut o = self.take(out.buffer);
-                k.linear(
+                let r = k.try_linear(
                     &mut self.scratch,
                     &self.buffers[x.buffer.0 as usize][xr],
                     rows,
@@ -214,6 +223,11 @@ impl<K: LayerKernels> HostWorkspace<K> {
                     &mut o[or],
                 );
                 self.put(out.buffer, o);
+                if let Err(e) = r {
+                    let reason = e.to_string();
+                    self.failure = Some(e);
+                    return Err(reason);
+                }
             }
             Op::Conv1dK3 {
                 x,

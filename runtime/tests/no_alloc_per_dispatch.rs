@@ -189,3 +189,65 @@ fn a_dispatch_allocates_nothing_on_the_host() {
     assert_eq!(emu.stats().completed, 201);
     assert!(arena.bytes(output).iter().all(|&b| b == 7));
 }
+
+/// A linear through the NPU backend (quantize into A, flushes, regmap, EXEC_CMD, wait,
+/// invalidate, dequantize, record) allocates nothing on the host once the stream's workspace
+/// exists: 300 rows = 3 submissions per call, on the fixture GEMM program K512×N2048.
+#[test]
+fn an_npu_backend_linear_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::{Backend as _, Epilogue};
+    use amanuensis_runtime::npu_backend::{
+        emulated_config, register_gemm_models, GemmProgramFiles, NpuBackend,
+    };
+    use amanuensis_runtime::q8::QuantMatrix;
+    use amanuensis_runtime::stage::{At, Extent, Op, Program as Stages, Residency, StageArgs};
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/npu-fixtures/1bit-monster");
+    let programs = GemmProgramFiles::find_in(&dir, &[(512, 2048)]).unwrap();
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    register_gemm_models(&emu, &programs).unwrap();
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &programs, 1).unwrap();
+    let (n, k, rows) = (2048, 512, 300);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+        .collect();
+    let mut p = Stages::new();
+    let m = p.add_matrix(npu.matrix_q8(QuantMatrix::quantize(&w, n, k)).unwrap());
+    let bias = p.add_vector(vec![0.25; n]);
+    let x = p.add_buffer("x", rows * k, Residency::Resident);
+    let out = p.add_buffer("out", rows * n, Residency::Resident);
+    let stage = p.add_stage(
+        "linear",
+        vec![Op::Linear {
+            x: At::start(x),
+            out: At::start(out),
+            rows: Extent::rows(1),
+            max_rows: rows,
+            w: m,
+            bias: Some(bias),
+            epilogue: Epilogue::Gelu,
+        }],
+    );
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    let input: Vec<f32> = (0..rows * k).map(|i| (i % 13) as f32 - 6.0).collect();
+    npu.write(&mut ws, x, 0, &input).unwrap();
+    let args = StageArgs {
+        rows,
+        ..Default::default()
+    };
+    npu.run(&p, stage, &args, &mut ws).unwrap(); // first use of the ring slot
+    let before = host_allocs();
+    for _ in 0..3 {
+        npu.run(&p, stage, &args, &mut ws).unwrap();
+    }
+    let host = host_allocs() - before;
+    assert_eq!(host, 0, "{host} host allocations in 3 device linears");
+    assert_eq!(npu.stats().submissions, 12);
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}

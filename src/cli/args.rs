@@ -58,7 +58,9 @@ pub struct TranscribeArgs {
     /// Arithmetic: auto = INT8 for an INT8 model file, else f32 (the reference).
     #[arg(long, value_enum, default_value = "auto")]
     pub precision: PrecisionArg,
-    /// Where the network runs: auto (the CPU today), cpu, npu, emu (the emulated NPU).
+    /// Where the network runs: auto (the NPU when one is usable and its GEMM programs load and
+    /// pass their self-test, else the CPU; the choice is printed on stderr), cpu, npu, emu (the
+    /// emulated NPU: slow).
     #[arg(long, value_enum, default_value = "auto")]
     pub device: DeviceArg,
     /// No progress bar, no live segment lines with --output-dir, no informational messages

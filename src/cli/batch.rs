@@ -98,6 +98,14 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if !args.quiet && load.device != amanuensis::Device::Cpu {
+        note(&format!(
+            "amanuensis: device {} ({}; {})",
+            engine.device().name(),
+            engine.backend_name(),
+            engine.device_choice()
+        ));
+    }
     if args.timings {
         note(&format!(
             "load time = {:.1} ms ({}, {threads} threads, {})",
@@ -226,8 +234,9 @@ fn transcribe_one(
             format!("{name}: {text}")
         })
     };
-    // The guards read the samples (digital silence, the VAD's speech stretches): with them on
-    // (the default) the input is decoded whole; with --no-guards it streams window by window.
+    // The input streams window by window; the guards (digital silence, the VAD's speech
+    // stretches) are gathered in the log-mel's first pass. Only --vad, which cuts the audio
+    // itself, decodes the input whole.
     let mode = args.decoding.vad_mode();
     let samples = if args.decoding.whole_input() {
         let mut stream = AudioStream::open(input).map_err(|e| input_error(&e))?;
@@ -242,20 +251,33 @@ fn transcribe_one(
     };
     let mut in_memory;
     let mut streamed;
+    let mut guards = None;
     let mel: &mut dyn MelWindows = match &samples {
         Some(samples) => {
             in_memory = engine.mel_frontend().compute(samples);
             &mut in_memory
         }
         None => {
-            streamed =
-                StreamedLogMel::open(input, engine.mel_frontend()).map_err(|e| input_error(&e))?;
+            streamed = if mode == VadMode::Off {
+                StreamedLogMel::open(input, engine.mel_frontend()).map_err(|e| input_error(&e))?
+            } else {
+                let s = guarded::open_streamed(input, engine.mel_frontend(), vad, mode)
+                    .map_err(|e| input_error(&e))?;
+                guards = Some((s.silence, s.gate, s.vad_time));
+                s.mel
+            };
             for warning in streamed.warnings() {
                 note(&format!("amanuensis: warning: {name}: {warning}"));
             }
             &mut streamed
         }
     };
+    if let (true, Some((_, _, vad_time))) = (args.timings, &guards) {
+        note(&format!(
+            "{name}: vad {:.1} ms",
+            vad_time.as_secs_f64() * 1e3
+        ));
+    }
     let (language, probability) = if language == "auto" {
         let detected = session.detect_language(mel).map_err(|e| input_error(&e))?;
         if !args.quiet {
@@ -332,7 +354,17 @@ fn transcribe_one(
             }
             t
         }),
-        None => session.transcribe_windows(mel, &opts, &mut hooks, &mut on_window),
+        None => match &guards {
+            Some((silence, gate, _)) => session.transcribe_windows_guarded(
+                mel,
+                Some(silence),
+                gate.as_ref(),
+                &opts,
+                &mut hooks,
+                &mut on_window,
+            ),
+            None => session.transcribe_windows(mel, &opts, &mut hooks, &mut on_window),
+        },
     };
     progress.finish();
     if let Some(e) = stdout_error {
@@ -381,6 +413,17 @@ fn transcribe_one(
     }
     if args.timings {
         report_timings(name, &transcript, started);
+        if let Some(s) = engine.npu_stats() {
+            note(&format!(
+                "{name}: NPU (totals so far): {} submissions for {} linears, {:.1} MB to the device, {:.1} MB back, {:.1} MB of weights uploaded at load, {:.3} s in submit + wait",
+                s.submissions,
+                s.device_linears,
+                s.bytes_to_device as f64 / 1e6,
+                s.bytes_from_device as f64 / 1e6,
+                s.weight_bytes as f64 / 1e6,
+                s.device_ns as f64 / 1e9
+            ));
+        }
     }
     Ok(())
 }

@@ -85,10 +85,10 @@ impl DecodeArgs {
         Ok(())
     }
 
-    /// Whether the input is decoded whole (the guards and the VAD read its samples); else it
-    /// streams window by window.
+    /// Whether the input is decoded whole (`--vad` cuts the audio to its speech); else it
+    /// streams window by window, the guards gathered on the way.
     pub fn whole_input(&self) -> bool {
-        self.vad || !self.no_guards
+        self.vad
     }
 
     /// The VAD mode these flags ask for.

@@ -69,6 +69,56 @@ pub fn is_digital_silence(samples: &[f32]) -> bool {
     samples.iter().all(|x| x.abs() <= DIGITAL_SILENCE_PEAK)
 }
 
+/// Which 10 ms frames (160 samples) of an input are digital silence, built as the samples
+/// stream past ([`SilenceMap::push`]), so the digital-silence guard needs no copy of the input:
+/// one bit per frame (45 KB per hour).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SilenceMap {
+    /// Bit `f` set: frame `f` has a sample louder than [`DIGITAL_SILENCE_PEAK`].
+    loud: Vec<u64>,
+    samples: usize,
+}
+
+impl SilenceMap {
+    /// The map of whole `samples`.
+    pub fn of(samples: &[f32]) -> Self {
+        let mut map = Self::default();
+        map.push(samples);
+        map
+    }
+
+    /// Takes the next samples.
+    pub fn push(&mut self, samples: &[f32]) {
+        for &x in samples {
+            let f = self.samples / SAMPLES_PER_FRAME;
+            if f / 64 >= self.loud.len() {
+                self.loud.push(0);
+            }
+            if x.abs() > DIGITAL_SILENCE_PEAK {
+                self.loud[f / 64] |= 1 << (f % 64);
+            }
+            self.samples += 1;
+        }
+    }
+
+    /// Samples taken.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// Whether samples `start..end` are digital silence, judged by whole frames: a frame that
+    /// the range touches and that holds a louder sample anywhere counts (so a range is called
+    /// silent only if it is; a few samples beside it may keep it).
+    pub fn is_silent(&self, start: usize, end: usize) -> bool {
+        let end = end.min(self.samples);
+        if start >= end {
+            return true;
+        }
+        let (first, last) = (start / SAMPLES_PER_FRAME, (end - 1) / SAMPLES_PER_FRAME);
+        (first..=last).all(|f| self.loud[f / 64] & (1 << (f % 64)) == 0)
+    }
+}
+
 /// Least number of times a phrase must repeat at the end of a window to count as a loop.
 pub const MIN_REPEATS: usize = 4;
 /// Longest phrase (in text tokens) looked for.
@@ -109,6 +159,37 @@ mod tests {
     use super::*;
 
     const TB: u32 = 1000;
+
+    #[test]
+    fn silence_map_agrees_with_the_sample_check_on_frame_ranges() {
+        let mut samples = vec![0f32; 16_000];
+        samples[5_000] = 0.01;
+        samples[12_345] = -0.2;
+        let whole = SilenceMap::of(&samples);
+        let mut streamed = SilenceMap::default();
+        for block in samples.chunks(777) {
+            streamed.push(block);
+        }
+        assert_eq!(whole, streamed);
+        for (a, b) in [
+            (0, 4_800),
+            (0, 5_120),
+            (4_960, 5_120),
+            (5_120, 12_320),
+            (12_320, 12_480),
+        ] {
+            assert_eq!(
+                whole.is_silent(a, b),
+                is_digital_silence(&samples[a..b]),
+                "{a}..{b}"
+            );
+        }
+        // Past the end and empty ranges are silent; a range that ends inside a loud frame is not.
+        assert!(whole.is_silent(16_000, 32_000));
+        assert!(whole.is_silent(100, 100));
+        assert!(!whole.is_silent(4_900, 4_961));
+        assert!(!SilenceMap::of(&[0.0, 0.5]).is_silent(0, 1));
+    }
 
     #[test]
     fn gate_overlaps() {

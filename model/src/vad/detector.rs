@@ -6,7 +6,7 @@ use std::path::Path;
 
 use amanuensis_runtime::cpu::CpuPool;
 
-use super::silero::SileroVad;
+use super::silero::{SileroVad, SpeechProbStream};
 use super::speech::{collect_speech, speech_chunks, SpeechChunk, SpeechMap, VadOptions};
 use crate::load_error::LoadError;
 use crate::segment::Segment;
@@ -29,6 +29,12 @@ impl Vad {
     /// Per-chunk speech probabilities (see [`SileroVad::speech_probs`]).
     pub fn speech_probs(&self, samples: &[f32]) -> Vec<f32> {
         self.model.speech_probs(&self.pool, samples)
+    }
+
+    /// Probabilities of samples pushed as they come ([`SileroVad::stream`]); equal to
+    /// [`Vad::speech_probs`] of all of them.
+    pub fn stream(&self) -> SpeechProbStream<'_> {
+        self.model.stream(&self.pool)
     }
 
     /// The speech stretches of 16 kHz mono `samples` under `opts`.

@@ -6,5 +6,5 @@ pub mod silero;
 pub mod speech;
 
 pub use detector::{SpeechOnly, Vad};
-pub use silero::SileroVad;
+pub use silero::{SileroVad, SpeechProbStream};
 pub use speech::{collect_speech, speech_chunks, SpeechChunk, SpeechMap, VadOptions};

@@ -246,22 +246,29 @@ impl SileroVad {
     /// already a multiple), so the result has `len / 512 + 1` entries, and the last 64 samples
     /// of the final chunk read as zeros (as faster-whisper's in-place context write makes them).
     pub fn speech_probs(&self, pool: &CpuPool, samples: &[f32]) -> Vec<f32> {
-        let n_chunks = samples.len() / CHUNK + 1;
-        let mut probs = Vec::with_capacity(n_chunks);
-        let mut scratch = self.scratch(BLOCK.min(n_chunks));
-        let mut h = [0f32; HIDDEN];
-        let mut c = [0f32; HIDDEN];
-        let mut gates = [0f32; 4 * HIDDEN];
-        let mut first = 0;
-        while first < n_chunks {
-            let nb = BLOCK.min(n_chunks - first);
-            self.block_features(pool, samples, first, nb, &mut scratch);
-            for row in scratch.gates_in.chunks_exact(4 * HIDDEN).take(nb) {
-                probs.push(self.step(row, &mut h, &mut c, &mut gates));
-            }
-            first += nb;
+        let mut stream = self.stream(pool);
+        stream.push(samples);
+        stream.finish()
+    }
+
+    /// The same probabilities from samples pushed block by block: memory stays at one block of
+    /// chunks whatever the input's length. The chunks are computed in the same blocks as
+    /// [`SileroVad::speech_probs`] (`BLOCK` from the first, the rest at [`SpeechProbStream::finish`]),
+    /// so every value is identical to the whole-input one.
+    pub fn stream<'a>(&'a self, pool: &'a CpuPool) -> SpeechProbStream<'a> {
+        SpeechProbStream {
+            vad: self,
+            pool,
+            scratch: None,
+            h: [0.0; HIDDEN],
+            c: [0.0; HIDDEN],
+            gates: [0.0; 4 * HIDDEN],
+            held: Vec::new(),
+            held_from: 0,
+            first: 0,
+            received: 0,
+            probs: Vec::new(),
         }
-        probs
     }
 
     fn scratch(&self, block: usize) -> Scratch {
@@ -287,7 +294,7 @@ impl SileroVad {
     fn block_features(
         &self,
         pool: &CpuPool,
-        samples: &[f32],
+        samples: SampleView<'_>,
         first: usize,
         nb: usize,
         s: &mut Scratch,
@@ -295,12 +302,15 @@ impl SileroVad {
         // Frames: [nb · 4, 256]. Before the start is the zero context, past the end the zero
         // padding; faster-whisper also zeroes the last 64 samples of the final chunk (its
         // `context[-1] = 0` writes through a view into the audio), and so do we.
-        let end = (samples.len() / CHUNK + 1) * CHUNK - CONTEXT;
         let sample = |i: isize| -> f32 {
-            if i < 0 || i as usize >= end {
+            if i < 0 || i as usize >= samples.end {
                 0.0
             } else {
-                samples.get(i as usize).copied().unwrap_or(0.0)
+                (i as usize)
+                    .checked_sub(samples.offset)
+                    .and_then(|j| samples.data.get(j))
+                    .copied()
+                    .unwrap_or(0.0)
             }
         };
         let mut input = [0f32; PADDED];
@@ -405,6 +415,86 @@ impl SileroVad {
             .map(|(w, &v)| w * v.max(0.0))
             .sum();
         sigmoid(z + self.decoder_bias)
+    }
+}
+
+/// Samples `data` starting at global index `offset`; indices from `end` on read as zero.
+#[derive(Clone, Copy)]
+struct SampleView<'a> {
+    data: &'a [f32],
+    offset: usize,
+    end: usize,
+}
+
+/// Speech probabilities of samples pushed as they are decoded ([`SileroVad::stream`]).
+pub struct SpeechProbStream<'a> {
+    vad: &'a SileroVad,
+    pool: &'a CpuPool,
+    scratch: Option<Scratch>,
+    h: [f32; HIDDEN],
+    c: [f32; HIDDEN],
+    gates: [f32; 4 * HIDDEN],
+    /// Samples from global index `held_from` on (the context of chunk `first` and after).
+    held: Vec<f32>,
+    held_from: usize,
+    /// The first chunk without a probability yet.
+    first: usize,
+    received: usize,
+    probs: Vec<f32>,
+}
+
+impl SpeechProbStream<'_> {
+    /// Takes the next samples; computes every whole block of chunks that cannot be the last.
+    pub fn push(&mut self, samples: &[f32]) {
+        self.held.extend_from_slice(samples);
+        self.received += samples.len();
+        // Chunk k is not the final one once (k + 1) · 512 samples have arrived (the final chunk
+        // is the one that reaches past the input's end), so it reads no padding.
+        while (self.first + BLOCK) * CHUNK <= self.received {
+            let mut held = std::mem::take(&mut self.held);
+            let view = SampleView {
+                data: &held,
+                offset: self.held_from,
+                end: usize::MAX,
+            };
+            self.run_block(view, BLOCK);
+            let keep_from = self.first * CHUNK - CONTEXT;
+            held.drain(..keep_from - self.held_from);
+            self.held = held;
+            self.held_from = keep_from;
+        }
+    }
+
+    /// Samples pushed so far.
+    pub fn samples(&self) -> usize {
+        self.received
+    }
+
+    /// The probabilities of the whole input: `samples / 512 + 1` of them.
+    pub fn finish(mut self) -> Vec<f32> {
+        let n_chunks = self.received / CHUNK + 1;
+        let end = n_chunks * CHUNK - CONTEXT;
+        let held = std::mem::take(&mut self.held);
+        while self.first < n_chunks {
+            let view = SampleView {
+                data: &held,
+                offset: self.held_from,
+                end,
+            };
+            self.run_block(view, BLOCK.min(n_chunks - self.first));
+        }
+        self.probs
+    }
+
+    fn run_block(&mut self, view: SampleView<'_>, nb: usize) {
+        let vad = self.vad;
+        let scratch = self.scratch.get_or_insert_with(|| vad.scratch(BLOCK));
+        vad.block_features(self.pool, view, self.first, nb, scratch);
+        for row in scratch.gates_in.chunks_exact(4 * HIDDEN).take(nb) {
+            self.probs
+                .push(vad.step(row, &mut self.h, &mut self.c, &mut self.gates));
+        }
+        self.first += nb;
     }
 }
 

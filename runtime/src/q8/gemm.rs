@@ -202,6 +202,43 @@ pub fn gemm_q8_with(
     }
 }
 
+/// The epilogue of one row of i32 sums, the only place an INT8 sum becomes f32:
+/// `out[i] (=, +=, = gelu) acc[i] as f32 · scale_x · scale_w[i] + bias[i]`, in this order, so
+/// every path that computes the sums elsewhere (an NPU) rounds exactly as [`gemm_q8`] does.
+/// `out`, `acc`, `scale_w` and `bias` (when given) have one length.
+///
+/// # Panics
+/// If the lengths differ (a programming error in the caller).
+#[inline]
+pub fn dequantize_into(
+    out: &mut [f32],
+    acc: &[i32],
+    scale_x: f32,
+    scale_w: &[f32],
+    bias: Option<&[f32]>,
+    epilogue: Epilogue,
+) {
+    let len = out.len();
+    assert!(acc.len() == len && scale_w.len() == len && bias.is_none_or(|b| b.len() == len));
+    let r = |i: usize| {
+        let v = acc[i] as f32 * scale_x * scale_w[i];
+        match bias {
+            Some(b) => v + b[i],
+            None => v + 0.0,
+        }
+    };
+    match epilogue {
+        Epilogue::Store => (0..len).for_each(|i| out[i] = r(i)),
+        Epilogue::AddInto => (0..len).for_each(|i| out[i] += r(i)),
+        Epilogue::Gelu => {
+            // GELU in f32 (16 lanes on AVX-512), within 1e-6 of the exact one: far below
+            // the INT8 error of its input.
+            (0..len).for_each(|i| out[i] = r(i));
+            gelu_f32_in_place(out);
+        }
+    }
+}
+
 /// The per-call constants shared by all tasks.
 struct Job<'a> {
     isa: Isa,
@@ -217,21 +254,9 @@ impl Job<'_> {
     #[inline]
     fn finish_row(&self, out: &mut [f32], acc: &[i32], scale_x: f32, j0: usize) {
         let len = out.len();
-        let zeros = [0.0f32; TILE];
         let sw = &self.w.scales()[j0..j0 + len];
-        let b = self.bias.map_or(&zeros[..len], |b| &b[j0..j0 + len]);
-        let acc = &acc[..len];
-        let r = |i: usize| acc[i] as f32 * scale_x * sw[i] + b[i];
-        match self.epilogue {
-            Epilogue::Store => (0..len).for_each(|i| out[i] = r(i)),
-            Epilogue::AddInto => (0..len).for_each(|i| out[i] += r(i)),
-            Epilogue::Gelu => {
-                // GELU in f32 (16 lanes on AVX-512), within 1e-6 of the exact one: far below
-                // the INT8 error of its input.
-                (0..len).for_each(|i| out[i] = r(i));
-                gelu_f32_in_place(out);
-            }
-        }
+        let b = self.bias.map(|b| &b[j0..j0 + len]);
+        dequantize_into(out, &acc[..len], scale_x, sw, b, self.epilogue);
     }
 
     fn many_rows<T: ActCode>(

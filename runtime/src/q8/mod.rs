@@ -22,7 +22,7 @@ pub use attention::{
     attention_q8, attention_q8_scratch_len, attention_q8_with, Q8AttentionScratch,
 };
 pub use conv::conv1d_k3_q8;
-pub use gemm::{gemm_q8, gemm_q8_with, Q8Scratch};
+pub use gemm::{dequantize_into, gemm_q8, gemm_q8_with, Q8Scratch};
 pub use kernels::Isa;
 pub use layout::{LayoutError, QuantMatrix, TILE};
 pub use quant::quantize_to_tiles;

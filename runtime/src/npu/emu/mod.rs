@@ -14,6 +14,7 @@
 //! unmapped fails with EINVAL (the driver's `aie2_map_host_buf` fails; its errno is inferred).
 
 mod firmware;
+mod int8_gemm;
 mod memory;
 mod profile;
 
@@ -24,6 +25,7 @@ use std::time::Duration;
 use rustix::io::Errno;
 
 pub use firmware::{KernelFn, EXECBUF_PAYLOAD_WORDS};
+pub use int8_gemm::Int8GemmModel;
 pub use memory::{DEV_BO_ALIGN, HEAP_DEVICE_BASE, HEAP_MAX, LINE};
 pub use profile::{DriverProfile, LongRegmap, PROFILE_ENV};
 

@@ -13,6 +13,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Word timestamps (faster-whisper's `word_timestamps=True`): set
+//! [`TranscribeOptions::word_timestamps`]; each [`Segment`] then carries its [`Word`]s (start,
+//! end, text, probability), and [`output::SubtitleOptions`] cuts srt/vtt by them.
+//!
 //! [`Session::transcribe_with`] adds a callback per decided segment, a progress callback and a
 //! cooperative abort flag ([`Hooks`]). The workspace crates are re-exported as [`model`] (what
 //! Whisper computes) and [`runtime`] (the backends).
@@ -34,6 +38,7 @@ pub use amanuensis_model::session::{
     AlignmentWeights, Hooks, Progress, Timings, TranscribeOptions, Transcript,
 };
 pub use amanuensis_model::whisper::Submissions;
+pub use amanuensis_model::words::Word;
 pub use engine::{
     available_threads, resolve_threads, Device, Error, LoadOptions, Model, Precision, Session,
     ThreadCount, Verification,

@@ -241,3 +241,99 @@ fn int8_words_match_faster_whisper() {
         "INT8: {pct:.1} % of words within {TOLERANCE} s (need ≥ 85 %)"
     );
 }
+
+/// The library API (`Model`, `Session`, `TranscribeOptions::word_timestamps`) gives the same
+/// words as the model session, and the default gives none.
+#[test]
+fn engine_api_carries_words() {
+    use amanuensis::{LoadOptions, Model, Precision};
+    let path = resolve_model(Some("tiny.en")).unwrap_or_else(|e| panic!("{e}"));
+    let opts = LoadOptions {
+        precision: Precision::F32,
+        ..Default::default()
+    };
+    let model = Model::load(&path, &opts).unwrap();
+    let mut session = model.session().unwrap();
+    let audio = load_wav(&common::speech("jfk.wav")).unwrap();
+    let with = TranscribeOptions {
+        word_timestamps: true,
+        ..Default::default()
+    };
+    let t = session.transcribe(&audio, &with).unwrap();
+    let words: Vec<amanuensis::Word> = t.segments.iter().flat_map(|s| s.words.clone()).collect();
+    let g = golden("jfk");
+    let texts: Vec<&str> = words.iter().map(|w| w.word.as_str()).collect();
+    let want: Vec<&str> = g.words.iter().map(|w| w.word.as_str()).collect();
+    assert_eq!(texts, want);
+    for (w, gw) in words.iter().zip(&g.words) {
+        assert!((w.start - gw.start).abs() <= TOLERANCE && (w.end - gw.end).abs() <= TOLERANCE);
+    }
+    // Segment times follow the words.
+    assert_eq!(t.segments[0].start, words[0].start);
+    let plain = session
+        .transcribe(&audio, &TranscribeOptions::default())
+        .unwrap();
+    assert!(plain.segments.iter().all(|s| s.words.is_empty()));
+}
+
+/// The CLI: json segments carry words; the word options need --word-timestamps (exit 2).
+#[test]
+fn cli_word_timestamps() {
+    use std::process::Command;
+    let jfk = common::speech("jfk.wav");
+    let jfk = jfk.to_str().unwrap();
+    let bin = env!("CARGO_BIN_EXE_amanuensis");
+    let o = Command::new(bin)
+        .args([
+            "transcribe",
+            jfk,
+            "-m",
+            "tiny.en",
+            "-q",
+            "--word-timestamps",
+            "-f",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let w = &v["segments"][0]["words"][0];
+    assert_eq!(w["word"], " And");
+    assert_eq!(w["start"], 0.0);
+    assert!(w["probability"].as_f64().unwrap() > 0.0);
+    let o = Command::new(bin)
+        .args([
+            "transcribe",
+            jfk,
+            "-m",
+            "tiny.en",
+            "-q",
+            "--word-timestamps",
+            "-f",
+            "srt",
+        ])
+        .args(["--max-line-width", "20", "--max-line-count", "2"])
+        .output()
+        .unwrap();
+    let srt = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        srt.starts_with(
+            "1\n00:00:00,000 --> 00:00:04,520\nAnd so my fellow\nAmericans ask not\n\n"
+        ),
+        "{srt}"
+    );
+    for flag in [
+        &["--highlight-words"][..],
+        &["--max-line-width", "20"],
+        &["--max-words-per-line", "3"],
+    ] {
+        let o = Command::new(bin)
+            .args(["transcribe", jfk, "-m", "tiny.en", "-q"])
+            .args(flag)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{flag:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("needs --word-timestamps"));
+    }
+}

@@ -158,6 +158,8 @@ pub struct Timings {
     pub logits: Duration,
     /// Within `decode`: logit filters and the greedy pick.
     pub sampling: Duration,
+    /// Within `decode`: word timestamps (the alignment pass, DTW and word rules).
+    pub words: Duration,
     pub windows: usize,
     /// Decoder passes (one per prompt, one per sampled token).
     pub decoder_passes: usize,
@@ -173,6 +175,7 @@ impl std::ops::AddAssign<&Timings> for Timings {
         self.decoder_layers += other.decoder_layers;
         self.logits += other.logits;
         self.sampling += other.sampling;
+        self.words += other.words;
         self.windows += other.windows;
         self.decoder_passes += other.decoder_passes;
         self.sampled_tokens += other.sampled_tokens;
@@ -653,6 +656,7 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 )?;
                 words = w;
                 timings.decode += t.elapsed();
+                timings.words += t.elapsed();
                 let n = result.tokens.len();
                 let tb = special.timestamp_begin;
                 let single_timestamp_ending =

@@ -454,7 +454,7 @@ fn report_timings(name: &str, transcript: &Transcript, started: Instant) {
     let total = started.elapsed().as_secs_f64();
     let tm = &transcript.timings;
     note(&format!(
-        "{name}: {:.2} s audio in {:.3} s ({:.1}x realtime) | mel {:.1} ms | encode {}x {:.1} ms | decode {} passes {:.1} ms ({:.2} ms/pass)",
+        "{name}: {:.2} s audio in {:.3} s ({:.1}x realtime) | mel {:.1} ms | encode {}x {:.1} ms | decode {} passes {:.1} ms ({:.2} ms/pass){}",
         transcript.duration,
         total,
         transcript.duration / total,
@@ -464,5 +464,10 @@ fn report_timings(name: &str, transcript: &Transcript, started: Instant) {
         tm.decoder_passes,
         tm.decode.as_secs_f64() * 1e3,
         tm.decode.as_secs_f64() * 1e3 / tm.decoder_passes.max(1) as f64,
+        if tm.words.is_zero() {
+            String::new()
+        } else {
+            format!(" | of which words {:.1} ms", tm.words.as_secs_f64() * 1e3)
+        },
     ));
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target for a bounded time (FUZZ_SECONDS each, default 15) when a nightly
+# toolchain is installed (libFuzzer needs its sanitizer flags); cargo-fuzz is installed on first
+# use (pinned). Without nightly it says so and stops: the stable mutation tests in `cargo test`
+# (never_panics_* in each crate) stand in. A crash fails the run and leaves the input in
+# <crate>/fuzz/artifacts/<target>/: turn it into a regression test next to the parser.
+#
+#   scripts/fuzz.sh [TARGET...]      (default: all; FUZZ_SECONDS=N to change the budget)
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+seconds="${FUZZ_SECONDS:-15}"
+cargo_fuzz_version="0.13.2"
+
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    echo "fuzz: no nightly toolchain (rustup toolchain list): skipped; the stable mutation tests ran in cargo test"
+    exit 0
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    echo "fuzz: installing cargo-fuzz $cargo_fuzz_version" >&2
+    cargo install --quiet --locked cargo-fuzz --version "$cargo_fuzz_version"
+fi
+
+# crate dir : target
+all=(
+    model:wav model:audio_stream
+    weights-tools:model_file weights-tools:ct2_parse
+    runtime:xclbin runtime:txn_validate
+    aie:txn
+)
+want=("$@")
+failed=()
+for entry in "${all[@]}"; do
+    dir="${entry%%:*}"
+    target="${entry#*:}"
+    if [ ${#want[@]} -gt 0 ] && [[ ! " ${want[*]} " =~ " $target " ]]; then
+        continue
+    fi
+    corpus="$dir/fuzz/corpus/$target"
+    mkdir -p "$corpus"
+    echo "fuzz: $dir/$target for ${seconds}s" >&2
+    if ! (cd "$dir/fuzz" && cargo +nightly fuzz run "$target" "corpus/$target" -- \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1) \
+        > "$dir/fuzz/$target.log" 2>&1; then
+        failed+=("$dir/$target")
+        tail -30 "$dir/fuzz/$target.log" >&2
+    else
+        grep -E '^stat::number_of_executed_runs' "$dir/fuzz/$target.log" | sed "s|^|fuzz: $target |" >&2 || true
+    fi
+done
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "fuzz: crashes in ${failed[*]} (inputs in <crate>/fuzz/artifacts/)" >&2
+    exit 1
+fi
+echo "fuzz: no crash"

@@ -34,7 +34,9 @@ pub use amanuensis_model::session::{
     AlignmentWeights, Hooks, Progress, Timings, TranscribeOptions, Transcript,
 };
 pub use amanuensis_model::whisper::Submissions;
-pub use engine::{available_threads, Device, Error, LoadOptions, Model, Precision, Session};
+pub use engine::{
+    available_threads, Device, DispatchTotals, Error, LoadOptions, Model, Precision, Session,
+};
 
 /// Loads a model file onto the f32 CPU backend with `threads` threads per session (the
 /// reference path, typed; [`Model`] hides the backend).

@@ -56,6 +56,12 @@ struct BenchArgs {
     /// Beams: 1 = greedy, more = beam search.
     #[arg(short, long, default_value_t = 1)]
     beam_size: usize,
+    /// Where the network runs: cpu (default), npu, emu (the emulated NPU: slow, no warm-up
+    /// run) or auto. On npu/emu the dispatch budget is printed: submissions and bytes per 30 s
+    /// window and per token, host time per submission, and a labelled projection for Phoenix
+    /// and Strix.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: cli::args::DeviceArg,
 }
 
 #[derive(clap::Args)]
@@ -104,6 +110,7 @@ fn bench(args: &BenchArgs) -> CliResult {
         &path,
         threads,
         args.precision.into(),
+        args.device.into(),
         args.beam_size,
         &args.files,
     )?;

@@ -533,6 +533,7 @@ impl NpuBackend {
             let t2 = Instant::now();
             let record = DispatchRecord {
                 bytes: (GEMM_ROWS * k + 4 * m * n) as u64,
+                bytes_out: (4 * m * n) as u64,
                 flush_ns: ns(t0, t1),
                 submit_ns: ns(t1, t2),
                 ..DispatchRecord::default()
@@ -679,9 +680,9 @@ impl NpuBackend {
         let c = &self.counters;
         c.submissions.fetch_add(1, Ordering::Relaxed);
         c.bytes_to_device
-            .fetch_add(b.record.bytes - (4 * b.m * n) as u64, Ordering::Relaxed);
+            .fetch_add(b.record.bytes - b.record.bytes_out, Ordering::Relaxed);
         c.bytes_from_device
-            .fetch_add((4 * b.m * n) as u64, Ordering::Relaxed);
+            .fetch_add(b.record.bytes_out, Ordering::Relaxed);
         c.device_ns
             .fetch_add(b.record.submit_ns + ns(t2, t3), Ordering::Relaxed);
         Ok(())

@@ -48,7 +48,7 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        match run(&path, threads, precision, Device::Cpu, beam, &files) {
+        match run(&path, threads, precision, Device::Auto, beam, &files) {
             Ok(r) => {
                 println!(
                     "== {name} ({}), beam {beam}, {threads} threads\n{r}",

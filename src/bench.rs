@@ -456,7 +456,7 @@ impl std::fmt::Display for BenchReport {
         if let Some(s) = self.submissions {
             writeln!(
                 f,
-                "submissions       {:9} per encoder window, {} per decoded token, {} per window for cross K/V (declared: at each linear's most rows)",
+                "submissions       {:9} per encoder window, {} per decoded token, {} per window for cross K/V (as the backend declares them; a device linear counted at its most rows)",
                 s.encoder_window, s.decoder_token, s.cross_kv_per_window
             )?;
         }

@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use amanuensis::bench::{run, BenchReport};
-use amanuensis::engine::Precision;
+use amanuensis::engine::{Device, Precision};
 use amanuensis::model_path::resolve_model;
 
 fn main() {
@@ -48,7 +48,7 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        match run(&path, threads, precision, beam, &files) {
+        match run(&path, threads, precision, Device::Auto, beam, &files) {
             Ok(r) => {
                 println!(
                     "== {name} ({}), beam {beam}, {threads} threads\n{r}",

@@ -8,7 +8,12 @@ use std::time::{Duration, Instant};
 use amanuensis_model::config::Dims;
 use amanuensis_model::session::{Timings, TranscribeOptions};
 
-use crate::engine::{LoadOptions, Model, Precision};
+use amanuensis_aie::budget::{self, Assumptions, Platform, PHOENIX, STRIX};
+use amanuensis_aie::design::WhisperDims;
+
+use amanuensis_runtime::npu_backend::NpuStats;
+
+use crate::engine::{Device, DispatchTotals, LoadOptions, Model, Precision};
 
 /// Totals over the benchmarked files.
 #[derive(Debug, Default)]
@@ -35,6 +40,240 @@ pub struct BenchReport {
     pub int8_peak_gmacs: Option<f64>,
     /// INT8 runs: `(m, k, n, GMAC/s)` of the INT8 GEMM alone on the encoder's MLP shape.
     pub gemm_gmacs: Option<(usize, usize, usize, f64)>,
+    /// NPU / emulator runs: what the timed transcriptions submitted, and the dispatch budget.
+    pub dispatch: Option<DispatchBudget>,
+}
+
+/// Host time per submission the projection adds to the measured host preparation: one
+/// driver round trip (EXEC_CMD + completion), an empty XRT kernel call (`npu-hardware.md`
+/// §3b, not measured by this project).
+pub const ASSUMED_ROUND_TRIP_S: f64 = 45e-6;
+
+/// Rows of one device GEMM submission (the fixed tile of the programs).
+const TILE_ROWS: usize = amanuensis_runtime::npu_backend::GEMM_ROWS;
+
+/// The dispatch budget of a device run: what the encoder and the decoder submitted (the sums
+/// of their dispatch logs over the timed transcriptions), per 30 s window and per token, and a
+/// **projected** time on Phoenix and Strix. Only the MLP linears (fc1, fc2) run on the device
+/// today; everything else runs on the CPU.
+#[derive(Debug, Clone)]
+pub struct DispatchBudget {
+    /// Encoder submissions over the timed run.
+    pub encoder: DispatchTotals,
+    /// Decoder submissions over the timed run.
+    pub decoder: DispatchTotals,
+    /// Encoder windows of the timed run.
+    pub windows: usize,
+    /// Sampled tokens of the timed run.
+    pub tokens: usize,
+    /// Decoder passes of the timed run (prompts and tokens).
+    pub passes: usize,
+    /// Encoder wall time of the timed run (device submissions included).
+    pub encode: Duration,
+    /// Decoder wall time of the timed run (device submissions included).
+    pub decode: Duration,
+    /// Model widths for the all-on-device projection.
+    pub dims: WhisperDims,
+    /// The backend's own counters over the same run (`Model::npu_stats` after minus before;
+    /// `weight_bytes` is the load's): a cross-check of the logs.
+    pub counters: NpuStats,
+}
+
+/// Per-unit figures of a [`DispatchTotals`] divided by a count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerUnit {
+    /// Submissions.
+    pub submissions: f64,
+    /// Bytes written for the device.
+    pub bytes_to_device: f64,
+    /// Bytes read back.
+    pub bytes_from_device: f64,
+}
+
+impl PerUnit {
+    fn of(t: &DispatchTotals, n: usize) -> Self {
+        let n = n.max(1) as f64;
+        PerUnit {
+            submissions: t.submissions as f64 / n,
+            bytes_to_device: t.bytes_to_device as f64 / n,
+            bytes_from_device: t.bytes_from_device as f64 / n,
+        }
+    }
+}
+
+/// One platform's projection of a 30 s window (seconds; a projection, not a measurement).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Projection {
+    /// As built today: the measured device submissions per window (encoder) and per token
+    /// (decoder, × the assumed tokens per window) at the projected time of a 128-row MLP tile
+    /// plus host overhead, plus the CPU time measured here for everything else.
+    pub as_built_device_s: f64,
+    /// The CPU part of as built today, measured on this machine (emulator time removed).
+    pub as_built_cpu_s: f64,
+    /// Every linear and attention on the device (`amanuensis_aie::budget::window`): device and
+    /// dispatch only; the CPU work (mel, conv stem, norms, logits, search) is not included.
+    pub all_on_device_s: f64,
+    /// Submissions per window of the all-on-device design.
+    pub all_on_device_submissions: usize,
+    /// The all-on-device window with no host preparation, only the assumed round trip per
+    /// submission (`budget.rs`'s own default): what the design gives once the host side is
+    /// cut to writing and reading the rows it uses.
+    pub all_on_device_round_trip_only_s: f64,
+}
+
+impl DispatchBudget {
+    /// Encoder submissions, bytes per 30 s window.
+    pub fn per_window(&self) -> PerUnit {
+        PerUnit::of(&self.encoder, self.windows)
+    }
+
+    /// Decoder submissions, bytes per sampled token (prompt passes included).
+    pub fn per_token(&self) -> PerUnit {
+        PerUnit::of(&self.decoder, self.tokens)
+    }
+
+    /// Measured host time per submission around the device (quantize A, flush A and C,
+    /// invalidate C), seconds, over encoder and decoder.
+    pub fn host_prep_s(&self) -> f64 {
+        let n = (self.encoder.submissions + self.decoder.submissions).max(1);
+        (self.encoder.host_prep_ns() + self.decoder.host_prep_ns()) as f64 * 1e-9 / n as f64
+    }
+
+    /// The projection's assumptions for the encoder's (`encoder`) or the decoder's
+    /// submissions: that side's measured host preparation per submission plus one assumed
+    /// driver round trip; the rest `budget.rs`'s defaults (peak efficiency, 120 tokens per
+    /// window, greedy).
+    pub fn assumptions(&self, encoder: bool) -> Assumptions {
+        let t = if encoder {
+            &self.encoder
+        } else {
+            &self.decoder
+        };
+        let prep = t.host_prep_ns() as f64 * 1e-9 / t.submissions.max(1) as f64;
+        Assumptions {
+            host_overhead_s: prep + ASSUMED_ROUND_TRIP_S,
+            ..Assumptions::default()
+        }
+    }
+
+    /// Seconds of CPU work per window (encoder) and per token (decoder) measured here: wall
+    /// time minus the submissions' host time (flush, ioctl, wait, invalidate).
+    pub fn cpu_s(&self) -> (f64, f64) {
+        let dev = |t: &DispatchTotals| {
+            (t.flush_ns + t.submit_ns + t.wait_ns + t.invalidate_ns) as f64 * 1e-9
+        };
+        let enc = (self.encode.as_secs_f64() - dev(&self.encoder)).max(0.0);
+        let dec = (self.decode.as_secs_f64() - dev(&self.decoder)).max(0.0);
+        (
+            enc / self.windows.max(1) as f64,
+            dec / self.tokens.max(1) as f64,
+        )
+    }
+
+    /// The projection of one 30 s window on `p`.
+    pub fn project(&self, p: &Platform) -> Projection {
+        let (ae, ad) = (self.assumptions(true), self.assumptions(false));
+        let w = &self.dims;
+        // Each MLP submits fc1 then fc2 on the same rows: half the submissions of each. Every
+        // submission computes a whole 128-row tile (the decoder's rows padded with zeros).
+        let tile = |a: &Assumptions| {
+            (budget::gemm(p, a, TILE_ROWS, w.d, w.mlp, true).projected_s
+                + budget::gemm(p, a, TILE_ROWS, w.mlp, w.d, false).projected_s)
+                / 2.0
+        };
+        let tokens = ad.tokens_per_window;
+        let (pw, pt) = (self.per_window(), self.per_token());
+        let (cpu_window, cpu_token) = self.cpu_s();
+        let mut all = budget::encoder(p, &ae, w);
+        all += budget::cross_kv(p, &ae, w);
+        all += budget::decoder_step(p, &ad, w) * tokens;
+        Projection {
+            as_built_device_s: pw.submissions * tile(&ae)
+                + tokens as f64 * pt.submissions * tile(&ad),
+            as_built_cpu_s: cpu_window + tokens as f64 * cpu_token,
+            all_on_device_s: all.projected_s,
+            all_on_device_submissions: all.submissions,
+            all_on_device_round_trip_only_s: budget::window(
+                p,
+                &Assumptions {
+                    host_overhead_s: ASSUMED_ROUND_TRIP_S,
+                    ..Assumptions::default()
+                },
+                w,
+            )
+            .projected_s,
+        }
+    }
+}
+
+impl std::fmt::Display for DispatchBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (pw, pt) = (self.per_window(), self.per_token());
+        let us = |ns: u64, n: u64| ns as f64 / 1e3 / n.max(1) as f64;
+        writeln!(
+            f,
+            "dispatch budget   on the device today: the MLP linears (fc1 {}x{}, fc2 {}x{}) of encoder and decoder, {TILE_ROWS}-row tiles; everything else on the CPU",
+            self.dims.d, self.dims.mlp, self.dims.mlp, self.dims.d
+        )?;
+        writeln!(
+            f,
+            "  measured        {} windows, {} tokens, {} decoder passes: encoder {} submissions, decoder {}",
+            self.windows, self.tokens, self.passes, self.encoder.submissions, self.decoder.submissions
+        )?;
+        writeln!(
+            f,
+            "  per 30 s window {:9.1} submissions, {:.2} MB to / {:.2} MB from the device (encoder)",
+            pw.submissions,
+            pw.bytes_to_device / 1e6,
+            pw.bytes_from_device / 1e6
+        )?;
+        writeln!(
+            f,
+            "  per token       {:9.2} submissions, {:.1} KB to / {:.1} KB from the device (decoder, prompt passes included)",
+            pt.submissions,
+            pt.bytes_to_device / 1e3,
+            pt.bytes_from_device / 1e3
+        )?;
+        for (name, t) in [("encoder", &self.encoder), ("decoder", &self.decoder)] {
+            let n = t.submissions;
+            writeln!(
+                f,
+                "  host/submission {name}: {:.0} us quantize + flush, {:.0} us invalidate (measured); {:.0} us ioctl + wait (the emulator running the program, not a device time)",
+                us(t.flush_ns, n),
+                us(t.invalidate_ns, n),
+                us(t.submit_ns + t.wait_ns, n)
+            )?;
+        }
+        let (ae, ad) = (self.assumptions(true), self.assumptions(false));
+        writeln!(
+            f,
+            "PROJECTION (not measured; nothing has run on an NPU): host per submission = the quantize + flush + invalidate measured above ({:.0} us encoder, {:.0} us decoder) + {:.0} us assumed driver round trip (npu-hardware.md 3b); device time from the peaks (npu-hardware.md 2) at {:.0} % efficiency (aie/src/budget.rs); {} tokens per 30 s window (assumed)",
+            ae.host_overhead_s * 1e6 - ASSUMED_ROUND_TRIP_S * 1e6,
+            ad.host_overhead_s * 1e6 - ASSUMED_ROUND_TRIP_S * 1e6,
+            ASSUMED_ROUND_TRIP_S * 1e6,
+            ae.efficiency * 100.0,
+            ae.tokens_per_window
+        )?;
+        for p in [&PHOENIX, &STRIX] {
+            let j = self.project(p);
+            let built = j.as_built_device_s + j.as_built_cpu_s;
+            writeln!(
+                f,
+                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone (device + dispatch only, CPU work not included)",
+                p.name,
+                j.as_built_device_s,
+                j.as_built_cpu_s,
+                30.0 / built,
+                j.all_on_device_submissions,
+                j.all_on_device_s,
+                30.0 / j.all_on_device_s,
+                j.all_on_device_round_trip_only_s,
+                30.0 / j.all_on_device_round_trip_only_s,
+                ASSUMED_ROUND_TRIP_S * 1e6
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// Multiply-accumulates of one encoder window: conv stem, projections, MLP and attention.
@@ -62,6 +301,7 @@ pub fn run(
     model: &Path,
     threads: usize,
     precision: Precision,
+    device: Device,
     beam_size: usize,
     files: &[PathBuf],
 ) -> Result<BenchReport, Box<dyn std::error::Error>> {
@@ -70,8 +310,9 @@ pub fn run(
         model,
         &LoadOptions {
             precision,
+            device,
             threads: Some(threads),
-            ..Default::default()
+            ..LoadOptions::default()
         },
     )?;
     let mut session = loaded.session()?;
@@ -84,9 +325,14 @@ pub fn run(
         .iter()
         .map(crate::load_audio)
         .collect::<Result<_, _>>()?;
-    if let Some(first) = audio.first() {
-        session.transcribe(first, &opts)?;
+    // The emulator takes ~60 ms of CPU per submission: no warm-up run there.
+    if loaded.device() != Device::Emu {
+        if let Some(first) = audio.first() {
+            session.transcribe(first, &opts)?;
+        }
     }
+    let before = session.dispatch_totals();
+    let stats_before = loaded.npu_stats();
     let mut report = BenchReport {
         load,
         files: files.len(),
@@ -101,6 +347,40 @@ pub fn run(
         report.wall += t.elapsed();
         report.audio_seconds += tr.duration;
         report.timings += &tr.timings;
+    }
+    if let (Some((e0, d0)), Some((e1, d1)), Some(s0), Some(s1)) = (
+        before,
+        session.dispatch_totals(),
+        stats_before,
+        loaded.npu_stats(),
+    ) {
+        let d = loaded.dims();
+        let tm = &report.timings;
+        report.dispatch = Some(DispatchBudget {
+            encoder: e1 - e0,
+            decoder: d1 - d0,
+            windows: tm.windows,
+            tokens: tm.sampled_tokens,
+            passes: tm.decoder_passes,
+            encode: tm.encode,
+            decode: tm.decode,
+            dims: WhisperDims {
+                name: "model",
+                d: d.n_audio_state,
+                mlp: 4 * d.n_audio_state,
+                heads: d.n_audio_head,
+                encoder_layers: d.n_audio_layer,
+                decoder_layers: d.n_text_layer,
+            },
+            counters: NpuStats {
+                submissions: s1.submissions - s0.submissions,
+                device_linears: s1.device_linears - s0.device_linears,
+                bytes_to_device: s1.bytes_to_device - s0.bytes_to_device,
+                bytes_from_device: s1.bytes_from_device - s0.bytes_from_device,
+                device_ns: s1.device_ns - s0.device_ns,
+                weight_bytes: s1.weight_bytes,
+            },
+        });
     }
     report.peak_rss_kib = peak_rss_kib();
     if report.backend == "cpu-int8" {
@@ -177,20 +457,84 @@ impl std::fmt::Display for BenchReport {
         if let Some(s) = self.submissions {
             writeln!(
                 f,
-                "submissions       {:9} per encoder window, {} per decoded token, {} per window for cross K/V",
+                "submissions       {:9} per encoder window, {} per decoded token, {} per window for cross K/V (as the backend declares them; a device linear counted at its most rows)",
                 s.encoder_window, s.decoder_token, s.cross_kv_per_window
             )?;
         }
         match self.peak_rss_kib {
-            Some(k) => writeln!(f, "peak RSS          {:9.1} MiB", k as f64 / 1024.0),
-            None => writeln!(f, "peak RSS          unknown (no /proc/self/status)"),
+            Some(k) => writeln!(f, "peak RSS          {:9.1} MiB", k as f64 / 1024.0)?,
+            None => writeln!(f, "peak RSS          unknown (no /proc/self/status)")?,
         }
+        if let Some(d) = &self.dispatch {
+            write!(f, "{d}")?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn totals(submissions: u64, prep_ns: u64, device_ns: u64) -> DispatchTotals {
+        DispatchTotals {
+            submissions,
+            bytes_to_device: submissions * 1000,
+            bytes_from_device: submissions * 3000,
+            flush_ns: submissions * prep_ns / 2,
+            submit_ns: submissions * device_ns,
+            wait_ns: 0,
+            invalidate_ns: submissions * prep_ns / 2,
+        }
+    }
+
+    #[test]
+    fn dispatch_budget_divides_and_projects_by_hand() {
+        let b = DispatchBudget {
+            encoder: totals(288, 20_000, 1_000_000),
+            decoder: totals(600, 20_000, 100_000),
+            windows: 2,
+            tokens: 48,
+            passes: 50,
+            encode: Duration::from_millis(2 * 500 + 288),
+            decode: Duration::from_millis(48 * 10 + 60),
+            dims: amanuensis_aie::design::BASE,
+            counters: NpuStats::default(),
+        };
+        let w = b.per_window();
+        assert_eq!(
+            (w.submissions, w.bytes_to_device, w.bytes_from_device),
+            (144.0, 144_000.0, 432_000.0)
+        );
+        assert_eq!(b.per_token().submissions, 12.5);
+        assert!((b.host_prep_s() - 20e-6).abs() < 1e-12);
+        // CPU = wall − (flush + submit + wait + invalidate): encoder (1288 − 288·1.02) ms / 2
+        // windows, decoder (540 − 600·0.12) ms / 48 tokens.
+        let (cw, ct) = b.cpu_s();
+        assert!((cw - (1.288 - 288.0 * 1.02e-3) / 2.0).abs() < 1e-9, "{cw}");
+        assert!((ct - (0.540 - 600.0 * 0.12e-3) / 48.0).abs() < 1e-9, "{ct}");
+        for p in [PHOENIX, STRIX] {
+            // Same host preparation on both sides: the all-on-device figure is budget.rs's own
+            // window with 20 µs + 45 µs per submission.
+            let a = Assumptions {
+                host_overhead_s: 20e-6 + ASSUMED_ROUND_TRIP_S,
+                ..Assumptions::default()
+            };
+            let j = b.project(&p);
+            let want = budget::window(&p, &a, &amanuensis_aie::design::BASE);
+            assert!((j.all_on_device_s - want.projected_s).abs() < 1e-12);
+            assert_eq!(j.all_on_device_submissions, want.submissions);
+            let tile = (budget::gemm(&p, &a, 128, 512, 2048, true).projected_s
+                + budget::gemm(&p, &a, 128, 2048, 512, false).projected_s)
+                / 2.0;
+            let built = (144.0 + 120.0 * 12.5) * tile;
+            assert!((j.as_built_device_s - built).abs() < 1e-12);
+            assert!((j.as_built_cpu_s - (cw + 120.0 * ct)).abs() < 1e-12);
+            let default =
+                budget::window(&p, &Assumptions::default(), &amanuensis_aie::design::BASE);
+            assert!((j.all_on_device_round_trip_only_s - default.projected_s).abs() < 1e-12);
+        }
+    }
 
     #[test]
     fn tiny_encoder_macs_by_hand() {

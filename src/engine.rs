@@ -506,7 +506,82 @@ pub struct Session {
     watch: FileWatch,
 }
 
+/// What one side (encoder or decoder) of a session submitted to the device so far: the sums of
+/// its dispatch log ([`amanuensis_runtime::dispatch::DispatchLog::sum`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchTotals {
+    /// Submissions.
+    pub submissions: u64,
+    /// Bytes the host wrote and flushed for the device (whole 128-row A tiles).
+    pub bytes_to_device: u64,
+    /// Bytes the host read back (the C rows it uses).
+    pub bytes_from_device: u64,
+    /// Host time before submission: quantizing the rows into A and flushing A and C, ns.
+    pub flush_ns: u64,
+    /// The EXEC_CMD ioctl, ns (on the emulator: includes running the program).
+    pub submit_ns: u64,
+    /// The completion wait, ns.
+    pub wait_ns: u64,
+    /// Invalidating C after completion, ns.
+    pub invalidate_ns: u64,
+}
+
+impl std::ops::Sub for DispatchTotals {
+    type Output = DispatchTotals;
+    /// Field-wise difference (`after - before`).
+    fn sub(self, o: DispatchTotals) -> DispatchTotals {
+        DispatchTotals {
+            submissions: self.submissions - o.submissions,
+            bytes_to_device: self.bytes_to_device - o.bytes_to_device,
+            bytes_from_device: self.bytes_from_device - o.bytes_from_device,
+            flush_ns: self.flush_ns - o.flush_ns,
+            submit_ns: self.submit_ns - o.submit_ns,
+            wait_ns: self.wait_ns - o.wait_ns,
+            invalidate_ns: self.invalidate_ns - o.invalidate_ns,
+        }
+    }
+}
+
+impl DispatchTotals {
+    /// Host time around the device per submission: quantize + flush + invalidate (not the
+    /// ioctl and wait, which on the emulator run the program), ns.
+    pub fn host_prep_ns(&self) -> u64 {
+        self.flush_ns + self.invalidate_ns
+    }
+
+    fn of(log: Option<&amanuensis_runtime::dispatch::DispatchLog>) -> Self {
+        let Some(log) = log else {
+            return Self::default();
+        };
+        let s = log.sum();
+        DispatchTotals {
+            submissions: log.total(),
+            bytes_to_device: s.bytes - s.bytes_out,
+            bytes_from_device: s.bytes_out,
+            flush_ns: s.flush_ns,
+            submit_ns: s.submit_ns,
+            wait_ns: s.wait_ns,
+            invalidate_ns: s.invalidate_ns,
+        }
+    }
+}
+
 impl Session {
+    /// The device submissions this session's encoder and decoder recorded so far (`None` on
+    /// the CPU backends).
+    pub fn dispatch_totals(&self) -> Option<(DispatchTotals, DispatchTotals)> {
+        match &self.inner {
+            Inner::Npu(s) => {
+                let (e, d) = s.workspaces();
+                Some((
+                    DispatchTotals::of(e.scratch().dispatch_log()),
+                    DispatchTotals::of(d.scratch().dispatch_log()),
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// Transcribes 16 kHz mono samples.
     pub fn transcribe(
         &mut self,

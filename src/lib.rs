@@ -40,8 +40,8 @@ pub use amanuensis_model::session::{
 pub use amanuensis_model::whisper::Submissions;
 pub use amanuensis_model::words::Word;
 pub use engine::{
-    available_threads, resolve_threads, Device, Error, LoadOptions, Model, Precision, Session,
-    ThreadCount, Verification,
+    available_threads, resolve_threads, Device, DispatchTotals, Error, LoadOptions, Model,
+    Precision, Session, ThreadCount, Verification,
 };
 
 /// Loads a model file onto the f32 CPU backend with `threads` threads per session (the

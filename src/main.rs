@@ -59,6 +59,12 @@ struct BenchArgs {
     /// Beams: 1 = greedy, more = beam search.
     #[arg(short, long, default_value_t = 1)]
     beam_size: usize,
+    /// Where the network runs: auto (as `transcribe`), cpu, npu, emu (the emulated NPU: slow,
+    /// no warm-up run). On npu/emu the dispatch budget is printed: submissions and bytes per
+    /// 30 s window and per token, host time per submission, and a labelled projection for
+    /// Phoenix and Strix.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: cli::args::DeviceArg,
 }
 
 #[derive(clap::Args)]
@@ -112,6 +118,7 @@ fn bench(args: &BenchArgs) -> CliResult {
         &path,
         threads,
         args.precision.into(),
+        args.device.into(),
         args.beam_size,
         &args.files,
     )?;

@@ -4,8 +4,9 @@
 //! exactly the CPU INT8 transcript: the same tokens and the same segment times.
 //!
 //! The emulator is slow (an array model in Rust behind the interpreter): one 30 s window of
-//! base is 144 submissions of 128 rows (12 per matmul × 2 × 6 blocks), so this test keeps to
-//! two short files and English (no language-detection window). Numbers are printed.
+//! base is 144 submissions of 128 rows (12 per matmul × 2 × 6 blocks: 1500 rows in 384-row chunks
+//! of 3 tiles), so this test keeps to two short files and English (no language-detection
+//! window). Numbers are printed.
 
 mod common;
 
@@ -100,4 +101,68 @@ fn f32_precision_on_the_npu_is_a_named_error() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("f32 on the emulated NPU loaded"),
     }
+}
+
+/// `amanuensis bench --device emu` on jfk.wav: the per-window and per-token counts it prints are
+/// the dispatch logs' sums, which equal the backend's own counters and the submissions the
+/// shapes imply (base: 2 device linears × 6 blocks; the encoder's 1500 rows in 384-row chunks
+/// of 3 tiles each = 12 submissions per linear per window; each decoder pass ≤ 128 rows = 1).
+#[test]
+fn bench_counts_equal_the_dispatch_logs() {
+    let path = resolve_model(Some("base.int8")).unwrap_or_else(|e| panic!("{e}"));
+    let report = amanuensis::bench::run(
+        &path,
+        2,
+        amanuensis::Precision::Auto,
+        Device::Emu,
+        1,
+        &[common::speech("jfk.wav")],
+    )
+    .unwrap();
+    assert_eq!(report.backend, "npu-emu-int8");
+    let b = report
+        .dispatch
+        .as_ref()
+        .expect("a device run has a dispatch budget");
+    eprintln!("{report}");
+    assert_eq!(b.windows, 1);
+    assert!(b.tokens > 10 && b.passes > b.tokens, "{b:?}");
+    // The logs against the backend's counters (kept apart from the logs).
+    let c = &b.counters;
+    assert_eq!(b.encoder.submissions + b.decoder.submissions, c.submissions);
+    assert_eq!(
+        b.encoder.bytes_to_device + b.decoder.bytes_to_device,
+        c.bytes_to_device
+    );
+    assert_eq!(
+        b.encoder.bytes_from_device + b.decoder.bytes_from_device,
+        c.bytes_from_device
+    );
+    // Per window: 144 submissions; A tiles of 128 × 512 (fc1) and 128 × 2048 (fc2) bytes, 72
+    // of each; C = 1500 rows × (2048 + 512) i32 per block.
+    let declared = report.submissions.unwrap();
+    assert_eq!(declared.encoder_window, 144);
+    assert_eq!(b.encoder.submissions, 144 * b.windows as u64);
+    let w = b.per_window();
+    assert_eq!(w.submissions, 144.0);
+    assert_eq!(w.bytes_to_device, (72 * 128 * (512 + 2048)) as f64);
+    assert_eq!(w.bytes_from_device, (6 * 1500 * (2048 + 512) * 4) as f64);
+    // Per token: every decoder pass is one tile per device linear.
+    assert_eq!(b.decoder.submissions, 12 * b.passes as u64);
+    let t = b.per_token();
+    assert_eq!(
+        t.submissions,
+        b.decoder.submissions as f64 / b.tokens as f64
+    );
+    assert_eq!(
+        t.bytes_to_device,
+        b.decoder.bytes_to_device as f64 / b.tokens as f64
+    );
+    assert_eq!(
+        b.decoder.bytes_to_device,
+        b.passes as u64 * 6 * 128 * (512 + 2048)
+    );
+    let text = report.to_string();
+    assert!(text.contains("PROJECTION (not measured; nothing has run on an NPU)"));
+    assert!(text.contains("144.0 submissions"), "{text}");
 }

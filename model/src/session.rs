@@ -338,6 +338,12 @@ impl<E: Backend, D: Backend> Session<E, D> {
         &self.model
     }
 
+    /// The encoder's and the decoder's workspaces (for a backend's own accounting, e.g. the
+    /// device submissions each recorded).
+    pub fn workspaces(&self) -> (&E::Workspace, &D::Workspace) {
+        (&self.encoder_ws, &self.decoder_ws)
+    }
+
     /// Sets (or clears) the cooperative abort flag [`Session::decode_window`] checks before each
     /// token.
     pub fn set_abort(&mut self, abort: Option<Arc<AtomicBool>>) {

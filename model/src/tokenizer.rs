@@ -1,5 +1,17 @@
 //! The Whisper tokenizer: the Hugging Face byte-level BPE embedded in the model file, plus the
 //! special and timestamp tokens, whose ids come from the model's config (never hard-coded).
+//!
+//! Decoding needs only an id → bytes table ([`DecodeTable`]), built at load from the JSON's
+//! vocabulary in one pass (no merges, no regexes). The full `tokenizers` BPE, which costs far
+//! more to build than the rest of a model load, is built on first use: encoding a prompt
+//! ([`Tokenizer::encode`]) or a token's string form ([`Tokenizer::token_str`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 
 use crate::config::SpecialTokens;
 
@@ -14,17 +26,191 @@ pub enum TokenizerError {
 
 /// Text <-> token ids for one Whisper model.
 pub struct Tokenizer {
-    inner: tokenizers::Tokenizer,
+    table: DecodeTable,
+    json: String,
+    inner: OnceLock<Result<tokenizers::Tokenizer, String>>,
     special: SpecialTokens,
 }
 
+/// The bytes of every token id, as the byte-level BPE decoder (`skip_special_tokens`) gives
+/// them: each character of the token string mapped back through GPT-2's byte ↔ character
+/// table (the token's own UTF-8 when a character is outside it); special added tokens and ids
+/// without a token give no bytes.
+pub struct DecodeTable {
+    bytes: Vec<u8>,
+    /// `bytes[ends[id - 1]..ends[id]]` (from 0 for id 0) are the bytes of `id`.
+    ends: Vec<u32>,
+}
+
+/// GPT-2's character → byte map (the inverse of `bytes_to_unicode`): the printable bytes map
+/// to themselves, the other 68 to U+0100.. in byte order.
+fn char_to_byte() -> HashMap<char, u8> {
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+    let mut map = HashMap::with_capacity(256);
+    let mut next = 256u32;
+    for b in 0u32..256 {
+        let c = if printable(b) {
+            b
+        } else {
+            next += 1;
+            next - 1
+        };
+        map.insert(char::from_u32(c).expect("BMP code point"), b as u8);
+    }
+    map
+}
+
+/// The parts of `tokenizer.json` decoding needs.
+#[derive(Deserialize)]
+struct DecodeJson<'a> {
+    #[serde(borrow)]
+    model: ModelJson<'a>,
+    #[serde(default, borrow)]
+    added_tokens: Vec<AddedJson<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ModelJson<'a> {
+    #[serde(borrow)]
+    vocab: Vocab<'a>,
+}
+
+#[derive(Deserialize)]
+struct AddedJson<'a> {
+    id: u32,
+    #[serde(borrow)]
+    content: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    special: bool,
+}
+
+/// `(token, id)` pairs in file order, without a hash map.
+struct Vocab<'a>(Vec<(std::borrow::Cow<'a, str>, u32)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Vocab<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Vocab<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of token strings to ids")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut m: M) -> Result<Vocab<'a>, M::Error> {
+                let mut out = Vec::with_capacity(m.size_hint().unwrap_or(0));
+                while let Some((k, v)) = m.next_entry::<std::borrow::Cow<'de, str>, u32>()? {
+                    out.push((k, v));
+                }
+                Ok(Vocab(out))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Largest id the table accepts (Whisper vocabularies have ~52k tokens).
+const MAX_ID: u32 = 1 << 20;
+
+impl DecodeTable {
+    /// Builds the table from a Hugging Face `tokenizer.json` (byte-level BPE).
+    pub fn from_json(json: &str) -> Result<DecodeTable, TokenizerError> {
+        // Unknown fields (merges, normalizers...) are skipped.
+        let parsed: DecodeJson =
+            serde_json::from_str(json).map_err(|e| TokenizerError::Parse(e.to_string()))?;
+        let mut tokens: Vec<Option<&str>> = Vec::new();
+        fn put<'t>(
+            id: u32,
+            s: &'t str,
+            tokens: &mut Vec<Option<&'t str>>,
+        ) -> Result<(), TokenizerError> {
+            if id > MAX_ID {
+                return Err(TokenizerError::Parse(format!(
+                    "token id {id} exceeds {MAX_ID}"
+                )));
+            }
+            let i = id as usize;
+            if tokens.len() <= i {
+                tokens.resize(i + 1, None);
+            }
+            tokens[i] = Some(s);
+            Ok(())
+        }
+        for (s, id) in &parsed.model.vocab.0 {
+            put(*id, s.as_ref(), &mut tokens)?;
+        }
+        // Added tokens take precedence over the vocabulary (as `tokenizers`' decode); the
+        // special ones are skipped, also where a vocabulary entry has the same string.
+        let special: std::collections::HashSet<&str> = parsed
+            .added_tokens
+            .iter()
+            .filter(|a| a.special)
+            .map(|a| a.content.as_ref())
+            .collect();
+        for a in &parsed.added_tokens {
+            put(a.id, a.content.as_ref(), &mut tokens)?;
+        }
+        let map = char_to_byte();
+        let mut bytes = Vec::with_capacity(tokens.len() * 6);
+        let mut ends = Vec::with_capacity(tokens.len());
+        let mut mapped = Vec::with_capacity(64);
+        for t in tokens {
+            if let Some(t) = t.filter(|t| !special.contains(t)) {
+                mapped.clear();
+                let all = t
+                    .chars()
+                    .all(|c| map.get(&c).map(|&b| mapped.push(b)).is_some());
+                bytes.extend_from_slice(if all { &mapped } else { t.as_bytes() });
+            }
+            let end = u32::try_from(bytes.len())
+                .map_err(|_| TokenizerError::Parse("vocabulary over 4 GB".into()))?;
+            ends.push(end);
+        }
+        Ok(DecodeTable { bytes, ends })
+    }
+
+    /// The bytes of token `id` (empty for special tokens and unknown ids).
+    pub fn bytes(&self, id: u32) -> &[u8] {
+        let i = id as usize;
+        match self.ends.get(i) {
+            Some(&end) => {
+                let start = if i == 0 { 0 } else { self.ends[i - 1] };
+                &self.bytes[start as usize..end as usize]
+            }
+            None => &[],
+        }
+    }
+
+    /// The text of `ids`: their bytes concatenated, invalid UTF-8 replaced by U+FFFD.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut out = Vec::with_capacity(ids.len() * 6);
+        for &id in ids {
+            out.extend_from_slice(self.bytes(id));
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 impl Tokenizer {
-    /// Builds the tokenizer from the `tokenizer_json` metadata and the model's special tokens.
+    /// Builds the tokenizer from the `tokenizer_json` metadata and the model's special tokens:
+    /// the decoding table now, the BPE on first use.
     pub fn from_json(json: &str, special: SpecialTokens) -> Result<Self, TokenizerError> {
-        let inner: tokenizers::Tokenizer = json
-            .parse()
-            .map_err(|e: tokenizers::Error| TokenizerError::Parse(e.to_string()))?;
-        Ok(Self { inner, special })
+        Ok(Self {
+            table: DecodeTable::from_json(json)?,
+            json: json.to_string(),
+            inner: OnceLock::new(),
+            special,
+        })
+    }
+
+    /// The full BPE tokenizer, built on the first call.
+    fn inner(&self) -> Result<&tokenizers::Tokenizer, TokenizerError> {
+        self.inner
+            .get_or_init(|| {
+                self.json
+                    .parse()
+                    .map_err(|e: tokenizers::Error| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| TokenizerError::Parse(e.clone()))
     }
 
     /// The special token ids.
@@ -38,14 +224,25 @@ impl Tokenizer {
     }
 
     /// Text of the text tokens among `ids` (ids ≥ EOT — specials and timestamps — are skipped),
-    /// as faster-whisper's `Tokenizer.decode`.
+    /// as faster-whisper's `Tokenizer.decode`. Reads the decoding table only.
     pub fn decode_text(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let text_ids: Vec<u32> = ids
             .iter()
             .copied()
             .filter(|&t| t < self.special.eot)
             .collect();
-        self.inner
+        Ok(self.table.decode(&text_ids))
+    }
+
+    /// [`Tokenizer::decode_text`] through the full `tokenizers` BPE (the reference the table
+    /// is checked against).
+    pub fn decode_text_bpe(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let text_ids: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&t| t < self.special.eot)
+            .collect();
+        self.inner()?
             .decode(&text_ids, true)
             .map_err(|e| TokenizerError::Op {
                 op: "decode",
@@ -53,10 +250,11 @@ impl Tokenizer {
             })
     }
 
-    /// Token ids of `text` without special tokens (as faster-whisper encodes prompts).
+    /// Token ids of `text` without special tokens (as faster-whisper encodes prompts). The
+    /// first call builds the BPE.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
         let enc = self
-            .inner
+            .inner()?
             .encode(text, false)
             .map_err(|e| TokenizerError::Op {
                 op: "encode",
@@ -71,8 +269,67 @@ impl Tokenizer {
             let t = (id - self.special.timestamp_begin) as f64 * 0.02;
             return format!("<|{t:.2}|>");
         }
-        self.inner
-            .id_to_token(id)
+        self.inner()
+            .ok()
+            .and_then(|t| t.id_to_token(id))
             .unwrap_or_else(|| format!("<|{id}|>"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_byte_map_is_a_bijection_over_256_chars() {
+        let m = char_to_byte();
+        assert_eq!(m.len(), 256);
+        let mut seen = [false; 256];
+        for &b in m.values() {
+            seen[b as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+        assert_eq!(m[&'a'], b'a');
+        assert_eq!(m[&'Ġ'], b' ');
+        assert_eq!(m[&'Ċ'], b'\n');
+    }
+
+    #[test]
+    fn a_small_vocabulary_decodes_as_the_bpe_does() {
+        let json = r#"{"version":"1.0","truncation":null,"padding":null,"normalizer":null,
+            "pre_tokenizer":null,"post_processor":null,"added_tokens":[
+            {"id":5,"content":"<|endoftext|>","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":true},
+            {"id":6,"content":"plain","single_word":false,"lstrip":false,"rstrip":false,"normalized":false,"special":false}],
+            "decoder":{"type":"ByteLevel","add_prefix_space":true,"trim_offsets":true,"use_regex":true},
+            "model":{"type":"BPE","dropout":null,"unk_token":null,"continuing_subword_prefix":"",
+            "end_of_word_suffix":"","fuse_unk":false,"vocab":{"a":0,"Ġb":1,"\u00e2\u0122\u013b":2,"c d":3,"<|endoftext|>":4},"merges":[]}}"#;
+        let t = DecodeTable::from_json(json).unwrap();
+        assert_eq!(t.bytes(0), b"a");
+        assert_eq!(t.bytes(1), b" b");
+        assert_eq!(
+            t.bytes(3),
+            b"c d",
+            "a char outside the map: the token's own bytes"
+        );
+        assert_eq!(t.bytes(4), b"", "same string as a special added token");
+        assert_eq!(t.bytes(5), b"");
+        assert_eq!(t.bytes(6), b"plain");
+        assert_eq!(t.bytes(99), b"");
+        let bpe: tokenizers::Tokenizer = json.parse().unwrap();
+        for ids in [&[0u32, 1, 2, 3, 4, 5, 6][..], &[2], &[1, 1, 0], &[]] {
+            assert_eq!(t.decode(ids), bpe.decode(ids, true).unwrap(), "{ids:?}");
+        }
+    }
+
+    #[test]
+    fn bad_json_is_a_parse_error() {
+        assert!(matches!(
+            DecodeTable::from_json("{"),
+            Err(TokenizerError::Parse(_))
+        ));
+        assert!(matches!(
+            DecodeTable::from_json(r#"{"model":{"vocab":{"a":4294967295}}}"#),
+            Err(TokenizerError::Parse(_))
+        ));
     }
 }

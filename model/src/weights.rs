@@ -17,8 +17,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use amanuensis_runtime::mapped_file::MappedFile;
+use amanuensis_runtime::q8::layout::SharedBytes;
 use amanuensis_runtime::q8::QuantMatrix;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
@@ -201,7 +203,8 @@ struct TensorEntry {
 #[derive(Debug)]
 pub struct WeightsFile {
     path: PathBuf,
-    file: MappedFile,
+    /// Shared with the INT8 matrices, which read their tiles from it in place.
+    file: Arc<MappedFile>,
     tensors: HashMap<String, TensorEntry>,
     /// Tensor names in file order.
     order: Vec<String>,
@@ -324,7 +327,7 @@ impl WeightsFile {
         let (header, config, quantization) = validate(path, file.bytes())?;
         Ok(WeightsFile {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             tensors: header.tensors,
             order: header.order,
             metadata: header.metadata,
@@ -432,20 +435,21 @@ impl WeightsFile {
         self.quantization
     }
 
-    /// The INT8 weight `name` (`[n_out, k]` logically) with its scales, copied out of the map
-    /// and validated ([`QuantMatrix::from_parts`]: lengths, finite scales, no −128, zero
-    /// padding).
+    /// The INT8 weight `name` (`[n_out, k]` logically) with its scales, read in place from the
+    /// map ([`QuantMatrix::from_shared`]: nothing copied, no tile read; lengths and scales
+    /// checked, the codes trusted as the converter wrote them).
     pub fn tensor_q8(&self, name: &str, n_out: usize, k: usize) -> Result<QuantMatrix, LoadError> {
         let entry = self.entry(name, &int8_tile_shape(n_out, k), &[Dtype::I8])?;
-        let data: Vec<i8> =
-            bytemuck::cast_slice(&self.file.bytes()[entry.start..entry.end]).to_vec();
-        self.file.release(entry.start..entry.end);
-        self.check_mapping()?;
-        let scales = self.tensor_f32(&names::weight_scale(name), &[n_out])?;
-        QuantMatrix::from_parts(data, scales, n_out, k).map_err(|e| LoadError::BadQuantized {
-            path: self.path.clone(),
-            name: name.to_string(),
-            reason: e.to_string(),
+        let data = entry.start..entry.end;
+        let scale = self.entry(&names::weight_scale(name), &[n_out], &[Dtype::F32])?;
+        let scales = scale.start..scale.end;
+        let bytes: SharedBytes = Arc::clone(&self.file) as SharedBytes;
+        QuantMatrix::from_shared(&bytes, data, scales, n_out, k).map_err(|e| {
+            LoadError::BadQuantized {
+                path: self.path.clone(),
+                name: name.to_string(),
+                reason: e.to_string(),
+            }
         })
     }
 

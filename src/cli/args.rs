@@ -21,7 +21,8 @@ pub struct TranscribeArgs {
     /// input.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Model file, or a model name in the cache (tiny.en, base, tiny.en.int8, base.int8).
+    /// Model file, or a model name in the cache: tiny.en, base (their INT8 files, or their
+    /// f16 files with --precision f32), tiny.en.int8, base.int8, tiny.en.f16, base.f16.
     /// Default: $AMANUENSIS_MODEL, else tiny.en.
     #[arg(short, long)]
     pub model: Option<String>,
@@ -65,7 +66,8 @@ pub struct TranscribeArgs {
     /// penalty 1).
     #[arg(short, long, default_value_t = 1)]
     pub beam_size: usize,
-    /// Arithmetic: auto = INT8 for an INT8 model file, else f32 (the reference).
+    /// Arithmetic: auto = INT8 for an INT8 model file, else f32; f32 = the exact reference
+    /// (a model name then means its f16 file).
     #[arg(long, value_enum, default_value = "auto")]
     pub precision: PrecisionArg,
     /// Where the network runs: auto (the NPU when one is usable and its GEMM programs load and

@@ -14,7 +14,7 @@ use amanuensis::model::mel_windows::{MelWindows, StreamedLogMel};
 use amanuensis::model::session::WindowDone;
 use amanuensis::model::session::{TranscribeOptions, Transcript};
 use amanuensis::model::vad::Vad;
-use amanuensis::model_path::resolve_model;
+use amanuensis::model_path::resolve_model_for;
 use amanuensis::output::{
     render_format, render_json, FileFormat, JsonMeta, OutputFormat, SegmentWriter,
 };
@@ -72,7 +72,7 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         None => None,
     };
 
-    let model_path = match resolve_model(args.model.as_deref()) {
+    let model_path = match resolve_model_for(args.model.as_deref(), args.precision.into()) {
         Ok(p) => p,
         Err(e) => {
             note(&format!("amanuensis: {e}"));

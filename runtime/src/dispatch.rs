@@ -381,6 +381,7 @@ mod tests {
         let recs = [
             DispatchRecord {
                 bytes: 8,
+                bytes_out: 0,
                 flush_ns: 1,
                 submit_ns: 2,
                 wait_ns: 3,

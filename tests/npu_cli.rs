@@ -119,7 +119,16 @@ fn transcribe_device_choice_is_said_and_npu_failures_name_the_step() {
         );
     }
     // f32 stays on the CPU under auto, and says so.
-    let (code, _, err) = run(&["transcribe", "-m", "tiny.en", "--device", "auto", wav]);
+    let (code, _, err) = run(&[
+        "transcribe",
+        "-m",
+        "tiny.en",
+        "--precision",
+        "f32",
+        "--device",
+        "auto",
+        wav,
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.starts_with("amanuensis: device cpu (cpu-f32; auto: the model runs in f32"),

@@ -28,9 +28,127 @@ pub struct CodecReader {
     warnings: Vec<String>,
 }
 
-/// A non-seekable source (a pipe) as symphonia's media source.
+/// A non-seekable source (a pipe) as symphonia's media source. A FLAC stream's PICTURE
+/// metadata blocks are passed on as PADDING ([`FlacPictureGuard`]).
 pub fn unseekable<R: Read + Send + Sync + 'static>(reader: R) -> Box<dyn MediaSource> {
-    Box::new(ReadOnlySource::new(reader))
+    Box::new(ReadOnlySource::new(FlacPictureGuard::new(reader)))
+}
+
+/// Turns the PICTURE metadata blocks of a FLAC stream into PADDING blocks of the same length as
+/// they stream past (any other stream passes unchanged). symphonia 0.5 allocates a picture's
+/// stated data length (up to 4 GiB, from 32-bit fields inside the block) before checking it
+/// against the block: a 36-byte file aborted the process (found by the `audio_stream` fuzz
+/// target). We never use cover art, and padding is skipped by its block length (24 bits).
+pub struct FlacPictureGuard<R> {
+    inner: R,
+    state: GuardState,
+    /// Bytes read from `inner` and not yet handed on (a block header, the magic).
+    pending: [u8; 4],
+    pending_len: usize,
+    pending_at: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GuardState {
+    /// Before the first four bytes.
+    Magic,
+    /// At a metadata block header.
+    Header,
+    /// Inside a metadata block: bytes left, and whether it is the last one.
+    Body(u32, bool),
+    /// Audio frames (or not FLAC): everything passes.
+    Through,
+}
+
+/// FLAC metadata block types.
+const FLAC_PADDING: u8 = 1;
+const FLAC_PICTURE: u8 = 6;
+
+impl<R: Read> FlacPictureGuard<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self {
+            inner,
+            state: GuardState::Magic,
+            pending: [0; 4],
+            pending_len: 0,
+            pending_at: 0,
+        }
+    }
+
+    /// Reads up to four bytes into `pending` (fewer only at the end of the stream).
+    fn fill_pending(&mut self) -> std::io::Result<()> {
+        self.pending_len = 0;
+        self.pending_at = 0;
+        while self.pending_len < 4 {
+            match self.inner.read(&mut self.pending[self.pending_len..]) {
+                Ok(0) => break,
+                Ok(n) => self.pending_len += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for FlacPictureGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.pending_at < self.pending_len {
+            let n = (self.pending_len - self.pending_at).min(buf.len());
+            buf[..n].copy_from_slice(&self.pending[self.pending_at..self.pending_at + n]);
+            self.pending_at += n;
+            return Ok(n);
+        }
+        match self.state {
+            GuardState::Through => self.inner.read(buf),
+            GuardState::Magic => {
+                self.fill_pending()?;
+                self.state = if self.pending[..self.pending_len] == *b"fLaC" {
+                    GuardState::Header
+                } else {
+                    GuardState::Through
+                };
+                self.read(buf)
+            }
+            GuardState::Header => {
+                self.fill_pending()?;
+                if self.pending_len < 4 {
+                    self.state = GuardState::Through;
+                } else {
+                    let last = self.pending[0] & 0x80 != 0;
+                    if self.pending[0] & 0x7f == FLAC_PICTURE {
+                        self.pending[0] = (self.pending[0] & 0x80) | FLAC_PADDING;
+                    }
+                    let len =
+                        u32::from_be_bytes([0, self.pending[1], self.pending[2], self.pending[3]]);
+                    self.state = GuardState::Body(len, last);
+                }
+                self.read(buf)
+            }
+            GuardState::Body(0, last) => {
+                self.state = if last {
+                    GuardState::Through
+                } else {
+                    GuardState::Header
+                };
+                self.read(buf)
+            }
+            GuardState::Body(left, last) => {
+                let want = buf.len().min(left as usize);
+                let n = self.inner.read(&mut buf[..want])?;
+                self.state = if n == 0 {
+                    GuardState::Through
+                } else {
+                    GuardState::Body(left - n as u32, last)
+                };
+                Ok(n)
+            }
+        }
+    }
 }
 
 impl CodecReader {
@@ -190,5 +308,47 @@ fn decode_error(e: SymphoniaError) -> AudioError {
             path: None,
             reason: other.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The input the `audio_stream` fuzz target found: a FLAC whose PICTURE block states a
+    /// 4 GiB field. It must be an error, not an abort.
+    #[test]
+    fn a_flac_picture_block_with_a_huge_length_is_an_error() {
+        let bytes: Vec<u8> = vec![
+            102, 76, 97, 67, 6, 174, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255,
+            255, 255, 255, 255, 255, 255, 255, 93, 100, 0, 102, 255, 243, 1,
+        ];
+        assert!(CodecReader::new(unseekable(std::io::Cursor::new(bytes)), None).is_err());
+    }
+
+    #[test]
+    fn the_guard_turns_pictures_into_padding_and_leaves_the_rest() {
+        let mut flac = b"fLaC".to_vec();
+        flac.extend_from_slice(&[0x06, 0, 0, 3, 9, 9, 9]); // PICTURE, 3 bytes
+        flac.extend_from_slice(&[0x84, 0, 0, 1, 7]); // last: VORBIS_COMMENT, 1 byte
+        flac.extend_from_slice(&[0xff, 0xf8, 1, 2]); // a frame
+        let mut out = Vec::new();
+        let mut g = FlacPictureGuard::new(std::io::Cursor::new(flac.clone()));
+        let mut buf = [0u8; 3];
+        loop {
+            let n = g.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        let mut want = flac.clone();
+        want[4] = 0x01;
+        assert_eq!(out, want);
+        let mut other = Vec::new();
+        FlacPictureGuard::new(&b"ID3\x06\x00"[..])
+            .read_to_end(&mut other)
+            .unwrap();
+        assert_eq!(other, b"ID3\x06\x00");
     }
 }

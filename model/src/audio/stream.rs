@@ -93,8 +93,15 @@ impl AudioStream {
                 } else {
                     file.seek(SeekFrom::Start(0)).map_err(io)?;
                     let ext = path.extension().and_then(|e| e.to_str());
+                    // FLAC reads front to back; unseekable() guards its metadata.
+                    let source: Box<dyn symphonia::core::io::MediaSource> =
+                        if head[..got].starts_with(b"fLaC") {
+                            unseekable(std::io::BufReader::new(file))
+                        } else {
+                            Box::new(file)
+                        };
                     Decoder::Codec(Box::new(
-                        CodecReader::new(Box::new(file), ext).map_err(|e| e.with_path(path))?,
+                        CodecReader::new(source, ext).map_err(|e| e.with_path(path))?,
                     ))
                 };
                 (decoder, path.clone())

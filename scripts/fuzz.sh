@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target for a bounded time (FUZZ_SECONDS each, default 15) when a nightly
+# Runs every cargo-fuzz target for a bounded budget when a nightly
 # toolchain is installed (libFuzzer needs its sanitizer flags); cargo-fuzz is installed on first
 # use (pinned). Without nightly it says so and stops: the stable mutation tests in `cargo test`
 # (never_panics_* in each crate) stand in. A crash fails the run and leaves the input in
 # <crate>/fuzz/artifacts/<target>/: turn it into a regression test next to the parser.
 #
-#   scripts/fuzz.sh [TARGET...]      (default: all; FUZZ_SECONDS=N to change the budget)
+# The budget is FUZZ_RUNS inputs (default 20000) from a fixed FUZZ_SEED (default 1) and a fresh
+# corpus, capped at FUZZ_SECONDS (default 60) per target: the same inputs on every machine, so
+# a CI run finds nothing that a run here did not (set FUZZ_SEED=0 for a random seed, and raise
+# FUZZ_RUNS, when hunting).
+#
+#   scripts/fuzz.sh [TARGET...]      (default: all)
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-seconds="${FUZZ_SECONDS:-15}"
+seconds="${FUZZ_SECONDS:-60}"
+runs="${FUZZ_RUNS:-20000}"
+seed="${FUZZ_SEED:-1}"
 cargo_fuzz_version="0.13.2"
 
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
@@ -37,10 +44,12 @@ for entry in "${all[@]}"; do
         continue
     fi
     corpus="$dir/fuzz/corpus/$target"
+    rm -rf "$corpus"
     mkdir -p "$corpus"
-    echo "fuzz: $dir/$target for ${seconds}s" >&2
+    echo "fuzz: $dir/$target: $runs inputs from seed $seed (at most ${seconds}s)" >&2
     if ! (cd "$dir/fuzz" && cargo +nightly fuzz run "$target" "corpus/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1) \
+        -seed="$seed" -runs="$runs" -max_total_time="$seconds" -rss_limit_mb=2048 \
+        -max_len=65536 -print_final_stats=1) \
         > "$dir/fuzz/$target.log" 2>&1; then
         failed+=("$dir/$target")
         tail -30 "$dir/fuzz/$target.log" >&2

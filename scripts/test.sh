@@ -23,7 +23,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 
-echo "== fuzz: every cargo-fuzz target for FUZZ_SECONDS (default 15) each, when nightly is installed" >&2
+echo "== fuzz: every cargo-fuzz target, a fixed budget of inputs each, when nightly is installed" >&2
 scripts/fuzz.sh
 # One closing line over every test binary (cargo prints one per binary, the last often a crate
 # without doc tests).

@@ -46,6 +46,10 @@ pub struct FlacPictureGuard<R> {
     pending: [u8; 4],
     pending_len: usize,
     pending_at: usize,
+    /// The last four bytes seen before the marker.
+    marker: u32,
+    /// Bytes read past the marker in the read that found it (given out before `inner`'s).
+    carry: std::collections::VecDeque<u8>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -73,7 +77,21 @@ impl<R: Read> FlacPictureGuard<R> {
             pending: [0; 4],
             pending_len: 0,
             pending_at: 0,
+            marker: 0,
+            carry: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Reads from the carried bytes first, then from `inner`.
+    fn read_inner(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.carry.is_empty() {
+            return self.inner.read(buf);
+        }
+        let n = self.carry.len().min(buf.len());
+        for (o, b) in buf[..n].iter_mut().zip(self.carry.drain(..n)) {
+            *o = b;
+        }
+        Ok(n)
     }
 
     /// Reads up to four bytes into `pending` (fewer only at the end of the stream).
@@ -81,7 +99,13 @@ impl<R: Read> FlacPictureGuard<R> {
         self.pending_len = 0;
         self.pending_at = 0;
         while self.pending_len < 4 {
-            match self.inner.read(&mut self.pending[self.pending_len..]) {
+            let len = self.pending_len;
+            let mut tmp = [0u8; 4];
+            let got = self.read_inner(&mut tmp[..4 - len]);
+            match got.map(|n| {
+                self.pending[len..len + n].copy_from_slice(&tmp[..n]);
+                n
+            }) {
                 Ok(0) => break,
                 Ok(n) => self.pending_len += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -104,15 +128,23 @@ impl<R: Read> Read for FlacPictureGuard<R> {
             return Ok(n);
         }
         match self.state {
-            GuardState::Through => self.inner.read(buf),
+            GuardState::Through => self.read_inner(buf),
             GuardState::Magic => {
-                self.fill_pending()?;
-                self.state = if self.pending[..self.pending_len] == *b"fLaC" {
-                    GuardState::Header
-                } else {
-                    GuardState::Through
-                };
-                self.read(buf)
+                // The probe finds "fLaC" anywhere in the stream's first bytes: pass bytes on
+                // until just after the marker, then watch the metadata blocks.
+                let n = self.inner.read(buf)?;
+                for i in 0..n {
+                    self.marker = (self.marker << 8) | buf[i] as u32;
+                    if self.marker == u32::from_be_bytes(*b"fLaC") {
+                        self.state = GuardState::Header;
+                        let rest = i + 1;
+                        // Bytes after the marker in this read: hand them back through
+                        // `pending` is not possible in general, so keep them for the header.
+                        self.carry.extend(buf[rest..n].iter().copied());
+                        return Ok(rest);
+                    }
+                }
+                Ok(n)
             }
             GuardState::Header => {
                 self.fill_pending()?;
@@ -139,7 +171,7 @@ impl<R: Read> Read for FlacPictureGuard<R> {
             }
             GuardState::Body(left, last) => {
                 let want = buf.len().min(left as usize);
-                let n = self.inner.read(&mut buf[..want])?;
+                let n = self.read_inner(&mut buf[..want])?;
                 self.state = if n == 0 {
                     GuardState::Through
                 } else {
@@ -322,6 +354,12 @@ mod tests {
         let bytes: Vec<u8> = vec![
             102, 76, 97, 67, 6, 174, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 255, 255, 255, 255, 255, 255,
             255, 255, 255, 255, 255, 255, 255, 93, 100, 0, 102, 255, 243, 1,
+        ];
+        assert!(CodecReader::new(unseekable(std::io::Cursor::new(bytes)), None).is_err());
+        // The same with the marker after junk (the probe scans for it).
+        let bytes: Vec<u8> = vec![
+            255, 11, 102, 241, 211, 211, 211, 102, 76, 97, 67, 6, 10, 2, 82, 255, 255, 255, 255,
+            255, 255, 254, 245, 10,
         ];
         assert!(CodecReader::new(unseekable(std::io::Cursor::new(bytes)), None).is_err());
     }

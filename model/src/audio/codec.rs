@@ -101,13 +101,12 @@ impl<R: Read> FlacPictureGuard<R> {
         while self.pending_len < 4 {
             let len = self.pending_len;
             let mut tmp = [0u8; 4];
-            let got = self.read_inner(&mut tmp[..4 - len]);
-            match got.map(|n| {
-                self.pending[len..len + n].copy_from_slice(&tmp[..n]);
-                n
-            }) {
+            match self.read_inner(&mut tmp[..4 - len]) {
                 Ok(0) => break,
-                Ok(n) => self.pending_len += n,
+                Ok(n) => {
+                    self.pending[len..len + n].copy_from_slice(&tmp[..n]);
+                    self.pending_len += n;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }

@@ -55,7 +55,7 @@ fn main() {
     let isa = Isa::detect();
     let peak_core = 64.0 * 2.0 * ghz; // G ops/s per core
     let kernel_core = match format!("{isa:?}").as_str() {
-        "Avx512Vnni" => peak_core,
+        "Avx512Vnni" | "AvxVnni" => peak_core,
         "Avx2" => peak_core / 2.0,
         _ => f64::NAN,
     };

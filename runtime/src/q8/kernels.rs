@@ -4,7 +4,9 @@
 //! - [`Isa::Portable`]: 64-byte dot products in plain Rust that LLVM vectorises;
 //! - [`Isa::Avx2`]: `std::arch` AVX2 (see `gemm_avx2.rs`): weights sign-extended to i16 and
 //!   `vpmaddwd` against i16 activation codes for the GEMM, the `vpmaddubsw` sign trick for
-//!   attention scores.
+//!   attention scores;
+//! - [`Isa::Avx512Vnni`] / [`Isa::AvxVnni`]: 512-bit / 256-bit `vpdpbusd` on offset activation
+//!   bytes for the GEMM ([`dot_tile_u8`]), AVX2 for the rest.
 //!
 //! GEMM activation codes are stored as `i16` (values in `[-127, 127]`): the AVX2 GEMM kernel
 //! multiplies in 16 bits, which on Zen 3 beats the 8-bit sign trick (see `gemm_avx2.rs`).
@@ -33,30 +35,82 @@ pub enum Isa {
     /// rest.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// x86-64 256-bit VNNI (see `gemm_vnni256.rs`): `vpdpbusd` on ymm for the GEMM, AVX2 for
+    /// the rest. Runs the VEX (AVX-VNNI) encoding, or on CPUs without AVX-VNNI but with
+    /// AVX-512 VNNI + VL the same kernel with the EVEX encoding (only when forced).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
 }
 
 impl Isa {
-    /// The fastest instruction set this CPU supports, unless `AMANUENSIS_Q8_ISA` names one of
-    /// [`Isa::available`] (`scalar`, `portable`, `avx2`, `avx512vnni`) for comparisons. Decided
-    /// once per process (every GEMM asks; the environment is not read again).
+    /// The fastest instruction set this CPU supports (AVX-512 VNNI > AVX-VNNI > AVX2 >
+    /// portable), unless `AMANUENSIS_Q8_ISA` names one of [`Isa::available`] ([`Isa::name`]:
+    /// `scalar`, `portable`, `avx2`, `avx512vnni`, `avxvnni`) for comparisons; a forced choice
+    /// is noted on stderr in one line. Decided once per process (every GEMM asks; the
+    /// environment is not read again).
     pub fn detect() -> Isa {
         static CHOSEN: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *CHOSEN.get_or_init(Isa::choose)
     }
 
+    /// The name `AMANUENSIS_Q8_ISA` accepts for this instruction set.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Portable => "portable",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => "avx512vnni",
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => "avxvnni",
+        }
+    }
+
+    /// What the kernels of this instruction set run as on this CPU, for notes and reports
+    /// (e.g. `avxvnni (EVEX twin: no AVX-VNNI on this CPU)`).
+    pub fn describe(self) -> String {
+        #[cfg(target_arch = "x86_64")]
+        if self == Isa::AvxVnni
+            && super::gemm_vnni256::encoding() == Some(super::gemm_vnni256::Encoding::Evex)
+        {
+            return "avxvnni (256-bit kernel with EVEX vpdpbusd: this CPU has AVX-512 VNNI + VL \
+                    but no AVX-VNNI)"
+                .to_string();
+        }
+        self.name().to_string()
+    }
+
     fn choose() -> Isa {
         if let Ok(name) = std::env::var("AMANUENSIS_Q8_ISA") {
-            if let Some(isa) = Isa::available()
-                .into_iter()
-                .find(|i| format!("{i:?}").eq_ignore_ascii_case(&name))
-            {
+            let name = name.trim().to_ascii_lowercase();
+            let name = if name == "avxvnni256" {
+                "avxvnni"
+            } else {
+                &name
+            };
+            let available = Isa::available();
+            if let Some(&isa) = available.iter().find(|i| i.name() == name) {
+                eprintln!(
+                    "amanuensis: INT8 kernels forced by AMANUENSIS_Q8_ISA: {}",
+                    isa.describe()
+                );
                 return isa;
             }
+            let names: Vec<_> = available.iter().map(|i| i.name()).collect();
+            eprintln!(
+                "amanuensis: AMANUENSIS_Q8_ISA={name:?} is not available on this CPU \
+                 (available: {}); choosing automatically",
+                names.join(", ")
+            );
         }
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
             if super::gemm_vnni::available() {
                 return Isa::Avx512Vnni;
+            }
+            if super::gemm_vnni256::has_vex() {
+                return Isa::AvxVnni;
             }
             return Isa::Avx2;
         }
@@ -71,6 +125,9 @@ impl Isa {
             v.push(Isa::Avx2);
             if super::gemm_vnni::available() {
                 v.push(Isa::Avx512Vnni);
+            }
+            if super::gemm_vnni256::encoding().is_some() {
+                v.push(Isa::AvxVnni);
             }
         }
         v
@@ -110,7 +167,7 @@ pub fn dot_tile(
     assert!(width <= TILE, "dot_tile: width {width}");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => {
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni => {
             super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, width, out)
         }
         _ => {
@@ -161,7 +218,7 @@ pub fn dot_block(
             _ => portable::<4, 2>(x, k_tiles, w_tiles, c0, acc),
         },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => {
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni => {
             let mut tile = [[0; TILE]; MAX_R];
             super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, c0 + cols, &mut tile);
             for (r, t) in tile.iter().enumerate().take(rows) {
@@ -213,7 +270,9 @@ pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32])
             }
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni => super::gemm_avx2::dot_keys(q, keys, stride, out),
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni => {
+            super::gemm_avx2::dot_keys(q, keys, stride, out)
+        }
     }
 }
 
@@ -225,7 +284,7 @@ pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32])
 pub fn activation_row(isa: Isa, x: &[f32], row: &mut [i16]) -> f32 {
     assert!(row.len() >= x.len(), "activation_row: row shorter than x");
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni) {
         return super::gemm_avx2::activation_row(x, row);
     }
     let _ = isa;
@@ -258,7 +317,7 @@ pub fn activation_row_u8(isa: Isa, x: &[f32], row: &mut [u8]) -> f32 {
     let (head, pad) = row.split_at_mut(x.len());
     pad.fill(128);
     #[cfg(target_arch = "x86_64")]
-    let simd = matches!(isa, Isa::Avx2 | Isa::Avx512Vnni);
+    let simd = matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni);
     #[cfg(not(target_arch = "x86_64"))]
     let simd = false;
     let max = if simd {
@@ -295,8 +354,8 @@ pub fn activation_row_u8(isa: Isa, x: &[f32], row: &mut [u8]) -> f32 {
 
 /// [`dot_tile`] for offset activation bytes ([`activation_row_u8`]): `out[r][c] =
 /// Σ_p (x[r·kp + p] - 128) · w(c, p)`, with `sums[c] = Σ_p w(c, p)` for the tile's channels
-/// ([`super::layout::QuantMatrix::code_sums`]). Runs the VNNI kernel on
-/// [`Isa::Avx512Vnni`], a scalar loop otherwise (the reference).
+/// ([`super::layout::QuantMatrix::code_sums`]). Runs the VNNI kernels on
+/// [`Isa::Avx512Vnni`] and [`Isa::AvxVnni`], a scalar loop otherwise (the reference).
 ///
 /// # Panics
 /// If `rows` is not in `1..=MAX_R`, `width > TILE`, or a slice is too short.
@@ -318,8 +377,14 @@ pub fn dot_tile_u8(
     );
     assert!(x.len() >= rows * kp && w_tiles.len() >= k_tiles * TILE_BYTES);
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512Vnni {
-        return super::gemm_vnni::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out);
+    match isa {
+        Isa::Avx512Vnni => {
+            return super::gemm_vnni::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out)
+        }
+        Isa::AvxVnni => {
+            return super::gemm_vnni256::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out)
+        }
+        _ => {}
     }
     let _ = (isa, sums);
     for (r, out) in out.iter_mut().enumerate().take(rows) {
@@ -371,7 +436,7 @@ pub fn weighted_sum(
         "weighted_sum: out too short"
     );
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni) && d.is_multiple_of(16) {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni) && d.is_multiple_of(16) {
         return super::gemm_avx2::weighted_sum(
             rows, p, p_stride, seen, v, v_stride, d, out, out_stride,
         );

@@ -12,6 +12,8 @@ pub mod gemm;
 mod gemm_avx2;
 #[cfg(target_arch = "x86_64")]
 mod gemm_vnni;
+#[cfg(target_arch = "x86_64")]
+mod gemm_vnni256;
 pub mod kernels;
 pub mod layout;
 mod parts;

@@ -93,13 +93,15 @@ impl AudioStream {
                 } else {
                     file.seek(SeekFrom::Start(0)).map_err(io)?;
                     let ext = path.extension().and_then(|e| e.to_str());
-                    // FLAC reads front to back; unseekable() guards its metadata.
-                    let source: Box<dyn symphonia::core::io::MediaSource> =
-                        if head[..got].starts_with(b"fLaC") {
-                            unseekable(std::io::BufReader::new(file))
-                        } else {
-                            Box::new(file)
-                        };
+                    // FLAC reads front to back; unseekable() guards its metadata. symphonia's
+                    // probe finds the marker anywhere in the first MiB, after junk too.
+                    let flac = flac_marker_in_head(&mut file).map_err(io)?;
+                    file.seek(SeekFrom::Start(0)).map_err(io)?;
+                    let source: Box<dyn symphonia::core::io::MediaSource> = if flac {
+                        unseekable(std::io::BufReader::new(file))
+                    } else {
+                        Box::new(file)
+                    };
                     Decoder::Codec(Box::new(
                         CodecReader::new(source, ext).map_err(|e| e.with_path(path))?,
                     ))
@@ -224,6 +226,32 @@ fn read_head<R: Read>(reader: &mut R, head: &mut [u8]) -> std::io::Result<usize>
     Ok(filled)
 }
 
+/// How far symphonia 0.5's probe searches a stream for a format marker
+/// (`Probe::PROBE_SEARCH_LIMIT`).
+const PROBE_SEARCH_LIMIT: u64 = 1 << 20;
+
+/// Whether the FLAC marker `fLaC` occurs within the first [`PROBE_SEARCH_LIMIT`] bytes, where
+/// symphonia's probe would find it (it scans byte by byte, so junk before it does not hide it).
+fn flac_marker_in_head<R: Read>(reader: &mut R) -> std::io::Result<bool> {
+    let mut window = 0u32;
+    let mut buf = [0u8; 64 * 1024];
+    let mut limited = reader.take(PROBE_SEARCH_LIMIT + 4);
+    loop {
+        let n = match limited.read(&mut buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        for &b in &buf[..n] {
+            window = (window << 8) | b as u32;
+            if window == u32::from_be_bytes(*b"fLaC") {
+                return Ok(true);
+            }
+        }
+    }
+}
+
 /// Decodes a whole input to 16 kHz mono samples (for tests and short files; the CLI streams).
 pub fn load_audio(input: &AudioInput) -> Result<Vec<f32>, AudioError> {
     let mut stream = AudioStream::open(input)?;
@@ -235,6 +263,29 @@ pub fn load_audio(input: &AudioInput) -> Result<Vec<f32>, AudioError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FLAC *file* whose marker comes after junk bytes is found by symphonia's probe all the
+    /// same, so it must go through the PICTURE guard too (the `audio_stream` fuzz target's second
+    /// input, as a file): an error, not an abort on a 4 GiB allocation.
+    #[test]
+    fn a_flac_file_with_junk_before_the_marker_is_guarded() {
+        let bytes: Vec<u8> = vec![
+            255, 11, 102, 241, 211, 211, 211, 102, 76, 97, 67, 6, 10, 2, 82, 255, 255, 255, 255,
+            255, 255, 254, 245, 10,
+        ];
+        let path = std::env::temp_dir().join(format!("junk-flac-{}.bin", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = AudioStream::open(&AudioInput::File(path.clone()));
+        std::fs::remove_file(&path).unwrap();
+        assert!(opened.is_err());
+        let mut junk = vec![0u8; 5000];
+        junk.extend_from_slice(b"fLaC");
+        assert!(flac_marker_in_head(&mut &junk[..]).unwrap());
+        assert!(!flac_marker_in_head(&mut &junk[..4000]).unwrap());
+        let mut far = vec![0u8; (PROBE_SEARCH_LIMIT + 10) as usize];
+        far.extend_from_slice(b"fLaC");
+        assert!(!flac_marker_in_head(&mut &far[..]).unwrap());
+    }
 
     /// An 8-bit 1 kHz mono WAV of `seconds` of silence, open-ended size (as a pipe writes it).
     fn wav(seconds: usize) -> Vec<u8> {

@@ -1,7 +1,8 @@
 //! INT8 dot-product micro-kernels: `R` activation rows × `C` weight channels over the whole
 //! (padded) depth, i32 results. Three implementations of one contract, chosen by [`Isa`]:
 //! - [`Isa::Scalar`]: one multiply-add per element (the reference);
-//! - [`Isa::Portable`]: 64-byte dot products in plain Rust that LLVM vectorises;
+//! - [`Isa::Portable`]: the AVX2 kernel's i16 multiply-add scheme on [`wide`] 128-bit vectors
+//!   (SSE2, NEON, or scalar lanes);
 //! - [`Isa::Avx2`]: `std::arch` AVX2 (see `gemm_avx2.rs`): weights sign-extended to i16 and
 //!   `vpmaddwd` against i16 activation codes for the GEMM, the `vpmaddubsw` sign trick for
 //!   attention scores;
@@ -26,7 +27,7 @@ pub const MAX_C: usize = 4;
 pub enum Isa {
     /// Element-by-element reference.
     Scalar,
-    /// Plain Rust, auto-vectorised for the build target.
+    /// Portable SIMD on `wide` (SSE2 / NEON / scalar lanes, fixed at compile time).
     Portable,
     /// x86-64 AVX2 (checked at run time).
     #[cfg(target_arch = "x86_64")]
@@ -119,6 +120,7 @@ impl Isa {
 
     /// Every instruction set usable on this CPU (for tests and benchmarks).
     pub fn available() -> Vec<Isa> {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut v = vec![Isa::Scalar, Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
@@ -256,17 +258,7 @@ pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32])
         }
         Isa::Portable => {
             for (j, o) in out.iter_mut().enumerate() {
-                let key = &keys[j * stride..j * stride + d];
-                *o = q
-                    .chunks_exact(32)
-                    .zip(key.chunks_exact(32))
-                    .map(|(a, b)| {
-                        a.iter()
-                            .zip(b)
-                            .map(|(&a, &b)| (a as i16 * b as i16) as i32)
-                            .sum::<i32>()
-                    })
-                    .sum();
+                *o = dot_i8_portable(q, &keys[j * stride..j * stride + d]);
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -319,7 +311,10 @@ pub fn activation_row_u8(isa: Isa, x: &[f32], row: &mut [u8]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     let simd = matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni);
     #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
+    let simd = {
+        let _ = isa;
+        false
+    };
     let max = if simd {
         #[cfg(target_arch = "x86_64")]
         {
@@ -474,6 +469,12 @@ fn scalar(
     }
 }
 
+/// The portable register block on [`wide`] (SSE2 on baseline x86-64, NEON on aarch64, scalar
+/// lanes elsewhere), the AVX2 kernel's arithmetic in 128-bit vectors: per 16 k values, each
+/// channel's weights are sign-extended to two `i16x8` once and reused by every row; each row
+/// adds two `i16x8::dot` (`pmaddwd` / `smull`+`addp`: 8 multiply-adds into 4 i32 lanes,
+/// |a·b| ≤ 127², no overflow) to its `i32x4` accumulator; lanes are summed at the end. Integer
+/// sums in any order are exact, so the result equals [`scalar`]'s.
 fn portable<const R: usize, const C: usize>(
     x: &[i16],
     k_tiles: usize,
@@ -481,31 +482,51 @@ fn portable<const R: usize, const C: usize>(
     c0: usize,
     acc: &mut [i32; MAX_R * MAX_C],
 ) {
+    use wide::{i16x16, i16x8, i32x4, i8x16};
     let kp = k_tiles * TILE;
-    let mut sums = [[0i32; C]; R];
+    let x = &x[..R * kp];
+    let mut sums = [[i32x4::ZERO; C]; R];
     for kt in 0..k_tiles {
         let tile = &w[kt * TILE_BYTES..(kt + 1) * TILE_BYTES];
-        for (r, sums) in sums.iter_mut().enumerate() {
-            let xr = &x[r * kp + kt * TILE..][..TILE];
-            for (c, s) in sums.iter_mut().enumerate() {
-                *s += dot64(xr, &tile[(c0 + c) * TILE..][..TILE]);
+        for part in (0..TILE).step_by(16) {
+            let mut wv = [[i16x8::ZERO; 2]; C];
+            for (c, wv) in wv.iter_mut().enumerate() {
+                let bytes: [i8; 16] = tile[(c0 + c) * TILE + part..][..16]
+                    .try_into()
+                    .expect("16 bytes");
+                *wv = bytemuck::cast(i16x16::from_i8x16(i8x16::new(bytes)));
+            }
+            for (r, sums) in sums.iter_mut().enumerate() {
+                let xr = &x[r * kp + kt * TILE + part..][..16];
+                let lo = i16x8::from_slice_unaligned(&xr[..8]);
+                let hi = i16x8::from_slice_unaligned(&xr[8..]);
+                for (s, wv) in sums.iter_mut().zip(&wv) {
+                    *s += lo.dot(wv[0]) + hi.dot(wv[1]);
+                }
             }
         }
     }
     for (r, sums) in sums.iter().enumerate() {
-        acc[r * C..(r + 1) * C].copy_from_slice(sums);
+        for (c, s) in sums.iter().enumerate() {
+            acc[r * C + c] = s.to_array().iter().sum();
+        }
     }
 }
 
-/// Dot product of 64 activation and weight codes; `i16` products (|·| ≤ 127² fits) summed in
-/// `i32`, the shape LLVM turns into `pmaddwd`.
-#[inline]
-fn dot64(a: &[i16], b: &[i8]) -> i32 {
-    a[..TILE]
-        .iter()
-        .zip(&b[..TILE])
-        .map(|(&a, &b)| (a * b as i16) as i32)
-        .sum()
+/// Dot product of `a` and `b` (equal lengths, a multiple of 16) on [`wide`]: sign-extended
+/// to i16, `i16x8::dot` into i32 lanes.
+fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
+    use wide::{i16x16, i16x8, i32x4, i8x16};
+    let mut s = i32x4::ZERO;
+    for (a, b) in a.chunks_exact(16).zip(b.chunks_exact(16)) {
+        let widen = |v: &[i8]| -> [i16x8; 2] {
+            let bytes: [i8; 16] = v.try_into().expect("16 bytes");
+            bytemuck::cast(i16x16::from_i8x16(i8x16::new(bytes)))
+        };
+        let (a, b) = (widen(a), widen(b));
+        s += a[0].dot(b[0]) + a[1].dot(b[1]);
+    }
+    s.to_array().iter().sum()
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use crate::cpu::{CpuPool, Epilogue};
 use std::time::Instant;
 
 /// MACs of one loop iteration: 12 `vpdpbusd` × 8 lanes × 4 byte products.
+#[cfg(target_arch = "x86_64")]
 const MACS_PER_ITER: f64 = 12.0 * 32.0;
 
 /// Measured INT8 peak of `pool` in GMAC/s (`iters` loop iterations per thread; 2·10⁶ take

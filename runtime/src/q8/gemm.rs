@@ -62,7 +62,7 @@ impl Q8Scratch {
 /// Whether `isa`'s GEMM kernel reads offset activation bytes (VNNI) rather than i16 codes.
 pub(super) fn uses_bytes(isa: Isa) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx512Vnni | Isa::AvxVnni) {
+    if matches!(isa, Isa::Avx512Vnni | Isa::AvxVnni | Isa::Amx) {
         return true;
     }
     let _ = isa;

@@ -41,12 +41,17 @@ pub enum Isa {
     /// AVX-512 VNNI + VL the same kernel with the EVEX encoding (only when forced).
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
+    /// x86-64 AMX INT8 (see `gemm_amx.rs`; never run on hardware): `TDPBSUD` tiles for the
+    /// GEMM, AVX2 for the rest. Only chosen when CPUID reports AMX-INT8, Linux grants tile
+    /// data and a start-up self-check matches the scalar reference.
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 impl Isa {
-    /// The fastest instruction set this CPU supports (AVX-512 VNNI > AVX-VNNI > AVX2 >
-    /// portable), unless `AMANUENSIS_Q8_ISA` names one of [`Isa::available`] ([`Isa::name`]:
-    /// `scalar`, `portable`, `avx2`, `avx512vnni`, `avxvnni`) for comparisons; a forced choice
+    /// The fastest instruction set this CPU supports (AMX INT8 when it passes its start-up
+    /// self-check > AVX-512 VNNI > AVX-VNNI > AVX2 > portable), unless `AMANUENSIS_Q8_ISA` names one of [`Isa::available`] ([`Isa::name`]:
+    /// `scalar`, `portable`, `avx2`, `avxvnni`, `avx512vnni`, `amx`) for comparisons; a forced choice
     /// is noted on stderr in one line. Decided once per process (every GEMM asks; the
     /// environment is not read again).
     pub fn detect() -> Isa {
@@ -65,6 +70,8 @@ impl Isa {
             Isa::Avx512Vnni => "avx512vnni",
             #[cfg(target_arch = "x86_64")]
             Isa::AvxVnni => "avxvnni",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => "amx",
         }
     }
 
@@ -107,6 +114,9 @@ impl Isa {
         }
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
+            if super::gemm_amx::usable() {
+                return Isa::Amx;
+            }
             if super::gemm_vnni::available() {
                 return Isa::Avx512Vnni;
             }
@@ -130,6 +140,9 @@ impl Isa {
             }
             if super::gemm_vnni256::encoding().is_some() {
                 v.push(Isa::AvxVnni);
+            }
+            if super::gemm_amx::usable() {
+                v.push(Isa::Amx);
             }
         }
         v
@@ -169,7 +182,7 @@ pub fn dot_tile(
     assert!(width <= TILE, "dot_tile: width {width}");
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni => {
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni | Isa::Amx => {
             super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, width, out)
         }
         _ => {
@@ -220,7 +233,7 @@ pub fn dot_block(
             _ => portable::<4, 2>(x, k_tiles, w_tiles, c0, acc),
         },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni => {
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni | Isa::Amx => {
             let mut tile = [[0; TILE]; MAX_R];
             super::gemm_avx2::dot_tile(rows, x, k_tiles, w_tiles, c0 + cols, &mut tile);
             for (r, t) in tile.iter().enumerate().take(rows) {
@@ -262,7 +275,7 @@ pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32])
             }
         }
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni => {
+        Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni | Isa::Amx => {
             super::gemm_avx2::dot_keys(q, keys, stride, out)
         }
     }
@@ -276,7 +289,7 @@ pub fn dot_keys(isa: Isa, q: &[i8], keys: &[i8], stride: usize, out: &mut [i32])
 pub fn activation_row(isa: Isa, x: &[f32], row: &mut [i16]) -> f32 {
     assert!(row.len() >= x.len(), "activation_row: row shorter than x");
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni) {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni | Isa::Amx) {
         return super::gemm_avx2::activation_row(x, row);
     }
     let _ = isa;
@@ -309,7 +322,7 @@ pub fn activation_row_u8(isa: Isa, x: &[f32], row: &mut [u8]) -> f32 {
     let (head, pad) = row.split_at_mut(x.len());
     pad.fill(128);
     #[cfg(target_arch = "x86_64")]
-    let simd = matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni);
+    let simd = matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni | Isa::Amx);
     #[cfg(not(target_arch = "x86_64"))]
     let simd = {
         let _ = isa;
@@ -379,6 +392,7 @@ pub fn dot_tile_u8(
         Isa::AvxVnni => {
             return super::gemm_vnni256::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out)
         }
+        Isa::Amx => return super::gemm_amx::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out),
         _ => {}
     }
     let _ = (isa, sums);
@@ -431,7 +445,8 @@ pub fn weighted_sum(
         "weighted_sum: out too short"
     );
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni) && d.is_multiple_of(16) {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512Vnni | Isa::AvxVnni | Isa::Amx) && d.is_multiple_of(16)
+    {
         return super::gemm_avx2::weighted_sum(
             rows, p, p_stride, seen, v, v_stride, d, out, out_stride,
         );

@@ -9,6 +9,8 @@ pub mod attention;
 pub mod conv;
 pub mod gemm;
 #[cfg(target_arch = "x86_64")]
+mod gemm_amx;
+#[cfg(target_arch = "x86_64")]
 mod gemm_avx2;
 #[cfg(target_arch = "x86_64")]
 mod gemm_vnni;

@@ -49,13 +49,12 @@ pub struct BenchReport {
 /// §3b, not measured by this project).
 pub const ASSUMED_ROUND_TRIP_S: f64 = 45e-6;
 
-/// Rows of one device GEMM submission (the fixed tile of the programs).
-const TILE_ROWS: usize = amanuensis_runtime::npu_backend::GEMM_ROWS;
-
 /// The dispatch budget of a device run: what the encoder and the decoder submitted (the sums
 /// of their dispatch logs over the timed transcriptions), per 30 s window and per token, and a
-/// **projected** time on Phoenix and Strix. Only the MLP linears (fc1, fc2) run on the device
-/// today; everything else runs on the CPU.
+/// **projected** time on Phoenix and Strix. On the emulated device every INT8 linear whose
+/// `(K, N)` are multiples of 64 runs on the device (base's fc1 / fc2 through the fixture
+/// programs, the rest on our GEMM design); attention, norms, the conv stem and the logits run
+/// on the CPU.
 #[derive(Debug, Clone)]
 pub struct DispatchBudget {
     /// Encoder submissions over the timed run.
@@ -88,6 +87,8 @@ pub struct PerUnit {
     pub bytes_to_device: f64,
     /// Bytes read back.
     pub bytes_from_device: f64,
+    /// Multiply-accumulates the array computed.
+    pub macs: f64,
 }
 
 impl PerUnit {
@@ -97,6 +98,7 @@ impl PerUnit {
             submissions: t.submissions as f64 / n,
             bytes_to_device: t.bytes_to_device as f64 / n,
             bytes_from_device: t.bytes_from_device as f64 / n,
+            macs: t.macs as f64 / n,
         }
     }
 }
@@ -105,8 +107,9 @@ impl PerUnit {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Projection {
     /// As built today: the measured device submissions per window (encoder) and per token
-    /// (decoder, × the assumed tokens per window) at the projected time of a 128-row MLP tile
-    /// plus host overhead, plus the CPU time measured here for everything else.
+    /// (decoder, × the assumed tokens per window), each with the host overhead, plus the
+    /// multiply-accumulates they computed at the platform's int8 peak (compute only: DMA not
+    /// modelled), plus the CPU time measured here for everything else.
     pub as_built_device_s: f64,
     /// The CPU part of as built today, measured on this machine (emulator time removed).
     pub as_built_cpu_s: f64,
@@ -174,13 +177,11 @@ impl DispatchBudget {
     pub fn project(&self, p: &Platform) -> Projection {
         let (ae, ad) = (self.assumptions(true), self.assumptions(false));
         let w = &self.dims;
-        // Each MLP submits fc1 then fc2 on the same rows: half the submissions of each. Every
-        // submission computes a whole 128-row tile (the decoder's rows padded with zeros).
-        let tile = |a: &Assumptions| {
-            (budget::gemm(p, a, TILE_ROWS, w.d, w.mlp, true).projected_s
-                + budget::gemm(p, a, TILE_ROWS, w.mlp, w.d, false).projected_s)
-                / 2.0
-        };
+        // Per submission: host overhead; per MAC (padding rows included): the int8 peak at the
+        // assumed efficiency.
+        let rate = |a: &Assumptions| p.cores as f64 * p.int8_macs * p.clock_hz * a.efficiency;
+        let side =
+            |u: &PerUnit, a: &Assumptions| u.submissions * a.host_overhead_s + u.macs / rate(a);
         let tokens = ad.tokens_per_window;
         let (pw, pt) = (self.per_window(), self.per_token());
         let (cpu_window, cpu_token) = self.cpu_s();
@@ -188,8 +189,7 @@ impl DispatchBudget {
         all += budget::cross_kv(p, &ae, w);
         all += budget::decoder_step(p, &ad, w) * tokens;
         Projection {
-            as_built_device_s: pw.submissions * tile(&ae)
-                + tokens as f64 * pt.submissions * tile(&ad),
+            as_built_device_s: side(&pw, &ae) + tokens as f64 * side(&pt, &ad),
             as_built_cpu_s: cpu_window + tokens as f64 * cpu_token,
             all_on_device_s: all.projected_s,
             all_on_device_submissions: all.submissions,
@@ -212,8 +212,8 @@ impl std::fmt::Display for DispatchBudget {
         let us = |ns: u64, n: u64| ns as f64 / 1e3 / n.max(1) as f64;
         writeln!(
             f,
-            "dispatch budget   on the device today: the MLP linears (fc1 {}x{}, fc2 {}x{}) of encoder and decoder, {TILE_ROWS}-row tiles; everything else on the CPU",
-            self.dims.d, self.dims.mlp, self.dims.mlp, self.dims.d
+            "dispatch budget   on the device today: every INT8 linear with K, N multiples of 64 (d {}, MLP {}), one submission per linear (fixture programs: one per 128-row tile); attention, norms, conv stem, logits on the CPU",
+            self.dims.d, self.dims.mlp
         )?;
         writeln!(
             f,
@@ -485,6 +485,7 @@ mod tests {
             submit_ns: submissions * device_ns,
             wait_ns: 0,
             invalidate_ns: submissions * prep_ns / 2,
+            macs: submissions * 128 * 512 * 2048,
         }
     }
 
@@ -524,11 +525,15 @@ mod tests {
             let want = budget::window(&p, &a, &amanuensis_aie::design::BASE);
             assert!((j.all_on_device_s - want.projected_s).abs() < 1e-12);
             assert_eq!(j.all_on_device_submissions, want.submissions);
-            let tile = (budget::gemm(&p, &a, 128, 512, 2048, true).projected_s
-                + budget::gemm(&p, &a, 128, 2048, 512, false).projected_s)
-                / 2.0;
-            let built = (144.0 + 120.0 * 12.5) * tile;
-            assert!((j.as_built_device_s - built).abs() < 1e-12);
+            // Per submission 65 µs of host and 128·512·2048 MACs at the int8 peak.
+            let per =
+                65e-6 + (128 * 512 * 2048) as f64 / (p.cores as f64 * p.int8_macs * p.clock_hz);
+            let built = (144.0 + 120.0 * 12.5) * per;
+            assert!(
+                (j.as_built_device_s - built).abs() < 1e-9,
+                "{} vs {built}",
+                j.as_built_device_s
+            );
             assert!((j.as_built_cpu_s - (cw + 120.0 * ct)).abs() < 1e-12);
             let default =
                 budget::window(&p, &Assumptions::default(), &amanuensis_aie::design::BASE);

@@ -218,17 +218,25 @@ fn npu_backend(
             Err(e) => tried.push(e.to_string()),
         }
     }
-    let programs = programs.ok_or_else(|| ("find GEMM programs", tried.join("; ")))?;
-    let dev = match real {
-        Some(d) => d,
+    // The emulated device runs our own GEMM design for every linear it takes, so the fixture
+    // programs (real compiled kernels, base's MLP shapes only) are used where they exist; a
+    // real NPU has only them (no xclbin of our design has been built).
+    let programs = match (programs, real.is_none()) {
+        (Some(p), _) => p,
+        (None, true) => Vec::new(),
+        (None, false) => return Err(("find GEMM programs", tried.join("; "))),
+    };
+    let backend = match real {
+        Some(dev) => NpuBackend::new(dev, &programs, threads)
+            .map_err(|e| ("load GEMM programs", e.to_string()))?,
         None => {
-            emulated_device(&programs)
-                .map_err(|e| ("open device", e.to_string()))?
-                .1
+            let (emu, dev) =
+                emulated_device(&programs).map_err(|e| ("open device", e.to_string()))?;
+            NpuBackend::new(dev, &programs, threads)
+                .map_err(|e| ("load GEMM programs", e.to_string()))?
+                .with_emulated_designs(emu)
         }
     };
-    let backend = NpuBackend::new(dev, &programs, threads)
-        .map_err(|e| ("load GEMM programs", e.to_string()))?;
     backend
         .self_test()
         .map_err(|e| ("self-test", e.to_string()))?;
@@ -402,6 +410,17 @@ impl Model {
         }
     }
 
+    /// On the emulated device: why any command ended in a state other than COMPLETED
+    /// (validator refusals, array-model failures), oldest first. `None` on other devices.
+    pub fn emulator_command_errors(&self) -> Option<Vec<String>> {
+        match &self.loaded {
+            Loaded::Npu(m) if self.device == Device::Emu => {
+                Some(m.encoder_backend.emulator_command_errors())
+            }
+            _ => None,
+        }
+    }
+
     /// A new session on the threads given at load.
     pub fn session(&self) -> Result<Session, Error> {
         self.session_with_threads(self.threads)
@@ -524,6 +543,8 @@ pub struct DispatchTotals {
     pub wait_ns: u64,
     /// Invalidating C after completion, ns.
     pub invalidate_ns: u64,
+    /// Multiply-accumulates the array computed (padding rows included).
+    pub macs: u64,
 }
 
 impl std::ops::Sub for DispatchTotals {
@@ -538,6 +559,7 @@ impl std::ops::Sub for DispatchTotals {
             submit_ns: self.submit_ns - o.submit_ns,
             wait_ns: self.wait_ns - o.wait_ns,
             invalidate_ns: self.invalidate_ns - o.invalidate_ns,
+            macs: self.macs - o.macs,
         }
     }
 }
@@ -562,6 +584,7 @@ impl DispatchTotals {
             submit_ns: s.submit_ns,
             wait_ns: s.wait_ns,
             invalidate_ns: s.invalidate_ns,
+            macs: s.macs,
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct DispatchRecord {
     pub wait_ns: u64,
     /// Invalidation of the outputs after completion, ns.
     pub invalidate_ns: u64,
+    /// Multiply-accumulates the array computes for this dispatch (padding rows included; 0
+    /// when not a GEMM or not recorded): what a projection of its device time needs.
+    pub macs: u64,
 }
 
 impl DispatchRecord {
@@ -79,6 +82,7 @@ impl DispatchLog {
         sum.submit_ns += r.submit_ns;
         sum.wait_ns += r.wait_ns;
         sum.invalidate_ns += r.invalidate_ns;
+        sum.macs += r.macs;
     }
 
     /// Field-wise sum of every record since creation (overwritten ones included).
@@ -304,6 +308,7 @@ impl Dispatcher {
             submit_ns: ns(t1, t2),
             wait_ns: 0,
             invalidate_ns: 0,
+            macs: 0,
         });
         Ok(())
     }
@@ -386,6 +391,7 @@ mod tests {
                 submit_ns: 2,
                 wait_ns: 3,
                 invalidate_ns: 4,
+                macs: 0,
             },
             DispatchRecord::default(),
         ];

@@ -3,6 +3,7 @@
 //! Nothing here knows Whisper: it offers devices, buffers and kernels at the granularity of a
 //! whole layer (GEMM with fused epilogues, attention, norms).
 
+pub mod aie_gemm;
 pub mod backend;
 pub mod cpu;
 pub mod cpu_backend;

@@ -253,6 +253,67 @@ fn an_npu_backend_linear_allocates_nothing_on_the_host() {
 }
 
 #[test]
+fn a_linear_on_our_gemm_design_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::{Backend as _, Epilogue};
+    use amanuensis_runtime::npu_backend::{emulated_config, NpuBackend};
+    use amanuensis_runtime::q8::QuantMatrix;
+    use amanuensis_runtime::stage::{At, Extent, Op, Program as Stages, Residency, StageArgs};
+
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &[], 1)
+        .unwrap()
+        .with_emulated_designs(emu.clone());
+    let (n, k, max_rows) = (1536, 384, 300);
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 500.0)
+        .collect();
+    let mut p = Stages::new();
+    let m = p.add_matrix(npu.matrix_q8(QuantMatrix::quantize(&w, n, k)).unwrap());
+    let bias = p.add_vector(vec![0.25; n]);
+    let x = p.add_buffer("x", max_rows * k, Residency::Resident);
+    let out = p.add_buffer("out", max_rows * n, Residency::Resident);
+    let stage = p.add_stage(
+        "linear",
+        vec![Op::Linear {
+            x: At::start(x),
+            out: At::start(out),
+            rows: Extent::rows(1),
+            max_rows,
+            w: m,
+            bias: Some(bias),
+            epilogue: Epilogue::Gelu,
+        }],
+    );
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    let input: Vec<f32> = (0..max_rows * k).map(|i| (i % 13) as f32 - 6.0).collect();
+    npu.write(&mut ws, x, 0, &input).unwrap();
+    // Encoder-sized rows (the row mapping) and a decoder step (the decoder mapping).
+    for rows in [max_rows, 1] {
+        let args = StageArgs {
+            rows,
+            ..Default::default()
+        };
+        npu.run(&p, stage, &args, &mut ws).unwrap(); // first use of the ring slot
+        let before = host_allocs();
+        for _ in 0..3 {
+            npu.run(&p, stage, &args, &mut ws).unwrap();
+        }
+        let host = host_allocs() - before;
+        assert_eq!(
+            host, 0,
+            "{host} host allocations in 3 device linears of {rows} rows"
+        );
+    }
+    assert_eq!(npu.stats().submissions, 8);
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}
+
+#[test]
 fn pipelined_dispatches_allocate_nothing_at_every_depth() {
     for depth in 1..=4 {
         let emu = Arc::new(EmuDriver::new(EmuConfig::default()));

@@ -20,7 +20,9 @@
 //! `sw[n]` then `b[n]` (f32 LE) — a 4 KB "parameter tile" appended to every 64-channel block of
 //! the device weight image.
 
-use super::layout::{a_offset, c_offset, w_offset, C_ELEMS, TILE_K, TILE_M, TILE_N};
+use super::layout::{
+    a_offset, c_offset, w_offset, A_BYTES, C_ELEMS, TILE_K, TILE_M, TILE_N, W_BYTES,
+};
 use super::numerics::gelu;
 
 /// What the epilogue does after the affine dequantization (`Store` = 0, `Gelu` = 1 in C++).
@@ -61,6 +63,50 @@ pub fn matmul_i8_i32(a: &[i8], w: &[i8], acc: &mut [i32]) {
             acc[c_offset(m, n)] += s;
         }
     }
+}
+
+/// The sums of [`matmul_i8_i32`] from the objects as the streams deliver them, before the
+/// memory tile blocks them: `a` row-major `TILE_M × TILE_K`, `w` a channel-major file tile
+/// (`w[n·TILE_K + k]`), as bytes. `acc[m, n] += Σ_k a[m, k] · w[n, k]`: i32 sums of at most
+/// 64 products of ±128 are exact, so any order gives the same bits as the blocked kernel
+/// (tested). The emulator's array model runs this form: contiguous dot products the host
+/// compiler vectorises, the blocking being a permutation the sums do not see.
+///
+/// # Panics
+/// If a slice is shorter than its object.
+pub fn matmul_i8_i32_unblocked(a: &[u8], w: &[u8], acc: &mut [i32]) {
+    // Widened to i16 once per object, in fixed-size rows: the dot products then compile to
+    // multiply-add-pairs (`pmaddwd`) on any x86-64 (products of two i8 fit an i16).
+    let mut wt = [[0i16; TILE_K]; TILE_N];
+    for (d, s) in wt.iter_mut().zip(w[..W_BYTES].chunks_exact(TILE_K)) {
+        for (x, &y) in d.iter_mut().zip(s) {
+            *x = i16::from(y as i8);
+        }
+    }
+    let mut ar = [0i16; TILE_K];
+    for (m, src) in a[..A_BYTES].chunks_exact(TILE_K).enumerate() {
+        // A zero row adds exactly 0: the padding rows of a decoder step's super-block (31 of
+        // 32 for one row) cost nothing.
+        if src.iter().all(|&b| b == 0) {
+            continue;
+        }
+        for (x, &y) in ar.iter_mut().zip(src) {
+            *x = i16::from(y as i8);
+        }
+        let row = &mut acc[c_offset(m, 0)..c_offset(m, 0) + TILE_N];
+        for (o, wr) in row.iter_mut().zip(&wt) {
+            *o += dot64(&ar, wr);
+        }
+    }
+}
+
+#[inline(always)]
+fn dot64(a: &[i16; TILE_K], b: &[i16; TILE_K]) -> i32 {
+    let mut s = 0i32;
+    for i in 0..TILE_K {
+        s += i32::from(a[i]) * i32::from(b[i]);
+    }
+    s
 }
 
 /// Row scale `sx[m]` stored in a row-scale object.
@@ -118,8 +164,44 @@ pub fn put_channel_params(row: &mut [i8], scale: f32, bias: f32) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layout::{block_a, block_w, A_BYTES, W_BYTES};
+    use super::super::layout::{block_a, block_w};
     use super::*;
+
+    #[test]
+    fn the_unblocked_sums_equal_the_blocked_kernel() {
+        let mut seed = 11u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 24) as u8
+        };
+        for case in 0..20 {
+            // Random bytes, then the ±128 extremes (-128 included: raw stream bytes).
+            let fill = |r: &mut dyn FnMut() -> u8, n: usize| -> Vec<u8> {
+                (0..n)
+                    .map(|i| match case {
+                        18 => 0x80,
+                        19 => [0x80u8, 0x7F][i % 2],
+                        _ => r(),
+                    })
+                    .collect()
+            };
+            let mut a_rm = fill(&mut rnd, A_BYTES);
+            // Some all-zero rows (skipped by the unblocked form).
+            if case % 3 == 0 {
+                a_rm[5 * TILE_K..9 * TILE_K].fill(0);
+            }
+            let w_rm = fill(&mut rnd, W_BYTES);
+            let signed = |v: &[u8]| v.iter().map(|&x| x as i8).collect::<Vec<i8>>();
+            let (mut a, mut w) = (vec![0; A_BYTES], vec![0; W_BYTES]);
+            block_a(&signed(&a_rm), &mut a);
+            block_w(&signed(&w_rm), &mut w);
+            let mut want: Vec<i32> = (0..C_ELEMS as i32).collect();
+            let mut got = want.clone();
+            matmul_i8_i32(&a, &w, &mut want);
+            matmul_i8_i32_unblocked(&a_rm, &w_rm, &mut got);
+            assert_eq!(got, want, "case {case}");
+        }
+    }
 
     #[test]
     fn one_tile_against_a_plain_triple_loop() {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use crate::design::{GemmDesign, Mapping, CORE_ROWS};
 use crate::kernels::layout::{block_a, block_w, A_BYTES, C_ELEMS, TILE_M, W_BYTES};
-use crate::kernels::matmul::{epilogue, matmul_i8_i32, zero, EpilogueMode};
+use crate::kernels::matmul::{epilogue, matmul_i8_i32_unblocked, zero, EpilogueMode};
 use crate::txn::{parse, DecodeError, Direction, Op, BD_WORDS};
 
 /// Why a replay failed.
@@ -381,15 +381,20 @@ pub fn gemm_array(
 /// One compute tile's buffers.
 #[derive(Default)]
 struct Core {
-    a: Vec<i8>,
-    w: Vec<i8>,
     acc: Vec<i32>,
     res: Vec<f32>,
+    /// The row-scale and parameter objects as received, then blocked.
+    raw_s: Vec<i8>,
+    raw_p: Vec<i8>,
+    s: Vec<i8>,
+    p: Vec<i8>,
 }
 
 impl Core {
     /// One output tile: `k/64` steps from objects at `a_at(t)` / `w_at(t)` of the two streams,
     /// the epilogue with the objects of step `k/64`, the 32 × 64 f32 result appended to `out`.
+    /// The depth steps take the objects before blocking ([`matmul_i8_i32_unblocked`]: the same
+    /// exact i32 sums as the blocked kernel); the epilogue takes them blocked, as the core does.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
@@ -401,29 +406,37 @@ impl Core {
         w_at: impl Fn(usize) -> usize,
         out: &mut Vec<u8>,
     ) {
-        self.a.resize(A_BYTES, 0);
-        self.w.resize(W_BYTES, 0);
         self.acc.resize(C_ELEMS, 0);
         self.res.resize(C_ELEMS, 0.0);
-        let obj_a = |t: usize| bytes_i8(&rows[a_at(t)..a_at(t) + A_BYTES]);
-        let obj_w = |t: usize| bytes_i8(&cols[w_at(t)..w_at(t) + W_BYTES]);
+        for v in [&mut self.raw_s, &mut self.s] {
+            v.resize(A_BYTES, 0);
+        }
+        for v in [&mut self.raw_p, &mut self.p] {
+            v.resize(W_BYTES, 0);
+        }
         zero(&mut self.acc);
         for t in 0..d.k_tiles() {
-            block_a(&obj_a(t), &mut self.a);
-            block_w(&obj_w(t), &mut self.w);
-            matmul_i8_i32(&self.a, &self.w, &mut self.acc);
+            matmul_i8_i32_unblocked(
+                &rows[a_at(t)..a_at(t) + A_BYTES],
+                &cols[w_at(t)..w_at(t) + W_BYTES],
+                &mut self.acc,
+            );
         }
-        let (mut s, mut p) = (vec![0i8; A_BYTES], vec![0i8; W_BYTES]);
-        block_a(&obj_a(d.k_tiles()), &mut s);
-        block_w(&obj_w(d.k_tiles()), &mut p);
-        epilogue(&self.acc, &s, &p, mode, &mut self.res);
+        let (s_at, p_at) = (a_at(d.k_tiles()), w_at(d.k_tiles()));
+        to_i8(&rows[s_at..s_at + A_BYTES], &mut self.raw_s);
+        to_i8(&cols[p_at..p_at + W_BYTES], &mut self.raw_p);
+        block_a(&self.raw_s, &mut self.s);
+        block_w(&self.raw_p, &mut self.p);
+        epilogue(&self.acc, &self.s, &self.p, mode, &mut self.res);
         debug_assert_eq!(self.res.len(), TILE_M * 64);
         out.extend(self.res.iter().flat_map(|v| v.to_le_bytes()));
     }
 }
 
-fn bytes_i8(b: &[u8]) -> Vec<i8> {
-    b.iter().map(|&x| x as i8).collect()
+fn to_i8(b: &[u8], out: &mut [i8]) {
+    for (o, &x) in out.iter_mut().zip(b) {
+        *o = x as i8;
+    }
 }
 
 /// Writes each S2MM stream to the places its tasks named (`outputs[arg]`); a destination

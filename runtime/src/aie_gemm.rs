@@ -1,0 +1,246 @@
+//! Our own GEMM design (`amanuensis_aie`: `aie/designs/gemm_i8.py`, its TXN instruction
+//! streams from `amanuensis_aie::program::gemm`) as device programs of the NPU backend: a whole
+//! `out[m×n] = f(A[m×k] · Wᵀ · scales + bias)` (f = identity or GELU) in **one** submission for
+//! any `m`, any `(k, n)` that are multiples of 64, with the dequantize / bias / GELU epilogue on
+//! the device and the weight image in the INT8 file's tile layout.
+//!
+//! One [`AieGemm`] is one design (`k`, `n`, epilogue, mapping): a hardware context and its
+//! instruction streams, one per super-block count, generated and uploaded the first time a
+//! workspace declares a linear that needs them (never on the hot path). The encoder's rows use
+//! [`Mapping::RowBlocks`] (128-row super-blocks); up to 32 rows (decoder steps, beam 5) use
+//! [`Mapping::ChannelSpread`] when the design accepts the shape.
+//!
+//! **No xclbin of this design has been built** (no mlir-aie / Peano here, `aie/build.sh`), so
+//! these programs exist only on the emulated device: [`emulated_xclbin`] is an mlir-aie-shaped
+//! xclbin whose PDI is a text naming the design, and [`register_array_model`] makes the
+//! emulator's firmware run that PDI with the aie crate's array model
+//! (`amanuensis_aie::program::replay::gemm_array`: the design's stream consumption and the
+//! kernels' Rust models, bit-exact with `q8::gemm_q8`). The host side (BOs, packets, the
+//! instruction streams, flushes) is what a real device would get.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use amanuensis_aie::design::{GemmDesign, Mapping};
+use amanuensis_aie::kernels::matmul::EpilogueMode;
+use amanuensis_aie::program::gemm::gemm_program;
+use amanuensis_aie::program::images::{activation_image_len, output_len};
+use amanuensis_aie::program::replay::gemm_array;
+use amanuensis_aie::txn::{Direction as AieDirection, Target};
+
+use crate::npu::device::Device;
+use crate::npu::emu::EmuDriver;
+use crate::npu::heap::{DevBo, Heap};
+use crate::npu::hwctx::HwContext;
+use crate::npu::program::RegmapLayout;
+use crate::npu::txn::{self, ArrayIo, Limits};
+use crate::npu::xclbin::{Xclbin, XclbinBuilder, MLIR_AIE_DPU_KERNEL_ID};
+use crate::npu::NpuError;
+
+/// The target the emulated designs are generated for: npu2 (Strix, 8 columns), the geometry
+/// of the emulated device the fixture programs also need.
+pub const EMULATED_TARGET: Target = Target::NPU2;
+
+/// Most rows the decoder mapping takes (one 32-row super-block).
+pub const SPREAD_MAX_ROWS: usize = 32;
+
+/// What identifies a design.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DesignKey {
+    /// Depth.
+    pub k: usize,
+    /// Output channels.
+    pub n: usize,
+    /// The epilogue compiled into the core.
+    pub mode: EpilogueMode,
+    /// The data movement.
+    pub mapping: Mapping,
+}
+
+impl DesignKey {
+    /// The design on `target`, or why it does not fit.
+    pub fn design(&self, target: Target) -> Result<GemmDesign, NpuError> {
+        GemmDesign::with_mapping(target, self.k, self.n, self.mapping).map_err(|e| {
+            NpuError::InvalidRequest {
+                what: format!(
+                    "GEMM design K{}×N{} {:?}: {e}",
+                    self.k, self.n, self.mapping
+                ),
+            }
+        })
+    }
+}
+
+/// The PDI of a design on the emulated device: a text naming it (no real PDI exists).
+pub fn emulated_pdi(target: Target, key: &DesignKey) -> Vec<u8> {
+    format!(
+        "amanuensis EMULATED AIE GEMM (no real PDI): {:?} {}c K{} N{} {:?} {:?}",
+        target.generation, target.cols, key.k, key.n, key.mode, key.mapping
+    )
+    .into_bytes()
+}
+
+/// An mlir-aie-shaped xclbin (one PDI, kernel `MLIR_AIE`, buffer args A, W, out) around
+/// [`emulated_pdi`].
+pub fn emulated_xclbin(target: Target, key: &DesignKey) -> Vec<u8> {
+    XclbinBuilder::mlir_aie(&emulated_pdi(target, key), target.cols as u16, 3).build()
+}
+
+/// Makes `emu`'s firmware run the design's PDI with the aie crate's array model: the streams
+/// the shim DMA interpreter delivered go through `gemm_array`, and its output streams are
+/// what the S2MM tasks write. The super-block count comes from the column stream's length.
+pub fn register_array_model(
+    emu: &EmuDriver,
+    target: Target,
+    key: DesignKey,
+) -> Result<(), NpuError> {
+    let d = key.design(target)?;
+    emu.register_kernel(&emulated_pdi(target, &key), move |io: &mut ArrayIo| {
+        run_array(&d, key.mode, io)
+    });
+    Ok(())
+}
+
+fn run_array(d: &GemmDesign, mode: EpilogueMode, io: &mut ArrayIo) -> Result<(), String> {
+    let sent: BTreeMap<_, _> = io
+        .inputs()
+        .map(|(ch, b)| ((ch.col, AieDirection::Mm2s, ch.channel), b.to_vec()))
+        .collect();
+    let c0 = (0..d.cols()).find(|&c| d.groups_of(c) > 0).unwrap_or(0);
+    let per_block = d.groups_of(c0)
+        * (d.k_tiles() + 1)
+        * amanuensis_aie::kernels::layout::W_BYTES
+        * match d.mapping {
+            Mapping::RowBlocks => 1,
+            Mapping::ChannelSpread => amanuensis_aie::design::CORE_ROWS,
+        };
+    let col_len = sent
+        .get(&(c0 as u8, AieDirection::Mm2s, 1))
+        .map_or(0, Vec::len);
+    if per_block == 0 || col_len == 0 || col_len % per_block != 0 {
+        return Err(format!(
+            "column stream of {col_len} bytes is not whole super-blocks of {per_block}"
+        ));
+    }
+    let m = col_len / per_block * d.block_rows();
+    let produced = gemm_array(d, m, mode, &sent).map_err(|e| e.to_string())?;
+    for ((col, _, chan), bytes) in produced {
+        let o = io
+            .output(col, chan)
+            .ok_or_else(|| format!("no S2MM task on column {col} channel {chan}"))?;
+        if o.len() != bytes.len() {
+            return Err(format!(
+                "S2MM {col}/{chan}: the tasks take {} bytes, the array made {}",
+                o.len(),
+                bytes.len()
+            ));
+        }
+        o.copy_from_slice(&bytes);
+    }
+    Ok(())
+}
+
+/// One uploaded instruction stream.
+struct Stream {
+    bo: DevBo,
+    words: u32,
+}
+
+/// A loaded design: its context, argument layout and instruction streams.
+pub struct AieGemm {
+    /// Index among the backend's designs (its command ring in a session).
+    pub id: usize,
+    /// What it is.
+    pub key: DesignKey,
+    /// Its geometry.
+    pub design: GemmDesign,
+    pub(crate) layout: RegmapLayout,
+    pub(crate) ctx: Arc<HwContext>,
+    /// Stream `i` computes `i + 1` super-blocks.
+    streams: Mutex<Vec<Stream>>,
+}
+
+impl AieGemm {
+    /// Loads `xclbin` (the design's) into a context on `device`.
+    pub fn load(
+        id: usize,
+        device: &Device,
+        heap: &Arc<Heap>,
+        target: Target,
+        key: DesignKey,
+        xclbin: &[u8],
+    ) -> Result<Self, NpuError> {
+        let design = key.design(target)?;
+        let x = Xclbin::parse(xclbin)?;
+        let kernels = x.kernels()?;
+        let kernel =
+            kernels
+                .iter()
+                .find(|k| k.kind == "dpu")
+                .ok_or_else(|| NpuError::InvalidRequest {
+                    what: format!("GEMM design {key:?}: no dpu kernel in its xclbin"),
+                })?;
+        let layout = RegmapLayout::from_kernel(kernel)?;
+        let ctx = HwContext::load(device, heap, &x, MLIR_AIE_DPU_KERNEL_ID)?;
+        Ok(Self {
+            id,
+            key,
+            design,
+            layout,
+            ctx: Arc::new(ctx),
+            streams: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Makes sure the streams for up to `rows` rows exist: generated, validated against the
+    /// buffer sizes they address (every task awaited), uploaded to DEV BOs.
+    pub fn ensure_rows(&self, heap: &Arc<Heap>, rows: usize) -> Result<(), NpuError> {
+        let blocks = self.design.row_blocks(rows.max(1));
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        while streams.len() < blocks {
+            let m = (streams.len() + 1) * self.design.block_rows();
+            let words = gemm_program(&self.design, m).map_err(|e| NpuError::InvalidRequest {
+                what: format!("GEMM design {:?}, {m} rows: {e}", self.key),
+            })?;
+            let lens = [
+                activation_image_len(&self.design, m) as u64,
+                amanuensis_aie::program::images::weight_image_len(&self.design) as u64,
+                output_len(&self.design, m) as u64,
+            ];
+            let plan = txn::validate(
+                &words,
+                &Limits {
+                    arg_lens: &lens,
+                    partition_cols: Some(self.ctx.columns() as u8),
+                },
+            )?;
+            if plan.summary.unawaited != 0 {
+                return Err(NpuError::InvalidRequest {
+                    what: format!(
+                        "GEMM design {:?}: {} tasks never awaited",
+                        self.key, plan.summary.unawaited
+                    ),
+                });
+            }
+            let mut bo = DevBo::create(heap, 4 * words.len())?;
+            for (d, w) in bo.bytes_mut().chunks_exact_mut(4).zip(&words) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+            bo.flush(0..4 * words.len());
+            streams.push(Stream {
+                bo,
+                words: words.len() as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// `(device address, handle, words)` of the stream for `rows` rows, if uploaded.
+    pub fn stream(&self, rows: usize) -> Option<(u64, u32, u32)> {
+        let blocks = self.design.row_blocks(rows.max(1));
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams
+            .get(blocks - 1)
+            .map(|s| (s.bo.device_addr(), s.bo.handle(), s.words))
+    }
+}

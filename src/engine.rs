@@ -745,13 +745,11 @@ mod tests {
             n_text_head: 1,
             n_text_layer: 1,
         };
-        // No GEMM program has K24×N96 anywhere: the emulator cannot be given programs.
+        // No fixture program has K24×N96 anywhere: the emulated device loads without one (our
+        // GEMM design takes the linears it can; the rest stay on the host).
         match npu_backend(Device::Emu, &dims, 1) {
-            Err((step, reason)) => {
-                assert_eq!(step, "find GEMM programs");
-                assert!(reason.contains("K24×N96"), "{reason}");
-            }
-            Ok(_) => panic!("programs found for K24"),
+            Ok(b) => assert!(b.shapes().is_empty(), "{:?}", b.shapes()),
+            Err((step, reason)) => panic!("{step}: {reason}"),
         }
         // This machine has no NPU: opening it is the step that fails (unless it has one).
         if discovery::discover().first_usable().is_err() {

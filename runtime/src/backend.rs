@@ -174,6 +174,12 @@ pub trait LayerKernels: Send + Sync {
     /// kernel state of `s` so they allocate nothing.
     fn reserve_attention(&self, s: &mut Self::Scratch, shape: &AttentionShape) -> usize;
 
+    /// [`LayerKernels::reserve_attention`] for [`LayerKernels::attention_prepared`] calls of
+    /// `shape` (by default the same).
+    fn reserve_attention_prepared(&self, s: &mut Self::Scratch, shape: &AttentionShape) -> usize {
+        self.reserve_attention(s, shape)
+    }
+
     /// `out[rows, w.rows] = epilogue(x[rows, w.cols] · wᵀ + bias)`.
     #[allow(clippy::too_many_arguments)]
     fn linear(

@@ -1,5 +1,6 @@
 //! The CPU backend with INT8 weights: linear layers and the conv stem run the INT8 GEMM of
-//! [`crate::q8`]; attention runs in bf16 ([`crate::cpu::attention_bf16()`]) where it pays (see
+//! [`crate::q8`]; attention runs in bf16 ([`crate::cpu::attention_bf16()`]) where it pays, or
+//! over INT8 prepared keys/values on request ([`crate::q8::attention_q8_prepared()`]) (see
 //! [`CpuInt8Backend`]); layer norm runs the f32 kernel.
 //!
 //! Every weight given to [`LayerKernels::matrix`] is quantized on the fly (so an f16/f32 model file
@@ -14,7 +15,10 @@ use crate::cpu::attention_bf16::{
 };
 use crate::cpu::{Bf16KeyValues, CpuPool};
 use crate::cpu_backend::{CpuBackend, CpuScratch, DenseMatrix, F32KeyValues, MAX_WEIGHTS_HEAD_DIM};
-use crate::q8::{self, Q8AttentionScratch, Q8Scratch, QuantMatrix};
+use crate::q8::{
+    self, attention_q8_prepared, Q8AttentionScratch, Q8KeyValues, Q8PreparedScratch, Q8Scratch,
+    QuantMatrix,
+};
 
 /// With [`CpuInt8Backend::with_int8_attention`], attention calls with at least this many query
 /// rows use INT8 `Q·Kᵀ`. Fewer rows (decoder steps) always stay f32: quantizing K costs one
@@ -25,9 +29,12 @@ pub const MIN_INT8_ATTENTION_ROWS: usize = 16;
 /// has AVX-512 BF16; fewer rows (decoder self-attention over a short, growing cache) stay f32.
 pub const MIN_BF16_ATTENTION_ROWS: usize = 16;
 
-/// Prepared keys/values of [`CpuInt8Backend`]: bf16 for heads of 64·n (every Whisper model),
+/// Prepared keys/values of [`CpuInt8Backend`]: INT8 with
+/// [`CpuInt8Backend::with_int8_key_values`] (heads up to 256 wide), else bf16 (heads of 64·n),
 /// else f32.
 pub enum Int8KeyValues {
+    /// INT8 keys and values (read by [`q8::attention_q8_prepared`]).
+    Q8(Q8KeyValues),
     /// Packed bf16 (read by [`crate::cpu::attention_bf16()`]).
     Bf16(Bf16KeyValues),
     /// Row-major f32.
@@ -61,13 +68,14 @@ impl Int8OrF32Matrix {
 }
 
 /// Per-stream state of [`CpuInt8Backend`]: the stream's thread pool, conv scratch, INT8 GEMM
-/// and attention scratch, and the bf16 self-attention key/value buffer, all grown at workspace
-/// creation from the program's ops.
+/// and attention scratch (plain and over prepared keys/values), and the bf16 self-attention
+/// key/value buffer, all grown at workspace creation from the program's ops.
 pub struct Int8Scratch {
     cpu: CpuScratch,
     self_kv: Option<Bf16KeyValues>,
     gemm: Q8Scratch,
     attention: Q8AttentionScratch,
+    prepared: Q8PreparedScratch,
 }
 
 impl Int8Scratch {
@@ -83,14 +91,16 @@ impl Int8Scratch {
 /// Attention: calls with at least [`MIN_BF16_ATTENTION_ROWS`] queries (the encoder) run
 /// [`crate::cpu::attention_bf16()`] when the CPU has AVX-512 BF16 (`vdpbf16ps`), the f32 kernel
 /// otherwise; prepared keys/values (decoder cross-attention) are bf16 on every CPU (half the
-/// memory traffic per token; a portable path computes the same products without BF16
-/// instructions). Measured on the encoder shape (6 heads × 64, 1500 × 1500), 2 threads, AMD Zen
+/// f32 bytes per token; a portable path computes the same products without BF16 instructions),
+/// or INT8 with [`CpuInt8Backend::with_int8_key_values`] ([`q8::attention_q8_prepared`]: INT8
+/// `Q·Kᵀ` and `P·V`, a quarter). Measured on the encoder shape (6 heads × 64, 1500 × 1500), 2 threads, AMD Zen
 /// 4: f32 31.9 ms, bf16 13.3 ms + 0.3 ms packing. [`CpuInt8Backend::with_int8_attention`]
 /// switches the encoder to [`q8::attention_q8`] (INT8 `Q·Kᵀ`, f32 `P·V`: 30 ms).
 pub struct CpuInt8Backend {
     f32: CpuBackend,
     int8_attention: bool,
     bf16_attention: bool,
+    int8_key_values: bool,
 }
 
 impl CpuInt8Backend {
@@ -100,7 +110,19 @@ impl CpuInt8Backend {
             f32: CpuBackend::new(threads),
             int8_attention: false,
             bf16_attention: has_native_bf16(),
+            int8_key_values: false,
         }
+    }
+
+    /// Prepares keys/values (the decoder's cross-attention) in INT8 when `on`
+    /// ([`q8::attention_q8_prepared`]: INT8 `Q·Kᵀ` and `P·V`, half the bytes per token of
+    /// bf16; its kernels are `vpdpbusd` on AVX-512 VNNI, the scalar reference elsewhere — see
+    /// [`q8::prepared::has_vnni_key_values`]); off (the default): bf16. Not the default yet:
+    /// on `../shared/speech` base.int8 greedy lost one word of 835 (2.75 → 2.87 % WER, over
+    /// the 0.1-point gate; tiny.en.int8 2.51 → 2.04 %), see `docs/int8-layout.md` §5.2.
+    pub fn with_int8_key_values(mut self, on: bool) -> Self {
+        self.int8_key_values = on;
+        self
     }
 
     /// Runs attention calls with at least [`MIN_INT8_ATTENTION_ROWS`] queries through
@@ -202,6 +224,7 @@ impl LayerKernels for CpuInt8Backend {
             self_kv: None,
             gemm: Q8Scratch::new(),
             attention: Q8AttentionScratch::new(),
+            prepared: Q8PreparedScratch::new(),
         }
     }
 
@@ -231,6 +254,16 @@ impl LayerKernels for CpuInt8Backend {
             .reserve_attention(&mut s.cpu, shape)
             .max(q8::attention_q8_scratch_len(s.pool(), shape))
             .max(bf16)
+    }
+
+    /// Also reserves the INT8 prepared-attention buffers (per-thread scores and probability
+    /// codes, the heads' outputs) when prepared keys/values are INT8.
+    fn reserve_attention_prepared(&self, s: &mut Int8Scratch, shape: &AttentionShape) -> usize {
+        if self.int8_key_values && Q8KeyValues::supports(shape.head_dim) {
+            let pool = s.cpu.pool();
+            s.prepared.reserve(pool, shape);
+        }
+        self.reserve_attention(s, shape)
     }
 
     fn linear(
@@ -317,7 +350,12 @@ impl LayerKernels for CpuInt8Backend {
             kv_len: capacity,
             causal_offset: None,
         };
-        if bf16_supports(&probe) {
+        if self.int8_key_values
+            && Q8KeyValues::supports(head_dim)
+            && capacity <= q8::prepared::MAX_Q8_KEYS
+        {
+            Int8KeyValues::Q8(Q8KeyValues::new(heads, head_dim, capacity))
+        } else if bf16_supports(&probe) {
             Int8KeyValues::Bf16(Bf16KeyValues::new(heads, head_dim, capacity))
         } else {
             Int8KeyValues::F32(self.f32.key_values(heads, head_dim, capacity))
@@ -326,6 +364,7 @@ impl LayerKernels for CpuInt8Backend {
 
     fn key_values_len(&self, kv: &Int8KeyValues) -> usize {
         match kv {
+            Int8KeyValues::Q8(kv) => kv.kv_len(),
             Int8KeyValues::Bf16(kv) => kv.kv_len(),
             Int8KeyValues::F32(kv) => kv.rows(),
         }
@@ -339,6 +378,7 @@ impl LayerKernels for CpuInt8Backend {
         kv: &mut Int8KeyValues,
     ) {
         match kv {
+            Int8KeyValues::Q8(kv) => kv.pack(s.cpu.pool(), k, v),
             Int8KeyValues::Bf16(kv) => kv.pack(s.cpu.pool(), k, v),
             Int8KeyValues::F32(kv) => kv.fill(k, v),
         }
@@ -354,6 +394,9 @@ impl LayerKernels for CpuInt8Backend {
         out: &mut [f32],
     ) {
         match kv {
+            Int8KeyValues::Q8(kv) => {
+                attention_q8_prepared(s.cpu.pool(), shape, q, kv, &mut s.prepared, out)
+            }
             Int8KeyValues::Bf16(kv) => attention_bf16(s.cpu.pool(), shape, q, kv, scratch, out),
             Int8KeyValues::F32(kv) => self
                 .f32
@@ -370,6 +413,17 @@ impl LayerKernels for CpuInt8Backend {
         out: &mut [f32],
     ) {
         match kv {
+            Int8KeyValues::Q8(kv) => {
+                let mut buf = [0.0f32; MAX_WEIGHTS_HEAD_DIM];
+                crate::cpu::attention::attention_weights_with(
+                    shape,
+                    q,
+                    head,
+                    &mut buf[..shape.head_dim],
+                    |j, row| kv.key_into(head, j, row),
+                    out,
+                );
+            }
             Int8KeyValues::Bf16(kv) => {
                 let mut buf = [0.0f32; MAX_WEIGHTS_HEAD_DIM];
                 crate::cpu::attention::attention_weights_with(
@@ -526,7 +580,7 @@ mod tests {
     }
 
     #[test]
-    fn bf16_attention_and_prepared_key_values_are_close_to_f32() {
+    fn bf16_attention_and_int8_or_bf16_prepared_key_values_are_close_to_f32() {
         let mut rng = Rng::new(21);
         let f = CpuBackend::new(2);
         let q = CpuInt8Backend::new(2);
@@ -564,12 +618,26 @@ mod tests {
             }
             off.attention(&mut os, &shape, &qq, &kk, &vv, &mut s, &mut got);
             assert_eq!(got, want, "with_bf16_attention(false) is the f32 kernel");
-            // Prepared keys/values are bf16 on every CPU: within bf16 rounding (|v| ≤ 1, scores
-            // O(1): see cpu::attention_bf16's tests for the 2e-2 bound).
-            let mut kv = q.key_values(3, 64, 1500);
+            // INT8 prepared keys/values: within the 2.5e-2 bound of q8::prepared's tests
+            // (|v| ≤ 1, scores O(1)).
+            let i8 = CpuInt8Backend::new(2).with_int8_key_values(true);
+            let mut is = i8.scratch(2);
+            let mut s = vec![0.0; i8.reserve_attention_prepared(&mut is, &shape)];
+            let mut kv = i8.key_values(3, 64, 1500);
+            assert!(matches!(kv, Int8KeyValues::Q8(_)));
+            i8.prepare_key_values(&mut is, &kk, &vv, &mut kv);
+            i8.attention_prepared(&mut is, &shape, &qq, &kv, &mut s, &mut got);
+            let w = worst(&got);
+            assert!(w > 0.0 && w <= 2.5e-2, "prepared int8 attention error {w}");
+            // Without INT8 keys/values (the default): bf16, within bf16 rounding (see
+            // cpu::attention_bf16's tests for the 2e-2 bound).
+            let bf = CpuInt8Backend::new(2);
+            let mut bs = bf.scratch(2);
+            let mut s = vec![0.0; bf.reserve_attention_prepared(&mut bs, &shape)];
+            let mut kv = bf.key_values(3, 64, 1500);
             assert!(matches!(kv, Int8KeyValues::Bf16(_)));
-            q.prepare_key_values(&mut qs, &kk, &vv, &mut kv);
-            q.attention_prepared(&mut qs, &shape, &qq, &kv, &mut s, &mut got);
+            bf.prepare_key_values(&mut bs, &kk, &vv, &mut kv);
+            bf.attention_prepared(&mut bs, &shape, &qq, &kv, &mut s, &mut got);
             let w = worst(&got);
             assert!(w > 0.0 && w <= 2e-2, "prepared bf16 attention error {w}");
         }

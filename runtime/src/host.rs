@@ -42,10 +42,12 @@ impl<K: LayerKernels> HostWorkspace<K> {
                     conv1d_k3_out_len(*t_in, *stride),
                     program.matrix(*w),
                 ),
-                Op::Attention { dims, .. }
-                | Op::AttentionPrepared { dims, .. }
-                | Op::SlotSelfAttention { dims, .. } => {
+                Op::Attention { dims, .. } | Op::SlotSelfAttention { dims, .. } => {
                     let len = kernels.reserve_attention(&mut scratch, &dims.max_shape());
+                    attention_len = attention_len.max(len);
+                }
+                Op::AttentionPrepared { dims, .. } => {
+                    let len = kernels.reserve_attention_prepared(&mut scratch, &dims.max_shape());
                     attention_len = attention_len.max(len);
                 }
                 _ => {}

@@ -1166,6 +1166,10 @@ impl LayerKernels for NpuBackend {
         self.cpu.reserve_attention(&mut s.cpu, shape)
     }
 
+    fn reserve_attention_prepared(&self, s: &mut NpuScratch, shape: &AttentionShape) -> usize {
+        self.cpu.reserve_attention_prepared(&mut s.cpu, shape)
+    }
+
     /// The host kernels (device linears go through [`LayerKernels::try_linear`]).
     fn linear(
         &self,

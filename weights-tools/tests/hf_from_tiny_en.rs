@@ -106,7 +106,7 @@ impl HfDir {
             tensors,
             config,
             generation: Some(generation),
-            tokenizer: w.tokenizer_json().to_string(),
+            tokenizer: w.tokenizer_json().unwrap().to_string(),
         }
     }
 

@@ -24,8 +24,9 @@ python="${PYTHON:-python3}"
 log() { echo "setup-models: $*" >&2; }
 
 # The model-file format this tree writes: keep equal to amanuensis_model::config::FORMAT_VERSION
-# (tests/reliability.rs checks). Version 2 added the checksums of --verify-model.
-FORMAT_VERSION=2
+# (tests/reliability.rs checks). Version 2 added the checksums of --verify-model; 3 moved the
+# tokenizer into tensors beside a stored decoding table (no JSON parsed at load).
+FORMAT_VERSION=3
 
 # file_format_version FILE: the format_version a converted file declares (empty if none). The
 # header's keys are sorted, so the metadata and its format_version come first: reading 64 KiB is

@@ -1,16 +1,29 @@
-//! The tokenizer's decoding table (built at load from the vocabulary, without the BPE) gives
+//! The tokenizer's decoding table (stored in the model file by the converter, format_version 3,
+//! and read in place at load; or built at load from the vocabulary for older files) gives
 //! exactly the text of the full `tokenizers` BPE decode, on every token id of the real
 //! vocabularies and on random token sequences (which cut multi-byte characters anywhere).
 
 use amanuensis::model_path::resolve_model;
-use amanuensis_model::tokenizer::Tokenizer;
+use amanuensis_model::tokenizer::{DecodeTable, Tokenizer};
 use amanuensis_model::weights::WeightsFile;
 
 fn check(name: &str) {
     let path = resolve_model(Some(name)).unwrap_or_else(|e| panic!("{e}"));
     let file = WeightsFile::open(&path).unwrap();
+    assert!(
+        file.has_tokenizer_tensors(),
+        "{}: an older format_version without the stored decoding table: re-run \
+         scripts/setup-models.sh {name}",
+        path.display()
+    );
     let special = file.config().special;
-    let t = Tokenizer::from_json(file.tokenizer_json(), special).unwrap();
+    let t = Tokenizer::from_file(&file, special).unwrap();
+    // The stored table is exactly the one the JSON gives (what the converter wrote).
+    let built = DecodeTable::from_json(file.tokenizer_json().unwrap()).unwrap();
+    let stored = t.decode_table();
+    assert_eq!(stored.len(), built.len(), "{name}: ids");
+    assert_eq!(stored.ends(), built.ends(), "{name}: ends");
+    assert_eq!(stored.blob(), built.blob(), "{name}: bytes");
     // Every id, text tokens and the rest (ids >= EOT are filtered by both).
     let n = file.config().dims.n_vocab as u32 + 10;
     for id in 0..n {

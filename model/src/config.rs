@@ -10,13 +10,18 @@ use serde::{Deserialize, Serialize};
 
 /// `format` metadata value of every Amanuensis model file.
 pub const FORMAT: &str = "amanuensis-whisper";
-/// The `format_version` this code writes: 2 = version 1 plus the checksums `tensor_crc32` and
-/// `metadata_crc32` (`docs/model-format.md`, "Checksums").
-pub const FORMAT_VERSION: &str = "2";
+/// The `format_version` this code writes: 3 = version 2 with the tokenizer moved out of the
+/// header's metadata into byte tensors, beside the id → bytes decoding table
+/// (`docs/model-format.md`, "Tokenizer"), so a load reads the table in place and parses no JSON.
+pub const FORMAT_VERSION: &str = "3";
+/// Version 2: the tokenizer JSON in the `tokenizer_json` metadata entry (no decoding table: it
+/// is built from the JSON at load), plus the checksums `tensor_crc32` and `metadata_crc32`
+/// (`docs/model-format.md`, "Checksums"). Still read.
+pub const FORMAT_VERSION_TOKENIZER_IN_METADATA: &str = "2";
 /// The first format: as 2 without checksums. Still read; `--verify-model` says it cannot check it.
 pub const FORMAT_VERSION_NO_CHECKSUMS: &str = "1";
 /// The `format_version` values this code reads (for messages).
-pub const SUPPORTED_FORMAT_VERSIONS: &str = "1 and 2";
+pub const SUPPORTED_FORMAT_VERSIONS: &str = "1, 2 and 3";
 
 /// Metadata keys (`__metadata__` of the safetensors header).
 pub mod keys {
@@ -30,6 +35,7 @@ pub mod keys {
     pub const SUPPRESS_IDS: &str = "suppress_ids";
     pub const SUPPRESS_IDS_BEGIN: &str = "suppress_ids_begin";
     pub const ALIGNMENT_HEADS: &str = "alignment_heads";
+    /// The tokenizer JSON (format_version 1 and 2; version 3 stores it in a tensor).
     pub const TOKENIZER_JSON: &str = "tokenizer_json";
     /// `int8` when the weight matrices are stored quantized (absent: f16).
     pub const QUANTIZATION: &str = "quantization";

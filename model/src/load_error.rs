@@ -71,6 +71,13 @@ pub enum LoadError {
         name: String,
         reason: String,
     },
+    /// A tensor's contents break the format's rules (e.g. the stored decoding table).
+    #[error("{path}: tensor `{name}`: {reason}")]
+    BadTensor {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
     /// A checksum of the file (format_version 2) does not match its bytes: the file was
     /// damaged or changed after it was written.
     #[error(

@@ -6,6 +6,14 @@
 /// The mel filterbank tensor, `[n_mels, n_fft / 2 + 1]`, f32.
 pub const MEL_FILTERS: &str = "mel_filters";
 
+/// The Hugging Face `tokenizer.json`, verbatim UTF-8, u8 `[len]` (format_version 3).
+pub const TOKENIZER_JSON: &str = "tokenizer.json";
+/// The decoding table's token bytes, every id's concatenated, u8 `[len]` (format_version 3).
+pub const DECODE_BYTES: &str = "tokenizer.decode_bytes";
+/// The decoding table's end offsets into [`DECODE_BYTES`], one per id, u32 `[ids]`
+/// (format_version 3).
+pub const DECODE_ENDS: &str = "tokenizer.decode_ends";
+
 /// Which half of the network a name belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stack {

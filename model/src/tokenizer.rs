@@ -1,19 +1,26 @@
 //! The Whisper tokenizer: the Hugging Face byte-level BPE embedded in the model file, plus the
 //! special and timestamp tokens, whose ids come from the model's config (never hard-coded).
 //!
-//! Decoding needs only an id → bytes table ([`DecodeTable`]), built at load from the JSON's
-//! vocabulary in one pass (no merges, no regexes). The full `tokenizers` BPE, which costs far
-//! more to build than the rest of a model load, is built on first use: encoding a prompt
-//! ([`Tokenizer::encode`]) or a token's string form ([`Tokenizer::token_str`]).
+//! Decoding needs only an id → bytes table ([`DecodeTable`]). A format-version-3 file carries
+//! it (written by the converter), read in place from the file's map at load; an older file's is
+//! built at load from the JSON's vocabulary in one pass (no merges, no regexes). The full
+//! `tokenizers` BPE, which costs far more to build than the rest of a model load, is built on
+//! first use: encoding a prompt ([`Tokenizer::encode`]) or a token's string form
+//! ([`Tokenizer::token_str`]); a version-3 file's JSON is read (from its map) only then.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Range;
 use std::sync::OnceLock;
+
+use amanuensis_runtime::q8::layout::SharedBytes;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::config::SpecialTokens;
+use crate::error::WhisperError;
+use crate::weights::WeightsFile;
 
 /// Errors from building or using the tokenizer.
 #[derive(Debug, thiserror::Error)]
@@ -27,19 +34,62 @@ pub enum TokenizerError {
 /// Text <-> token ids for one Whisper model.
 pub struct Tokenizer {
     table: DecodeTable,
-    json: String,
+    json: JsonSource,
     inner: OnceLock<Result<tokenizers::Tokenizer, String>>,
     special: SpecialTokens,
+}
+
+/// Where the tokenizer JSON is: owned, or a byte range of the model file's map (read, and
+/// checked to be UTF-8, only when the BPE is built).
+pub enum JsonSource {
+    Owned(String),
+    Shared {
+        file: SharedBytes,
+        range: Range<usize>,
+    },
+}
+
+impl JsonSource {
+    fn text(&self) -> Result<&str, String> {
+        match self {
+            JsonSource::Owned(s) => Ok(s),
+            JsonSource::Shared { file, range } => {
+                let bytes = (**file)
+                    .as_ref()
+                    .get(range.clone())
+                    .ok_or_else(|| format!("tokenizer JSON range {range:?} is outside the file"))?;
+                std::str::from_utf8(bytes).map_err(|e| {
+                    format!("tokenizer JSON is not UTF-8 (at byte {})", e.valid_up_to())
+                })
+            }
+        }
+    }
 }
 
 /// The bytes of every token id, as the byte-level BPE decoder (`skip_special_tokens`) gives
 /// them: each character of the token string mapped back through GPT-2's byte ↔ character
 /// table (the token's own UTF-8 when a character is outside it); special added tokens and ids
 /// without a token give no bytes.
+///
+/// Stored as every id's bytes concatenated plus each id's end offset into them
+/// (`bytes[ends[id - 1]..ends[id]]`, from 0 for id 0): owned, or read in place from a model
+/// file (`tokenizer.decode_bytes` u8, `tokenizer.decode_ends` u32 little-endian).
 pub struct DecodeTable {
-    bytes: Vec<u8>,
-    /// `bytes[ends[id - 1]..ends[id]]` (from 0 for id 0) are the bytes of `id`.
-    ends: Vec<u32>,
+    store: TableStore,
+}
+
+enum TableStore {
+    Owned {
+        bytes: Vec<u8>,
+        ends: Vec<u32>,
+    },
+    /// Ranges of `file`, checked at construction (ends non-decreasing, the last = the bytes'
+    /// length), so every lookup is in range.
+    Shared {
+        file: SharedBytes,
+        bytes: Range<usize>,
+        ends: Range<usize>,
+    },
 }
 
 /// GPT-2's character → byte map (the inverse of `bytes_to_unicode`): the printable bytes map
@@ -107,6 +157,42 @@ impl<'de: 'a, 'a> Deserialize<'de> for Vocab<'a> {
     }
 }
 
+/// Checks a stored decoding table (`blob`: the bytes; `ends`: little-endian u32 end offsets):
+/// `ends` a whole number of u32, at most `MAX_ID + 1` of them, non-decreasing, the last equal
+/// to the bytes' length (0 with no ids). What the lookups of [`DecodeTable::bytes`] rely on.
+pub fn check_decode_table(blob: &[u8], ends: &[u8]) -> Result<(), String> {
+    if !ends.len().is_multiple_of(4) {
+        return Err(format!(
+            "ends are {} bytes, not a whole number of u32",
+            ends.len()
+        ));
+    }
+    if ends.len() / 4 > MAX_ID as usize + 1 {
+        return Err(format!(
+            "{} ids, more than {}",
+            ends.len() / 4,
+            MAX_ID as usize + 1
+        ));
+    }
+    let mut previous = 0u32;
+    for (id, c) in ends.chunks_exact(4).enumerate() {
+        let end = u32::from_le_bytes(c.try_into().expect("4 bytes"));
+        if end < previous {
+            return Err(format!(
+                "end of id {id} ({end}) is before the previous end ({previous})"
+            ));
+        }
+        previous = end;
+    }
+    if previous as usize != blob.len() {
+        return Err(format!(
+            "the last end is {previous}, the bytes are {} long",
+            blob.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Largest id the table accepts (Whisper vocabularies have ~52k tokens).
 const MAX_ID: u32 = 1 << 20;
 
@@ -164,19 +250,79 @@ impl DecodeTable {
                 .map_err(|_| TokenizerError::Parse("vocabulary over 4 GB".into()))?;
             ends.push(end);
         }
-        Ok(DecodeTable { bytes, ends })
+        Ok(DecodeTable {
+            store: TableStore::Owned { bytes, ends },
+        })
+    }
+
+    /// The table stored in `file`: `bytes` (every id's bytes concatenated) and `ends` (one
+    /// little-endian u32 end offset per id), byte ranges of `file`, read in place. Checks what
+    /// lookups rely on (ranges inside the file, `ends` a whole number of u32, non-decreasing,
+    /// the last equal to the bytes' length: ~1 ns per id) and says what is wrong otherwise.
+    pub fn from_shared(
+        file: SharedBytes,
+        bytes: Range<usize>,
+        ends: Range<usize>,
+    ) -> Result<DecodeTable, String> {
+        let all = (*file).as_ref();
+        let blob = all
+            .get(bytes.clone())
+            .ok_or_else(|| format!("bytes range {bytes:?} is outside the file ({})", all.len()))?;
+        let raw = all
+            .get(ends.clone())
+            .ok_or_else(|| format!("ends range {ends:?} is outside the file ({})", all.len()))?;
+        check_decode_table(blob, raw)?;
+        Ok(DecodeTable {
+            store: TableStore::Shared { file, bytes, ends },
+        })
+    }
+
+    /// Number of ids in the table (ids from here on have no bytes).
+    pub fn len(&self) -> usize {
+        match &self.store {
+            TableStore::Owned { ends, .. } => ends.len(),
+            TableStore::Shared { ends, .. } => ends.len() / 4,
+        }
+    }
+
+    /// True when the table has no ids.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// End offset of id `i` (`i < len()`).
+    fn end(&self, i: usize) -> u32 {
+        match &self.store {
+            TableStore::Owned { ends, .. } => ends[i],
+            TableStore::Shared { file, ends, .. } => {
+                let at = ends.start + 4 * i;
+                let raw = &(**file).as_ref()[at..at + 4];
+                u32::from_le_bytes(raw.try_into().expect("4 bytes"))
+            }
+        }
+    }
+
+    /// Every id's bytes concatenated.
+    pub fn blob(&self) -> &[u8] {
+        match &self.store {
+            TableStore::Owned { bytes, .. } => bytes,
+            TableStore::Shared { file, bytes, .. } => &(**file).as_ref()[bytes.clone()],
+        }
+    }
+
+    /// Every id's end offset into [`DecodeTable::blob`] (what a model file stores).
+    pub fn ends(&self) -> Vec<u32> {
+        (0..self.len()).map(|i| self.end(i)).collect()
     }
 
     /// The bytes of token `id` (empty for special tokens and unknown ids).
     pub fn bytes(&self, id: u32) -> &[u8] {
         let i = id as usize;
-        match self.ends.get(i) {
-            Some(&end) => {
-                let start = if i == 0 { 0 } else { self.ends[i - 1] };
-                &self.bytes[start as usize..end as usize]
-            }
-            None => &[],
+        if i >= self.len() {
+            return &[];
         }
+        let start = if i == 0 { 0 } else { self.end(i - 1) };
+        &self.blob()[start as usize..self.end(i) as usize]
     }
 
     /// The text of `ids`: their bytes concatenated, invalid UTF-8 replaced by U+FFFD.
@@ -193,12 +339,35 @@ impl Tokenizer {
     /// Builds the tokenizer from the `tokenizer_json` metadata and the model's special tokens:
     /// the decoding table now, the BPE on first use.
     pub fn from_json(json: &str, special: SpecialTokens) -> Result<Self, TokenizerError> {
-        Ok(Self {
-            table: DecodeTable::from_json(json)?,
-            json: json.to_string(),
+        Ok(Self::new(
+            DecodeTable::from_json(json)?,
+            JsonSource::Owned(json.to_string()),
+            special,
+        ))
+    }
+
+    /// The tokenizer of a model file: its stored decoding table and JSON, read in place
+    /// (format_version 3), or for older files the table built from the JSON of the metadata.
+    pub fn from_file(file: &WeightsFile, special: SpecialTokens) -> Result<Self, WhisperError> {
+        match file.decode_table()? {
+            Some(table) => Ok(Self::new(table, file.tokenizer_json_source(), special)),
+            None => Ok(Self::from_json(file.tokenizer_json()?, special)?),
+        }
+    }
+
+    /// A decoding table and the JSON the BPE is built from on first use.
+    pub fn new(table: DecodeTable, json: JsonSource, special: SpecialTokens) -> Self {
+        Self {
+            table,
+            json,
             inner: OnceLock::new(),
             special,
-        })
+        }
+    }
+
+    /// The decoding table.
+    pub fn decode_table(&self) -> &DecodeTable {
+        &self.table
     }
 
     /// The full BPE tokenizer, built on the first call.
@@ -206,6 +375,7 @@ impl Tokenizer {
         self.inner
             .get_or_init(|| {
                 self.json
+                    .text()?
                     .parse()
                     .map_err(|e: tokenizers::Error| e.to_string())
             })

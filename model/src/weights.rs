@@ -28,10 +28,11 @@ use safetensors::tensor::Metadata;
 
 use crate::config::{
     keys, Dims, ModelConfig, FORMAT, FORMAT_VERSION, FORMAT_VERSION_NO_CHECKSUMS,
-    SUPPORTED_FORMAT_VERSIONS,
+    FORMAT_VERSION_TOKENIZER_IN_METADATA, SUPPORTED_FORMAT_VERSIONS,
 };
 pub use crate::load_error::{Dtype, LoadError};
 use crate::names::{self, AttnKind, Proj, Stack};
+use crate::tokenizer::{check_decode_table, DecodeTable, JsonSource};
 
 /// The safetensors limit on the JSON header (100 MB, as the `safetensors` crate).
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
@@ -341,9 +342,61 @@ impl WeightsFile {
         &self.config
     }
 
-    /// The Hugging Face `tokenizer.json`, verbatim.
-    pub fn tokenizer_json(&self) -> &str {
-        &self.metadata[keys::TOKENIZER_JSON]
+    /// Whether the tokenizer is stored in tensors, beside its decoding table (format_version
+    /// 3), rather than in the metadata.
+    pub fn has_tokenizer_tensors(&self) -> bool {
+        tokenizer_in_tensors(&self.metadata)
+    }
+
+    /// The Hugging Face `tokenizer.json`, verbatim (format_version 3: the `tokenizer.json`
+    /// tensor, checked to be UTF-8 here; older: the `tokenizer_json` metadata).
+    pub fn tokenizer_json(&self) -> Result<&str, LoadError> {
+        if !self.has_tokenizer_tensors() {
+            return Ok(&self.metadata[keys::TOKENIZER_JSON]);
+        }
+        let entry = &self.tensors[names::TOKENIZER_JSON];
+        std::str::from_utf8(&self.file.bytes()[entry.start..entry.end]).map_err(|e| {
+            LoadError::BadTensor {
+                path: self.path.clone(),
+                name: names::TOKENIZER_JSON.into(),
+                reason: format!("not UTF-8 (at byte {})", e.valid_up_to()),
+            }
+        })
+    }
+
+    /// Where the tokenizer JSON is, for a tokenizer that reads it only when it needs it: a
+    /// range of the map (format_version 3), else a copy of the metadata entry.
+    pub fn tokenizer_json_source(&self) -> JsonSource {
+        if !self.has_tokenizer_tensors() {
+            return JsonSource::Owned(self.metadata[keys::TOKENIZER_JSON].clone());
+        }
+        let entry = &self.tensors[names::TOKENIZER_JSON];
+        JsonSource::Shared {
+            file: Arc::clone(&self.file) as SharedBytes,
+            range: entry.start..entry.end,
+        }
+    }
+
+    /// The stored id → bytes decoding table, read in place (format_version 3; checked at
+    /// open), or `None` for older files (build it from [`WeightsFile::tokenizer_json`]).
+    pub fn decode_table(&self) -> Result<Option<DecodeTable>, LoadError> {
+        if !self.has_tokenizer_tensors() {
+            return Ok(None);
+        }
+        let bytes = &self.tensors[names::DECODE_BYTES];
+        let ends = &self.tensors[names::DECODE_ENDS];
+        let table = DecodeTable::from_shared(
+            Arc::clone(&self.file) as SharedBytes,
+            bytes.start..bytes.end,
+            ends.start..ends.end,
+        );
+        // A mapping that faulted read zeros: that, not what the zeros caused, is the error.
+        self.check_mapping()?;
+        table.map(Some).map_err(|reason| LoadError::BadTensor {
+            path: self.path.clone(),
+            name: names::DECODE_ENDS.into(),
+            reason,
+        })
     }
 
     /// What the file was converted from (`ctranslate2`, `huggingface`).
@@ -490,7 +543,10 @@ fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig, Quantizat
         }
     }
     match metadata.get(keys::FORMAT_VERSION) {
-        Some(v) if v == FORMAT_VERSION || v == FORMAT_VERSION_NO_CHECKSUMS => {}
+        Some(v)
+            if v == FORMAT_VERSION
+                || v == FORMAT_VERSION_TOKENIZER_IN_METADATA
+                || v == FORMAT_VERSION_NO_CHECKSUMS => {}
         Some(v) => {
             return Err(LoadError::UnsupportedFormatVersion {
                 path: path.to_path_buf(),
@@ -500,10 +556,14 @@ fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig, Quantizat
         }
         None => return Err(bad(keys::FORMAT_VERSION, "missing".into())),
     }
-    for key in [keys::SOURCE, keys::TOKENIZER_JSON] {
+    let tokenizer_key = (!tokenizer_in_tensors(metadata)).then_some(keys::TOKENIZER_JSON);
+    for key in std::iter::once(keys::SOURCE).chain(tokenizer_key) {
         if metadata.get(key).is_none_or(|v| v.is_empty()) {
             return Err(bad(key, "missing".into()));
         }
+    }
+    if tokenizer_key.is_none() {
+        check_tokenizer_tensors(path, bytes, &header.tensors)?;
     }
     let config = ModelConfig::from_metadata(metadata).map_err(|e| bad(&e.key, e.reason))?;
     let quantization = match metadata.get(keys::QUANTIZATION).map(String::as_str) {
@@ -527,6 +587,60 @@ fn validate(path: &Path, bytes: &[u8]) -> Result<(Header, ModelConfig, Quantizat
         )?;
     }
     Ok((header, config, quantization))
+}
+
+/// Whether the metadata says the tokenizer is in tensors (format_version 3 on; 1 and 2 have it
+/// in the metadata).
+fn tokenizer_in_tensors(metadata: &HashMap<String, String>) -> bool {
+    !matches!(
+        metadata.get(keys::FORMAT_VERSION).map(String::as_str),
+        Some(FORMAT_VERSION_TOKENIZER_IN_METADATA | FORMAT_VERSION_NO_CHECKSUMS) | None
+    )
+}
+
+/// The tokenizer tensors of a format-version-3 file: present, 1-D, of their dtypes, the JSON
+/// not empty, and the decoding table consistent (what its lookups rely on).
+fn check_tokenizer_tensors(
+    path: &Path,
+    bytes: &[u8],
+    tensors: &HashMap<String, TensorEntry>,
+) -> Result<(), LoadError> {
+    let get = |name: &str, dtype: Dtype| {
+        let entry = tensors.get(name).ok_or_else(|| LoadError::MissingTensor {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+        })?;
+        if entry.dtype != dtype {
+            return Err(LoadError::Dtype {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                expected: dtype,
+                got: entry.dtype,
+            });
+        }
+        if entry.shape.len() != 1 {
+            return Err(LoadError::BadTensor {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                reason: format!("shape {:?}, expected one dimension", entry.shape),
+            });
+        }
+        Ok(&bytes[entry.start..entry.end])
+    };
+    if get(names::TOKENIZER_JSON, Dtype::U8)?.is_empty() {
+        return Err(LoadError::BadTensor {
+            path: path.to_path_buf(),
+            name: names::TOKENIZER_JSON.into(),
+            reason: "empty".into(),
+        });
+    }
+    let blob = get(names::DECODE_BYTES, Dtype::U8)?;
+    let ends = get(names::DECODE_ENDS, Dtype::U32)?;
+    check_decode_table(blob, ends).map_err(|reason| LoadError::BadTensor {
+        path: path.to_path_buf(),
+        name: names::DECODE_ENDS.into(),
+        reason,
+    })
 }
 
 /// Looks up `name` and checks its shape and that its dtype is one of `dtypes`.
@@ -687,7 +801,7 @@ mod tests {
         let config = small_config();
         let w = open_bytes(&small_file()).unwrap();
         assert_eq!(w.config(), &config);
-        assert_eq!(w.tokenizer_json(), "{\"version\":\"1.0\"}");
+        assert_eq!(w.tokenizer_json().unwrap(), "{\"version\":\"1.0\"}");
         assert_eq!(w.source(), "test");
         let specs = expected_tensors(&config.dims);
         assert_eq!(w.tensor_names().count(), specs.len());
@@ -826,9 +940,9 @@ mod tests {
         };
         assert!(matches!(
             with(&|m| {
-                m.insert(keys::FORMAT_VERSION.into(), "3".into());
+                m.insert(keys::FORMAT_VERSION.into(), "4".into());
             }),
-            Err(LoadError::UnsupportedFormatVersion { found, .. }) if found == "3"
+            Err(LoadError::UnsupportedFormatVersion { found, .. }) if found == "4"
         ));
         let key_of = |r: Result<WeightsFile, LoadError>| match r {
             Err(LoadError::BadMetadata { key, .. }) => key,

@@ -32,8 +32,9 @@ pub struct Whisper<E: Backend, D: Backend = E> {
 impl<B: Backend> Whisper<B, B> {
     /// Loads a model file (`docs/model-format.md`) onto `backend` (encoder and decoder).
     ///
-    /// The file is memory-mapped; each f16 tensor is widened to f32 once here (INT8 tiles are
-    /// copied as they are), into the backend's own buffers, and the mapping is dropped at the end.
+    /// The file is memory-mapped; each f16 tensor is widened to f32 once here, into the
+    /// backend's own buffers; INT8 tiles and the tokenizer's decoding table (format_version 3)
+    /// are read in place from the map, which the model keeps.
     pub fn load(path: &Path, backend: B) -> Result<Self, WhisperError> {
         Self::from_file(&WeightsFile::open(path)?, backend)
     }
@@ -69,7 +70,7 @@ impl<E: Backend, D: Backend> Whisper<E, D> {
         let path = file.path();
         let config = file.config().clone();
         let dims = &config.dims;
-        let tokenizer = Tokenizer::from_json(file.tokenizer_json(), config.special)?;
+        let tokenizer = Tokenizer::from_file(file, config.special)?;
         let n_freq = crate::mel::N_FFT / 2 + 1;
         let filters = file.tensor_f32(names::MEL_FILTERS, &[dims.n_mels, n_freq])?;
         let mel = MelFrontend::new(filters, dims.n_mels).map_err(|e| WhisperError::BadModel {

@@ -1,26 +1,26 @@
 //! Stages on the host, op by op: the [`crate::backend::Backend`] seam for any
 //! [`LayerKernels`] (the CPU backends).
 //!
-//! A [`HostWorkspace`] owns one stream's buffers (plain `Vec<f32>`s), prepared keys/values and
-//! kernel state (thread pool, GEMM and attention scratch), all sized at creation from the
-//! program's ops, so running a stage allocates nothing. Every op's ranges are checked against
-//! its buffers before it runs: a call that does not fit is a [`BackendError::BadCall`], not a
-//! panic.
+//! A [`HostWorkspace`] owns one stream's buffers ([`Buffer`]s: the large resident ones in huge
+//! pages), prepared keys/values and kernel state (thread pool, GEMM and attention scratch), all
+//! sized at creation from the program's ops, so running a stage allocates nothing. Every op's
+//! ranges are checked against its buffers before it runs: a call that does not fit is a
+//! [`BackendError::BadCall`], not a panic.
 
 use std::ops::Range;
 
 use crate::backend::{BackendError, LayerKernels};
 use crate::cpu::{conv1d_k3_out_len, AttentionShape};
-use crate::resident::zeroed;
+use crate::resident::Buffer;
 use crate::stage::{At, BufferId, Op, Program, Residency, StageArgs, StageId};
 
 /// One stream's state on a host backend.
 pub struct HostWorkspace<K: LayerKernels> {
-    buffers: Vec<Vec<f32>>,
+    buffers: Vec<Buffer>,
     names: Vec<&'static str>,
     key_values: Vec<K::KeyValues>,
     scratch: K::Scratch,
-    attention_scratch: Vec<f32>,
+    attention_scratch: Buffer,
     /// A kernel's own failure (device), reported by [`HostWorkspace::run`] as it is.
     failure: Option<BackendError>,
 }
@@ -57,8 +57,8 @@ impl<K: LayerKernels> HostWorkspace<K> {
             .buffers()
             .iter()
             .map(|b| match b.residency {
-                Residency::Resident => zeroed(b.len),
-                Residency::Lazy => vec![0.0; b.len],
+                Residency::Resident => Buffer::resident(b.len),
+                Residency::Lazy => Buffer::lazy(b.len),
             })
             .collect();
         Self {
@@ -70,7 +70,7 @@ impl<K: LayerKernels> HostWorkspace<K> {
                 .map(|s| kernels.key_values(s.heads, s.head_dim, s.capacity))
                 .collect(),
             scratch,
-            attention_scratch: zeroed(attention_len),
+            attention_scratch: Buffer::resident(attention_len),
             failure: None,
         }
     }
@@ -507,11 +507,11 @@ impl<K: LayerKernels> HostWorkspace<K> {
     }
 
     /// Moves a buffer out (no allocation) so it can be written while others are read.
-    fn take(&mut self, b: BufferId) -> Vec<f32> {
+    fn take(&mut self, b: BufferId) -> Buffer {
         std::mem::take(&mut self.buffers[b.0 as usize])
     }
 
-    fn put(&mut self, b: BufferId, v: Vec<f32>) {
+    fn put(&mut self, b: BufferId, v: Buffer) {
         self.buffers[b.0 as usize] = v;
     }
 }

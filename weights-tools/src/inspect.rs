@@ -108,7 +108,10 @@ fn inspect_model(path: &Path) -> Result<String, ConvertError> {
     let _ = writeln!(s, "tensors: {}", names.len());
     for name in names {
         let (dtype, shape) = w.tensor_info(name).expect("listed tensor");
-        total += shape.iter().product::<usize>();
+        // The tokenizer's byte tensors (format_version 3) are not parameters.
+        if !name.starts_with("tokenizer.") {
+            total += shape.iter().product::<usize>();
+        }
         let _ = writeln!(s, "  {name}  {dtype:?}  {shape:?}");
     }
     let _ = writeln!(s, "parameters: {total}");

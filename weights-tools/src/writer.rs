@@ -7,6 +7,7 @@ use amanuensis_model::checksum;
 use amanuensis_model::config::{keys, ModelConfig, FORMAT, FORMAT_VERSION};
 use amanuensis_model::mel_filters::mel_filters;
 use amanuensis_model::names;
+use amanuensis_model::tokenizer::DecodeTable;
 use amanuensis_model::weights::{expected_tensors_for, Dtype, Quantization, WeightsFile};
 use safetensors::tensor::TensorView;
 
@@ -42,6 +43,33 @@ pub fn mel_filters_tensor(n_mels: usize) -> OwnedTensor {
     }
 }
 
+/// The tokenizer tensors of format_version 3 (`docs/model-format.md`, "Tokenizer"): the JSON
+/// verbatim and the id → bytes decoding table built from it.
+pub fn tokenizer_tensors(tokenizer_json: &str) -> Result<[OwnedTensor; 3], ConvertError> {
+    let table = DecodeTable::from_json(tokenizer_json).map_err(|e| ConvertError::Config {
+        key: "tokenizer.json".into(),
+        reason: e.to_string(),
+    })?;
+    let blob = table.blob().to_vec();
+    let ends = table.ends();
+    let u8_tensor = |name: &str, data: Vec<u8>| OwnedTensor {
+        name: name.into(),
+        dtype: Dtype::U8,
+        shape: vec![data.len()],
+        data,
+    };
+    Ok([
+        u8_tensor(names::TOKENIZER_JSON, tokenizer_json.as_bytes().to_vec()),
+        u8_tensor(names::DECODE_BYTES, blob),
+        OwnedTensor {
+            name: names::DECODE_ENDS.into(),
+            dtype: Dtype::U32,
+            shape: vec![ends.len()],
+            data: ends.iter().flat_map(|e| e.to_le_bytes()).collect(),
+        },
+    ])
+}
+
 /// Writes `parts` to `output` atomically (a temporary file in the same directory, then a
 /// rename), after checking the tensor set is exactly the format's, then opens the result with
 /// the loader. Returns the file size.
@@ -67,12 +95,12 @@ pub fn write_model_with(
     })?;
     tensors.push(mel_filters_tensor(config.dims.n_mels));
     check_tensor_set(&config, quantization, &tensors)?;
+    tensors.extend(tokenizer_tensors(&tokenizer_json)?);
 
     let mut meta: HashMap<String, String> = config.to_metadata();
     meta.insert(keys::FORMAT.into(), FORMAT.into());
     meta.insert(keys::FORMAT_VERSION.into(), FORMAT_VERSION.into());
     meta.insert(keys::SOURCE.into(), source);
-    meta.insert(keys::TOKENIZER_JSON.into(), tokenizer_json);
     if let Some(q) = quantization.as_str() {
         meta.insert(keys::QUANTIZATION.into(), q.into());
     }

@@ -1,4 +1,4 @@
-//! Model-file checksums (format_version 2) on the small synthetic model: the converter writes
+//! Model-file checksums (format_version 2 and 3) on the small synthetic model: the converter writes
 //! them, `verify` and `inspect --verify` find a changed tensor byte or metadata byte and name
 //! it, a version-1 file (no checksums) still loads and says it cannot be verified, and a file
 //! truncated while mapped is a named error.
@@ -98,6 +98,35 @@ fn a_converted_file_verifies_and_any_changed_byte_is_named() {
         .status
         .success());
 
+    // The tokenizer's tensors (format_version 3) are covered too: a byte of the stored
+    // decoding table's bytes (the table stays consistent: only the checksum can tell).
+    let (start, len) = tensor_range(&bytes, names::DECODE_BYTES);
+    assert!(len > 0);
+    let mut bad = bytes.clone();
+    bad[start] ^= 0x20;
+    let p = write(tmp.path(), "table-bit.safetensors", &bad);
+    match WeightsFile::open(&p).unwrap().verify() {
+        Err(LoadError::ChecksumMismatch { what, .. }) => {
+            assert_eq!(what, format!("tensor `{}`", names::DECODE_BYTES))
+        }
+        other => panic!("{other:?}"),
+    }
+    for name in [names::TOKENIZER_JSON, names::DECODE_ENDS] {
+        let (start, len) = tensor_range(&bytes, name);
+        let mut bad = bytes.clone();
+        // The JSON's last byte (`}` -> `|`: opens, fails its checksum); the last end offset's
+        // high byte (no longer the bytes' length: refused at open, naming the tensor).
+        bad[start + len - 1] ^= 0x01;
+        let p = write(tmp.path(), "tok-bit.safetensors", &bad);
+        match WeightsFile::open(&p).map(|w| w.verify()) {
+            Ok(Err(LoadError::ChecksumMismatch { what, .. })) => {
+                assert_eq!(what, format!("tensor `{name}`"))
+            }
+            Err(LoadError::BadTensor { name: n, .. }) => assert_eq!(n, names::DECODE_ENDS),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
     // A metadata byte (same length, still valid JSON): the metadata checksum.
     let bad = replaced(
         &bytes,
@@ -126,11 +155,7 @@ fn a_converted_file_verifies_and_any_changed_byte_is_named() {
 fn a_version_1_file_loads_and_says_it_cannot_be_verified() {
     let tmp = TempDir::new("v1");
     let bytes = std::fs::read(synth_model(&tmp)).unwrap();
-    let v1 = replaced(
-        &bytes,
-        br#""format_version":"2""#,
-        br#""format_version":"1""#,
-    );
+    let v1 = common::ModelFileParts::read(&bytes).downgraded("1").write();
     let p = write(tmp.path(), "v1.safetensors", &v1);
     let w = WeightsFile::open(&p).unwrap();
     assert_eq!(w.verify().unwrap(), Verification::NoChecksums);

@@ -56,7 +56,8 @@ fn synthetic_model_converts_with_every_tensor_in_place() {
     assert_eq!(c.alignment_heads, vec![(0, 1)]);
     assert!(!c.multilingual);
     assert_eq!(w.source(), "ctranslate2");
-    assert_eq!(w.tokenizer_json(), s.tokenizer_json);
+    assert_eq!(w.tokenizer_json().unwrap(), s.tokenizer_json);
+    assert!(w.has_tokenizer_tensors());
 
     let get = |name: &str, shape: &[usize]| w.tensor_f32(name, shape).unwrap();
     let d = D;
@@ -365,12 +366,13 @@ fn inspect_describes_model_files_and_ct2_files() {
     convert(&src, SourceKind::Ct2, &out).unwrap();
     let text = weights_tools::inspect::inspect(&out).unwrap();
     for want in [
-        "format: amanuensis-whisper v2, source ctranslate2",
+        "format: amanuensis-whisper v3, source ctranslate2",
         "n_audio_state: 4",
         "timestamp_begin: 20",
         "languages: 2",
-        "tokenizer_json: ",
-        "tensors: 51",
+        "tensors: 54",
+        "  tokenizer.json  U8  [",
+        "  tokenizer.decode_ends  U32  [",
         "  mel_filters  F32  [2, 201]",
         "  decoder.blocks.0.cross_attn.key.weight  F16  [4, 4]",
     ] {

@@ -114,7 +114,7 @@ fn tiny_en_converts_and_every_tensor_matches_its_source() {
     );
     assert!(!c.multilingual);
     assert_eq!(
-        w.tokenizer_json(),
+        w.tokenizer_json().unwrap(),
         std::fs::read_to_string(dir.join("tokenizer.json")).unwrap()
     );
 

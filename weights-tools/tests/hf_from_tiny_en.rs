@@ -58,7 +58,11 @@ impl HfDir {
     /// plus the tied `proj_out.weight`.
     fn from_model(w: &WeightsFile, ct2_config: &serde_json::Value) -> HfDir {
         let mut tensors = Vec::new();
-        for (i, name) in w.tensor_names().filter(|n| *n != "mel_filters").enumerate() {
+        // The tokenizer's byte tensors (format_version 3) are not checkpoint tensors.
+        let weights = w
+            .tensor_names()
+            .filter(|n| *n != "mel_filters" && !n.starts_with("tokenizer."));
+        for (i, name) in weights.enumerate() {
             let (_, shape) = w.tensor_info(name).unwrap();
             let (dtype, data) = if i % 2 == 0 {
                 let v = w.tensor_f32(name, &shape).unwrap();
@@ -106,7 +110,7 @@ impl HfDir {
             tensors,
             config,
             generation: Some(generation),
-            tokenizer: w.tokenizer_json().to_string(),
+            tokenizer: w.tokenizer_json().unwrap().to_string(),
         }
     }
 
@@ -166,7 +170,10 @@ fn assert_same_model(a: &WeightsFile, b: &WeightsFile) {
             (dtype, shape.clone()),
             "{name}"
         );
-        if dtype == Dtype::F16 {
+        if matches!(dtype, Dtype::U8 | Dtype::U32) {
+            // The tokenizer's tensors: the same bytes.
+            assert_eq!(a.tensor_bytes(name), b.tensor_bytes(name), "{name}");
+        } else if dtype == Dtype::F16 {
             let (x, y) = (
                 a.tensor_f16(name, &shape).unwrap(),
                 b.tensor_f16(name, &shape).unwrap(),

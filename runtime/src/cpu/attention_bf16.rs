@@ -23,7 +23,7 @@
 use super::attention::AttentionShape;
 use super::pool::{CpuPool, DisjointSlice};
 use super::softmax::row_max;
-use crate::resident::zeroed;
+use crate::resident::Buffer;
 
 /// Queries per task.
 const BLOCK_Q: usize = 24;
@@ -89,8 +89,9 @@ pub struct Bf16KeyValues {
     head_dim: usize,
     capacity: usize,
     kv_len: usize,
-    keys: Vec<u32>,
-    values: Vec<u32>,
+    /// Keys (the first `words`), then values: one buffer, so its huge pages are shared.
+    packed: Buffer<u32>,
+    words: usize,
 }
 
 impl Bf16KeyValues {
@@ -106,9 +107,17 @@ impl Bf16KeyValues {
             head_dim,
             capacity,
             kv_len: 0,
-            keys: zeroed(words),
-            values: zeroed(words),
+            packed: Buffer::resident(2 * words),
+            words,
         }
+    }
+
+    fn keys(&self) -> &[u32] {
+        &self.packed[..self.words]
+    }
+
+    fn values(&self) -> &[u32] {
+        &self.packed[self.words..]
     }
 
     /// Rows currently packed.
@@ -140,7 +149,7 @@ impl Bf16KeyValues {
         let half = self.head_dim / 2;
         let base = h * self.head_words() + (j / PANEL) * PANEL * half + j % PANEL;
         for (t, pair) in out.chunks_exact_mut(2).enumerate() {
-            let (lo, hi) = unpair(self.keys[base + t * PANEL]);
+            let (lo, hi) = unpair(self.keys()[base + t * PANEL]);
             pair[0] = lo;
             pair[1] = hi;
         }
@@ -178,8 +187,9 @@ impl Bf16KeyValues {
         // Padding rows that an earlier, longer pack left behind are cleared, so both
         // products see zeros past kv_len.
         let stale = self.kv_len.max(kv_len);
-        let keys = DisjointSlice::new(&mut self.keys);
-        let values = DisjointSlice::new(&mut self.values);
+        let (keys, values) = self.packed.split_at_mut(self.words);
+        let keys = DisjointSlice::new(keys);
+        let values = DisjointSlice::new(values);
         const CHUNK: usize = 4; // key panels (128 rows) per task
         let chunks = stale.div_ceil(PANEL).max(panels).div_ceil(CHUNK).max(1);
         pool.run(heads * chunks, |task| {
@@ -312,8 +322,8 @@ pub fn attention_bf16_with(
         let (probs, q_pairs) = rest.split_at_mut(BLOCK_Q * kv_pad / 2);
         let probs: &mut [u16] = bytemuck::cast_slice_mut(probs);
         let q_pairs: &mut [u32] = bytemuck::cast_slice_mut(&mut q_pairs[..BLOCK_Q * half]);
-        let keys = &kv.keys[h * head_words..(h + 1) * head_words];
-        let values = &kv.values[h * head_words..(h + 1) * head_words];
+        let keys = &kv.keys()[h * head_words..(h + 1) * head_words];
+        let values = &kv.values()[h * head_words..(h + 1) * head_words];
         let seen_max = shape.visible(queries.end - 1);
 
         // Queries pre-scaled by head_dim^-0.5 (a power of two for Whisper's 64: exact).

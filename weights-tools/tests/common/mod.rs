@@ -269,3 +269,95 @@ pub fn f16_values(bytes: &[u8]) -> Vec<f32> {
         .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
         .collect()
 }
+
+/// A model file's tensors (name, dtype, shape, data) and metadata, for rewriting in tests.
+pub struct ModelFileParts {
+    pub tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+impl ModelFileParts {
+    /// Splits a safetensors file.
+    pub fn read(bytes: &[u8]) -> ModelFileParts {
+        let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+        let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                (
+                    name,
+                    view.dtype(),
+                    view.shape().to_vec(),
+                    view.data().to_vec(),
+                )
+            })
+            .collect();
+        ModelFileParts {
+            tensors,
+            metadata: meta.metadata().clone().unwrap_or_default(),
+        }
+    }
+
+    /// The data of tensor `name`.
+    pub fn data_mut(&mut self, name: &str) -> &mut Vec<u8> {
+        &mut self
+            .tensors
+            .iter_mut()
+            .find(|t| t.0 == name)
+            .unwrap_or_else(|| panic!("no tensor {name}"))
+            .3
+    }
+
+    /// The file of these parts, with the checksums recomputed when the metadata has them (so
+    /// only what the test changed is wrong with it).
+    pub fn write(mut self) -> Vec<u8> {
+        use amanuensis_model::checksum;
+        use amanuensis_model::config::keys;
+        for t in &mut self.tensors {
+            let n: usize = t.2.iter().product();
+            if n * t.1.bitsize() / 8 != t.3.len() {
+                // A changed length: the shape follows (1-D tensors only).
+                assert_eq!(t.2.len(), 1, "{}", t.0);
+                t.2 = vec![t.3.len() * 8 / t.1.bitsize()];
+            }
+        }
+        if self.metadata.contains_key(keys::TENSOR_CRC32) {
+            let table = checksum::tensor_table_json(
+                self.tensors
+                    .iter()
+                    .map(|t| (t.0.as_str(), checksum::crc32(&t.3))),
+            );
+            self.metadata.insert(keys::TENSOR_CRC32.into(), table);
+            let m = checksum::metadata_crc32(&self.metadata).to_string();
+            self.metadata.insert(keys::METADATA_CRC32.into(), m);
+        }
+        let views = self.tensors.iter().map(|t| {
+            (
+                t.0.clone(),
+                safetensors::tensor::TensorView::new(t.1, t.2.clone(), &t.3).unwrap(),
+            )
+        });
+        safetensors::serialize(views, Some(self.metadata)).unwrap()
+    }
+
+    /// These parts as an older format version (`"2"`, or `"1"` without checksums): the
+    /// tokenizer JSON moved back into the metadata, the decoding table dropped.
+    pub fn downgraded(mut self, version: &str) -> ModelFileParts {
+        use amanuensis_model::config::keys;
+        use amanuensis_model::names;
+        let json = self.data_mut(names::TOKENIZER_JSON).clone();
+        self.tensors.retain(|t| !t.0.starts_with("tokenizer."));
+        self.metadata.insert(
+            keys::TOKENIZER_JSON.into(),
+            String::from_utf8(json).unwrap(),
+        );
+        self.metadata
+            .insert(keys::FORMAT_VERSION.into(), version.into());
+        if version == "1" {
+            self.metadata.remove(keys::TENSOR_CRC32);
+            self.metadata.remove(keys::METADATA_CRC32);
+        }
+        self
+    }
+}

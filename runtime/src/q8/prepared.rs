@@ -6,8 +6,9 @@
 //!   quantizes them per call), codes in four-dimension groups across keys
 //!   ([`super::values::key_offset`]: one key's four dimensions are one 32-bit lane, so one
 //!   `vpdpbusd` scores 16 keys with no horizontal sum), with per-key code sums.
-//! - **Values**: per (head, channel) scales over all keys (`max_j |v_jc| / 127`), codes in
-//!   groups of four keys ([`super::values`]).
+//! - **Values**: per (head, block of [`VALUE_BLOCK`] keys, channel) scales
+//!   (`max |v_jc| / 127` over the block's keys), codes in groups of four keys
+//!   ([`super::values`]).
 //! - **Scores**: the query row of each head quantized per (row, head) like an activation
 //!   (offset bytes `q + 128`); `Q·Kᵀ` by [`super::values::group_dot`] (`vpdpbusd` on AVX-512
 //!   VNNI) as exact i32 sums, minus `128·Σk` per key, scaled to f32 by
@@ -16,16 +17,17 @@
 //!   the f32 softmax), then 16-bit probability codes `p_j = round(e_j · m)` with
 //!   `m = min(65 535, ⌊16·10⁶ / Σe⌋)`: the largest weight gets the full 16 bits unless the row is
 //!   so diffuse that the sum bound needs a smaller `m` (≥ 10 666 for 1500 keys).
-//! - **`P·V`**: exact i32 sums `Σ_j p_j · v_jc` ([`super::values::group_dot`], two `vpdpbusd`
-//!   per 16 channels × 4 keys on VNNI), then `out_c = sum as f32 · scale_v[c] · (1 / Σ_j p_j)`:
-//!   normalised by the integer sum of the very codes used. `Σ p ≤ 16·10⁶ + n/2` and
-//!   `|v| ≤ 127` keep every sum below 2³¹.
+//! - **`P·V`**: exact i32 sums `Σ_j p_j · v_jc` per key block ([`super::values::group_dot`],
+//!   two `vpdpbusd` per 16 channels × 4 keys on VNNI), each times its block's `scale_v[c]`,
+//!   summed over the blocks in order in f32, then times `1 / Σ_j p_j`: normalised by the
+//!   integer sum of the very codes used. `Σ p ≤ 16·10⁶ + n/2` and `|v| ≤ 127` keep every sum
+//!   below 2³¹.
 //!
 //! Every instruction set computes the same integers and the same f32 operations in the same
 //! order, so all are bit-identical to the scalar reference (tested).
 //!
 //! Accuracy against f32 attention: the scores' error is that of [`super::attention_q8`]
-//! (≲ 0.01-0.14 on |q|, |k| ≤ 1.5, d = 64); each value is within `scale_v/2 = max|v_c|/254`;
+//! (≲ 0.01-0.14 on |q|, |k| ≤ 1.5, d = 64); each value is within `scale_v/2` (the block's `max|v_c|/254`);
 //! each probability within `0.5/m` of the row's mass (absolute). Bounded on random data in the
 //! tests; the model-level effect is gated by `tests/int8.rs` (WER on the shared set).
 
@@ -53,6 +55,9 @@ pub fn has_vnni_key_values() -> bool {
         false
     }
 }
+
+/// Keys per value scale block: values have one scale per (head, block of 64 keys, channel).
+pub const VALUE_BLOCK: usize = 64;
 
 /// Most keys a [`Q8KeyValues`] holds: keeps `Σ p ≤ 16·10⁶ + n/2` and so every `P·V` sum
 /// below 2³¹.
@@ -84,7 +89,7 @@ pub struct Q8KeyValues {
     key_scales: Vec<f32>,
     /// Per head `[cap_pad, head_dim]` in the four-key groups of [`super::values`].
     values: Vec<i8>,
-    /// Per head `head_dim` scales.
+    /// Per head `[cap_pad / VALUE_BLOCK][head_dim]` scales.
     value_scales: Vec<f32>,
 }
 
@@ -114,7 +119,7 @@ impl Q8KeyValues {
             key_sums: zeroed(heads * cap_pad),
             key_scales: zeroed(heads * cap_pad),
             values: zeroed(heads * cap_pad * head_dim),
-            value_scales: zeroed(heads * head_dim),
+            value_scales: zeroed(heads * (cap_pad / VALUE_BLOCK) * head_dim),
         }
     }
 
@@ -165,7 +170,8 @@ impl Q8KeyValues {
         let d = self.head_dim;
         let values = &self.values[h * self.cap_pad() * d..(h + 1) * self.cap_pad() * d];
         for (c, o) in out.iter_mut().enumerate() {
-            *o = values[value_offset(j, c, d)] as f32 * self.value_scales[h * d + c];
+            let at = (h * self.cap_pad() / VALUE_BLOCK + j / VALUE_BLOCK) * d + c;
+            *o = values[value_offset(j, c, d)] as f32 * self.value_scales[at];
         }
     }
 
@@ -192,7 +198,7 @@ impl Q8KeyValues {
             let sums = Parts::new(&mut self.key_sums, cap_pad);
             let k_scales = Parts::new(&mut self.key_scales, cap_pad);
             let values = Parts::new(&mut self.values, cap_pad * d);
-            let v_scales = Parts::new(&mut self.value_scales, d);
+            let v_scales = Parts::new(&mut self.value_scales, cap_pad / VALUE_BLOCK * d);
             pool.run(heads, |h| {
                 let (keys, sums, k_scales) = (keys.take(h), sums.take(h), k_scales.take(h));
                 keys.fill(0);
@@ -210,21 +216,25 @@ impl Q8KeyValues {
                     }
                 }
                 let (values, v_scales) = (values.take(h), v_scales.take(h));
-                // Per-channel maxima over the keys (row by row: contiguous reads), then codes.
+                // Per block of VALUE_BLOCK keys: per-channel maxima (row by row: contiguous
+                // reads), then codes.
                 v_scales.fill(0.0);
-                for j in 0..kv_len {
-                    for (m, &x) in v_scales.iter_mut().zip(&v[j * width + h * d..][..d]) {
-                        *m = m.max(x.abs());
-                    }
-                }
-                let mut inv = [0.0f32; MAX_HEAD_DIM];
-                for (c, s) in v_scales.iter_mut().enumerate() {
-                    (*s, inv[c]) = row_scale(*s).unwrap_or((0.0, 0.0));
-                }
                 values.fill(0);
-                for j in 0..kv_len {
-                    for (c, &x) in v[j * width + h * d..][..d].iter().enumerate() {
-                        values[value_offset(j, c, d)] = code(x * inv[c]);
+                for (b, scales) in v_scales.chunks_exact_mut(d).enumerate() {
+                    let keys = b * VALUE_BLOCK..((b + 1) * VALUE_BLOCK).min(kv_len);
+                    for j in keys.clone() {
+                        for (m, &x) in scales.iter_mut().zip(&v[j * width + h * d..][..d]) {
+                            *m = m.max(x.abs());
+                        }
+                    }
+                    let mut inv = [0.0f32; MAX_HEAD_DIM];
+                    for (c, s) in scales.iter_mut().enumerate() {
+                        (*s, inv[c]) = row_scale(*s).unwrap_or((0.0, 0.0));
+                    }
+                    for j in keys {
+                        for (c, &x) in v[j * width + h * d..][..d].iter().enumerate() {
+                            values[value_offset(j, c, d)] = code(x * inv[c]);
+                        }
                     }
                 }
             });
@@ -388,7 +398,8 @@ fn run(
         };
         let key_sums = &kv.key_sums[h * cap_pad..(h + 1) * cap_pad];
         let key_scales = &kv.key_scales[h * cap_pad..(h + 1) * cap_pad];
-        let value_scales = &kv.value_scales[h * d..(h + 1) * d];
+        let n_blocks = cap_pad / VALUE_BLOCK;
+        let value_scales = &kv.value_scales[h * n_blocks * d..(h + 1) * n_blocks * d];
         let mut sums: ColumnSums = [[0; MAX_COLS]; MAX_R];
         for i0 in (0..q_len).step_by(MAX_R) {
             let r_n = MAX_R.min(q_len - i0);
@@ -431,22 +442,35 @@ fn run(
                 hi[at + seen..at + groups * GROUP].fill(0);
                 lo[at + seen..at + groups * GROUP].fill(0);
             }
-            // 3. P·V exact in i32, then scaled.
-            let probs = Rows {
-                hi: Some(hi),
-                lo,
-                stride: kv_pad,
-            };
-            let values = Groups {
-                b: &kv.values[h * cap_pad * d..(h + 1) * cap_pad * d],
-                groups,
-                group_stride: GROUP * d,
-            };
-            group_dot(isa, r_n, probs, values, 0, d, &mut sums);
-            for (r, sums) in sums.iter().enumerate().take(r_n) {
-                let o = &mut head_out[(i0 + r) * d..(i0 + r + 1) * d];
-                for ((o, &a), &vs) in o.iter_mut().zip(sums.iter()).zip(value_scales) {
-                    *o = a as f32 * vs * inv_mass[r];
+            // 3. P·V exact in i32 per block of VALUE_BLOCK keys, scaled by the block's value
+            // scales and summed in f32 (blocks in order), then normalised.
+            let head_values = &kv.values[h * cap_pad * d..(h + 1) * cap_pad * d];
+            for r in 0..r_n {
+                head_out[(i0 + r) * d..(i0 + r + 1) * d].fill(0.0);
+            }
+            for (b, j0) in (0..groups * GROUP).step_by(VALUE_BLOCK).enumerate() {
+                let probs = Rows {
+                    hi: Some(&hi[j0..]),
+                    lo: &lo[j0..],
+                    stride: kv_pad,
+                };
+                let values = Groups {
+                    b: &head_values[j0 * d..],
+                    groups: (VALUE_BLOCK / GROUP).min(groups - j0 / GROUP),
+                    group_stride: GROUP * d,
+                };
+                group_dot(isa, r_n, probs, values, 0, d, &mut sums);
+                let scales = &value_scales[b * d..(b + 1) * d];
+                for (r, sums) in sums.iter().enumerate().take(r_n) {
+                    let o = &mut head_out[(i0 + r) * d..(i0 + r + 1) * d];
+                    for ((o, &a), &vs) in o.iter_mut().zip(sums.iter()).zip(scales) {
+                        *o += a as f32 * vs;
+                    }
+                }
+            }
+            for r in 0..r_n {
+                for o in &mut head_out[(i0 + r) * d..(i0 + r + 1) * d] {
+                    *o *= inv_mass[r];
                 }
             }
         }

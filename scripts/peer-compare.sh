@@ -16,8 +16,11 @@
 # warm-up), beam size $BEAM (1 = greedy), 2 threads, once with compute type float32 and once
 # with int8, each under /usr/bin/time -v for its peak RSS; the faster of the two is "fw best".
 # Ours: exactly as a user runs it: ../shared/peers/bench_cmd.py starts one process per file,
-# `$BIN transcribe --threads 2 --beam-size $BEAM {wav}` with the default model (tiny.en, which
-# resolves to the INT8 file) or `-m base` (also INT8 by default); `OURS_MODEL` overrides. The
+# `$BIN transcribe --language en --threads 2 --beam-size $BEAM {wav}` with the default model
+# (tiny.en, which resolves to the INT8 file) or `-m base` (also INT8 by default); `OURS_MODEL`
+# overrides. `--language en` because fw_bench.py gives faster-whisper `language="en"`: without it
+# both engines would run a language-detection pass over the first window with the multilingual
+# base (ours costs one more encoder window per file, ~0.3 s with base). The
 # wall time of each process counts whole: process start, model load, the first window's page
 # faults. Peak RSS: fw = the whole benchmark process, ours = the largest per-file process.
 # Results: $OUTDIR (default target/peer-results) *.summary.json / *.files.tsv, and one
@@ -66,7 +69,7 @@ env_isa=""
 # bench_cmd.py (as shipped) has /usr/bin/time write /tmp/.bench_time.txt but reads
 # $TMPDIR/.bench_time.<pid>.txt: point it at the file actually written.
 python - "$shared/peers" --name "$name" \
-    --cmd "$env_isa $bin transcribe $ours_mflag --threads 2 --beam-size $beam $timings {wav}" \
+    --cmd "$env_isa $bin transcribe $ours_mflag --language en --threads 2 --beam-size $beam $timings {wav}" \
     "${load_args[@]}" --outdir "$outdir" "${only[@]}" <<'PY'
 import sys
 peers = sys.argv.pop(1)

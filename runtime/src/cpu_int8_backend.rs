@@ -414,26 +414,10 @@ impl LayerKernels for CpuInt8Backend {
     ) {
         match kv {
             Int8KeyValues::Q8(kv) => {
-                let mut buf = [0.0f32; MAX_WEIGHTS_HEAD_DIM];
-                crate::cpu::attention::attention_weights_with(
-                    shape,
-                    q,
-                    head,
-                    &mut buf[..shape.head_dim],
-                    |j, row| kv.key_into(head, j, row),
-                    out,
-                );
+                weights_from_keys(shape, q, head, |j, row| kv.key_into(head, j, row), out);
             }
             Int8KeyValues::Bf16(kv) => {
-                let mut buf = [0.0f32; MAX_WEIGHTS_HEAD_DIM];
-                crate::cpu::attention::attention_weights_with(
-                    shape,
-                    q,
-                    head,
-                    &mut buf[..shape.head_dim],
-                    |j, row| kv.key_into(head, j, row),
-                    out,
-                );
+                weights_from_keys(shape, q, head, |j, row| kv.key_into(head, j, row), out);
             }
             Int8KeyValues::F32(kv) => self.f32.attention_weights(shape, q, kv, head, out),
         }
@@ -451,6 +435,26 @@ impl LayerKernels for CpuInt8Backend {
             Int8OrF32Matrix::F32(d) => self.f32.gather_rows(d, ids, out),
         }
     }
+}
+
+/// Attention weights of one head over keys widened to f32 one row at a time by `key_into`
+/// (INT8 and bf16 cross-attention keys share this).
+fn weights_from_keys(
+    shape: &AttentionShape,
+    q: &[f32],
+    head: usize,
+    key_into: impl FnMut(usize, &mut [f32]),
+    out: &mut [f32],
+) {
+    let mut buf = [0.0f32; MAX_WEIGHTS_HEAD_DIM];
+    crate::cpu::attention::attention_weights_with(
+        shape,
+        q,
+        head,
+        &mut buf[..shape.head_dim],
+        key_into,
+        out,
+    );
 }
 
 #[cfg(test)]

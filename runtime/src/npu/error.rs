@@ -39,6 +39,18 @@ pub enum NpuError {
         /// The state the driver wrote into the command header.
         state: CmdState,
     },
+    /// An `ERT_CMD_CHAIN` ended in another state than COMPLETED; `index` is the chain's
+    /// `error_index` (the failing sub-command when the state is ERROR or ABORT; 0 when the
+    /// driver refused the chain and left the header NEW).
+    #[error("command chain {seq} ended in state {state:?}, error_index {index}")]
+    ChainFailed {
+        /// The chain's sequence number.
+        seq: u64,
+        /// The state the driver wrote into the chain's header.
+        state: CmdState,
+        /// `error_index`.
+        index: u32,
+    },
     /// The driver returned something our rules say is impossible (e.g. a DEV BO outside the heap).
     #[error("driver returned an inconsistent value: {what}")]
     Protocol {

@@ -1,11 +1,14 @@
 //! ERT command packets: the header word, its states, and builders for `ERT_START_CU` (what XRT
-//! sends for xclbin kernels) and `ERT_START_NPU` (npu-driver.md §2.7; not submitted, F5).
+//! sends for xclbin kernels), `ERT_START_NPU` (npu-driver.md §2.7; not submitted, F5) and
+//! `ERT_CMD_CHAIN` (several `ERT_START_CU` commands in one submission, [`CmdChain`]).
 //!
 //! Header bits: state `[3:0]`, stat_enabled `[4]`, extra_cu_masks `[11:10]`, count `[22:12]` (words after
 //! the header), opcode `[27:23]`, type `[31:28]` (`ERT_CU` = 3).
 
 /// `ERT_START_CU`.
 pub const ERT_START_CU: u32 = 0;
+/// `ERT_CMD_CHAIN`.
+pub const ERT_CMD_CHAIN: u32 = 19;
 /// `ERT_START_NPU`.
 pub const ERT_START_NPU: u32 = 20;
 /// `ERT_CU`, the packet type XRT writes in bits `[31:28]`.
@@ -135,6 +138,9 @@ pub enum PacketError {
     /// The CU mask is zero (the driver derives the CU index from its lowest set bit).
     #[error("CU mask is 0")]
     EmptyCuMask,
+    /// A chain without sub-commands.
+    #[error("command chain without sub-commands")]
+    EmptyChain,
     /// More args than the firmware accepts for this opcode.
     #[error("{words} arg words exceed the firmware limit of {limit}")]
     TooManyArgs {
@@ -252,6 +258,133 @@ impl StartNpu<'_> {
 fn put_u64(words: &mut [u32], at: usize, v: u64) {
     words[at] = v as u32;
     words[at + 1] = (v >> 32) as u32;
+}
+
+/// The hardware context's chain buffer (`MAX_CHAIN_CMDBUF_SIZE`, aie2_msg_priv.h): the driver
+/// copies every sub-command of a chain into it as one slot.
+pub const CHAIN_BUFFER_BYTES: usize = 4096;
+/// Bytes of a `cmd_chain_slot_execbuf_cf` slot before its `args[]` (`cu_idx`, `arg_cnt`).
+pub const CHAIN_SLOT_HEADER_BYTES: usize = 8;
+/// Words of `struct amdxdna_cmd_chain` before `data[]` (`command_count`, `submit_index`,
+/// `error_index`, `reserved[3]`).
+pub const CHAIN_HEADER_WORDS: usize = 6;
+
+/// Bytes one `ERT_START_CU` sub-command with a `regmap_words`-word regmap takes in the chain
+/// buffer: the slot header and the payload after the CU mask, which
+/// `aie2_message.c: aie2_cmdlist_fill_one_slot_cf` copies as `args[]`.
+pub const fn chain_slot_bytes(regmap_words: usize) -> usize {
+    CHAIN_SLOT_HEADER_BYTES + 4 * regmap_words
+}
+
+/// Whether the driver puts a slot of `payload_bytes` at byte `offset` of the chain buffer.
+///
+/// Current upstream (`aie2_msg_priv.h: slot_has_space`, since the April 2025 fix of
+/// aac243092b70): `4096 >= offset + payload + 8`. The 6.14-era macro (`slot_cf_has_space`) was
+/// `4096 - (offset + payload) > 8` in `u32` arithmetic: one word stricter, and a payload that
+/// overruns the buffer wraps the subtraction and passes (the driver then writes past its 4 KiB
+/// buffer); `strict` applies the 6.14 rule without the wrap, which the runtime never relies on.
+pub fn chain_slot_fits(offset: usize, payload_bytes: usize, strict: bool) -> bool {
+    let end = offset + payload_bytes + CHAIN_SLOT_HEADER_BYTES;
+    if strict {
+        end < CHAIN_BUFFER_BYTES
+    } else {
+        end <= CHAIN_BUFFER_BYTES
+    }
+}
+
+/// Most `ERT_START_CU` sub-commands with `regmap_words`-word regmaps one chain carries under
+/// every driver profile (the 6.14 rule, the stricter one).
+pub fn max_chain_len(regmap_words: usize) -> usize {
+    let slot = chain_slot_bytes(regmap_words);
+    let mut n = 0;
+    while chain_slot_fits(n * slot, 4 * regmap_words, true) {
+        n += 1;
+    }
+    n
+}
+
+/// An `ERT_CMD_CHAIN` packet: a header (no CU mask: `amdxdna_ctx.c: amdxdna_cmd_get_payload`
+/// takes none for this opcode, XRT's `get_ert_cmd_chain_data` neither), then
+/// `struct amdxdna_cmd_chain { u32 command_count; u32 submit_index; u32 error_index; u32
+/// reserved[3]; u64 data[command_count]; }` ([`super::uapi::amdxdna_cmd_chain`]) with `data[i]`
+/// the GEM handle of sub-command `i`, a CMD BO holding an ordinary `ERT_START_CU` packet.
+///
+/// The driver (`aie2_message.c: aie2_cmdlist_multi_execbuf`) looks each handle up as a CMD BO
+/// (ENOENT otherwise), takes the first sub-command's opcode and refuses a chain whose others
+/// differ, copies each into the context's chain buffer (refused when it does not fit,
+/// [`chain_slot_fits`]) and sends one firmware message: one job, one `seq`, one fence. A
+/// refused chain never reaches the firmware; its header stays NEW while its fence signals (the
+/// ring reports that as a failed command, F1). On a firmware error `aie2_ctx.c:
+/// aie2_sched_cmdlist_resp_handler` writes ERROR (ABORT when the failing sub-command's own
+/// status is success) and sets `error_index` to the failing sub-command (0 when out of range);
+/// nothing writes `submit_index`.
+#[derive(Clone, Copy, Debug)]
+pub struct CmdChain<'a> {
+    /// GEM handles of the sub-command BOs, in execution order.
+    pub commands: &'a [u32],
+}
+
+impl CmdChain<'_> {
+    /// Total packet length in words (header + chain struct + 2 words per handle).
+    pub fn words(&self) -> usize {
+        1 + CHAIN_HEADER_WORDS + 2 * self.commands.len()
+    }
+
+    /// Write the packet into `out` (header last) and return its length in words.
+    pub fn write(&self, out: &mut [u32]) -> Result<usize, PacketError> {
+        if self.commands.is_empty() {
+            return Err(PacketError::EmptyChain);
+        }
+        let n = self.words();
+        let room = out.len().min(MAX_COUNT as usize + 1);
+        if n > room {
+            return Err(PacketError::TooLong { needed: n, room });
+        }
+        out[1] = self.commands.len() as u32;
+        out[2..1 + CHAIN_HEADER_WORDS].fill(0); // submit_index, error_index, reserved
+        for (i, &h) in self.commands.iter().enumerate() {
+            put_u64(out, 1 + CHAIN_HEADER_WORDS + 2 * i, h as u64);
+        }
+        out[0] = Header {
+            state: CmdState::New,
+            extra_cu_masks: 0,
+            count: (n - 1) as u32,
+            opcode: ERT_CMD_CHAIN,
+            kind: ERT_CU,
+        }
+        .encode();
+        Ok(n)
+    }
+}
+
+/// A decoded `ERT_CMD_CHAIN` packet (as the emulated driver reads it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedChain {
+    /// `data[i]` truncated to the 32-bit GEM handle, as the driver does (`(u32)data[i]`).
+    pub handles: Vec<u32>,
+}
+
+impl DecodedChain {
+    /// Word index of `error_index` in the packet.
+    pub const ERROR_INDEX_WORD: usize = 3;
+
+    /// Parse a packet; `None` unless it is an `ERT_CMD_CHAIN` whose `count` fits `words` and
+    /// holds `command_count` handles (the driver's `struct_size` check: EINVAL otherwise).
+    pub fn parse(words: &[u32]) -> Option<Self> {
+        let h = Header::decode(*words.first()?);
+        let count = h.count as usize;
+        if h.opcode != ERT_CMD_CHAIN || count + 1 > words.len() || count < CHAIN_HEADER_WORDS {
+            return None;
+        }
+        let n = words[1] as usize;
+        if count < CHAIN_HEADER_WORDS + 2 * n {
+            return None;
+        }
+        let data = &words[1 + CHAIN_HEADER_WORDS..];
+        Some(Self {
+            handles: (0..n).map(|i| data[2 * i]).collect(),
+        })
+    }
 }
 
 /// The regmap of a decoded `ERT_START_CU` packet (as the emulated firmware reads it).
@@ -390,6 +523,59 @@ mod tests {
             p.write(&mut [0; 64]),
             Err(PacketError::TooManyArgs { .. })
         ));
+    }
+
+    #[test]
+    fn command_chain_layout_matches_struct_amdxdna_cmd_chain() {
+        use crate::npu::uapi::amdxdna_cmd_chain;
+        use core::mem::{align_of, offset_of, size_of};
+        // The kernel struct (amdxdna_ctx.h): 24 bytes before the u64 handles, 8-byte aligned.
+        assert_eq!(size_of::<amdxdna_cmd_chain>(), 24);
+        assert_eq!(align_of::<amdxdna_cmd_chain>(), 8);
+        assert_eq!(offset_of!(amdxdna_cmd_chain, command_count), 0);
+        assert_eq!(offset_of!(amdxdna_cmd_chain, submit_index), 4);
+        assert_eq!(offset_of!(amdxdna_cmd_chain, error_index), 8);
+        assert_eq!(offset_of!(amdxdna_cmd_chain, reserved), 12);
+        assert_eq!(offset_of!(amdxdna_cmd_chain, data), 24);
+        assert_eq!(4 * CHAIN_HEADER_WORDS, size_of::<amdxdna_cmd_chain>());
+        let mut out = [0xDEAD_BEEFu32; 16];
+        let p = CmdChain {
+            commands: &[7, 0x1_0009],
+        };
+        assert_eq!(p.write(&mut out).unwrap(), 11);
+        // Header: NEW | count 10 << 12 | CMD_CHAIN 19 << 23 | ERT_CU 3 << 28; no CU mask word.
+        assert_eq!(out[0], 1 | 10 << 12 | 19 << 23 | 3 << 28);
+        assert_eq!(out[..11], [out[0], 2, 0, 0, 0, 0, 0, 7, 0, 0x1_0009, 0]);
+        assert_eq!(out[11], 0xDEAD_BEEF, "nothing written past the packet");
+        let d = DecodedChain::parse(&out).unwrap();
+        assert_eq!(d.handles, vec![7, 0x1_0009]);
+        // command_count past the count field: refused as the driver's struct_size check does.
+        let mut bad = out;
+        bad[1] = 3;
+        assert_eq!(DecodedChain::parse(&bad), None);
+        assert_eq!(
+            CmdChain { commands: &[] }.write(&mut out),
+            Err(PacketError::EmptyChain)
+        );
+        assert!(
+            DecodedStartCu::parse(&out[..11]).is_none(),
+            "not a START_CU"
+        );
+    }
+
+    #[test]
+    fn chain_buffer_rules_of_both_driver_generations() {
+        // Our GEMM regmap: 3 buffers, 11 words: 52-byte slots.
+        assert_eq!(chain_slot_bytes(11), 52);
+        assert_eq!(max_chain_len(11), 78);
+        // 78 slots end at 4056: both rules take them; a 79th (4108) neither.
+        assert!(chain_slot_fits(77 * 52, 44, true) && chain_slot_fits(77 * 52, 44, false));
+        assert!(!chain_slot_fits(78 * 52, 44, false));
+        // A slot ending exactly at 4096 fits the current rule, not the 6.14 one.
+        assert!(chain_slot_fits(4096 - 52, 44, false));
+        assert!(!chain_slot_fits(4096 - 52, 44, true));
+        // The full 15-word mlir-aie regmap: 68-byte slots, 60 of them.
+        assert_eq!(max_chain_len(15), 60);
     }
 
     #[test]

@@ -40,3 +40,6 @@ mod tests;
 
 #[cfg(test)]
 mod faults_tests;
+
+#[cfg(test)]
+mod chain_tests;

@@ -31,7 +31,10 @@ use super::bo::{MappedBo, CMD_BO_SIZE};
 use super::clock::deadline_after;
 use super::device::Device;
 use super::error::{ioctl_err, NpuError, Result};
-use super::ert::{CmdState, Header, StartCu, StartNpu};
+use super::ert::{
+    chain_slot_bytes, chain_slot_fits, CmdChain, CmdState, DecodedChain, Header, StartCu, StartNpu,
+    CHAIN_BUFFER_BYTES, ERT_CMD_CHAIN,
+};
 use super::hwctx::HwContext;
 use rustix::io::Errno;
 
@@ -69,6 +72,8 @@ impl Ticket {
 
 struct Slot {
     bo: MappedBo,
+    /// Sub-command BOs of a chain submitted from this slot (empty for a ring without chains).
+    subs: Vec<MappedBo>,
     /// The packet last written to the BO (valid only when `reusable`).
     last: Vec<u32>,
     reusable: bool,
@@ -83,6 +88,8 @@ pub struct CommandRing {
     pending: VecDeque<Ticket>,
     scratch: Vec<u32>,
     handles: Vec<u32>,
+    /// Handles of the sub-command BOs of the chain being built.
+    sub_handles: Vec<u32>,
     timeout: Duration,
     force_cmdlist: bool,
 }
@@ -105,6 +112,18 @@ impl CommandRing {
         depth: usize,
         timeout: Duration,
     ) -> Result<Self> {
+        Self::with_chains(device, ctx, depth, timeout, 0)
+    }
+
+    /// As [`CommandRing::new`], with `max_chain` sub-command BOs per slot preallocated for
+    /// [`CommandRing::submit_chain`] (0: no chains).
+    pub fn with_chains(
+        device: &Device,
+        ctx: Arc<HwContext>,
+        depth: usize,
+        timeout: Duration,
+        max_chain: usize,
+    ) -> Result<Self> {
         if !(1..=MAX_DEPTH).contains(&depth) {
             return Err(NpuError::InvalidRequest {
                 what: format!("ring depth {depth}, must be 1..={MAX_DEPTH}"),
@@ -114,6 +133,9 @@ impl CommandRing {
             .map(|_| {
                 Ok(Slot {
                     bo: MappedBo::command(device)?,
+                    subs: (0..max_chain)
+                        .map(|_| MappedBo::command(device))
+                        .collect::<Result<_>>()?,
                     last: Vec::with_capacity(CMD_BO_SIZE / 4),
                     reusable: false,
                     in_flight: None,
@@ -127,6 +149,7 @@ impl CommandRing {
             pending: VecDeque::with_capacity(MAX_DEPTH),
             scratch: vec![0; CMD_BO_SIZE / 4],
             handles: Vec::with_capacity(16),
+            sub_handles: Vec::with_capacity(max_chain),
             timeout,
             force_cmdlist: device.info().force_cmdlist == Some(true),
         })
@@ -230,6 +253,103 @@ impl CommandRing {
         Ok(ticket)
     }
 
+    /// Most sub-commands [`CommandRing::submit_chain`] takes.
+    pub fn max_chain(&self) -> usize {
+        self.slots[0].subs.len()
+    }
+
+    /// Submit `commands` as one `ERT_CMD_CHAIN` (npu-driver.md §2.7; [`CmdChain`]): each
+    /// `ERT_START_CU` packet into its own preallocated sub-command BO, the chain packet naming
+    /// them into the next slot, one EXEC_CMD whose handle list is `arg_handles` (every BO any
+    /// sub-command references; the sub-command BOs themselves the driver looks up by handle).
+    /// The sub-commands run in order on the device, so a later one may read what an earlier
+    /// one wrote; one ticket covers them all.
+    ///
+    /// Refused here ([`NpuError::InvalidRequest`]) rather than by the driver: an empty chain,
+    /// more commands than the ring preallocated, and a chain whose slots do not fit the
+    /// driver's 4 KiB chain buffer under the stricter (6.14) rule.
+    pub fn submit_chain(
+        &mut self,
+        commands: &[StartCu<'_>],
+        arg_handles: &[u32],
+    ) -> Result<Ticket> {
+        let index = self.next;
+        let depth = self.slots.len();
+        let slot = &mut self.slots[index];
+        let bad = |what: String| Err(NpuError::InvalidRequest { what });
+        if slot.in_flight.is_some() {
+            return bad(format!(
+                "all {depth} command slots are in flight; wait first"
+            ));
+        }
+        if commands.is_empty() || commands.len() > slot.subs.len() {
+            return bad(format!(
+                "a chain of {} commands, this ring takes 1..={}",
+                commands.len(),
+                slot.subs.len()
+            ));
+        }
+        if arg_handles.len() > MAX_ARG_HANDLES {
+            return bad(format!(
+                "{} BO handles, EXEC_CMD takes {MAX_ARG_HANDLES}",
+                arg_handles.len()
+            ));
+        }
+        let mut offset = 0;
+        self.sub_handles.clear();
+        for (i, (p, sub)) in commands.iter().zip(slot.subs.iter_mut()).enumerate() {
+            if !chain_slot_fits(offset, 4 * p.regmap_words(), true) {
+                return bad(format!(
+                    "chain command {i} does not fit the driver's {CHAIN_BUFFER_BYTES}-byte chain buffer"
+                ));
+            }
+            offset += chain_slot_bytes(p.regmap_words());
+            let words = sub.words_mut();
+            // Header last (the packet is complete before it says NEW).
+            let n = p
+                .write(&mut self.scratch)
+                .map_err(|e| NpuError::InvalidRequest {
+                    what: format!("chain command {i}: {e}"),
+                })?;
+            words[1..n].copy_from_slice(&self.scratch[1..n]);
+            words[0] = self.scratch[0];
+            self.sub_handles.push(sub.handle());
+        }
+        let n = CmdChain {
+            commands: &self.sub_handles,
+        }
+        .write(&mut self.scratch)
+        .map_err(|e| NpuError::InvalidRequest {
+            what: format!("command chain: {e}"),
+        })?;
+        let words = slot.bo.words_mut();
+        words[1..n].copy_from_slice(&self.scratch[1..n]);
+        words[0] = self.scratch[0];
+        // The slot no longer holds the single packet `last` describes.
+        slot.reusable = false;
+        slot.last.clear();
+        self.handles.clear();
+        self.handles.extend_from_slice(arg_handles);
+        self.handles.sort_unstable();
+        self.handles.dedup();
+        let mut retries = 0;
+        let seq = loop {
+            match self
+                .ctx
+                .driver()
+                .exec_cmd(self.ctx.handle(), slot.bo.handle(), &self.handles)
+            {
+                Err(e) if e == Errno::INTR && retries < MAX_EINTR_RETRIES => retries += 1,
+                r => break r.map_err(ioctl_err("EXEC_CMD"))?,
+            }
+        };
+        slot.in_flight = Some(seq);
+        let ticket = Ticket { seq, slot: index };
+        self.pending.push_back(ticket);
+        self.next = (self.next + 1) % depth;
+        Ok(ticket)
+    }
+
     /// Wait until `ticket`'s command completes and check its state.
     ///
     /// - `Ok(())`: COMPLETED.
@@ -282,6 +402,13 @@ impl CommandRing {
             // The driver overwrote the payload (ERROR/ABORT/TIMEOUT) or the job never ran: the
             // next use of the slot rewrites the whole packet.
             slot.reusable = false;
+            if Header::decode(slot.bo.read_word_volatile(0)).opcode == ERT_CMD_CHAIN {
+                return Err(NpuError::ChainFailed {
+                    seq: ticket.seq,
+                    state,
+                    index: slot.bo.read_word_volatile(DecodedChain::ERROR_INDEX_WORD),
+                });
+            }
             Err(NpuError::CommandFailed {
                 seq: ticket.seq,
                 state,

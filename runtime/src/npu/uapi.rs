@@ -712,6 +712,20 @@ pub struct drm_syncobj_timeline_array {
 }
 
 // Compile-time size checks (the tests also check alignment and every field).
+/// The payload of an `ERT_CMD_CHAIN` command (not in the uapi header: the kernel's
+/// `amdxdna_ctx.h`; XRT's `ert_cmd_chain_data`): the sub-commands' GEM handles follow as
+/// `u64 data[command_count]`. Built by [`super::ert::CmdChain`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct amdxdna_cmd_chain {
+    pub command_count: u32,
+    pub submit_index: u32,
+    pub error_index: u32,
+    pub reserved: [u32; 3],
+    pub data: [u64; 0],
+}
+
+const _: () = assert!(size_of::<amdxdna_cmd_chain>() == 24);
 const _: () = assert!(size_of::<amdxdna_drm_create_hwctx>() == 56);
 const _: () = assert!(size_of::<amdxdna_drm_destroy_hwctx>() == 8);
 const _: () = assert!(size_of::<amdxdna_drm_config_hwctx>() == 24);

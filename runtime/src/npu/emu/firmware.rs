@@ -19,7 +19,11 @@ use std::sync::Arc;
 
 use super::memory::Memory;
 use super::profile::DriverProfile;
-use crate::npu::ert::{CmdState, DecodedStartCu, Header, MLIR_AIE_OPCODE_TXN};
+use crate::npu::driver::BoType;
+use crate::npu::ert::{
+    chain_slot_fits, CmdState, DecodedChain, DecodedStartCu, Header, CHAIN_BUFFER_BYTES,
+    CHAIN_SLOT_HEADER_BYTES, ERT_CMD_CHAIN, ERT_START_CU, MLIR_AIE_OPCODE_TXN,
+};
 use crate::npu::txn::{self, ArrayIo, DmaMemory, Limits};
 
 /// The model of what the AIE array computes for one command: turns the bytes that arrived on
@@ -83,7 +87,8 @@ fn cmd_words(memory: &Memory, cmd_bo: u32) -> Option<&mut [u32]> {
 }
 
 /// Write the final state into the header. ERROR/ABORT/TIMEOUT overwrite the payload with 0xFF
-/// as `amdxdna_cmd_set_error` does; NEW (a pre-fix kernel's killed job, F1) writes nothing.
+/// as `amdxdna_cmd_set_error` does (a chain's own payload excepted); NEW (a pre-fix kernel's
+/// killed job, F1, or a chain the driver refused) writes nothing.
 pub(super) fn finish(memory: &Memory, cmd_bo: u32, state: CmdState) {
     let Some(words) = cmd_words(memory, cmd_bo) else {
         return;
@@ -92,7 +97,9 @@ pub(super) fn finish(memory: &Memory, cmd_bo: u32, state: CmdState) {
     if state == CmdState::New {
         return;
     }
-    if state != CmdState::Completed {
+    // A chain's own payload (command_count, error_index, handles) stays: the driver fills the
+    // payload of its first sub-command instead (`execute_chain`).
+    if state != CmdState::Completed && h.opcode != ERT_CMD_CHAIN {
         let end = (1 + h.count as usize).min(words.len());
         words[1..end].fill(0xFFFF_FFFF);
     }
@@ -141,6 +148,9 @@ pub(super) fn execute(
     let Some(words) = cmd_words(memory, job.cmd_bo) else {
         return fail(format!("command BO {} is not a live CMD BO", job.cmd_bo));
     };
+    if Header::decode(words[0]).opcode == ERT_CMD_CHAIN {
+        return execute_chain(memory, ctx, job, profile);
+    }
     let Some(mut packet) = DecodedStartCu::parse(words) else {
         return fail(format!(
             "not an ERT_START_CU packet, header {:#010x} (the emulated firmware runs START_CU only)",
@@ -159,6 +169,116 @@ pub(super) fn execute(
             }
         }
     }
+    match run_start_cu(memory, ctx, &job.arg_bos, &packet) {
+        Ok(()) => (CmdState::Completed, None),
+        Err(e) => fail(e),
+    }
+}
+
+/// An `ERT_CMD_CHAIN` job, as `aie2_message.c: aie2_cmdlist_multi_execbuf` builds it and the
+/// firmware runs it, and as `aie2_ctx.c: aie2_sched_cmdlist_resp_handler` reports it.
+///
+/// Driver side, before anything runs: each `data[i]` must name a live CMD BO (ENOENT), every
+/// sub-command must have the first one's opcode and a CU mask and a payload (EINVAL), and each
+/// slot must fit the 4 KiB chain buffer ([`chain_slot_fits`], under the profile's rule). A
+/// refused chain is never sent: its fence signals with an error and its header keeps the NEW
+/// the driver wrote when the job started (state NEW here). Firmware side: the slots run in
+/// order, each exactly as a single command (same validator, same device-memory view); the first
+/// failing one stops the chain (the firmware's behaviour after a failure is not in the driver
+/// source: stopping is our assumption), the header gets ERROR and `error_index` its index.
+/// Profiles after the 6.14 era (`amdxdna_ctx.c: amdxdna_cmd_set_error`) also fill the payload
+/// of the chain's *first* sub-command (`data[0]`, whichever failed) with 0xFF.
+fn execute_chain(
+    memory: &Memory,
+    ctx: &Context,
+    job: &Job,
+    profile: DriverProfile,
+) -> (CmdState, Option<String>) {
+    let refused = |why: String| {
+        (
+            CmdState::New,
+            Some(format!("chain refused by the driver: {why}")),
+        )
+    };
+    let Some(words) = cmd_words(memory, job.cmd_bo) else {
+        return refused(format!("command BO {} is not a live CMD BO", job.cmd_bo));
+    };
+    let Some(chain) = DecodedChain::parse(words) else {
+        return refused(format!(
+            "ERT_CMD_CHAIN header {:#010x} with a payload shorter than its command_count: EINVAL",
+            words[0]
+        ));
+    };
+    let strict = profile == DriverProfile::Upstream614;
+    let mut slots = Vec::with_capacity(chain.handles.len());
+    let mut offset = 0;
+    let mut first_op = None;
+    for (i, &h) in chain.handles.iter().enumerate() {
+        let sub = match memory.bo_type(h) {
+            Ok(BoType::Cmd) => cmd_words(memory, h),
+            _ => None,
+        };
+        let Some(sub) = sub else {
+            return refused(format!(
+                "sub-command {i}: handle {h} is not a CMD BO: ENOENT"
+            ));
+        };
+        let op = Header::decode(sub[0]).opcode;
+        let first = *first_op.get_or_insert(op);
+        if op != first {
+            return refused(format!(
+                "sub-command {i}: opcode {op}, the chain's first has {first}: EINVAL"
+            ));
+        }
+        if op != ERT_START_CU {
+            return refused(format!(
+                "sub-command {i}: opcode {op} (the emulated firmware runs START_CU chains only)"
+            ));
+        }
+        let Some(packet) = DecodedStartCu::parse(sub).filter(|p| p.cu_mask != 0) else {
+            return refused(format!(
+                "sub-command {i}: header {:#010x} has no CU mask or payload: EINVAL",
+                sub[0]
+            ));
+        };
+        let payload = 4 * packet.regmap.len();
+        if !chain_slot_fits(offset, payload, strict) {
+            return refused(format!(
+                "sub-command {i}: a {payload}-byte slot at offset {offset} does not fit the {CHAIN_BUFFER_BYTES}-byte chain buffer: ENOSPC"
+            ));
+        }
+        offset += CHAIN_SLOT_HEADER_BYTES + payload;
+        slots.push(packet);
+    }
+    for (i, packet) in slots.iter().enumerate() {
+        if let Err(e) = run_start_cu(memory, ctx, &job.arg_bos, packet) {
+            if let Some(words) = cmd_words(memory, job.cmd_bo) {
+                words[DecodedChain::ERROR_INDEX_WORD] = i as u32;
+            }
+            if !strict {
+                if let Some(first) = cmd_words(memory, chain.handles[0]) {
+                    first[1..].fill(0xFFFF_FFFF);
+                }
+            }
+            return (
+                CmdState::Error,
+                Some(format!(
+                    "chain sub-command {i} of {}: {e}",
+                    chain.handles.len()
+                )),
+            );
+        }
+    }
+    (CmdState::Completed, None)
+}
+
+/// Run one `ERT_START_CU` (a single command or a chain slot) on its CU: `Err(reason)` ends it.
+fn run_start_cu(
+    memory: &Memory,
+    ctx: &Context,
+    arg_bos: &[u32],
+    packet: &DecodedStartCu,
+) -> Result<(), String> {
     let cu = packet.cu_mask.trailing_zeros() as usize;
     let kernel = ctx
         .cus
@@ -166,11 +286,11 @@ pub(super) fn execute(
         .and_then(|c| c.get(cu))
         .and_then(|k| k.clone());
     let Some(kernel) = kernel else {
-        return fail(format!("no kernel registered for the PDI of CU {cu}"));
+        return Err(format!("no kernel registered for the PDI of CU {cu}"));
     };
     let opcode = packet.arg_u64(0).unwrap_or(0);
     if opcode != MLIR_AIE_OPCODE_TXN {
-        return fail(format!(
+        return Err(format!(
             "regmap opcode {opcode}: the emulated firmware runs TXN streams (opcode 3) only"
         ));
     }
@@ -178,7 +298,7 @@ pub(super) fn execute(
         let (p, len, handle) = memory
             .resolve(addr)
             .ok_or_else(|| format!("{what}: device address {addr:#x} is in no BO"))?;
-        if !job.arg_bos.contains(&handle) {
+        if !arg_bos.contains(&handle) {
             return Err(format!(
                 "{what}: BO {handle} at {addr:#x} is not in the EXEC_CMD handle list"
             ));
@@ -186,21 +306,20 @@ pub(super) fn execute(
         Ok((p, len))
     };
     let (Some(instr_addr), Some(ninstr)) = (packet.arg_u64(0x08), packet.arg_u32(0x10)) else {
-        return fail("regmap has no instruction address/count".into());
+        return Err("regmap has no instruction address/count".into());
     };
-    let instr = match resolve(instr_addr, "instructions") {
-        Ok((p, len)) if len >= 4 * ninstr as usize => {
+    let instr = match resolve(instr_addr, "instructions")? {
+        (p, len) if len >= 4 * ninstr as usize => {
             // SAFETY: `len` live bytes of device memory at `p` (u32 reads unaligned-safe).
             (0..ninstr as usize)
                 .map(|i| unsafe { p.cast::<u32>().add(i).read_unaligned() })
                 .collect::<Vec<u32>>()
         }
-        Ok((_, len)) => {
-            return fail(format!(
+        (_, len) => {
+            return Err(format!(
                 "{ninstr} instruction words run past their BO ({len} bytes)"
             ))
         }
-        Err(e) => return fail(e),
     };
     let n_bufs = packet.regmap.len().saturating_sub(5) / 2;
     let mut bufs = Vec::with_capacity(n_bufs);
@@ -210,25 +329,19 @@ pub(super) fn execute(
             bufs.push((std::ptr::null_mut(), 0));
             continue;
         }
-        match resolve(addr, &format!("bo{i}")) {
-            Ok(b) => bufs.push(b),
-            Err(e) => return fail(e),
-        }
+        bufs.push(resolve(addr, &format!("bo{i}"))?);
     }
     let lens: Vec<u64> = bufs.iter().map(|b| b.1 as u64).collect();
-    let plan = match txn::validate(
+    let plan = txn::validate(
         &instr,
         &Limits {
             arg_lens: &lens,
             partition_cols: Some(ctx.cols),
         },
-    ) {
-        Ok(p) => p,
-        Err(e) => return fail(format!("instruction stream refused: {e}")),
-    };
+    )
+    .map_err(|e| format!("instruction stream refused: {e}"))?;
     let mut mem = DeviceBuffers { bufs };
-    match txn::execute(&plan, &mut mem, &mut |io| kernel(io)) {
-        Ok(_) => (CmdState::Completed, None),
-        Err(e) => fail(format!("instruction stream execution: {e}")),
-    }
+    txn::execute(&plan, &mut mem, &mut |io| kernel(io))
+        .map(|_| ())
+        .map_err(|e| format!("instruction stream execution: {e}"))
 }

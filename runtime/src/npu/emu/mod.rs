@@ -2,7 +2,9 @@
 //! non-coherent device memory (`memory.rs`: the device sees host writes only after a flush, the
 //! host sees device writes only after one), hardware contexts whose firmware validates and runs
 //! the TXN instruction stream of each command, performing its shim DMA transfers on device
-//! memory for the Rust array model registered for the CU's PDI (`firmware.rs`), the same command
+//! memory for the Rust array model registered for the CU's PDI (`firmware.rs`; an
+//! `ERT_CMD_CHAIN` runs its `ERT_START_CU` sub-commands in order, each the same way, under the
+//! driver's chain-buffer rules), up to 32 CUs (PDIs) per context, the same command
 //! states, the 4-in-flight limit, syncobj timeline waits with absolute deadlines, the driver's
 //! scheduler timeout, three driver profiles (`profile.rs`), fault injection (fail the Nth call,
 //! the Nth call of one op, or the next call of an op with an errno; hang a command; end a

@@ -9,6 +9,8 @@
 //! | `force_cmdlist` parameter | present, `N` | absent (always chained commands) | present, `Y` |
 //! | START_CU regmap over 19 words | silently truncated to 19 (cmdlist off) | accepted | accepted (refused, EINVAL, with cmdlist off) |
 //! | DEV BO while the heap is unmapped | EINVAL | EINVAL | EAGAIN |
+//! | `ERT_CMD_CHAIN` | accepted; slot fits if `4096 - (offset + payload) > 8` | accepted; fits if `offset + payload + 8 <= 4096` | accepted, modelled as current upstream |
+//! | a failed chain's first sub-command payload | kept | filled with 0xFF | filled with 0xFF |
 //!
 //! The whole NPU test suite runs under each profile: `AMANUENSIS_EMU_PROFILE` (`6.14`,
 //! `upstream`, `xdna`) selects the default of [`super::EmuConfig`]; tests of behaviour that

@@ -5,6 +5,7 @@
 
 pub mod aie_gemm;
 pub mod backend;
+pub mod chain_plan;
 pub mod cpu;
 pub mod cpu_backend;
 pub mod cpu_int8_backend;

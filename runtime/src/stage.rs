@@ -265,6 +265,32 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The buffers this op writes (prepared key/values are not buffers), at most three.
+    pub fn writes(&self) -> impl Iterator<Item = BufferId> {
+        let (a, b, c) = match *self {
+            Op::LayerNorm { out, .. }
+            | Op::Linear { out, .. }
+            | Op::Conv1dK3 { out, .. }
+            | Op::Transpose { out, .. }
+            | Op::Attention { out, .. }
+            | Op::AttentionPrepared { out, .. }
+            | Op::AttentionWeights { out, .. }
+            | Op::GatherRows { out, .. } => (Some(out.buffer), None, None),
+            Op::AddTableRows { x, .. } => (Some(x.buffer), None, None),
+            Op::PrepareKeyValues { .. } => (None, None, None),
+            Op::SlotSelfAttention {
+                out,
+                cache_k,
+                cache_v,
+                ..
+            } => (Some(out.buffer), Some(cache_k), Some(cache_v)),
+            Op::CopySlot { buffer, .. } => (Some(buffer), None, None),
+        };
+        [a, b, c].into_iter().flatten()
+    }
+}
+
 /// A named list of ops.
 #[derive(Debug, Clone)]
 pub struct Stage {

@@ -18,11 +18,13 @@ use super::program::{Program, RegmapLayout};
 use super::ring::CommandRing;
 use super::tests::add_constant;
 use super::txn::encode::copy_stream;
+use super::txn::ArrayIo;
 use super::xclbin::{Xclbin, XclbinBuilder, MLIR_AIE_DPU_KERNEL_ID};
 use super::NpuError;
 use crate::npu::device::Device;
 
 const PDI: &[u8] = b"EMU-PDI:chain-add-constant";
+const PDI_INVERT: &[u8] = b"EMU-PDI:chain-invert";
 const N: usize = 512;
 
 /// Three buffers a → b → c and two programs: `first` b = a + 1, `second` c = b + 2.
@@ -37,19 +39,53 @@ struct Chained {
     second: Program,
 }
 
+/// The second CU's array: bo1 = !bo0 (ignores the run-time parameter).
+fn invert(io: &mut ArrayIo) -> Result<(), String> {
+    let input = io.input(0, 0).ok_or("no input stream")?.to_vec();
+    let out = io.output(0, 0).ok_or("no output stream")?;
+    for (o, i) in out.iter_mut().zip(input) {
+        *o = !i;
+    }
+    Ok(())
+}
+
 fn chained(profile: DriverProfile, max_chain: usize) -> Chained {
+    chained_on(profile, max_chain, false)
+}
+
+/// With `two_cus`, one context with two CUs from one two-kernel xclbin: CU 0 adds, CU 1
+/// inverts.
+fn chained_on(profile: DriverProfile, max_chain: usize, two_cus: bool) -> Chained {
     let emu = Arc::new(EmuDriver::new(EmuConfig::with_profile(profile)));
     emu.register_kernel(PDI, add_constant);
+    emu.register_kernel(PDI_INVERT, invert);
     let device = Device::from_driver(emu.clone()).unwrap();
     let heap = Heap::create(&device).unwrap();
-    let bytes = XclbinBuilder::mlir_aie(PDI, 4, 2).build();
-    let ctx = HwContext::load(
-        &device,
-        &heap,
-        &Xclbin::parse(&bytes).unwrap(),
-        MLIR_AIE_DPU_KERNEL_ID,
-    )
-    .unwrap();
+    let ctx = if two_cus {
+        let bytes =
+            XclbinBuilder::mlir_aie_kernels(&[PDI.to_vec(), PDI_INVERT.to_vec()], 4, 2).build();
+        let x = Xclbin::parse(&bytes).unwrap();
+        let ids = [MLIR_AIE_DPU_KERNEL_ID, MLIR_AIE_DPU_KERNEL_ID + 1];
+        let kernels = x.kernels().unwrap();
+        assert_eq!(kernels.len(), 2);
+        assert_eq!(kernels[1].dpu_kernel_id, Some(ids[1]));
+        assert_eq!(
+            RegmapLayout::from_kernel(&kernels[1]).unwrap(),
+            RegmapLayout::mlir_aie(2)
+        );
+        let ctx = HwContext::load_kernels(&device, &heap, &x, &ids).unwrap();
+        assert_eq!(ctx.cus(), 2);
+        ctx
+    } else {
+        let bytes = XclbinBuilder::mlir_aie(PDI, 4, 2).build();
+        HwContext::load(
+            &device,
+            &heap,
+            &Xclbin::parse(&bytes).unwrap(),
+            MLIR_AIE_DPU_KERNEL_ID,
+        )
+        .unwrap()
+    };
     let mut plan = ArenaPlan::new();
     let words = copy_stream(3, N as u32, &[1]).len();
     let (i1, i2) = (
@@ -163,6 +199,42 @@ fn a_chain_runs_its_commands_in_order_in_one_submission() {
         f.ring.wait(t).unwrap();
         assert_eq!(f.emu.stats().live_bos, bos);
     }
+}
+
+#[test]
+fn a_chain_mixes_the_cus_of_one_context() {
+    let mut f = chained_on(DriverProfile::UpstreamCurrent, 2, true);
+    let p1 = f.start_cu(&f.first);
+    // The second program on CU 1: c = !b.
+    let p2 = StartCu {
+        cu_mask: 1 << 1,
+        regmap: f.second.regmap(),
+    };
+    let t = f.ring.submit_chain(&[p1, p2], f.arena.handles()).unwrap();
+    f.ring.wait(t).unwrap();
+    assert!(
+        f.c()
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == !(i as u8).wrapping_add(1)),
+        "CU 0 added, CU 1 inverted"
+    );
+    assert_eq!(f.emu.stats().submitted, 1);
+    // A CU the context does not have ends the chain in ERROR at that command.
+    let p3 = StartCu {
+        cu_mask: 1 << 2,
+        regmap: f.second.regmap(),
+    };
+    let t = f.ring.submit_chain(&[p1, p3], f.arena.handles()).unwrap();
+    assert!(matches!(
+        f.ring.wait(t),
+        Err(NpuError::ChainFailed {
+            state: CmdState::Error,
+            index: 1,
+            ..
+        })
+    ));
+    assert!(f.emu.command_errors()[0].contains("no kernel registered for the PDI of CU 2"));
 }
 
 #[test]

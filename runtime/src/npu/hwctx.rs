@@ -1,6 +1,8 @@
 //! Hardware contexts (npu-driver.md §2.4, §2.5, §2.9): create with the QoS buffer and
-//! `num_tiles = column_width × core rows`, configure the CU with the PDI in a DEV BO, destroy
-//! (syncobj first, then the context, then the PDI BO).
+//! `num_tiles = column_width × core rows`, configure its CUs (1..=32, each a PDI in a DEV BO;
+//! CU index = position, the bit of a command's CU mask), destroy (syncobj first, then the
+//! context, then the PDI BOs). The sub-commands of one `ERT_CMD_CHAIN` may run on different CUs
+//! of their context, never on another context's.
 
 use std::sync::Arc;
 
@@ -20,13 +22,16 @@ pub fn qos_buffer() -> [u8; uapi::QOS_BUFFER_SIZE] {
     q
 }
 
-/// A hardware context with its timeline syncobj and (once configured) the PDI BO.
+/// Most CUs a context holds (`MAX_NUM_CUS`, `aie2_ctx.c`).
+pub const MAX_CUS: usize = 32;
+
+/// A hardware context with its timeline syncobj and (once configured) its PDI BOs.
 pub struct HwContext {
     driver: Arc<dyn Driver>,
     handle: u32,
     syncobj: u32,
     columns: u16,
-    pdi: Option<DevBo>,
+    pdis: Vec<DevBo>,
 }
 
 impl std::fmt::Debug for HwContext {
@@ -35,7 +40,7 @@ impl std::fmt::Debug for HwContext {
             .field("handle", &self.handle)
             .field("syncobj", &self.syncobj)
             .field("columns", &self.columns)
-            .field("pdi", &self.pdi)
+            .field("pdis", &self.pdis)
             .finish()
     }
 }
@@ -72,29 +77,72 @@ impl HwContext {
             handle,
             syncobj,
             columns,
-            pdi: None,
+            pdis: Vec::new(),
         })
     }
 
     /// CONFIG_HWCTX(CONFIG_CU) with one CU running `pdi` (copied into a new DEV BO and flushed).
     pub fn configure_cu(&mut self, heap: &Arc<Heap>, pdi: &[u8], cu_func: u8) -> Result<()> {
-        if self.pdi.is_some() {
+        self.configure_cus(heap, &[(pdi, cu_func)])
+    }
+
+    /// CONFIG_HWCTX(CONFIG_CU) with CU `i` running `cus[i]`'s PDI (each copied into its own
+    /// DEV BO and flushed), at most [`MAX_CUS`]; a context is configured once.
+    pub fn configure_cus(&mut self, heap: &Arc<Heap>, cus: &[(&[u8], u8)]) -> Result<()> {
+        if !self.pdis.is_empty() {
             return Err(NpuError::InvalidRequest {
-                what: "the CU of this context is already configured".into(),
+                what: "the CUs of this context are already configured".into(),
             });
         }
-        let mut bo = DevBo::create(heap, pdi.len())?;
-        bo.bytes_mut().copy_from_slice(pdi);
-        bo.flush(0..pdi.len());
-        let cu = amdxdna_cu_config {
-            cu_bo: bo.handle(),
-            cu_func,
-            pad: [0; 3],
-        };
-        retry_eintr(|| self.driver.config_cu(self.handle, &[cu]))
+        if cus.is_empty() || cus.len() > MAX_CUS {
+            return Err(NpuError::InvalidRequest {
+                what: format!("{} CUs, a context takes 1..={MAX_CUS}", cus.len()),
+            });
+        }
+        let mut bos = Vec::with_capacity(cus.len());
+        let mut configs = Vec::with_capacity(cus.len());
+        for &(pdi, cu_func) in cus {
+            let mut bo = DevBo::create(heap, pdi.len())?;
+            bo.bytes_mut().copy_from_slice(pdi);
+            bo.flush(0..pdi.len());
+            configs.push(amdxdna_cu_config {
+                cu_bo: bo.handle(),
+                cu_func,
+                pad: [0; 3],
+            });
+            bos.push(bo);
+        }
+        retry_eintr(|| self.driver.config_cu(self.handle, &configs))
             .map_err(ioctl_err("CONFIG_HWCTX"))?;
-        self.pdi = Some(bo);
+        self.pdis = bos;
         Ok(())
+    }
+
+    /// Create a context for `xclbin`'s AIE partition with one CU per kernel of
+    /// `dpu_kernel_ids`, in that order (CU `i` runs the PDI serving `dpu_kernel_ids[i]`).
+    pub fn load_kernels(
+        device: &Device,
+        heap: &Arc<Heap>,
+        xclbin: &Xclbin<'_>,
+        dpu_kernel_ids: &[u64],
+    ) -> Result<Self> {
+        let partition: AiePartition<'_> = xclbin.aie_partition()?;
+        let cus = dpu_kernel_ids
+            .iter()
+            .map(|&id| Ok((partition.pdi_for_kernel(id)?, cu_func_of(xclbin, id)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut ctx = Self::create(
+            device,
+            partition.column_width,
+            partition.operations_per_cycle,
+        )?;
+        ctx.configure_cus(heap, &cus)?;
+        Ok(ctx)
+    }
+
+    /// CUs configured.
+    pub fn cus(&self) -> usize {
+        self.pdis.len()
     }
 
     /// Create and configure a context for `xclbin`'s AIE partition and the PDI that serves
@@ -157,7 +205,7 @@ pub fn cu_func_of(xclbin: &Xclbin<'_>, dpu_kernel_id: u64) -> Result<u8> {
 
 impl Drop for HwContext {
     fn drop(&mut self) {
-        // SYNCOBJ_DESTROY then DESTROY_HWCTX (the XRT shim's order); the PDI BO is closed after,
+        // SYNCOBJ_DESTROY then DESTROY_HWCTX (the XRT shim's order); the PDI BOs are closed after,
         // when the field drops. Errors cannot be reported from Drop.
         let _ = release(|| self.driver.syncobj_destroy(self.syncobj));
         let _ = release(|| self.driver.destroy_hwctx(self.handle));

@@ -124,6 +124,40 @@ impl XclbinBuilder {
             .metadata(&metadata::mlir_aie_kernel_xml(n_buffers))
     }
 
+    /// An mlir-aie xclbin extended kernel by kernel (`aiecc.py --xclbin-input`): PDI `i` serves
+    /// kernel `MLIR_AIE_{i}` (instance `MLIRAIE_{i}`, `dpu_kernel_id` 0x901 + i), every kernel
+    /// with `n_buffers` buffer args. Loaded with [`super::super::hwctx::HwContext::load_kernels`],
+    /// CU `i` of the context runs PDI `i`.
+    pub fn mlir_aie_kernels(pdis: &[Vec<u8>], column_width: u16, n_buffers: usize) -> Self {
+        let names: Vec<(String, String, u64)> = (0..pdis.len())
+            .map(|i| {
+                (
+                    format!("MLIR_AIE_{i}"),
+                    format!("MLIRAIE_{i}"),
+                    MLIR_AIE_DPU_KERNEL_ID + i as u64,
+                )
+            })
+            .collect();
+        let specs: Vec<PdiSpec> = pdis
+            .iter()
+            .zip(&names)
+            .map(|(image, n)| PdiSpec {
+                image: image.clone(),
+                dpu_kernel_ids: vec![n.2],
+            })
+            .collect();
+        let ip: Vec<String> = names.iter().map(|n| format!("{}:{}", n.0, n.1)).collect();
+        let ip: Vec<&str> = ip.iter().map(String::as_str).collect();
+        let kernels: Vec<(&str, &str, u64)> = names
+            .iter()
+            .map(|n| (n.0.as_str(), n.1.as_str(), n.2))
+            .collect();
+        Self::new(*b"amanuensis-multi")
+            .aie_partition(column_width, 2048, &specs)
+            .ip_layout(&ip)
+            .metadata(&metadata::mlir_aie_kernels_xml(&kernels, n_buffers))
+    }
+
     /// Serialise.
     pub fn build(&self) -> Vec<u8> {
         let n = self.sections.len();

@@ -266,6 +266,14 @@ pub(super) fn parse_kernels(section: &[u8]) -> Result<Vec<KernelMeta>, XclbinErr
 /// The kernel XML mlir-aie's `aiecc` emits through `xclbinutil --add-kernel` (npu-driver.md §4),
 /// with `n_buffers` buffer arguments `bo0..`.
 pub fn mlir_aie_kernel_xml(n_buffers: usize) -> String {
+    mlir_aie_kernels_xml(&[("MLIR_AIE", "MLIRAIE", 0x901)], n_buffers)
+}
+
+/// Kernel XML with several mlir-aie kernels `(name, instance, dpu_kernel_id)`, each with the
+/// same `n_buffers` buffer arguments: what `aiecc.py --xclbin-input=<previous>
+/// --xclbin-kernel-name=… --xclbin-instance-name=… --xclbin-kernel-id=…` produces when it
+/// extends an xclbin by one kernel at a time.
+pub fn mlir_aie_kernels_xml(kernels: &[(&str, &str, u64)], n_buffers: usize) -> String {
     let mut args = String::from(
         r#"<arg name="opcode" addressQualifier="0" id="0" size="0x8" offset="0x00" hostOffset="0x0" hostSize="0x8" type="uint64_t"/>
 <arg name="instr" addressQualifier="1" id="1" size="0x8" offset="0x08" hostOffset="0x0" hostSize="0x8" type="char *"/>
@@ -279,14 +287,22 @@ pub fn mlir_aie_kernel_xml(n_buffers: usize) -> String {
             0x14 + 8 * i
         ));
     }
+    let kernels: String = kernels
+        .iter()
+        .map(|(name, instance, id)| {
+            format!(
+                r#"<kernel name="{name}" language="c" type="dpu">
+<extended-data subtype="DPU" functional="0" dpu_kernel_id="{id:#x}"/>
+{args}<instance name="{instance}"><addrRemap base="0x00000" range="0x0" port="s_axi_control"/></instance>
+</kernel>
+"#
+            )
+        })
+        .collect();
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <project name="MLIR_AIE"><platform><device name="fpga0"><core name="OCL_REGION_0">
-<kernel name="MLIR_AIE" language="c" type="dpu">
-<extended-data subtype="DPU" functional="0" dpu_kernel_id="0x901"/>
-{args}<instance name="MLIRAIE"><addrRemap base="0x00000" range="0x0" port="s_axi_control"/></instance>
-</kernel>
-</core></device></platform></project>
+{kernels}</core></device></platform></project>
 "#
     )
 }

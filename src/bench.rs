@@ -53,8 +53,8 @@ pub const ASSUMED_ROUND_TRIP_S: f64 = 45e-6;
 /// of their dispatch logs over the timed transcriptions), per 30 s window and per token, and a
 /// **projected** time on Phoenix and Strix. On the emulated device every INT8 linear whose
 /// `(K, N)` are multiples of 64 runs on the device (base's fc1 / fc2 through the fixture
-/// programs, the rest on our GEMM design); attention, norms, the conv stem and the logits run
-/// on the CPU.
+/// programs, the rest on our GEMM designs), the linears a stage's chain plan groups in one
+/// `ERT_CMD_CHAIN` submission; attention, norms, the conv stem and the logits run on the CPU.
 #[derive(Debug, Clone)]
 pub struct DispatchBudget {
     /// Encoder submissions over the timed run.
@@ -212,7 +212,7 @@ impl std::fmt::Display for DispatchBudget {
         let us = |ns: u64, n: u64| ns as f64 / 1e3 / n.max(1) as f64;
         writeln!(
             f,
-            "dispatch budget   on the device today: every INT8 linear with K, N multiples of 64 (d {}, MLP {}), one submission per linear (fixture programs: one per 128-row tile); attention, norms, conv stem, logits on the CPU",
+            "dispatch budget   on the device today: every INT8 linear with K, N multiples of 64 (d {}, MLP {}); one submission per group of a stage's chain plan (ERT_CMD_CHAIN: q/k/v together, fc1 of every MLP chunk, cross K/V of all layers, a fixture linear's 128-row tiles); attention, norms, conv stem, logits on the CPU",
             self.dims.d, self.dims.mlp
         )?;
         writeln!(

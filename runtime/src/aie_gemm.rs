@@ -4,9 +4,12 @@
 //! any `m`, any `(k, n)` that are multiples of 64, with the dequantize / bias / GELU epilogue on
 //! the device and the weight image in the INT8 file's tile layout.
 //!
-//! One [`AieGemm`] is one design (`k`, `n`, epilogue, mapping): a hardware context and its
+//! One [`AieGemm`] is one design (`k`, `n`, epilogue, mapping): its regmap layout and its
 //! instruction streams, one per super-block count, generated and uploaded the first time a
-//! workspace declares a linear that needs them (never on the hot path). The encoder's rows use
+//! workspace declares a linear that needs them (never on the hot path). The designs one program
+//! needs are the CUs of one hardware context ([`AieContext`], loaded from one xclbin with a
+//! kernel per design, as `aiecc.py --xclbin-input` extends an xclbin), so the linears of a
+//! stage can go to the device as one `ERT_CMD_CHAIN` whatever their shapes and epilogues. The encoder's rows use
 //! [`Mapping::RowBlocks`] (128-row super-blocks); up to 32 rows (decoder steps, beam 5) use
 //! [`Mapping::ChannelSpread`] when the design accepts the shape.
 //!
@@ -86,6 +89,13 @@ pub fn emulated_xclbin(target: Target, key: &DesignKey) -> Vec<u8> {
     XclbinBuilder::mlir_aie(&emulated_pdi(target, key), target.cols as u16, 3).build()
 }
 
+/// An xclbin with one mlir-aie kernel per design of `keys` (kernel `i`: PDI
+/// [`emulated_pdi`] of `keys[i]`, `dpu_kernel_id` 0x901 + i, buffer args A, W, out).
+pub fn emulated_xclbin_of(target: Target, keys: &[DesignKey]) -> Vec<u8> {
+    let pdis: Vec<Vec<u8>> = keys.iter().map(|k| emulated_pdi(target, k)).collect();
+    XclbinBuilder::mlir_aie_kernels(&pdis, target.cols as u16, 3).build()
+}
+
 /// Makes `emu`'s firmware run the design's PDI with the aie crate's array model: the streams
 /// the shim DMA interpreter delivered go through `gemm_array`, and its output streams are
 /// what the S2MM tasks write. The super-block count comes from the column stream's length.
@@ -146,48 +156,86 @@ struct Stream {
     words: u32,
 }
 
-/// A loaded design: its context, argument layout and instruction streams.
+/// A design: its argument layout and instruction streams (its CU lives in an [`AieContext`]).
 pub struct AieGemm {
-    /// Index among the backend's designs (its command ring in a session).
-    pub id: usize,
     /// What it is.
     pub key: DesignKey,
     /// Its geometry.
     pub design: GemmDesign,
     pub(crate) layout: RegmapLayout,
-    pub(crate) ctx: Arc<HwContext>,
+    /// Partition width the streams are validated against.
+    cols: u8,
     /// Stream `i` computes `i + 1` super-blocks.
     streams: Mutex<Vec<Stream>>,
 }
 
-impl AieGemm {
-    /// Loads `xclbin` (the design's) into a context on `device`.
+/// The hardware context holding a set of designs, CU `i` running `designs[i]`.
+pub struct AieContext {
+    pub(crate) ctx: Arc<HwContext>,
+    /// The designs, by CU index.
+    pub designs: Vec<Arc<AieGemm>>,
+}
+
+impl AieContext {
+    /// Loads an xclbin with one kernel per design of `designs` (made by `xclbin_of`) into one
+    /// context on `device`.
     pub fn load(
-        id: usize,
         device: &Device,
         heap: &Arc<Heap>,
-        target: Target,
-        key: DesignKey,
+        designs: Vec<Arc<AieGemm>>,
         xclbin: &[u8],
     ) -> Result<Self, NpuError> {
-        let design = key.design(target)?;
         let x = Xclbin::parse(xclbin)?;
         let kernels = x.kernels()?;
-        let kernel =
-            kernels
+        let mut ids = Vec::with_capacity(designs.len());
+        for (i, g) in designs.iter().enumerate() {
+            let id = MLIR_AIE_DPU_KERNEL_ID + i as u64;
+            let kernel = kernels
                 .iter()
-                .find(|k| k.kind == "dpu")
+                .find(|k| k.kind == "dpu" && k.dpu_kernel_id == Some(id))
                 .ok_or_else(|| NpuError::InvalidRequest {
-                    what: format!("GEMM design {key:?}: no dpu kernel in its xclbin"),
+                    what: format!(
+                        "GEMM design {:?}: no dpu kernel {id:#x} in the xclbin",
+                        g.key
+                    ),
                 })?;
-        let layout = RegmapLayout::from_kernel(kernel)?;
-        let ctx = HwContext::load(device, heap, &x, MLIR_AIE_DPU_KERNEL_ID)?;
+            if RegmapLayout::from_kernel(kernel)? != g.layout {
+                return Err(NpuError::InvalidRequest {
+                    what: format!("GEMM design {:?}: kernel {id:#x} has another regmap", g.key),
+                });
+            }
+            ids.push(id);
+        }
+        let ctx = HwContext::load_kernels(device, heap, &x, &ids)?;
         Ok(Self {
-            id,
-            key,
-            design,
-            layout,
             ctx: Arc::new(ctx),
+            designs,
+        })
+    }
+
+    /// The CU running `key`.
+    pub fn cu_of(&self, key: &DesignKey) -> Option<u32> {
+        self.designs
+            .iter()
+            .position(|g| g.key == *key)
+            .map(|i| i as u32)
+    }
+
+    /// Whether this context holds exactly `keys`, in order.
+    pub fn holds(&self, keys: &[DesignKey]) -> bool {
+        self.designs.len() == keys.len() && self.designs.iter().zip(keys).all(|(g, k)| g.key == *k)
+    }
+}
+
+impl AieGemm {
+    /// The design `key` on `target` (streams made by [`AieGemm::ensure_rows`]).
+    pub fn new(target: Target, key: DesignKey) -> Result<Self, NpuError> {
+        Ok(Self {
+            key,
+            design: key.design(target)?,
+            // The emulated xclbins' kernel: opcode, instr, ninstr, A, W, out.
+            layout: RegmapLayout::mlir_aie(3),
+            cols: target.cols,
             streams: Mutex::new(Vec::new()),
         })
     }
@@ -211,7 +259,7 @@ impl AieGemm {
                 &words,
                 &Limits {
                     arg_lens: &lens,
-                    partition_cols: Some(self.ctx.columns() as u8),
+                    partition_cols: Some(self.cols),
                 },
             )?;
             if plan.summary.unawaited != 0 {

@@ -211,6 +211,25 @@ pub trait LayerKernels: Send + Sync {
         Ok(())
     }
 
+    /// Called by [`crate::host::HostWorkspace::run`] before op `op` of `stage` runs, with
+    /// `input(at, len)` reading `len` values of the stage's buffers from `at` (`None` when they
+    /// do not fit). A device backend submits there the linears it groups into one submission
+    /// (their inputs are final: nothing between writes them) and writes each result when its
+    /// own op runs ([`LayerKernels::try_linear`]). Host kernels do nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn begin_op<'a>(
+        &self,
+        s: &mut Self::Scratch,
+        program: &crate::stage::Program<Self::Matrix>,
+        stage: crate::stage::StageId,
+        op: usize,
+        args: &crate::stage::StageArgs,
+        input: &dyn Fn(crate::stage::At, usize) -> Option<&'a [f32]>,
+    ) -> Result<(), BackendError> {
+        let _ = (s, program, stage, op, args, input);
+        Ok(())
+    }
+
     /// Kernel-3, padding-1 1-D convolution, time-major: `x [t_in, c_in]` → `out [t_out, c_out]`,
     /// with `w` prepared from `[c_out, c_in, 3]` as a `[c_out, c_in · 3]` matrix.
     #[allow(clippy::too_many_arguments)]

@@ -138,6 +138,12 @@ impl<K: LayerKernels> HostWorkspace<K> {
     ) -> Result<(), BackendError> {
         let st = program.stage(stage);
         for (i, op) in st.ops.iter().enumerate() {
+            let buffers = &self.buffers;
+            let input = |at: At, len: usize| -> Option<&[f32]> {
+                let start = at.offset.at(args);
+                buffers[at.buffer.0 as usize].get(start..start.checked_add(len)?)
+            };
+            kernels.begin_op(&mut self.scratch, program, stage, i, args, &input)?;
             self.run_op(kernels, program, op, args).map_err(|reason| {
                 self.failure.take().unwrap_or(BackendError::BadCall {
                     backend: kernels.name(),

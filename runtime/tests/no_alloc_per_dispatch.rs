@@ -192,7 +192,7 @@ fn a_dispatch_allocates_nothing_on_the_host() {
 
 /// A linear through the NPU backend (quantize into A, flushes, regmap, EXEC_CMD, wait,
 /// invalidate, dequantize, record) allocates nothing on the host once the stream's workspace
-/// exists: 300 rows = 3 submissions per call, on the fixture GEMM program K512×N2048.
+/// exists: 300 rows = 3 tiles in one chain per call, on the fixture GEMM program K512×N2048.
 #[test]
 fn an_npu_backend_linear_allocates_nothing_on_the_host() {
     use amanuensis_runtime::backend::{Backend as _, Epilogue};
@@ -244,7 +244,7 @@ fn an_npu_backend_linear_allocates_nothing_on_the_host() {
     }
     let host = host_allocs() - before;
     assert_eq!(host, 0, "{host} host allocations in 3 device linears");
-    assert_eq!(npu.stats().submissions, 12);
+    assert_eq!(npu.stats().submissions, 4);
     assert!(
         emu.command_errors().is_empty(),
         "{:?}",
@@ -306,6 +306,93 @@ fn a_linear_on_our_gemm_design_allocates_nothing_on_the_host() {
         );
     }
     assert_eq!(npu.stats().submissions, 8);
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}
+
+/// A stage whose q/k/v projections go as one chain (three CUs' worth of sub-commands, one
+/// activation image), then a host op, then one more linear: the chain's packets, sub-command
+/// BOs, A/C regions and records are all preallocated with the stream's workspace.
+#[test]
+fn a_chained_stage_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::{Backend as _, Epilogue};
+    use amanuensis_runtime::npu_backend::{emulated_config, NpuBackend};
+    use amanuensis_runtime::q8::QuantMatrix;
+    use amanuensis_runtime::stage::{At, Extent, Op, Program as Stages, Residency, StageArgs};
+
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &[], 1)
+        .unwrap()
+        .with_emulated_designs(emu.clone());
+    let (d, max_rows) = (384, 300);
+    let mut p = Stages::new();
+    let ms: Vec<_> = (0..4)
+        .map(|j| {
+            let w: Vec<f32> = (0..d * d)
+                .map(|i| ((i * (37 + j) % 101) as f32 - 50.0) / 500.0)
+                .collect();
+            p.add_matrix(npu.matrix_q8(QuantMatrix::quantize(&w, d, d)).unwrap())
+        })
+        .collect();
+    let gamma = p.add_vector(vec![1.0; d]);
+    let beta = p.add_vector(vec![0.0; d]);
+    let bufs: Vec<_> = ["x", "q", "k", "v", "a"]
+        .into_iter()
+        .map(|name| p.add_buffer(name, max_rows * d, Residency::Resident))
+        .collect();
+    let lin = |x: usize, out: usize, w: usize, epilogue| Op::Linear {
+        x: At::start(bufs[x]),
+        out: At::start(bufs[out]),
+        rows: Extent::rows(1),
+        max_rows,
+        w: ms[w],
+        bias: None,
+        epilogue,
+    };
+    let stage = p.add_stage(
+        "attention-like",
+        vec![
+            lin(0, 1, 0, Epilogue::Store),
+            lin(0, 2, 1, Epilogue::Store),
+            lin(0, 3, 2, Epilogue::Store),
+            Op::LayerNorm {
+                x: At::start(bufs[1]),
+                out: At::start(bufs[4]),
+                rows: Extent::rows(1),
+                gamma,
+                beta,
+                eps: 1e-5,
+            },
+            lin(4, 0, 3, Epilogue::AddInto),
+        ],
+    );
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    // Declared once the workspace made the designs (their weight images know the epilogues).
+    assert_eq!(npu.submissions(&p, stage), 2);
+    let input: Vec<f32> = (0..max_rows * d).map(|i| (i % 13) as f32 - 6.0).collect();
+    npu.write(&mut ws, bufs[0], 0, &input).unwrap();
+    for rows in [max_rows, 1] {
+        let args = StageArgs {
+            rows,
+            ..Default::default()
+        };
+        npu.run(&p, stage, &args, &mut ws).unwrap(); // first use of the ring slots
+        let before = host_allocs();
+        for _ in 0..3 {
+            npu.run(&p, stage, &args, &mut ws).unwrap();
+        }
+        let host = host_allocs() - before;
+        assert_eq!(
+            host, 0,
+            "{host} host allocations in 3 chained stages of {rows} rows"
+        );
+    }
+    let s = npu.stats();
+    assert_eq!((s.submissions, s.device_linears), (2 * 4 * 2, 2 * 4 * 4));
     assert!(
         emu.command_errors().is_empty(),
         "{:?}",

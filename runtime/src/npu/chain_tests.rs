@@ -177,7 +177,7 @@ fn a_chain_runs_its_commands_in_order_in_one_submission() {
     for profile in DriverProfile::ALL {
         let mut f = chained(profile, 4);
         let (p1, p2) = (f.start_cu(&f.first), f.start_cu(&f.second));
-        let t = f.ring.submit_chain(&[p1, p2], f.arena.handles()).unwrap();
+        let t = f.ring.submit_chain([p1, p2], f.arena.handles()).unwrap();
         f.ring.wait(t).unwrap();
         // The second read what the first wrote: c = a + 1 + 2.
         assert!(
@@ -195,7 +195,7 @@ fn a_chain_runs_its_commands_in_order_in_one_submission() {
         );
         // The slot is reused for the next chain (no allocation, same BOs).
         let bos = f.emu.stats().live_bos;
-        let t = f.ring.submit_chain(&[p1, p2], f.arena.handles()).unwrap();
+        let t = f.ring.submit_chain([p1, p2], f.arena.handles()).unwrap();
         f.ring.wait(t).unwrap();
         assert_eq!(f.emu.stats().live_bos, bos);
     }
@@ -210,7 +210,7 @@ fn a_chain_mixes_the_cus_of_one_context() {
         cu_mask: 1 << 1,
         regmap: f.second.regmap(),
     };
-    let t = f.ring.submit_chain(&[p1, p2], f.arena.handles()).unwrap();
+    let t = f.ring.submit_chain([p1, p2], f.arena.handles()).unwrap();
     f.ring.wait(t).unwrap();
     assert!(
         f.c()
@@ -225,7 +225,7 @@ fn a_chain_mixes_the_cus_of_one_context() {
         cu_mask: 1 << 2,
         regmap: f.second.regmap(),
     };
-    let t = f.ring.submit_chain(&[p1, p3], f.arena.handles()).unwrap();
+    let t = f.ring.submit_chain([p1, p3], f.arena.handles()).unwrap();
     assert!(matches!(
         f.ring.wait(t),
         Err(NpuError::ChainFailed {
@@ -249,7 +249,7 @@ fn a_failing_middle_command_stops_the_chain_and_names_its_index() {
         let (p1, p2) = (f.start_cu(&f.first), f.start_cu(&f.second));
         let t = f
             .ring
-            .submit_chain(&[p1, broken, p2], f.arena.handles())
+            .submit_chain([p1, broken, p2], f.arena.handles())
             .unwrap();
         match f.ring.wait(t) {
             Err(NpuError::ChainFailed { state, index, .. }) => {
@@ -261,7 +261,7 @@ fn a_failing_middle_command_stops_the_chain_and_names_its_index() {
         let errors = f.emu.command_errors();
         assert!(errors[0].contains("chain sub-command 1 of 3"), "{errors:?}");
         // The ring rebuilds every packet: the next chain runs.
-        let t = f.ring.submit_chain(&[p1, p2], f.arena.handles()).unwrap();
+        let t = f.ring.submit_chain([p1, p2], f.arena.handles()).unwrap();
         f.ring.wait(t).unwrap();
         assert_eq!(f.c()[5], 8);
         // Raw: after a failure the driver fills the first sub-command's payload with 0xFF
@@ -304,11 +304,11 @@ fn the_chain_buffer_limit_is_the_drivers() {
             regmap: &regmap,
         };
         assert!(matches!(
-            f.ring.submit_chain(&[sub; 32], f.arena.handles()),
+            f.ring.submit_chain([sub; 32], f.arena.handles()),
             Err(NpuError::InvalidRequest { .. })
         ));
         assert!(matches!(
-            f.ring.submit_chain(&[], f.arena.handles()),
+            f.ring.submit_chain([], f.arena.handles()),
             Err(NpuError::InvalidRequest { .. })
         ));
     }

@@ -153,6 +153,11 @@ impl RegmapLayout {
         }
     }
 
+    /// Regmap words of [`RegmapLayout::mlir_aie`] with `buffers` buffer arguments.
+    pub const fn mlir_aie_words(buffers: usize) -> usize {
+        5 + 2 * buffers
+    }
+
     /// Regmap length in words (`max(offset + size) / 4`).
     pub fn words(&self) -> usize {
         self.words

@@ -268,9 +268,9 @@ impl CommandRing {
     /// Refused here ([`NpuError::InvalidRequest`]) rather than by the driver: an empty chain,
     /// more commands than the ring preallocated, and a chain whose slots do not fit the
     /// driver's 4 KiB chain buffer under the stricter (6.14) rule.
-    pub fn submit_chain(
+    pub fn submit_chain<'a>(
         &mut self,
-        commands: &[StartCu<'_>],
+        commands: impl IntoIterator<Item = StartCu<'a>>,
         arg_handles: &[u32],
     ) -> Result<Ticket> {
         let index = self.next;
@@ -282,13 +282,6 @@ impl CommandRing {
                 "all {depth} command slots are in flight; wait first"
             ));
         }
-        if commands.is_empty() || commands.len() > slot.subs.len() {
-            return bad(format!(
-                "a chain of {} commands, this ring takes 1..={}",
-                commands.len(),
-                slot.subs.len()
-            ));
-        }
         if arg_handles.len() > MAX_ARG_HANDLES {
             return bad(format!(
                 "{} BO handles, EXEC_CMD takes {MAX_ARG_HANDLES}",
@@ -297,7 +290,13 @@ impl CommandRing {
         }
         let mut offset = 0;
         self.sub_handles.clear();
-        for (i, (p, sub)) in commands.iter().zip(slot.subs.iter_mut()).enumerate() {
+        let room = slot.subs.len();
+        for (i, p) in commands.into_iter().enumerate() {
+            let Some(sub) = slot.subs.get_mut(i) else {
+                return bad(format!(
+                    "a chain of more than {room} commands, this ring takes {room}"
+                ));
+            };
             if !chain_slot_fits(offset, 4 * p.regmap_words(), true) {
                 return bad(format!(
                     "chain command {i} does not fit the driver's {CHAIN_BUFFER_BYTES}-byte chain buffer"
@@ -314,6 +313,9 @@ impl CommandRing {
             words[1..n].copy_from_slice(&self.scratch[1..n]);
             words[0] = self.scratch[0];
             self.sub_handles.push(sub.handle());
+        }
+        if self.sub_handles.is_empty() {
+            return bad(format!("an empty chain, this ring takes 1..={room}"));
         }
         let n = CmdChain {
             commands: &self.sub_handles,

@@ -18,8 +18,16 @@ use crate::engine::{Device, DispatchTotals, LoadOptions, Model, Precision};
 /// Totals over the benchmarked files.
 #[derive(Debug, Default)]
 pub struct BenchReport {
-    /// Model load time.
+    /// Model load time (file, weights, session with its pool and pre-touched buffers).
     pub load: Duration,
+    /// Of [`BenchReport::load`], the session's creation (pool, buffers).
+    pub session: Duration,
+    /// Whether huge pages were found cold during the load (`resident::huge_pages_cold`: the
+    /// session's buffers went to 4 KiB pages).
+    pub huge_pages_cold: bool,
+    /// The untimed first transcription of the first file (first-touch page faults, lazy
+    /// tokenizer, cold caches) and the same file's timed, steady transcription.
+    pub first_run: Option<(Duration, Duration)>,
     /// Files transcribed.
     pub files: usize,
     /// Their audio duration.
@@ -315,8 +323,11 @@ pub fn run(
             ..LoadOptions::default()
         },
     )?;
+    let t_session = Instant::now();
     let mut session = loaded.session()?;
     let load = t.elapsed();
+    let session_time = t_session.elapsed();
+    let huge_pages_cold = amanuensis_runtime::resident::huge_pages_cold();
     let opts = TranscribeOptions {
         beam_size,
         ..Default::default()
@@ -326,25 +337,34 @@ pub fn run(
         .map(crate::load_audio)
         .collect::<Result<_, _>>()?;
     // The emulator takes ~60 ms of CPU per submission: no warm-up run there.
+    let mut first_run = None;
     if loaded.device() != Device::Emu {
         if let Some(first) = audio.first() {
+            let t = Instant::now();
             session.transcribe(first, &opts)?;
+            first_run = Some(t.elapsed());
         }
     }
     let before = session.dispatch_totals();
     let stats_before = loaded.npu_stats();
     let mut report = BenchReport {
         load,
+        session: session_time,
+        huge_pages_cold,
         files: files.len(),
         encoder_macs_per_window: encoder_macs(&loaded.dims()),
         submissions: Some(loaded.submissions()),
         backend: loaded.backend_name(),
         ..Default::default()
     };
-    for samples in &audio {
+    for (i, samples) in audio.iter().enumerate() {
         let t = Instant::now();
         let tr = session.transcribe(samples, &opts)?;
-        report.wall += t.elapsed();
+        let wall = t.elapsed();
+        if let (0, Some(first)) = (i, first_run) {
+            report.first_run = Some((first, wall));
+        }
+        report.wall += wall;
         report.audio_seconds += tr.duration;
         report.timings += &tr.timings;
     }
@@ -399,7 +419,26 @@ impl std::fmt::Display for BenchReport {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let tm = &self.timings;
         let per_window = ms(tm.encode) / tm.windows.max(1) as f64;
-        writeln!(f, "model load        {:9.1} ms", ms(self.load))?;
+        writeln!(
+            f,
+            "model load        {:9.1} ms (of which session {:.1} ms: pool, pre-touched buffers; huge pages {})",
+            ms(self.load),
+            ms(self.session),
+            if self.huge_pages_cold {
+                "cold, 4 KiB pages used"
+            } else {
+                "advised"
+            }
+        )?;
+        if let Some((first, steady)) = self.first_run {
+            writeln!(
+                f,
+                "first run extra   {:9.1} ms (first file's first transcription {:.1} ms, steady {:.1} ms)",
+                ms(first.saturating_sub(steady)),
+                ms(first),
+                ms(steady)
+            )?;
+        }
         writeln!(
             f,
             "files             {:9} ({:.1} s of audio)",

@@ -4,14 +4,36 @@
 //! write, which would otherwise happen inside the first use (for a model: its first encoder
 //! window and decoded tokens). Touching each page here moves that cost to allocation time.
 //!
-//! Large buffers ([`Buffer::resident`]) go further: they are mapped 2 MiB-aligned and marked
-//! for transparent huge pages (`madvise(MADV_HUGEPAGE)`, Linux), so a 2 MiB stretch costs one
-//! fault instead of 512. On the 2-vCPU Zen 4 VM this was measured on (Linux 6.18, THP
-//! `madvise` mode), a 4 KiB fault costs 4–9 µs (most of a session's creation time) and
-//! touching 16 MiB took 37 ms in 4 KiB pages against 1.6 ms in huge pages. Where huge pages
-//! are off or unavailable, the same code falls back to 4 KiB pages (the advice is a hint).
+//! Large buffers ([`Buffer::resident`]) go further: they are mapped 2 MiB-aligned, marked for
+//! transparent huge pages (`madvise(MADV_HUGEPAGE)`, Linux) and faulted in by the kernel in one
+//! call (`MADV_POPULATE_WRITE`, Linux 5.14; else a write per page), so a 2 MiB stretch costs
+//! one fault instead of 512. Where huge pages are off or unavailable, the same code falls back
+//! to 4 KiB pages (the advice is a hint).
+//!
+//! # Cold huge pages (virtual machines with free page reporting)
+//!
+//! A guest whose balloon device reports free memory to the host (virtio-balloon free page
+//! reporting, Firecracker and QEMU VMs; `page_reporting_order` 9 = 2 MiB) hands every free
+//! 2 MiB block back to the host a few seconds after it is freed; the next use of that block
+//! makes the host fault its backing in again, 4 KiB at a time. The kernel keeps reported blocks
+//! at the tail of its free lists, so a huge page comes from memory freed moments ago (by this
+//! program's last run, say) while there is some, and from reported memory after that. Measured
+//! on the 2-vCPU Zen 4 VM (Linux 6.18, THP `madvise`): a 2 MiB huge page faults in 0.17 ms when
+//! recently freed and 4.4–4.6 ms when reported ("cold"), while 4 KiB pages (taken from the
+//! small free fragments the kernel never reports) cost 0.33–0.5 ms per 2 MiB when populated.
+//! Which of the two a process got varied from run to run, which made a tiny.en load take
+//! either ~16 or ~50–100 ms.
+//!
+//! So the first huge page a process maps is a probe: when faulting it in takes longer than
+//! [`COLD_HUGE_PAGE`] (several times a recently freed huge page, under a third of a cold one),
+//! huge pages are taken as cold and later buffers are populated in 4 KiB pages
+//! (`MADV_NOHUGEPAGE`), until a huge buffer is dropped (its pages are then recently freed
+//! memory, and the next huge buffer probes again). A wrong guess (the probe preempted) costs only the
+//! difference between the two page sizes; the contents and sizes of buffers never depend on it.
 
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// A zeroed buffer of `len` values whose pages are all resident.
 pub fn zeroed<T: Copy + Default>(len: usize) -> Vec<T> {
@@ -32,6 +54,19 @@ fn touch<T: Copy + Default>(v: &mut [T]) {
 
 /// Bytes of a transparent huge page (x86-64; aarch64 with 4 KiB base pages).
 pub const HUGE_PAGE: usize = 2 << 20;
+
+/// Faulting in one huge page slower than this marks huge pages cold for the process (see the
+/// module docs: 0.17 ms recently freed, 4.4 ms cold on the VM measured).
+pub const COLD_HUGE_PAGE: Duration = Duration::from_micros(1500);
+
+/// Whether a huge page of this process took longer than [`COLD_HUGE_PAGE`] to fault in.
+static HUGE_PAGES_COLD: AtomicBool = AtomicBool::new(false);
+
+/// Whether huge pages were found cold (later buffers use 4 KiB pages) since a huge buffer was
+/// last dropped.
+pub fn huge_pages_cold() -> bool {
+    HUGE_PAGES_COLD.load(Ordering::Relaxed)
+}
 
 /// A working buffer of `T` (f32 by default): a plain heap vector, or for a resident buffer of
 /// at least half a huge page an anonymous map 2 MiB-aligned with huge pages advised. Derefs to
@@ -103,21 +138,76 @@ impl<T: bytemuck::Pod + Default> Buffer<T> {
         // Anonymous memory is zero and owned by this value alone.
         let map = memmap2::MmapMut::map_anon(map_len).ok()?;
         let offset = (HUGE_PAGE - map.as_ptr() as usize % HUGE_PAGE) % HUGE_PAGE;
-        #[cfg(target_os = "linux")]
-        if huge_bytes > 0 {
-            // A hint: without THP the pages stay 4 KiB, which is only slower.
-            let _ = map.advise_range(memmap2::Advice::HugePage, offset, huge_bytes);
-        }
         let mut b = Buffer {
             store: Store::Huge { map, offset, len },
         };
-        touch(&mut b);
+        // Populating part of a huge-page-advised stretch faults in the whole huge page.
+        b.populate(offset, bytes, huge_bytes, &HUGE_PAGES_COLD);
         Some(b)
     }
 
-    /// Whether the buffer lives in a huge-page-advised map.
+    /// Makes `bytes` of the map from `offset` resident, the first `huge_bytes` of them in huge
+    /// pages unless huge pages were found `cold` (the first huge page mapped while not `cold`
+    /// probes it, and sets `cold` when it was slower than [`COLD_HUGE_PAGE`]).
+    fn populate(&mut self, offset: usize, bytes: usize, huge_bytes: usize, cold: &AtomicBool) {
+        let Store::Huge { map, .. } = &mut self.store else {
+            return;
+        };
+        #[cfg_attr(not(target_os = "linux"), allow(unused_mut))]
+        let mut done = 0;
+        #[cfg(target_os = "linux")]
+        if huge_bytes > 0 {
+            use memmap2::Advice;
+            // Advice is a hint: a refusal leaves 4 KiB pages, which are only slower.
+            if cold.load(Ordering::Relaxed) {
+                let _ = map.advise_range(Advice::NoHugePage, offset, huge_bytes);
+            } else {
+                let _ = map.advise_range(Advice::HugePage, offset, huge_bytes);
+                let t = std::time::Instant::now();
+                if map
+                    .advise_range(Advice::PopulateWrite, offset, HUGE_PAGE)
+                    .is_ok()
+                {
+                    done = HUGE_PAGE;
+                    if t.elapsed() > COLD_HUGE_PAGE {
+                        cold.store(true, Ordering::Relaxed);
+                        if huge_bytes > HUGE_PAGE {
+                            let _ = map.advise_range(
+                                Advice::NoHugePage,
+                                offset + HUGE_PAGE,
+                                huge_bytes - HUGE_PAGE,
+                            );
+                        }
+                    }
+                }
+            }
+            if done >= bytes
+                || map
+                    .advise_range(Advice::PopulateWrite, offset + done, bytes - done)
+                    .is_ok()
+            {
+                return;
+            }
+        }
+        let _ = (huge_bytes, cold);
+        // No populate (older kernel, other OS): a write per page.
+        touch(&mut map[offset + done..offset + bytes]);
+    }
+
+    /// Whether the buffer lives in its own 2 MiB-aligned map (huge pages advised, unless
+    /// [`huge_pages_cold`]).
     pub fn is_huge(&self) -> bool {
         matches!(self.store, Store::Huge { .. })
+    }
+}
+
+impl<T: bytemuck::Pod + Default> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        // The huge pages this frees are recently freed memory, which the next huge buffer of
+        // the process likely gets: probe again rather than stay on 4 KiB pages.
+        if self.is_huge() {
+            HUGE_PAGES_COLD.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -190,6 +280,23 @@ mod tests {
             );
         }
         assert!(Buffer::<f32>::default().is_empty());
+        // After huge pages were found cold: the same buffers, in 4 KiB pages.
+        let cold = AtomicBool::new(true);
+        for len in [2 * quarter, 5 * quarter + 3, 12 * quarter] {
+            let bytes = len * 4;
+            let mut b = Buffer::<f32> {
+                store: Store::Huge {
+                    map: memmap2::MmapMut::map_anon(bytes + HUGE_PAGE).unwrap(),
+                    offset: 0,
+                    len,
+                },
+            };
+            b.populate(0, bytes, bytes.div_ceil(HUGE_PAGE) * HUGE_PAGE, &cold);
+            assert!(b.iter().all(|&x| x == 0.0), "{len}");
+            b[len - 1] = 3.0;
+            assert_eq!(b[len - 1], 3.0);
+            assert!(cold.load(Ordering::Relaxed));
+        }
         let mut words = Buffer::<u32>::resident(3 * quarter);
         assert!(words.is_huge() && words.iter().all(|&w| w == 0));
         words[3 * quarter - 1] = 7;

@@ -92,7 +92,9 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         verify: args.verify_model,
         mmap: !args.no_mmap,
     };
+    let mut model_time = std::time::Duration::ZERO;
     let (engine, mut session) = match Model::load(&model_path, &load).and_then(|m| {
+        model_time = t.elapsed();
         let s = m.session()?;
         Ok((m, s))
     }) {
@@ -102,6 +104,7 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let load_time = t.elapsed();
     if !args.quiet && load.device != amanuensis::Device::Cpu {
         note(&format!(
             "amanuensis: device {} ({}; {})",
@@ -130,10 +133,20 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
     if args.timings {
         note(&format!(
             "load time = {:.1} ms ({}, {} threads, {})",
-            t.elapsed().as_secs_f64() * 1e3,
+            load_time.as_secs_f64() * 1e3,
             model_path.display(),
             engine.threads(),
             engine.backend_name()
+        ));
+        note(&format!(
+            "load parts = model {:.1} ms + session {:.1} ms (pool, pre-touched buffers; huge pages {})",
+            model_time.as_secs_f64() * 1e3,
+            (load_time - model_time).as_secs_f64() * 1e3,
+            if amanuensis::runtime::resident::huge_pages_cold() {
+                "cold, 4 KiB pages used"
+            } else {
+                "advised"
+            }
         ));
     }
 

@@ -9,6 +9,7 @@ pub mod chain_plan;
 pub mod cpu;
 pub mod cpu_backend;
 pub mod cpu_int8_backend;
+pub mod dirty_ranges;
 pub mod dispatch;
 pub mod dispatch_bench;
 pub mod host;

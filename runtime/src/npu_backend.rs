@@ -55,6 +55,7 @@ use crate::aie_gemm::{
 use crate::backend::{AttentionShape, Backend, BackendError, Epilogue, LayerKernels};
 use crate::chain_plan::{ChainPlan, DeviceLinear, Limits as ChainLimits};
 use crate::cpu_int8_backend::{CpuInt8Backend, Int8KeyValues, Int8OrF32Matrix, Int8Scratch};
+use crate::dirty_ranges::DirtyRanges;
 use crate::dispatch::{DispatchLog, DispatchRecord};
 use crate::host::HostWorkspace;
 use crate::npu::bo::MappedBo;
@@ -377,6 +378,9 @@ struct GemmSession {
     /// The designs' context, when the program has linears on them.
     aie: Option<Arc<AieContext>>,
     a: MappedBo,
+    /// What of `a` may be non-zero: each region's padding (rows the device computes, nobody
+    /// reads) is kept zero by clearing only what an earlier group left there.
+    a_dirty: DirtyRanges,
     c: MappedBo,
     /// Row scales of the fixture programs' rows, each group from its `scales_base`.
     scales: Vec<f32>,
@@ -403,8 +407,10 @@ struct GemmSession {
 #[derive(Clone, Copy, Debug, Default)]
 struct MemberRun {
     rows: usize,
-    /// Input region (`x` and `rows` say whether a later member shares it).
+    /// Input region (`x`, `rows` and `layout` say whether a later member shares it).
     x: Option<crate::stage::At>,
+    /// The input image's geometry: (bytes per row, rows it holds).
+    layout: (usize, usize),
     a_off: usize,
     c_off: usize,
     /// f32 values per output row in C (our design) or i32 accumulators per row (fixture).
@@ -884,6 +890,7 @@ impl NpuBackend {
             rings,
             aie,
             a: MappedBo::share(&self.device, a_len).map_err(device_err("allocate A"))?,
+            a_dirty: DirtyRanges::unknown(a_len, 4 * commands + 8),
             c: MappedBo::share(&self.device, c_len).map_err(device_err("allocate C"))?,
             scales: vec![0.0; scale_len],
             runs,
@@ -964,19 +971,22 @@ impl NpuBackend {
             if let Some(dw) = &m.device {
                 let gp = &self.gemms[dw.gemm];
                 let tiles = rows.div_ceil(GEMM_ROWS);
-                let (a_off, scales_off) = match shared.filter(|r| r.fixture) {
+                let layout = (k, tiles * GEMM_ROWS);
+                let (a_off, scales_off) = match shared.filter(|r| r.fixture && r.layout == layout) {
                     Some(r) => (r.a_off, r.scales_off),
                     None => {
                         let a_off = a_cur;
-                        a_cur = (a_off + tiles * GEMM_ROWS * k).next_multiple_of(REGION_ALIGN);
+                        let region = a_off..a_off + tiles * GEMM_ROWS * k;
+                        a_cur = region.end.next_multiple_of(REGION_ALIGN);
+                        let end = s.a_dirty.prepare(s.a.bytes_mut(), region, rows * k);
                         let a: &mut [i8] =
                             bytemuck::cast_slice_mut(&mut s.a.bytes_mut()[a_off..a_off + rows * k]);
                         let sc = &mut s.scales[scales_cur..scales_cur + rows];
                         for (r, codes) in a.chunks_exact_mut(k).enumerate() {
                             sc[r] = quantize_row(&xs[r * k..(r + 1) * k], codes);
                         }
-                        s.a.flush(a_off..a_off + rows * k);
-                        flushed += rows * k;
+                        s.a.flush(a_off..end);
+                        flushed += end - a_off;
                         scales_cur += rows;
                         (a_off, scales_cur - rows)
                     }
@@ -1006,6 +1016,7 @@ impl NpuBackend {
                 runs.push(MemberRun {
                     rows,
                     x: Some(*x),
+                    layout,
                     a_off,
                     c_off,
                     width: n,
@@ -1032,16 +1043,18 @@ impl NpuBackend {
             };
             let d = &gd.design;
             let row_bytes = d.activation_row_bytes();
-            let a_off = match shared.filter(|r| !r.fixture && r.width == d.out_width()) {
-                // Same input, rows and design geometry: the same activation image.
-                Some(r) if r.a_off != usize::MAX => r.a_off,
-                _ => {
+            let layout = (row_bytes, d.padded_rows(rows));
+            let a_off = match shared.filter(|r| !r.fixture && r.layout == layout) {
+                // Same input, rows and activation-image geometry: the same image.
+                Some(r) => r.a_off,
+                None => {
                     let a_off = a_cur;
-                    a_cur = (a_off + activation_image_len(d, rows)).next_multiple_of(REGION_ALIGN);
+                    let region = a_off..a_off + activation_image_len(d, rows);
+                    a_cur = region.end.next_multiple_of(REGION_ALIGN);
                     let used = rows * row_bytes;
+                    let end = s.a_dirty.prepare(s.a.bytes_mut(), region, used);
                     let a = &mut s.a.bytes_mut()[a_off..a_off + used];
-                    // Rows: k codes, the row's scale (f32 LE), zeros. Rows past `rows` hold
-                    // whatever the region held: the design computes them, nobody reads them.
+                    // Rows: k codes, the row's scale (f32 LE), zeros; the padding rows zero.
                     for (r, row) in a.chunks_exact_mut(row_bytes).enumerate() {
                         let (codes, tail) = row.split_at_mut(k);
                         let scale =
@@ -1049,8 +1062,8 @@ impl NpuBackend {
                         tail[..4].copy_from_slice(&scale.to_le_bytes());
                         tail[4..].fill(0);
                     }
-                    s.a.flush(a_off..a_off + used);
-                    flushed += used;
+                    s.a.flush(a_off..end);
+                    flushed += end - a_off;
                     a_off
                 }
             };
@@ -1077,6 +1090,7 @@ impl NpuBackend {
             runs.push(MemberRun {
                 rows,
                 x: Some(*x),
+                layout,
                 a_off,
                 c_off,
                 width: d.out_width(),

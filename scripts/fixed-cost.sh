@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Benchmark-report helper (not CI): the fixed cost of one CLI process (issue 10, "Load in
 # milliseconds") on jfk.wav with the default command, `amanuensis transcribe jfk.wav` (tiny.en,
-# INT8), as distributions over RUNS runs of one or more binaries, interleaved run by run so that
-# every binary sees the same machine load.
+# INT8), over RUNS rounds of one or more binaries, interleaved round by round so that every
+# binary sees the same machine load.
 #
-#   scripts/fixed-cost.sh [RUNS] [BIN...]     # default: 30 runs of target/release/amanuensis
+#   scripts/fixed-cost.sh [RUNS] [BIN...]     # default: 30 rounds of target/release/amanuensis
 #   scripts/fixed-cost.sh 30 /tmp/old/amanuensis target/release/amanuensis
 #
-# Per run and binary: the wall time of `BIN --version` (exec, dynamic loader, exit: out of the
-# program's hands), the wall time of `BIN transcribe --timings jfk.wav` and its `load time`
-# (model load + session: pool and pre-touched buffers). Every third round also
-# `BIN bench jfk.wav`, whose "end to end" is the steady transcription of the same file in a warm
-# process (after one untimed run). Fixed cost of a run = its wall time - the binary's median
-# steady time: process start, load, pool, the VAD model, reading the file, the first window's
-# page faults and lazy set-up, exit. Prints min / median / p90 per quantity and binary.
+# Per round and binary: the wall time of `BIN --version` (exec, dynamic loader, exit: out of the
+# program's hands), of `BIN transcribe --timings jfk.wav` (with its `load time`: model load and
+# session, i.e. pool and pre-touched buffers; and whether huge pages were found cold), and of
+# `BIN transcribe jfk.wav jfk.wav` (the same file twice in one process). The second file costs
+# what a warm process pays per file (same pipeline: VAD gate, guards, reading, output), so
+#   steady = median(two files) - median(one file),  fixed = median(one file) - steady,
+# i.e. everything a process pays once: process start, load, pool, the VAD model's load, the
+# first window's page faults and lazy set-up, exit. Differences of medians: on a machine shared
+# with other work, read the medians; min / p90 are given for the directly measured parts.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,46 +27,55 @@ wav="$root/../shared/speech/jfk.wav"
 [ -f "$wav" ] || { echo "fixed-cost.sh: $wav not found" >&2; exit 1; }
 
 python3 - "$runs" "$wav" "${bins[@]}" <<'EOF'
-import re, statistics, subprocess, sys, time
+import os, re, statistics, subprocess, sys, time
 
 runs, wav, bins = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
 
 def timed(cmd):
+    """Wall ms, stderr and minor page faults of one run of cmd."""
     t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = p.stderr.read()
+    _, status, usage = os.wait4(p.pid, 0)
     wall = (time.perf_counter() - t) * 1e3
+    p.returncode = os.waitstatus_to_exitcode(status)
     if p.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{p.stderr}")
-    return wall, p.stdout + p.stderr
+        sys.exit(f"{' '.join(cmd)} failed:\n{err}")
+    return wall, err, usage.ru_minflt
 
-rows = {b: {"version": [], "wall": [], "load": [], "steady": []} for b in bins}
+keys = ["version", "one", "two", "load", "cold", "faults"]
+rows = {b: {k: [] for k in keys} for b in bins}
 for i in range(runs):
     for b in bins:
         r = rows[b]
         r["version"].append(timed([b, "--version"])[0])
-        wall, err = timed([b, "transcribe", "--timings", wav])
-        r["wall"].append(wall)
+        wall, err, faults = timed([b, "transcribe", "--timings", wav])
+        r["one"].append(wall)
+        r["faults"].append(faults)
         r["load"].append(float(re.search(r"load time = ([\d.]+) ms", err).group(1)))
-        if i % 3 == 0:
-            _, out = timed([b, "bench", wav])
-            r["steady"].append(float(re.search(r"end to end\s+([\d.]+) ms", out).group(1)))
+        r["cold"].append("huge pages cold" in err)
+        r["two"].append(timed([b, "transcribe", wav, wav])[0])
 
 def dist(xs, unit="ms"):
     xs = sorted(xs)
     p90 = xs[min(len(xs) - 1, int(0.9 * len(xs)))]
     return f"{xs[0]:7.1f} / {statistics.median(xs):7.1f} / {p90:7.1f} {unit}"
 
-print(f"{runs} runs per binary, interleaved; min / median / p90")
+med = statistics.median
+print(f"{runs} rounds per binary, interleaved; min / median / p90")
 for b in bins:
     r = rows[b]
-    steady = statistics.median(r["steady"])
-    fixed = [w - steady for w in r["wall"]]
-    share = [100 * f / w for f, w in zip(fixed, r["wall"])]
+    steady = med(r["two"]) - med(r["one"])
+    fixed = med(r["one"]) - steady
     print(f"== {b}")
-    print(f"  process start (--version)  {dist(r['version'])}")
-    print(f"  load time (--timings)      {dist(r['load'])}")
-    print(f"  whole run, wall            {dist(r['wall'])}")
-    print(f"  steady run in-process      {dist(r['steady'])}  ({len(r['steady'])} bench runs)")
-    print(f"  fixed cost = wall - steady {dist(fixed)}")
-    print(f"  fixed cost / wall          {dist(share, '%')}")
+    print(f"  process start (--version)    {dist(r['version'])}")
+    print(f"  load time (--timings)        {dist(r['load'])}"
+          f"  (huge pages found cold in {sum(r['cold'])} of {runs})")
+    print(f"  one file, wall               {dist(r['one'])}")
+    print(f"  one file, minor page faults  {dist(r['faults'], '')}")
+    print(f"  same file twice, wall        {dist(r['two'])}")
+    print(f"  steady (second file)         {steady:7.1f} ms (difference of medians)")
+    print(f"  fixed cost                   {fixed:7.1f} ms = {100 * fixed / med(r['one']):.1f} % of"
+          f" the median one-file run; of it, start {med(r['version']):.1f} ms"
+          f" + load {med(r['load']):.1f} ms (medians)")
 EOF

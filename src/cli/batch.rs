@@ -238,6 +238,10 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             ));
         }
     }
+    // The process ends here, and the kernel frees its whole address space at exit in one go:
+    // dropping the model and the session first (a munmap per buffer and for the model's map, a
+    // wake-and-join per pool thread) would only delay the exit. Outputs are written and flushed.
+    std::mem::forget((engine, session, vad));
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -940,6 +940,7 @@ impl NpuBackend {
             let Op::Linear {
                 x,
                 rows,
+                max_rows,
                 w,
                 bias,
                 epilogue,
@@ -949,6 +950,12 @@ impl NpuBackend {
                 return Err(chain_err(format!("op {i} of a group is not a linear")));
             };
             let rows = rows.at(args);
+            if rows > *max_rows {
+                // The group's regions are sized for the declared rows.
+                return Err(chain_err(format!(
+                    "op {i}: {rows} rows, the program declares at most {max_rows}"
+                )));
+            }
             let m = program.matrix(*w);
             let Int8OrF32Matrix::Int8(q) = &m.cpu else {
                 return Err(chain_err(format!("op {i}: not an INT8 matrix")));
@@ -1986,6 +1993,15 @@ mod tests {
                 .iter()
                 .zip(want)
                 .all(|(g, w)| g.to_bits() == w.to_bits()));
+            // More rows than declared: a typed error, not a panic.
+            let args = StageArgs {
+                rows: max_rows + 1,
+                ..Default::default()
+            };
+            match npu.run(&pn, sn, &args, &mut wn) {
+                Err(BackendError::Device { op: "chain", .. }) => {}
+                other => panic!("expected a chain error, got {other:?}"),
+            }
         }
         assert!(
             emu.command_errors().is_empty(),

@@ -69,8 +69,11 @@ for b in bins:
     fixed = med(r["one"]) - steady
     print(f"== {b}")
     print(f"  process start (--version)    {dist(r['version'])}")
-    print(f"  load time (--timings)        {dist(r['load'])}"
-          f"  (huge pages found cold in {sum(r['cold'])} of {runs})")
+    print(f"  load time (--timings)        {dist(r['load'])}")
+    for cold in (False, True):
+        part = [x for x, c in zip(r["load"], r["cold"]) if c == cold]
+        if part and any(r["cold"]):
+            print(f"    huge pages {'cold' if cold else 'hot '} ({len(part):2} runs)  {dist(part)}")
     print(f"  one file, wall               {dist(r['one'])}")
     print(f"  one file, minor page faults  {dist(r['faults'], '')}")
     print(f"  same file twice, wall        {dist(r['two'])}")

@@ -20,7 +20,7 @@
 //! program's last run, say) while there is some, and from reported memory after that. Measured
 //! on the 2-vCPU Zen 4 VM (Linux 6.18, THP `madvise`): a 2 MiB huge page faults in 0.17 ms when
 //! recently freed and 4.4–4.6 ms when reported ("cold"), while 4 KiB pages (taken from the
-//! small free fragments the kernel never reports) cost 0.33–0.5 ms per 2 MiB when populated.
+//! small free fragments the kernel never reports) cost 0.6–0.9 ms per 2 MiB when populated.
 //! Which of the two a process got varied from run to run, which made a tiny.en load take
 //! either ~16 or ~50–100 ms.
 //!

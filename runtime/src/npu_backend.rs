@@ -1869,8 +1869,9 @@ mod tests {
             .collect();
         let gamma = p.add_vector((0..d).map(|i| 1.0 + i as f32 / 1024.0).collect());
         let beta = p.add_vector((0..d).map(|i| i as f32 / 4096.0).collect());
+        // One row more than the linears declare (a call with it reaches the device path).
         let buf = |p: &mut Program<B::Matrix>, name, width| {
-            p.add_buffer(name, max_rows * width, Residency::Resident)
+            p.add_buffer(name, (max_rows + 1) * width, Residency::Resident)
         };
         let (x, h, q, k, v) = (
             buf(&mut p, "x", d),

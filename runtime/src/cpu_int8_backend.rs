@@ -135,9 +135,9 @@ impl CpuInt8Backend {
     /// bytes stored, copied on beam forks and read per token, attended by
     /// [`crate::cpu::attention_bf16()`]. Off (the default unless [`BF16_SELF_KV_ENV`] is `1`):
     /// f32, attended by the f32 kernel. Not the default: on `../shared/speech` tiny.en.int8
-    /// greedy lost two words of 835 (2.51 → 2.75 % WER, over the 0.1-point gate) while
-    /// base.int8 greedy gained four and beam 5 one on each model; see `docs/int8-layout.md`
-    /// §5.3.
+    /// greedy lost two words of 835 (2.51 → 2.75 % WER, over the 0.1-point gate), and on the
+    /// stress set tiny.en greedy and beam 5 and base beam 5 lost 1.2-2.1 points (base greedy
+    /// and the other shared-set runs gained 1-4 words); see `docs/int8-layout.md` §5.3.
     pub fn with_bf16_self_key_values(mut self, on: bool) -> Self {
         self.bf16_self_key_values = on;
         self

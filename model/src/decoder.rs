@@ -15,12 +15,16 @@
 //! - `fork slot`: copy a beam's self-attention history to another slot;
 //! - `logits`: `rows` hidden rows from row `pos` through the tied embedding.
 //!
-//! The self-attention cache of each layer is one lazily mapped workspace buffer of
-//! [`MAX_SLOTS`] slots × `n_text_ctx` positions; greedy decoding touches slot 0 only.
+//! The self-attention keys/values of each layer are one key/value cache the program declares:
+//! [`MAX_SLOTS`] slots × `n_text_ctx` positions, slot 0 for greedy decoding and prompts, one
+//! slot per beam. The K and V projections of a pass write their rows to a scratch buffer and the
+//! attention op appends them to the cache; how the cache stores them (f32, bf16) is the
+//! backend's choice.
 
 use amanuensis_runtime::backend::{Backend, Epilogue};
 use amanuensis_runtime::stage::{
-    At, AttentionDims, BufferId, Extent, KeyValuesSpec, Op, Program, Residency, StageArgs, StageId,
+    At, AttentionDims, BufferId, Extent, KeyValueCacheSpec, KeyValuesSpec, Op, Program, Residency,
+    StageArgs, StageId,
 };
 
 use crate::config::Dims;
@@ -95,7 +99,6 @@ impl<B: Backend> TextDecoder<B> {
         let out = lazy(&mut p, "out", ctx * d);
         let logits = lazy(&mut p, "logits", MAX_LOGIT_ROWS * dims.n_vocab);
         let alignment = lazy(&mut p, "alignment", alignment_heads.len().max(1) * ctx * t);
-        let slot_len = ctx * d;
 
         let rows = Extent::rows(1);
         let head_dim = d / heads;
@@ -164,8 +167,13 @@ impl<B: Backend> TextDecoder<B> {
             )?;
             let mlp_ln = ln(&mut p, &names::mlp_ln(Stack::Decoder, l))?;
             let mlp = Mlp::load(file, backend, &mut p, Stack::Decoder, l, d)?;
-            let cache_k = lazy(&mut p, "self k", MAX_SLOTS * slot_len);
-            let cache_v = lazy(&mut p, "self v", MAX_SLOTS * slot_len);
+            let cache = p.add_key_value_cache(KeyValueCacheSpec {
+                name: "self k/v",
+                heads,
+                head_dim,
+                slots: MAX_SLOTS,
+                positions: ctx,
+            });
             let kv = p.add_key_values(KeyValuesSpec {
                 heads,
                 head_dim,
@@ -193,41 +201,36 @@ impl<B: Backend> TextDecoder<B> {
                 rows: t,
                 kv,
             });
-            for buffer in [cache_k, cache_v] {
-                fork.push(Op::CopySlot {
-                    buffer,
-                    slot_len,
-                    len: Extent::pos(d),
-                });
-            }
+            fork.push(Op::CopySlot {
+                cache,
+                len: Extent::pos(1),
+            });
 
             let st = |b| At::start(b);
-            // Causal self-attention, greedy: this pass's K/V go straight into slot 0.
-            let at_pos = |b| At {
-                buffer: b,
-                offset: Extent::pos(d),
+            // This pass's K/V rows into hidden (K, then V), appended to the cache by the
+            // attention op.
+            let v_new = At {
+                buffer: hidden,
+                offset: Extent::rows(d),
             };
+            // Causal self-attention, greedy: the rows at positions pos.. of slot 0.
             let self_attn = [
                 attn_ln.op(x, h, rows),
                 attn.query.op(st(h), st(q), rows, ctx, Epilogue::Store),
-                attn.key
-                    .op(st(h), at_pos(cache_k), rows, ctx, Epilogue::Store),
-                attn.value
-                    .op(st(h), at_pos(cache_v), rows, ctx, Epilogue::Store),
-                Op::Attention {
+                attn.key.op(st(h), st(hidden), rows, ctx, Epilogue::Store),
+                attn.value.op(st(h), v_new, rows, ctx, Epilogue::Store),
+                Op::CachedSelfAttention {
                     q: st(q),
-                    k: st(cache_k),
-                    v: st(cache_v),
+                    k_new: st(hidden),
+                    v_new,
+                    cache,
+                    slot: 0,
                     out: st(a),
                     dims: self_dims,
                 },
                 attn.out.op(st(a), st(x), rows, ctx, Epilogue::AddInto),
             ];
-            // Beams: new K/V of all beams into hidden, then each into its beam's slot.
-            let v_new = At {
-                buffer: hidden,
-                offset: Extent::rows(d),
-            };
+            // Beams: row r at position pos of its beam's slot.
             let beam_self_attn = [
                 attn_ln.op(x, h, rows),
                 attn.query.op(st(h), st(q), rows, ctx, Epilogue::Store),
@@ -237,9 +240,7 @@ impl<B: Backend> TextDecoder<B> {
                     q: st(q),
                     k_new: st(hidden),
                     v_new,
-                    cache_k,
-                    cache_v,
-                    slot_len,
+                    cache,
                     out: st(a),
                     dims: slot_dims,
                 },

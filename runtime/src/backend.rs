@@ -15,7 +15,7 @@ use std::ops::Range;
 
 pub use crate::cpu::{AttentionShape, Epilogue};
 use crate::q8::QuantMatrix;
-use crate::stage::{BufferId, Program, StageArgs, StageId};
+use crate::stage::{BufferId, KeyValueCacheSpec, Program, StageArgs, StageId};
 
 /// Why a backend operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,6 +147,10 @@ pub trait LayerKernels: Send + Sync {
 
     /// Per-stream kernel state: thread pool, GEMM and attention scratch.
     type Scratch: Send;
+
+    /// A key/value cache ([`KeyValueCacheSpec`]: the decoder's self-attention history, a slot
+    /// per beam), stored in whatever precision and layout the kernels choose.
+    type KeyValueCache: Send;
 
     /// A short name for logs and reports.
     fn name(&self) -> &'static str;
@@ -309,6 +313,46 @@ pub trait LayerKernels: Send + Sync {
         head: usize,
         out: &mut [f32],
     );
+
+    /// Allocates a key/value cache for `spec` (once per workspace; pages may be mapped on first
+    /// write).
+    fn key_value_cache(&self, spec: &KeyValueCacheSpec) -> Self::KeyValueCache;
+
+    /// [`LayerKernels::reserve_attention`] for [`LayerKernels::cache_attention`] calls of
+    /// `shape` (by default the same).
+    fn reserve_cache_attention(&self, s: &mut Self::Scratch, shape: &AttentionShape) -> usize {
+        self.reserve_attention(s, shape)
+    }
+
+    /// Writes `k`, `v` (`[rows, heads·head_dim]` each) at positions `pos..pos + rows` of slot
+    /// `slot`; the slot then holds positions `..pos + rows`. The caller has checked that the
+    /// rows fit and that `pos` is not past the positions the slot held; allocates nothing.
+    fn cache_write(
+        &self,
+        cache: &mut Self::KeyValueCache,
+        slot: usize,
+        pos: usize,
+        k: &[f32],
+        v: &[f32],
+    );
+
+    /// [`LayerKernels::attention`] of `q` over the first `shape.kv_len` positions of slot
+    /// `slot` (which holds exactly that many), keys and values as stored.
+    #[allow(clippy::too_many_arguments)]
+    fn cache_attention(
+        &self,
+        s: &mut Self::Scratch,
+        shape: &AttentionShape,
+        q: &[f32],
+        cache: &Self::KeyValueCache,
+        slot: usize,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    );
+
+    /// Copies positions `..len` of slot `from` to slot `to` (checked by the caller: `len`
+    /// positions held by `from`).
+    fn cache_copy_slot(&self, cache: &mut Self::KeyValueCache, from: usize, to: usize, len: usize);
 
     /// Gathers rows `ids` of `table` into `out [ids.len(), table.cols]` (embedding lookup).
     fn gather_rows(&self, table: &Self::Matrix, ids: &[u32], out: &mut [f32]);

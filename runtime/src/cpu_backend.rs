@@ -1,7 +1,8 @@
 //! The CPU backend in f32: the accuracy reference every faster path is held to.
 
 use crate::backend::{AttentionShape, Epilogue, LayerKernels};
-use crate::cpu::{self, CpuPool};
+use crate::cpu::{self, CpuPool, F32KeyValueCache};
+use crate::stage::KeyValueCacheSpec;
 
 /// A dense row-major f32 matrix `[rows, cols]`.
 pub struct DenseMatrix {
@@ -139,6 +140,7 @@ impl LayerKernels for CpuBackend {
     type KeyValues = F32KeyValues;
     type Matrix = DenseMatrix;
     type Scratch = CpuScratch;
+    type KeyValueCache = F32KeyValueCache;
 
     fn name(&self) -> &'static str {
         "cpu-f32"
@@ -282,6 +284,39 @@ impl LayerKernels for CpuBackend {
         out: &mut [f32],
     ) {
         f32_attention_weights(shape, q, kv.get().0, head, out);
+    }
+
+    /// f32, as projected: the reference.
+    fn key_value_cache(&self, spec: &KeyValueCacheSpec) -> F32KeyValueCache {
+        F32KeyValueCache::new(spec.slots, spec.positions, spec.heads * spec.head_dim)
+    }
+
+    fn cache_write(
+        &self,
+        cache: &mut F32KeyValueCache,
+        slot: usize,
+        pos: usize,
+        k: &[f32],
+        v: &[f32],
+    ) {
+        cache.write(slot, pos, k, v);
+    }
+
+    fn cache_attention(
+        &self,
+        s: &mut CpuScratch,
+        shape: &AttentionShape,
+        q: &[f32],
+        cache: &F32KeyValueCache,
+        slot: usize,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        cache.attention(&s.pool, shape, q, slot, scratch, out);
+    }
+
+    fn cache_copy_slot(&self, cache: &mut F32KeyValueCache, from: usize, to: usize, len: usize) {
+        cache.copy_slot(from, to, len);
     }
 
     fn gather_rows(&self, table: &DenseMatrix, ids: &[u32], out: &mut [f32]) {

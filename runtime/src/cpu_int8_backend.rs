@@ -13,12 +13,13 @@ use crate::backend::{AttentionShape, Epilogue, LayerKernels};
 use crate::cpu::attention_bf16::{
     attention_bf16, attention_bf16_scratch_len, bf16_supports, has_native_bf16,
 };
-use crate::cpu::{Bf16KeyValues, CpuPool};
+use crate::cpu::{Bf16KeyValueCache, Bf16KeyValues, CpuPool, F32KeyValueCache};
 use crate::cpu_backend::{CpuBackend, CpuScratch, DenseMatrix, F32KeyValues, MAX_WEIGHTS_HEAD_DIM};
 use crate::q8::{
     self, attention_q8_prepared, Q8AttentionScratch, Q8KeyValues, Q8PreparedScratch, Q8Scratch,
     QuantMatrix,
 };
+use crate::stage::KeyValueCacheSpec;
 
 /// With [`CpuInt8Backend::with_int8_attention`], attention calls with at least this many query
 /// rows use INT8 `Q·Kᵀ`. Fewer rows (decoder steps) always stay f32: quantizing K costs one
@@ -28,6 +29,10 @@ pub const MIN_INT8_ATTENTION_ROWS: usize = 16;
 /// Attention calls with at least this many query rows (the encoder) run in bf16 when the CPU
 /// has AVX-512 BF16; fewer rows (decoder self-attention over a short, growing cache) stay f32.
 pub const MIN_BF16_ATTENTION_ROWS: usize = 16;
+
+/// Setting this environment variable to `1` makes [`CpuInt8Backend::new`] keep key/value caches
+/// in bf16 (see [`CpuInt8Backend::with_bf16_self_key_values`]); unset or anything else: f32.
+pub const BF16_SELF_KV_ENV: &str = "AMANUENSIS_BF16_SELF_KV";
 
 /// Prepared keys/values of [`CpuInt8Backend`]: INT8 with
 /// [`CpuInt8Backend::with_int8_key_values`] (heads up to 256 wide), else bf16 (heads of 64·n),
@@ -39,6 +44,15 @@ pub enum Int8KeyValues {
     Bf16(Bf16KeyValues),
     /// Row-major f32.
     F32(F32KeyValues),
+}
+
+/// Key/value caches (decoder self-attention) of [`CpuInt8Backend`]: f32 by default; bf16 for
+/// heads of 64·n with [`CpuInt8Backend::with_bf16_self_key_values`] (or [`BF16_SELF_KV_ENV`]).
+pub enum Int8KeyValueCache {
+    /// Packed bf16 slots (read by [`crate::cpu::attention_bf16()`]).
+    Bf16(Bf16KeyValueCache),
+    /// Row-major f32 slots (read by [`crate::cpu::attention()`]).
+    F32(F32KeyValueCache),
 }
 
 /// A weight matrix of [`CpuInt8Backend`].
@@ -101,6 +115,7 @@ pub struct CpuInt8Backend {
     int8_attention: bool,
     bf16_attention: bool,
     int8_key_values: bool,
+    bf16_self_key_values: bool,
 }
 
 impl CpuInt8Backend {
@@ -111,7 +126,26 @@ impl CpuInt8Backend {
             int8_attention: false,
             bf16_attention: has_native_bf16(),
             int8_key_values: false,
+            bf16_self_key_values: std::env::var_os(BF16_SELF_KV_ENV).is_some_and(|v| v == "1"),
         }
+    }
+
+    /// Keeps key/value caches (the decoder's self-attention history) in bf16 when `on` (heads of
+    /// 64·n): rounded to nearest even as each token's K/V projection is written, half the f32
+    /// bytes stored, copied on beam forks and read per token, attended by
+    /// [`crate::cpu::attention_bf16()`]. Off (the default unless [`BF16_SELF_KV_ENV`] is `1`):
+    /// f32, attended by the f32 kernel. Not the default: on `../shared/speech` tiny.en.int8
+    /// greedy lost two words of 835 (2.51 → 2.75 % WER, over the 0.1-point gate), and on the
+    /// stress set tiny.en greedy and beam 5 and base beam 5 lost 1.2-2.1 points (base greedy
+    /// and the other shared-set runs gained 1-4 words); see `docs/int8-layout.md` §5.3.
+    pub fn with_bf16_self_key_values(mut self, on: bool) -> Self {
+        self.bf16_self_key_values = on;
+        self
+    }
+
+    /// Whether caches of `head_dim`-wide heads are bf16.
+    fn bf16_cache(&self, head_dim: usize) -> bool {
+        self.bf16_self_key_values && head_dim > 0 && head_dim.is_multiple_of(64)
     }
 
     /// Prepares keys/values (the decoder's cross-attention) in INT8 when `on`
@@ -191,6 +225,7 @@ impl LayerKernels for CpuInt8Backend {
     type Matrix = Int8OrF32Matrix;
     type KeyValues = Int8KeyValues;
     type Scratch = Int8Scratch;
+    type KeyValueCache = Int8KeyValueCache;
 
     fn name(&self) -> &'static str {
         "cpu-int8"
@@ -420,6 +455,71 @@ impl LayerKernels for CpuInt8Backend {
                 weights_from_keys(shape, q, head, |j, row| kv.key_into(head, j, row), out);
             }
             Int8KeyValues::F32(kv) => self.f32.attention_weights(shape, q, kv, head, out),
+        }
+    }
+
+    fn key_value_cache(&self, spec: &KeyValueCacheSpec) -> Int8KeyValueCache {
+        if self.bf16_cache(spec.head_dim) {
+            Int8KeyValueCache::Bf16(Bf16KeyValueCache::new(
+                spec.slots,
+                spec.positions,
+                spec.heads,
+                spec.head_dim,
+            ))
+        } else {
+            Int8KeyValueCache::F32(self.f32.key_value_cache(spec))
+        }
+    }
+
+    /// The bf16 attention scratch for bf16 caches (no packing buffer: the cache is the packed
+    /// form), else what [`LayerKernels::attention`] needs.
+    fn reserve_cache_attention(&self, s: &mut Int8Scratch, shape: &AttentionShape) -> usize {
+        if self.bf16_cache(shape.head_dim) {
+            attention_bf16_scratch_len(s.pool(), shape)
+        } else {
+            self.reserve_attention(s, shape)
+        }
+    }
+
+    fn cache_write(
+        &self,
+        cache: &mut Int8KeyValueCache,
+        slot: usize,
+        pos: usize,
+        k: &[f32],
+        v: &[f32],
+    ) {
+        match cache {
+            Int8KeyValueCache::Bf16(c) => c.write(slot, pos, k, v),
+            Int8KeyValueCache::F32(c) => c.write(slot, pos, k, v),
+        }
+    }
+
+    fn cache_attention(
+        &self,
+        s: &mut Int8Scratch,
+        shape: &AttentionShape,
+        q: &[f32],
+        cache: &Int8KeyValueCache,
+        slot: usize,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        match cache {
+            Int8KeyValueCache::Bf16(c) => c.attention(s.pool(), shape, q, slot, scratch, out),
+            Int8KeyValueCache::F32(c) => {
+                // As a plain attention call over the slot's rows (bf16 packing per call for
+                // ≥ MIN_BF16_ATTENTION_ROWS queries, e.g. a long prompt; else f32).
+                let (k, v) = c.rows(slot, shape.kv_len);
+                self.attention(s, shape, q, k, v, scratch, out);
+            }
+        }
+    }
+
+    fn cache_copy_slot(&self, cache: &mut Int8KeyValueCache, from: usize, to: usize, len: usize) {
+        match cache {
+            Int8KeyValueCache::Bf16(c) => c.copy_slot(from, to, len),
+            Int8KeyValueCache::F32(c) => c.copy_slot(from, to, len),
         }
     }
 

@@ -2,7 +2,8 @@
 //! [`LayerKernels`] (the CPU backends).
 //!
 //! A [`HostWorkspace`] owns one stream's buffers ([`Buffer`]s: the large resident ones in huge
-//! pages), prepared keys/values and kernel state (thread pool, GEMM and attention scratch), all
+//! pages), prepared keys/values, key/value caches (with the positions each slot holds) and
+//! kernel state (thread pool, GEMM and attention scratch), all
 //! sized at creation from the program's ops, so running a stage allocates nothing. Every op's
 //! ranges are checked against its buffers before it runs: a call that does not fit is a
 //! [`BackendError::BadCall`], not a panic.
@@ -12,13 +13,18 @@ use std::ops::Range;
 use crate::backend::{BackendError, LayerKernels};
 use crate::cpu::{conv1d_k3_out_len, AttentionShape};
 use crate::resident::Buffer;
-use crate::stage::{At, BufferId, Op, Program, Residency, StageArgs, StageId};
+use crate::stage::{
+    At, AttentionDims, BufferId, KeyValueCacheId, Op, Program, Residency, StageArgs, StageId,
+};
 
 /// One stream's state on a host backend.
 pub struct HostWorkspace<K: LayerKernels> {
     buffers: Vec<Buffer>,
     names: Vec<&'static str>,
     key_values: Vec<K::KeyValues>,
+    caches: Vec<K::KeyValueCache>,
+    /// Per cache, per slot: positions held.
+    cache_lens: Vec<Vec<usize>>,
     scratch: K::Scratch,
     attention_scratch: Buffer,
     /// A kernel's own failure (device), reported by [`HostWorkspace::run`] as it is.
@@ -42,8 +48,12 @@ impl<K: LayerKernels> HostWorkspace<K> {
                     conv1d_k3_out_len(*t_in, *stride),
                     program.matrix(*w),
                 ),
-                Op::Attention { dims, .. } | Op::SlotSelfAttention { dims, .. } => {
+                Op::Attention { dims, .. } => {
                     let len = kernels.reserve_attention(&mut scratch, &dims.max_shape());
+                    attention_len = attention_len.max(len);
+                }
+                Op::CachedSelfAttention { dims, .. } | Op::SlotSelfAttention { dims, .. } => {
+                    let len = kernels.reserve_cache_attention(&mut scratch, &dims.max_shape());
                     attention_len = attention_len.max(len);
                 }
                 Op::AttentionPrepared { dims, .. } => {
@@ -68,6 +78,16 @@ impl<K: LayerKernels> HostWorkspace<K> {
                 .key_values()
                 .iter()
                 .map(|s| kernels.key_values(s.heads, s.head_dim, s.capacity))
+                .collect(),
+            caches: program
+                .key_value_caches()
+                .iter()
+                .map(|c| kernels.key_value_cache(c))
+                .collect(),
+            cache_lens: program
+                .key_value_caches()
+                .iter()
+                .map(|c| vec![0; c.slots])
                 .collect(),
             scratch,
             attention_scratch: Buffer::resident(attention_len),
@@ -420,31 +440,76 @@ impl<K: LayerKernels> HostWorkspace<K> {
                 let or = self.range(out, ids.len() * cols, args)?;
                 k.gather_rows(table, ids, &mut self.buffers[out.buffer.0 as usize][or]);
             }
-            Op::SlotSelfAttention {
+            Op::CachedSelfAttention {
                 q,
                 k_new,
                 v_new,
-                cache_k,
-                cache_v,
-                slot_len,
+                cache,
+                slot,
                 out,
                 dims,
             } => {
                 let (rows, pos, w) = (args.rows, args.pos, dims.width());
-                let slots = args.slots.get(..rows).ok_or("fewer slots than rows")?;
+                self.check_cache_write(program, cache, &dims, slot, pos, rows)?;
                 let (qr, kr, vr, or) = (
                     self.range(q, rows * w, args)?,
                     self.range(k_new, rows * w, args)?,
                     self.range(v_new, rows * w, args)?,
                     self.range(out, rows * w, args)?,
                 );
-                if (pos + 1) * w > slot_len {
-                    return Err(format!("position {pos} past the slot"));
+                let shape = AttentionShape {
+                    heads: dims.heads,
+                    head_dim: dims.head_dim,
+                    q_len: rows,
+                    kv_len: pos + rows,
+                    causal_offset: Some(pos),
+                };
+                check_shape(&shape, &dims.max_shape())?;
+                disjoint(&[q.buffer, k_new.buffer, v_new.buffer], &[out.buffer])?;
+                if rows == 0 {
+                    return Ok(());
                 }
+                let c = &mut self.caches[cache.0 as usize];
+                let b = &self.buffers;
+                k.cache_write(
+                    c,
+                    slot,
+                    pos,
+                    &b[k_new.buffer.0 as usize][kr],
+                    &b[v_new.buffer.0 as usize][vr],
+                );
+                self.cache_lens[cache.0 as usize][slot] = pos + rows;
+                let mut o = self.take(out.buffer);
+                k.cache_attention(
+                    &mut self.scratch,
+                    &shape,
+                    &self.buffers[q.buffer.0 as usize][qr],
+                    &self.caches[cache.0 as usize],
+                    slot,
+                    &mut self.attention_scratch,
+                    &mut o[or],
+                );
+                self.put(out.buffer, o);
+            }
+            Op::SlotSelfAttention {
+                q,
+                k_new,
+                v_new,
+                cache,
+                out,
+                dims,
+            } => {
+                let (rows, pos, w) = (args.rows, args.pos, dims.width());
+                let slots = args.slots.get(..rows).ok_or("fewer slots than rows")?;
                 for &s in slots {
-                    self.range(At::fixed(cache_k, s * slot_len), slot_len, args)?;
-                    self.range(At::fixed(cache_v, s * slot_len), slot_len, args)?;
+                    self.check_cache_write(program, cache, &dims, s, pos, 1)?;
                 }
+                let (qr, kr, vr, or) = (
+                    self.range(q, rows * w, args)?,
+                    self.range(k_new, rows * w, args)?,
+                    self.range(v_new, rows * w, args)?,
+                    self.range(out, rows * w, args)?,
+                );
                 let shape = AttentionShape {
                     heads: dims.heads,
                     head_dim: dims.head_dim,
@@ -452,18 +517,9 @@ impl<K: LayerKernels> HostWorkspace<K> {
                     kv_len: pos + 1,
                     causal_offset: Some(pos),
                 };
-                disjoint(
-                    &[q.buffer, k_new.buffer, v_new.buffer],
-                    &[cache_k, cache_v, out.buffer],
-                )?;
-                if cache_k == cache_v || cache_k == out.buffer || cache_v == out.buffer {
-                    return Err("outputs share a buffer".into());
-                }
-                let (mut ck, mut cv, mut ob) = (
-                    self.take(cache_k),
-                    self.take(cache_v),
-                    self.take(out.buffer),
-                );
+                check_shape(&shape, &dims.max_shape())?;
+                disjoint(&[q.buffer, k_new.buffer, v_new.buffer], &[out.buffer])?;
+                let mut ob = self.take(out.buffer);
                 let b = &self.buffers;
                 let (qs, ks, vs) = (
                     &b[q.buffer.0 as usize][qr],
@@ -471,43 +527,88 @@ impl<K: LayerKernels> HostWorkspace<K> {
                     &b[v_new.buffer.0 as usize][vr],
                 );
                 let o = &mut ob[or];
+                let c = &mut self.caches[cache.0 as usize];
                 for (r, &s) in slots.iter().enumerate() {
-                    let base = s * slot_len;
-                    let at = base + pos * w;
-                    ck[at..at + w].copy_from_slice(&ks[r * w..(r + 1) * w]);
-                    cv[at..at + w].copy_from_slice(&vs[r * w..(r + 1) * w]);
-                    k.attention(
+                    let row = r * w..(r + 1) * w;
+                    k.cache_write(c, s, pos, &ks[row.clone()], &vs[row.clone()]);
+                    self.cache_lens[cache.0 as usize][s] = pos + 1;
+                    k.cache_attention(
                         &mut self.scratch,
                         &shape,
-                        &qs[r * w..(r + 1) * w],
-                        &ck[base..at + w],
-                        &cv[base..at + w],
+                        &qs[row.clone()],
+                        c,
+                        s,
                         &mut self.attention_scratch,
-                        &mut o[r * w..(r + 1) * w],
+                        &mut o[row],
                     );
                 }
                 self.put(out.buffer, ob);
-                self.put(cache_k, ck);
-                self.put(cache_v, cv);
             }
-            Op::CopySlot {
-                buffer,
-                slot_len,
-                len,
-            } => {
+            Op::CopySlot { cache, len } => {
                 let [from, to] = *args.slots else {
                     return Err("CopySlot takes two slots".into());
                 };
                 let len = len.at(args);
-                if len > slot_len {
-                    return Err(format!("{len} values of a {slot_len}-value slot"));
+                let spec = &program.key_value_caches()[cache.0 as usize];
+                let lens = &mut self.cache_lens[cache.0 as usize];
+                if from >= spec.slots || to >= spec.slots {
+                    return Err(format!(
+                        "slots {from} -> {to} of cache {:?} ({} slots)",
+                        spec.name, spec.slots
+                    ));
                 }
-                let fr = self.range(At::fixed(buffer, from * slot_len), len, args)?;
-                let tr = self.range(At::fixed(buffer, to * slot_len), len, args)?;
-                if from != to {
-                    self.buffers[buffer.0 as usize].copy_within(fr, tr.start);
+                if len > lens[from] {
+                    return Err(format!(
+                        "{len} positions of slot {from} of cache {:?}, which holds {}",
+                        spec.name, lens[from]
+                    ));
                 }
+                k.cache_copy_slot(&mut self.caches[cache.0 as usize], from, to, len);
+                lens[to] = len;
             }
+        }
+        Ok(())
+    }
+
+    /// Checks a write of `rows` positions from `pos` into slot `slot` of `cache` by an op with
+    /// `dims`: the cache's shape, the slot, room for the rows, and no gap after what the slot
+    /// holds.
+    fn check_cache_write(
+        &self,
+        program: &Program<K::Matrix>,
+        cache: KeyValueCacheId,
+        dims: &AttentionDims,
+        slot: usize,
+        pos: usize,
+        rows: usize,
+    ) -> Result<(), String> {
+        let spec = &program.key_value_caches()[cache.0 as usize];
+        if (spec.heads, spec.head_dim) != (dims.heads, dims.head_dim) {
+            return Err(format!(
+                "cache {:?} holds {}x{} heads, the op attends {}x{}",
+                spec.name, spec.heads, spec.head_dim, dims.heads, dims.head_dim
+            ));
+        }
+        if slot >= spec.slots {
+            return Err(format!(
+                "slot {slot} of cache {:?} ({} slots)",
+                spec.name, spec.slots
+            ));
+        }
+        if pos + rows > spec.positions {
+            return Err(format!(
+                "positions {pos}..{} past cache {:?} ({} positions)",
+                pos + rows,
+                spec.name,
+                spec.positions
+            ));
+        }
+        let held = self.cache_lens[cache.0 as usize][slot];
+        if pos > held {
+            return Err(format!(
+                "position {pos} past the {held} positions slot {slot} of cache {:?} holds",
+                spec.name
+            ));
         }
         Ok(())
     }
@@ -749,97 +850,161 @@ mod tests {
         weights_reproduce_attention(&CpuInt8Backend::new(2), 2e-2);
     }
 
-    #[test]
-    fn slot_attention_and_copies_match_plain_attention() {
-        let backend = CpuBackend::new(2);
-        let (heads, hd, cap, slots) = (2, 32, 8, 3);
+    /// A prompt into slot 0, forks, beam steps into slots 2 and 1: every output is plain
+    /// attention over the rows each slot was given (the f32 backend exactly; the INT8 one,
+    /// whose caches are bf16, within `tol`); calls that do not fit the cache are errors.
+    fn check_cached_attention<B: Backend>(backend: &B, tol: f32) {
+        let (heads, hd, cap, slots) = (2, 64, 8, 3);
         let w = heads * hd;
-        let slot_len = cap * w;
-        let mut p: Program<_> = Program::new();
-        let q = p.add_buffer("q", slots * w, Residency::Resident);
-        let kn = p.add_buffer("k new", slots * w, Residency::Resident);
-        let vn = p.add_buffer("v new", slots * w, Residency::Resident);
-        let ck = p.add_buffer("cache k", slots * slot_len, Residency::Lazy);
-        let cv = p.add_buffer("cache v", slots * slot_len, Residency::Lazy);
-        let out = p.add_buffer("out", slots * w, Residency::Resident);
+        let mut p: Program<B::Matrix> = Program::new();
+        let q = p.add_buffer("q", cap * w, Residency::Resident);
+        let kn = p.add_buffer("k new", cap * w, Residency::Resident);
+        let vn = p.add_buffer("v new", cap * w, Residency::Resident);
+        let out = p.add_buffer("out", cap * w, Residency::Resident);
+        let cache = p.add_key_value_cache(KeyValueCacheSpec {
+            name: "cache",
+            heads,
+            head_dim: hd,
+            slots,
+            positions: cap,
+        });
         let d = AttentionDims {
-            q_len: Extent::fixed(1),
-            max_q_len: 1,
-            ..dims(heads, hd, 1, cap)
+            kv_len: Extent::pos_plus_rows(1),
+            causal_offset: Some(Extent::pos(1)),
+            ..dims(heads, hd, cap, cap)
         };
-        let step = p.add_stage(
+        let prompt = p.add_stage(
+            "prompt",
+            vec![Op::CachedSelfAttention {
+                q: At::start(q),
+                k_new: At::start(kn),
+                v_new: At::start(vn),
+                cache,
+                slot: 0,
+                out: At::start(out),
+                dims: d,
+            }],
+        );
+        let beams = p.add_stage(
             "beams",
             vec![Op::SlotSelfAttention {
                 q: At::start(q),
                 k_new: At::start(kn),
                 v_new: At::start(vn),
-                cache_k: ck,
-                cache_v: cv,
-                slot_len,
+                cache,
                 out: At::start(out),
-                dims: d,
+                dims: AttentionDims {
+                    q_len: Extent::fixed(1),
+                    max_q_len: 1,
+                    ..d
+                },
             }],
         );
         let fork = p.add_stage(
             "fork",
-            [ck, cv]
-                .map(|buffer| Op::CopySlot {
-                    buffer,
-                    slot_len,
-                    len: Extent::pos(w),
-                })
-                .to_vec(),
+            vec![Op::CopySlot {
+                cache,
+                len: Extent::pos(1),
+            }],
         );
-        let mut ws = backend.workspace(&p, 1).unwrap();
+        let mut ws = backend.workspace(&p, 2).unwrap();
         let mut rng = Rng::new(9);
-        // Three positions in slots 2 and 0; then slot 1 forks from slot 2.
-        for pos in 0..3 {
-            for b in [q, kn, vn] {
-                backend.write(&mut ws, b, 0, &rng.vec(2 * w, 1.0)).unwrap();
-            }
-            let args = StageArgs {
-                rows: 2,
+        let pool = crate::cpu::CpuPool::new(1);
+        let mut history: Vec<(Vec<f32>, Vec<f32>)> = vec![Default::default(); slots];
+        let check = |ws: &B::Workspace, qv: &[f32], r: usize, (k, v): &(Vec<f32>, Vec<f32>)| {
+            let kv_len = k.len() / w;
+            let shape = crate::cpu::AttentionShape {
+                heads,
+                head_dim: hd,
+                q_len: qv.len() / w,
+                kv_len,
+                causal_offset: Some(kv_len - qv.len() / w),
+            };
+            let mut scratch = vec![0.0; crate::cpu::attention_scratch_len(&pool, &shape)];
+            let mut want = vec![0.0; qv.len()];
+            crate::cpu::attention(&pool, &shape, qv, k, v, &mut scratch, &mut want);
+            let got = backend.read(ws, out, r * w..r * w + qv.len()).unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(worst <= tol, "{}: {shape:?}: {worst}", backend.name());
+        };
+        // A 3-row prompt at position 0 of slot 0.
+        let rows3 = [
+            rng.vec(3 * w, 1.0),
+            rng.vec(3 * w, 1.0),
+            rng.vec(3 * w, 1.0),
+        ];
+        for (b, data) in [q, kn, vn].iter().zip(&rows3) {
+            backend.write(&mut ws, *b, 0, data).unwrap();
+        }
+        fn args(rows: usize, pos: usize, slots: &[usize]) -> StageArgs<'_> {
+            StageArgs {
+                rows,
                 pos,
                 ids: &[],
-                slots: &[2, 0],
-            };
-            backend.run(&p, step, &args, &mut ws).unwrap();
+                slots,
+            }
         }
-        let fork_args = StageArgs {
-            pos: 3,
-            slots: &[2, 1],
-            ..Default::default()
-        };
-        backend.run(&p, fork, &fork_args, &mut ws).unwrap();
-        let cache = backend.read(&ws, ck, 0..slots * slot_len).unwrap();
-        assert_eq!(
-            &cache[slot_len..slot_len + 3 * w],
-            &cache[2 * slot_len..2 * slot_len + 3 * w]
-        );
-        // The last step's row 0 (slot 2, position 2) is attention over slot 2's three rows.
-        let cache_v = backend.read(&ws, cv, 0..slots * slot_len).unwrap().to_vec();
-        let qv = backend.read(&ws, q, 0..w).unwrap().to_vec();
-        let got = backend.read(&ws, out, 0..w).unwrap().to_vec();
-        let shape = crate::cpu::AttentionShape {
-            heads,
-            head_dim: hd,
-            q_len: 1,
-            kv_len: 3,
-            causal_offset: Some(2),
-        };
-        let pool = crate::cpu::CpuPool::new(1);
-        let mut scratch = vec![0.0; crate::cpu::attention_scratch_len(&pool, &shape)];
-        let mut want = vec![0.0; w];
-        crate::cpu::attention(
-            &pool,
-            &shape,
-            &qv,
-            &cache[2 * slot_len..2 * slot_len + 3 * w],
-            &cache_v[2 * slot_len..2 * slot_len + 3 * w],
-            &mut scratch,
-            &mut want,
-        );
-        assert_eq!(got, want);
+        backend.run(&p, prompt, &args(3, 0, &[]), &mut ws).unwrap();
+        history[0] = (rows3[1].clone(), rows3[2].clone());
+        check(&ws, &rows3[0], 0, &history[0]);
+        // Slot 0 forks into 2 and 1; then each beam step writes row 0 to slot 2, row 1 to 1.
+        for to in [2, 1] {
+            backend
+                .run(&p, fork, &args(0, 3, &[0, to]), &mut ws)
+                .unwrap();
+            history[to] = history[0].clone();
+        }
+        for pos in 3..cap {
+            let (qv, kv, vv) = (
+                rng.vec(2 * w, 1.0),
+                rng.vec(2 * w, 1.0),
+                rng.vec(2 * w, 1.0),
+            );
+            for (b, data) in [q, kn, vn].iter().zip([&qv, &kv, &vv]) {
+                backend.write(&mut ws, *b, 0, data).unwrap();
+            }
+            backend
+                .run(&p, beams, &args(2, pos, &[2, 1]), &mut ws)
+                .unwrap();
+            for (r, slot) in [2, 1].into_iter().enumerate() {
+                history[slot].0.extend_from_slice(&kv[r * w..(r + 1) * w]);
+                history[slot].1.extend_from_slice(&vv[r * w..(r + 1) * w]);
+                check(&ws, &qv[r * w..(r + 1) * w], r, &history[slot]);
+            }
+        }
+        // Calls that do not fit: past the cache, a gap after what a slot holds, a slot past the
+        // cache, a copy of positions never written.
+        let bad = [
+            (beams, args(1, cap, &[2])),
+            (beams, args(1, 5, &[0])),
+            (beams, args(1, 3, &[3])),
+            (prompt, args(2, cap - 1, &[])),
+            (fork, args(0, 4, &[0, 1])),
+            (fork, args(0, 1, &[0, 3])),
+            (fork, args(0, 1, &[0])),
+        ];
+        for (stage, a) in bad {
+            match backend.run(&p, stage, &a, &mut ws) {
+                Err(BackendError::BadCall { .. }) => {}
+                other => panic!("expected BadCall for {a:?}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn cached_attention_and_copies_match_plain_attention() {
+        check_cached_attention(&CpuBackend::new(2), 0.0);
+        // bf16 caches: with |q|, |k|, |v| ≤ 1 and 64-wide heads a score moves by at most
+        // δ = 64 · (2⁻⁸ + 2⁻¹⁸) / 8 ≈ 0.031, a weight by e^{2δ} · (1 + 4.2e-3) - 1 ≈ 0.069
+        // relatively, an output by that plus 2⁻⁹ (see cpu::kv_cache's tests for the terms).
+        let bf16 = CpuInt8Backend::new(2).with_bf16_self_key_values(true);
+        check_cached_attention(&bf16, 7.2e-2);
+        // Without bf16 caches the INT8 backend attends f32 caches with the f32 kernel: exact.
+        let f32_caches = CpuInt8Backend::new(2).with_bf16_self_key_values(false);
+        check_cached_attention(&f32_caches, 0.0);
     }
 
     #[test]

@@ -54,7 +54,9 @@ use crate::aie_gemm::{
 };
 use crate::backend::{AttentionShape, Backend, BackendError, Epilogue, LayerKernels};
 use crate::chain_plan::{ChainPlan, DeviceLinear, Limits as ChainLimits};
-use crate::cpu_int8_backend::{CpuInt8Backend, Int8KeyValues, Int8OrF32Matrix, Int8Scratch};
+use crate::cpu_int8_backend::{
+    CpuInt8Backend, Int8KeyValueCache, Int8KeyValues, Int8OrF32Matrix, Int8Scratch,
+};
 use crate::dirty_ranges::DirtyRanges;
 use crate::dispatch::{DispatchLog, DispatchRecord};
 use crate::host::HostWorkspace;
@@ -72,7 +74,7 @@ use crate::npu::xclbin::{Xclbin, MLIR_AIE_DPU_KERNEL_ID};
 use crate::npu::NpuError;
 use crate::q8::quant::quantize_row;
 use crate::q8::{dequantize_into, QuantMatrix};
-use crate::stage::{BufferId, Op, Program, StageArgs, StageId};
+use crate::stage::{BufferId, KeyValueCacheSpec, Op, Program, StageArgs, StageId};
 
 /// Rows of A and C one submission of a device GEMM program computes.
 pub const GEMM_ROWS: usize = 128;
@@ -1368,6 +1370,7 @@ impl LayerKernels for NpuBackend {
     type Matrix = NpuMatrix;
     type KeyValues = Int8KeyValues;
     type Scratch = NpuScratch;
+    type KeyValueCache = Int8KeyValueCache;
 
     fn name(&self) -> &'static str {
         if self.emulated() {
@@ -1576,6 +1579,43 @@ impl LayerKernels for NpuBackend {
         out: &mut [f32],
     ) {
         self.cpu.attention_weights(shape, q, kv, head, out);
+    }
+
+    fn key_value_cache(&self, spec: &KeyValueCacheSpec) -> Int8KeyValueCache {
+        self.cpu.key_value_cache(spec)
+    }
+
+    fn reserve_cache_attention(&self, s: &mut NpuScratch, shape: &AttentionShape) -> usize {
+        self.cpu.reserve_cache_attention(&mut s.cpu, shape)
+    }
+
+    fn cache_write(
+        &self,
+        cache: &mut Int8KeyValueCache,
+        slot: usize,
+        pos: usize,
+        k: &[f32],
+        v: &[f32],
+    ) {
+        self.cpu.cache_write(cache, slot, pos, k, v);
+    }
+
+    fn cache_attention(
+        &self,
+        s: &mut NpuScratch,
+        shape: &AttentionShape,
+        q: &[f32],
+        cache: &Int8KeyValueCache,
+        slot: usize,
+        scratch: &mut [f32],
+        out: &mut [f32],
+    ) {
+        self.cpu
+            .cache_attention(&mut s.cpu, shape, q, cache, slot, scratch, out);
+    }
+
+    fn cache_copy_slot(&self, cache: &mut Int8KeyValueCache, from: usize, to: usize, len: usize) {
+        self.cpu.cache_copy_slot(cache, from, to, len);
     }
 
     fn gather_rows(&self, table: &NpuMatrix, ids: &[u32], out: &mut [f32]) {

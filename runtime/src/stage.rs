@@ -2,8 +2,10 @@
 //! load, as a static list of layer operations over buffers that each stream's workspace owns.
 //!
 //! A [`Program`] holds the weights ([`MatrixId`], [`VectorId`]), declares the buffers
-//! ([`BufferId`]) and prepared key/value slots ([`KeyValuesId`]) a workspace allocates, and lists
-//! its [`Stage`]s. A stage is a `Vec<`[`Op`]`>`; an op names its operands by id and its row
+//! ([`BufferId`]), prepared key/value slots ([`KeyValuesId`]) and key/value caches
+//! ([`KeyValueCacheId`]) a workspace allocates, and lists its [`Stage`]s. Buffers are f32 on
+//! every backend; prepared keys/values and caches are in whatever form (precision, layout) the
+//! backend's kernels read fastest, so the program says only what they hold. A stage is a `Vec<`[`Op`]`>`; an op names its operands by id and its row
 //! counts and offsets as [`Extent`]s, linear in the two values a call supplies
 //! ([`StageArgs::rows`], [`StageArgs::pos`]), so one description serves every call. A CPU
 //! backend runs the ops one by one ([`crate::host`]); a device backend may compile a stage into
@@ -26,6 +28,11 @@ pub struct VectorId(pub u16);
 /// Prepared keys/values in a workspace (see [`Op::PrepareKeyValues`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyValuesId(pub u16);
+
+/// A key/value cache in a workspace: per slot, the keys and values of every position written
+/// so far (see [`Op::CachedSelfAttention`], [`Op::SlotSelfAttention`], [`Op::CopySlot`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyValueCacheId(pub u16);
 
 /// A stage of a [`Program`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,32 +250,40 @@ pub enum Op {
     },
     /// `out[r] = table row args.ids[r]` for `r < rows`.
     GatherRows { table: MatrixId, out: At },
-    /// Self-attention of `rows` rows, row `r` in its own cache slot `args.slots[r]` (slot `s`
-    /// starts at `s · slot_len` of `cache_k`/`cache_v`): writes row `r` of `k_new`, `v_new` at
-    /// position `pos` of its slot, then attends `q[r]` over positions `..=pos` of it.
+    /// Causal self-attention of `rows` new rows at positions `pos..pos + rows` of slot `slot` of
+    /// `cache`: writes rows `k_new`, `v_new` there (the slot then holds positions
+    /// `..pos + rows`; `pos` must not be past what it held), then attends `q` row `r` over
+    /// positions `..=pos + r`.
+    CachedSelfAttention {
+        q: At,
+        k_new: At,
+        v_new: At,
+        cache: KeyValueCacheId,
+        slot: usize,
+        out: At,
+        dims: AttentionDims,
+    },
+    /// Self-attention of `rows` rows, row `r` in its own slot `args.slots[r]` of `cache`: writes
+    /// row `r` of `k_new`, `v_new` at position `pos` of its slot, then attends `q[r]` over
+    /// positions `..=pos` of it.
     SlotSelfAttention {
         q: At,
         k_new: At,
         v_new: At,
-        cache_k: BufferId,
-        cache_v: BufferId,
-        slot_len: usize,
+        cache: KeyValueCacheId,
         out: At,
         dims: AttentionDims,
     },
-    /// Copies the first `len` values of slot `args.slots[0]` of `buffer` to slot
-    /// `args.slots[1]` (slots `slot_len` apart).
-    CopySlot {
-        buffer: BufferId,
-        slot_len: usize,
-        len: Extent,
-    },
+    /// Copies the first `len` positions of slot `args.slots[0]` of `cache` to slot
+    /// `args.slots[1]` (which then holds those positions).
+    CopySlot { cache: KeyValueCacheId, len: Extent },
 }
 
 impl Op {
-    /// The buffers this op writes (prepared key/values are not buffers), at most three.
+    /// The buffers this op writes (prepared key/values and key/value caches are not buffers):
+    /// at most one.
     pub fn writes(&self) -> impl Iterator<Item = BufferId> {
-        let (a, b, c) = match *self {
+        let written = match *self {
             Op::LayerNorm { out, .. }
             | Op::Linear { out, .. }
             | Op::Conv1dK3 { out, .. }
@@ -276,18 +291,13 @@ impl Op {
             | Op::Attention { out, .. }
             | Op::AttentionPrepared { out, .. }
             | Op::AttentionWeights { out, .. }
-            | Op::GatherRows { out, .. } => (Some(out.buffer), None, None),
-            Op::AddTableRows { x, .. } => (Some(x.buffer), None, None),
-            Op::PrepareKeyValues { .. } => (None, None, None),
-            Op::SlotSelfAttention {
-                out,
-                cache_k,
-                cache_v,
-                ..
-            } => (Some(out.buffer), Some(cache_k), Some(cache_v)),
-            Op::CopySlot { buffer, .. } => (Some(buffer), None, None),
+            | Op::GatherRows { out, .. }
+            | Op::CachedSelfAttention { out, .. }
+            | Op::SlotSelfAttention { out, .. } => Some(out.buffer),
+            Op::AddTableRows { x, .. } => Some(x.buffer),
+            Op::PrepareKeyValues { .. } | Op::CopySlot { .. } => None,
         };
-        [a, b, c].into_iter().flatten()
+        written.into_iter()
     }
 }
 
@@ -331,6 +341,23 @@ pub struct KeyValuesSpec {
     pub capacity: usize,
 }
 
+/// A key/value cache declaration: `slots` independent histories (beams) of up to `positions`
+/// rows of `heads × head_dim` keys and values each. How they are stored is the backend's choice
+/// (the f32 reference keeps f32; the INT8 CPU backend bf16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyValueCacheSpec {
+    /// For reports and errors.
+    pub name: &'static str,
+    /// Heads.
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Slots.
+    pub slots: usize,
+    /// Positions per slot.
+    pub positions: usize,
+}
+
 /// The values one stage call supplies.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StageArgs<'a> {
@@ -340,7 +367,7 @@ pub struct StageArgs<'a> {
     pub pos: usize,
     /// Ids for [`Op::GatherRows`] (`rows` of them).
     pub ids: &'a [u32],
-    /// Cache slots for [`Op::SlotSelfAttention`] and [`Op::CopySlot`].
+    /// Cache slots for [`Op::SlotSelfAttention`] (one per row) and [`Op::CopySlot`] (from, to).
     pub slots: &'a [usize],
 }
 
@@ -350,6 +377,7 @@ pub struct Program<M> {
     vectors: Vec<Vec<f32>>,
     buffers: Vec<BufferSpec>,
     key_values: Vec<KeyValuesSpec>,
+    caches: Vec<KeyValueCacheSpec>,
     stages: Vec<Stage>,
 }
 
@@ -360,6 +388,7 @@ impl<M> Default for Program<M> {
             vectors: Vec::new(),
             buffers: Vec::new(),
             key_values: Vec::new(),
+            caches: Vec::new(),
             stages: Vec::new(),
         }
     }
@@ -403,6 +432,12 @@ impl<M> Program<M> {
         KeyValuesId(id(self.key_values.len() - 1))
     }
 
+    /// Declares a key/value cache.
+    pub fn add_key_value_cache(&mut self, spec: KeyValueCacheSpec) -> KeyValueCacheId {
+        self.caches.push(spec);
+        KeyValueCacheId(id(self.caches.len() - 1))
+    }
+
     /// Adds a stage.
     pub fn add_stage(&mut self, name: &'static str, ops: Vec<Op>) -> StageId {
         self.stages.push(Stage { name, ops });
@@ -432,6 +467,11 @@ impl<M> Program<M> {
     /// Prepared key/value declarations, by [`KeyValuesId`].
     pub fn key_values(&self) -> &[KeyValuesSpec] {
         &self.key_values
+    }
+
+    /// Key/value cache declarations, by [`KeyValueCacheId`].
+    pub fn key_value_caches(&self) -> &[KeyValueCacheSpec] {
+        &self.caches
     }
 
     /// A stage.

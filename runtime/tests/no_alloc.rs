@@ -3,6 +3,7 @@
 
 use amanuensis_runtime::backend::{AttentionShape, Epilogue, LayerKernels};
 use amanuensis_runtime::cpu_int8_backend::CpuInt8Backend;
+use amanuensis_runtime::stage::KeyValueCacheSpec;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -43,6 +44,10 @@ fn values(n: usize, seed: u32) -> Vec<f32> {
 fn int8_linear_conv_attention_allocate_nothing_after_warm_up() {
     for int8_attention in [true, false] {
         check(CpuInt8Backend::new(2).with_int8_attention(int8_attention));
+    }
+    // Self-attention caches in bf16 (and f32): writes, attention over a slot, slot copies.
+    for bf16 in [true, false] {
+        check(CpuInt8Backend::new(2).with_bf16_self_key_values(bf16));
     }
 }
 
@@ -95,6 +100,22 @@ fn check(backend: CpuInt8Backend) {
 
     let ids = [5u32, 0, 299];
     let mut gathered = vec![0.0; 3 * k];
+
+    let spec = KeyValueCacheSpec {
+        name: "self k/v",
+        heads: 2,
+        head_dim: 64,
+        slots: 3,
+        positions: 48,
+    };
+    let mut cache = backend.key_value_cache(&spec);
+    let cache_shape = AttentionShape {
+        q_len: 32,
+        kv_len: 48,
+        causal_offset: Some(16),
+        ..shape
+    };
+    let mut cache_scratch = vec![0.0; backend.reserve_cache_attention(&mut s, &cache_shape)];
 
     let before = ALLOCATIONS.load(Ordering::SeqCst);
     for _ in 0..3 {
@@ -157,6 +178,47 @@ fn check(backend: CpuInt8Backend) {
             &mut attn_out[..20 * 128],
         );
         backend.gather_rows(&w, &ids, &mut gathered);
+        // A 20-row prompt into slot 0, forks into slots 1 and 2, then one row per slot and
+        // position to the end of the cache.
+        backend.cache_write(&mut cache, 0, 0, &qkv[..20 * 128], &qkv[..20 * 128]);
+        let prompt = AttentionShape {
+            q_len: 20,
+            kv_len: 20,
+            causal_offset: Some(0),
+            ..shape
+        };
+        backend.cache_attention(
+            &mut s,
+            &prompt,
+            &qkv[..20 * 128],
+            &cache,
+            0,
+            &mut cache_scratch,
+            &mut attn_out[..20 * 128],
+        );
+        backend.cache_copy_slot(&mut cache, 0, 1, 20);
+        backend.cache_copy_slot(&mut cache, 0, 2, 20);
+        for pos in 20..48 {
+            for slot in [1, 2] {
+                let row = &qkv[pos * 128..(pos + 1) * 128];
+                backend.cache_write(&mut cache, slot, pos, row, row);
+                let step = AttentionShape {
+                    q_len: 1,
+                    kv_len: pos + 1,
+                    causal_offset: Some(pos),
+                    ..shape
+                };
+                backend.cache_attention(
+                    &mut s,
+                    &step,
+                    row,
+                    &cache,
+                    slot,
+                    &mut cache_scratch,
+                    &mut attn_out[..128],
+                );
+            }
+        }
     }
     let after = ALLOCATIONS.load(Ordering::SeqCst);
     assert_eq!(after - before, 0, "allocations after warm-up");

@@ -95,11 +95,30 @@ pub struct Bf16KeyValues {
 }
 
 impl Bf16KeyValues {
-    /// Room for up to `capacity` rows of `heads × head_dim` (allocated here, once).
+    /// Room for up to `capacity` rows of `heads × head_dim` (allocated here, once, every page
+    /// resident).
     ///
     /// # Panics
     /// If `head_dim` is odd.
     pub fn new(heads: usize, head_dim: usize, capacity: usize) -> Self {
+        Self::with_buffer(heads, head_dim, capacity, Buffer::resident)
+    }
+
+    /// As [`Bf16KeyValues::new`], with pages mapped on first write (a cache slot that is
+    /// filled a row at a time, and often not at all).
+    ///
+    /// # Panics
+    /// If `head_dim` is odd.
+    pub fn lazy(heads: usize, head_dim: usize, capacity: usize) -> Self {
+        Self::with_buffer(heads, head_dim, capacity, Buffer::lazy)
+    }
+
+    fn with_buffer(
+        heads: usize,
+        head_dim: usize,
+        capacity: usize,
+        alloc: fn(usize) -> Buffer<u32>,
+    ) -> Self {
         assert!(head_dim.is_multiple_of(2), "Bf16KeyValues: odd head_dim");
         let words = heads * capacity.next_multiple_of(PANEL) * head_dim / 2;
         Self {
@@ -107,9 +126,100 @@ impl Bf16KeyValues {
             head_dim,
             capacity,
             kv_len: 0,
-            packed: Buffer::resident(2 * words),
+            packed: alloc(2 * words),
             words,
         }
+    }
+
+    /// Writes rows `k`, `v` (`[rows, heads·head_dim]` each) at rows `at..at + rows`, rounded to
+    /// bf16 (nearest even) in the packed layout; the buffer then holds rows `..at + rows` (an
+    /// append when `at` is the current length; earlier rows are kept, later ones dropped).
+    /// One thread, no allocation: for a few rows (a decoded token, a prompt).
+    ///
+    /// # Panics
+    /// If `k`, `v` are not whole rows of equal length, `at` is past the rows held, or the rows
+    /// exceed the capacity.
+    pub fn write_rows(&mut self, at: usize, k: &[f32], v: &[f32]) {
+        let (heads, d) = (self.heads, self.head_dim);
+        let width = heads * d;
+        assert_eq!(
+            k.len(),
+            v.len(),
+            "Bf16KeyValues::write_rows: k and v differ"
+        );
+        assert!(
+            width > 0 && k.len().is_multiple_of(width),
+            "Bf16KeyValues::write_rows: k is not rows of heads·head_dim"
+        );
+        let rows = k.len() / width;
+        assert!(
+            at <= self.kv_len && at + rows <= self.capacity,
+            "Bf16KeyValues::write_rows: rows {at}..{} with {} held, capacity {}",
+            at + rows,
+            self.kv_len,
+            self.capacity
+        );
+        let (head_words, half) = (self.head_words(), d / 2);
+        let (keys, values) = self.packed.split_at_mut(self.words);
+        for r in 0..rows {
+            let j = at + r;
+            for h in 0..heads {
+                let base = h * head_words;
+                let src = &k[r * width + h * d..][..d];
+                let kb = base + (j / PANEL) * PANEL * half + j % PANEL;
+                for (t, two) in src.chunks_exact(2).enumerate() {
+                    keys[kb + t * PANEL] = pair(two[0], two[1]);
+                }
+                let src = &v[r * width + h * d..][..d];
+                let step = &mut values[base + (j / 2) * d..][..d];
+                if j.is_multiple_of(2) {
+                    // Row j in the low halves; the high halves (row j + 1, not held) zero, as
+                    // a pack leaves them, so P·V multiplies them by a zero probability only.
+                    for (w, &x) in step.iter_mut().zip(src) {
+                        *w = bf16_bits(x) as u32;
+                    }
+                } else {
+                    for (w, &x) in step.iter_mut().zip(src) {
+                        *w = (*w & 0xffff) | (bf16_bits(x) as u32) << 16;
+                    }
+                }
+            }
+        }
+        self.kv_len = at + rows;
+    }
+
+    /// Makes this buffer hold the first `len` rows of `from` (same heads, widths and
+    /// capacity), copying packed words; allocates nothing.
+    ///
+    /// # Panics
+    /// If the shapes differ or `from` holds fewer than `len` rows.
+    pub fn copy_rows_from(&mut self, from: &Bf16KeyValues, len: usize) {
+        assert!(
+            (self.heads, self.head_dim, self.capacity)
+                == (from.heads, from.head_dim, from.capacity),
+            "Bf16KeyValues::copy_rows_from: another shape"
+        );
+        assert!(
+            len <= from.kv_len,
+            "Bf16KeyValues::copy_rows_from: {len} rows of {}",
+            from.kv_len
+        );
+        let (head_words, half, d) = (self.head_words(), self.head_dim / 2, self.head_dim);
+        let key_words = len.div_ceil(PANEL) * PANEL * half;
+        let value_words = len.div_ceil(2) * d;
+        let (keys, values) = self.packed.split_at_mut(self.words);
+        for h in 0..self.heads {
+            let base = h * head_words;
+            keys[base..base + key_words].copy_from_slice(&from.keys()[base..base + key_words]);
+            values[base..base + value_words]
+                .copy_from_slice(&from.values()[base..base + value_words]);
+            if len % 2 == 1 {
+                // Row `len` (in the last step's high halves) is not held: zero, as after a pack.
+                let last = &mut values[base + (len / 2) * d..][..d];
+                last.iter_mut().for_each(|w| *w &= 0xffff);
+            }
+        }
+        self.kv_len = len;
     }
 
     fn keys(&self) -> &[u32] {

@@ -196,3 +196,55 @@ fn conv_stem_throughput() {
         }
     }
 }
+
+/// One decoder self-attention call over a key/value cache slot, f32 against bf16 storage:
+/// heads × 64, one query row (greedy) at several cache lengths.
+#[test]
+#[ignore = "timing only; run by hand with --ignored --nocapture"]
+fn cache_attention_f32_vs_bf16() {
+    use super::attention::{attention_scratch_len, AttentionShape};
+    use super::attention_bf16::attention_bf16_scratch_len;
+    use super::kv_cache::{Bf16KeyValueCache, F32KeyValueCache};
+    let mut rng = Rng::new(7);
+    for heads in [6, 8] {
+        let (d, positions) = (64, 448);
+        let w = heads * d;
+        let k = rng.vec(positions * w, 1.0);
+        let v = rng.vec(positions * w, 1.0);
+        let q = rng.vec(w, 1.0);
+        let mut f = F32KeyValueCache::new(1, positions, w);
+        let mut b = Bf16KeyValueCache::new(1, positions, heads, d);
+        f.write(0, 0, &k, &v);
+        b.write(0, 0, &k, &v);
+        for threads in [1, 2] {
+            let pool = CpuPool::new(threads);
+            for kv_len in [16, 64, 200, 448] {
+                let shape = AttentionShape {
+                    heads,
+                    head_dim: d,
+                    q_len: 1,
+                    kv_len,
+                    causal_offset: Some(kv_len - 1),
+                };
+                b.write(0, 0, &k[..kv_len * w], &v[..kv_len * w]);
+                let mut scratch = vec![
+                    0.0;
+                    attention_scratch_len(&pool, &shape)
+                        .max(attention_bf16_scratch_len(&pool, &shape))
+                ];
+                let mut out = vec![0.0; w];
+                let tf = min_time(0.3, || {
+                    f.attention(&pool, &shape, &q, 0, &mut scratch, &mut out)
+                });
+                let tb = min_time(0.3, || {
+                    b.attention(&pool, &shape, &q, 0, &mut scratch, &mut out)
+                });
+                println!(
+                    "heads={heads} kv_len={kv_len:3} threads={threads}: f32 {:6.1} µs, bf16 {:6.1} µs",
+                    tf * 1e6,
+                    tb * 1e6
+                );
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@ use crate::backend::{AttentionShape, Epilogue, LayerKernels};
 use crate::cpu::attention_bf16::{
     attention_bf16, attention_bf16_scratch_len, bf16_supports, has_native_bf16,
 };
+use crate::cpu::attention_bf16_kv::attention_bf16_kv_scratch_len;
 use crate::cpu::{Bf16KeyValueCache, Bf16KeyValues, CpuPool, F32KeyValueCache};
 use crate::cpu_backend::{CpuBackend, CpuScratch, DenseMatrix, F32KeyValues, MAX_WEIGHTS_HEAD_DIM};
 use crate::q8::{
@@ -31,7 +32,9 @@ pub const MIN_INT8_ATTENTION_ROWS: usize = 16;
 pub const MIN_BF16_ATTENTION_ROWS: usize = 16;
 
 /// Setting this environment variable to `1` makes [`CpuInt8Backend::new`] keep key/value caches
-/// in bf16 (see [`CpuInt8Backend::with_bf16_self_key_values`]); unset or anything else: f32.
+/// in bf16 attended in bf16 (see [`CpuInt8Backend::with_bf16_self_key_values`]); to `kv`, in
+/// bf16 attended in f32 (see [`CpuInt8Backend::with_bf16_self_key_values_f32_arithmetic`]);
+/// unset or anything else: f32.
 pub const BF16_SELF_KV_ENV: &str = "AMANUENSIS_BF16_SELF_KV";
 
 /// Prepared keys/values of [`CpuInt8Backend`]: INT8 with
@@ -116,6 +119,7 @@ pub struct CpuInt8Backend {
     bf16_attention: bool,
     int8_key_values: bool,
     bf16_self_key_values: bool,
+    self_kv_f32_arithmetic: bool,
 }
 
 impl CpuInt8Backend {
@@ -126,7 +130,9 @@ impl CpuInt8Backend {
             int8_attention: false,
             bf16_attention: has_native_bf16(),
             int8_key_values: false,
-            bf16_self_key_values: std::env::var_os(BF16_SELF_KV_ENV).is_some_and(|v| v == "1"),
+            bf16_self_key_values: std::env::var_os(BF16_SELF_KV_ENV)
+                .is_some_and(|v| v == "1" || v == "kv"),
+            self_kv_f32_arithmetic: std::env::var_os(BF16_SELF_KV_ENV).is_some_and(|v| v == "kv"),
         }
     }
 
@@ -140,6 +146,17 @@ impl CpuInt8Backend {
     /// and the other shared-set runs gained 1-4 words); see `docs/int8-layout.md` §5.3.
     pub fn with_bf16_self_key_values(mut self, on: bool) -> Self {
         self.bf16_self_key_values = on;
+        self.self_kv_f32_arithmetic = false;
+        self
+    }
+
+    /// As [`CpuInt8Backend::with_bf16_self_key_values`] (bf16 caches when `on`), but attended
+    /// by [`crate::cpu::attention_bf16_kv()`]: queries, scores, softmax and probabilities stay
+    /// f32, only the stored keys/values are bf16 (widened exactly to f32 for f32 FMAs). See
+    /// `docs/int8-layout.md` §5.3 for its WER.
+    pub fn with_bf16_self_key_values_f32_arithmetic(mut self, on: bool) -> Self {
+        self.bf16_self_key_values = on;
+        self.self_kv_f32_arithmetic = on;
         self
     }
 
@@ -460,12 +477,10 @@ impl LayerKernels for CpuInt8Backend {
 
     fn key_value_cache(&self, spec: &KeyValueCacheSpec) -> Int8KeyValueCache {
         if self.bf16_cache(spec.head_dim) {
-            Int8KeyValueCache::Bf16(Bf16KeyValueCache::new(
-                spec.slots,
-                spec.positions,
-                spec.heads,
-                spec.head_dim,
-            ))
+            Int8KeyValueCache::Bf16(
+                Bf16KeyValueCache::new(spec.slots, spec.positions, spec.heads, spec.head_dim)
+                    .with_f32_arithmetic(self.self_kv_f32_arithmetic),
+            )
         } else {
             Int8KeyValueCache::F32(self.f32.key_value_cache(spec))
         }
@@ -474,7 +489,9 @@ impl LayerKernels for CpuInt8Backend {
     /// The bf16 attention scratch for bf16 caches (no packing buffer: the cache is the packed
     /// form), else what [`LayerKernels::attention`] needs.
     fn reserve_cache_attention(&self, s: &mut Int8Scratch, shape: &AttentionShape) -> usize {
-        if self.bf16_cache(shape.head_dim) {
+        if self.bf16_cache(shape.head_dim) && self.self_kv_f32_arithmetic {
+            attention_bf16_kv_scratch_len(s.pool(), shape)
+        } else if self.bf16_cache(shape.head_dim) {
             attention_bf16_scratch_len(s.pool(), shape)
         } else {
             self.reserve_attention(s, shape)

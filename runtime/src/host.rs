@@ -1002,6 +1002,11 @@ mod tests {
         // relatively, an output by that plus 2⁻⁹ (see cpu::kv_cache's tests for the terms).
         let bf16 = CpuInt8Backend::new(2).with_bf16_self_key_values(true);
         check_cached_attention(&bf16, 7.2e-2);
+        // bf16 caches attended in f32: only k and v rounded (2⁻⁹ each), so δ = 64 · 2⁻⁹ / 8
+        // ≈ 0.016 and an output moves by at most 2⁻⁹ · max|v| + (e^{2δ} - 1) · (max v - min v)/2
+        // ≈ 0.002 + 0.032 (see cpu::attention_bf16_kv).
+        let f32_math = CpuInt8Backend::new(2).with_bf16_self_key_values_f32_arithmetic(true);
+        check_cached_attention(&f32_math, 3.4e-2);
         // Without bf16 caches the INT8 backend attends f32 caches with the f32 kernel: exact.
         let f32_caches = CpuInt8Backend::new(2).with_bf16_self_key_values(false);
         check_cached_attention(&f32_caches, 0.0);

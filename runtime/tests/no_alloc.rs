@@ -49,6 +49,8 @@ fn int8_linear_conv_attention_allocate_nothing_after_warm_up() {
     for bf16 in [true, false] {
         check(CpuInt8Backend::new(2).with_bf16_self_key_values(bf16));
     }
+    // bf16 caches attended in f32 (attention_bf16_kv).
+    check(CpuInt8Backend::new(2).with_bf16_self_key_values_f32_arithmetic(true));
 }
 
 fn check(backend: CpuInt8Backend) {

@@ -30,7 +30,7 @@ const BLOCK_Q: usize = 24;
 /// Queries per score micro-tile.
 const QK_ROWS: usize = 12;
 /// Keys per score micro-tile (one packed key panel).
-const PANEL: usize = 32;
+pub(super) const PANEL: usize = 32;
 /// Queries per `P·V` micro-tile.
 const PV_ROWS: usize = 6;
 /// Value columns per `P·V` micro-tile.
@@ -222,11 +222,11 @@ impl Bf16KeyValues {
         self.kv_len = len;
     }
 
-    fn keys(&self) -> &[u32] {
+    pub(super) fn keys(&self) -> &[u32] {
         &self.packed[..self.words]
     }
 
-    fn values(&self) -> &[u32] {
+    pub(super) fn values(&self) -> &[u32] {
         &self.packed[self.words..]
     }
 
@@ -270,7 +270,7 @@ impl Bf16KeyValues {
     }
 
     /// Words per head in `keys` and in `values`.
-    fn head_words(&self) -> usize {
+    pub(super) fn head_words(&self) -> usize {
         self.kv_pad() * self.head_dim / 2
     }
 

@@ -17,6 +17,7 @@
 
 use super::attention::{attention, AttentionShape};
 use super::attention_bf16::{attention_bf16, Bf16KeyValues};
+use super::attention_bf16_kv::attention_bf16_kv;
 use super::pool::CpuPool;
 use crate::resident::Buffer;
 
@@ -97,6 +98,7 @@ impl F32KeyValueCache {
 /// Self-attention history in bf16: one packed [`Bf16KeyValues`] per slot.
 pub struct Bf16KeyValueCache {
     slots: Vec<Bf16KeyValues>,
+    f32_arithmetic: bool,
 }
 
 impl Bf16KeyValueCache {
@@ -109,7 +111,21 @@ impl Bf16KeyValueCache {
             slots: (0..slots)
                 .map(|_| Bf16KeyValues::lazy(heads, head_dim, positions))
                 .collect(),
+            f32_arithmetic: false,
         }
+    }
+
+    /// Attends with [`crate::cpu::attention_bf16_kv()`] (f32 queries, softmax and
+    /// probabilities; only the stored keys/values bf16) when `on`, else with
+    /// [`crate::cpu::attention_bf16()`] (queries and probabilities rounded to bf16 too).
+    pub fn with_f32_arithmetic(mut self, on: bool) -> Self {
+        self.f32_arithmetic = on;
+        self
+    }
+
+    /// Whether [`Bf16KeyValueCache::attention`] runs [`crate::cpu::attention_bf16_kv()`].
+    pub fn f32_arithmetic(&self) -> bool {
+        self.f32_arithmetic
     }
 
     /// Slot `slot` (its rows as stored).
@@ -150,7 +166,11 @@ impl Bf16KeyValueCache {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
-        attention_bf16(pool, shape, q, &self.slots[slot], scratch, out);
+        if self.f32_arithmetic {
+            attention_bf16_kv(pool, shape, q, &self.slots[slot], scratch, out);
+        } else {
+            attention_bf16(pool, shape, q, &self.slots[slot], scratch, out);
+        }
     }
 }
 
@@ -159,6 +179,7 @@ mod tests {
     use super::*;
     use crate::cpu::attention::attention_scratch_len;
     use crate::cpu::attention_bf16::{attention_bf16_scratch_len, bf16_bits, bf16_value};
+    use crate::cpu::attention_bf16_kv::attention_bf16_kv_scratch_len;
     use crate::cpu::testing::Rng;
 
     const HEADS: usize = 3;
@@ -193,6 +214,8 @@ mod tests {
     struct Caches {
         f32: F32KeyValueCache,
         bf16: Bf16KeyValueCache,
+        /// bf16 storage attended in f32 ([`attention_bf16_kv`]).
+        bf16_kv: Bf16KeyValueCache,
         history: Vec<(Vec<f32>, Vec<f32>)>,
     }
 
@@ -200,6 +223,7 @@ mod tests {
         fn write(&mut self, slot: usize, pos: usize, k: &[f32], v: &[f32]) {
             self.f32.write(slot, pos, k, v);
             self.bf16.write(slot, pos, k, v);
+            self.bf16_kv.write(slot, pos, k, v);
             let (hk, hv) = &mut self.history[slot];
             hk.truncate(pos * W);
             hv.truncate(pos * W);
@@ -210,6 +234,7 @@ mod tests {
         fn copy(&mut self, from: usize, to: usize, len: usize) {
             self.f32.copy_slot(from, to, len);
             self.bf16.copy_slot(from, to, len);
+            self.bf16_kv.copy_slot(from, to, len);
             let (k, v) = &self.history[from];
             self.history[to] = (k[..len * W].to_vec(), v[..len * W].to_vec());
         }
@@ -224,6 +249,7 @@ mod tests {
                 f32::NAN;
                 attention_scratch_len(pool, &s)
                     .max(attention_bf16_scratch_len(pool, &s))
+                    .max(attention_bf16_kv_scratch_len(pool, &s))
             ];
             let mut got32 = vec![f32::NAN; q.len()];
             self.f32
@@ -241,6 +267,19 @@ mod tests {
             // within (1 + 2⁻⁹ + 6e-5)/(1 - 2⁻⁹ - 6e-5) - 1 ≤ 4.2e-3 relatively, an output
             // within 4.2e-3 · max|v| (Σ weights = 1), plus f32 summation order (≤ 1e-5 here).
             let rounded = f32_attention(pool, &round(q), &round(k), &round(v));
+            // bf16 storage attended in f32: only k and v are rounded, so it is f32 attention
+            // over q and the rounded k, v, up to f32 summation order (≤ 1e-5 here: scores up
+            // to ±32 over 64 terms, outputs ≤ 1).
+            let mut got_kv = vec![f32::NAN; q.len()];
+            self.bf16_kv
+                .attention(pool, &s, q, slot, &mut scratch, &mut got_kv);
+            let stored = f32_attention(pool, q, &round(k), &round(v));
+            for (i, (g, r)) in got_kv.iter().zip(&stored).enumerate() {
+                assert!(
+                    (g - r).abs() <= 1e-5,
+                    "slot {slot}, {s:?}, value {i}: {g} vs {r}, bf16 storage in f32"
+                );
+            }
             let max_v = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
             for (i, (g, r)) in got.iter().zip(&rounded).enumerate() {
                 assert!(
@@ -286,6 +325,7 @@ mod tests {
         let mut c = Caches {
             f32: F32KeyValueCache::new(3, POSITIONS, W),
             bf16: Bf16KeyValueCache::new(3, POSITIONS, HEADS, D),
+            bf16_kv: Bf16KeyValueCache::new(3, POSITIONS, HEADS, D).with_f32_arithmetic(true),
             history: vec![(Vec::new(), Vec::new()); 3],
         };
         // Queries up to 4 (peaked weights: scores up to ±32), keys and values up to 1.

@@ -21,6 +21,7 @@
 pub mod activation;
 pub mod attention;
 pub mod attention_bf16;
+pub mod attention_bf16_kv;
 #[cfg(test)]
 mod bench;
 pub mod conv;
@@ -37,6 +38,7 @@ pub(crate) mod testing;
 pub use activation::{erf, gelu_erf, gelu_f32_in_place, gelu_in_place};
 pub use attention::{attention, attention_scratch_len, AttentionShape};
 pub use attention_bf16::{attention_bf16, attention_bf16_scratch_len, Bf16KeyValues};
+pub use attention_bf16_kv::{attention_bf16_kv, attention_bf16_kv_scratch_len};
 pub use conv::{conv1d_k3, conv1d_k3_out_len, conv1d_k3_scratch_len};
 pub use gemm::{gemm_bt, gemm_packed, Epilogue};
 pub use kv_cache::{Bf16KeyValueCache, F32KeyValueCache};

@@ -152,8 +152,10 @@ impl CpuInt8Backend {
 
     /// As [`CpuInt8Backend::with_bf16_self_key_values`] (bf16 caches when `on`), but attended
     /// by [`crate::cpu::attention_bf16_kv()`]: queries, scores, softmax and probabilities stay
-    /// f32, only the stored keys/values are bf16 (widened exactly to f32 for f32 FMAs). See
-    /// `docs/int8-layout.md` §5.3 for its WER.
+    /// f32, only the stored keys/values are bf16 (widened exactly to f32 for f32 FMAs). Not
+    /// the default either: base.int8 beam 5 lost 7 words of 835 on `../shared/speech`
+    /// (2.63 → 3.47 % WER) and 5 of 562 on the stress set, tiny.en beam 5 two on the stress set
+    /// (tiny.en greedy gained 4 and 5); see `docs/int8-layout.md` §5.3.
     pub fn with_bf16_self_key_values_f32_arithmetic(mut self, on: bool) -> Self {
         self.bf16_self_key_values = on;
         self.self_kv_f32_arithmetic = on;

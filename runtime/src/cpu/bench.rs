@@ -197,8 +197,9 @@ fn conv_stem_throughput() {
     }
 }
 
-/// One decoder self-attention call over a key/value cache slot, f32 against bf16 storage:
-/// heads × 64, one query row (greedy) at several cache lengths.
+/// One decoder self-attention call over a key/value cache slot, f32 against bf16 storage
+/// (attended in bf16, and in f32 by `attention_bf16_kv`): heads × 64, one query row (greedy)
+/// at several cache lengths.
 #[test]
 #[ignore = "timing only; run by hand with --ignored --nocapture"]
 fn cache_attention_f32_vs_bf16() {
@@ -214,6 +215,7 @@ fn cache_attention_f32_vs_bf16() {
         let q = rng.vec(w, 1.0);
         let mut f = F32KeyValueCache::new(1, positions, w);
         let mut b = Bf16KeyValueCache::new(1, positions, heads, d);
+        let mut bk = Bf16KeyValueCache::new(1, positions, heads, d).with_f32_arithmetic(true);
         f.write(0, 0, &k, &v);
         b.write(0, 0, &k, &v);
         for threads in [1, 2] {
@@ -227,10 +229,14 @@ fn cache_attention_f32_vs_bf16() {
                     causal_offset: Some(kv_len - 1),
                 };
                 b.write(0, 0, &k[..kv_len * w], &v[..kv_len * w]);
+                bk.write(0, 0, &k[..kv_len * w], &v[..kv_len * w]);
                 let mut scratch = vec![
                     0.0;
                     attention_scratch_len(&pool, &shape)
                         .max(attention_bf16_scratch_len(&pool, &shape))
+                        .max(
+                            super::attention_bf16_kv::attention_bf16_kv_scratch_len(&pool, &shape)
+                        )
                 ];
                 let mut out = vec![0.0; w];
                 let tf = min_time(0.3, || {
@@ -239,10 +245,14 @@ fn cache_attention_f32_vs_bf16() {
                 let tb = min_time(0.3, || {
                     b.attention(&pool, &shape, &q, 0, &mut scratch, &mut out)
                 });
+                let tk = min_time(0.3, || {
+                    bk.attention(&pool, &shape, &q, 0, &mut scratch, &mut out)
+                });
                 println!(
-                    "heads={heads} kv_len={kv_len:3} threads={threads}: f32 {:6.1} µs, bf16 {:6.1} µs",
+                    "heads={heads} kv_len={kv_len:3} threads={threads}: f32 {:6.1} µs, bf16 {:6.1} µs, bf16 K/V f32 Q/P {:6.1} µs",
                     tf * 1e6,
-                    tb * 1e6
+                    tb * 1e6,
+                    tk * 1e6
                 );
             }
         }

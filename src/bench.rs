@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use amanuensis_model::config::Dims;
 use amanuensis_model::session::{Timings, TranscribeOptions};
 
-use amanuensis_aie::budget::{self, Assumptions, Platform, PHOENIX, STRIX};
+use amanuensis_aie::budget::{self, Assumptions, Chaining, Platform, PHOENIX, STRIX};
 use amanuensis_aie::design::WhisperDims;
 
 use amanuensis_runtime::npu_backend::NpuStats;
@@ -121,8 +121,9 @@ pub struct Projection {
     pub as_built_device_s: f64,
     /// The CPU part of as built today, measured on this machine (emulator time removed).
     pub as_built_cpu_s: f64,
-    /// Every linear and attention on the device (`amanuensis_aie::budget::window`): device and
-    /// dispatch only; the CPU work (mel, conv stem, norms, logits, search) is not included.
+    /// Every linear and attention on the device (`amanuensis_aie::budget::window`), grouped
+    /// by today's chain rule (`Chaining::AsBuilt`): device and dispatch only; the CPU work
+    /// (mel, conv stem, norms, logits, search) is not included.
     pub all_on_device_s: f64,
     /// Submissions per window of the all-on-device design.
     pub all_on_device_submissions: usize,
@@ -130,6 +131,12 @@ pub struct Projection {
     /// submission (`budget.rs`'s own default): what the design gives once the host side is
     /// cut to writing and reading the rows it uses.
     pub all_on_device_round_trip_only_s: f64,
+    /// The issue's target shape (`Chaining::PerLayer`: one chain per encoder layer, one for the
+    /// cross K/V, one per decoder step, everything on the device) with the assumed round trip
+    /// per submission and `budget.rs`'s assumed per-sub-command cost.
+    pub per_layer_chains_s: f64,
+    /// Submissions per window of that shape.
+    pub per_layer_chains_submissions: usize,
 }
 
 impl DispatchBudget {
@@ -193,6 +200,15 @@ impl DispatchBudget {
         let tokens = ad.tokens_per_window;
         let (pw, pt) = (self.per_window(), self.per_token());
         let (cpu_window, cpu_token) = self.cpu_s();
+        let per_layer = budget::window(
+            p,
+            &Assumptions {
+                host_overhead_s: ASSUMED_ROUND_TRIP_S,
+                chaining: Chaining::PerLayer,
+                ..Assumptions::default()
+            },
+            w,
+        );
         let mut all = budget::encoder(p, &ae, w);
         all += budget::cross_kv(p, &ae, w);
         all += budget::decoder_step(p, &ad, w) * tokens;
@@ -210,6 +226,8 @@ impl DispatchBudget {
                 w,
             )
             .projected_s,
+            per_layer_chains_s: per_layer.projected_s,
+            per_layer_chains_submissions: per_layer.submissions,
         }
     }
 }
@@ -267,7 +285,7 @@ impl std::fmt::Display for DispatchBudget {
             let built = j.as_built_device_s + j.as_built_cpu_s;
             writeln!(
                 f,
-                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone (device + dispatch only, CPU work not included)",
+                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device, today's chain rule: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone; one chain per encoder layer / decoder step (issue 14's target; {:.0} us per sub-command assumed): {} submissions, {:.3} s = {:.0}x (device + dispatch only, CPU work not included)",
                 p.name,
                 j.as_built_device_s,
                 j.as_built_cpu_s,
@@ -277,7 +295,11 @@ impl std::fmt::Display for DispatchBudget {
                 30.0 / j.all_on_device_s,
                 j.all_on_device_round_trip_only_s,
                 30.0 / j.all_on_device_round_trip_only_s,
-                ASSUMED_ROUND_TRIP_S * 1e6
+                ASSUMED_ROUND_TRIP_S * 1e6,
+                Assumptions::default().subcommand_s * 1e6,
+                j.per_layer_chains_submissions,
+                j.per_layer_chains_s,
+                30.0 / j.per_layer_chains_s
             )?;
         }
         Ok(())
@@ -577,7 +599,26 @@ mod tests {
             let default =
                 budget::window(&p, &Assumptions::default(), &amanuensis_aie::design::BASE);
             assert!((j.all_on_device_round_trip_only_s - default.projected_s).abs() < 1e-12);
+            let layer = budget::window(
+                &p,
+                &Assumptions {
+                    chaining: Chaining::PerLayer,
+                    ..Assumptions::default()
+                },
+                &amanuensis_aie::design::BASE,
+            );
+            assert_eq!(j.per_layer_chains_submissions, 6 + 1 + 120);
+            assert!((j.per_layer_chains_s - layer.projected_s).abs() < 1e-12);
+            assert!(j.per_layer_chains_s < j.all_on_device_round_trip_only_s);
         }
+    }
+
+    #[test]
+    fn the_budget_chunks_the_mlp_as_the_model_does() {
+        assert_eq!(
+            budget::MLP_CHUNK_ROWS,
+            amanuensis_model::layers::MLP_CHUNK_ROWS
+        );
     }
 
     #[test]

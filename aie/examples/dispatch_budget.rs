@@ -5,55 +5,84 @@
 //! `cargo run --release -p amanuensis-aie --example dispatch_budget`
 
 use amanuensis_aie::budget::{
-    cross_kv, decoder_step, encoder, report, resident_weight_bytes, Assumptions, PHOENIX, STRIX,
+    cross_kv, decoder_step, encoder, report, resident_weight_bytes, Assumptions, Chaining, PHOENIX,
+    STRIX,
 };
 use amanuensis_aie::design::{BASE, TINY};
 
 fn main() {
     let models = [TINY, BASE];
     let platforms = [PHOENIX, STRIX];
+    let d = Assumptions::default();
+    let per_layer = Assumptions {
+        chaining: Chaining::PerLayer,
+        ..d
+    };
     for (label, a) in [
-        ("greedy, peak", Assumptions::default()),
         (
-            "greedy, 30 % of peak",
+            "one submission per op (before command chains), greedy, peak",
+            Assumptions {
+                chaining: Chaining::PerOp,
+                ..d
+            },
+        ),
+        (
+            "chains as built today (the runtime's chain rule), greedy, peak",
+            d,
+        ),
+        (
+            "one chain per encoder layer / decoder step (issue 14's target), greedy, peak",
+            per_layer,
+        ),
+        (
+            "per-layer chains, 20 us per sub-command and per design switch (assumed), greedy, peak",
+            Assumptions {
+                subcommand_s: 20e-6,
+                reconfiguration_s: 20e-6,
+                ..per_layer
+            },
+        ),
+        (
+            "per-layer chains, greedy, 30 % of peak",
             Assumptions {
                 efficiency: 0.3,
-                ..Assumptions::default()
+                ..per_layer
             },
         ),
         (
-            "greedy, peak, vectorised softmax (2 cycles/score)",
+            "per-layer chains, greedy, peak, vectorised softmax (2 cycles/score)",
             Assumptions {
                 softmax_cycles_per_score: 2.0,
-                ..Assumptions::default()
+                ..per_layer
             },
         ),
         (
-            "beam 5, peak",
+            "per-layer chains, beam 5, peak",
             Assumptions {
                 beams: 5,
-                ..Assumptions::default()
+                ..per_layer
             },
         ),
     ] {
         println!("== {label}");
         print!("{}", report(&models, &platforms, &a));
     }
-    let a = Assumptions::default();
-    println!(
-        "== split of the greedy-peak window (projected s: encoder, cross K/V, 120 decoder steps)"
+    for (name, a) in [("as built", d), ("per layer", per_layer)] {
+        println!(
+        "== split of the greedy-peak window, chains {name} (projected s: encoder, cross K/V, 120 decoder steps)"
     );
-    for w in models {
-        for p in platforms {
-            let (e, x, d) = (
-                encoder(&p, &a, &w),
-                cross_kv(&p, &a, &w),
-                decoder_step(&p, &a, &w) * 120,
-            );
-            println!(
+        for w in models {
+            for p in platforms {
+                let (e, x, d) = (
+                    encoder(&p, &a, &w),
+                    cross_kv(&p, &a, &w),
+                    decoder_step(&p, &a, &w) * 120,
+                );
+                println!(
                 "{} | {} | encoder {:.3} ({} submissions) | cross K/V {:.3} | decoder {:.3} (overhead {:.3})",
                 w.name, p.name, e.projected_s, e.submissions, x.projected_s, d.projected_s, d.overhead_s
             );
+            }
         }
     }
     for w in models {

@@ -3,8 +3,10 @@
 //! bytes the shim DMAs move, and a **projected** time on Phoenix and Strix.
 //!
 //! The projection is arithmetic on published peaks (`../shared/docs/npu-hardware.md`) and the
-//! assumptions in [`Assumptions`] — nothing here has run on an NPU. Per submission it takes
-//! `max(compute, shim DMA) / efficiency + host overhead`, where compute counts every MAC the
+//! assumptions in [`Assumptions`] — nothing here has run on an NPU. Per device op it takes
+//! `max(compute, shim DMA) / efficiency`; per submission (an `ERT_CMD_CHAIN` of several ops is
+//! one, grouped as [`Chaining`] says) the host overhead once, plus an assumed cost per further
+//! sub-command and per switch of design (neither is stated in `../shared/docs`). Compute counts every MAC the
 //! design performs (padding rows and idle columns included) at the per-core peak and the
 //! epilogue and softmax at the cycles per element assumed. Not included (CPU work in this
 //! design): mel, the conv stem, layer norms and residual adds, quantizing activations, the
@@ -80,7 +82,39 @@ pub struct Assumptions {
     pub beams: usize,
     /// Mean self-attention keys per step (prompt + half the window's tokens).
     pub mean_self_keys: usize,
+    /// How the ops of a stage are grouped into submissions.
+    pub chaining: Chaining,
+    /// Firmware time per sub-command of an `ERT_CMD_CHAIN` after its first (reading the slot,
+    /// starting its instruction stream), seconds. **Assumed**: `npu-hardware.md` and
+    /// `npu-driver.md` state no figure; default 5 µs. A plain submission's one command is in
+    /// [`Self::host_overhead_s`].
+    pub subcommand_s: f64,
+    /// Array reconfiguration each time the sub-command stream switches design (CU / PDI: one
+    /// xclbin per GEMM (K, N, GELU, mapping), one for attention), seconds. **Assumed**: no
+    /// figure is stated in `npu-hardware.md` or `npu-driver.md`; default 0 (every design a CU
+    /// of one loaded multi-kernel context, which has not been built); see the example's
+    /// sensitivity rows.
+    pub reconfiguration_s: f64,
 }
+
+/// How a stage's device ops are grouped into submissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chaining {
+    /// One submission per op, the MLP unchunked (the budget before command chains).
+    PerOp,
+    /// The runtime's chain plan (`runtime/src/chain_plan.rs`) on the model's program as built
+    /// today (encoder MLP in [`MLP_CHUNK_ROWS`]-row chunks; LayerNorms on the host): a group
+    /// takes every later device op whose input no op in between writes. With attention on the
+    /// device too.
+    AsBuilt,
+    /// The issue's target: norms, residuals and quantization on the device, so one chain per
+    /// encoder layer, one for the cross K/V, one per decoder step (MLP unchunked).
+    PerLayer,
+}
+
+/// Rows of one encoder MLP chunk (`model/src/layers.rs` `MLP_CHUNK_ROWS`; the top-level
+/// crate's tests check they agree).
+pub const MLP_CHUNK_ROWS: usize = 384;
 
 impl Default for Assumptions {
     fn default() -> Self {
@@ -93,6 +127,9 @@ impl Default for Assumptions {
             tokens_per_window: 120,
             beams: 1,
             mean_self_keys: 64,
+            chaining: Chaining::AsBuilt,
+            subcommand_s: 5e-6,
+            reconfiguration_s: 0.0,
         }
     }
 }
@@ -100,8 +137,12 @@ impl Default for Assumptions {
 /// Totals of a set of submissions.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Totals {
-    /// Submissions (ERT commands).
+    /// Submissions (ERT commands: a chain is one).
     pub submissions: usize,
+    /// Sub-commands (device ops; a plain submission is one).
+    pub subcommands: usize,
+    /// Design switches between consecutive sub-commands.
+    pub reconfigurations: usize,
     /// Bytes the host writes into device-read buffers (activation images, Q/K/V images).
     pub bytes_to_device: usize,
     /// Bytes the host reads back (outputs).
@@ -117,6 +158,8 @@ pub struct Totals {
 impl std::ops::AddAssign for Totals {
     fn add_assign(&mut self, o: Totals) {
         self.submissions += o.submissions;
+        self.subcommands += o.subcommands;
+        self.reconfigurations += o.reconfigurations;
         self.bytes_to_device += o.bytes_to_device;
         self.bytes_from_device += o.bytes_from_device;
         self.dma_bytes += o.dma_bytes;
@@ -130,6 +173,8 @@ impl std::ops::Mul<usize> for Totals {
     fn mul(self, n: usize) -> Totals {
         Totals {
             submissions: self.submissions * n,
+            subcommands: self.subcommands * n,
+            reconfigurations: self.reconfigurations * n,
             bytes_to_device: self.bytes_to_device * n,
             bytes_from_device: self.bytes_from_device * n,
             dma_bytes: self.dma_bytes * n,
@@ -152,6 +197,8 @@ fn finish(
     let device = compute.max(transfer) / a.efficiency;
     Totals {
         submissions: 1,
+        subcommands: 1,
+        reconfigurations: 0,
         bytes_to_device: to,
         bytes_from_device: from,
         dma_bytes: dma,
@@ -247,39 +294,249 @@ fn kv_image(heads: usize, keys: usize) -> usize {
     heads * keys * (HEAD_DIM + 4 + 2 * HEAD_DIM)
 }
 
-/// The encoder of one window: per layer fused QKV, attention, output projection, fc1 (GELU),
-/// fc2 — 5 submissions a layer.
-pub fn encoder(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
+/// The design (CU) a device op runs: one xclbin per GEMM shape and mapping, one for attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Design {
+    /// A GEMM design: `k`, `n`, GELU epilogue, decoder mapping.
+    Gemm(usize, usize, bool, bool),
+    /// The attention design.
+    Attention,
+}
+
+/// A buffer of a stage, as the chain plan compares them (whole).
+pub type Buffer = u8;
+const X: Buffer = 0;
+const H: Buffer = 1;
+const Q: Buffer = 2;
+const A: Buffer = 3;
+const HIDDEN: Buffer = 4;
+const ENC: Buffer = 5;
+
+/// One op of a stage as a chain plan sees it: its work when it runs on the device (`None`: a
+/// host op), the buffer it reads and the one it writes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StageOp {
+    /// Device work (one submission's [`Totals`]) and design, or `None` for a host op.
+    pub device: Option<(Totals, Design)>,
+    /// Input buffer.
+    pub input: Buffer,
+    /// Output buffer.
+    pub output: Buffer,
+}
+
+impl StageOp {
+    fn host(input: Buffer, output: Buffer) -> Self {
+        StageOp {
+            device: None,
+            input,
+            output,
+        }
+    }
+
+    fn dev(t: Totals, d: Design, input: Buffer, output: Buffer) -> Self {
+        StageOp {
+            device: Some((t, d)),
+            input,
+            output,
+        }
+    }
+}
+
+/// The runtime's grouping rule (`runtime/src/chain_plan.rs`, without its size limits): a
+/// group starts at the first device op not yet in a group and takes every later device op
+/// whose input buffer no op since the group's start (its own members included) writes.
+/// Returns the groups' op indices in submission order.
+pub fn chain_groups(ops: &[StageOp]) -> Vec<Vec<usize>> {
+    let mut taken = vec![false; ops.len()];
+    let mut groups = Vec::new();
+    for i in 0..ops.len() {
+        if ops[i].device.is_none() || taken[i] {
+            continue;
+        }
+        taken[i] = true;
+        let mut group = vec![i];
+        let mut written = vec![ops[i].output];
+        for j in i + 1..ops.len() {
+            if ops[j].device.is_some() && !taken[j] && !written.contains(&ops[j].input) {
+                taken[j] = true;
+                group.push(j);
+            }
+            written.push(ops[j].output);
+        }
+        groups.push(group);
+    }
+    groups
+}
+
+/// The totals of `ops` submitted as `groups`: each group one submission paying
+/// [`Assumptions::host_overhead_s`] once, [`Assumptions::subcommand_s`] per member after its
+/// first, and [`Assumptions::reconfiguration_s`] per switch of design between consecutive
+/// sub-commands (the stage taken as repeating: its first op follows its last).
+pub fn submit(a: &Assumptions, ops: &[StageOp], groups: &[Vec<usize>]) -> Totals {
+    let design = |i: usize| ops[i].device.expect("groups hold device ops").1;
+    let mut prev = groups.last().and_then(|g| g.last()).map(|&i| design(i));
+    let mut t = Totals::default();
+    for g in groups {
+        let mut s = Totals {
+            submissions: 1,
+            ..Totals::default()
+        };
+        for &i in g {
+            let (w, d) = ops[i].device.expect("groups hold device ops");
+            s.subcommands += 1;
+            s.bytes_to_device += w.bytes_to_device;
+            s.bytes_from_device += w.bytes_from_device;
+            s.dma_bytes += w.dma_bytes;
+            s.projected_s += w.projected_s - w.overhead_s;
+            if prev != Some(d) {
+                s.reconfigurations += 1;
+            }
+            prev = Some(d);
+        }
+        s.overhead_s = a.host_overhead_s
+            + (s.subcommands - 1) as f64 * a.subcommand_s
+            + s.reconfigurations as f64 * a.reconfiguration_s;
+        s.projected_s += s.overhead_s;
+        t += s;
+    }
+    t
+}
+
+/// `ops` grouped as `a.chaining` says: per op, the chain plan's rule, or `per_layer` ops at a
+/// time (one chain each).
+fn staged(a: &Assumptions, ops: &[StageOp], per_layer: usize) -> Totals {
+    let dev: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].device.is_some())
+        .collect();
+    let groups = match a.chaining {
+        Chaining::PerOp => dev.iter().map(|&i| vec![i]).collect(),
+        Chaining::AsBuilt => chain_groups(ops),
+        Chaining::PerLayer => dev
+            .chunks(per_layer.max(1))
+            .map(<[usize]>::to_vec)
+            .collect(),
+    };
+    submit(a, ops, &groups)
+}
+
+/// The encoder's ops of one window, in program order: per layer LayerNorm, fused QKV,
+/// attention (a host op unless `attention_on_device`), output projection (adds into the
+/// residual), LayerNorm, fc1 (GELU) and fc2 (adds into the residual) — per
+/// [`MLP_CHUNK_ROWS`]-row chunk under [`Chaining::AsBuilt`], whole otherwise. Returns the ops
+/// and the device ops per layer.
+pub fn encoder_ops(
+    p: &Platform,
+    a: &Assumptions,
+    w: &WhisperDims,
+    attention_on_device: bool,
+) -> (Vec<StageOp>, usize) {
     let m = ENCODER_ROWS;
-    let mut layer = gemm(p, a, m, w.d, 3 * w.d, false);
-    layer += attention(p, a, w.heads, m, m, kv_image(w.heads, m));
-    layer += gemm(p, a, m, w.d, w.d, false);
-    layer += gemm(p, a, m, w.d, w.mlp, true);
-    layer += gemm(p, a, m, w.mlp, w.d, false);
-    layer * w.encoder_layers
+    let g = |k: usize, n: usize, gelu: bool| Design::Gemm(k, n, gelu, false);
+    let chunks: Vec<usize> = match a.chaining {
+        Chaining::AsBuilt => (0..m)
+            .step_by(MLP_CHUNK_ROWS)
+            .map(|r| MLP_CHUNK_ROWS.min(m - r))
+            .collect(),
+        _ => vec![m],
+    };
+    let mut layer = vec![
+        StageOp::host(X, H),
+        StageOp::dev(
+            gemm(p, a, m, w.d, 3 * w.d, false),
+            g(w.d, 3 * w.d, false),
+            H,
+            Q,
+        ),
+        if attention_on_device {
+            let t = attention(p, a, w.heads, m, m, kv_image(w.heads, m));
+            StageOp::dev(t, Design::Attention, Q, A)
+        } else {
+            StageOp::host(Q, A)
+        },
+        StageOp::dev(gemm(p, a, m, w.d, w.d, false), g(w.d, w.d, false), A, X),
+        StageOp::host(X, H),
+    ];
+    for &c in &chunks {
+        let fc1 = gemm(p, a, c, w.d, w.mlp, true);
+        layer.push(StageOp::dev(fc1, g(w.d, w.mlp, true), H, HIDDEN));
+        let fc2 = gemm(p, a, c, w.mlp, w.d, false);
+        layer.push(StageOp::dev(fc2, g(w.mlp, w.d, false), HIDDEN, X));
+    }
+    let per_layer = layer.iter().filter(|o| o.device.is_some()).count();
+    (layer.repeat(w.encoder_layers), per_layer)
 }
 
-/// The cross-attention K/V of one window: one fused K/V GEMM per decoder layer (the K/V then
-/// stay on the device for every token of the window).
-pub fn cross_kv(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
-    gemm(p, a, ENCODER_ROWS, w.d, 2 * w.d, false) * w.decoder_layers
-}
-
-/// One decoder step: per layer self QKV, self-attention, self output, cross query,
-/// cross-attention (resident K/V), cross output, fc1, fc2 — 8 submissions a layer; the GEMMs
-/// through the decoder mapping.
-pub fn decoder_step(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
+/// The decoder's ops of one step: per layer LayerNorm, self QKV, self-attention, self output,
+/// LayerNorm, cross query, cross-attention (resident K/V), cross output, LayerNorm, fc1, fc2 —
+/// the GEMMs through the decoder mapping; attention a host op unless `attention_on_device`.
+/// Returns the ops and the device ops per step.
+pub fn decoder_ops(
+    p: &Platform,
+    a: &Assumptions,
+    w: &WhisperDims,
+    attention_on_device: bool,
+) -> (Vec<StageOp>, usize) {
     let m = a.beams;
-    let mut layer = decoder_gemm(p, a, m, w.d, 3 * w.d, false);
-    // The step appends one K/V row per beam and head.
-    layer += attention(p, a, w.heads, m, a.mean_self_keys, kv_image(w.heads, m));
-    layer += decoder_gemm(p, a, m, w.d, w.d, false);
-    layer += decoder_gemm(p, a, m, w.d, w.d, false);
-    layer += attention(p, a, w.heads, m, ENCODER_ROWS, 0);
-    layer += decoder_gemm(p, a, m, w.d, w.d, false);
-    layer += decoder_gemm(p, a, m, w.d, w.mlp, true);
-    layer += decoder_gemm(p, a, m, w.mlp, w.d, false);
-    layer * w.decoder_layers
+    let g = |k: usize, n: usize, gelu: bool| Design::Gemm(k, n, gelu, true);
+    let lin = |k: usize, n: usize, gelu: bool, i: Buffer, o: Buffer| {
+        StageOp::dev(decoder_gemm(p, a, m, k, n, gelu), g(k, n, gelu), i, o)
+    };
+    let attn = |keys: usize, kv: usize| {
+        if attention_on_device {
+            StageOp::dev(
+                attention(p, a, w.heads, m, keys, kv),
+                Design::Attention,
+                Q,
+                A,
+            )
+        } else {
+            StageOp::host(Q, A)
+        }
+    };
+    let layer = [
+        StageOp::host(X, H),
+        lin(w.d, 3 * w.d, false, H, Q),
+        // The step appends one K/V row per beam and head.
+        attn(a.mean_self_keys, kv_image(w.heads, m)),
+        lin(w.d, w.d, false, A, X),
+        StageOp::host(X, H),
+        lin(w.d, w.d, false, H, Q),
+        attn(ENCODER_ROWS, 0),
+        lin(w.d, w.d, false, A, X),
+        StageOp::host(X, H),
+        lin(w.d, w.mlp, true, H, HIDDEN),
+        lin(w.mlp, w.d, false, HIDDEN, X),
+    ];
+    let ops = layer.repeat(w.decoder_layers);
+    let per_step = ops.iter().filter(|o| o.device.is_some()).count();
+    (ops, per_step)
+}
+
+/// The cross-attention K/V ops of one window: one fused K/V GEMM per decoder layer, each
+/// reading the encoder output (the K/V then stay on the device for every token).
+pub fn cross_kv_ops(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Vec<StageOp> {
+    let t = gemm(p, a, ENCODER_ROWS, w.d, 2 * w.d, false);
+    let d = Design::Gemm(w.d, 2 * w.d, false, false);
+    vec![StageOp::dev(t, d, ENC, Q); w.decoder_layers]
+}
+
+/// The encoder of one window, every linear and attention on the device, grouped as
+/// `a.chaining` says.
+pub fn encoder(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
+    let (ops, per_layer) = encoder_ops(p, a, w, true);
+    staged(a, &ops, per_layer)
+}
+
+/// The cross-attention K/V of one window.
+pub fn cross_kv(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
+    let ops = cross_kv_ops(p, a, w);
+    staged(a, &ops, ops.len())
+}
+
+/// One decoder step, every linear and attention on the device, grouped as `a.chaining` says.
+pub fn decoder_step(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Totals {
+    let (ops, per_step) = decoder_ops(p, a, w, true);
+    staged(a, &ops, per_step)
 }
 
 /// A 30 s window: encoder + cross K/V + `tokens_per_window` decoder steps.
@@ -310,24 +567,29 @@ pub fn resident_weight_bytes(w: &WhisperDims) -> usize {
 pub fn report(models: &[WhisperDims], platforms: &[Platform], a: &Assumptions) -> String {
     let mb = |b: usize| b as f64 / 1e6;
     let mut s = format!(
-        "PROJECTION (not measured; no NPU): host overhead {:.0} µs/submission, efficiency {:.0} %, \
-         softmax {} cycles/score, {} tokens/window, {} beam(s)\n",
+        "PROJECTION (not measured; no NPU): {:?} chaining, host overhead {:.0} µs/submission, \
+         {:.0} µs/sub-command after a chain's first (assumed), {:.0} µs/design switch (assumed), \
+         efficiency {:.0} %, softmax {} cycles/score, {} tokens/window, {} beam(s)\n",
+        a.chaining,
         a.host_overhead_s * 1e6,
+        a.subcommand_s * 1e6,
+        a.reconfiguration_s * 1e6,
         a.efficiency * 100.0,
         a.softmax_cycles_per_score,
         a.tokens_per_window,
         a.beams
     );
-    s += "model | platform | per window: submissions, MB to / from device, MB shim DMA, projected s (of which overhead), x realtime | per token: submissions, KB to / from, projected ms\n";
+    s += "model | platform | per window: submissions (sub-commands), MB to / from device, MB shim DMA, projected s (of which overhead), x realtime | per token: submissions, KB to / from, projected ms\n";
     for w in models {
         for p in platforms {
             let win = window(p, a, w);
             let tok = decoder_step(p, a, w);
             s += &format!(
-                "{} | {} | {}, {:.1} / {:.1}, {:.0}, {:.3} ({:.3}), {:.0}x | {}, {:.1} / {:.1}, {:.3}\n",
+                "{} | {} | {} ({}), {:.1} / {:.1}, {:.0}, {:.3} ({:.3}), {:.0}x | {}, {:.1} / {:.1}, {:.3}\n",
                 w.name,
                 p.name,
                 win.submissions,
+                win.subcommands,
                 mb(win.bytes_to_device),
                 mb(win.bytes_from_device),
                 mb(win.dma_bytes),
@@ -351,7 +613,10 @@ mod tests {
 
     #[test]
     fn submission_counts_follow_the_designs() {
-        let a = Assumptions::default();
+        let a = Assumptions {
+            chaining: Chaining::PerOp,
+            ..Assumptions::default()
+        };
         for w in [TINY, BASE] {
             let win = window(&PHOENIX, &a, &w);
             let want = 5 * w.encoder_layers + w.decoder_layers + 120 * 8 * w.decoder_layers;
@@ -414,5 +679,117 @@ mod tests {
         assert!(r.starts_with("PROJECTION (not measured; no NPU)"));
         assert_eq!(CORE_ROWS * TILE_M, BLOCK_ROWS);
         assert!(resident_weight_bytes(&BASE) > 6 * 12 * 512 * 512);
+    }
+
+    fn with(chaining: Chaining) -> Assumptions {
+        Assumptions {
+            chaining,
+            ..Assumptions::default()
+        }
+    }
+
+    fn groups(ops: &(Vec<StageOp>, usize)) -> usize {
+        chain_groups(&ops.0).len()
+    }
+
+    #[test]
+    fn the_chain_rule_gives_the_runtimes_counts_for_linears_only() {
+        // Attention on the host as today: base 42 per window (7 a layer: q/k/v, out, the fc1
+        // of all 4 chunks, each chunk's fc2), 1 cross K/V chain, 36 per step (6 a layer);
+        // tiny 28 and 24 — the counts `amanuensis bench --device emu` measured (README).
+        let a = with(Chaining::AsBuilt);
+        for (w, win, step) in [(BASE, 42, 36), (TINY, 28, 24)] {
+            assert_eq!(groups(&encoder_ops(&PHOENIX, &a, &w, false)), win);
+            assert_eq!(groups(&decoder_ops(&PHOENIX, &a, &w, false)), step);
+            assert_eq!(chain_groups(&cross_kv_ops(&PHOENIX, &a, &w)).len(), 1);
+        }
+        // With attention on the device it is one more submission per attention: nothing
+        // downstream of it can join a group that starts before it.
+        let b = window(&PHOENIX, &a, &BASE);
+        assert_eq!(b.submissions, 48 + 1 + 120 * 48);
+        assert_eq!(encoder(&PHOENIX, &a, &BASE).subcommands, 6 * (3 + 8));
+    }
+
+    #[test]
+    fn per_layer_chains_are_one_submission_per_layer_and_step() {
+        let a = with(Chaining::PerLayer);
+        for w in [TINY, BASE] {
+            let e = encoder(&STRIX, &a, &w);
+            assert_eq!(e.submissions, w.encoder_layers);
+            assert_eq!(e.subcommands, 5 * w.encoder_layers);
+            assert_eq!(cross_kv(&STRIX, &a, &w).submissions, 1);
+            let d = decoder_step(&STRIX, &a, &w);
+            assert_eq!((d.submissions, d.subcommands), (1, 8 * w.decoder_layers));
+            assert!(
+                d.submissions <= 6 && e.submissions <= 6,
+                "issue 14's targets"
+            );
+        }
+    }
+
+    #[test]
+    fn a_chain_pays_the_submission_overhead_once() {
+        let a = Assumptions {
+            host_overhead_s: 40e-6,
+            subcommand_s: 3e-6,
+            reconfiguration_s: 7e-6,
+            ..Assumptions::default()
+        };
+        let g = gemm(&PHOENIX, &a, 128, 512, 512, false);
+        let att = attention(&PHOENIX, &a, 8, 128, 128, 0);
+        let d = Design::Gemm(512, 512, false, false);
+        let n = 5;
+        // n GEMMs of one design, then an attention: 1 submission, 6 sub-commands, a switch to
+        // attention and one back (the stage repeats).
+        let mut ops = vec![StageOp::dev(g, d, H, Q); n];
+        ops.push(StageOp::dev(att, Design::Attention, H, A));
+        let t = submit(&a, &ops, &[(0..=n).collect()]);
+        assert_eq!(
+            (t.submissions, t.subcommands, t.reconfigurations),
+            (1, 6, 2)
+        );
+        let want_overhead = 40e-6 + 5.0 * 3e-6 + 2.0 * 7e-6;
+        assert!((t.overhead_s - want_overhead).abs() < 1e-12);
+        let device = n as f64 * (g.projected_s - g.overhead_s) + att.projected_s - att.overhead_s;
+        assert!((t.projected_s - device - want_overhead).abs() < 1e-12);
+        // Submitted one by one: 6 host overheads, the same switches, no sub-command cost.
+        let single: Vec<Vec<usize>> = (0..=n).map(|i| vec![i]).collect();
+        let u = submit(&a, &ops, &single);
+        assert_eq!(
+            (u.submissions, u.subcommands, u.reconfigurations),
+            (6, 6, 2)
+        );
+        assert!((u.overhead_s - (6.0 * 40e-6 + 2.0 * 7e-6)).abs() < 1e-12);
+        assert_eq!(u.dma_bytes, t.dma_bytes);
+    }
+
+    #[test]
+    fn chaining_and_chain_costs_move_the_projection_monotonically() {
+        for p in [PHOENIX, STRIX] {
+            for w in [TINY, BASE] {
+                let (per_op, built, layer) = (
+                    window(&p, &with(Chaining::PerOp), &w),
+                    window(&p, &with(Chaining::AsBuilt), &w),
+                    window(&p, &with(Chaining::PerLayer), &w),
+                );
+                assert!(layer.submissions < built.submissions);
+                assert!(layer.projected_s < built.projected_s);
+                assert!(layer.projected_s < per_op.projected_s);
+                for chaining in [Chaining::AsBuilt, Chaining::PerLayer] {
+                    let mut last = None;
+                    for us in [0.0, 5.0, 50.0] {
+                        let a = Assumptions {
+                            reconfiguration_s: us * 1e-6,
+                            subcommand_s: us * 1e-6,
+                            chaining,
+                            ..Assumptions::default()
+                        };
+                        let t = window(&p, &a, &w).projected_s;
+                        assert!(last.is_none_or(|l| t > l), "{chaining:?} {us} µs");
+                        last = Some(t);
+                    }
+                }
+            }
+        }
     }
 }

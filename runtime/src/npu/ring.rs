@@ -234,6 +234,13 @@ impl CommandRing {
             slot.last.extend_from_slice(&self.scratch[..n]);
         }
         slot.reusable = false;
+        self.exec(index)
+    }
+
+    /// EXEC_CMD of slot `index` (its packet written, `self.handles` set), retried on EINTR;
+    /// the slot is then in flight under the returned ticket and the ring moves on.
+    fn exec(&mut self, index: usize) -> Result<Ticket> {
+        let slot = &mut self.slots[index];
         let mut retries = 0;
         let seq = loop {
             match self
@@ -334,22 +341,7 @@ impl CommandRing {
         self.handles.extend_from_slice(arg_handles);
         self.handles.sort_unstable();
         self.handles.dedup();
-        let mut retries = 0;
-        let seq = loop {
-            match self
-                .ctx
-                .driver()
-                .exec_cmd(self.ctx.handle(), slot.bo.handle(), &self.handles)
-            {
-                Err(e) if e == Errno::INTR && retries < MAX_EINTR_RETRIES => retries += 1,
-                r => break r.map_err(ioctl_err("EXEC_CMD"))?,
-            }
-        };
-        slot.in_flight = Some(seq);
-        let ticket = Ticket { seq, slot: index };
-        self.pending.push_back(ticket);
-        self.next = (self.next + 1) % depth;
-        Ok(ticket)
+        self.exec(index)
     }
 
     /// Wait until `ticket`'s command completes and check its state.

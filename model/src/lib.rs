@@ -12,6 +12,7 @@ pub mod decode;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod hallucination;
 pub mod layers;
 pub mod load_error;
 pub mod mel;

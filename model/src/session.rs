@@ -19,6 +19,7 @@ use crate::decode::{compression_ratio, sample, Rng};
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::MAX_SLOTS;
 use crate::error::WhisperError;
+use crate::hallucination::{skip_silence_before_hallucinations, HallucinationSkip, WindowSpan};
 use crate::mel_windows::MelWindows;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
@@ -60,6 +61,12 @@ pub struct TranscribeOptions {
     /// the next window starts at the last word's end unless the window ended with a single
     /// timestamp. Off by default: nothing changes.
     pub word_timestamps: bool,
+    /// faster-whisper's `hallucination_silence_threshold` (seconds; needs
+    /// [`word_timestamps`](Self::word_timestamps), ignored without them, as there): a segment
+    /// whose words look anomalous and that sits between silences longer than this is dropped
+    /// with the rest of its window, and decoding resumes at it ([`crate::hallucination`]).
+    /// Off by default.
+    pub hallucination_silence_threshold: Option<f64>,
     /// Translate to English (`<|translate|>` in the SOT sequence; multilingual models only).
     pub translate: bool,
     /// Temperature fallback (faster-whisper's defaults; [`FallbackOptions::off`] = temperature
@@ -115,6 +122,7 @@ impl Default for TranscribeOptions {
             beam_size: 1,
             alignment_weights: false,
             word_timestamps: false,
+            hallucination_silence_threshold: None,
             translate: false,
             fallback: FallbackOptions::default(),
             guards: GuardOptions::default(),
@@ -667,13 +675,47 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 let tb = special.timestamp_begin;
                 let single_timestamp_ending =
                     n >= 2 && result.tokens[n - 2] < tb && result.tokens[n - 1] >= tb;
-                let end = last_end(&split.segments, &words);
                 if !single_timestamp_ending {
+                    let end = last_end(&split.segments, &words);
                     if let Some(end) = end.filter(|&e| e > time_offset) {
                         seek = (end / TIME_PER_FRAME).round_ties_even() as usize;
                     }
                 }
-                if let Some(end) = end {
+                if let Some(threshold) = opts.hallucination_silence_threshold {
+                    let span = WindowSpan {
+                        seek: window_seek,
+                        time_offset,
+                        segment_duration: segment_size as f64 * TIME_PER_FRAME,
+                        window_end_time: (window_seek + model.encoder.n_frames()) as f64
+                            * TIME_PER_FRAME,
+                        content_frames,
+                        content_duration: content_frames as f64 * TIME_PER_FRAME,
+                    };
+                    match skip_silence_before_hallucinations(
+                        threshold,
+                        &split.segments,
+                        &words,
+                        last_speech_timestamp,
+                        &span,
+                    ) {
+                        HallucinationSkip::Keep => {}
+                        HallucinationSkip::SkipWindow { seek: next } => {
+                            seek = next;
+                            on_window(WindowDone {
+                                segments: &[],
+                                done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                                duration,
+                            });
+                            continue;
+                        }
+                        HallucinationSkip::Truncate { keep, seek: next } => {
+                            split.segments.truncate(keep);
+                            words.truncate(keep);
+                            seek = next;
+                        }
+                    }
+                }
+                if let Some(end) = last_end(&split.segments, &words) {
                     last_speech_timestamp = end;
                 }
             }

@@ -336,6 +336,7 @@ fn transcribe_one(
         beam_size: args.beam_size,
         translate: args.task == Task::Translate,
         word_timestamps: args.word_timestamps,
+        hallucination_silence_threshold: args.hallucination_silence_threshold,
         ..Default::default()
     });
     let subtitles = args.subtitles().unwrap_or_default();

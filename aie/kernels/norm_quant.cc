@@ -6,7 +6,9 @@
 // One call: NQ_ROWS = 4 rows of width d (a multiple of 64; L1 budget in aie/src/design.rs).
 //   x       f32 [4][d]  the residual stream rows
 //   r       f32 [4][d]  add_norm_quant only: the output of the GEMM that feeds the residual
-//   params  f32 gamma[d], beta[d], eps (resident in L1 for the whole run)
+//   params  f32 gamma[d], beta[d], eps; in the design the first object of the x stream, which
+//           nq_load_params copies into this kernel's own L1 array (an ObjectFifo object cannot
+//           be held while the fifo streams on), sized by NQ_MAX_D (-DNQ_MAX_D=d per build)
 //   x_out   f32 [4][d]  add_norm_quant only: x + r (the updated residual stream)
 //   codes   int8, (d/64 + 1) runs of 256 bytes: for each depth step t the rows' 4 x 64 slice of
 //           A object t in A-object order (a_offset, 4x8 blocks: one contiguous block row), then
@@ -91,6 +93,14 @@ void norm_quant_rows(const float *x, const float *params, int8_t *codes, int32_t
 
 } // namespace
 
+#ifndef NQ_MAX_D
+#define NQ_MAX_D 512
+#endif
+
+// gamma, beta, eps of the run (nq_load_params).
+alignas(32) static float nq_params[2 * NQ_MAX_D + 16];
+static int32_t nq_params_d = 0;
+
 extern "C" {
 
 // LayerNorm + quantization of 4 rows of x (the first norm of a stack, the cross K/V input).
@@ -106,6 +116,25 @@ void add_norm_quant(const float *__restrict x, const float *__restrict r, const 
     AIE_PREPARE_FOR_PIPELINING
     aie::store_v(x_out + i, aie::add(aie::load_v<NQ_LANES>(x + i), aie::load_v<NQ_LANES>(r + i)));
   norm_quant_rows(x_out, params, codes, d);
+}
+
+// The design's entry points: the parameter object once per run (the x stream's first object,
+// padded to a 4-row x object), then one call per 4-row group. d > NQ_MAX_D is a build error of
+// the design (aie/src/design.rs checks the budget); here it leaves the parameters unset, and
+// the norm calls then write nothing.
+void nq_load_params(const float *__restrict obj, int32_t d) {
+  if (d <= 0 || d > NQ_MAX_D) { nq_params_d = 0; return; }
+  memcpy(nq_params, obj, (2 * (size_t)d + 1) * sizeof(float));
+  nq_params_d = d;
+}
+
+void nq_norm(const float *__restrict x, int8_t *__restrict codes, int32_t d) {
+  if (d == nq_params_d) norm_quant_rows(x, nq_params, codes, d);
+}
+
+void nq_add_norm(const float *__restrict x, const float *__restrict r, float *__restrict x_out,
+                 int8_t *__restrict codes, int32_t d) {
+  if (d == nq_params_d) add_norm_quant(x, r, nq_params, x_out, codes, d);
 }
 
 } // extern "C"

@@ -5,7 +5,7 @@
 
 use crate::kernels::attention::{HEAD_DIM, KEY_CHUNK, MAX_KEYS, Q_ROWS};
 use crate::kernels::layout::{A_BYTES, C_ELEMS, TILE_K, TILE_M, TILE_N, W_BYTES};
-use crate::kernels::norm_quant::{codes_bytes, NQ_ROWS};
+use crate::kernels::norm_quant::{codes_bytes, param_bytes, NQ_ROWS};
 use crate::txn::Target;
 use crate::AieError;
 
@@ -312,13 +312,14 @@ impl AttentionDesign {
 /// (`norm_quant`) four.
 ///
 /// Per column, shim MM2S 0 carries the x rows (its first object: the parameter object, padded
-/// to one x object, once per core), MM2S 1 the residual rows; the memory tile splits each
-/// round's rows over the column's cores. The cores' codes (A-object runs) and updated rows go
-/// back through the memory tile (joined) to shim S2MM 0 (the GEMM's activation image, rows
-/// of `d + 64` bytes) and S2MM 1 (x). Memory-tile channels: with a residual 2 + 2 MM2S
-/// (x and r split over 2 cores) and 2 + 2 + 2 S2MM (x, r in; codes and x joined out) of the
-/// 6 + 6 an AIE-ML memory tile has; without, 4 MM2S and 1 + 4 S2MM. Four cores per column with
-/// a residual would need 8 MM2S.
+/// to one x object, once per core; the kernel copies it into its own array), MM2S 1 the
+/// residual rows; the memory tile splits each round's rows over the column's cores. The
+/// cores' codes (A-object runs) and updated rows go back through the memory tile (joined; the
+/// codes re-laid into rows on the way) to shim S2MM 0 (the GEMM's activation image, rows of
+/// `d + 64` bytes) and S2MM 1 (x). Memory-tile channels with a residual: MM2S 2 + 2 (x and r
+/// split over 2 cores) + 2 (codes, x out), S2MM 2 (x, r in) + 2 + 2 (the joins): the 6 + 6 an
+/// AIE-ML memory tile has. Without: MM2S 4 + 1, S2MM 1 + 4. Four cores per column with a
+/// residual would need 10 MM2S.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NormQuantDesign {
     /// Target device model.
@@ -331,7 +332,7 @@ pub struct NormQuantDesign {
 
 impl NormQuantDesign {
     /// The design for rows of width `d`, or why not (width, or the L1 budget: with a residual
-    /// `d = 768` needs 90.5 KB + the stack; without one 42.5 KB fits).
+    /// `d = 768` needs 84.6 KB + the stack; without one 36.6 KB fits).
     pub fn new(target: Target, d: usize, residual: bool) -> Result<Self, AieError> {
         if d == 0 || !d.is_multiple_of(TILE_K) {
             return Err(AieError::NormWidth {
@@ -372,13 +373,13 @@ impl NormQuantDesign {
         NQ_ROWS * self.d * 4
     }
 
-    /// Compute-tile data memory: the x fifo three deep (the parameter object, held for the
-    /// whole run, padded to an x object, plus two buffers), r and x_out double-buffered (with
-    /// a residual), the codes double-buffered.
+    /// Compute-tile data memory: x double-buffered (its first object is the parameter object,
+    /// padded to an x object), r and x_out double-buffered (with a residual), the codes
+    /// double-buffered, and the kernel's own copy of the parameters (`nq_load_params`).
     pub fn l1_bytes(&self) -> usize {
         let x = self.row_object_bytes();
         let rx = if self.residual { 4 * x } else { 0 };
-        3 * x + rx + 2 * codes_bytes(self.d)
+        2 * x + rx + 2 * codes_bytes(self.d) + param_bytes(self.d)
     }
 
     /// Memory-tile data memory: per round the column's rows of x (and r, x_out) and codes
@@ -446,8 +447,8 @@ mod tests {
                     let n = NormQuantDesign::new(t, d, residual).unwrap();
                     assert!(n.l1_bytes() + L1_STACK_RESERVE <= L1_BYTES);
                 }
-                // whisper-small's width: the plain norm fits (42.5 KB), the residual form
-                // (90.5 KB) does not.
+                // whisper-small's width: the plain norm fits (36.6 KB), the residual form
+                // (84.6 KB) does not.
                 let small = NormQuantDesign::new(t, 768, residual);
                 if residual {
                     assert!(matches!(
@@ -466,9 +467,10 @@ mod tests {
                 ));
             }
         }
-        // base with a residual: x 3 × 8 KB, r and x_out 2 × 8 KB each, codes 2 × 2304 B.
+        // base with a residual: x, r and x_out 2 × 8 KB each, codes 2 × 2304 B, the
+        // parameters 4160 B: 56.6 KB + the 2 KB stack.
         let n = NormQuantDesign::new(Target::NPU1, 512, true).unwrap();
-        assert_eq!(n.l1_bytes(), 7 * 8192 + 2 * 2304);
+        assert_eq!(n.l1_bytes(), 6 * 8192 + 2 * 2304 + 4160);
         assert_eq!((n.cores(), n.rows_per_round()), (8, 32));
         assert_eq!(
             NormQuantDesign::new(Target::NPU2, 384, false)

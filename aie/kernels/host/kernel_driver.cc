@@ -34,6 +34,9 @@ void attn_softmax_obj(const float *scores, const int8_t *qobj, int32_t n_keys, u
 void norm_quant(const float *x, const float *params, int8_t *codes, int32_t d);
 void add_norm_quant(const float *x, const float *r, const float *params, float *x_out, int8_t *codes,
                     int32_t d);
+void nq_load_params(const float *obj, int32_t d);
+void nq_norm(const float *x, int8_t *codes, int32_t d);
+void nq_add_norm(const float *x, const float *r, float *x_out, int8_t *codes, int32_t d);
 }
 
 static std::vector<char> slurp(const char *path) {
@@ -109,12 +112,17 @@ int main(int argc, char **argv) {
     const uint32_t d = r.get<uint32_t>();
     const uint32_t residual = r.get<uint32_t>();
     const uint32_t calls = r.get<uint32_t>();
-    if (d == 0 || d % 64 != 0 || d > 4096) { fprintf(stderr, "bad d %u\n", d); return 2; }
+    if (d == 0 || d % 64 != 0 || d > 512) { fprintf(stderr, "bad d %u\n", d); return 2; }
     const size_t param_bytes = (8 * (size_t)d + 4 + 63) / 64 * 64;
     std::vector<float> params(param_bytes / 4);
     memcpy(params.data(), r.take(param_bytes), param_bytes);
     std::vector<float> x(4 * d), rr(4 * d), x_out(4 * d);
     std::vector<int8_t> codes((d / 64 + 1) * 256);
+    // The design's entry points on odd calls (parameters copied once into the kernel's own
+    // array), the pointer-taking ones on even calls: both must give the model's bits.
+    std::vector<float> obj(4 * d, 0.0f);
+    memcpy(obj.data(), params.data(), (2 * (size_t)d + 1) * sizeof(float));
+    nq_load_params(obj.data(), (int32_t)d);
     for (uint32_t c = 0; c < calls; ++c) {
       memcpy(x.data(), r.take(16 * d), 16 * d);
       // Poison the outputs: every byte must be written by the kernel.
@@ -122,10 +130,16 @@ int main(int argc, char **argv) {
       if (residual) {
         memcpy(rr.data(), r.take(16 * d), 16 * d);
         memset(x_out.data(), 0x5A, 16 * d);
-        add_norm_quant(x.data(), rr.data(), params.data(), x_out.data(), codes.data(), (int32_t)d);
+        if (c % 2)
+          nq_add_norm(x.data(), rr.data(), x_out.data(), codes.data(), (int32_t)d);
+        else
+          add_norm_quant(x.data(), rr.data(), params.data(), x_out.data(), codes.data(), (int32_t)d);
         out.insert(out.end(), (char *)x_out.data(), (char *)x_out.data() + 16 * d);
       } else {
-        norm_quant(x.data(), params.data(), codes.data(), (int32_t)d);
+        if (c % 2)
+          nq_norm(x.data(), codes.data(), (int32_t)d);
+        else
+          norm_quant(x.data(), params.data(), codes.data(), (int32_t)d);
       }
       out.insert(out.end(), (char *)codes.data(), (char *)codes.data() + codes.size());
     }

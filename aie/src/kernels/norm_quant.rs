@@ -32,17 +32,19 @@
 //! [`super::matmul::put_row_scale`] then [`super::layout::block_a`] make it). The memory tile
 //! joins 8 calls (one per 4-row group) into whole A objects; [`scatter_group`] is that join.
 //!
-//! The parameter object (resident in L1 for the whole run) is `gamma[d]`, `beta[d]`, `eps`
-//! as f32 LE, zero-padded to [`param_bytes`].
+//! The parameter object is `gamma[d]`, `beta[d]`, `eps` as f32 LE, zero-padded to
+//! [`param_bytes`]. In the design it is the first object of the x stream (padded to one x
+//! object); `nq_load_params` copies it into the kernel's own L1 array, and `nq_norm` /
+//! `nq_add_norm` use that copy (an ObjectFifo object cannot be held while the fifo streams on).
 //!
 //! # L1 budget (of 64 KB; `crate::design::NormQuantDesign` checks it)
 //!
-//! The x fifo three deep (the parameter object, padded to one 4-row x object and held for the
-//! whole run, plus two buffers), `r` and `x_out` double-buffered (with a residual), the codes
-//! double-buffered: `48·d + 2·(4·d + 256)` bytes without a residual, `112·d + 2·(4·d + 256)`
-//! with one, plus the 2 KB stack reserve. d = 384: 21.5 / 45.5 KB; d = 512: 28.5 / 60.5 KB
-//! (fit); d = 768 (whisper-small) fits without a residual (42.5 KB) and not with one (90.5 KB:
-//! it would need 2-row groups, which the 4-row A blocks do not allow, or single buffering).
+//! x double-buffered, `r` and `x_out` double-buffered (with a residual), the codes
+//! double-buffered, the parameter copy: `32·d + 2·(4·d + 256) + 8·d + 64` bytes without a
+//! residual, `96·d + …` with one, plus the 2 KB stack reserve. d = 384: 18.6 / 42.6 KB;
+//! d = 512: 24.6 / 56.6 KB (fit); d = 768 (whisper-small) fits without a residual (36.6 KB)
+//! and not with one (84.6 KB: it would need 2-row groups, which the 4-row A blocks do not
+//! allow, or single buffering).
 
 use super::layout::{a_offset, TILE_K};
 

@@ -701,10 +701,20 @@ impl Session {
 
     /// Identifies the language from the first window (multilingual models).
     pub fn detect_language(&mut self, mel: &mut dyn MelWindows) -> Result<DetectedLanguage, Error> {
+        self.detect_language_at(mel, 0)
+    }
+
+    /// Identifies the language from the window at mel frame `seek` (with clip timestamps:
+    /// `model::clips::language_detection_seek`).
+    pub fn detect_language_at(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        seek: usize,
+    ) -> Result<DetectedLanguage, Error> {
         let result = match &mut self.inner {
-            Inner::F32(s) => s.detect_language(mel),
-            Inner::Int8(s) => s.detect_language(mel),
-            Inner::Npu(s) => s.detect_language(mel),
+            Inner::F32(s) => s.detect_language_at(mel, seek),
+            Inner::Int8(s) => s.detect_language_at(mel, seek),
+            Inner::Npu(s) => s.detect_language_at(mel, seek),
         };
         // A fault on the mapped model file read zeros: report it rather than the result.
         self.watch.check()?;

@@ -48,4 +48,6 @@ pub enum WhisperError {
     NoAlignmentHeads,
     #[error("transcription aborted by the caller")]
     Aborted,
+    #[error(transparent)]
+    Clips(#[from] crate::clips::ClipError),
 }

@@ -7,6 +7,7 @@
 
 pub mod audio;
 pub mod checksum;
+pub mod clips;
 pub mod config;
 pub mod decode;
 pub mod decoder;

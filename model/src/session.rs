@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use amanuensis_runtime::backend::Backend;
 
+use crate::clips::seek_clips;
 use crate::decode::fallback::{best_hypothesis, decode_with_fallback, FallbackOptions, Scored};
 use crate::decode::guards::{repetition_cut, SilenceMap, SpeechGate};
 use crate::decode::BeamSearch;
@@ -20,6 +21,7 @@ use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, Time
 use crate::decoder::MAX_SLOTS;
 use crate::error::WhisperError;
 use crate::hallucination::{skip_silence_before_hallucinations, HallucinationSkip, WindowSpan};
+use crate::mel::WINDOW_FRAMES;
 use crate::mel_windows::MelWindows;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
@@ -67,6 +69,11 @@ pub struct TranscribeOptions {
     /// with the rest of its window, and decoding resumes at it ([`crate::hallucination`]).
     /// Off by default.
     pub hallucination_silence_threshold: Option<f64>,
+    /// faster-whisper's `clip_timestamps` (seconds, `start,end,start,end,…`; an odd list ends
+    /// at the end of the audio): transcribe only these clips, each window ending at its clip's
+    /// end ([`crate::clips`]). Empty (the default): the whole audio. Values must be finite, 0
+    /// or more, and in order ([`crate::clips::check`]; `transcribe` refuses others).
+    pub clip_timestamps: Vec<f64>,
     /// Translate to English (`<|translate|>` in the SOT sequence; multilingual models only).
     pub translate: bool,
     /// Temperature fallback (faster-whisper's defaults; [`FallbackOptions::off`] = temperature
@@ -123,6 +130,7 @@ impl Default for TranscribeOptions {
             alignment_weights: false,
             word_timestamps: false,
             hallucination_silence_threshold: None,
+            clip_timestamps: Vec::new(),
             translate: false,
             fallback: FallbackOptions::default(),
             guards: GuardOptions::default(),
@@ -412,9 +420,19 @@ impl<E: Backend, D: Backend> Session<E, D> {
         &mut self,
         mel: &mut dyn MelWindows,
     ) -> Result<DetectedLanguage, WhisperError> {
+        self.detect_language_at(mel, 0)
+    }
+
+    /// [`Session::detect_language`] on the window from mel frame `seek` (with clips:
+    /// [`crate::clips::language_detection_seek`]).
+    pub fn detect_language_at(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        seek: usize,
+    ) -> Result<DetectedLanguage, WhisperError> {
         let model = Arc::clone(&self.model);
         let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
-        mel.language_window(&mut self.mel_window)?;
+        mel.language_window(seek, &mut self.mel_window)?;
         model.encoder.forward(
             &model.encoder_backend,
             &mut self.encoder_ws,
@@ -570,10 +588,25 @@ impl<E: Backend, D: Backend> Session<E, D> {
         let mut prompt_reset_since = 0;
         let mut segments = Vec::new();
         let mut prompt: Vec<u32> = Vec::with_capacity(n_text_ctx);
-        let mut seek = 0usize;
+        crate::clips::check(&opts.clip_timestamps)?;
+        let clips = seek_clips(&opts.clip_timestamps, content_frames);
+        let mut clip = 0;
+        let mut seek = clips[0].0;
         let mut last_speech_timestamp = 0.0f64;
         let mut rng = Rng::new(opts.fallback.seed);
-        while seek < content_frames {
+        while let Some(&(clip_start, clip_end)) = clips.get(clip) {
+            // faster-whisper's flattened loop over the clips: windows never cross a clip's end.
+            let clip_end = clip_end.min(content_frames);
+            seek = seek.max(clip_start);
+            if seek >= clip_end {
+                clip += 1;
+                // faster-whisper moves to the next clip's start even when the last window's
+                // words ended past it; our windows are read front to back, so seek stays.
+                if let Some(&(next_start, _)) = clips.get(clip) {
+                    seek = seek.max(next_start);
+                }
+                continue;
+            }
             if self.aborted() {
                 return Err(WhisperError::Aborted);
             }
@@ -586,7 +619,11 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 }
             }
             let time_offset = seek as f64 * TIME_PER_FRAME;
-            let segment_size = model.encoder.n_frames().min(content_frames - seek);
+            let segment_size = model
+                .encoder
+                .n_frames()
+                .min(content_frames - seek)
+                .min(clip_end - seek);
             if opts.guards.skip_silence && !audio.holds_speech(seek, segment_size) {
                 seek += segment_size;
                 on_window(WindowDone {
@@ -598,7 +635,14 @@ impl<E: Backend, D: Backend> Session<E, D> {
             }
 
             let t = Instant::now();
-            mel.window(seek, &mut self.mel_window)?;
+            let filled = mel.window(seek, &mut self.mel_window)?;
+            if filled > segment_size {
+                // A clip ends inside this window: as faster-whisper's pad_or_trim of
+                // `features[:, seek:seek + segment_size]`, nothing after it is seen.
+                for row in self.mel_window.chunks_exact_mut(WINDOW_FRAMES) {
+                    row[segment_size..filled].fill(0.0);
+                }
+            }
             timings.mel += t.elapsed();
             let t = Instant::now();
             model.encoder.forward(

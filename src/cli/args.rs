@@ -105,6 +105,11 @@ pub struct TranscribeArgs {
     /// --word-timestamps.
     #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub hallucination_silence_threshold: Option<f64>,
+    /// Transcribe only these clips: `start,end,start,end,…` in seconds, in order (the last
+    /// end defaults to the end of the audio; faster-whisper's and openai-whisper's
+    /// `clip_timestamps`). Times stay those of the whole file.
+    #[arg(long, value_name = "START,END,...", value_parser = clip_timestamps)]
+    pub clip_timestamps: Option<ClipTimestamps>,
     #[command(flatten)]
     pub decoding: super::decoding::DecodeArgs,
 }
@@ -192,4 +197,15 @@ fn seconds(s: &str) -> Result<f64, String> {
             "`{s}` is not a number of seconds (finite, 0 or more)"
         )),
     }
+}
+
+/// The seconds of `--clip-timestamps` (one value for clap, not a list of arguments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipTimestamps(pub Vec<f64>);
+
+/// `start,end,…` seconds (`model::clips::parse`).
+fn clip_timestamps(s: &str) -> Result<ClipTimestamps, String> {
+    amanuensis::model::clips::parse(s)
+        .map(ClipTimestamps)
+        .map_err(|e| e.to_string())
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use amanuensis::guarded::{self, VadMode};
 use amanuensis::model::audio::{AudioInput, AudioStream};
+use amanuensis::model::clips::language_detection_seek;
 use amanuensis::model::mel_windows::{MelWindows, StreamedLogMel};
 use amanuensis::model::session::WindowDone;
 use amanuensis::model::session::{TranscribeOptions, Transcript};
@@ -155,6 +156,10 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
     }
     if let Err(message) = args.subtitles() {
         return usage(&message);
+    }
+    if args.clip_timestamps.is_some() && args.decoding.vad {
+        // faster-whisper silently drops vad_filter when clip_timestamps are given.
+        return usage("--clip-timestamps and --vad cannot be combined");
     }
     let vad = match args.decoding.load_vad(threads) {
         Ok((vad, remark)) => {
@@ -317,8 +322,15 @@ fn transcribe_one(
             vad_time.as_secs_f64() * 1e3
         ));
     }
+    let clips = args
+        .clip_timestamps
+        .as_ref()
+        .map_or_else(Vec::new, |c| c.0.clone());
     let (language, probability) = if language == "auto" {
-        let detected = session.detect_language(mel).map_err(|e| input_error(&e))?;
+        let seek = language_detection_seek(&clips, mel.content_frames());
+        let detected = session
+            .detect_language_at(mel, seek)
+            .map_err(|e| input_error(&e))?;
         if !args.quiet {
             note(&format!(
                 "amanuensis: {name}: detected language {} (probability {:.2})",
@@ -337,6 +349,7 @@ fn transcribe_one(
         translate: args.task == Task::Translate,
         word_timestamps: args.word_timestamps,
         hallucination_silence_threshold: args.hallucination_silence_threshold,
+        clip_timestamps: clips,
         ..Default::default()
     });
     let subtitles = args.subtitles().unwrap_or_default();

@@ -132,8 +132,9 @@ pub struct Projection {
     /// cut to writing and reading the rows it uses.
     pub all_on_device_round_trip_only_s: f64,
     /// The issue's target shape (`Chaining::PerLayer`: one chain per encoder layer, one for the
-    /// cross K/V, one per decoder step, everything on the device) with the assumed round trip
-    /// per submission and `budget.rs`'s assumed per-sub-command cost.
+    /// cross K/V, one per decoder step, everything on the device, the norms' device time
+    /// counted) with the assumed round trip per submission and `budget.rs`'s assumed
+    /// per-sub-command cost.
     pub per_layer_chains_s: f64,
     /// Submissions per window of that shape.
     pub per_layer_chains_submissions: usize,
@@ -285,7 +286,7 @@ impl std::fmt::Display for DispatchBudget {
             let built = j.as_built_device_s + j.as_built_cpu_s;
             writeln!(
                 f,
-                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device, today's chain rule: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone; one chain per encoder layer / decoder step (issue 14's target; {:.0} us per sub-command assumed): {} submissions, {:.3} s = {:.0}x (device + dispatch only, CPU work not included)",
+                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device, today's chain rule: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone; one chain per encoder layer / decoder step (issue 14's target, norms on the device at {:.0} cycles/element assumed; {:.0} us per sub-command assumed): {} submissions, {:.3} s = {:.0}x (device + dispatch only, CPU work not included)",
                 p.name,
                 j.as_built_device_s,
                 j.as_built_cpu_s,
@@ -296,6 +297,7 @@ impl std::fmt::Display for DispatchBudget {
                 j.all_on_device_round_trip_only_s,
                 30.0 / j.all_on_device_round_trip_only_s,
                 ASSUMED_ROUND_TRIP_S * 1e6,
+                Assumptions::default().norm_cycles_per_element,
                 Assumptions::default().subcommand_s * 1e6,
                 j.per_layer_chains_submissions,
                 j.per_layer_chains_s,

@@ -16,6 +16,7 @@ pub mod host;
 pub mod mapped_file;
 pub mod npu;
 pub mod npu_backend;
+pub mod npu_norm;
 pub mod q8;
 pub mod resident;
 pub mod sigbus;

@@ -3,6 +3,7 @@
 //! ([`replay`]) that executes the stream's shim DMA tasks and a Rust model of the array, so a
 //! test can check `C == A·B` (and the whole epilogue) without hardware.
 
+pub mod attention;
 pub mod gemm;
 pub mod images;
 pub mod replay;

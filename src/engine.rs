@@ -232,9 +232,15 @@ fn npu_backend(
         None => {
             let (emu, dev) =
                 emulated_device(&programs).map_err(|e| ("open device", e.to_string()))?;
-            NpuBackend::new(dev, &programs, threads)
+            let b = NpuBackend::new(dev, &programs, threads)
                 .map_err(|e| ("load GEMM programs", e.to_string()))?
-                .with_emulated_designs(emu)
+                .with_emulated_designs(emu);
+            if amanuensis_runtime::npu_attention::requested_by_env() {
+                b.with_emulated_attention()
+                    .map_err(|e| ("load the attention design", e.to_string()))?
+            } else {
+                b
+            }
         }
     };
     backend

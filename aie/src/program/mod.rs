@@ -4,6 +4,7 @@
 //! test can check `C == A·B` (and the whole epilogue) without hardware. The LayerNorm +
 //! quantize design's stream and array model are in [`norm`].
 
+pub mod attention;
 pub mod gemm;
 pub mod images;
 pub mod norm;

@@ -507,6 +507,21 @@ impl Model {
         self.threads
     }
 
+    /// Does now, on the calling thread, the one-time work on the weights that the first
+    /// transcription would otherwise do inside its first window (on the CPU INT8 backend: the
+    /// per-channel code sums of every matrix, which also fault the mapped model file in),
+    /// claiming matrices one at a time from `next` until none is left. Optional: it only moves
+    /// that work earlier, e.g. onto a thread that would otherwise wait while a session is
+    /// created or the audio is read; several threads may call it with the same counter
+    /// (starting at 0) to share the work. Transcripts never depend on it.
+    pub fn prepare_weights(&self, next: &std::sync::atomic::AtomicUsize) {
+        match &self.loaded {
+            Loaded::F32(m) => m.prepare_weights(next),
+            Loaded::Int8(m) => m.prepare_weights(next),
+            Loaded::Npu(m) => m.prepare_weights(next),
+        }
+    }
+
     /// Device submissions per encoder window and per decoded token on this model's backend.
     pub fn submissions(&self) -> Submissions {
         match &self.loaded {

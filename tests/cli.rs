@@ -326,6 +326,25 @@ fn batch_continues_after_a_bad_input() {
     ); // error + summary
     assert!(err.contains("2 of 3 inputs transcribed; failed:"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
+    // A bad first input (read while the session is created) is reported in its turn too.
+    let o = amanuensis(
+        &[
+            "transcribe",
+            "-m",
+            "tiny.en",
+            "-f",
+            "txt",
+            bad.to_str().unwrap(),
+            wav,
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.matches("ask not what your country").count(), 1, "{out}");
+    let err = stderr(&o);
+    assert!(err.contains("1 of 2 inputs transcribed; failed:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

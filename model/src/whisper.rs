@@ -4,6 +4,7 @@
 //! [`crate::session::Session`].
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use amanuensis_runtime::backend::Backend;
@@ -88,6 +89,33 @@ impl<E: Backend, D: Backend> Whisper<E, D> {
             encoder_backend,
             decoder_backend,
         })
+    }
+
+    /// Weight matrices [`Whisper::prepare_weights`] walks: the encoder's, then the decoder's.
+    pub fn weight_matrices(&self) -> usize {
+        self.encoder.program().matrices().len() + self.decoder.program().matrices().len()
+    }
+
+    /// Does now the one-time work on the weights that the first transcription would otherwise
+    /// do inside its first window ([`Backend::prepare_matrix`]; on the CPU INT8 backend the
+    /// per-channel code sums, a read of every tile that also faults the mapped file in),
+    /// claiming matrices one at a time from `next` (an index into the encoder's matrices, then
+    /// the decoder's: the order a transcription first uses them) until none is left. Several
+    /// threads may call it with the same counter (starting at 0) to share the work, while
+    /// sessions are created or transcribe; what a transcription computes never depends on it.
+    pub fn prepare_weights(&self, next: &AtomicUsize) {
+        let encoder = self.encoder.program().matrices();
+        let decoder = self.decoder.program().matrices();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if let Some(w) = encoder.get(i) {
+                self.encoder_backend.prepare_matrix(w);
+            } else if let Some(w) = decoder.get(i - encoder.len()) {
+                self.decoder_backend.prepare_matrix(w);
+            } else {
+                return;
+            }
+        }
     }
 
     /// The backends' name: one name (e.g. `cpu-f32`) when encoder and decoder run on the same

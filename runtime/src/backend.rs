@@ -95,6 +95,13 @@ pub trait Backend: Send + Sync {
     /// INT8 kernels computes with the dequantized values.
     fn matrix_q8(&self, q: QuantMatrix) -> Result<Self::Matrix, BackendError>;
 
+    /// Does now, on the calling thread, the one-time work a matrix's first use would otherwise
+    /// do inside a stage (the CPU INT8 kernels: the per-channel code sums, one read of every
+    /// tile, which also faults a mapped file's pages in). Optional and idempotent: results never
+    /// depend on whether or when it ran; several threads may prepare different matrices at once.
+    /// Default: nothing to do.
+    fn prepare_matrix(&self, _w: &Self::Matrix) {}
+
     /// Allocates one stream's workspace for `program` (every buffer, cache and scratch its
     /// stages need, so that [`Backend::run`] allocates nothing), using up to `threads` host
     /// threads (CPU backends: its own pool of that many threads).
@@ -166,6 +173,9 @@ pub trait LayerKernels: Send + Sync {
 
     /// `(rows, cols)` of a matrix.
     fn matrix_shape(&self, w: &Self::Matrix) -> (usize, usize);
+
+    /// See [`Backend::prepare_matrix`]. Default: nothing to do.
+    fn prepare_matrix(&self, _w: &Self::Matrix) {}
 
     /// A stream's kernel state on `threads` threads.
     fn scratch(&self, threads: usize) -> Self::Scratch;

@@ -272,6 +272,13 @@ impl LayerKernels for CpuInt8Backend {
         (w.rows(), w.cols())
     }
 
+    fn prepare_matrix(&self, w: &Int8OrF32Matrix) {
+        // The f32 matrices are owned (widened at load): nothing is deferred for them.
+        if let Int8OrF32Matrix::Int8(q) = w {
+            q.code_sums();
+        }
+    }
+
     fn scratch(&self, threads: usize) -> Int8Scratch {
         Int8Scratch {
             cpu: CpuScratch::new(threads),
@@ -580,6 +587,53 @@ fn weights_from_keys(
 mod tests {
     use super::*;
     use crate::cpu::testing::Rng;
+
+    /// A matrix read in place derives its code sums on first use; `prepare_matrix` derives them
+    /// ahead (from several threads at once as the model's preparation does), to the same values,
+    /// and a GEMM gives the same bits either way.
+    #[test]
+    fn prepared_matrices_compute_what_unprepared_ones_do() {
+        use crate::backend::Backend;
+        let mut rng = Rng::new(62);
+        let q = CpuInt8Backend::new(2);
+        let (n, k, rows) = (130, 200, 9);
+        let owned = QuantMatrix::quantize(&rng.vec(n * k, 0.5), n, k);
+        let (data, scales) = owned.clone().into_parts();
+        let mut bytes: Vec<u8> = scales.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let d0 = bytes.len();
+        bytes.extend(data.iter().map(|&c| c as u8));
+        let bytes: crate::q8::layout::SharedBytes = std::sync::Arc::new(bytes);
+        let shared = || {
+            let m =
+                QuantMatrix::from_shared(&bytes, d0..bytes.as_ref().as_ref().len(), 0..d0, n, k);
+            LayerKernels::matrix_q8(&q, m.unwrap())
+        };
+        let (lazy, prepared) = (shared(), shared());
+        fn sums(m: &Int8OrF32Matrix) -> &QuantMatrix {
+            match m {
+                Int8OrF32Matrix::Int8(q) => q,
+                Int8OrF32Matrix::F32(_) => panic!("an INT8 matrix"),
+            }
+        }
+        assert!(!sums(&lazy).code_sums_derived());
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| Backend::prepare_matrix(&q, &prepared));
+            }
+        });
+        assert!(sums(&prepared).code_sums_derived());
+        assert!(!sums(&lazy).code_sums_derived());
+        let x = rng.vec(rows * k, 1.0);
+        let mut s = q.scratch(2);
+        let (mut a, mut b) = (vec![0.0; rows * n], vec![0.0; rows * n]);
+        q.linear(&mut s, &x, rows, &lazy, None, Epilogue::Store, &mut a);
+        q.linear(&mut s, &x, rows, &prepared, None, Epilogue::Store, &mut b);
+        assert_eq!(a, b);
+        assert_eq!(sums(&lazy).code_sums(), sums(&prepared).code_sums());
+        assert_eq!(sums(&prepared).code_sums(), owned.code_sums());
+        // The f32 matrices have nothing deferred.
+        Backend::prepare_matrix(&q, &LayerKernels::matrix(&q, rng.vec(n * k, 0.5), n, k));
+    }
 
     #[test]
     fn int8_backend_runs_every_kernel_close_to_f32() {

@@ -691,6 +691,10 @@ macro_rules! host_backend {
                 Ok($crate::backend::LayerKernels::matrix_q8(self, q))
             }
 
+            fn prepare_matrix(&self, w: &Self::Matrix) {
+                $crate::backend::LayerKernels::prepare_matrix(self, w)
+            }
+
             fn workspace(
                 &self,
                 program: &$crate::stage::Program<Self::Matrix>,

@@ -1436,6 +1436,10 @@ impl LayerKernels for NpuBackend {
         (w.cpu.rows(), w.cpu.cols())
     }
 
+    fn prepare_matrix(&self, w: &NpuMatrix) {
+        LayerKernels::prepare_matrix(&self.cpu, &w.cpu)
+    }
+
     fn scratch(&self, threads: usize) -> NpuScratch {
         NpuScratch {
             cpu: self.cpu.scratch(threads),
@@ -1689,6 +1693,10 @@ impl Backend for NpuBackend {
 
     fn matrix_q8(&self, q: QuantMatrix) -> Result<NpuMatrix, BackendError> {
         self.load_matrix(q)
+    }
+
+    fn prepare_matrix(&self, w: &NpuMatrix) {
+        LayerKernels::prepare_matrix(self, w)
     }
 
     fn workspace(

@@ -6,11 +6,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
 
 use amanuensis::guarded::{self, VadMode};
 use amanuensis::model::audio::{AudioInput, AudioStream};
 use amanuensis::model::clips::language_detection_seek;
+use amanuensis::model::decode::guards::{SilenceMap, SpeechGate};
+use amanuensis::model::mel::{LogMel, MelFrontend};
 use amanuensis::model::mel_windows::{MelWindows, StreamedLogMel};
 use amanuensis::model::session::WindowDone;
 use amanuensis::model::session::{TranscribeOptions, Transcript};
@@ -93,19 +96,14 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         verify: args.verify_model,
         mmap: !args.no_mmap,
     };
-    let mut model_time = std::time::Duration::ZERO;
-    let (engine, mut session) = match Model::load(&model_path, &load).and_then(|m| {
-        model_time = t.elapsed();
-        let s = m.session()?;
-        Ok((m, s))
-    }) {
-        Ok(e) => e,
+    let engine = match Model::load(&model_path, &load) {
+        Ok(m) => m,
         Err(e) => {
             note(&format!("amanuensis: {e}"));
             return ExitCode::FAILURE;
         }
     };
-    let load_time = t.elapsed();
+    let model_time = t.elapsed();
     if !args.quiet && load.device != amanuensis::Device::Cpu {
         note(&format!(
             "amanuensis: device {} ({}; {})",
@@ -131,26 +129,8 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         }
         _ => {}
     }
-    if args.timings {
-        note(&format!(
-            "load time = {:.1} ms ({}, {} threads, {})",
-            load_time.as_secs_f64() * 1e3,
-            model_path.display(),
-            engine.threads(),
-            engine.backend_name()
-        ));
-        note(&format!(
-            "load parts = model {:.1} ms + session {:.1} ms (pool, pre-touched buffers; huge pages {})",
-            model_time.as_secs_f64() * 1e3,
-            (load_time - model_time).as_secs_f64() * 1e3,
-            if amanuensis::runtime::resident::huge_pages_cold() {
-                "cold, 4 KiB pages used"
-            } else {
-                "advised"
-            }
-        ));
-    }
 
+    // Usage errors that need the model (its languages), before any audio is read.
     if let Err(message) = args.decoding.validate() {
         return usage(&message);
     }
@@ -161,20 +141,6 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         // faster-whisper silently drops vad_filter when clip_timestamps are given.
         return usage("--clip-timestamps and --vad cannot be combined");
     }
-    let vad = match args.decoding.load_vad(threads) {
-        Ok((vad, remark)) => {
-            if let Some(remark) = remark.filter(|_| !args.quiet) {
-                note(&format!("amanuensis: {remark}"));
-            }
-            vad
-        }
-        Err(e) => {
-            note(&format!("amanuensis: {e}"));
-            return ExitCode::FAILURE;
-        }
-    };
-
-    // Language and task against the model, before any audio.
     let multilingual = engine.multilingual();
     let language = args
         .language
@@ -202,6 +168,46 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         ));
     }
 
+    let ready = match prepare(&engine, args, inputs.first(), threads) {
+        Ok(r) => r,
+        Err(e) => {
+            note(&format!("amanuensis: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let Ready {
+        mut session,
+        vad,
+        vad_remark,
+        mut first,
+        session_time,
+    } = ready;
+    if args.timings {
+        let load_time = model_time + session_time;
+        note(&format!(
+            "load time = {:.1} ms ({}, {} threads, {})",
+            load_time.as_secs_f64() * 1e3,
+            model_path.display(),
+            engine.threads(),
+            engine.backend_name()
+        ));
+        note(&format!(
+            "load parts = model {:.1} ms + session {:.1} ms (pool, pre-touched buffers; huge pages {}); \
+             ready {:.1} ms (alongside: VAD, first input's first pass, weights prepared)",
+            model_time.as_secs_f64() * 1e3,
+            session_time.as_secs_f64() * 1e3,
+            if amanuensis::runtime::resident::huge_pages_cold() {
+                "cold, 4 KiB pages used"
+            } else {
+                "advised"
+            },
+            t.elapsed().as_secs_f64() * 1e3,
+        ));
+    }
+    if let Some(remark) = vad_remark.filter(|_| !args.quiet) {
+        note(&format!("amanuensis: {remark}"));
+    }
+
     let mut failed: Vec<String> = Vec::new();
     let many = inputs.len() > 1;
     for (index, input) in inputs.iter().enumerate() {
@@ -213,6 +219,7 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
             vad.as_ref(),
             args,
             input,
+            if index == 0 { first.take() } else { None },
             &name,
             &language,
             &formats,
@@ -254,7 +261,136 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
     }
 }
 
-/// Transcribes one input and writes or prints its outputs.
+/// What the batch needs besides the model: the session, the VAD, and the first input opened.
+struct Ready {
+    session: Session,
+    vad: Option<Vad>,
+    /// Why the VAD gate is off (no VAD model), to print unless `--quiet`.
+    vad_remark: Option<String>,
+    /// The first input, when it is a file.
+    first: Option<Result<OpenedInput, String>>,
+    /// Time creating the session took (on the calling thread).
+    session_time: Duration,
+}
+
+/// Creates the session (its pool and pre-touched buffers) on this thread while another loads
+/// the VAD and reads the first input up to its first window (a file: standard input is read in
+/// its turn, so that nothing waits on it here); whichever is done first then prepares the
+/// weights ([`Model::prepare_weights`]: code sums, the mapped file's page faults) that the first
+/// window would otherwise prepare. Work a process pays once, spread over two cores instead of
+/// done one part after another; what is computed is the same.
+fn prepare(
+    engine: &Model,
+    args: &TranscribeArgs,
+    first: Option<&AudioInput>,
+    threads: usize,
+) -> Result<Ready, String> {
+    let first = first.filter(|i| **i != AudioInput::Stdin);
+    let weights = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let (vad, remark) = args.decoding.load_vad(threads)?;
+            let opened = first.map(|i| open_input(engine.mel_frontend(), vad.as_ref(), args, i));
+            engine.prepare_weights(&weights);
+            Ok::<_, String>((vad, remark, opened))
+        });
+        let session = engine.session();
+        let session_time = started.elapsed();
+        if session.is_ok() {
+            engine.prepare_weights(&weights);
+        }
+        let read = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let session = session.map_err(|e| e.to_string())?;
+        let (vad, vad_remark, first) = read?;
+        Ok(Ready {
+            session,
+            vad,
+            vad_remark,
+            first,
+            session_time,
+        })
+    })
+}
+
+/// An input read up to its first window: the audio decoded whole with its log-mel (`--vad`),
+/// or streamed with the guards gathered in the log-mel's first pass.
+struct OpenedInput {
+    /// The whole input (only under `--vad`, which cuts the audio itself).
+    samples: Option<Vec<f32>>,
+    mel: OpenedMel,
+    /// The digital-silence map, the VAD's speech stretches and the VAD's time (streamed,
+    /// guards on).
+    guards: Option<(SilenceMap, Option<SpeechGate>, Duration)>,
+    /// Decoder warnings, printed when the input's turn comes.
+    warnings: Vec<String>,
+    /// Wall time the opening took.
+    time: Duration,
+}
+
+enum OpenedMel {
+    InMemory(LogMel),
+    Streamed(StreamedLogMel),
+}
+
+/// `name: text` unless the text (an audio error) already names the input.
+fn input_error(name: &str, e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    if text.contains(name) {
+        text
+    } else {
+        format!("{name}: {text}")
+    }
+}
+
+/// Reads `input` up to its first window. The input streams window by window; the guards
+/// (digital silence, the VAD's speech stretches) are gathered in the log-mel's first pass.
+/// Only `--vad`, which cuts the audio itself, decodes the input whole. Prints nothing (it may
+/// run on another thread while the session is created): the caller prints the warnings.
+fn open_input(
+    frontend: &MelFrontend,
+    vad: Option<&Vad>,
+    args: &TranscribeArgs,
+    input: &AudioInput,
+) -> Result<OpenedInput, String> {
+    let started = Instant::now();
+    let name = input.name().display().to_string();
+    let error = |e: &dyn std::fmt::Display| input_error(&name, e);
+    let mode = args.decoding.vad_mode();
+    if args.decoding.whole_input() {
+        let mut stream = AudioStream::open(input).map_err(|e| error(&e))?;
+        let mut samples = Vec::new();
+        while stream.read(&mut samples).map_err(|e| error(&e))? {}
+        let mel = frontend.compute(&samples);
+        return Ok(OpenedInput {
+            samples: Some(samples),
+            mel: OpenedMel::InMemory(mel),
+            guards: None,
+            warnings: stream.warnings(),
+            time: started.elapsed(),
+        });
+    }
+    let (mel, guards) = if mode == VadMode::Off {
+        (
+            StreamedLogMel::open(input, frontend).map_err(|e| error(&e))?,
+            None,
+        )
+    } else {
+        let s = guarded::open_streamed(input, frontend, vad, mode).map_err(|e| error(&e))?;
+        (s.mel, Some((s.silence, s.gate, s.vad_time)))
+    };
+    Ok(OpenedInput {
+        samples: None,
+        warnings: mel.warnings().to_vec(),
+        mel: OpenedMel::Streamed(mel),
+        guards,
+        time: started.elapsed(),
+    })
+}
+
+/// Transcribes one input (opened already, or opened here) and writes or prints its outputs.
 #[allow(clippy::too_many_arguments)]
 fn transcribe_one(
     engine: &Model,
@@ -262,6 +398,7 @@ fn transcribe_one(
     vad: Option<&Vad>,
     args: &TranscribeArgs,
     input: &AudioInput,
+    opened: Option<Result<OpenedInput, String>>,
     name: &str,
     language: &str,
     formats: &[FileFormat],
@@ -269,50 +406,28 @@ fn transcribe_one(
     header: bool,
 ) -> Result<(), Failure> {
     let started = Instant::now();
-    let input_error = |e: &dyn std::fmt::Display| {
-        let text = e.to_string();
-        // Audio errors already name the input.
-        Failure::Input(if text.contains(name) {
-            text
-        } else {
-            format!("{name}: {text}")
-        })
-    };
-    // The input streams window by window; the guards (digital silence, the VAD's speech
-    // stretches) are gathered in the log-mel's first pass. Only --vad, which cuts the audio
-    // itself, decodes the input whole.
+    let input_error = |e: &dyn std::fmt::Display| Failure::Input(input_error(name, e));
     let mode = args.decoding.vad_mode();
-    let samples = if args.decoding.whole_input() {
-        let mut stream = AudioStream::open(input).map_err(|e| input_error(&e))?;
-        let mut samples = Vec::new();
-        while stream.read(&mut samples).map_err(|e| input_error(&e))? {}
-        for warning in stream.warnings() {
-            note(&format!("amanuensis: warning: {name}: {warning}"));
-        }
-        Some(samples)
-    } else {
-        None
-    };
+    let opened = opened
+        .unwrap_or_else(|| open_input(engine.mel_frontend(), vad, args, input))
+        .map_err(Failure::Input)?;
+    // Time for this input: its opening (perhaps done earlier, on another thread) and the rest.
+    let open_time = opened.time;
+    let started = started.checked_sub(open_time).unwrap_or(started);
+    for warning in &opened.warnings {
+        note(&format!("amanuensis: warning: {name}: {warning}"));
+    }
+    let samples = opened.samples;
+    let guards = opened.guards;
     let mut in_memory;
     let mut streamed;
-    let mut guards = None;
-    let mel: &mut dyn MelWindows = match &samples {
-        Some(samples) => {
-            in_memory = engine.mel_frontend().compute(samples);
+    let mel: &mut dyn MelWindows = match opened.mel {
+        OpenedMel::InMemory(m) => {
+            in_memory = m;
             &mut in_memory
         }
-        None => {
-            streamed = if mode == VadMode::Off {
-                StreamedLogMel::open(input, engine.mel_frontend()).map_err(|e| input_error(&e))?
-            } else {
-                let s = guarded::open_streamed(input, engine.mel_frontend(), vad, mode)
-                    .map_err(|e| input_error(&e))?;
-                guards = Some((s.silence, s.gate, s.vad_time));
-                s.mel
-            };
-            for warning in streamed.warnings() {
-                note(&format!("amanuensis: warning: {name}: {warning}"));
-            }
+        OpenedMel::Streamed(m) => {
+            streamed = m;
             &mut streamed
         }
     };

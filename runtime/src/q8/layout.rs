@@ -296,6 +296,12 @@ impl QuantMatrix {
         })
     }
 
+    /// Whether [`QuantMatrix::code_sums`] has been derived (by a first GEMM, or ahead of it by
+    /// [`crate::backend::Backend::prepare_matrix`]).
+    pub fn code_sums_derived(&self) -> bool {
+        self.code_sums.get().is_some()
+    }
+
     /// Output channels (rows).
     pub fn n_out(&self) -> usize {
         self.n_out

@@ -471,6 +471,8 @@ mod tests {
         // parameters 4160 B: 56.6 KB + the 2 KB stack.
         let n = NormQuantDesign::new(Target::NPU1, 512, true).unwrap();
         assert_eq!(n.l1_bytes(), 6 * 8192 + 2 * 2304 + 4160);
+        // L2: 8 rows of x, r, x_out (f32) and image rows (576 B), double-buffered: 105 KB.
+        assert_eq!(n.l2_bytes(), 2 * 8 * (3 * 2048 + 576));
         assert_eq!((n.cores(), n.rows_per_round()), (8, 32));
         assert_eq!(
             NormQuantDesign::new(Target::NPU2, 384, false)

@@ -24,7 +24,26 @@
 //!
 //! Not yet done: the NPU backend does not plan norms into its chains (`chain_plan` groups only
 //! linears), so transcription still runs the norms on the CPU; this module is the device op
-//! such a plan would submit.
+//! such a plan would submit. What the backend needs for it, worked out but not built:
+//! - the norm designs as CUs of the GEMM context (the emulated multi-kernel xclbin takes 3
+//!   buffer args per kernel today; this design takes [`NORM_ARGS`]);
+//! - the chain plan: a `LayerNorm` may join a group when its output buffer is read only by
+//!   device linears of the group until it is next written (the f32 result is then never
+//!   needed on the host), and such a linear reads the norm's activation image instead of
+//!   quantizing on the host;
+//! - the residual: a member linear with the `AddInto` epilogue followed by a member norm of
+//!   the same buffer becomes `Store` into its C region, the norm's `r`; x is uploaded at the
+//!   group's start (it is final then: nothing in between writes it) and the host still adds
+//!   `x += r` at the linear's own position (same bits: one f32 add). Rows with no pending
+//!   residual (an encoder MLP chunk's rows added before the group) take `r = -0.0`, which
+//!   leaves every x, signed zeros included, unchanged;
+//! - with attention on the host this gives per encoder layer `[out, LN2 + residual, fc1 × 4]`
+//!   as one chain instead of two (the fc2 chunks stay apart: their input is fc1's GELU output,
+//!   which needs a plain quantize op), i.e. base 36 instead of 42 submissions per window
+//!   (30 if the last chunk's fc2 also joins the next layer's norm and q/k/v, its C region laid
+//!   at its rows' offset in an r buffer of `-0.0`); per decoder step `[out, LN, cross q]`,
+//!   `[cross out, LN, fc1]`, `[fc2, next LN, next q/k/v]`: 19 instead of 36 (counted by this
+//!   rule, not measured).
 
 use std::collections::BTreeMap;
 

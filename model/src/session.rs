@@ -15,8 +15,8 @@ use amanuensis_runtime::backend::Backend;
 use crate::clips::seek_clips;
 use crate::decode::fallback::{best_hypothesis, decode_with_fallback, FallbackOptions, Scored};
 use crate::decode::guards::{repetition_cut, SilenceMap, SpeechGate};
-use crate::decode::BeamSearch;
 use crate::decode::{compression_ratio, sample, Rng};
+use crate::decode::{BeamOptions, BeamSearch};
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::MAX_SLOTS;
 use crate::error::WhisperError;
@@ -53,6 +53,10 @@ pub struct TranscribeOptions {
     /// 1: greedy; more: beam search with this many beams (faster-whisper's default is 5),
     /// patience 1, length penalty 1, at most [`MAX_BEAMS`].
     pub beam_size: usize,
+    /// Beam search's patience and length penalty (faster-whisper's `patience`,
+    /// `length_penalty`; both 1 by default). The length penalty also ranks the `best_of`
+    /// samples of the temperature fallback, as in CTranslate2.
+    pub beam_options: BeamOptions,
     /// Hand back, per window, the cross-attention weights of the model's alignment heads over
     /// the decoded tokens ([`WindowResult::alignment`]; one extra batched decoder pass per
     /// window). Off by default: no cost.
@@ -127,6 +131,7 @@ impl Default for TranscribeOptions {
             max_initial_timestamp: 1.0,
             suppress_blank: true,
             beam_size: 1,
+            beam_options: BeamOptions::default(),
             alignment_weights: false,
             word_timestamps: false,
             hallucination_silence_threshold: None,
@@ -1137,9 +1142,25 @@ impl<E: Backend, D: Backend> Session<E, D> {
         let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
         let dims = model.config.dims;
         let n_vocab = dims.n_vocab;
-        if self.beams.as_ref().is_none_or(|b| b.search.beam() != beam) {
+        let options = opts.beam_options;
+        if options.max_candidates(beam).is_none() || !options.length_penalty.is_finite() {
+            return Err(WhisperError::BadBeamOptions {
+                patience: options.patience,
+                length_penalty: options.length_penalty,
+            });
+        }
+        if self
+            .beams
+            .as_ref()
+            .is_none_or(|b| b.search.beam() != beam || b.search.options() != options)
+        {
             self.beams = Some(BeamBuffers {
-                search: BeamSearch::new(beam, model.config.special.eot, dims.n_text_ctx),
+                search: BeamSearch::with_options(
+                    beam,
+                    model.config.special.eot,
+                    dims.n_text_ctx,
+                    options,
+                ),
                 logits: vec![0.0; beam * n_vocab],
                 tokens: vec![0; beam],
                 slots: [0; MAX_BEAMS],
@@ -1280,8 +1301,11 @@ impl<E: Backend, D: Backend> Session<E, D> {
                     self.decode_window_at(prompt, sot_index, opts, Some((t, &mut *rng)), timings)?;
                 samples.push(r);
             }
-            let best = best_hypothesis(samples.iter().map(|r| (r.sum_logprob, r.tokens.len())))
-                .expect("at least one sample");
+            let best = best_hypothesis(
+                samples.iter().map(|r| (r.sum_logprob, r.tokens.len())),
+                opts.beam_options.length_penalty as f64,
+            )
+            .expect("at least one sample");
             score(samples.swap_remove(best))
         })?;
         if opts.guards.cut_loops

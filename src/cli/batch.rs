@@ -131,7 +131,7 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
     }
 
     // Usage errors that need the model (its languages), before any audio is read.
-    if let Err(message) = args.decoding.validate() {
+    if let Err(message) = args.decoding.validate(args.beam_size) {
         return usage(&message);
     }
     if let Err(message) = args.subtitles() {

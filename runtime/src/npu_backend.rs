@@ -1513,7 +1513,8 @@ impl LayerKernels for NpuBackend {
         input: &dyn Fn(crate::stage::At, usize) -> Option<&'a [f32]>,
     ) -> Result<(), BackendError> {
         if let (Some(a), Some(session)) = (&self.attention, s.attention.as_mut()) {
-            a.begin_op(session, program, stage, op, args, input)?;
+            let log = s.session.as_mut().map(|g| &mut g.log);
+            a.begin_op(session, program, stage, op, args, input, log)?;
         }
         let Some(session) = s.session.as_mut() else {
             return Ok(());

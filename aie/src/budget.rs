@@ -104,6 +104,12 @@ pub struct Assumptions {
     /// of one loaded multi-kernel context, which has not been built); see the example's
     /// sensitivity rows.
     pub reconfiguration_s: f64,
+    /// Whether the decoder's (causal, cached) self-attention runs on the attention design too
+    /// when attention is on the device. `false` is what the runtime runs today with
+    /// `AMANUENSIS_NPU_ATTENTION=1` (`runtime/src/npu_attention.rs`: the encoder's
+    /// self-attention and the cross-attention on the device, the decoder's self-attention on
+    /// the host). Default `true` (every attention on the device).
+    pub self_attention_on_device: bool,
 }
 
 /// How a stage's device ops are grouped into submissions.
@@ -141,6 +147,7 @@ impl Default for Assumptions {
             chaining: Chaining::AsBuilt,
             subcommand_s: 5e-6,
             reconfiguration_s: 0.0,
+            self_attention_on_device: true,
         }
     }
 }
@@ -559,8 +566,8 @@ pub fn decoder_ops(
     let lin = |k: usize, n: usize, gelu: bool, i: Buffer, o: Buffer| {
         StageOp::dev(decoder_gemm(p, a, m, k, n, gelu), g(k, n, gelu), i, o)
     };
-    let attn = |keys: usize, kv: usize| {
-        if attention_on_device {
+    let attn = |keys: usize, kv: usize, self_attention: bool| {
+        if attention_on_device && (a.self_attention_on_device || !self_attention) {
             StageOp::dev(
                 attention(p, a, w.heads, m, keys, kv),
                 Design::Attention,
@@ -596,11 +603,11 @@ pub fn decoder_ops(
         StageOp::host(X, H),
         lin(w.d, 3 * w.d, false, H, Q),
         // The step appends one K/V row per beam and head.
-        attn(a.mean_self_keys, kv_image(w.heads, m)),
+        attn(a.mean_self_keys, kv_image(w.heads, m), true),
         lin(w.d, w.d, false, A, X),
         StageOp::host(X, H),
         lin(w.d, w.d, false, H, Q),
-        attn(ENCODER_ROWS, 0),
+        attn(ENCODER_ROWS, 0, false),
         lin(w.d, w.d, false, A, X),
         StageOp::host(X, H),
         lin(w.d, w.mlp, true, H, HIDDEN),
@@ -816,6 +823,17 @@ mod tests {
         let b = window(&PHOENIX, &a, &BASE);
         assert_eq!(b.submissions, 48 + 1 + 120 * 48);
         assert_eq!(encoder(&PHOENIX, &a, &BASE).subcommands, 6 * (3 + 8));
+        // As the runtime runs it today (AMANUENSIS_NPU_ATTENTION=1): the encoder's and the
+        // cross-attention on the device, the decoder's self-attention on the host: base 48 per
+        // window and 42 per step, tiny 32 and 28.
+        let today = Assumptions {
+            self_attention_on_device: false,
+            ..a
+        };
+        for (w, win, step) in [(BASE, 48, 42), (TINY, 32, 28)] {
+            assert_eq!(encoder(&PHOENIX, &today, &w).submissions, win);
+            assert_eq!(decoder_step(&PHOENIX, &today, &w).submissions, step);
+        }
     }
 
     #[test]

@@ -43,6 +43,7 @@ use amanuensis_aie::program::attention::{attention_array, attention_program, Att
 use amanuensis_aie::txn::Target;
 
 use crate::backend::BackendError;
+use crate::dispatch::{DispatchLog, DispatchRecord};
 use crate::npu::bo::MappedBo;
 use crate::npu::device::Device;
 use crate::npu::emu::EmuDriver;
@@ -275,13 +276,15 @@ impl DeviceAttention {
             prepared,
             regmap: vec![0; self.layout.words()],
             pending: None,
+            unrecorded_bytes: 0,
         }))
     }
 
     /// Called before op `op` of `stage` runs (see [`crate::backend::LayerKernels::begin_op`]):
     /// prepares a slot's K/V image, or runs an attention op on the device (its result waits
     /// in the session for [`AttentionSession::take_result`]). An op whose inputs do not fit
-    /// its buffers is left to the host, which reports it.
+    /// its buffers is left to the host, which reports it. Each submission is recorded in
+    /// `log` (the stream's dispatch log, shared with its linears), when there is one.
     #[allow(clippy::too_many_arguments)]
     pub fn begin_op<'a, M>(
         &self,
@@ -291,7 +294,9 @@ impl DeviceAttention {
         op: usize,
         args: &StageArgs,
         input: &dyn Fn(At, usize) -> Option<&'a [f32]>,
+        log: Option<&mut DispatchLog>,
     ) -> Result<(), BackendError> {
+        let t0 = Instant::now();
         s.pending = None;
         let op = &program.stage(stage).ops[op];
         match *op {
@@ -311,6 +316,7 @@ impl DeviceAttention {
                     .map_err(|e| bad(format!("prepared K/V: {e}")))?;
                 let bytes = write_kv(&mut p.bo, &im, rows, ks, vs);
                 p.rows = rows;
+                s.unrecorded_bytes += bytes;
                 self.count_host(bytes, p.heads * rows);
                 Ok(())
             }
@@ -332,7 +338,7 @@ impl DeviceAttention {
                 let mut bytes = write_q(&mut s.q, &im, n_q, n_keys, qs);
                 bytes += write_kv(&mut s.kv, &im, n_keys, ks, vs);
                 self.count_host(bytes, dims.heads * (n_q + n_keys));
-                self.submit(s, im, instr, None, n_q)
+                self.submit(s, im, instr, None, (n_q, n_keys, bytes), (t0, log))
             }
             Op::AttentionPrepared { q, kv, dims, .. } if on_device(program, op) => {
                 let Some(p) = s.prepared.get(kv.0 as usize).and_then(Option::as_ref) else {
@@ -349,7 +355,14 @@ impl DeviceAttention {
                 let (im, instr) = s.stream(dims.heads, keys, n_q)?;
                 let bytes = write_q(&mut s.q, &im, n_q, n_keys, qs);
                 self.count_host(bytes, dims.heads * n_q);
-                self.submit(s, im, instr, Some(kv.0 as usize), n_q)
+                self.submit(
+                    s,
+                    im,
+                    instr,
+                    Some(kv.0 as usize),
+                    (n_q, n_keys, bytes),
+                    (t0, log),
+                )
             }
             _ => Ok(()),
         }
@@ -363,16 +376,19 @@ impl DeviceAttention {
     }
 
     /// One command over the session's Q image, the K/V image (`prepared` slot or the
-    /// session's own) and the output; waited for, the output invalidated.
+    /// session's own) and the output; waited for, the output invalidated. `(n_q, n_keys,
+    /// flushed)`: the call's queries, keys and the bytes the host wrote since `t0`.
+    #[allow(clippy::too_many_arguments)]
     fn submit(
         &self,
         s: &mut AttentionSession,
         im: AttentionImages,
         (instr_addr, instr_handle, instr_words): (u64, u32, u32),
         prepared: Option<usize>,
-        n_q: usize,
+        (n_q, n_keys, flushed): (usize, usize, usize),
+        (t0, log): (Instant, Option<&mut DispatchLog>),
     ) -> Result<(), BackendError> {
-        let t0 = Instant::now();
+        let t1 = Instant::now();
         let kv = match prepared {
             Some(i) => match s.prepared.get(i).and_then(Option::as_ref) {
                 Some(p) => &p.bo,
@@ -400,17 +416,42 @@ impl DeviceAttention {
                 &handles,
             )
             .map_err(err("submit attention"))?;
+        let t2 = Instant::now();
         if let Err(e) = s.ring.wait(ticket) {
             let _ = s.ring.drain();
             return Err(err("wait for attention")(e));
         }
+        let t3 = Instant::now();
         s.out.flush(0..im.out_len());
+        let t4 = Instant::now();
+        let out_bytes = (im.heads * n_q * HEAD_DIM * 4) as u64;
+        let ns = |a: Instant, b: Instant| (b - a).as_nanos() as u64;
+        if let Some(log) = log {
+            // MACs the cores compute: Q·Kᵀ (int8) and P·V (bf16) over whole query groups and
+            // key chunks, padding included.
+            let groups = n_q.div_ceil(amanuensis_aie::kernels::attention::Q_ROWS);
+            let keys = n_keys.next_multiple_of(amanuensis_aie::kernels::attention::KEY_CHUNK);
+            let macs = 2
+                * im.heads
+                * groups
+                * amanuensis_aie::kernels::attention::Q_ROWS
+                * keys
+                * HEAD_DIM;
+            let flushed = flushed + std::mem::take(&mut s.unrecorded_bytes);
+            log.record(DispatchRecord {
+                bytes: flushed as u64 + out_bytes,
+                bytes_out: out_bytes,
+                flush_ns: ns(t0, t1),
+                submit_ns: ns(t1, t2),
+                wait_ns: ns(t2, t3),
+                invalidate_ns: ns(t3, t4),
+                macs: macs as u64,
+            });
+        }
         let c = &self.counters;
         c.submissions.fetch_add(1, Ordering::Relaxed);
-        c.bytes_from_device
-            .fetch_add((im.heads * n_q * HEAD_DIM * 4) as u64, Ordering::Relaxed);
-        c.device_ns
-            .fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        c.bytes_from_device.fetch_add(out_bytes, Ordering::Relaxed);
+        c.device_ns.fetch_add(ns(t1, t3), Ordering::Relaxed);
         s.pending = Some((im, n_q));
         Ok(())
     }
@@ -504,6 +545,9 @@ pub struct AttentionSession {
     regmap: Vec<u32>,
     /// The images and query rows of the op the last `begin_op` ran.
     pending: Option<(AttentionImages, usize)>,
+    /// Bytes written for the device (prepared K/V images) that no dispatch record holds yet:
+    /// the next submission's record takes them.
+    unrecorded_bytes: usize,
 }
 
 impl AttentionSession {

@@ -257,11 +257,12 @@ struct DeviceGemm {
 /// Totals over every workspace of a backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NpuStats {
-    /// Device submissions.
+    /// Device submissions (linear groups and, with device attention, attention commands).
     pub submissions: u64,
     /// Linear calls computed on the device.
     pub device_linears: u64,
-    /// Bytes the host wrote for the device and flushed (A rows of every submission).
+    /// Bytes the host wrote for the device and flushed (A rows of every submission; Q and K/V
+    /// images of the attention commands).
     pub bytes_to_device: u64,
     /// Bytes the host read back (C rows of every submission).
     pub bytes_from_device: u64,
@@ -1276,9 +1277,9 @@ impl NpuBackend {
         NpuStats {
             submissions: l(&c.submissions) + attention.submissions,
             device_linears: l(&c.device_linears),
-            bytes_to_device: l(&c.bytes_to_device),
-            bytes_from_device: l(&c.bytes_from_device),
-            device_ns: l(&c.device_ns),
+            bytes_to_device: l(&c.bytes_to_device) + attention.bytes_to_device,
+            bytes_from_device: l(&c.bytes_from_device) + attention.bytes_from_device,
+            device_ns: l(&c.device_ns) + attention.device_ns,
             weight_bytes: l(&c.weight_bytes),
         }
     }
@@ -1517,7 +1518,8 @@ impl LayerKernels for NpuBackend {
         input: &dyn Fn(crate::stage::At, usize) -> Option<&'a [f32]>,
     ) -> Result<(), BackendError> {
         if let (Some(a), Some(session)) = (&self.attention, s.attention.as_mut()) {
-            a.begin_op(session, program, stage, op, args, input)?;
+            let log = s.session.as_mut().map(|g| &mut g.log);
+            a.begin_op(session, program, stage, op, args, input, log)?;
         }
         let Some(session) = s.session.as_mut() else {
             return Ok(());

@@ -3,7 +3,11 @@
 //! them), each timed and counted in minor page faults (`/proc/self/stat`), then the first
 //! encoder window and the whole transcription of a file.
 //!
-//!     cargo run --release --example load_breakdown -- MODEL [FILE.wav] [RUNS]
+//!     cargo run --release --example load_breakdown -- MODEL [FILE.wav] [RUNS] [prepare]
+//!
+//! With `prepare`, the weights are prepared after the session (`Whisper::prepare_weights` on
+//! this thread: the INT8 code sums and the mapped file's faults, which the first window would
+//! otherwise pay), timed as a part of its own; compare the first encoder window with and without.
 //!
 //! MODEL is a model file or a cached model name (tiny.en.int8, base.int8, ...). Prints one line
 //! per part per run, then the minimum and median over the runs (each run loads afresh in this
@@ -64,6 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: load_breakdown MODEL [FILE.wav] [RUNS]")?;
     let audio_path = args.next();
     let runs: usize = args.next().map(|r| r.parse()).transpose()?.unwrap_or(7);
+    let prepare = args.next().as_deref() == Some("prepare");
     let path = resolve_model(Some(&model))?;
     let threads = amanuensis::available_threads().clamp(1, 8);
     let audio = audio_path
@@ -103,6 +108,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         c.lap("(dropped)");
         let mut session = Session::with_threads(Arc::clone(&model), threads)?;
         c.lap("session (pool, buffers)");
+        if prepare {
+            model.prepare_weights(&std::sync::atomic::AtomicUsize::new(0));
+            c.lap("weights prepared (1 thread)");
+        }
         if run == 0 {
             let smaps = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
             for line in smaps

@@ -15,7 +15,10 @@
 #   steady = median(two files) - median(one file),  fixed = median(one file) - steady,
 # i.e. everything a process pays once: process start, load, pool, the VAD model's load, the
 # first window's page faults and lazy set-up, exit. Differences of medians: on a machine shared
-# with other work, read the medians; min / p90 are given for the directly measured parts.
+# with other work, read the medians; min / p90 are given for the directly measured parts. With
+# several binaries, each is also compared with the first round by round (the median of the
+# per-round differences of the one-file wall time): the steady part is the same program, so that
+# difference is the change in fixed cost, and pairing rounds cancels slow drifts of the load.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,7 +46,7 @@ def timed(cmd):
         sys.exit(f"{' '.join(cmd)} failed:\n{err}")
     return wall, err, usage.ru_minflt
 
-keys = ["version", "one", "two", "load", "cold", "faults"]
+keys = ["version", "one", "two", "load", "cold", "faults", "ready"]
 rows = {b: {k: [] for k in keys} for b in bins}
 for i in range(runs):
     for b in bins:
@@ -54,6 +57,9 @@ for i in range(runs):
         r["faults"].append(faults)
         r["load"].append(float(re.search(r"load time = ([\d.]+) ms", err).group(1)))
         r["cold"].append("huge pages cold" in err)
+        ready = re.search(r"ready ([\d.]+) ms", err)
+        if ready:
+            r["ready"].append(float(ready.group(1)))
         r["two"].append(timed([b, "transcribe", wav, wav])[0])
 
 def dist(xs, unit="ms"):
@@ -74,6 +80,8 @@ for b in bins:
         part = [x for x, c in zip(r["load"], r["cold"]) if c == cold]
         if part and any(r["cold"]):
             print(f"    huge pages {'cold' if cold else 'hot '} ({len(part):2} runs)  {dist(part)}")
+    if r["ready"]:
+        print(f"  ready for the first window   {dist(r['ready'])} (load, session, VAD, first pass, weights)")
     print(f"  one file, wall               {dist(r['one'])}")
     print(f"  one file, minor page faults  {dist(r['faults'], '')}")
     print(f"  same file twice, wall        {dist(r['two'])}")
@@ -81,4 +89,7 @@ for b in bins:
     print(f"  fixed cost                   {fixed:7.1f} ms = {100 * fixed / med(r['one']):.1f} % of"
           f" the median one-file run; of it, start {med(r['version']):.1f} ms"
           f" + load {med(r['load']):.1f} ms (medians)")
+    if b != bins[0]:
+        d = [x - y for x, y in zip(r["one"], rows[bins[0]]["one"])]
+        print(f"  one file minus the first binary's, same round: {dist(d)}")
 EOF

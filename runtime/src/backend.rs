@@ -180,6 +180,12 @@ pub trait LayerKernels: Send + Sync {
     /// A stream's kernel state on `threads` threads.
     fn scratch(&self, threads: usize) -> Self::Scratch;
 
+    /// The thread pool of a stream's kernel state, if it has one: a workspace populates its
+    /// buffers on it (every thread of the pool at once) when it is created. Default: none.
+    fn scratch_pool<'a>(&self, _s: &'a Self::Scratch) -> Option<&'a crate::cpu::CpuPool> {
+        None
+    }
+
     /// Grows `s` so [`LayerKernels::linear`] calls against `w` with up to `rows` rows (and
     /// conv stems through `w` with up to `rows` output rows) allocate nothing.
     fn reserve_linear(&self, s: &mut Self::Scratch, rows: usize, w: &Self::Matrix);

@@ -176,6 +176,10 @@ impl LayerKernels for CpuBackend {
         CpuScratch::new(threads)
     }
 
+    fn scratch_pool<'a>(&self, s: &'a CpuScratch) -> Option<&'a CpuPool> {
+        Some(s.pool())
+    }
+
     fn reserve_linear(&self, _s: &mut CpuScratch, _rows: usize, _w: &DenseMatrix) {}
 
     fn reserve_attention(&self, s: &mut CpuScratch, shape: &AttentionShape) -> usize {

@@ -272,6 +272,10 @@ impl LayerKernels for CpuInt8Backend {
         (w.rows(), w.cols())
     }
 
+    fn scratch_pool<'a>(&self, s: &'a Int8Scratch) -> Option<&'a CpuPool> {
+        Some(s.pool())
+    }
+
     fn prepare_matrix(&self, w: &Int8OrF32Matrix) {
         // The f32 matrices are owned (widened at load): nothing is deferred for them.
         if let Int8OrF32Matrix::Int8(q) = w {

@@ -17,6 +17,33 @@ use crate::stage::{
     At, AttentionDims, BufferId, KeyValueCacheId, Op, Program, Residency, StageArgs, StageId,
 };
 
+/// The buffers `specs` declare, in order: the resident ones populated on every thread of
+/// `pool` at once (each buffer by the thread that claims it: the pages' zeroing is most of a
+/// session's creation, and the kernel does it in parallel), else on the calling thread.
+fn allocate(pool: Option<&crate::cpu::CpuPool>, specs: &[crate::stage::BufferSpec]) -> Vec<Buffer> {
+    let make = |b: &crate::stage::BufferSpec| match b.residency {
+        Residency::Resident => Buffer::resident(b.len),
+        Residency::Lazy => Buffer::lazy(b.len),
+    };
+    let Some(pool) = pool.filter(|p| p.threads() > 1) else {
+        return specs.iter().map(make).collect();
+    };
+    let made: Vec<std::sync::Mutex<Option<Buffer>>> =
+        specs.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    pool.run(specs.len(), |i| {
+        let b = make(&specs[i]);
+        *made[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(b);
+    });
+    made.into_iter()
+        .zip(specs)
+        .map(|(m, spec)| {
+            m.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(|| make(spec))
+        })
+        .collect()
+}
+
 /// One stream's state on a host backend.
 pub struct HostWorkspace<K: LayerKernels> {
     buffers: Vec<Buffer>,
@@ -63,14 +90,7 @@ impl<K: LayerKernels> HostWorkspace<K> {
                 _ => {}
             }
         }
-        let buffers = program
-            .buffers()
-            .iter()
-            .map(|b| match b.residency {
-                Residency::Resident => Buffer::resident(b.len),
-                Residency::Lazy => Buffer::lazy(b.len),
-            })
-            .collect();
+        let buffers = allocate(kernels.scratch_pool(&scratch), program.buffers());
         Self {
             buffers,
             names: program.buffers().iter().map(|b| b.name).collect(),
@@ -755,6 +775,35 @@ mod tests {
     use crate::cpu_backend::CpuBackend;
     use crate::cpu_int8_backend::CpuInt8Backend;
     use crate::stage::*;
+
+    /// Buffers populated on a pool's threads are the ones the calling thread alone would make:
+    /// same order, lengths and kind, all zero, each page resident (writable without a fault is
+    /// not observable here; the values are).
+    #[test]
+    fn buffers_populated_on_the_pool_equal_serial_ones() {
+        let spec = |name, len, residency| BufferSpec {
+            name,
+            len,
+            residency,
+        };
+        let specs = [
+            spec("small", 1000, Residency::Resident),
+            spec("huge", 700_000, Residency::Resident),
+            spec("lazy", 600_000, Residency::Lazy),
+            spec("empty", 0, Residency::Resident),
+            spec("half", 300_000, Residency::Resident),
+            spec("odd", 4097, Residency::Resident),
+        ];
+        let pool = crate::cpu::CpuPool::new(2);
+        let serial = super::allocate(None, &specs);
+        let parallel = super::allocate(Some(&pool), &specs);
+        assert_eq!(parallel.len(), specs.len());
+        for ((a, b), s) in serial.iter().zip(&parallel).zip(&specs) {
+            assert_eq!((a.len(), b.len()), (s.len, s.len), "{}", s.name);
+            assert_eq!(a.is_huge(), b.is_huge(), "{}", s.name);
+            assert!(b.iter().all(|&x| x == 0.0), "{}", s.name);
+        }
+    }
 
     fn dims(heads: usize, head_dim: usize, q_len: usize, kv_len: usize) -> AttentionDims {
         AttentionDims {

@@ -1441,6 +1441,10 @@ impl LayerKernels for NpuBackend {
         LayerKernels::prepare_matrix(&self.cpu, &w.cpu)
     }
 
+    fn scratch_pool<'a>(&self, s: &'a NpuScratch) -> Option<&'a crate::cpu::CpuPool> {
+        Some(s.cpu.pool())
+    }
+
     fn scratch(&self, threads: usize) -> NpuScratch {
         NpuScratch {
             cpu: self.cpu.scratch(threads),

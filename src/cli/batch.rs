@@ -168,7 +168,7 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         ));
     }
 
-    let ready = match prepare(&engine, args, inputs.first(), threads) {
+    let ready = match prepare(&engine, args, inputs.first()) {
         Ok(r) => r,
         Err(e) => {
             note(&format!("amanuensis: {e}"));
@@ -283,14 +283,16 @@ fn prepare(
     engine: &Model,
     args: &TranscribeArgs,
     first: Option<&AudioInput>,
-    threads: usize,
 ) -> Result<Ready, String> {
     let first = first.filter(|i| **i != AudioInput::Stdin);
     let weights = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            let (vad, remark) = args.decoding.load_vad(threads)?;
+            // One thread: the VAD's GEMMs are too small to gain from a second (jfk.wav, best
+            // of 15 in one process: 6.4-6.8 ms on 1 or 2 threads, same bits), and a pool of
+            // its own would wake a worker per block on the core the session is created on.
+            let (vad, remark) = args.decoding.load_vad(1)?;
             let opened = first.map(|i| open_input(engine.mel_frontend(), vad.as_ref(), args, i));
             engine.prepare_weights(&weights);
             Ok::<_, String>((vad, remark, opened))

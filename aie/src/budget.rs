@@ -586,11 +586,11 @@ pub fn decoder_ops(
         for l in 0..w.decoder_layers {
             ops.push(norm_op(p, a, m, w.d, l == 0, H));
             ops.push(lin(w.d, 3 * w.d, false, H, Q));
-            ops.push(attn(a.mean_self_keys, kv_image(w.heads, m)));
+            ops.push(attn(a.mean_self_keys, kv_image(w.heads, m), true));
             ops.push(lin(w.d, w.d, false, A, R));
             ops.push(norm_op(p, a, m, w.d, false, H));
             ops.push(lin(w.d, w.d, false, H, Q));
-            ops.push(attn(ENCODER_ROWS, 0));
+            ops.push(attn(ENCODER_ROWS, 0, false));
             ops.push(lin(w.d, w.d, false, A, R));
             ops.push(norm_op(p, a, m, w.d, false, H));
             ops.push(lin(w.d, w.mlp, true, H, HIDDEN));

@@ -80,4 +80,12 @@ for heads in 6 8; do
   build_design "attention_xdec_h$heads" attention.py --heads "$heads" --queries 5 --keys 1500 --decoder
   build_design "attention_sdec_h$heads" attention.py --heads "$heads" --queries 5 --keys 448 --decoder
 done
+# LayerNorm + quantize (+ residual add): the kernel's parameter array is sized per width
+# (-DNQ_MAX_D), so norm_quant.o is rebuilt for each d before its designs copy it.
+for d in 384 512; do
+  "${PEANO_INSTALL_DIR}/bin/clang++" --target="$target" -O2 -std=c++20 -ffp-contract=off \
+    -DNQ_MAX_D="$d" -I"$here/kernels" "${cflags[@]}" -c "$here/kernels/norm_quant.cc" -o "$out/norm_quant.o"
+  build_design "norm_quant_${d}" norm_quant.py -D "$d" -M 1500
+  build_design "add_norm_quant_${d}" norm_quant.py -D "$d" -M 1500 --residual
+done
 echo "aie/build.sh: done. These xclbins have not been run on hardware by this project."

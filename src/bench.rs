@@ -84,6 +84,9 @@ pub struct DispatchBudget {
     /// The backend's own counters over the same run (`Model::npu_stats` after minus before;
     /// `weight_bytes` is the load's): a cross-check of the logs.
     pub counters: NpuStats,
+    /// Whether the encoder's self-attention and the decoder's cross-attention ran on the
+    /// (emulated) device's attention design (`AMANUENSIS_NPU_ATTENTION=1`).
+    pub attention_on_device: bool,
 }
 
 /// Per-unit figures of a [`DispatchTotals`] divided by a count.
@@ -132,8 +135,9 @@ pub struct Projection {
     /// cut to writing and reading the rows it uses.
     pub all_on_device_round_trip_only_s: f64,
     /// The issue's target shape (`Chaining::PerLayer`: one chain per encoder layer, one for the
-    /// cross K/V, one per decoder step, everything on the device) with the assumed round trip
-    /// per submission and `budget.rs`'s assumed per-sub-command cost.
+    /// cross K/V, one per decoder step, everything on the device, the norms' device time
+    /// counted) with the assumed round trip per submission and `budget.rs`'s assumed
+    /// per-sub-command cost.
     pub per_layer_chains_s: f64,
     /// Submissions per window of that shape.
     pub per_layer_chains_submissions: usize,
@@ -238,8 +242,14 @@ impl std::fmt::Display for DispatchBudget {
         let us = |ns: u64, n: u64| ns as f64 / 1e3 / n.max(1) as f64;
         writeln!(
             f,
-            "dispatch budget   on the device today: every INT8 linear with K, N multiples of 64 (d {}, MLP {}); one submission per group of a stage's chain plan (ERT_CMD_CHAIN: q/k/v together, fc1 of every MLP chunk, cross K/V of all layers, a fixture linear's 128-row tiles); attention, norms, conv stem, logits on the CPU",
-            self.dims.d, self.dims.mlp
+            "dispatch budget   on the device today: every INT8 linear with K, N multiples of 64 (d {}, MLP {}); one submission per group of a stage's chain plan (ERT_CMD_CHAIN: q/k/v together, fc1 of every MLP chunk, cross K/V of all layers, a fixture linear's 128-row tiles); {}",
+            self.dims.d,
+            self.dims.mlp,
+            if self.attention_on_device {
+                "the encoder's self-attention and the cross-attention on the attention design (one submission each; Q/K quantized on the host); decoder self-attention, norms, conv stem, logits on the CPU"
+            } else {
+                "attention, norms, conv stem, logits on the CPU"
+            }
         )?;
         writeln!(
             f,
@@ -285,7 +295,7 @@ impl std::fmt::Display for DispatchBudget {
             let built = j.as_built_device_s + j.as_built_cpu_s;
             writeln!(
                 f,
-                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device, today's chain rule: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone; one chain per encoder layer / decoder step (issue 14's target; {:.0} us per sub-command assumed): {} submissions, {:.3} s = {:.0}x (device + dispatch only, CPU work not included)",
+                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device, today's chain rule: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone; one chain per encoder layer / decoder step (issue 14's target, norms on the device at {:.0} cycles/element assumed; {:.0} us per sub-command assumed): {} submissions, {:.3} s = {:.0}x (device + dispatch only, CPU work not included)",
                 p.name,
                 j.as_built_device_s,
                 j.as_built_cpu_s,
@@ -296,6 +306,7 @@ impl std::fmt::Display for DispatchBudget {
                 j.all_on_device_round_trip_only_s,
                 30.0 / j.all_on_device_round_trip_only_s,
                 ASSUMED_ROUND_TRIP_S * 1e6,
+                Assumptions::default().norm_cycles_per_element,
                 Assumptions::default().subcommand_s * 1e6,
                 j.per_layer_chains_submissions,
                 j.per_layer_chains_s,
@@ -422,6 +433,8 @@ pub fn run(
                 device_ns: s1.device_ns - s0.device_ns,
                 weight_bytes: s1.weight_bytes,
             },
+            attention_on_device: report.backend.starts_with("npu-emu")
+                && amanuensis_runtime::npu_attention::requested_by_env(),
         });
     }
     report.peak_rss_kib = peak_rss_kib();
@@ -562,6 +575,7 @@ mod tests {
             decode: Duration::from_millis(48 * 10 + 60),
             dims: amanuensis_aie::design::BASE,
             counters: NpuStats::default(),
+            attention_on_device: false,
         };
         let w = b.per_window();
         assert_eq!(

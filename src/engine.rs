@@ -232,9 +232,15 @@ fn npu_backend(
         None => {
             let (emu, dev) =
                 emulated_device(&programs).map_err(|e| ("open device", e.to_string()))?;
-            NpuBackend::new(dev, &programs, threads)
+            let b = NpuBackend::new(dev, &programs, threads)
                 .map_err(|e| ("load GEMM programs", e.to_string()))?
-                .with_emulated_designs(emu)
+                .with_emulated_designs(emu);
+            if amanuensis_runtime::npu_attention::requested_by_env() {
+                b.with_emulated_attention()
+                    .map_err(|e| ("load the attention design", e.to_string()))?
+            } else {
+                b
+            }
         }
     };
     backend
@@ -716,10 +722,20 @@ impl Session {
 
     /// Identifies the language from the first window (multilingual models).
     pub fn detect_language(&mut self, mel: &mut dyn MelWindows) -> Result<DetectedLanguage, Error> {
+        self.detect_language_at(mel, 0)
+    }
+
+    /// Identifies the language from the window at mel frame `seek` (with clip timestamps:
+    /// `model::clips::language_detection_seek`).
+    pub fn detect_language_at(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        seek: usize,
+    ) -> Result<DetectedLanguage, Error> {
         let result = match &mut self.inner {
-            Inner::F32(s) => s.detect_language(mel),
-            Inner::Int8(s) => s.detect_language(mel),
-            Inner::Npu(s) => s.detect_language(mel),
+            Inner::F32(s) => s.detect_language_at(mel, seek),
+            Inner::Int8(s) => s.detect_language_at(mel, seek),
+            Inner::Npu(s) => s.detect_language_at(mel, seek),
         };
         // A fault on the mapped model file read zeros: report it rather than the result.
         self.watch.check()?;

@@ -331,6 +331,7 @@ fn cli_word_timestamps() {
         &["--highlight-words"][..],
         &["--max-line-width", "20"],
         &["--max-words-per-line", "3"],
+        &["--hallucination-silence-threshold", "2"],
     ] {
         let o = Command::new(bin)
             .args(["transcribe", jfk, "-m", "tiny.en", "-q"])
@@ -339,5 +340,26 @@ fn cli_word_timestamps() {
             .unwrap();
         assert_eq!(o.status.code(), Some(2), "{flag:?}");
         assert!(String::from_utf8_lossy(&o.stderr).contains("needs --word-timestamps"));
+    }
+    // A threshold must be a number of seconds.
+    for bad in ["-1", "nan", "inf", "two"] {
+        let o = Command::new(bin)
+            .args([
+                "transcribe",
+                jfk,
+                "-m",
+                "tiny.en",
+                "-q",
+                "--word-timestamps",
+            ])
+            .arg(format!("--hallucination-silence-threshold={bad}"))
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("is not a number of seconds"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }

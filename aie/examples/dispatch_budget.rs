@@ -31,6 +31,21 @@ fn main() {
             d,
         ),
         (
+            "chains as built, attention as the runtime runs it with AMANUENSIS_NPU_ATTENTION=1 (encoder + cross on the device, decoder self-attention on the host, not counted), greedy, peak",
+            Assumptions {
+                self_attention_on_device: false,
+                ..d
+            },
+        ),
+        (
+            "the same, vectorised softmax (2 cycles/score)",
+            Assumptions {
+                self_attention_on_device: false,
+                softmax_cycles_per_score: 2.0,
+                ..d
+            },
+        ),
+        (
             "one chain per encoder layer / decoder step (issue 14's target), greedy, peak",
             per_layer,
         ),

@@ -39,3 +39,13 @@ static inline float bf16_to_f32(uint16_t h) {
   memcpy(&f, &b, 4);
   return f;
 }
+
+// q8::quant::code: round half away from zero, clamped to [-127, 127]; NaN -> 0.
+static inline int8_t quant_code(float y) {
+  if (!(y == y)) return 0;
+  if (y < -127.0f) y = -127.0f;
+  if (y > 127.0f) y = 127.0f;
+  const int32_t t = (int32_t)y; // truncation toward zero, |y| <= 127
+  const float frac = y - (float)t;
+  return (int8_t)(t + (frac >= 0.5f ? 1 : 0) - (frac <= -0.5f ? 1 : 0));
+}

@@ -8,13 +8,16 @@
 //! one, grouped as [`Chaining`] says) the host overhead once, plus an assumed cost per further
 //! sub-command and per switch of design (neither is stated in `../shared/docs`). Compute counts every MAC the
 //! design performs (padding rows and idle columns included) at the per-core peak and the
-//! epilogue and softmax at the cycles per element assumed. Not included (CPU work in this
-//! design): mel, the conv stem, layer norms and residual adds, quantizing activations, the
-//! logits GEMV and the search.
+//! epilogue, softmax and LayerNorm + quantize at the cycles per element assumed. Under
+//! [`Chaining::PerLayer`] the layer norms, residual adds and activation quantization are device
+//! ops ([`norm_quant`], the `aie/designs/norm_quant.py` design) with their device time counted;
+//! under the other shapes they are CPU work, not included. Never included (CPU work): mel, the
+//! conv stem, the decoder's final LayerNorm, the logits GEMV and the search.
 
-use crate::design::{GemmDesign, Mapping, WhisperDims, CORE_ROWS, ENCODER_ROWS};
+use crate::design::{GemmDesign, Mapping, NormQuantDesign, WhisperDims, CORE_ROWS, ENCODER_ROWS};
 use crate::kernels::attention::{HEAD_DIM, KEY_CHUNK, Q_ROWS};
 use crate::kernels::layout::{TILE_K, TILE_M, TILE_N};
+use crate::kernels::norm_quant::NQ_ROWS;
 use crate::program::images::{activation_image_len, output_len, weight_image_len};
 use crate::txn::Target;
 
@@ -76,6 +79,12 @@ pub struct Assumptions {
     /// Core cycles per score for the softmax (scalar emulated f32 exp, max, sum, scale: the
     /// kernel as written today; a vectorised bf16 exp would be ~1-2).
     pub softmax_cycles_per_score: f64,
+    /// Core cycles per element of the LayerNorm + quantize kernel (`norm_quant.cc`, residual
+    /// add included). **Assumed** 12: ≈ 14 8-lane f32 vector operations per 8 elements over
+    /// its passes (sum, variance, max, codes, each recomputing the normalized value) at ~2
+    /// cycles each on AIE2's emulated f32, plus the scalar rounding and byte scatter of the
+    /// codes (~8 cycles per element, the part to vectorise first).
+    pub norm_cycles_per_element: f64,
     /// Tokens decoded per 30 s window (≈ 75 words of speech + timestamps and specials).
     pub tokens_per_window: usize,
     /// Decoder rows per step: 1 = greedy, 5 = beam 5.
@@ -95,6 +104,12 @@ pub struct Assumptions {
     /// of one loaded multi-kernel context, which has not been built); see the example's
     /// sensitivity rows.
     pub reconfiguration_s: f64,
+    /// Whether the decoder's (causal, cached) self-attention runs on the attention design too
+    /// when attention is on the device. `false` is what the runtime runs today with
+    /// `AMANUENSIS_NPU_ATTENTION=1` (`runtime/src/npu_attention.rs`: the encoder's
+    /// self-attention and the cross-attention on the device, the decoder's self-attention on
+    /// the host). Default `true` (every attention on the device).
+    pub self_attention_on_device: bool,
 }
 
 /// How a stage's device ops are grouped into submissions.
@@ -107,8 +122,9 @@ pub enum Chaining {
     /// takes every later device op whose input no op in between writes. With attention on the
     /// device too.
     AsBuilt,
-    /// The issue's target: norms, residuals and quantization on the device, so one chain per
-    /// encoder layer, one for the cross K/V, one per decoder step (MLP unchunked).
+    /// The issue's target: norms, residual adds and quantization on the device ([`norm_quant`]
+    /// sub-commands, device time counted), so one chain per encoder layer, one for the final
+    /// encoder norm and the cross K/V, one per decoder step (MLP unchunked).
     PerLayer,
 }
 
@@ -124,12 +140,14 @@ impl Default for Assumptions {
             epilogue_cycles_per_element: 1.0,
             gelu_cycles_per_element: 8.0,
             softmax_cycles_per_score: 40.0,
+            norm_cycles_per_element: 12.0,
             tokens_per_window: 120,
             beams: 1,
             mean_self_keys: 64,
             chaining: Chaining::AsBuilt,
             subcommand_s: 5e-6,
             reconfiguration_s: 0.0,
+            self_attention_on_device: true,
         }
     }
 }
@@ -251,6 +269,24 @@ pub fn gemm_on(p: &Platform, a: &Assumptions, d: &GemmDesign, m: usize, gelu: bo
     finish(p, a, to, from, a_reads + w_reads + c_writes, cycles)
 }
 
+/// One LayerNorm + quantize submission (`aie/designs/norm_quant.py`): `m` rows of width `d`,
+/// `x += r` first when `residual`. The shim moves x (and r, and x back) as f32 and writes the
+/// GEMM's activation image (`d + 64` bytes a row), whole rounds of
+/// [`NormQuantDesign::rows_per_round`] rows, plus the parameter object once per core. The host
+/// writes x only for a stack's first norm (`residual` false: the conv stem's or the token
+/// embedding's rows); everything else stays in device buffers.
+pub fn norm_quant(p: &Platform, a: &Assumptions, m: usize, d: usize, residual: bool) -> Totals {
+    let nd = NormQuantDesign::new(p.target, d, residual).expect("tiny/base widths fit the design");
+    let rounds = m.div_ceil(nd.rows_per_round());
+    let rows = rounds * nd.rows_per_round();
+    let f32_streams = if residual { 3 } else { 1 };
+    let dma = rows * (f32_streams * d * 4 + d + TILE_K) + nd.cores() * nd.row_object_bytes();
+    // Each core runs one 4-row group per round.
+    let cycles = (rounds * NQ_ROWS * d) as f64 * a.norm_cycles_per_element;
+    let to = if residual { 0 } else { m * d * 4 };
+    finish(p, a, to, 0, dma, cycles)
+}
+
 /// One attention submission: `heads` heads, `n_q` queries each, `n_keys` keys; `kv_fresh`
 /// says whether the K/V images are written by the host for this submission (self-attention
 /// appends, the encoder's K/V) or resident (cross-attention K/V after the window's first).
@@ -301,6 +337,8 @@ pub enum Design {
     Gemm(usize, usize, bool, bool),
     /// The attention design.
     Attention,
+    /// The LayerNorm + quantize design: `d`, residual add.
+    NormQuant(usize, bool),
 }
 
 /// A buffer of a stage, as the chain plan compares them (whole).
@@ -311,6 +349,8 @@ const Q: Buffer = 2;
 const A: Buffer = 3;
 const HIDDEN: Buffer = 4;
 const ENC: Buffer = 5;
+/// A GEMM's output that a device norm adds into the residual stream.
+const R: Buffer = 6;
 
 /// One op of a stage as a chain plan sees it: its work when it runs on the device (`None`: a
 /// host op), the buffer it reads and the one it writes.
@@ -439,6 +479,11 @@ pub fn encoder_ops(
             .collect(),
         _ => vec![m],
     };
+    if a.chaining == Chaining::PerLayer {
+        let ops = per_layer_encoder_ops(p, a, w, attention_on_device);
+        let per_layer = ops.iter().filter(|o| o.device.is_some()).count() / w.encoder_layers;
+        return (ops, per_layer);
+    }
     let mut layer = vec![
         StageOp::host(X, H),
         StageOp::dev(
@@ -466,6 +511,46 @@ pub fn encoder_ops(
     (layer.repeat(w.encoder_layers), per_layer)
 }
 
+/// A device norm op: `m` rows of width `d`, `x += r` first unless it starts the stack.
+fn norm_op(p: &Platform, a: &Assumptions, m: usize, d: usize, first: bool, o: Buffer) -> StageOp {
+    let residual = !first;
+    let t = norm_quant(p, a, m, d, residual);
+    let input = if residual { R } else { X };
+    StageOp::dev(t, Design::NormQuant(d, residual), input, o)
+}
+
+/// The encoder under [`Chaining::PerLayer`]: per layer the norm (with the residual add of the
+/// previous layer's fc2 after the first), fused QKV, attention, output projection, the norm
+/// with its residual add, fc1, fc2 — 7 device ops a layer (attention on the device).
+fn per_layer_encoder_ops(
+    p: &Platform,
+    a: &Assumptions,
+    w: &WhisperDims,
+    attention_on_device: bool,
+) -> Vec<StageOp> {
+    let m = ENCODER_ROWS;
+    let g = |k: usize, n: usize, gelu: bool| Design::Gemm(k, n, gelu, false);
+    let lin = |k: usize, n: usize, gelu: bool, i: Buffer, o: Buffer| {
+        StageOp::dev(gemm(p, a, m, k, n, gelu), g(k, n, gelu), i, o)
+    };
+    let mut ops = Vec::new();
+    for l in 0..w.encoder_layers {
+        ops.push(norm_op(p, a, m, w.d, l == 0, H));
+        ops.push(lin(w.d, 3 * w.d, false, H, Q));
+        ops.push(if attention_on_device {
+            let t = attention(p, a, w.heads, m, m, kv_image(w.heads, m));
+            StageOp::dev(t, Design::Attention, Q, A)
+        } else {
+            StageOp::host(Q, A)
+        });
+        ops.push(lin(w.d, w.d, false, A, R));
+        ops.push(norm_op(p, a, m, w.d, false, H));
+        ops.push(lin(w.d, w.mlp, true, H, HIDDEN));
+        ops.push(lin(w.mlp, w.d, false, HIDDEN, R));
+    }
+    ops
+}
+
 /// The decoder's ops of one step: per layer LayerNorm, self QKV, self-attention, self output,
 /// LayerNorm, cross query, cross-attention (resident K/V), cross output, LayerNorm, fc1, fc2 —
 /// the GEMMs through the decoder mapping; attention a host op unless `attention_on_device`.
@@ -481,8 +566,8 @@ pub fn decoder_ops(
     let lin = |k: usize, n: usize, gelu: bool, i: Buffer, o: Buffer| {
         StageOp::dev(decoder_gemm(p, a, m, k, n, gelu), g(k, n, gelu), i, o)
     };
-    let attn = |keys: usize, kv: usize| {
-        if attention_on_device {
+    let attn = |keys: usize, kv: usize, self_attention: bool| {
+        if attention_on_device && (a.self_attention_on_device || !self_attention) {
             StageOp::dev(
                 attention(p, a, w.heads, m, keys, kv),
                 Design::Attention,
@@ -493,15 +578,36 @@ pub fn decoder_ops(
             StageOp::host(Q, A)
         }
     };
+    if a.chaining == Chaining::PerLayer {
+        // Norms on the device, each adding the residual of the GEMM before it (the first of
+        // the stack: the embedded tokens). The final norm before the logits stays on the host
+        // with the logits.
+        let mut ops = Vec::new();
+        for l in 0..w.decoder_layers {
+            ops.push(norm_op(p, a, m, w.d, l == 0, H));
+            ops.push(lin(w.d, 3 * w.d, false, H, Q));
+            ops.push(attn(a.mean_self_keys, kv_image(w.heads, m), true));
+            ops.push(lin(w.d, w.d, false, A, R));
+            ops.push(norm_op(p, a, m, w.d, false, H));
+            ops.push(lin(w.d, w.d, false, H, Q));
+            ops.push(attn(ENCODER_ROWS, 0, false));
+            ops.push(lin(w.d, w.d, false, A, R));
+            ops.push(norm_op(p, a, m, w.d, false, H));
+            ops.push(lin(w.d, w.mlp, true, H, HIDDEN));
+            ops.push(lin(w.mlp, w.d, false, HIDDEN, R));
+        }
+        let per_step = ops.iter().filter(|o| o.device.is_some()).count();
+        return (ops, per_step);
+    }
     let layer = [
         StageOp::host(X, H),
         lin(w.d, 3 * w.d, false, H, Q),
         // The step appends one K/V row per beam and head.
-        attn(a.mean_self_keys, kv_image(w.heads, m)),
+        attn(a.mean_self_keys, kv_image(w.heads, m), true),
         lin(w.d, w.d, false, A, X),
         StageOp::host(X, H),
         lin(w.d, w.d, false, H, Q),
-        attn(ENCODER_ROWS, 0),
+        attn(ENCODER_ROWS, 0, false),
         lin(w.d, w.d, false, A, X),
         StageOp::host(X, H),
         lin(w.d, w.mlp, true, H, HIDDEN),
@@ -513,11 +619,18 @@ pub fn decoder_ops(
 }
 
 /// The cross-attention K/V ops of one window: one fused K/V GEMM per decoder layer, each
-/// reading the encoder output (the K/V then stay on the device for every token).
+/// reading the encoder output (the K/V then stay on the device for every token). Under
+/// [`Chaining::PerLayer`] the encoder's final LayerNorm (with the last fc2's residual add) is
+/// the chain's first sub-command: it writes the activation image the K/V GEMMs read.
 pub fn cross_kv_ops(p: &Platform, a: &Assumptions, w: &WhisperDims) -> Vec<StageOp> {
     let t = gemm(p, a, ENCODER_ROWS, w.d, 2 * w.d, false);
     let d = Design::Gemm(w.d, 2 * w.d, false, false);
-    vec![StageOp::dev(t, d, ENC, Q); w.decoder_layers]
+    let mut ops = Vec::new();
+    if a.chaining == Chaining::PerLayer {
+        ops.push(norm_op(p, a, ENCODER_ROWS, w.d, false, ENC));
+    }
+    ops.extend(vec![StageOp::dev(t, d, ENC, Q); w.decoder_layers]);
+    ops
 }
 
 /// The encoder of one window, every linear and attention on the device, grouped as
@@ -569,13 +682,15 @@ pub fn report(models: &[WhisperDims], platforms: &[Platform], a: &Assumptions) -
     let mut s = format!(
         "PROJECTION (not measured; no NPU): {:?} chaining, host overhead {:.0} µs/submission, \
          {:.0} µs/sub-command after a chain's first (assumed), {:.0} µs/design switch (assumed), \
-         efficiency {:.0} %, softmax {} cycles/score, {} tokens/window, {} beam(s)\n",
+         efficiency {:.0} %, softmax {} cycles/score, norm {} cycles/element (assumed; \
+         PerLayer only), {} tokens/window, {} beam(s)\n",
         a.chaining,
         a.host_overhead_s * 1e6,
         a.subcommand_s * 1e6,
         a.reconfiguration_s * 1e6,
         a.efficiency * 100.0,
         a.softmax_cycles_per_score,
+        a.norm_cycles_per_element,
         a.tokens_per_window,
         a.beams
     );
@@ -708,6 +823,17 @@ mod tests {
         let b = window(&PHOENIX, &a, &BASE);
         assert_eq!(b.submissions, 48 + 1 + 120 * 48);
         assert_eq!(encoder(&PHOENIX, &a, &BASE).subcommands, 6 * (3 + 8));
+        // As the runtime runs it today (AMANUENSIS_NPU_ATTENTION=1): the encoder's and the
+        // cross-attention on the device, the decoder's self-attention on the host: base 48 per
+        // window and 42 per step, tiny 32 and 28.
+        let today = Assumptions {
+            self_attention_on_device: false,
+            ..a
+        };
+        for (w, win, step) in [(BASE, 48, 42), (TINY, 32, 28)] {
+            assert_eq!(encoder(&PHOENIX, &today, &w).submissions, win);
+            assert_eq!(decoder_step(&PHOENIX, &today, &w).submissions, step);
+        }
     }
 
     #[test]
@@ -716,10 +842,12 @@ mod tests {
         for w in [TINY, BASE] {
             let e = encoder(&STRIX, &a, &w);
             assert_eq!(e.submissions, w.encoder_layers);
-            assert_eq!(e.subcommands, 5 * w.encoder_layers);
-            assert_eq!(cross_kv(&STRIX, &a, &w).submissions, 1);
+            // 4 GEMMs, attention and 2 norms a layer.
+            assert_eq!(e.subcommands, 7 * w.encoder_layers);
+            let x = cross_kv(&STRIX, &a, &w);
+            assert_eq!((x.submissions, x.subcommands), (1, 1 + w.decoder_layers));
             let d = decoder_step(&STRIX, &a, &w);
-            assert_eq!((d.submissions, d.subcommands), (1, 8 * w.decoder_layers));
+            assert_eq!((d.submissions, d.subcommands), (1, 11 * w.decoder_layers));
             assert!(
                 d.submissions <= 6 && e.submissions <= 6,
                 "issue 14's targets"
@@ -789,6 +917,54 @@ mod tests {
                         last = Some(t);
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn norm_quant_moves_the_rows_and_costs_its_cycles() {
+        let a = Assumptions::default();
+        // base, 1500 rows with a residual on Phoenix: 8 cores (2 a column), 32 rows a round,
+        // 47 rounds = 1504 rows; x, r and x back as f32, the 576-byte image rows, and the
+        // 8 KB parameter object per core.
+        let t = norm_quant(&PHOENIX, &a, 1500, 512, true);
+        assert_eq!(t.dma_bytes, 1504 * (3 * 2048 + 576) + 8 * 8192);
+        assert_eq!((t.bytes_to_device, t.bytes_from_device), (0, 0));
+        let compute = 47.0 * 4.0 * 512.0 * 12.0 / 1.024e9;
+        let dma = t.dma_bytes as f64 / 32e9;
+        assert!(compute > dma, "compute-bound at the assumed cycles");
+        assert!((t.projected_s - compute - 45e-6).abs() < 1e-12);
+        // Without a residual: 4 cores a column, the host writes the f32 rows.
+        let t = norm_quant(&PHOENIX, &a, 5, 384, false);
+        assert_eq!(t.bytes_to_device, 5 * 384 * 4);
+        assert_eq!(t.dma_bytes, 64 * (1536 + 448) + 16 * 6144);
+    }
+
+    #[test]
+    fn per_layer_chains_count_the_norms_device_time() {
+        let a = with(Chaining::PerLayer);
+        for p in [PHOENIX, STRIX] {
+            for w in [TINY, BASE] {
+                // The encoder's device time is its GEMMs', attentions' and norms'.
+                let (ops, _) = encoder_ops(&p, &a, &w, true);
+                let dev = |keep: &dyn Fn(Design) -> bool| -> f64 {
+                    ops.iter()
+                        .filter_map(|o| o.device)
+                        .filter(|&(_, d)| keep(d))
+                        .map(|(t, _)| t.projected_s - t.overhead_s)
+                        .sum()
+                };
+                let norms = dev(&|d| matches!(d, Design::NormQuant(..)));
+                let all = dev(&|_| true);
+                let e = encoder(&p, &a, &w);
+                assert!(norms > 0.0);
+                assert!((e.projected_s - e.overhead_s - all).abs() < 1e-12);
+                // 2 norms a layer, one of them without a residual (layer 0's first).
+                let n = ops
+                    .iter()
+                    .filter(|o| matches!(o.device, Some((_, Design::NormQuant(..)))))
+                    .count();
+                assert_eq!(n, 2 * w.encoder_layers);
             }
         }
     }

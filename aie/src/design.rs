@@ -5,6 +5,7 @@
 
 use crate::kernels::attention::{HEAD_DIM, KEY_CHUNK, MAX_KEYS, Q_ROWS};
 use crate::kernels::layout::{A_BYTES, C_ELEMS, TILE_K, TILE_M, TILE_N, W_BYTES};
+use crate::kernels::norm_quant::{codes_bytes, param_bytes, NQ_ROWS};
 use crate::txn::Target;
 use crate::AieError;
 
@@ -305,6 +306,96 @@ impl AttentionDesign {
     }
 }
 
+/// The LayerNorm + quantize design (`aie/designs/norm_quant.py`, kernel
+/// `aie/kernels/norm_quant.cc`): every core takes 4-row groups of the residual stream; with a
+/// residual (`add_norm_quant`: `x += r` first) two cores per column, without one
+/// (`norm_quant`) four.
+///
+/// Per column, shim MM2S 0 carries the x rows (its first object: the parameter object, padded
+/// to one x object, once per core; the kernel copies it into its own array), MM2S 1 the
+/// residual rows; the memory tile splits each round's rows over the column's cores. The
+/// cores' codes (A-object runs) and updated rows go back through the memory tile (joined; the
+/// codes re-laid into rows on the way) to shim S2MM 0 (the GEMM's activation image, rows of
+/// `d + 64` bytes) and S2MM 1 (x). Memory-tile channels with a residual: MM2S 2 + 2 (x and r
+/// split over 2 cores) + 2 (codes, x out), S2MM 2 (x, r in) + 2 + 2 (the joins): the 6 + 6 an
+/// AIE-ML memory tile has. Without: MM2S 4 + 1, S2MM 1 + 4. Four cores per column with a
+/// residual would need 10 MM2S.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormQuantDesign {
+    /// Target device model.
+    pub target: Target,
+    /// Row width (`d_model`), a multiple of 64.
+    pub d: usize,
+    /// `add_norm_quant` (residual add first) or `norm_quant`.
+    pub residual: bool,
+}
+
+impl NormQuantDesign {
+    /// The design for rows of width `d`, or why not (width, or the L1 budget: with a residual
+    /// `d = 768` needs 84.6 KB + the stack; without one 36.6 KB fits).
+    pub fn new(target: Target, d: usize, residual: bool) -> Result<Self, AieError> {
+        if d == 0 || !d.is_multiple_of(TILE_K) {
+            return Err(AieError::NormWidth {
+                d,
+                reason: "must be a positive multiple of 64 (the A objects' depth step)",
+            });
+        }
+        let design = NormQuantDesign {
+            target,
+            d,
+            residual,
+        };
+        check_budget(
+            "compute tile",
+            design.l1_bytes() + L1_STACK_RESERVE,
+            L1_BYTES,
+        )?;
+        check_budget("memory tile", design.l2_bytes(), L2_BYTES)?;
+        Ok(design)
+    }
+
+    /// Cores used per column: 2 with a residual, 4 without (memory-tile DMA channels).
+    pub fn cores_per_column(&self) -> usize {
+        if self.residual {
+            2
+        } else {
+            CORE_ROWS
+        }
+    }
+
+    /// Cores used.
+    pub fn cores(&self) -> usize {
+        self.target.cols as usize * self.cores_per_column()
+    }
+
+    /// Bytes of one x (or r, or x_out) object: 4 rows of f32.
+    pub fn row_object_bytes(&self) -> usize {
+        NQ_ROWS * self.d * 4
+    }
+
+    /// Compute-tile data memory: x double-buffered (its first object is the parameter object,
+    /// padded to an x object), r and x_out double-buffered (with a residual), the codes
+    /// double-buffered, and the kernel's own copy of the parameters (`nq_load_params`).
+    pub fn l1_bytes(&self) -> usize {
+        let x = self.row_object_bytes();
+        let rx = if self.residual { 4 * x } else { 0 };
+        2 * x + rx + 2 * codes_bytes(self.d) + param_bytes(self.d)
+    }
+
+    /// Memory-tile data memory: per round the column's rows of x (and r, x_out) and codes
+    /// (`d + 64` bytes a row), double-buffered.
+    pub fn l2_bytes(&self) -> usize {
+        let rows = self.cores_per_column() * NQ_ROWS;
+        let f32_rows = if self.residual { 3 } else { 1 };
+        2 * rows * (f32_rows * self.d * 4 + self.d + TILE_K)
+    }
+
+    /// Rows one round covers (every core one 4-row group).
+    pub fn rows_per_round(&self) -> usize {
+        self.cores() * NQ_ROWS
+    }
+}
+
 /// The weight shapes `(k, n)` of one model's linears on the NPU: fused Q/K/V (`d × 3d`),
 /// attention output and cross-attention query (`d × d`), fused cross K/V (`d × 2d`), fc1
 /// (`d × 4d`, GELU), fc2 (`4d × d`).
@@ -345,6 +436,49 @@ mod tests {
             AttentionDesign::l1_bytes() <= 52 * 1024,
             "{}",
             AttentionDesign::l1_bytes()
+        );
+    }
+
+    #[test]
+    fn the_norm_design_fits_tiny_and_base_and_refuses_residual_768() {
+        for t in [Target::NPU1, Target::NPU2] {
+            for residual in [false, true] {
+                for d in [TINY.d, BASE.d] {
+                    let n = NormQuantDesign::new(t, d, residual).unwrap();
+                    assert!(n.l1_bytes() + L1_STACK_RESERVE <= L1_BYTES);
+                }
+                // whisper-small's width: the plain norm fits (36.6 KB), the residual form
+                // (84.6 KB) does not.
+                let small = NormQuantDesign::new(t, 768, residual);
+                if residual {
+                    assert!(matches!(
+                        small,
+                        Err(AieError::Budget {
+                            tile: "compute tile",
+                            ..
+                        })
+                    ));
+                } else {
+                    assert!(small.is_ok());
+                }
+                assert!(matches!(
+                    NormQuantDesign::new(t, 100, residual),
+                    Err(AieError::NormWidth { d: 100, .. })
+                ));
+            }
+        }
+        // base with a residual: x, r and x_out 2 × 8 KB each, codes 2 × 2304 B, the
+        // parameters 4160 B: 56.6 KB + the 2 KB stack.
+        let n = NormQuantDesign::new(Target::NPU1, 512, true).unwrap();
+        assert_eq!(n.l1_bytes(), 6 * 8192 + 2 * 2304 + 4160);
+        // L2: 8 rows of x, r, x_out (f32) and image rows (576 B), double-buffered: 105 KB.
+        assert_eq!(n.l2_bytes(), 2 * 8 * (3 * 2048 + 576));
+        assert_eq!((n.cores(), n.rows_per_round()), (8, 32));
+        assert_eq!(
+            NormQuantDesign::new(Target::NPU2, 384, false)
+                .unwrap()
+                .rows_per_round(),
+            128
         );
     }
 

@@ -25,6 +25,14 @@ pub enum AieError {
         /// Why it is refused.
         reason: &'static str,
     },
+    /// A row width the LayerNorm + quantize design does not take.
+    #[error("norm/quantize design: row width d = {d}: {reason}")]
+    NormWidth {
+        /// The width given.
+        d: usize,
+        /// Why it is refused.
+        reason: &'static str,
+    },
     /// A tile's buffers exceed its memory.
     #[error("{tile} needs {need} bytes, has {have}")]
     Budget {

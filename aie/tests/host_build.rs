@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use amanuensis_aie::kernels::attention::{self, HEAD_DIM, KEY_CHUNK, MAX_KEYS, Q_ROWS};
 use amanuensis_aie::kernels::layout::{block_a, block_w, A_BYTES, C_ELEMS, W_BYTES};
 use amanuensis_aie::kernels::matmul::{self, put_channel_params, put_row_scale, EpilogueMode};
+use amanuensis_aie::kernels::norm_quant::{self, codes_bytes, param_object, NQ_ROWS};
 use amanuensis_aie::kernels::numerics::bf16_round;
 
 /// Builds `kernel_driver` once per test binary.
@@ -50,6 +51,7 @@ fn driver() -> &'static Path {
             .arg(kernels.join("host/kernel_driver.cc"))
             .arg(kernels.join("matmul_i8.cc"))
             .arg(kernels.join("attention.cc"))
+            .arg(kernels.join("norm_quant.cc"))
             .arg("-o")
             .arg(&exe)
             .status()
@@ -252,5 +254,142 @@ fn attention_passes_equal_the_rust_model() {
             );
         }
         assert!(o.iter().any(|&x| x != 0.0));
+    }
+}
+
+/// Rows for the norm kernel: random at several magnitudes and offsets, zero, `-0.0`, constant
+/// (variance 0), an outlier, squares that overflow (infinite variance), tiny values, infinity.
+fn norm_rows(rng: &mut Rng, calls: usize, d: usize) -> Vec<f32> {
+    (0..calls * NQ_ROWS)
+        .flat_map(|row| {
+            let mut v: Vec<f32> = (0..d)
+                .map(|i| match row % 10 {
+                    0 => rng.f() * 3.0 + 10.0,
+                    1 => 0.0,
+                    2 => -0.0,
+                    3 => 2.5,
+                    4 if i == 17 => 6.0e4,
+                    5 => rng.f() * 3.0e19,
+                    6 => rng.f() * 1e-30,
+                    7 if i == 3 => f32::INFINITY,
+                    _ => rng.f() * 40.0,
+                })
+                .collect();
+            if row % 10 == 9 {
+                v.iter_mut().for_each(|x| *x *= 1e-3);
+            }
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn norm_quant_equals_the_rust_model() {
+    let mut rng = Rng(17);
+    for (case, (d, residual, zero_beta)) in [
+        (384usize, false, false),
+        (384, true, false),
+        (512, false, true),
+        (512, true, false),
+        (64, true, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let calls = 5;
+        let gamma: Vec<f32> = (0..d).map(|_| rng.f() * 2.0).collect();
+        let beta: Vec<f32> = (0..d)
+            .map(|_| if zero_beta { 0.0 } else { rng.f() * 0.5 })
+            .collect();
+        let eps = 1e-5;
+        let x = norm_rows(&mut rng, calls, d);
+        let r: Vec<f32> = (0..x.len()).map(|_| rng.f() * 8.0).collect();
+
+        let mut input = Vec::new();
+        for v in [d as u32, residual as u32, calls as u32] {
+            input.extend(v.to_le_bytes());
+        }
+        input.extend(param_object(&gamma, &beta, eps));
+        let call_len = NQ_ROWS * d;
+        for c in 0..calls {
+            input.extend(le(&x[c * call_len..(c + 1) * call_len], f32::to_le_bytes));
+            if residual {
+                input.extend(le(&r[c * call_len..(c + 1) * call_len], f32::to_le_bytes));
+            }
+        }
+        let out = run("norm_quant", &input, &format!("norm_quant{case}"));
+        let per_call = codes_bytes(d) + if residual { 4 * call_len } else { 0 };
+        assert_eq!(out.len(), calls * per_call, "case {case}");
+
+        let mut x_out = vec![0f32; call_len];
+        let mut codes = vec![0u8; codes_bytes(d)];
+        let mut y = vec![0f32; d];
+        let mut zero_scales = 0;
+        for (c, got) in out.chunks_exact(per_call).enumerate() {
+            let rows = c * call_len..(c + 1) * call_len;
+            norm_quant::norm_quant(
+                &x[rows.clone()],
+                residual.then(|| &r[rows.clone()]),
+                &gamma,
+                &beta,
+                eps,
+                &mut x_out,
+                &mut codes,
+                &mut y,
+            );
+            let (got_x, got_codes) = got.split_at(if residual { 4 * call_len } else { 0 });
+            for (i, b) in got_x.chunks_exact(4).enumerate() {
+                let g = f32::from_le_bytes(b.try_into().unwrap());
+                assert_eq!(
+                    g.to_bits(),
+                    x_out[i].to_bits(),
+                    "case {case} call {c} x {i}"
+                );
+            }
+            for (i, (&g, &w)) in got_codes.iter().zip(&codes).enumerate() {
+                assert_eq!(g, w, "case {case} call {c} code byte {i}");
+            }
+            let scales = &codes[codes_bytes(d) - 256..];
+            zero_scales += (0..NQ_ROWS)
+                .filter(|&m| scales[m * 8..m * 8 + 4] == [0; 4])
+                .count();
+        }
+        // Liveness: with beta = 0 and no residual, the zero rows quantize to scale 0.
+        if zero_beta && !residual {
+            assert!(zero_scales >= 2, "case {case}");
+        }
+        assert!(codes.iter().any(|&b| b as i8 == 127 || b as i8 == -127));
+    }
+}
+
+#[test]
+fn quant_code_equals_the_cpu_int8_rounding() {
+    // Exact ties (k + 0.5), their neighbours, the clamp, infinities and NaN, and a dense sweep.
+    let mut ys: Vec<f32> = (-260..=260)
+        .flat_map(|i| {
+            let t = i as f32 * 0.5;
+            [
+                t,
+                f32::from_bits(t.to_bits() + 1),
+                f32::from_bits(t.to_bits().saturating_sub(1)),
+            ]
+        })
+        .collect();
+    ys.extend([
+        127.4,
+        300.0,
+        -300.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -0.0,
+    ]);
+    ys.extend((-100_000..100_000).map(|i| i as f32 * 1.3e-3));
+    let out = run("quant_code", &le(&ys, f32::to_le_bytes), "quant_code");
+    assert_eq!(out.len(), ys.len());
+    for (&y, &got) in ys.iter().zip(&out) {
+        let want = amanuensis_runtime::q8::quant::code(y);
+        assert_eq!(got as i8, want, "code({y})");
+        assert_eq!(norm_quant::code(y), want, "model code({y})");
     }
 }

@@ -30,6 +30,12 @@ pub enum WhisperError {
     },
     #[error("beam size {0} is not supported (1 = greedy, up to {max})", max = crate::session::MAX_BEAMS)]
     BadBeamSize(usize),
+    #[error(
+        "beam search patience {patience} and length penalty {length_penalty}: patience must be \
+         a positive number that keeps at least one hypothesis (beam size × patience ≥ 0.5), \
+         the length penalty a finite number"
+    )]
+    BadBeamOptions { patience: f32, length_penalty: f32 },
     #[error("prompt token id {id} is outside the vocabulary ({n_vocab} tokens)")]
     TokenOutOfRange { id: u32, n_vocab: usize },
     #[error(transparent)]
@@ -48,4 +54,6 @@ pub enum WhisperError {
     NoAlignmentHeads,
     #[error("transcription aborted by the caller")]
     Aborted,
+    #[error(transparent)]
+    Clips(#[from] crate::clips::ClipError),
 }

@@ -7,11 +7,13 @@
 
 pub mod audio;
 pub mod checksum;
+pub mod clips;
 pub mod config;
 pub mod decode;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod hallucination;
 pub mod layers;
 pub mod load_error;
 pub mod mel;

@@ -31,11 +31,11 @@ pub trait MelWindows {
     /// Fills `out` (`[n_mels, 3000]` row-major) with the normalised frames `seek .. seek +
     /// count`, `count = min(3000, content_frames − seek)`, and 0.0 after them; returns `count`.
     fn window(&mut self, seek: usize, out: &mut [f32]) -> Result<usize, WhisperError>;
-    /// The window language detection reads: faster-whisper slices the *whole* feature matrix
-    /// (`features[:, :3000]`, the extra last frame included) where transcription slices the
-    /// content frames, so for inputs under 30 s this window has one more frame than
-    /// `window(0)`.
-    fn language_window(&mut self, out: &mut [f32]) -> Result<usize, WhisperError>;
+    /// The window language detection reads from frame `seek` (0, or the first clip's start):
+    /// faster-whisper slices the *whole* feature matrix (`features[:, seek:seek + 3000]`, the
+    /// extra last frame included) where transcription slices the content frames, so near the
+    /// end of the input this window has one more frame than `window(seek)`.
+    fn language_window(&mut self, seek: usize, out: &mut [f32]) -> Result<usize, WhisperError>;
 }
 
 impl MelWindows for LogMel {
@@ -53,10 +53,10 @@ impl MelWindows for LogMel {
         Ok(LogMel::window(self, seek, out)?)
     }
 
-    fn language_window(&mut self, out: &mut [f32]) -> Result<usize, WhisperError> {
+    fn language_window(&mut self, seek: usize, out: &mut [f32]) -> Result<usize, WhisperError> {
         let content = self.content_frames;
         self.content_frames = self.n_frames;
-        let result = LogMel::window(self, 0, out);
+        let result = LogMel::window(self, seek, out);
         self.content_frames = content;
         Ok(result?)
     }
@@ -302,8 +302,8 @@ impl MelWindows for StreamedLogMel {
         self.fill(seek, self.content_frames, out)
     }
 
-    fn language_window(&mut self, out: &mut [f32]) -> Result<usize, WhisperError> {
-        self.fill(0, self.n_frames, out)
+    fn language_window(&mut self, seek: usize, out: &mut [f32]) -> Result<usize, WhisperError> {
+        self.fill(seek, self.n_frames, out)
     }
 }
 

@@ -12,13 +12,16 @@ use std::time::{Duration, Instant};
 
 use amanuensis_runtime::backend::Backend;
 
+use crate::clips::seek_clips;
 use crate::decode::fallback::{best_hypothesis, decode_with_fallback, FallbackOptions, Scored};
 use crate::decode::guards::{repetition_cut, SilenceMap, SpeechGate};
-use crate::decode::BeamSearch;
 use crate::decode::{compression_ratio, sample, Rng};
+use crate::decode::{BeamOptions, BeamSearch};
 use crate::decode::{GreedyPick, LogitFilter, SuppressBlank, SuppressTokens, TimestampRules};
 use crate::decoder::MAX_SLOTS;
 use crate::error::WhisperError;
+use crate::hallucination::{skip_silence_before_hallucinations, HallucinationSkip, WindowSpan};
+use crate::mel::WINDOW_FRAMES;
 use crate::mel_windows::MelWindows;
 use crate::segment::{split_by_timestamps, Segment, TIME_PER_FRAME, TIME_PRECISION};
 use crate::whisper::Whisper;
@@ -50,6 +53,10 @@ pub struct TranscribeOptions {
     /// 1: greedy; more: beam search with this many beams (faster-whisper's default is 5),
     /// patience 1, length penalty 1, at most [`MAX_BEAMS`].
     pub beam_size: usize,
+    /// Beam search's patience and length penalty (faster-whisper's `patience`,
+    /// `length_penalty`; both 1 by default). The length penalty also ranks the `best_of`
+    /// samples of the temperature fallback, as in CTranslate2.
+    pub beam_options: BeamOptions,
     /// Hand back, per window, the cross-attention weights of the model's alignment heads over
     /// the decoded tokens ([`WindowResult::alignment`]; one extra batched decoder pass per
     /// window). Off by default: no cost.
@@ -60,6 +67,17 @@ pub struct TranscribeOptions {
     /// the next window starts at the last word's end unless the window ended with a single
     /// timestamp. Off by default: nothing changes.
     pub word_timestamps: bool,
+    /// faster-whisper's `hallucination_silence_threshold` (seconds; needs
+    /// [`word_timestamps`](Self::word_timestamps), ignored without them, as there): a segment
+    /// whose words look anomalous and that sits between silences longer than this is dropped
+    /// with the rest of its window, and decoding resumes at it ([`crate::hallucination`]).
+    /// Off by default.
+    pub hallucination_silence_threshold: Option<f64>,
+    /// faster-whisper's `clip_timestamps` (seconds, `start,end,start,end,…`; an odd list ends
+    /// at the end of the audio): transcribe only these clips, each window ending at its clip's
+    /// end ([`crate::clips`]). Empty (the default): the whole audio. Values must be finite, 0
+    /// or more, and in order ([`crate::clips::check`]; `transcribe` refuses others).
+    pub clip_timestamps: Vec<f64>,
     /// Translate to English (`<|translate|>` in the SOT sequence; multilingual models only).
     pub translate: bool,
     /// Temperature fallback (faster-whisper's defaults; [`FallbackOptions::off`] = temperature
@@ -113,8 +131,11 @@ impl Default for TranscribeOptions {
             max_initial_timestamp: 1.0,
             suppress_blank: true,
             beam_size: 1,
+            beam_options: BeamOptions::default(),
             alignment_weights: false,
             word_timestamps: false,
+            hallucination_silence_threshold: None,
+            clip_timestamps: Vec::new(),
             translate: false,
             fallback: FallbackOptions::default(),
             guards: GuardOptions::default(),
@@ -404,9 +425,19 @@ impl<E: Backend, D: Backend> Session<E, D> {
         &mut self,
         mel: &mut dyn MelWindows,
     ) -> Result<DetectedLanguage, WhisperError> {
+        self.detect_language_at(mel, 0)
+    }
+
+    /// [`Session::detect_language`] on the window from mel frame `seek` (with clips:
+    /// [`crate::clips::language_detection_seek`]).
+    pub fn detect_language_at(
+        &mut self,
+        mel: &mut dyn MelWindows,
+        seek: usize,
+    ) -> Result<DetectedLanguage, WhisperError> {
         let model = Arc::clone(&self.model);
         let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
-        mel.language_window(&mut self.mel_window)?;
+        mel.language_window(seek, &mut self.mel_window)?;
         model.encoder.forward(
             &model.encoder_backend,
             &mut self.encoder_ws,
@@ -562,10 +593,25 @@ impl<E: Backend, D: Backend> Session<E, D> {
         let mut prompt_reset_since = 0;
         let mut segments = Vec::new();
         let mut prompt: Vec<u32> = Vec::with_capacity(n_text_ctx);
-        let mut seek = 0usize;
+        crate::clips::check(&opts.clip_timestamps)?;
+        let clips = seek_clips(&opts.clip_timestamps, content_frames);
+        let mut clip = 0;
+        let mut seek = clips[0].0;
         let mut last_speech_timestamp = 0.0f64;
         let mut rng = Rng::new(opts.fallback.seed);
-        while seek < content_frames {
+        while let Some(&(clip_start, clip_end)) = clips.get(clip) {
+            // faster-whisper's flattened loop over the clips: windows never cross a clip's end.
+            let clip_end = clip_end.min(content_frames);
+            seek = seek.max(clip_start);
+            if seek >= clip_end {
+                clip += 1;
+                // faster-whisper moves to the next clip's start even when the last window's
+                // words ended past it; our windows are read front to back, so seek stays.
+                if let Some(&(next_start, _)) = clips.get(clip) {
+                    seek = seek.max(next_start);
+                }
+                continue;
+            }
             if self.aborted() {
                 return Err(WhisperError::Aborted);
             }
@@ -578,7 +624,11 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 }
             }
             let time_offset = seek as f64 * TIME_PER_FRAME;
-            let segment_size = model.encoder.n_frames().min(content_frames - seek);
+            let segment_size = model
+                .encoder
+                .n_frames()
+                .min(content_frames - seek)
+                .min(clip_end - seek);
             if opts.guards.skip_silence && !audio.holds_speech(seek, segment_size) {
                 seek += segment_size;
                 on_window(WindowDone {
@@ -590,7 +640,14 @@ impl<E: Backend, D: Backend> Session<E, D> {
             }
 
             let t = Instant::now();
-            mel.window(seek, &mut self.mel_window)?;
+            let filled = mel.window(seek, &mut self.mel_window)?;
+            if filled > segment_size {
+                // A clip ends inside this window: as faster-whisper's pad_or_trim of
+                // `features[:, seek:seek + segment_size]`, nothing after it is seen.
+                for row in self.mel_window.chunks_exact_mut(WINDOW_FRAMES) {
+                    row[segment_size..filled].fill(0.0);
+                }
+            }
             timings.mel += t.elapsed();
             let t = Instant::now();
             model.encoder.forward(
@@ -667,13 +724,47 @@ impl<E: Backend, D: Backend> Session<E, D> {
                 let tb = special.timestamp_begin;
                 let single_timestamp_ending =
                     n >= 2 && result.tokens[n - 2] < tb && result.tokens[n - 1] >= tb;
-                let end = last_end(&split.segments, &words);
                 if !single_timestamp_ending {
+                    let end = last_end(&split.segments, &words);
                     if let Some(end) = end.filter(|&e| e > time_offset) {
                         seek = (end / TIME_PER_FRAME).round_ties_even() as usize;
                     }
                 }
-                if let Some(end) = end {
+                if let Some(threshold) = opts.hallucination_silence_threshold {
+                    let span = WindowSpan {
+                        seek: window_seek,
+                        time_offset,
+                        segment_duration: segment_size as f64 * TIME_PER_FRAME,
+                        window_end_time: (window_seek + model.encoder.n_frames()) as f64
+                            * TIME_PER_FRAME,
+                        content_frames,
+                        content_duration: content_frames as f64 * TIME_PER_FRAME,
+                    };
+                    match skip_silence_before_hallucinations(
+                        threshold,
+                        &split.segments,
+                        &words,
+                        last_speech_timestamp,
+                        &span,
+                    ) {
+                        HallucinationSkip::Keep => {}
+                        HallucinationSkip::SkipWindow { seek: next } => {
+                            seek = next;
+                            on_window(WindowDone {
+                                segments: &[],
+                                done: (seek as f64 * TIME_PER_FRAME).min(duration),
+                                duration,
+                            });
+                            continue;
+                        }
+                        HallucinationSkip::Truncate { keep, seek: next } => {
+                            split.segments.truncate(keep);
+                            words.truncate(keep);
+                            seek = next;
+                        }
+                    }
+                }
+                if let Some(end) = last_end(&split.segments, &words) {
                     last_speech_timestamp = end;
                 }
             }
@@ -1051,9 +1142,25 @@ impl<E: Backend, D: Backend> Session<E, D> {
         let (backend, decoder) = (&*model.decoder_backend, &model.decoder);
         let dims = model.config.dims;
         let n_vocab = dims.n_vocab;
-        if self.beams.as_ref().is_none_or(|b| b.search.beam() != beam) {
+        let options = opts.beam_options;
+        if options.max_candidates(beam).is_none() || !options.length_penalty.is_finite() {
+            return Err(WhisperError::BadBeamOptions {
+                patience: options.patience,
+                length_penalty: options.length_penalty,
+            });
+        }
+        if self
+            .beams
+            .as_ref()
+            .is_none_or(|b| b.search.beam() != beam || b.search.options() != options)
+        {
             self.beams = Some(BeamBuffers {
-                search: BeamSearch::new(beam, model.config.special.eot, dims.n_text_ctx),
+                search: BeamSearch::with_options(
+                    beam,
+                    model.config.special.eot,
+                    dims.n_text_ctx,
+                    options,
+                ),
                 logits: vec![0.0; beam * n_vocab],
                 tokens: vec![0; beam],
                 slots: [0; MAX_BEAMS],
@@ -1194,8 +1301,11 @@ impl<E: Backend, D: Backend> Session<E, D> {
                     self.decode_window_at(prompt, sot_index, opts, Some((t, &mut *rng)), timings)?;
                 samples.push(r);
             }
-            let best = best_hypothesis(samples.iter().map(|r| (r.sum_logprob, r.tokens.len())))
-                .expect("at least one sample");
+            let best = best_hypothesis(
+                samples.iter().map(|r| (r.sum_logprob, r.tokens.len())),
+                opts.beam_options.length_penalty as f64,
+            )
+            .expect("at least one sample");
             score(samples.swap_remove(best))
         })?;
         if opts.guards.cut_loops

@@ -72,6 +72,7 @@ use crate::npu::ring::{CommandRing, Packet};
 use crate::npu::txn::{self, Direction, Limits};
 use crate::npu::xclbin::{Xclbin, MLIR_AIE_DPU_KERNEL_ID};
 use crate::npu::NpuError;
+use crate::npu_attention::{self, AttentionSession, AttentionStats, DeviceAttention};
 use crate::q8::quant::quantize_row;
 use crate::q8::{dequantize_into, QuantMatrix};
 use crate::stage::{BufferId, KeyValueCacheSpec, Op, Program, StageArgs, StageId};
@@ -256,11 +257,12 @@ struct DeviceGemm {
 /// Totals over every workspace of a backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NpuStats {
-    /// Device submissions.
+    /// Device submissions (linear groups and, with device attention, attention commands).
     pub submissions: u64,
     /// Linear calls computed on the device.
     pub device_linears: u64,
-    /// Bytes the host wrote for the device and flushed (A rows of every submission).
+    /// Bytes the host wrote for the device and flushed (A rows of every submission; Q and K/V
+    /// images of the attention commands).
     pub bytes_to_device: u64,
     /// Bytes the host read back (C rows of every submission).
     pub bytes_from_device: u64,
@@ -287,6 +289,8 @@ pub struct NpuBackend {
     // before the device.
     gemms: Vec<DeviceGemm>,
     aie: Option<AieDesigns>,
+    /// The attention design, when attention runs on the device ([`crate::npu_attention`]).
+    attention: Option<DeviceAttention>,
     heap: Arc<Heap>,
     device: Device,
     counters: Counters,
@@ -366,6 +370,7 @@ impl NpuMatrix {
 pub struct NpuScratch {
     cpu: Int8Scratch,
     session: Option<GemmSession>,
+    attention: Option<AttentionSession>,
 }
 
 /// One stream's device state: the chain plan of every stage, one activation (A) and one
@@ -507,6 +512,7 @@ impl NpuBackend {
             cpu: CpuInt8Backend::new(threads),
             gemms,
             aie: None,
+            attention: None,
             heap,
             device,
             counters: Counters::default(),
@@ -525,6 +531,30 @@ impl NpuBackend {
             contexts: Mutex::new(Vec::new()),
         });
         self
+    }
+
+    /// Also runs attention on the emulated device's attention design
+    /// ([`crate::npu_attention`]: the encoder's self-attention and the decoder's
+    /// cross-attention; int8 `Q·Kᵀ`, so not the CPU INT8 path's arithmetic). Needs
+    /// [`NpuBackend::with_emulated_designs`] first (the design exists only on the emulator).
+    pub fn with_emulated_attention(mut self) -> Result<Self, NpuError> {
+        let Some(aie) = &self.aie else {
+            return Err(NpuError::InvalidRequest {
+                what: "device attention needs the emulated device (with_emulated_designs)".into(),
+            });
+        };
+        self.attention = Some(DeviceAttention::load_emulated(
+            &self.device,
+            &self.heap,
+            &aie.emu,
+            aie.target,
+        )?);
+        Ok(self)
+    }
+
+    /// Totals of the device attention, if it is on.
+    pub fn attention_stats(&self) -> Option<AttentionStats> {
+        self.attention.as_ref().map(DeviceAttention::stats)
     }
 
     /// Why commands of the emulated device ended in a state other than COMPLETED (a stream
@@ -1243,12 +1273,13 @@ impl NpuBackend {
     pub fn stats(&self) -> NpuStats {
         let c = &self.counters;
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let attention = self.attention_stats().unwrap_or_default();
         NpuStats {
-            submissions: l(&c.submissions),
+            submissions: l(&c.submissions) + attention.submissions,
             device_linears: l(&c.device_linears),
-            bytes_to_device: l(&c.bytes_to_device),
-            bytes_from_device: l(&c.bytes_from_device),
-            device_ns: l(&c.device_ns),
+            bytes_to_device: l(&c.bytes_to_device) + attention.bytes_to_device,
+            bytes_from_device: l(&c.bytes_from_device) + attention.bytes_from_device,
+            device_ns: l(&c.device_ns) + attention.device_ns,
             weight_bytes: l(&c.weight_bytes),
         }
     }
@@ -1418,6 +1449,7 @@ impl LayerKernels for NpuBackend {
         NpuScratch {
             cpu: self.cpu.scratch(threads),
             session: None,
+            attention: None,
         }
     }
 
@@ -1489,6 +1521,10 @@ impl LayerKernels for NpuBackend {
         args: &StageArgs,
         input: &dyn Fn(crate::stage::At, usize) -> Option<&'a [f32]>,
     ) -> Result<(), BackendError> {
+        if let (Some(a), Some(session)) = (&self.attention, s.attention.as_mut()) {
+            let log = s.session.as_mut().map(|g| &mut g.log);
+            a.begin_op(session, program, stage, op, args, input, log)?;
+        }
         let Some(session) = s.session.as_mut() else {
             return Ok(());
         };
@@ -1550,6 +1586,9 @@ impl LayerKernels for NpuBackend {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
+        if s.attention.as_mut().is_some_and(|a| a.take_result(out)) {
+            return;
+        }
         self.cpu.attention(&mut s.cpu, shape, q, k, v, scratch, out);
     }
 
@@ -1574,6 +1613,9 @@ impl LayerKernels for NpuBackend {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
+        if s.attention.as_mut().is_some_and(|a| a.take_result(out)) {
+            return;
+        }
         self.cpu
             .attention_prepared(&mut s.cpu, shape, q, kv, scratch, out);
     }
@@ -1673,6 +1715,10 @@ impl Backend for NpuBackend {
         if program.matrices().iter().any(NpuMatrix::on_device) {
             ws.scratch_mut().session = Some(self.session(program, aie)?);
         }
+        if let Some(a) = &self.attention {
+            ws.scratch_mut().attention =
+                a.session(&self.device, &self.heap, program, self.timeout)?;
+        }
         Ok(ws)
     }
 
@@ -1709,7 +1755,11 @@ impl Backend for NpuBackend {
     /// group of its chain plan (a chain of the group's design linears and fixture tiles, or a
     /// single command); the host ops are not submissions.
     fn submissions(&self, program: &Program<NpuMatrix>, stage: StageId) -> usize {
-        self.plan(program, stage).groups.len()
+        let attention = match self.attention {
+            Some(_) => npu_attention::submissions(program, stage),
+            None => 0,
+        };
+        self.plan(program, stage).groups.len() + attention
     }
 }
 

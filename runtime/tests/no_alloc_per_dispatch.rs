@@ -453,3 +453,102 @@ fn pipelined_dispatches_allocate_nothing_at_every_depth() {
         assert!(arena.bytes(output).iter().all(|&b| b == 9));
     }
 }
+
+/// Attention on the device (the attention design on the emulated device): a self-attention
+/// call (queries, keys and values quantized into the session's images), the preparation of
+/// cross-attention keys/values into their resident image, and attention over them for a
+/// decoder step's rows: the images, instruction streams and ring all exist with the workspace.
+#[test]
+fn device_attention_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::Backend as _;
+    use amanuensis_runtime::npu_backend::{emulated_config, NpuBackend};
+    use amanuensis_runtime::stage::{
+        At, AttentionDims, Extent, KeyValuesSpec, Op, Program as Stages, Residency, StageArgs,
+        StageId,
+    };
+
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &[], 1)
+        .unwrap()
+        .with_emulated_designs(emu.clone())
+        .with_emulated_attention()
+        .unwrap();
+    let (heads, t, max_q) = (6, 150, 8);
+    let w = heads * 64;
+    let mut p = Stages::new();
+    let b: Vec<_> = ["x", "k", "v", "out"]
+        .into_iter()
+        .map(|name| p.add_buffer(name, t * w, Residency::Resident))
+        .collect();
+    let kv = p.add_key_values(KeyValuesSpec {
+        heads,
+        head_dim: 64,
+        capacity: t,
+    });
+    let dims = |q_len, max_q_len| AttentionDims {
+        heads,
+        head_dim: 64,
+        q_len,
+        kv_len: Extent::fixed(t),
+        causal_offset: None,
+        max_q_len,
+        max_kv_len: t,
+    };
+    p.add_stage(
+        "self",
+        vec![Op::Attention {
+            q: At::start(b[0]),
+            k: At::start(b[1]),
+            v: At::start(b[2]),
+            out: At::start(b[3]),
+            dims: dims(Extent::fixed(t), t),
+        }],
+    );
+    p.add_stage(
+        "prepare and cross",
+        vec![
+            Op::PrepareKeyValues {
+                k: At::start(b[1]),
+                v: At::start(b[2]),
+                rows: t,
+                kv,
+            },
+            Op::AttentionPrepared {
+                q: At::start(b[0]),
+                kv,
+                out: At::start(b[3]),
+                dims: dims(Extent::rows(1), max_q),
+            },
+        ],
+    );
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    let input: Vec<f32> = (0..t * w)
+        .map(|i| ((i * 7 % 23) as f32 - 11.0) / 8.0)
+        .collect();
+    for &buf in &b[..3] {
+        npu.write(&mut ws, buf, 0, &input).unwrap();
+    }
+    for (stage, rows) in [(0, t), (1, 1), (1, 5)] {
+        let args = StageArgs {
+            rows,
+            ..Default::default()
+        };
+        npu.run(&p, StageId(stage), &args, &mut ws).unwrap(); // first use of the ring slot
+        let before = host_allocs();
+        for _ in 0..3 {
+            npu.run(&p, StageId(stage), &args, &mut ws).unwrap();
+        }
+        let host = host_allocs() - before;
+        assert_eq!(
+            host, 0,
+            "{host} host allocations in 3 calls of stage {stage} with {rows} rows"
+        );
+    }
+    assert_eq!(npu.attention_stats().unwrap().submissions, 12);
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}

@@ -99,13 +99,25 @@ pub struct TranscribeArgs {
     /// does); needs --word-timestamps.
     #[arg(long, value_name = "N")]
     pub max_words_per_line: Option<usize>,
+    /// Skip silent periods longer than this many seconds around a possible hallucination
+    /// (faster-whisper's `hallucination_silence_threshold`: a segment of improbable, very short
+    /// or very long words between such silences is dropped and decoding resumes at it); needs
+    /// --word-timestamps.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
+    pub hallucination_silence_threshold: Option<f64>,
+    /// Transcribe only these clips: `start,end,start,end,…` in seconds, in order (the last
+    /// end defaults to the end of the audio; faster-whisper's and openai-whisper's
+    /// `clip_timestamps`). Times stay those of the whole file.
+    #[arg(long, value_name = "START,END,...", value_parser = clip_timestamps)]
+    pub clip_timestamps: Option<ClipTimestamps>,
     #[command(flatten)]
     pub decoding: super::decoding::DecodeArgs,
 }
 
 impl TranscribeArgs {
     /// The subtitle options; an error names a word option given without --word-timestamps
-    /// (openai-whisper refuses these too).
+    /// (openai-whisper refuses the subtitle ones and warns for the hallucination threshold,
+    /// which faster-whisper ignores without word timestamps: we refuse them all).
     pub fn subtitles(&self) -> Result<amanuensis::output::SubtitleOptions, String> {
         if !self.word_timestamps {
             let given = [
@@ -113,6 +125,10 @@ impl TranscribeArgs {
                 ("--max-line-width", self.max_line_width.is_some()),
                 ("--max-line-count", self.max_line_count.is_some()),
                 ("--max-words-per-line", self.max_words_per_line.is_some()),
+                (
+                    "--hallucination-silence-threshold",
+                    self.hallucination_silence_threshold.is_some(),
+                ),
             ];
             if let Some((flag, _)) = given.iter().find(|(_, on)| *on) {
                 return Err(format!("{flag} needs --word-timestamps"));
@@ -171,4 +187,25 @@ impl From<DeviceArg> for Device {
             DeviceArg::Emu => Device::Emu,
         }
     }
+}
+
+/// A duration in seconds: a finite number, not negative.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a number of seconds (finite, 0 or more)"
+        )),
+    }
+}
+
+/// The seconds of `--clip-timestamps` (one value for clap, not a list of arguments).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipTimestamps(pub Vec<f64>);
+
+/// `start,end,…` seconds (`model::clips::parse`).
+fn clip_timestamps(s: &str) -> Result<ClipTimestamps, String> {
+    amanuensis::model::clips::parse(s)
+        .map(ClipTimestamps)
+        .map_err(|e| e.to_string())
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use amanuensis::guarded::{self, VadMode};
 use amanuensis::model::audio::{AudioInput, AudioStream};
+use amanuensis::model::clips::language_detection_seek;
 use amanuensis::model::decode::guards::{SilenceMap, SpeechGate};
 use amanuensis::model::mel::{LogMel, MelFrontend};
 use amanuensis::model::mel_windows::{MelWindows, StreamedLogMel};
@@ -130,11 +131,15 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
     }
 
     // Usage errors that need the model (its languages), before any audio is read.
-    if let Err(message) = args.decoding.validate() {
+    if let Err(message) = args.decoding.validate(args.beam_size) {
         return usage(&message);
     }
     if let Err(message) = args.subtitles() {
         return usage(&message);
+    }
+    if args.clip_timestamps.is_some() && args.decoding.vad {
+        // faster-whisper silently drops vad_filter when clip_timestamps are given.
+        return usage("--clip-timestamps and --vad cannot be combined");
     }
     let multilingual = engine.multilingual();
     let language = args
@@ -434,8 +439,15 @@ fn transcribe_one(
             vad_time.as_secs_f64() * 1e3
         ));
     }
+    let clips = args
+        .clip_timestamps
+        .as_ref()
+        .map_or_else(Vec::new, |c| c.0.clone());
     let (language, probability) = if language == "auto" {
-        let detected = session.detect_language(mel).map_err(|e| input_error(&e))?;
+        let seek = language_detection_seek(&clips, mel.content_frames());
+        let detected = session
+            .detect_language_at(mel, seek)
+            .map_err(|e| input_error(&e))?;
         if !args.quiet {
             note(&format!(
                 "amanuensis: {name}: detected language {} (probability {:.2})",
@@ -453,6 +465,8 @@ fn transcribe_one(
         beam_size: args.beam_size,
         translate: args.task == Task::Translate,
         word_timestamps: args.word_timestamps,
+        hallucination_silence_threshold: args.hallucination_silence_threshold,
+        clip_timestamps: clips,
         ..Default::default()
     });
     let subtitles = args.subtitles().unwrap_or_default();

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use amanuensis::guarded::VadMode;
 use amanuensis::model::decode::fallback::FallbackOptions;
+use amanuensis::model::decode::BeamOptions;
 use amanuensis::model::session::{GuardOptions, TranscribeOptions};
 use amanuensis::model::vad::Vad;
 
@@ -17,6 +18,13 @@ pub struct DecodeArgs {
     /// Random samples per temperature above 0; the most likely one is kept.
     #[arg(long, default_value_t = 5)]
     pub best_of: usize,
+    /// Beam search patience: stop once beam size × patience hypotheses have finished.
+    #[arg(long, default_value_t = 1.0)]
+    pub patience: f32,
+    /// Rank finished hypotheses by log-probability / length^this (0: by summed
+    /// log-probability, and beam search stops when its best beam finishes).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub length_penalty: f32,
     /// Retry a window whose text's gzip compression ratio is above this.
     #[arg(long, default_value_t = 2.4)]
     pub compression_ratio_threshold: f64,
@@ -61,6 +69,10 @@ impl DecodeArgs {
             log_prob_threshold: Some(self.logprob_threshold),
             no_speech_threshold: Some(self.no_speech_threshold),
             condition_on_previous_text: self.condition_on_previous_text,
+            beam_options: BeamOptions {
+                patience: self.patience,
+                length_penalty: self.length_penalty,
+            },
             guards: if self.no_guards {
                 GuardOptions::off()
             } else {
@@ -70,8 +82,9 @@ impl DecodeArgs {
         }
     }
 
-    /// Checks the values faster-whisper would reject or that make no sense.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the values faster-whisper would reject or that make no sense (`beam_size`:
+    /// `--beam-size`, which the patience applies to).
+    pub fn validate(&self, beam_size: usize) -> Result<(), String> {
         if self.temperature.is_empty() || self.temperature.iter().any(|t| !(0.0..=10.0).contains(t))
         {
             return Err(format!(
@@ -81,6 +94,23 @@ impl DecodeArgs {
         }
         if self.best_of == 0 {
             return Err("--best-of 0: at least one sample is needed".into());
+        }
+        let beam = BeamOptions {
+            patience: self.patience,
+            length_penalty: self.length_penalty,
+        };
+        if beam.max_candidates(beam_size.max(1)).is_none() {
+            return Err(format!(
+                "--patience {}: must be a positive number with beam size × patience ≥ 0.5 \
+                 (beam size {beam_size})",
+                self.patience
+            ));
+        }
+        if !self.length_penalty.is_finite() {
+            return Err(format!(
+                "--length-penalty {}: must be a finite number",
+                self.length_penalty
+            ));
         }
         Ok(())
     }

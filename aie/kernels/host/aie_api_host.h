@@ -138,6 +138,35 @@ template <unsigned N> vector<float, N> add(float a, const vector<float, N> &b) {
   return add(broadcast<float, N>(a), b);
 }
 
+template <unsigned N> vector<float, N> sub(const vector<float, N> &a, const vector<float, N> &b) {
+  vector<float, N> out;
+  for (unsigned i = 0; i < N; ++i) out.v[i] = a.v[i] - b.v[i];
+  return out;
+}
+
+template <unsigned N> vector<float, N> sub(const vector<float, N> &a, float b) {
+  return sub(a, broadcast<float, N>(b));
+}
+
+// |x| per lane (clears the sign bit, as f32::abs).
+template <unsigned N> vector<float, N> abs(const vector<float, N> &a) {
+  vector<float, N> out;
+  for (unsigned i = 0; i < N; ++i) {
+    uint32_t b;
+    memcpy(&b, &a.v[i], 4);
+    b &= 0x7FFFFFFFu;
+    memcpy(&out.v[i], &b, 4);
+  }
+  return out;
+}
+
+// Lane-wise max; a NaN in b leaves a (f32::max skips NaN; a is never NaN where it is used).
+template <unsigned N> vector<float, N> max(const vector<float, N> &a, const vector<float, N> &b) {
+  vector<float, N> out;
+  for (unsigned i = 0; i < N; ++i) out.v[i] = a.v[i] < b.v[i] ? b.v[i] : a.v[i];
+  return out;
+}
+
 template <unsigned N> vector<float, N> div(const vector<float, N> &a, const vector<float, N> &b) {
   vector<float, N> out;
   for (unsigned i = 0; i < N; ++i) out.v[i] = a.v[i] / b.v[i];

@@ -6,4 +6,5 @@
 pub mod attention;
 pub mod layout;
 pub mod matmul;
+pub mod norm_quant;
 pub mod numerics;

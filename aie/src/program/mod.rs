@@ -1,8 +1,11 @@
 //! Device programs as instruction streams: the GEMM design's stream for a whole matmul of any
 //! M ([`gemm`]), the host-side buffer images it reads ([`images`]), and a functional replay
 //! ([`replay`]) that executes the stream's shim DMA tasks and a Rust model of the array, so a
-//! test can check `C == A·B` (and the whole epilogue) without hardware.
+//! test can check `C == A·B` (and the whole epilogue) without hardware. The LayerNorm +
+//! quantize design's stream and array model are in [`norm`].
 
+pub mod attention;
 pub mod gemm;
 pub mod images;
+pub mod norm;
 pub mod replay;

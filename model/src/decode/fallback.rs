@@ -122,17 +122,19 @@ pub fn decode_with_fallback<R, E>(
 }
 
 /// Which of several sampled hypotheses CTranslate2 returns first: the highest summed
-/// log-probability divided by the token count (length penalty 1; EOT not counted, so an
-/// empty hypothesis scores −∞); the first on ties. `None` for no hypotheses.
+/// log-probability divided by `token count ^ length_penalty` (faster-whisper's default 1; EOT
+/// not counted, so an empty hypothesis scores −∞ unless the penalty is 0, where `0⁰ = 1`);
+/// the first on ties. `None` for no hypotheses.
 pub fn best_hypothesis(
     sum_logprob_and_len: impl IntoIterator<Item = (f64, usize)>,
+    length_penalty: f64,
 ) -> Option<usize> {
     let mut best: Option<(usize, f64)> = None;
     for (i, (sum, len)) in sum_logprob_and_len.into_iter().enumerate() {
-        let score = if len == 0 {
+        let score = if len == 0 && length_penalty != 0.0 {
             f64::NEG_INFINITY
         } else {
-            sum / len as f64
+            sum / (len as f64).powf(length_penalty)
         };
         if best.is_none_or(|(_, b)| score > b) {
             best = Some((i, score));
@@ -240,8 +242,19 @@ mod tests {
 
     #[test]
     fn best_hypothesis_is_by_mean_log_probability() {
-        assert_eq!(best_hypothesis([(-4.0, 2), (-5.0, 5), (-1.0, 0)]), Some(1));
-        assert_eq!(best_hypothesis([(-1.0, 1), (-2.0, 2)]), Some(0));
-        assert_eq!(best_hypothesis(std::iter::empty()), None);
+        assert_eq!(
+            best_hypothesis([(-4.0, 2), (-5.0, 5), (-1.0, 0)], 1.0),
+            Some(1)
+        );
+        assert_eq!(best_hypothesis([(-1.0, 1), (-2.0, 2)], 1.0), Some(0));
+        assert_eq!(best_hypothesis(std::iter::empty(), 1.0), None);
+        // Length penalty 0: raw sums (the empty one too).
+        assert_eq!(
+            best_hypothesis([(-4.0, 2), (-5.0, 5), (-1.0, 0)], 0.0),
+            Some(2)
+        );
+        // −7/5 > −4/2 with penalty 1, but −7/√5 < −4/√2 with 0.5.
+        assert_eq!(best_hypothesis([(-4.0, 2), (-7.0, 5)], 1.0), Some(1));
+        assert_eq!(best_hypothesis([(-4.0, 2), (-7.0, 5)], 0.5), Some(0));
     }
 }

@@ -12,7 +12,7 @@ mod sampler;
 mod suppress;
 mod timestamp_rules;
 
-pub use beam::{BeamSearch, Candidate, Continuation};
+pub use beam::{BeamOptions, BeamSearch, Candidate, Continuation};
 pub use compression::{compression_ratio, zlib_len};
 pub use greedy::{argmax, log_sum_exp, GreedyPick};
 pub use sampler::{sample, Rng, SampledToken};

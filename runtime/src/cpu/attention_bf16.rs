@@ -349,6 +349,54 @@ impl Bf16KeyValues {
     }
 }
 
+/// The contract the two attention kernels over a [`Bf16KeyValues`] share (this file's and
+/// `attention_bf16_kv`'s): what [`Bf16Call::check`] asserts, named for the caller's messages.
+pub(super) struct Bf16Call {
+    /// The public entry point, for the panic messages.
+    pub name: &'static str,
+    /// Scratch words the call needs.
+    pub scratch_needed: usize,
+    /// The instructions the `native` kernels use.
+    pub native_isa: &'static str,
+    /// Whether this CPU has them.
+    pub native_available: bool,
+}
+
+impl Bf16Call {
+    /// Panics unless `head_dim` is a multiple of 64, `kv` holds `shape`'s keys and values,
+    /// `scratch` is long enough and `native` is only asked for where it runs; then
+    /// [`AttentionShape::check_queries`] (false: nothing to compute).
+    pub fn check(
+        &self,
+        native: bool,
+        shape: &AttentionShape,
+        q: &[f32],
+        kv: &Bf16KeyValues,
+        scratch: &[f32],
+        out: &[f32],
+    ) -> bool {
+        let name = self.name;
+        assert!(
+            bf16_supports(shape),
+            "{name}: head_dim is not a multiple of 64"
+        );
+        assert!(
+            shape.heads == kv.heads && shape.head_dim == kv.head_dim && shape.kv_len == kv.kv_len,
+            "{name}: keys/values hold another shape"
+        );
+        assert!(
+            scratch.len() >= self.scratch_needed,
+            "{name}: scratch shorter than {name}_scratch_len"
+        );
+        assert!(
+            !native || self.native_available,
+            "{name}: no {} on this CPU",
+            self.native_isa
+        );
+        shape.check_queries(name, q, out)
+    }
+}
+
 /// Per-thread scratch words [`attention_bf16`] needs (in f32 units, any smaller shape too).
 pub fn attention_bf16_scratch_len(pool: &CpuPool, shape: &AttentionShape) -> usize {
     pool.threads() * thread_words(shape.kv_len, shape.head_dim)
@@ -391,24 +439,14 @@ pub fn attention_bf16_with(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    assert!(
-        bf16_supports(shape),
-        "attention_bf16: head_dim is not a multiple of 64"
-    );
-    assert!(
-        shape.heads == kv.heads && shape.head_dim == kv.head_dim && shape.kv_len == kv.kv_len,
-        "attention_bf16: keys/values were packed for another shape"
-    );
-    assert!(
-        scratch.len() >= attention_bf16_scratch_len(pool, shape),
-        "attention_bf16: scratch shorter than attention_bf16_scratch_len"
-    );
-    assert!(
-        !native || has_native_bf16(),
-        "attention_bf16: no AVX-512 BF16 on this CPU"
-    );
-    // K and V are in `kv` (checked against the shape above).
-    if !shape.check_queries("attention_bf16", q, out) {
+    let call = Bf16Call {
+        name: "attention_bf16",
+        scratch_needed: attention_bf16_scratch_len(pool, shape),
+        native_isa: "AVX-512 BF16",
+        native_available: has_native_bf16(),
+    };
+    // K and V are in `kv` (checked against the shape).
+    if !call.check(native, shape, q, kv, scratch, out) {
         return;
     }
     let width = shape.heads * shape.head_dim;
@@ -892,5 +930,49 @@ mod tests {
         let mut b = vec![0.0; q.len()];
         attention_bf16(&pool, &shape, &q, &fresh, &mut scratch, &mut b);
         assert_eq!(a, b);
+    }
+
+    /// Both kernels over a [`Bf16KeyValues`] refuse, under their own names, keys and values
+    /// packed for another shape and short scratch.
+    #[test]
+    fn both_entry_points_check_the_shared_contract() {
+        use crate::cpu::attention_bf16_kv::{attention_bf16_kv, attention_bf16_kv_scratch_len};
+        let pool = CpuPool::new(1);
+        let shape = AttentionShape {
+            heads: 2,
+            head_dim: 64,
+            q_len: 1,
+            kv_len: 8,
+            causal_offset: None,
+        };
+        let mut kv = Bf16KeyValues::new(2, 64, 16);
+        let k = vec![0.5; 7 * 128];
+        kv.pack(&pool, &k, &k); // 7 keys, not 8
+        let q = vec![0.5; 128];
+        let message = |f: &dyn Fn()| {
+            let e = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_err();
+            e.downcast_ref::<String>().cloned().unwrap_or_default()
+        };
+        let long = vec![0.0; 1 << 16];
+        let m = message(&|| {
+            let mut scratch = long.clone();
+            attention_bf16(&pool, &shape, &q, &kv, &mut scratch, &mut vec![0.0; 128]);
+        });
+        assert_eq!(m, "attention_bf16: keys/values hold another shape");
+        let m = message(&|| {
+            let mut scratch = long.clone();
+            attention_bf16_kv(&pool, &shape, &q, &kv, &mut scratch, &mut vec![0.0; 128]);
+        });
+        assert_eq!(m, "attention_bf16_kv: keys/values hold another shape");
+        let k = vec![0.5; 8 * 128];
+        kv.pack(&pool, &k, &k);
+        let m = message(&|| {
+            let mut scratch = vec![0.0; attention_bf16_kv_scratch_len(&pool, &shape) - 1];
+            attention_bf16_kv(&pool, &shape, &q, &kv, &mut scratch, &mut vec![0.0; 128]);
+        });
+        assert_eq!(
+            m,
+            "attention_bf16_kv: scratch shorter than attention_bf16_kv_scratch_len"
+        );
     }
 }

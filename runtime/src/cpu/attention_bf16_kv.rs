@@ -20,7 +20,7 @@
 //! (the tests check this bound, and f32-exactness when `k`, `v` are already bf16 values).
 
 use super::attention::AttentionShape;
-use super::attention_bf16::{bf16_supports, Bf16KeyValues, PANEL};
+use super::attention_bf16::{Bf16Call, Bf16KeyValues, PANEL};
 use super::pool::{CpuPool, DisjointSlice};
 use super::softmax::softmax_in_place;
 
@@ -78,23 +78,13 @@ pub fn attention_bf16_kv_with(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
-    assert!(
-        bf16_supports(shape),
-        "attention_bf16_kv: head_dim is not a multiple of 64"
-    );
-    assert!(
-        shape.heads == kv.heads() && shape.head_dim == kv.head_dim() && shape.kv_len == kv.kv_len(),
-        "attention_bf16_kv: keys/values hold another shape"
-    );
-    assert!(
-        scratch.len() >= attention_bf16_kv_scratch_len(pool, shape),
-        "attention_bf16_kv: scratch shorter than attention_bf16_kv_scratch_len"
-    );
-    assert!(
-        !native || has_avx512f(),
-        "attention_bf16_kv: no AVX-512F on this CPU"
-    );
-    if !shape.check_queries("attention_bf16_kv", q, out) {
+    let call = Bf16Call {
+        name: "attention_bf16_kv",
+        scratch_needed: attention_bf16_kv_scratch_len(pool, shape),
+        native_isa: "AVX-512F",
+        native_available: has_avx512f(),
+    };
+    if !call.check(native, shape, q, kv, scratch, out) {
         return;
     }
     let (heads, d, q_len) = (shape.heads, shape.head_dim, shape.q_len);

@@ -1,0 +1,140 @@
+// Residual add, LayerNorm and per-row INT8 quantization of a GEMM's input, for AIE2 (npu1).
+// Linked into the cores of aie/designs/norm_quant.py. Rust model: aie/src/kernels/norm_quant.rs
+// (bit for bit on the host build, tests/host_build.rs); the model equals the CPU INT8 path
+// (cpu::layer_norm + q8::quant::quantize_row, and the AddInto epilogue's `out += r`).
+//
+// One call: NQ_ROWS = 4 rows of width d (a multiple of 64; L1 budget in aie/src/design.rs).
+//   x       f32 [4][d]  the residual stream rows
+//   r       f32 [4][d]  add_norm_quant only: the output of the GEMM that feeds the residual
+//   params  f32 gamma[d], beta[d], eps; in the design the first object of the x stream, which
+//           nq_load_params copies into this kernel's own L1 array (an ObjectFifo object cannot
+//           be held while the fifo streams on), sized by NQ_MAX_D (-DNQ_MAX_D=d per build)
+//   x_out   f32 [4][d]  add_norm_quant only: x + r (the updated residual stream)
+//   codes   int8, (d/64 + 1) runs of 256 bytes: for each depth step t the rows' 4 x 64 slice of
+//           A object t in A-object order (a_offset, 4x8 blocks: one contiguous block row), then
+//           the same slice of the row-scale object (sx[m] f32 LE at a_offset(m, 0), zeros).
+//
+// Per row, the CPU's operations in its order:
+//   mean = lane_sum(v) / d; var = lane_sum((v - mean)^2) / d; inv = 1 / sqrt(var + eps)
+//   y = (v - mean) * inv * gamma + beta
+//   max = max|y|; scale = max / 127; codes = code(y * (127 / max))  (0 if max is 0 or inf)
+// lane_sum = 8 interleaved f32 accumulators (one vector<float, 8>), then the lanes added in
+// order. y is computed twice (for the max, then for the codes) instead of being stored: the
+// same operations give the same bits, and L1 keeps no d-float temporary.
+#include "aie_kernel.h"
+#include "aie_numerics.h"
+
+#include <math.h>
+
+#define NQ_ROWS 4
+#define NQ_LANES 8
+
+namespace {
+
+using vf = aie::vector<float, NQ_LANES>;
+
+float lane_total(const vf &acc) {
+  float s = -0.0f; // Iterator::sum's start; the lanes are never -0.0, so it is also 0.0's result
+  for (unsigned l = 0; l < NQ_LANES; ++l) s = s + acc.get(l);
+  return s;
+}
+
+vf normalized(const float *v, const float *gamma, const float *beta, unsigned i, float mean, float inv) {
+  vf t = aie::sub(aie::load_v<NQ_LANES>(v + i), mean);
+  t = aie::mul(t, inv).template to_vector<float>();
+  t = aie::mul(t, aie::load_v<NQ_LANES>(gamma + i)).template to_vector<float>();
+  return aie::add(t, aie::load_v<NQ_LANES>(beta + i));
+}
+
+void norm_quant_rows(const float *x, const float *params, int8_t *codes, int32_t d) {
+  const float *gamma = params;
+  const float *beta = params + d;
+  const float eps = params[2 * d];
+  const unsigned k_tiles = (unsigned)d / TILE_K;
+  int8_t *scales = codes + k_tiles * NQ_ROWS * TILE_K;
+  for (unsigned i = 0; i < NQ_ROWS * TILE_K; ++i) scales[i] = 0;
+  for (unsigned m = 0; m < NQ_ROWS; ++m) {
+    const float *v = x + m * d;
+    vf acc = aie::zeros<float, NQ_LANES>();
+    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES)
+      AIE_PREPARE_FOR_PIPELINING
+      acc = aie::add(acc, aie::load_v<NQ_LANES>(v + i));
+    const float mean = lane_total(acc) / (float)d;
+    acc = aie::zeros<float, NQ_LANES>();
+    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES)
+      AIE_PREPARE_FOR_PIPELINING {
+        const vf t = aie::sub(aie::load_v<NQ_LANES>(v + i), mean);
+        acc = aie::add(acc, aie::mul(t, t).template to_vector<float>());
+      }
+    const float var = lane_total(acc) / (float)d;
+    const float inv = 1.0f / sqrtf(var + eps);
+
+    vf mx = aie::zeros<float, NQ_LANES>();
+    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES)
+      AIE_PREPARE_FOR_PIPELINING
+      mx = aie::max(mx, aie::abs(normalized(v, gamma, beta, i, mean, inv)));
+    float max = 0.0f;
+    for (unsigned l = 0; l < NQ_LANES; ++l) max = max < mx.get(l) ? mx.get(l) : max;
+
+    float scale = 0.0f, q = 0.0f;
+    if (max > 0.0f && max <= 3.40282347e38f) {
+      scale = max / 127.0f;
+      q = 127.0f / max;
+    }
+    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES) {
+      const vf y = aie::mul(normalized(v, gamma, beta, i, mean, inv), q).template to_vector<float>();
+      int8_t *run = codes + (i / TILE_K) * NQ_ROWS * TILE_K;
+      for (unsigned l = 0; l < NQ_LANES; ++l)
+        run[a_offset(m, (i + l) % TILE_K)] = scale > 0.0f ? quant_code(y.get(l)) : 0;
+    }
+    memcpy(scales + a_offset(m, 0), &scale, 4);
+  }
+}
+
+} // namespace
+
+#ifndef NQ_MAX_D
+#define NQ_MAX_D 512
+#endif
+
+// gamma, beta, eps of the run (nq_load_params).
+alignas(32) static float nq_params[2 * NQ_MAX_D + 16];
+static int32_t nq_params_d = 0;
+
+extern "C" {
+
+// LayerNorm + quantization of 4 rows of x (the first norm of a stack, the cross K/V input).
+void norm_quant(const float *__restrict x, const float *__restrict params, int8_t *__restrict codes,
+                int32_t d) {
+  norm_quant_rows(x, params, codes, d);
+}
+
+// x_out = x + r, then LayerNorm + quantization of x_out (every norm after a residual add).
+void add_norm_quant(const float *__restrict x, const float *__restrict r, const float *__restrict params,
+                    float *__restrict x_out, int8_t *__restrict codes, int32_t d) {
+  for (unsigned i = 0; i < NQ_ROWS * (unsigned)d; i += NQ_LANES)
+    AIE_PREPARE_FOR_PIPELINING
+    aie::store_v(x_out + i, aie::add(aie::load_v<NQ_LANES>(x + i), aie::load_v<NQ_LANES>(r + i)));
+  norm_quant_rows(x_out, params, codes, d);
+}
+
+// The design's entry points: the parameter object once per run (the x stream's first object,
+// padded to a 4-row x object), then one call per 4-row group. d > NQ_MAX_D is a build error of
+// the design (aie/src/design.rs checks the budget); here it leaves the parameters unset, and
+// the norm calls then write nothing.
+void nq_load_params(const float *__restrict obj, int32_t d) {
+  if (d <= 0 || d > NQ_MAX_D) { nq_params_d = 0; return; }
+  memcpy(nq_params, obj, (2 * (size_t)d + 1) * sizeof(float));
+  nq_params_d = d;
+}
+
+void nq_norm(const float *__restrict x, int8_t *__restrict codes, int32_t d) {
+  if (d == nq_params_d) norm_quant_rows(x, nq_params, codes, d);
+}
+
+void nq_add_norm(const float *__restrict x, const float *__restrict r, float *__restrict x_out,
+                 int8_t *__restrict codes, int32_t d) {
+  if (d == nq_params_d) add_norm_quant(x, r, nq_params, x_out, codes, d);
+}
+
+} // extern "C"

@@ -1,0 +1,848 @@
+//! Attention on the NPU: the AIE attention kernel (`aie/kernels/attention.cc`, its device
+//! program `amanuensis_aie::program::attention`) for the attention ops a device can take
+//! whole — [`Op::Attention`] without a causal mask (an encoder's self-attention) and
+//! [`Op::AttentionPrepared`] (a decoder's cross-attention over prepared keys/values) — when
+//! heads are 64 wide and keys at most [`MAX_KEYS`].
+//!
+//! **Arithmetic** (the kernel's, by design not the CPU INT8 path's bf16 attention): Q and K
+//! quantized per row and head to int8 (the CPU quantizer, `q8::quant::quantize_row`; Q's scale
+//! times `head_dim^-½`), `Q·Kᵀ` in i32, scores and softmax in f32, probabilities narrowed to
+//! bf16, V in bf16, `P·V` accumulated in f32. So the transcripts of `--device emu` with device
+//! attention need not equal the CPU INT8 path's; [`NPU_ATTENTION_ENV`] selects it.
+//!
+//! **Where the quantization runs: on the host**, in the submitting thread, counted in
+//! [`AttentionStats::host_quantized_rows`]: per call the query rows of every head; per
+//! [`Op::Attention`] also its key rows and values (bf16); per [`Op::PrepareKeyValues`] (once
+//! per window) the keys and values of the cross-attention, into a K/V image that then stays
+//! resident in its own BO for every decoder step of the window.
+//!
+//! **Buffers** (per stream, made with the workspace; nothing is allocated per dispatch): one Q
+//! image and one output BO sized for the largest call, one K/V image for the self-attention
+//! calls, one K/V image per prepared key/value slot, the instruction streams (one per query
+//! bucket: 4, 8, 16, … rows up to the most the program declares, so a decoder step moves 4
+//! rows, not the prompt's 448), one command ring on the attention design's hardware context.
+//!
+//! **Submissions**: one command per attention op, all heads. It chains with no neighbour: its
+//! inputs are what the linears right before it wrote (q/k/v), and its output is what the linear
+//! right after it reads, so under the chain rule ([`crate::chain_plan`]) nothing can share its
+//! submission.
+//!
+//! **No xclbin of the attention design has been built** (no mlir-aie / Peano here): like our
+//! GEMM design ([`crate::aie_gemm`]) it runs only on the emulated device, whose firmware runs
+//! the design's PDI with the array model (`amanuensis_aie::program::attention::attention_array`:
+//! the kernels' Rust models, bit-exact with the C++ on the host build).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use amanuensis_aie::kernels::attention::{HEAD_DIM, MAX_KEYS};
+use amanuensis_aie::kernels::numerics::bf16_round;
+use amanuensis_aie::program::attention::{attention_array, attention_program, AttentionImages};
+use amanuensis_aie::txn::Target;
+
+use crate::backend::BackendError;
+use crate::dispatch::{DispatchLog, DispatchRecord};
+use crate::npu::bo::MappedBo;
+use crate::npu::device::Device;
+use crate::npu::emu::EmuDriver;
+use crate::npu::ert::{StartCu, MLIR_AIE_OPCODE_TXN};
+use crate::npu::heap::{DevBo, Heap};
+use crate::npu::hwctx::HwContext;
+use crate::npu::program::RegmapLayout;
+use crate::npu::ring::{CommandRing, Packet};
+use crate::npu::txn::{self, ArrayIo, Limits};
+use crate::npu::xclbin::{Xclbin, XclbinBuilder, MLIR_AIE_DPU_KERNEL_ID};
+use crate::npu::NpuError;
+use crate::q8::quant::quantize_row;
+use crate::stage::{At, AttentionDims, Op, Program, StageArgs, StageId};
+
+/// `AMANUENSIS_NPU_ATTENTION=1`: run attention on the (emulated) device's attention design.
+pub const NPU_ATTENTION_ENV: &str = "AMANUENSIS_NPU_ATTENTION";
+
+/// Whether [`NPU_ATTENTION_ENV`] asks for device attention.
+pub fn requested_by_env() -> bool {
+    std::env::var(NPU_ATTENTION_ENV).is_ok_and(|v| v == "1")
+}
+
+/// The PDI of the attention design on the emulated device: a text naming it.
+pub fn emulated_pdi(target: Target) -> Vec<u8> {
+    format!(
+        "amanuensis EMULATED AIE ATTENTION (no real PDI): {:?} {}c",
+        target.generation, target.cols
+    )
+    .into_bytes()
+}
+
+/// `1 / √64`, exact in f32: folded into the query scales.
+const QUERY_SCALE: f32 = 0.125;
+
+fn err(op: &'static str) -> impl Fn(NpuError) -> BackendError {
+    move |e| BackendError::Device {
+        backend: "npu-int8",
+        op,
+        reason: e.to_string(),
+    }
+}
+
+fn bad(reason: String) -> BackendError {
+    BackendError::Device {
+        backend: "npu-int8",
+        op: "attention",
+        reason,
+    }
+}
+
+/// Totals of the device attention over every workspace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttentionStats {
+    /// Attention commands submitted (one per attention op).
+    pub submissions: u64,
+    /// Rows (one head's 64 values) the host quantized to int8: queries every call, keys of
+    /// self-attention every call, keys of prepared key/values once per preparation.
+    pub host_quantized_rows: u64,
+    /// Bytes the host wrote and flushed for the device (Q images, K/V images).
+    pub bytes_to_device: u64,
+    /// Bytes read back (outputs).
+    pub bytes_from_device: u64,
+    /// Host time in submit + wait (on the emulator: its execution), ns.
+    pub device_ns: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    submissions: AtomicU64,
+    host_quantized_rows: AtomicU64,
+    bytes_to_device: AtomicU64,
+    bytes_from_device: AtomicU64,
+    device_ns: AtomicU64,
+}
+
+/// The attention design loaded on a device: its hardware context.
+pub struct DeviceAttention {
+    target: Target,
+    ctx: Arc<HwContext>,
+    layout: RegmapLayout,
+    counters: Counters,
+}
+
+/// Whether the attention design takes an op of `dims` (64-wide heads, no mask, 1 to
+/// [`MAX_KEYS`] keys).
+pub fn takes(dims: &AttentionDims) -> bool {
+    dims.head_dim == HEAD_DIM
+        && dims.causal_offset.is_none()
+        && dims.heads > 0
+        && dims.max_q_len > 0
+        && (1..=MAX_KEYS).contains(&dims.max_kv_len)
+}
+
+/// Whether op `op` of a program runs on the attention design: [`Op::Attention`] the design
+/// takes, [`Op::AttentionPrepared`] over a slot whose capacity it takes.
+pub fn on_device<M>(program: &Program<M>, op: &Op) -> bool {
+    match op {
+        Op::Attention { dims, .. } => takes(dims),
+        Op::AttentionPrepared { kv, dims, .. } => {
+            let spec = program.key_values()[kv.0 as usize];
+            takes(dims) && spec.head_dim == HEAD_DIM && (1..=MAX_KEYS).contains(&spec.capacity)
+        }
+        _ => false,
+    }
+}
+
+/// Submissions of one call of `stage` on the attention design.
+pub fn submissions<M>(program: &Program<M>, stage: StageId) -> usize {
+    program
+        .stage(stage)
+        .ops
+        .iter()
+        .filter(|op| on_device(program, op))
+        .count()
+}
+
+impl DeviceAttention {
+    /// Registers the attention array model on `emu` (the firmware of `device`) and loads the
+    /// design's emulated xclbin into a hardware context on `device`.
+    pub fn load_emulated(
+        device: &Device,
+        heap: &Arc<Heap>,
+        emu: &EmuDriver,
+        target: Target,
+    ) -> Result<Self, NpuError> {
+        let pdi = emulated_pdi(target);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        emu.register_kernel(&pdi, move |io: &mut ArrayIo| run_array(io, threads));
+        let bytes = XclbinBuilder::mlir_aie(&pdi, target.cols as u16, 3).build();
+        let x = Xclbin::parse(&bytes)?;
+        let id = x
+            .kernels()?
+            .into_iter()
+            .find_map(|k| k.dpu_kernel_id)
+            .unwrap_or(MLIR_AIE_DPU_KERNEL_ID);
+        let ctx = HwContext::load(device, heap, &x, id)?;
+        Ok(Self {
+            target,
+            ctx: Arc::new(ctx),
+            layout: RegmapLayout::mlir_aie(3),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Totals so far.
+    pub fn stats(&self) -> AttentionStats {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AttentionStats {
+            submissions: l(&c.submissions),
+            host_quantized_rows: l(&c.host_quantized_rows),
+            bytes_to_device: l(&c.bytes_to_device),
+            bytes_from_device: l(&c.bytes_from_device),
+            device_ns: l(&c.device_ns),
+        }
+    }
+
+    /// One stream's attention state for `program`, or `None` when no op of it runs on the
+    /// design: every BO and instruction stream its calls need.
+    pub fn session<M>(
+        &self,
+        device: &Device,
+        heap: &Arc<Heap>,
+        program: &Program<M>,
+        timeout: Duration,
+    ) -> Result<Option<AttentionSession>, BackendError> {
+        let mut shapes: Vec<Streams> = Vec::new();
+        let (mut q_len, mut out_len, mut kv_len) = (0usize, 0usize, 0usize);
+        let mut prepared: Vec<Option<Prepared>> =
+            (0..program.key_values().len()).map(|_| None).collect();
+        let ops = program.stages().iter().flat_map(|s| &s.ops);
+        for op in ops.filter(|op| on_device(program, op)) {
+            let (dims, keys) = match op {
+                Op::Attention { dims, .. } => (dims, dims.max_kv_len),
+                Op::AttentionPrepared { kv, dims, .. } => {
+                    let spec = program.key_values()[kv.0 as usize];
+                    (dims, spec.capacity)
+                }
+                _ => continue,
+            };
+            let streams = match shapes
+                .iter()
+                .position(|s| (s.heads, s.keys) == (dims.heads, keys))
+            {
+                Some(i) => &mut shapes[i],
+                None => {
+                    shapes.push(Streams {
+                        heads: dims.heads,
+                        keys,
+                        buckets: Vec::new(),
+                    });
+                    shapes.last_mut().expect("just pushed")
+                }
+            };
+            streams
+                .ensure(self.target, heap, dims.max_q_len)
+                .map_err(err("load attention stream"))?;
+            let im = streams.largest();
+            q_len = q_len.max(im.q_image_len());
+            out_len = out_len.max(im.out_len());
+            match op {
+                Op::Attention { .. } => kv_len = kv_len.max(im.kv_image_len()),
+                Op::AttentionPrepared { kv, .. } => {
+                    let slot = &mut prepared[kv.0 as usize];
+                    if slot.is_none() {
+                        let bo = MappedBo::share(device, im.kv_image_len())
+                            .map_err(err("allocate prepared K/V"))?;
+                        *slot = Some(Prepared {
+                            bo,
+                            heads: dims.heads,
+                            keys,
+                            rows: 0,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        if shapes.is_empty() {
+            return Ok(None);
+        }
+        let share = |len: usize, what| MappedBo::share(device, len.max(64)).map_err(err(what));
+        Ok(Some(AttentionSession {
+            ring: CommandRing::new(device, self.ctx.clone(), 1, timeout)
+                .map_err(err("create attention ring"))?,
+            shapes,
+            q: share(q_len, "allocate attention Q")?,
+            kv: share(kv_len, "allocate attention K/V")?,
+            out: share(out_len, "allocate attention output")?,
+            prepared,
+            regmap: vec![0; self.layout.words()],
+            pending: None,
+            unrecorded_bytes: 0,
+        }))
+    }
+
+    /// Called before op `op` of `stage` runs (see [`crate::backend::LayerKernels::begin_op`]):
+    /// prepares a slot's K/V image, or runs an attention op on the device (its result waits
+    /// in the session for [`AttentionSession::take_result`]). An op whose inputs do not fit
+    /// its buffers is left to the host, which reports it. Each submission is recorded in
+    /// `log` (the stream's dispatch log, shared with its linears), when there is one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn begin_op<'a, M>(
+        &self,
+        s: &mut AttentionSession,
+        program: &Program<M>,
+        stage: StageId,
+        op: usize,
+        args: &StageArgs,
+        input: &dyn Fn(At, usize) -> Option<&'a [f32]>,
+        log: Option<&mut DispatchLog>,
+    ) -> Result<(), BackendError> {
+        let t0 = Instant::now();
+        s.pending = None;
+        let op = &program.stage(stage).ops[op];
+        match *op {
+            Op::PrepareKeyValues { k, v, rows, kv } => {
+                let Some(p) = s.prepared.get_mut(kv.0 as usize).and_then(Option::as_mut) else {
+                    return Ok(());
+                };
+                let w = p.heads * HEAD_DIM;
+                let (Some(ks), Some(vs)) = (input(k, rows * w), input(v, rows * w)) else {
+                    return Ok(());
+                };
+                if rows == 0 || rows > p.keys {
+                    p.rows = 0;
+                    return Ok(());
+                }
+                let im = AttentionImages::new(p.heads, 4, p.keys)
+                    .map_err(|e| bad(format!("prepared K/V: {e}")))?;
+                let bytes = write_kv(&mut p.bo, &im, rows, ks, vs);
+                p.rows = rows;
+                s.unrecorded_bytes += bytes;
+                self.count_host(bytes, p.heads * rows);
+                Ok(())
+            }
+            Op::Attention { q, k, v, dims, .. } if on_device(program, op) => {
+                let shape = dims.shape(args);
+                let w = dims.width();
+                let (n_q, n_keys) = (shape.q_len, shape.kv_len);
+                if n_q == 0 || n_q > dims.max_q_len || n_keys == 0 || n_keys > dims.max_kv_len {
+                    return Ok(());
+                }
+                let (Some(qs), Some(ks), Some(vs)) = (
+                    input(q, n_q * w),
+                    input(k, n_keys * w),
+                    input(v, n_keys * w),
+                ) else {
+                    return Ok(());
+                };
+                let (im, instr) = s.stream(dims.heads, dims.max_kv_len, n_q)?;
+                let mut bytes = write_q(&mut s.q, &im, n_q, n_keys, qs);
+                bytes += write_kv(&mut s.kv, &im, n_keys, ks, vs);
+                self.count_host(bytes, dims.heads * (n_q + n_keys));
+                self.submit(s, im, instr, None, (n_q, n_keys, bytes), (t0, log))
+            }
+            Op::AttentionPrepared { q, kv, dims, .. } if on_device(program, op) => {
+                let Some(p) = s.prepared.get(kv.0 as usize).and_then(Option::as_ref) else {
+                    return Ok(());
+                };
+                let (n_keys, keys) = (p.rows, p.keys);
+                let n_q = dims.q_len.at(args);
+                if n_keys == 0 || n_q == 0 || n_q > dims.max_q_len {
+                    return Ok(());
+                }
+                let Some(qs) = input(q, n_q * dims.width()) else {
+                    return Ok(());
+                };
+                let (im, instr) = s.stream(dims.heads, keys, n_q)?;
+                let bytes = write_q(&mut s.q, &im, n_q, n_keys, qs);
+                self.count_host(bytes, dims.heads * n_q);
+                self.submit(
+                    s,
+                    im,
+                    instr,
+                    Some(kv.0 as usize),
+                    (n_q, n_keys, bytes),
+                    (t0, log),
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn count_host(&self, bytes: usize, rows: usize) {
+        let c = &self.counters;
+        c.bytes_to_device.fetch_add(bytes as u64, Ordering::Relaxed);
+        c.host_quantized_rows
+            .fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    /// One command over the session's Q image, the K/V image (`prepared` slot or the
+    /// session's own) and the output; waited for, the output invalidated. `(n_q, n_keys,
+    /// flushed)`: the call's queries, keys and the bytes the host wrote since `t0`.
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &self,
+        s: &mut AttentionSession,
+        im: AttentionImages,
+        (instr_addr, instr_handle, instr_words): (u64, u32, u32),
+        prepared: Option<usize>,
+        (n_q, n_keys, flushed): (usize, usize, usize),
+        (t0, log): (Instant, Option<&mut DispatchLog>),
+    ) -> Result<(), BackendError> {
+        let t1 = Instant::now();
+        let kv = match prepared {
+            Some(i) => match s.prepared.get(i).and_then(Option::as_ref) {
+                Some(p) => &p.bo,
+                None => return Err(bad(format!("prepared slot {i} has no device image"))),
+            },
+            None => &s.kv,
+        };
+        self.layout
+            .write(
+                MLIR_AIE_OPCODE_TXN,
+                instr_addr,
+                instr_words,
+                &[s.q.device_addr(), kv.device_addr(), s.out.device_addr()],
+                &mut s.regmap,
+            )
+            .map_err(|e| bad(format!("command: {e}")))?;
+        let handles = [instr_handle, s.q.handle(), kv.handle(), s.out.handle()];
+        let ticket = s
+            .ring
+            .submit(
+                &Packet::StartCu(StartCu {
+                    cu_mask: 1,
+                    regmap: &s.regmap,
+                }),
+                &handles,
+            )
+            .map_err(err("submit attention"))?;
+        let t2 = Instant::now();
+        if let Err(e) = s.ring.wait(ticket) {
+            let _ = s.ring.drain();
+            return Err(err("wait for attention")(e));
+        }
+        let t3 = Instant::now();
+        s.out.flush(0..im.out_len());
+        let t4 = Instant::now();
+        let out_bytes = (im.heads * n_q * HEAD_DIM * 4) as u64;
+        let ns = |a: Instant, b: Instant| (b - a).as_nanos() as u64;
+        if let Some(log) = log {
+            // MACs the cores compute: Q·Kᵀ (int8) and P·V (bf16) over whole query groups and
+            // key chunks, padding included.
+            let groups = n_q.div_ceil(amanuensis_aie::kernels::attention::Q_ROWS);
+            let keys = n_keys.next_multiple_of(amanuensis_aie::kernels::attention::KEY_CHUNK);
+            let macs = 2
+                * im.heads
+                * groups
+                * amanuensis_aie::kernels::attention::Q_ROWS
+                * keys
+                * HEAD_DIM;
+            let flushed = flushed + std::mem::take(&mut s.unrecorded_bytes);
+            log.record(DispatchRecord {
+                bytes: flushed as u64 + out_bytes,
+                bytes_out: out_bytes,
+                flush_ns: ns(t0, t1),
+                submit_ns: ns(t1, t2),
+                wait_ns: ns(t2, t3),
+                invalidate_ns: ns(t3, t4),
+                macs: macs as u64,
+            });
+        }
+        let c = &self.counters;
+        c.submissions.fetch_add(1, Ordering::Relaxed);
+        c.bytes_from_device.fetch_add(out_bytes, Ordering::Relaxed);
+        c.device_ns.fetch_add(ns(t1, t3), Ordering::Relaxed);
+        s.pending = Some((im, n_q));
+        Ok(())
+    }
+}
+
+/// The instruction streams of one shape (heads, keys): one per query bucket.
+struct Streams {
+    heads: usize,
+    keys: usize,
+    /// Ascending query rows.
+    buckets: Vec<(AttentionImages, DevBo, u32)>,
+}
+
+impl Streams {
+    /// Streams for every bucket up to `max_q` query rows: 4, 8, 16, … and `max_q` itself
+    /// (rounded up to whole query groups).
+    fn ensure(&mut self, target: Target, heap: &Arc<Heap>, max_q: usize) -> Result<(), NpuError> {
+        let top = max_q.next_multiple_of(amanuensis_aie::kernels::attention::Q_ROWS);
+        let mut rows = amanuensis_aie::kernels::attention::Q_ROWS;
+        loop {
+            let r = rows.min(top);
+            if !self.buckets.iter().any(|b| b.0.q_rows == r) {
+                let im = AttentionImages::new(self.heads, r, self.keys).map_err(|e| {
+                    NpuError::InvalidRequest {
+                        what: format!("attention images: {e}"),
+                    }
+                })?;
+                let words =
+                    attention_program(target, &im).map_err(|e| NpuError::InvalidRequest {
+                        what: format!("attention stream: {e}"),
+                    })?;
+                let lens = [
+                    im.q_image_len() as u64,
+                    im.kv_image_len() as u64,
+                    im.out_len() as u64,
+                ];
+                let plan = txn::validate(
+                    &words,
+                    &Limits {
+                        arg_lens: &lens,
+                        partition_cols: Some(target.cols),
+                    },
+                )?;
+                if plan.summary.unawaited != 0 {
+                    return Err(NpuError::InvalidRequest {
+                        what: format!(
+                            "attention stream: {} tasks never awaited",
+                            plan.summary.unawaited
+                        ),
+                    });
+                }
+                let mut bo = DevBo::create(heap, 4 * words.len())?;
+                for (d, w) in bo.bytes_mut().chunks_exact_mut(4).zip(&words) {
+                    d.copy_from_slice(&w.to_le_bytes());
+                }
+                bo.flush(0..4 * words.len());
+                self.buckets.push((im, bo, words.len() as u32));
+                self.buckets.sort_by_key(|b| b.0.q_rows);
+            }
+            if r == top {
+                return Ok(());
+            }
+            rows *= 2;
+        }
+    }
+
+    fn largest(&self) -> AttentionImages {
+        self.buckets.last().expect("ensure made one").0
+    }
+}
+
+/// A prepared key/value slot's device image.
+struct Prepared {
+    bo: MappedBo,
+    heads: usize,
+    /// Capacity (keys the image holds).
+    keys: usize,
+    /// Rows prepared (0: none yet).
+    rows: usize,
+}
+
+/// One stream's attention state (see [`DeviceAttention::session`]).
+pub struct AttentionSession {
+    ring: CommandRing,
+    shapes: Vec<Streams>,
+    q: MappedBo,
+    kv: MappedBo,
+    out: MappedBo,
+    /// By key/value slot.
+    prepared: Vec<Option<Prepared>>,
+    regmap: Vec<u32>,
+    /// The images and query rows of the op the last `begin_op` ran.
+    pending: Option<(AttentionImages, usize)>,
+    /// Bytes written for the device (prepared K/V images) that no dispatch record holds yet:
+    /// the next submission's record takes them.
+    unrecorded_bytes: usize,
+}
+
+impl AttentionSession {
+    /// The images and stream (address, handle, words) for `n_q` queries of shape
+    /// (`heads`, `keys`).
+    fn stream(
+        &self,
+        heads: usize,
+        keys: usize,
+        n_q: usize,
+    ) -> Result<(AttentionImages, (u64, u32, u32)), BackendError> {
+        self.shapes
+            .iter()
+            .find(|s| (s.heads, s.keys) == (heads, keys))
+            .and_then(|s| s.buckets.iter().find(|b| b.0.q_rows >= n_q))
+            .map(|(im, bo, words)| (*im, (bo.device_addr(), bo.handle(), *words)))
+            .ok_or_else(|| {
+                bad(format!(
+                    "no stream for {heads} heads, {keys} keys, {n_q} queries"
+                ))
+            })
+    }
+
+    /// Writes the result of the attention op the last `begin_op` ran into `out`
+    /// (`[n_q, heads·64]`); false when it ran none (the op is the host's).
+    pub fn take_result(&mut self, out: &mut [f32]) -> bool {
+        let Some((im, n_q)) = self.pending.take() else {
+            return false;
+        };
+        let w = im.heads * HEAD_DIM;
+        let o: &[f32] = bytemuck::cast_slice(&self.out.bytes()[..im.out_len()]);
+        for h in 0..im.heads {
+            let head = &o[im.out(h) / 4..][..n_q * HEAD_DIM];
+            for (dst, src) in out[..n_q * w]
+                .chunks_exact_mut(w)
+                .zip(head.chunks_exact(HEAD_DIM))
+            {
+                dst[h * HEAD_DIM..(h + 1) * HEAD_DIM].copy_from_slice(src);
+            }
+        }
+        true
+    }
+}
+
+/// Headers, query codes and scales of every head into the Q image; returns the bytes flushed.
+fn write_q(bo: &mut MappedBo, im: &AttentionImages, n_q: usize, n_keys: usize, x: &[f32]) -> usize {
+    let w = im.heads * HEAD_DIM;
+    let header = im.header(n_q, n_keys);
+    let bytes = bo.bytes_mut();
+    for h in 0..im.heads {
+        bytes[im.q_header(h)..im.q_codes(h)].copy_from_slice(&header);
+        for r in 0..n_q {
+            let codes: &mut [i8] =
+                bytemuck::cast_slice_mut(&mut bytes[im.q_codes(h) + r * HEAD_DIM..][..HEAD_DIM]);
+            let s = quantize_row(&x[r * w + h * HEAD_DIM..][..HEAD_DIM], codes) * QUERY_SCALE;
+            bytes[im.q_scales(h) + 4 * r..][..4].copy_from_slice(&s.to_le_bytes());
+        }
+    }
+    bo.flush(0..im.q_image_len());
+    im.q_image_len()
+}
+
+/// Key codes, scales and bf16 values of every head into a K/V image; returns the bytes
+/// flushed.
+fn write_kv(bo: &mut MappedBo, im: &AttentionImages, n_keys: usize, k: &[f32], v: &[f32]) -> usize {
+    let w = im.heads * HEAD_DIM;
+    let bytes = bo.bytes_mut();
+    for h in 0..im.heads {
+        for r in 0..n_keys {
+            let codes: &mut [i8] =
+                bytemuck::cast_slice_mut(&mut bytes[im.k_codes(h) + r * HEAD_DIM..][..HEAD_DIM]);
+            let s = quantize_row(&k[r * w + h * HEAD_DIM..][..HEAD_DIM], codes);
+            bytes[im.k_scales(h) + 4 * r..][..4].copy_from_slice(&s.to_le_bytes());
+            let vs = &v[r * w + h * HEAD_DIM..][..HEAD_DIM];
+            let dst = &mut bytes[im.values(h) + 2 * r * HEAD_DIM..][..2 * HEAD_DIM];
+            for (d, &x) in dst.chunks_exact_mut(2).zip(vs) {
+                d.copy_from_slice(&bf16_round(x).to_le_bytes());
+            }
+        }
+    }
+    bo.flush(0..im.kv_image_len());
+    im.kv_image_len()
+}
+
+/// The emulated firmware's array: the attention model on the delivered streams.
+fn run_array(io: &mut ArrayIo, threads: usize) -> Result<(), String> {
+    let inputs: BTreeMap<(u8, u8), Vec<u8>> = io
+        .inputs()
+        .map(|(ch, b)| ((ch.col, ch.channel), b.to_vec()))
+        .collect();
+    for (col, bytes) in attention_array(&inputs, threads)? {
+        let o = io
+            .output(col, 0)
+            .ok_or_else(|| format!("no S2MM task on column {col}"))?;
+        if o.len() != bytes.len() {
+            return Err(format!(
+                "S2MM {col}/0: the tasks take {} bytes, the array made {}",
+                o.len(),
+                bytes.len()
+            ));
+        }
+        o.copy_from_slice(&bytes);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+    use crate::cpu_int8_backend::CpuInt8Backend;
+    use crate::npu_backend::{emulated_config, NpuBackend};
+    use crate::stage::{BufferId, Extent, KeyValuesSpec, Residency};
+    use amanuensis_aie::kernels::attention::{attend, quantize_rows};
+
+    const HEADS: usize = 3;
+    const W: usize = HEADS * HEAD_DIM;
+    const T: usize = 70;
+    const MAX_Q: usize = 9;
+
+    fn dims(q_len: Extent, max_q_len: usize) -> AttentionDims {
+        AttentionDims {
+            heads: HEADS,
+            head_dim: HEAD_DIM,
+            q_len,
+            kv_len: Extent::fixed(T),
+            causal_offset: None,
+            max_q_len,
+            max_kv_len: T,
+        }
+    }
+
+    /// Self-attention of `T` rows (stage 0), then prepared keys/values (stage 1) and
+    /// attention of `rows` queries over them (stage 2). Buffers: x (queries), k, v, out.
+    fn program<B: Backend>() -> (Program<B::Matrix>, [BufferId; 4]) {
+        let mut p = Program::new();
+        let b = [
+            p.add_buffer("x", T * W, Residency::Resident),
+            p.add_buffer("k", T * W, Residency::Resident),
+            p.add_buffer("v", T * W, Residency::Resident),
+            p.add_buffer("out", T * W, Residency::Resident),
+        ];
+        let kv = p.add_key_values(KeyValuesSpec {
+            heads: HEADS,
+            head_dim: HEAD_DIM,
+            capacity: T,
+        });
+        p.add_stage(
+            "self",
+            vec![Op::Attention {
+                q: At::start(b[0]),
+                k: At::start(b[1]),
+                v: At::start(b[2]),
+                out: At::start(b[3]),
+                dims: dims(Extent::fixed(T), T),
+            }],
+        );
+        p.add_stage(
+            "prepare",
+            vec![Op::PrepareKeyValues {
+                k: At::start(b[1]),
+                v: At::start(b[2]),
+                rows: T,
+                kv,
+            }],
+        );
+        p.add_stage(
+            "cross",
+            vec![Op::AttentionPrepared {
+                q: At::start(b[0]),
+                kv,
+                out: At::start(b[3]),
+                dims: dims(Extent::rows(1), MAX_Q),
+            }],
+        );
+        (p, b)
+    }
+
+    /// What the kernel computes for `n_q` rows of `x` over `k`, `v`: per head, the codes the
+    /// CPU quantizer makes, through the kernel model.
+    fn kernel_model(x: &[f32], k: &[f32], v: &[f32], n_q: usize) -> Vec<f32> {
+        let head = |m: &[f32], rows: usize, h: usize| -> Vec<f32> {
+            (0..rows)
+                .flat_map(|r| m[r * W + h * HEAD_DIM..][..HEAD_DIM].to_vec())
+                .collect()
+        };
+        let mut out = vec![0.0; n_q * W];
+        for h in 0..HEADS {
+            let (qc, mut qs) = quantize_rows(&head(x, n_q, h));
+            qs.iter_mut().for_each(|s| *s *= QUERY_SCALE);
+            let (kc, ks) = quantize_rows(&head(k, T, h));
+            let vb: Vec<u16> = head(v, T, h).into_iter().map(bf16_round).collect();
+            let o = attend(&qc, &qs, &kc, &ks, &vb, &vec![T as u32; n_q]);
+            for r in 0..n_q {
+                out[r * W + h * HEAD_DIM..][..HEAD_DIM]
+                    .copy_from_slice(&o[r * HEAD_DIM..][..HEAD_DIM]);
+            }
+        }
+        out
+    }
+
+    fn run<B: Backend>(b: &B, inputs: &[Vec<f32>; 3], rows: &[usize]) -> Vec<Vec<f32>> {
+        let (p, buf) = program::<B>();
+        let mut ws = b.workspace(&p, 1).unwrap();
+        for (i, x) in inputs.iter().enumerate() {
+            b.write(&mut ws, buf[i], 0, x).unwrap();
+        }
+        let mut outs = Vec::new();
+        let args = |rows| StageArgs {
+            rows,
+            ..Default::default()
+        };
+        b.run(&p, StageId(0), &args(T), &mut ws).unwrap();
+        outs.push(b.read(&ws, buf[3], 0..T * W).unwrap().to_vec());
+        b.run(&p, StageId(1), &args(T), &mut ws).unwrap();
+        for &r in rows {
+            b.run(&p, StageId(2), &args(r), &mut ws).unwrap();
+            outs.push(b.read(&ws, buf[3], 0..r * W).unwrap().to_vec());
+        }
+        outs
+    }
+
+    #[test]
+    fn device_attention_is_the_kernel_model_and_close_to_the_cpu_int8_path() {
+        let emu = Arc::new(EmuDriver::new(emulated_config()));
+        let device = Device::from_driver(emu.clone()).unwrap();
+        let npu = NpuBackend::new(device, &[], 1)
+            .unwrap()
+            .with_emulated_designs(emu.clone())
+            .with_emulated_attention()
+            .unwrap();
+        let mut rng = crate::cpu::testing::Rng::new(11);
+        let inputs: [Vec<f32>; 3] = std::array::from_fn(|i| rng.vec(T * W, 2.0 - i as f32 * 0.5));
+        let rows = [1, 5, MAX_Q];
+        let got = run(&npu, &inputs, &rows);
+        assert!(
+            emu.command_errors().is_empty(),
+            "{:?}",
+            emu.command_errors()
+        );
+        // One command per attention call (the preparation is host work), none on the host.
+        let (p, _) = program::<NpuBackend>();
+        assert_eq!(
+            (0..3)
+                .map(|s| npu.submissions(&p, StageId(s)))
+                .collect::<Vec<_>>(),
+            vec![1, 0, 1]
+        );
+        let stats = npu.attention_stats().unwrap();
+        assert_eq!(stats.submissions, 1 + rows.len() as u64);
+        let q_rows: usize = T + rows.iter().sum::<usize>();
+        assert_eq!(stats.host_quantized_rows as usize, HEADS * (q_rows + 2 * T));
+        // Bit for bit what the kernel model computes from the CPU quantizer's codes.
+        let [x, k, v] = &inputs;
+        assert_eq!(got[0], kernel_model(x, k, v, T));
+        for (g, &r) in got[1..].iter().zip(&rows) {
+            assert_eq!(*g, kernel_model(x, k, v, r), "{r} rows over prepared K/V");
+        }
+        // And within the kernel's error bound of the CPU INT8 path (bf16 attention): int8
+        // Q/K give a score error ≲ 0.02·|s|, bf16 P and V 2^-9 each; both paths stay within
+        // 2e-2·max|V| of f64 attention (aie kernels::attention, docs/int8-layout.md §5).
+        let want = run(&CpuInt8Backend::new(1), &inputs, &rows);
+        let vmax = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        for (g, w) in got.iter().zip(&want) {
+            let err = g
+                .iter()
+                .zip(w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 4e-2 * vmax, "max error {err} vs max|V| {vmax}");
+        }
+    }
+
+    #[test]
+    fn without_the_emulated_designs_there_is_no_device_attention() {
+        let emu = Arc::new(EmuDriver::new(emulated_config()));
+        let device = Device::from_driver(emu).unwrap();
+        let npu = NpuBackend::new(device, &[], 1).unwrap();
+        assert!(matches!(
+            npu.with_emulated_attention(),
+            Err(NpuError::InvalidRequest { .. })
+        ));
+    }
+
+    #[test]
+    fn masked_wide_or_long_attention_stays_on_the_host() {
+        let mut d = dims(Extent::fixed(4), 4);
+        assert!(takes(&d));
+        d.causal_offset = Some(Extent::pos(1));
+        assert!(!takes(&d));
+        let mut d = dims(Extent::fixed(4), 4);
+        d.max_kv_len = MAX_KEYS + 1;
+        assert!(!takes(&d));
+        let mut d = dims(Extent::fixed(4), 4);
+        d.head_dim = 80;
+        assert!(!takes(&d));
+    }
+}

@@ -822,6 +822,42 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_attention_command_is_a_device_error_and_the_stream_recovers() {
+        use crate::npu::ert::CmdState;
+        let emu = Arc::new(EmuDriver::new(emulated_config()));
+        let device = Device::from_driver(emu.clone()).unwrap();
+        let npu = NpuBackend::new(device, &[], 1)
+            .unwrap()
+            .with_emulated_designs(emu.clone())
+            .with_emulated_attention()
+            .unwrap();
+        let (p, buf) = program::<NpuBackend>();
+        let mut ws = npu.workspace(&p, 1).unwrap();
+        let mut rng = crate::cpu::testing::Rng::new(5);
+        for &b in &buf[..3] {
+            npu.write(&mut ws, b, 0, &rng.vec(T * W, 1.0)).unwrap();
+        }
+        let args = StageArgs {
+            rows: T,
+            ..Default::default()
+        };
+        npu.run(&p, StageId(0), &args, &mut ws).unwrap();
+        let want = npu.read(&ws, buf[3], 0..T * W).unwrap().to_vec();
+        for state in [CmdState::Error, CmdState::Abort] {
+            emu.fail_exec(1, state);
+            match npu.run(&p, StageId(0), &args, &mut ws) {
+                Err(BackendError::Device { op, reason, .. }) => {
+                    assert_eq!(op, "wait for attention");
+                    assert!(reason.contains(&format!("{state:?}")), "{reason}");
+                }
+                other => panic!("{state:?}: expected a device error, got {other:?}"),
+            }
+            npu.run(&p, StageId(0), &args, &mut ws).unwrap();
+            assert!(npu.read(&ws, buf[3], 0..T * W).unwrap() == want);
+        }
+    }
+
+    #[test]
     fn without_the_emulated_designs_there_is_no_device_attention() {
         let emu = Arc::new(EmuDriver::new(emulated_config()));
         let device = Device::from_driver(emu).unwrap();

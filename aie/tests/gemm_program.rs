@@ -71,17 +71,7 @@ fn run_design(
             .collect();
         let produced = gemm_array(d, m, mode, &sent).map_err(|e| e.to_string())?;
         for ((col, _, chan), bytes) in produced {
-            let o = io
-                .output(col, chan)
-                .ok_or("no S2MM task for an output stream")?;
-            if o.len() != bytes.len() {
-                return Err(format!(
-                    "S2MM {col}/{chan}: {} bytes expected, {} made",
-                    o.len(),
-                    bytes.len()
-                ));
-            }
-            o.copy_from_slice(&bytes);
+            io.send(col, chan, &bytes)?;
         }
         Ok(())
     })

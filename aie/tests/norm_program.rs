@@ -75,11 +75,7 @@ fn the_norm_stream_writes_the_cpu_int8_activation_rows() {
                 .map(|(ch, b)| ((ch.col, Direction::Mm2s, ch.channel), b.to_vec()))
                 .collect();
             for ((col, _, chan), bytes) in norm_array(&nd, &sent)? {
-                let o = io.output(col, chan).ok_or("no S2MM task")?;
-                if o.len() != bytes.len() {
-                    return Err(format!("S2MM {col}/{chan}: {} vs {}", o.len(), bytes.len()));
-                }
-                o.copy_from_slice(&bytes);
+                io.send(col, chan, &bytes)?;
             }
             Ok(())
         })

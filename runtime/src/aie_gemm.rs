@@ -135,17 +135,7 @@ fn run_array(d: &GemmDesign, mode: EpilogueMode, io: &mut ArrayIo) -> Result<(),
     let m = col_len / per_block * d.block_rows();
     let produced = gemm_array(d, m, mode, &sent).map_err(|e| e.to_string())?;
     for ((col, _, chan), bytes) in produced {
-        let o = io
-            .output(col, chan)
-            .ok_or_else(|| format!("no S2MM task on column {col} channel {chan}"))?;
-        if o.len() != bytes.len() {
-            return Err(format!(
-                "S2MM {col}/{chan}: the tasks take {} bytes, the array made {}",
-                o.len(),
-                bytes.len()
-            ));
-        }
-        o.copy_from_slice(&bytes);
+        io.send(col, chan, &bytes)?;
     }
     Ok(())
 }

@@ -639,17 +639,7 @@ fn run_array(io: &mut ArrayIo, threads: usize) -> Result<(), String> {
         .map(|(ch, b)| ((ch.col, ch.channel), b.to_vec()))
         .collect();
     for (col, bytes) in attention_array(&inputs, threads)? {
-        let o = io
-            .output(col, 0)
-            .ok_or_else(|| format!("no S2MM task on column {col}"))?;
-        if o.len() != bytes.len() {
-            return Err(format!(
-                "S2MM {col}/0: the tasks take {} bytes, the array made {}",
-                o.len(),
-                bytes.len()
-            ));
-        }
-        o.copy_from_slice(&bytes);
+        io.send(col, 0, &bytes)?;
     }
     Ok(())
 }

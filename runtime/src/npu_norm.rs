@@ -167,17 +167,7 @@ fn run_array(d: &NormQuantDesign, io: &mut ArrayIo) -> Result<(), String> {
         .map(|(ch, b)| ((ch.col, AieDirection::Mm2s, ch.channel), b.to_vec()))
         .collect();
     for ((col, _, chan), bytes) in norm_array(d, &sent)? {
-        let o = io
-            .output(col, chan)
-            .ok_or_else(|| format!("no S2MM task on column {col} channel {chan}"))?;
-        if o.len() != bytes.len() {
-            return Err(format!(
-                "S2MM {col}/{chan}: the tasks take {} bytes, the array made {}",
-                o.len(),
-                bytes.len()
-            ));
-        }
-        o.copy_from_slice(&bytes);
+        io.send(col, chan, &bytes)?;
     }
     Ok(())
 }

@@ -73,6 +73,23 @@ impl ArrayIo {
             .map(|v| v.as_mut_slice())
     }
 
+    /// Sends `bytes` on S2MM channel `channel` of shim column `col`: an error names the
+    /// channel when no S2MM task reads it or its tasks take another length.
+    pub fn send(&mut self, col: u8, channel: u8, bytes: &[u8]) -> Result<(), String> {
+        let o = self
+            .output(col, channel)
+            .ok_or_else(|| format!("no S2MM task on column {col} channel {channel}"))?;
+        if o.len() != bytes.len() {
+            return Err(format!(
+                "S2MM {col}/{channel}: the tasks take {} bytes, the array made {}",
+                o.len(),
+                bytes.len()
+            ));
+        }
+        o.copy_from_slice(bytes);
+        Ok(())
+    }
+
     /// Every input channel with its bytes.
     pub fn inputs(&self) -> impl Iterator<Item = (Channel, &[u8])> {
         self.inputs.iter().map(|(c, v)| (*c, v.as_slice()))
@@ -184,4 +201,31 @@ pub fn execute<M: DmaMemory + ?Sized>(
         });
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_fills_an_output_of_its_length_and_names_the_channel_otherwise() {
+        let mut io = ArrayIo::default();
+        let s2mm = |col, channel| Channel {
+            col,
+            dir: Direction::S2mm,
+            channel,
+        };
+        io.outputs.insert(s2mm(1, 0), vec![0; 4]);
+        io.send(1, 0, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(io.output(1, 0).unwrap(), &[1, 2, 3, 4]);
+        assert_eq!(
+            io.send(1, 0, &[9; 3]).unwrap_err(),
+            "S2MM 1/0: the tasks take 4 bytes, the array made 3"
+        );
+        assert_eq!(io.output(1, 0).unwrap(), &[1, 2, 3, 4], "left as it was");
+        assert_eq!(
+            io.send(2, 1, &[0; 4]).unwrap_err(),
+            "no S2MM task on column 2 channel 1"
+        );
+    }
 }

@@ -84,8 +84,9 @@ pub struct DispatchBudget {
     /// The backend's own counters over the same run (`Model::npu_stats` after minus before;
     /// `weight_bytes` is the load's): a cross-check of the logs.
     pub counters: NpuStats,
-    /// Whether the encoder's self-attention and the decoder's cross-attention ran on the
-    /// (emulated) device's attention design (`AMANUENSIS_NPU_ATTENTION=1`).
+    /// Whether attention (the encoder's self-attention, the decoder's cross-attention and its
+    /// self-attention over the device K/V cache) ran on the (emulated) device's attention
+    /// design (`AMANUENSIS_NPU_ATTENTION=1`).
     pub attention_on_device: bool,
 }
 
@@ -246,7 +247,7 @@ impl std::fmt::Display for DispatchBudget {
             self.dims.d,
             self.dims.mlp,
             if self.attention_on_device {
-                "the encoder's self-attention and the cross-attention on the attention design (one submission each; Q/K quantized on the host); decoder self-attention, norms, conv stem, logits on the CPU"
+                "every attention on the attention design (one submission each; Q/K quantized on the host; the decoder's self-attention K/V cache resident on the device, each step's new rows uploaded); norms, conv stem, logits on the CPU"
             } else {
                 "attention, norms, conv stem, logits on the CPU"
             }

@@ -393,6 +393,17 @@ impl Model {
         })
     }
 
+    /// The log-mel frontend of the model file at `path` (its mel filter bank, read through a
+    /// memory map of its own), without loading the weights: the frontend [`Model::mel_frontend`]
+    /// gives once the same file is loaded. Lets a caller read audio up to its first window
+    /// while the model loads.
+    pub fn read_mel_frontend(path: impl AsRef<Path>) -> Result<MelFrontend, Error> {
+        let file = WeightsFile::open_with(path.as_ref(), true).map_err(WhisperError::from)?;
+        let mel = amanuensis_model::whisper::mel_frontend(&file)?;
+        file.check_mapping().map_err(WhisperError::from)?;
+        Ok(mel)
+    }
+
     /// What [`LoadOptions::verify`] found and how long it took (`None`: not asked).
     pub fn verification(&self) -> Option<(Verification, std::time::Duration)> {
         self.verification

@@ -183,6 +183,33 @@ fn truncated_model_file_is_a_clear_error() {
         &[],
     );
     assert_clean_failure(&o, "cut.safetensors");
+
+    // The VAD's load and the first input's reading start before the model's load, but their
+    // errors keep their turn: a model that fails to load is reported alone, then the usage
+    // errors that need the model, then the VAD's, and a bad first input when its turn comes.
+    let bad = temp_file("bad-first.wav", b"RIFF\x04\0\0\0WAVE");
+    let bad = bad.to_str().unwrap();
+    let no_vad = ["--vad", "--vad-model", "/nonexistent/vad.onnx"];
+    let run = |model: &str, extra: &[&str]| {
+        let mut args = vec!["transcribe", "-m", model];
+        args.extend(no_vad);
+        args.extend(extra);
+        args.push(bad);
+        amanuensis(&args, &[])
+    };
+    let o = run(cut.to_str().unwrap(), &[]);
+    assert_clean_failure(&o, "cut.safetensors");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("bad-first") && !err.contains("VAD"), "{err}");
+    let o = run("tiny.en", &["-l", "fr"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("English-only"), "{err}");
+    assert!(!err.contains("bad-first") && !err.contains("VAD"), "{err}");
+    let o = run("tiny.en", &[]);
+    assert_clean_failure(&o, "no VAD model at /nonexistent/vad.onnx");
+    assert!(!stderr(&o).contains("bad-first"), "{}", stderr(&o));
 }
 
 #[test]

@@ -31,7 +31,7 @@ fn main() {
             d,
         ),
         (
-            "chains as built, attention as the runtime runs it with AMANUENSIS_NPU_ATTENTION=1 (encoder + cross on the device, decoder self-attention on the host, not counted), greedy, peak",
+            "chains as built, encoder + cross attention on the device, decoder self-attention on the host (not counted; the split before the device K/V cache), greedy, peak",
             Assumptions {
                 self_attention_on_device: false,
                 ..d

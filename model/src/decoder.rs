@@ -83,7 +83,7 @@ impl<B: Backend> TextDecoder<B> {
             dims.n_vocab,
             d,
         )?;
-        let positions = p.add_vector(file.tensor_f32(names::DECODER_POSITIONS, &[ctx, d])?);
+        let positions = p.add_table(file.tensor_table(names::DECODER_POSITIONS, &[ctx, d])?);
 
         // The encoder output and the V projection are filled every window: resident. The
         // per-token buffers are lazily mapped: a pass touches only the rows it uses, and most

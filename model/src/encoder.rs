@@ -32,10 +32,20 @@ impl<B: Backend> AudioEncoder<B> {
         let f = 2 * t;
         let mut p = Program::new();
         let conv = |p: &mut Program<B::Matrix>, name: &str, c_in: usize| {
-            let w = file.tensor_f32(&names::weight(name), &[d, c_in, 3])?;
+            // f16 weights go to the backend as they are in the file (the INT8 backend quantizes
+            // them without a widened copy); f32 ones are copied out.
+            let (w_name, shape) = (names::weight(name), [d, c_in, 3]);
+            let w = match file.tensor_f16_if_stored(&w_name, &shape)? {
+                Some(halves) => {
+                    let w = backend.matrix_f16(halves, d, c_in * 3)?;
+                    file.done_reading(&w_name)?;
+                    w
+                }
+                None => backend.matrix(file.tensor_f32(&w_name, &shape)?, d, c_in * 3)?,
+            };
             let b = file.tensor_f32(&names::bias(name), &[d])?;
             Ok::<_, WhisperError>(Linear {
-                w: p.add_matrix(backend.matrix(w, d, c_in * 3)?),
+                w: p.add_matrix(w),
                 b: Some(p.add_vector(b)),
                 n_out: d,
                 n_in: c_in * 3,
@@ -43,7 +53,7 @@ impl<B: Backend> AudioEncoder<B> {
         };
         let conv1 = conv(&mut p, names::CONV1, n_mels)?;
         let conv2 = conv(&mut p, names::CONV2, d)?;
-        let positions = p.add_vector(file.tensor_f32(names::ENCODER_POSITIONS, &[t, d])?);
+        let positions = p.add_table(file.tensor_table(names::ENCODER_POSITIONS, &[t, d])?);
 
         let buf =
             |p: &mut Program<B::Matrix>, name, len| p.add_buffer(name, len, Residency::Resident);

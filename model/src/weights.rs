@@ -22,6 +22,7 @@ use std::sync::Arc;
 use amanuensis_runtime::mapped_file::MappedFile;
 use amanuensis_runtime::q8::layout::SharedBytes;
 use amanuensis_runtime::q8::QuantMatrix;
+use amanuensis_runtime::table::Table;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use safetensors::tensor::Metadata;
@@ -445,6 +446,46 @@ impl WeightsFile {
         self.file.release(entry.start..entry.end);
         self.check_mapping()?;
         Ok(out)
+    }
+
+    /// The f16 or f32 tensor `name`, checked to have `shape`, as a row table: f16 values read
+    /// in place from the map (no copy, no widening at load: the table widens as it is read, which
+    /// is exact), f32 values (or f16 ones not aligned in the map) copied out as f32.
+    pub fn tensor_table(&self, name: &str, shape: &[usize]) -> Result<Table, LoadError> {
+        let entry = self.entry(name, shape, &[Dtype::F16, Dtype::F32])?;
+        if entry.dtype == Dtype::F16 {
+            let bytes: SharedBytes = Arc::clone(&self.file) as SharedBytes;
+            if let Some(table) = Table::f16_in_place(&bytes, entry.start..entry.end) {
+                return Ok(table);
+            }
+        }
+        self.tensor_f32(name, shape).map(Table::F32)
+    }
+
+    /// The tensor `name`, checked to have `shape` and to be stored in f16 or f32: its f16
+    /// values as a view into the memory map when it is stored in f16 (and aligned there), `None`
+    /// otherwise (read it with [`WeightsFile::tensor_f32`]). Once a copy of its own is made
+    /// from the view, [`WeightsFile::done_reading`] drops the mapped pages and checks the read.
+    pub fn tensor_f16_if_stored(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<Option<&[f16]>, LoadError> {
+        let entry = self.entry(name, shape, &[Dtype::F16, Dtype::F32])?;
+        if entry.dtype != Dtype::F16 {
+            return Ok(None);
+        }
+        Ok(bytemuck::try_cast_slice(&self.file.bytes()[entry.start..entry.end]).ok())
+    }
+
+    /// After tensor `name` was read from the map into a copy of its own: drops this process's
+    /// copies of its mapped pages (as [`WeightsFile::tensor_f32`] does) and checks that the read
+    /// found the file's bytes (`Err(ChangedWhileMapped)` if the file shrank under the map).
+    pub fn done_reading(&self, name: &str) -> Result<(), LoadError> {
+        if let Some(entry) = self.tensors.get(name) {
+            self.file.release(entry.start..entry.end);
+        }
+        self.check_mapping()
     }
 
     /// The f16 tensor `name`, checked to have `shape`, as a view into the memory map (no copy).

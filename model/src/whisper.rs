@@ -30,6 +30,19 @@ pub struct Whisper<E: Backend, D: Backend = E> {
     pub decoder_backend: Arc<D>,
 }
 
+/// The log-mel frontend of a model file (its mel filter bank), as [`Whisper::from_file`] builds
+/// it: what reading audio up to its first window needs of the model, so that it can start
+/// before the weights are loaded.
+pub fn mel_frontend(file: &WeightsFile) -> Result<MelFrontend, WhisperError> {
+    let n_mels = file.config().dims.n_mels;
+    let n_freq = crate::mel::N_FFT / 2 + 1;
+    let filters = file.tensor_f32(names::MEL_FILTERS, &[n_mels, n_freq])?;
+    MelFrontend::new(filters, n_mels).map_err(|e| WhisperError::BadModel {
+        path: file.path().display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
 impl<B: Backend> Whisper<B, B> {
     /// Loads a model file (`docs/model-format.md`) onto `backend` (encoder and decoder).
     ///
@@ -68,16 +81,10 @@ impl<E: Backend, D: Backend> Whisper<E, D> {
         encoder_backend: Arc<E>,
         decoder_backend: Arc<D>,
     ) -> Result<Self, WhisperError> {
-        let path = file.path();
         let config = file.config().clone();
         let dims = &config.dims;
         let tokenizer = Tokenizer::from_file(file, config.special)?;
-        let n_freq = crate::mel::N_FFT / 2 + 1;
-        let filters = file.tensor_f32(names::MEL_FILTERS, &[dims.n_mels, n_freq])?;
-        let mel = MelFrontend::new(filters, dims.n_mels).map_err(|e| WhisperError::BadModel {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let mel = mel_frontend(file)?;
         let encoder = AudioEncoder::load(file, &*encoder_backend, dims)?;
         let decoder = TextDecoder::load(file, &*decoder_backend, dims, &config.alignment_heads)?;
         Ok(Self {

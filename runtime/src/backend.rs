@@ -95,6 +95,20 @@ pub trait Backend: Send + Sync {
     /// INT8 kernels computes with the dequantized values.
     fn matrix_q8(&self, q: QuantMatrix) -> Result<Self::Matrix, BackendError>;
 
+    /// Prepares a row-major `[rows, cols]` f16 matrix (read in place from a model file): the
+    /// matrix [`Backend::matrix`] prepares from its values widened to f32 (exact). Default:
+    /// widens a copy and calls [`Backend::matrix`]; a backend that keeps no f32 copy (the CPU
+    /// INT8 backend quantizes) may read the f16 values directly.
+    fn matrix_f16(
+        &self,
+        data: &[half::f16],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self::Matrix, BackendError> {
+        use half::slice::HalfFloatSliceExt;
+        self.matrix(data.to_f32_vec(), rows, cols)
+    }
+
     /// Does now, on the calling thread, the one-time work a matrix's first use would otherwise
     /// do inside a stage (the CPU INT8 kernels: the per-channel code sums, one read of every
     /// tile, which also faults a mapped file's pages in). Optional and idempotent: results never
@@ -170,6 +184,12 @@ pub trait LayerKernels: Send + Sync {
 
     /// Prepares an INT8-tiled matrix.
     fn matrix_q8(&self, q: QuantMatrix) -> Self::Matrix;
+
+    /// See [`Backend::matrix_f16`]. Default: widens a copy and calls [`LayerKernels::matrix`].
+    fn matrix_f16(&self, data: &[half::f16], rows: usize, cols: usize) -> Self::Matrix {
+        use half::slice::HalfFloatSliceExt;
+        self.matrix(data.to_f32_vec(), rows, cols)
+    }
 
     /// `(rows, cols)` of a matrix.
     fn matrix_shape(&self, w: &Self::Matrix) -> (usize, usize);

@@ -268,6 +268,17 @@ impl LayerKernels for CpuInt8Backend {
         self.matrix_from_quantized(q)
     }
 
+    /// Quantizes the f16 values row by row, each widened as it is read (no f32 copy): the
+    /// matrix [`LayerKernels::matrix`] makes of the widened values.
+    fn matrix_f16(&self, data: &[half::f16], rows: usize, cols: usize) -> Int8OrF32Matrix {
+        assert_eq!(
+            data.len(),
+            rows * cols,
+            "matrix data does not match its shape"
+        );
+        Int8OrF32Matrix::Int8(QuantMatrix::quantize_f16(data, rows, cols))
+    }
+
     fn matrix_shape(&self, w: &Int8OrF32Matrix) -> (usize, usize) {
         (w.rows(), w.cols())
     }

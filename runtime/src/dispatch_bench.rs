@@ -185,7 +185,13 @@ mod tests {
             .into_iter()
             .flat_map(|p| (1..=4).map(move |d| (p, d)))
         {
-            let (emu, device) = emulated_device_with(EmuConfig::with_profile(profile)).unwrap();
+            // Jobs complete only when waited for, so `depth` stay in flight however slowly the
+            // host runs (on a loaded machine a 100 µs job could end before the next submission).
+            let (emu, device) = emulated_device_with(EmuConfig {
+                retire_in_waits_only: true,
+                ..EmuConfig::with_profile(profile)
+            })
+            .unwrap();
             // Each command takes 100 µs, so the host keeps `depth` queued behind it.
             emu.set_latency(Duration::from_micros(100));
             let (xclbin, instr) = emulated_program(4096);

@@ -331,7 +331,7 @@ impl<K: LayerKernels> HostWorkspace<K> {
                 step,
             } => {
                 let (rows, first) = (rows.at(args), first.at(args));
-                let table = program.vector(table);
+                let table = program.table(table);
                 let last = first + rows.saturating_sub(1) * step;
                 if rows > 0 && (last + 1) * width > table.len() {
                     return Err(format!(
@@ -342,8 +342,7 @@ impl<K: LayerKernels> HostWorkspace<K> {
                 let xr = self.range(x, rows * width, args)?;
                 let xs = &mut self.buffers[x.buffer.0 as usize][xr];
                 for (r, row) in xs.chunks_exact_mut(width).enumerate() {
-                    let t = &table[(first + r * step) * width..][..width];
-                    row.iter_mut().zip(t).for_each(|(x, p)| *x += p);
+                    table.add_to((first + r * step) * width, row);
                 }
             }
             Op::Attention {
@@ -709,6 +708,23 @@ macro_rules! host_backend {
                 q: $crate::q8::QuantMatrix,
             ) -> Result<Self::Matrix, $crate::backend::BackendError> {
                 Ok($crate::backend::LayerKernels::matrix_q8(self, q))
+            }
+
+            fn matrix_f16(
+                &self,
+                data: &[half::f16],
+                rows: usize,
+                cols: usize,
+            ) -> Result<Self::Matrix, $crate::backend::BackendError> {
+                if data.len() != rows * cols {
+                    return Err($crate::backend::BackendError::Unsupported {
+                        backend: $crate::backend::LayerKernels::name(self),
+                        reason: format!("{} values for a {rows}x{cols} matrix", data.len()),
+                    });
+                }
+                Ok($crate::backend::LayerKernels::matrix_f16(
+                    self, data, rows, cols,
+                ))
             }
 
             fn prepare_matrix(&self, w: &Self::Matrix) {

@@ -22,3 +22,4 @@ pub mod q8;
 pub mod resident;
 pub mod sigbus;
 pub mod stage;
+pub mod table;

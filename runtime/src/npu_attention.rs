@@ -1,8 +1,10 @@
 //! Attention on the NPU: the AIE attention kernel (`aie/kernels/attention.cc`, its device
 //! program `amanuensis_aie::program::attention`) for the attention ops a device can take
-//! whole — [`Op::Attention`] without a causal mask (an encoder's self-attention) and
-//! [`Op::AttentionPrepared`] (a decoder's cross-attention over prepared keys/values) — when
-//! heads are 64 wide and keys at most [`MAX_KEYS`].
+//! whole — [`Op::Attention`] without a causal mask (an encoder's self-attention),
+//! [`Op::AttentionPrepared`] (a decoder's cross-attention over prepared keys/values), and
+//! [`Op::CachedSelfAttention`] / [`Op::SlotSelfAttention`] (a decoder's causal self-attention
+//! over its key/value cache, greedy rows in one slot or one beam row per slot) — when heads are
+//! 64 wide and keys (cache positions) at most [`MAX_KEYS`].
 //!
 //! **Arithmetic** (the kernel's, by design not the CPU INT8 path's bf16 attention): Q and K
 //! quantized per row and head to int8 (the CPU quantizer, `q8::quant::quantize_row`; Q's scale
@@ -14,13 +16,33 @@
 //! [`AttentionStats::host_quantized_rows`]: per call the query rows of every head; per
 //! [`Op::Attention`] also its key rows and values (bf16); per [`Op::PrepareKeyValues`] (once
 //! per window) the keys and values of the cross-attention, into a K/V image that then stays
-//! resident in its own BO for every decoder step of the window.
+//! resident in its own BO for every decoder step of the window; per cache op the new rows' keys
+//! (and their values, bf16), written into the device's K/V cache image.
+//!
+//! **Self-attention K/V cache on the device**: each key/value cache the program declares has
+//! one BO made with the workspace, every slot's K/V image (all `positions` keys, the layout of
+//! the other K/V images) one after another. A call uploads only its new rows (per row and head
+//! 64 codes, a scale, 64 bf16 values: 196 bytes, each range flushed; counted in
+//! [`AttentionStats::cache_bytes_to_device`]); earlier positions stay resident. Greedy and
+//! prompt rows ([`Op::CachedSelfAttention`]) attend through the slot's image (the K/V argument
+//! is its address) with a causal header (query `i` over keys `..=pos + i`); beam rows
+//! ([`Op::SlotSelfAttention`]) are one slot command: a unit per (slot, head) over that slot's
+//! image, for slots `0..=max` of the call (slots without a row run no query). A beam fork
+//! ([`Op::CopySlot`]) copies the first `len` positions of one slot's image into another on
+//! the host side of the shared BO and flushes them (counted in
+//! [`AttentionStats::slot_copies`], [`AttentionStats::slot_copy_bytes`]); on a real NPU this
+//! is the same host write into host-visible memory, no submission. The host's own cache is
+//! still written (the CPU kernels' `cache_write`) so that an op the device leaves to the host
+//! (shapes past the buffers, two rows in one slot) finds the same history. Each command moves
+//! the whole capacity of a slot's image (the BD lengths are fixed in the stream); the header
+//! tells the cores how many keys to use.
 //!
 //! **Buffers** (per stream, made with the workspace; nothing is allocated per dispatch): one Q
 //! image and one output BO sized for the largest call, one K/V image for the self-attention
-//! calls, one K/V image per prepared key/value slot, the instruction streams (one per query
-//! bucket: 4, 8, 16, … rows up to the most the program declares, so a decoder step moves 4
-//! rows, not the prompt's 448), one command ring on the attention design's hardware context.
+//! calls, one K/V image per prepared key/value slot, one K/V cache image per key/value cache,
+//! the instruction streams (one per query bucket: 4, 8, 16, … rows up to the most the program
+//! declares, so a decoder step moves 4 rows, not the prompt's 448; for beam rows one per
+//! number of slots), one command ring on the attention design's hardware context.
 //!
 //! **Submissions**: one command per attention op, all heads. It chains with no neighbour: its
 //! inputs are what the linears right before it wrote (q/k/v), and its output is what the linear
@@ -37,9 +59,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use amanuensis_aie::kernels::attention::{HEAD_DIM, MAX_KEYS};
+use amanuensis_aie::kernels::attention::{HEAD_DIM, MAX_KEYS, Q_ROWS};
 use amanuensis_aie::kernels::numerics::bf16_round;
-use amanuensis_aie::program::attention::{attention_array, attention_program, AttentionImages};
+use amanuensis_aie::program::attention::{
+    attention_array, attention_program, slot_attention_program, AttentionImages,
+};
 use amanuensis_aie::txn::Target;
 
 use crate::backend::BackendError;
@@ -56,7 +80,7 @@ use crate::npu::txn::{self, ArrayIo, Limits};
 use crate::npu::xclbin::{Xclbin, XclbinBuilder, MLIR_AIE_DPU_KERNEL_ID};
 use crate::npu::NpuError;
 use crate::q8::quant::quantize_row;
-use crate::stage::{At, AttentionDims, Op, Program, StageArgs, StageId};
+use crate::stage::{At, AttentionDims, KeyValueCacheSpec, Op, Program, StageArgs, StageId};
 
 /// `AMANUENSIS_NPU_ATTENTION=1`: run attention on the (emulated) device's attention design.
 pub const NPU_ATTENTION_ENV: &str = "AMANUENSIS_NPU_ATTENTION";
@@ -108,6 +132,13 @@ pub struct AttentionStats {
     pub bytes_from_device: u64,
     /// Host time in submit + wait (on the emulator: its execution), ns.
     pub device_ns: u64,
+    /// Of `bytes_to_device`: the new rows written into the self-attention K/V cache images
+    /// (each call's new keys and values, nothing else).
+    pub cache_bytes_to_device: u64,
+    /// Beam forks: self-attention K/V slots copied into another slot's image.
+    pub slot_copies: u64,
+    /// Of `bytes_to_device`: bytes those copies wrote.
+    pub slot_copy_bytes: u64,
 }
 
 #[derive(Default)]
@@ -117,6 +148,9 @@ struct Counters {
     bytes_to_device: AtomicU64,
     bytes_from_device: AtomicU64,
     device_ns: AtomicU64,
+    cache_bytes_to_device: AtomicU64,
+    slot_copies: AtomicU64,
+    slot_copy_bytes: AtomicU64,
 }
 
 /// The attention design loaded on a device: its hardware context.
@@ -137,14 +171,29 @@ pub fn takes(dims: &AttentionDims) -> bool {
         && (1..=MAX_KEYS).contains(&dims.max_kv_len)
 }
 
+/// Whether the attention design takes causal self-attention of `dims` over a key/value cache
+/// of `spec` (64-wide heads as the cache holds them, 1 to [`MAX_KEYS`] positions per slot).
+pub fn takes_cache(dims: &AttentionDims, spec: &KeyValueCacheSpec) -> bool {
+    dims.head_dim == HEAD_DIM
+        && (spec.heads, spec.head_dim) == (dims.heads, dims.head_dim)
+        && dims.heads > 0
+        && dims.max_q_len > 0
+        && spec.slots > 0
+        && (1..=MAX_KEYS).contains(&spec.positions)
+}
+
 /// Whether op `op` of a program runs on the attention design: [`Op::Attention`] the design
-/// takes, [`Op::AttentionPrepared`] over a slot whose capacity it takes.
+/// takes, [`Op::AttentionPrepared`] over a slot whose capacity it takes,
+/// [`Op::CachedSelfAttention`] and [`Op::SlotSelfAttention`] over a cache it takes.
 pub fn on_device<M>(program: &Program<M>, op: &Op) -> bool {
     match op {
         Op::Attention { dims, .. } => takes(dims),
         Op::AttentionPrepared { kv, dims, .. } => {
             let spec = program.key_values()[kv.0 as usize];
             takes(dims) && spec.head_dim == HEAD_DIM && (1..=MAX_KEYS).contains(&spec.capacity)
+        }
+        Op::CachedSelfAttention { cache, dims, .. } | Op::SlotSelfAttention { cache, dims, .. } => {
+            takes_cache(dims, &program.key_value_caches()[cache.0 as usize])
         }
         _ => false,
     }
@@ -198,6 +247,9 @@ impl DeviceAttention {
             bytes_to_device: l(&c.bytes_to_device),
             bytes_from_device: l(&c.bytes_from_device),
             device_ns: l(&c.device_ns),
+            cache_bytes_to_device: l(&c.cache_bytes_to_device),
+            slot_copies: l(&c.slot_copies),
+            slot_copy_bytes: l(&c.slot_copy_bytes),
         }
     }
 
@@ -214,13 +266,62 @@ impl DeviceAttention {
         let (mut q_len, mut out_len, mut kv_len) = (0usize, 0usize, 0usize);
         let mut prepared: Vec<Option<Prepared>> =
             (0..program.key_values().len()).map(|_| None).collect();
+        let mut caches: Vec<Option<CacheImage>> = (0..program.key_value_caches().len())
+            .map(|_| None)
+            .collect();
+        let mut slot_shapes: Vec<SlotStreams> = Vec::new();
+        let mut most_slots = 0usize;
         let ops = program.stages().iter().flat_map(|s| &s.ops);
         for op in ops.filter(|op| on_device(program, op)) {
+            if let Op::CachedSelfAttention { cache, .. } | Op::SlotSelfAttention { cache, .. } = op
+            {
+                let spec = program.key_value_caches()[cache.0 as usize];
+                let c = &mut caches[cache.0 as usize];
+                if c.is_none() {
+                    let im = AttentionImages::new(spec.heads, Q_ROWS, spec.positions)
+                        .map_err(|e| bad(format!("K/V cache {:?}: {e}", spec.name)))?;
+                    let bo = MappedBo::share(device, spec.slots * im.kv_image_len())
+                        .map_err(err("allocate K/V cache"))?;
+                    *c = Some(CacheImage {
+                        bo,
+                        im,
+                        slots: spec.slots,
+                    });
+                }
+                most_slots = most_slots.max(spec.slots);
+                if let Op::SlotSelfAttention { .. } = op {
+                    let i = match slot_shapes
+                        .iter()
+                        .position(|s| (s.heads, s.keys) == (spec.heads, spec.positions))
+                    {
+                        Some(i) => i,
+                        None => {
+                            slot_shapes.push(SlotStreams {
+                                heads: spec.heads,
+                                keys: spec.positions,
+                                buckets: Vec::new(),
+                            });
+                            slot_shapes.len() - 1
+                        }
+                    };
+                    let streams = &mut slot_shapes[i];
+                    streams
+                        .ensure(self.target, heap, spec.slots)
+                        .map_err(err("load slot attention stream"))?;
+                    let units = streams.buckets.last().expect("ensure made one").0;
+                    q_len = q_len.max(units.q_image_len());
+                    out_len = out_len.max(units.out_len());
+                    continue;
+                }
+            }
             let (dims, keys) = match op {
                 Op::Attention { dims, .. } => (dims, dims.max_kv_len),
                 Op::AttentionPrepared { kv, dims, .. } => {
                     let spec = program.key_values()[kv.0 as usize];
                     (dims, spec.capacity)
+                }
+                Op::CachedSelfAttention { cache, dims, .. } => {
+                    (dims, program.key_value_caches()[cache.0 as usize].positions)
                 }
                 _ => continue,
             };
@@ -262,7 +363,7 @@ impl DeviceAttention {
                 _ => {}
             }
         }
-        if shapes.is_empty() {
+        if shapes.is_empty() && slot_shapes.is_empty() {
             return Ok(None);
         }
         let share = |len: usize, what| MappedBo::share(device, len.max(64)).map_err(err(what));
@@ -274,6 +375,10 @@ impl DeviceAttention {
             kv: share(kv_len, "allocate attention K/V")?,
             out: share(out_len, "allocate attention output")?,
             prepared,
+            caches,
+            slot_shapes,
+            slot_row: vec![NO_ROW; most_slots],
+            row_slot: vec![0; most_slots],
             regmap: vec![0; self.layout.words()],
             pending: None,
             unrecorded_bytes: 0,
@@ -335,10 +440,10 @@ impl DeviceAttention {
                     return Ok(());
                 };
                 let (im, instr) = s.stream(dims.heads, dims.max_kv_len, n_q)?;
-                let mut bytes = write_q(&mut s.q, &im, n_q, n_keys, qs);
+                let mut bytes = write_q(&mut s.q, &im, n_q, n_keys, None, qs);
                 bytes += write_kv(&mut s.kv, &im, n_keys, ks, vs);
                 self.count_host(bytes, dims.heads * (n_q + n_keys));
-                self.submit(s, im, instr, None, (n_q, n_keys, bytes), (t0, log))
+                self.submit(s, im, instr, KvArg::Own, (n_q, n_keys, bytes), (t0, log))
             }
             Op::AttentionPrepared { q, kv, dims, .. } if on_device(program, op) => {
                 let Some(p) = s.prepared.get(kv.0 as usize).and_then(Option::as_ref) else {
@@ -353,19 +458,142 @@ impl DeviceAttention {
                     return Ok(());
                 };
                 let (im, instr) = s.stream(dims.heads, keys, n_q)?;
-                let bytes = write_q(&mut s.q, &im, n_q, n_keys, qs);
+                let bytes = write_q(&mut s.q, &im, n_q, n_keys, None, qs);
                 self.count_host(bytes, dims.heads * n_q);
                 self.submit(
                     s,
                     im,
                     instr,
-                    Some(kv.0 as usize),
+                    KvArg::Prepared(kv.0 as usize),
                     (n_q, n_keys, bytes),
                     (t0, log),
                 )
             }
+            Op::CachedSelfAttention {
+                q,
+                k_new,
+                v_new,
+                cache,
+                slot,
+                dims,
+                ..
+            } if on_device(program, op) => {
+                let (rows, pos, w) = (args.rows, args.pos, dims.width());
+                let Some(c) = s.caches.get_mut(cache.0 as usize).and_then(Option::as_mut) else {
+                    return Ok(());
+                };
+                let keys = c.im.keys;
+                if rows == 0 || rows > dims.max_q_len || slot >= c.slots || pos + rows > keys {
+                    return Ok(());
+                }
+                let (Some(qs), Some(ks), Some(vs)) = (
+                    input(q, rows * w),
+                    input(k_new, rows * w),
+                    input(v_new, rows * w),
+                ) else {
+                    return Ok(());
+                };
+                // Only the new rows go to the device; the slot's earlier rows stay resident.
+                let mut cache_bytes = 0;
+                for r in 0..rows {
+                    let row = r * w..(r + 1) * w;
+                    cache_bytes += c.write_row(slot, pos + r, &ks[row.clone()], &vs[row]);
+                }
+                let offset = slot * c.im.kv_image_len();
+                let n_keys = pos + rows;
+                let (im, instr) = s.stream(dims.heads, keys, rows)?;
+                let bytes = cache_bytes + write_q(&mut s.q, &im, rows, n_keys, Some(pos), qs);
+                self.count_host(bytes, 2 * dims.heads * rows);
+                self.count_cache(cache_bytes);
+                let kv = KvArg::Cache(cache.0 as usize, offset);
+                self.submit(s, im, instr, kv, (rows, n_keys, bytes), (t0, log))
+            }
+            Op::SlotSelfAttention {
+                q,
+                k_new,
+                v_new,
+                cache,
+                dims,
+                ..
+            } if on_device(program, op) => {
+                let (rows, pos, w) = (args.rows, args.pos, dims.width());
+                let Some(slots) = args.slots.get(..rows) else {
+                    return Ok(());
+                };
+                let Some(c) = s.caches.get_mut(cache.0 as usize).and_then(Option::as_mut) else {
+                    return Ok(());
+                };
+                let keys = c.im.keys;
+                if rows == 0 || pos >= keys || slots.iter().any(|&x| x >= c.slots) {
+                    return Ok(());
+                }
+                let (Some(qs), Some(ks), Some(vs)) = (
+                    input(q, rows * w),
+                    input(k_new, rows * w),
+                    input(v_new, rows * w),
+                ) else {
+                    return Ok(());
+                };
+                let mut cache_bytes = 0;
+                for (r, &slot) in slots.iter().enumerate() {
+                    let row = r * w..(r + 1) * w;
+                    cache_bytes += c.write_row(slot, pos, &ks[row.clone()], &vs[row]);
+                }
+                self.count_host(cache_bytes, dims.heads * rows);
+                self.count_cache(cache_bytes);
+                // One query per slot: two rows in one slot attend one after the other (each
+                // over its own row), which the host does.
+                s.slot_row.fill(NO_ROW);
+                for (r, &slot) in slots.iter().enumerate() {
+                    if s.slot_row[slot] != NO_ROW {
+                        s.unrecorded_bytes += cache_bytes;
+                        return Ok(());
+                    }
+                    s.slot_row[slot] = r;
+                    s.row_slot[r] = slot;
+                }
+                let n_slots = slots.iter().max().map_or(0, |&m| m + 1);
+                let (units, instr) = s.slot_stream(dims.heads, keys, n_slots)?;
+                let q_bytes = write_slot_queries(s, &units, dims.heads, pos, qs);
+                self.count_host(q_bytes, dims.heads * rows);
+                let bytes = cache_bytes + q_bytes;
+                let kv = KvArg::Cache(cache.0 as usize, 0);
+                self.submit(s, units, instr, kv, (1, pos + 1, bytes), (t0, log))?;
+                s.pending = Some(Pending::Slots {
+                    im: units,
+                    heads: dims.heads,
+                    rows,
+                    next: 0,
+                });
+                Ok(())
+            }
+            Op::CopySlot { cache, len } => {
+                let Some(c) = s.caches.get_mut(cache.0 as usize).and_then(Option::as_mut) else {
+                    return Ok(());
+                };
+                let &[from, to] = args.slots else {
+                    return Ok(());
+                };
+                let len = len.at(args);
+                if from >= c.slots || to >= c.slots || from == to || len > c.im.keys {
+                    return Ok(());
+                }
+                let bytes = c.copy_slot(from, to, len);
+                s.unrecorded_bytes += bytes;
+                let k = &self.counters;
+                k.bytes_to_device.fetch_add(bytes as u64, Ordering::Relaxed);
+                k.slot_copies.fetch_add(1, Ordering::Relaxed);
+                k.slot_copy_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+                Ok(())
+            }
             _ => Ok(()),
         }
+    }
+
+    fn count_cache(&self, bytes: usize) {
+        self.counters
+            .cache_bytes_to_device
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     fn count_host(&self, bytes: usize, rows: usize) {
@@ -375,8 +603,7 @@ impl DeviceAttention {
             .fetch_add(rows as u64, Ordering::Relaxed);
     }
 
-    /// One command over the session's Q image, the K/V image (`prepared` slot or the
-    /// session's own) and the output; waited for, the output invalidated. `(n_q, n_keys,
+    /// One command over the session's Q image, the K/V image (`kv`) and the output; waited for, the output invalidated. `(n_q, n_keys,
     /// flushed)`: the call's queries, keys and the bytes the host wrote since `t0`.
     #[allow(clippy::too_many_arguments)]
     fn submit(
@@ -384,28 +611,32 @@ impl DeviceAttention {
         s: &mut AttentionSession,
         im: AttentionImages,
         (instr_addr, instr_handle, instr_words): (u64, u32, u32),
-        prepared: Option<usize>,
+        kv: KvArg,
         (n_q, n_keys, flushed): (usize, usize, usize),
         (t0, log): (Instant, Option<&mut DispatchLog>),
     ) -> Result<(), BackendError> {
         let t1 = Instant::now();
-        let kv = match prepared {
-            Some(i) => match s.prepared.get(i).and_then(Option::as_ref) {
-                Some(p) => &p.bo,
+        let (kv_addr, kv_handle) = match kv {
+            KvArg::Own => (s.kv.device_addr(), s.kv.handle()),
+            KvArg::Prepared(i) => match s.prepared.get(i).and_then(Option::as_ref) {
+                Some(p) => (p.bo.device_addr(), p.bo.handle()),
                 None => return Err(bad(format!("prepared slot {i} has no device image"))),
             },
-            None => &s.kv,
+            KvArg::Cache(i, offset) => match s.caches.get(i).and_then(Option::as_ref) {
+                Some(c) => (c.bo.device_addr() + offset as u64, c.bo.handle()),
+                None => return Err(bad(format!("K/V cache {i} has no device image"))),
+            },
         };
         self.layout
             .write(
                 MLIR_AIE_OPCODE_TXN,
                 instr_addr,
                 instr_words,
-                &[s.q.device_addr(), kv.device_addr(), s.out.device_addr()],
+                &[s.q.device_addr(), kv_addr, s.out.device_addr()],
                 &mut s.regmap,
             )
             .map_err(|e| bad(format!("command: {e}")))?;
-        let handles = [instr_handle, s.q.handle(), kv.handle(), s.out.handle()];
+        let handles = [instr_handle, s.q.handle(), kv_handle, s.out.handle()];
         let ticket = s
             .ring
             .submit(
@@ -452,9 +683,20 @@ impl DeviceAttention {
         c.submissions.fetch_add(1, Ordering::Relaxed);
         c.bytes_from_device.fetch_add(out_bytes, Ordering::Relaxed);
         c.device_ns.fetch_add(ns(t1, t3), Ordering::Relaxed);
-        s.pending = Some((im, n_q));
+        s.pending = Some(Pending::Rows { im, n_q });
         Ok(())
     }
+}
+
+/// The K/V argument of a command.
+#[derive(Clone, Copy)]
+enum KvArg {
+    /// The session's own K/V image (self-attention of the call's rows).
+    Own,
+    /// A prepared key/value slot's image.
+    Prepared(usize),
+    /// Cache `.0`'s image from byte `.1` (a slot's image, or all slots from 0).
+    Cache(usize, usize),
 }
 
 /// The instruction streams of one shape (heads, keys): one per query bucket.
@@ -483,32 +725,9 @@ impl Streams {
                     attention_program(target, &im).map_err(|e| NpuError::InvalidRequest {
                         what: format!("attention stream: {e}"),
                     })?;
-                let lens = [
-                    im.q_image_len() as u64,
-                    im.kv_image_len() as u64,
-                    im.out_len() as u64,
-                ];
-                let plan = txn::validate(
-                    &words,
-                    &Limits {
-                        arg_lens: &lens,
-                        partition_cols: Some(target.cols),
-                    },
-                )?;
-                if plan.summary.unawaited != 0 {
-                    return Err(NpuError::InvalidRequest {
-                        what: format!(
-                            "attention stream: {} tasks never awaited",
-                            plan.summary.unawaited
-                        ),
-                    });
-                }
-                let mut bo = DevBo::create(heap, 4 * words.len())?;
-                for (d, w) in bo.bytes_mut().chunks_exact_mut(4).zip(&words) {
-                    d.copy_from_slice(&w.to_le_bytes());
-                }
-                bo.flush(0..4 * words.len());
-                self.buckets.push((im, bo, words.len() as u32));
+                let lens = [im.q_image_len(), im.kv_image_len(), im.out_len()];
+                let (bo, n) = load_stream(target, heap, &words, lens)?;
+                self.buckets.push((im, bo, n));
                 self.buckets.sort_by_key(|b| b.0.q_rows);
             }
             if r == top {
@@ -521,6 +740,123 @@ impl Streams {
     fn largest(&self) -> AttentionImages {
         self.buckets.last().expect("ensure made one").0
     }
+}
+
+/// Validates `words` (an attention stream over buffers of `lens` bytes) and loads it into a
+/// device BO: (BO, words).
+fn load_stream(
+    target: Target,
+    heap: &Arc<Heap>,
+    words: &[u32],
+    lens: [usize; 3],
+) -> Result<(DevBo, u32), NpuError> {
+    let lens = lens.map(|n| n as u64);
+    let plan = txn::validate(
+        words,
+        &Limits {
+            arg_lens: &lens,
+            partition_cols: Some(target.cols),
+        },
+    )?;
+    if plan.summary.unawaited != 0 {
+        return Err(NpuError::InvalidRequest {
+            what: format!(
+                "attention stream: {} tasks never awaited",
+                plan.summary.unawaited
+            ),
+        });
+    }
+    let mut bo = DevBo::create(heap, 4 * words.len())?;
+    for (d, w) in bo.bytes_mut().chunks_exact_mut(4).zip(words) {
+        d.copy_from_slice(&w.to_le_bytes());
+    }
+    bo.flush(0..4 * words.len());
+    Ok((bo, words.len() as u32))
+}
+
+/// The slot commands of one cache shape (heads, keys = positions per slot): one stream per
+/// number of slots `n` (index `n − 1`), over `n · heads` units of one query each.
+struct SlotStreams {
+    heads: usize,
+    keys: usize,
+    /// By slots − 1: the images of the units (Q regions and outputs: `n · heads` heads of
+    /// [`Q_ROWS`] rows), the stream, its words.
+    buckets: Vec<(AttentionImages, DevBo, u32)>,
+}
+
+impl SlotStreams {
+    /// Streams for 1 to `slots` slots.
+    fn ensure(&mut self, target: Target, heap: &Arc<Heap>, slots: usize) -> Result<(), NpuError> {
+        let shape = |e: amanuensis_aie::AieError| NpuError::InvalidRequest {
+            what: format!("slot attention: {e}"),
+        };
+        let per_slot = AttentionImages::new(self.heads, Q_ROWS, self.keys).map_err(shape)?;
+        for n in self.buckets.len() + 1..=slots {
+            let units = AttentionImages::new(n * self.heads, Q_ROWS, self.keys).map_err(shape)?;
+            let words = slot_attention_program(target, &per_slot, n).map_err(shape)?;
+            let lens = [
+                units.q_image_len(),
+                n * per_slot.kv_image_len(),
+                units.out_len(),
+            ];
+            let (bo, w) = load_stream(target, heap, &words, lens)?;
+            self.buckets.push((units, bo, w));
+        }
+        Ok(())
+    }
+}
+
+/// A self-attention key/value cache's device image: each slot's K/V image
+/// ([`AttentionImages::kv_image_len`] bytes, `keys` = the cache's positions), slot after slot.
+struct CacheImage {
+    bo: MappedBo,
+    /// One slot's images (`heads` of the cache, `keys` its positions).
+    im: AttentionImages,
+    slots: usize,
+}
+
+impl CacheImage {
+    /// Row `k`, `v` (`heads · 64` each) at position `pos` of slot `slot`: key codes and scale
+    /// (the CPU quantizer), bf16 values, every head, each range flushed. Returns the bytes.
+    fn write_row(&mut self, slot: usize, pos: usize, k: &[f32], v: &[f32]) -> usize {
+        let (im, base) = (self.im, slot * self.im.kv_image_len());
+        put_key_value_row(self.bo.bytes_mut(), &im, base, pos, k, v);
+        for h in 0..im.heads {
+            for (at, n) in row_ranges(&im, h, pos, 1) {
+                self.bo.flush(base + at..base + at + n);
+            }
+        }
+        im.heads * ROW_BYTES
+    }
+
+    /// Copies the first `len` positions of slot `from` into slot `to`; returns the bytes.
+    fn copy_slot(&mut self, from: usize, to: usize, len: usize) -> usize {
+        let (im, stride) = (self.im, self.im.kv_image_len());
+        let bytes = self.bo.bytes_mut();
+        for h in 0..im.heads {
+            for (at, n) in row_ranges(&im, h, 0, len) {
+                bytes.copy_within(from * stride + at..from * stride + at + n, to * stride + at);
+            }
+        }
+        for h in 0..im.heads {
+            for (at, n) in row_ranges(&im, h, 0, len) {
+                self.bo.flush(to * stride + at..to * stride + at + n);
+            }
+        }
+        im.heads * len * ROW_BYTES
+    }
+}
+
+/// Bytes of one key/value row of one head in a K/V image: 64 codes, an f32 scale, 64 bf16.
+const ROW_BYTES: usize = HEAD_DIM + 4 + 2 * HEAD_DIM;
+
+/// (offset, bytes) of rows `pos..pos + n` of head `h` in a K/V image `im`: codes, scales, values.
+fn row_ranges(im: &AttentionImages, h: usize, pos: usize, n: usize) -> [(usize, usize); 3] {
+    [
+        (im.k_codes(h) + pos * HEAD_DIM, n * HEAD_DIM),
+        (im.k_scales(h) + 4 * pos, 4 * n),
+        (im.values(h) + 2 * pos * HEAD_DIM, 2 * n * HEAD_DIM),
+    ]
 }
 
 /// A prepared key/value slot's device image.
@@ -542,15 +878,61 @@ pub struct AttentionSession {
     out: MappedBo,
     /// By key/value slot.
     prepared: Vec<Option<Prepared>>,
+    /// By key/value cache: its device image (caches the design attends over).
+    caches: Vec<Option<CacheImage>>,
+    slot_shapes: Vec<SlotStreams>,
+    /// Per cache slot, the row of the current slot call in it ([`NO_ROW`]: none).
+    slot_row: Vec<usize>,
+    /// Per row of the current slot call, its slot.
+    row_slot: Vec<usize>,
     regmap: Vec<u32>,
-    /// The images and query rows of the op the last `begin_op` ran.
-    pending: Option<(AttentionImages, usize)>,
+    /// The result of the op the last `begin_op` ran.
+    pending: Option<Pending>,
     /// Bytes written for the device (prepared K/V images) that no dispatch record holds yet:
     /// the next submission's record takes them.
     unrecorded_bytes: usize,
 }
 
+/// No row of the slot call in this slot.
+const NO_ROW: usize = usize::MAX;
+
+/// Where the result of the last submitted op waits in the output BO.
+#[derive(Clone, Copy)]
+enum Pending {
+    /// `n_q` rows of every head: head `h` in output region `h`.
+    Rows { im: AttentionImages, n_q: usize },
+    /// One row per slot: row `r`'s head `h` in output region `row_slot[r] · heads + h`;
+    /// `next` the row the next [`AttentionSession::take_result`] writes (the host attends the
+    /// rows of a slot call one at a time).
+    Slots {
+        im: AttentionImages,
+        heads: usize,
+        rows: usize,
+        next: usize,
+    },
+}
+
 impl AttentionSession {
+    /// The unit images and stream (address, handle, words) of a slot call over `n_slots`
+    /// slots of a cache of (`heads`, `keys`).
+    fn slot_stream(
+        &self,
+        heads: usize,
+        keys: usize,
+        n_slots: usize,
+    ) -> Result<(AttentionImages, (u64, u32, u32)), BackendError> {
+        self.slot_shapes
+            .iter()
+            .find(|s| (s.heads, s.keys) == (heads, keys))
+            .and_then(|s| s.buckets.get(n_slots.checked_sub(1)?))
+            .map(|(im, bo, words)| (*im, (bo.device_addr(), bo.handle(), *words)))
+            .ok_or_else(|| {
+                bad(format!(
+                    "no slot stream for {heads} heads, {keys} positions, {n_slots} slots"
+                ))
+            })
+    }
+
     /// The images and stream (address, handle, words) for `n_q` queries of shape
     /// (`heads`, `keys`).
     fn stream(
@@ -572,10 +954,36 @@ impl AttentionSession {
     }
 
     /// Writes the result of the attention op the last `begin_op` ran into `out`
-    /// (`[n_q, heads·64]`); false when it ran none (the op is the host's).
+    /// (`[n_q, heads·64]`; of a slot call, the next row, one call per row); false when it ran
+    /// none (the op is the host's).
     pub fn take_result(&mut self, out: &mut [f32]) -> bool {
-        let Some((im, n_q)) = self.pending.take() else {
-            return false;
+        let (im, n_q) = match self.pending.take() {
+            None => return false,
+            Some(Pending::Rows { im, n_q }) => (im, n_q),
+            Some(Pending::Slots {
+                im,
+                heads,
+                rows,
+                next,
+            }) => {
+                let o: &[f32] = bytemuck::cast_slice(&self.out.bytes()[..im.out_len()]);
+                let unit = self.row_slot[next] * heads;
+                for (h, dst) in out[..heads * HEAD_DIM]
+                    .chunks_exact_mut(HEAD_DIM)
+                    .enumerate()
+                {
+                    dst.copy_from_slice(&o[im.out(unit + h) / 4..][..HEAD_DIM]);
+                }
+                if next + 1 < rows {
+                    self.pending = Some(Pending::Slots {
+                        im,
+                        heads,
+                        rows,
+                        next: next + 1,
+                    });
+                }
+                return true;
+            }
         };
         let w = im.heads * HEAD_DIM;
         let o: &[f32] = bytemuck::cast_slice(&self.out.bytes()[..im.out_len()]);
@@ -592,22 +1000,83 @@ impl AttentionSession {
     }
 }
 
-/// Headers, query codes and scales of every head into the Q image; returns the bytes flushed.
-fn write_q(bo: &mut MappedBo, im: &AttentionImages, n_q: usize, n_keys: usize, x: &[f32]) -> usize {
+/// Headers, query codes and scales of every head into the Q image (`causal: Some(pos)`: query
+/// `r` sees keys `..=pos + r`); returns the bytes flushed.
+fn write_q(
+    bo: &mut MappedBo,
+    im: &AttentionImages,
+    n_q: usize,
+    n_keys: usize,
+    causal: Option<usize>,
+    x: &[f32],
+) -> usize {
     let w = im.heads * HEAD_DIM;
-    let header = im.header(n_q, n_keys);
+    let header = im.header(n_q, n_keys, causal);
     let bytes = bo.bytes_mut();
     for h in 0..im.heads {
         bytes[im.q_header(h)..im.q_codes(h)].copy_from_slice(&header);
         for r in 0..n_q {
-            let codes: &mut [i8] =
-                bytemuck::cast_slice_mut(&mut bytes[im.q_codes(h) + r * HEAD_DIM..][..HEAD_DIM]);
-            let s = quantize_row(&x[r * w + h * HEAD_DIM..][..HEAD_DIM], codes) * QUERY_SCALE;
-            bytes[im.q_scales(h) + 4 * r..][..4].copy_from_slice(&s.to_le_bytes());
+            put_query(bytes, im, h, r, &x[r * w + h * HEAD_DIM..][..HEAD_DIM]);
         }
     }
     bo.flush(0..im.q_image_len());
     im.q_image_len()
+}
+
+/// Query row `r` of unit `u` (64 values): codes and scale (times `head_dim^-½`).
+fn put_query(bytes: &mut [u8], im: &AttentionImages, u: usize, r: usize, x: &[f32]) {
+    let codes: &mut [i8] =
+        bytemuck::cast_slice_mut(&mut bytes[im.q_codes(u) + r * HEAD_DIM..][..HEAD_DIM]);
+    let s = quantize_row(x, codes) * QUERY_SCALE;
+    bytes[im.q_scales(u) + 4 * r..][..4].copy_from_slice(&s.to_le_bytes());
+}
+
+/// The Q image of a slot call (`units`: `n_slots · heads` units): unit `slot · heads + h` holds
+/// head `h` of the row in `slot` (one query over keys `..=pos`), or no query; returns the bytes
+/// flushed.
+fn write_slot_queries(
+    s: &mut AttentionSession,
+    units: &AttentionImages,
+    heads: usize,
+    pos: usize,
+    x: &[f32],
+) -> usize {
+    let w = heads * HEAD_DIM;
+    let (one, none) = (units.header(1, pos + 1, None), units.header(0, 1, None));
+    let bytes = s.q.bytes_mut();
+    for u in 0..units.heads {
+        let row = s.slot_row[u / heads];
+        let h = u % heads;
+        let header = if row == NO_ROW { &none } else { &one };
+        bytes[units.q_header(u)..units.q_codes(u)].copy_from_slice(header);
+        if row != NO_ROW {
+            put_query(bytes, units, u, 0, &x[row * w + h * HEAD_DIM..][..HEAD_DIM]);
+        }
+    }
+    s.q.flush(0..units.q_image_len());
+    units.q_image_len()
+}
+
+/// Key row `k` and value row `v` (`heads · 64` each) at position `pos` of the K/V image `im`
+/// starting at byte `base`: per head the codes and scale (the CPU quantizer) and bf16 values.
+fn put_key_value_row(
+    bytes: &mut [u8],
+    im: &AttentionImages,
+    base: usize,
+    pos: usize,
+    k: &[f32],
+    v: &[f32],
+) {
+    for h in 0..im.heads {
+        let [(codes_at, _), (scale_at, _), (values_at, _)] = row_ranges(im, h, pos, 1);
+        let codes: &mut [i8] = bytemuck::cast_slice_mut(&mut bytes[base + codes_at..][..HEAD_DIM]);
+        let s = quantize_row(&k[h * HEAD_DIM..][..HEAD_DIM], codes);
+        bytes[base + scale_at..][..4].copy_from_slice(&s.to_le_bytes());
+        let dst = &mut bytes[base + values_at..][..2 * HEAD_DIM];
+        for (d, &x) in dst.chunks_exact_mut(2).zip(&v[h * HEAD_DIM..][..HEAD_DIM]) {
+            d.copy_from_slice(&bf16_round(x).to_le_bytes());
+        }
+    }
 }
 
 /// Key codes, scales and bf16 values of every head into a K/V image; returns the bytes
@@ -615,18 +1084,9 @@ fn write_q(bo: &mut MappedBo, im: &AttentionImages, n_q: usize, n_keys: usize, x
 fn write_kv(bo: &mut MappedBo, im: &AttentionImages, n_keys: usize, k: &[f32], v: &[f32]) -> usize {
     let w = im.heads * HEAD_DIM;
     let bytes = bo.bytes_mut();
-    for h in 0..im.heads {
-        for r in 0..n_keys {
-            let codes: &mut [i8] =
-                bytemuck::cast_slice_mut(&mut bytes[im.k_codes(h) + r * HEAD_DIM..][..HEAD_DIM]);
-            let s = quantize_row(&k[r * w + h * HEAD_DIM..][..HEAD_DIM], codes);
-            bytes[im.k_scales(h) + 4 * r..][..4].copy_from_slice(&s.to_le_bytes());
-            let vs = &v[r * w + h * HEAD_DIM..][..HEAD_DIM];
-            let dst = &mut bytes[im.values(h) + 2 * r * HEAD_DIM..][..2 * HEAD_DIM];
-            for (d, &x) in dst.chunks_exact_mut(2).zip(vs) {
-                d.copy_from_slice(&bf16_round(x).to_le_bytes());
-            }
-        }
+    for r in 0..n_keys {
+        let row = r * w..(r + 1) * w;
+        put_key_value_row(bytes, im, 0, r, &k[row.clone()], &v[row]);
     }
     bo.flush(0..im.kv_image_len());
     im.kv_image_len()
@@ -650,7 +1110,7 @@ mod tests {
     use crate::backend::Backend;
     use crate::cpu_int8_backend::CpuInt8Backend;
     use crate::npu_backend::{emulated_config, NpuBackend};
-    use crate::stage::{BufferId, Extent, KeyValuesSpec, Residency};
+    use crate::stage::{BufferId, Extent, KeyValueCacheSpec, KeyValuesSpec, Residency};
     use amanuensis_aie::kernels::attention::{attend, quantize_rows};
 
     const HEADS: usize = 3;
@@ -845,6 +1305,296 @@ mod tests {
             npu.run(&p, StageId(0), &args, &mut ws).unwrap();
             assert!(npu.read(&ws, buf[3], 0..T * W).unwrap() == want);
         }
+    }
+
+    const POSITIONS: usize = 40;
+    const SLOTS: usize = 4;
+
+    /// The decoder's self-attention over a K/V cache of [`SLOTS`] × [`POSITIONS`]: rows at
+    /// positions `pos..` of slot 0 (stage 0), one row per slot (stage 1), a slot copy (stage
+    /// 2). Buffers: x (queries), k, v (the new rows), out.
+    fn cache_program<B: Backend>() -> (Program<B::Matrix>, [BufferId; 4]) {
+        let mut p = Program::new();
+        let b = [
+            p.add_buffer("x", POSITIONS * W, Residency::Resident),
+            p.add_buffer("k", POSITIONS * W, Residency::Resident),
+            p.add_buffer("v", POSITIONS * W, Residency::Resident),
+            p.add_buffer("out", POSITIONS * W, Residency::Resident),
+        ];
+        let cache = p.add_key_value_cache(KeyValueCacheSpec {
+            name: "self k/v",
+            heads: HEADS,
+            head_dim: HEAD_DIM,
+            slots: SLOTS,
+            positions: POSITIONS,
+        });
+        let dims = AttentionDims {
+            heads: HEADS,
+            head_dim: HEAD_DIM,
+            q_len: Extent::rows(1),
+            kv_len: Extent::pos_plus_rows(1),
+            causal_offset: Some(Extent::pos(1)),
+            max_q_len: POSITIONS,
+            max_kv_len: POSITIONS,
+        };
+        let (q, k_new, v_new, out) = (
+            At::start(b[0]),
+            At::start(b[1]),
+            At::start(b[2]),
+            At::start(b[3]),
+        );
+        p.add_stage(
+            "cached",
+            vec![Op::CachedSelfAttention {
+                q,
+                k_new,
+                v_new,
+                cache,
+                slot: 0,
+                out,
+                dims,
+            }],
+        );
+        p.add_stage(
+            "slots",
+            vec![Op::SlotSelfAttention {
+                q,
+                k_new,
+                v_new,
+                cache,
+                out,
+                dims: AttentionDims {
+                    q_len: Extent::fixed(1),
+                    max_q_len: 1,
+                    ..dims
+                },
+            }],
+        );
+        p.add_stage(
+            "fork",
+            vec![Op::CopySlot {
+                cache,
+                len: Extent::pos(1),
+            }],
+        );
+        (p, b)
+    }
+
+    /// The kernel model of `n_q` rows of `x` over `n_keys` rows of `k`, `v` (each `W` wide),
+    /// query `i` over keys `..limits[i]`.
+    fn model(x: &[f32], k: &[f32], v: &[f32], n_keys: usize, limits: &[u32]) -> Vec<f32> {
+        let n_q = limits.len();
+        let head = |m: &[f32], rows: usize, h: usize| -> Vec<f32> {
+            (0..rows)
+                .flat_map(|r| m[r * W + h * HEAD_DIM..][..HEAD_DIM].to_vec())
+                .collect()
+        };
+        let mut out = vec![0.0; n_q * W];
+        for h in 0..HEADS {
+            let (qc, mut qs) = quantize_rows(&head(x, n_q, h));
+            qs.iter_mut().for_each(|s| *s *= QUERY_SCALE);
+            let (kc, ks) = quantize_rows(&head(k, n_keys, h));
+            let vb: Vec<u16> = head(v, n_keys, h).into_iter().map(bf16_round).collect();
+            let o = attend(&qc, &qs, &kc, &ks, &vb, limits);
+            for r in 0..n_q {
+                out[r * W + h * HEAD_DIM..][..HEAD_DIM]
+                    .copy_from_slice(&o[r * HEAD_DIM..][..HEAD_DIM]);
+            }
+        }
+        out
+    }
+
+    /// One call of the cache program.
+    enum Call {
+        /// `rows` rows at position `pos` of slot 0.
+        Cached { rows: usize, pos: usize },
+        /// One row per slot of `slots`, at position `pos`.
+        Slots { slots: &'static [usize], pos: usize },
+        /// `len` positions of slot `from` into slot `to`.
+        Fork { from: usize, to: usize, len: usize },
+    }
+
+    const CALLS: [Call; 6] = [
+        Call::Cached { rows: 6, pos: 0 },
+        Call::Cached { rows: 1, pos: 6 },
+        Call::Fork {
+            from: 0,
+            to: 2,
+            len: 7,
+        },
+        Call::Fork {
+            from: 0,
+            to: 1,
+            len: 7,
+        },
+        Call::Slots {
+            slots: &[2, 0, 1],
+            pos: 7,
+        },
+        Call::Slots {
+            slots: &[1, 2],
+            pos: 8,
+        },
+    ];
+
+    /// Runs [`CALLS`] on `b` with fresh inputs per call: the outputs of the attention calls,
+    /// and what the kernel model computes for them (every slot's history tracked here).
+    fn run_cache<B: Backend>(b: &B) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let (p, buf) = cache_program::<B>();
+        let mut ws = b.workspace(&p, 1).unwrap();
+        let mut rng = crate::cpu::testing::Rng::new(23);
+        let mut history: Vec<(Vec<f32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); SLOTS];
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for call in &CALLS {
+            let inputs: [Vec<f32>; 3] =
+                std::array::from_fn(|i| rng.vec(POSITIONS * W, 2.0 - i as f32 * 0.5));
+            for (i, x) in inputs.iter().enumerate() {
+                b.write(&mut ws, buf[i], 0, x).unwrap();
+            }
+            let [x, k, v] = &inputs;
+            match *call {
+                Call::Cached { rows, pos } => {
+                    let args = StageArgs {
+                        rows,
+                        pos,
+                        ..Default::default()
+                    };
+                    b.run(&p, StageId(0), &args, &mut ws).unwrap();
+                    got.push(b.read(&ws, buf[3], 0..rows * W).unwrap().to_vec());
+                    let (hk, hv) = &mut history[0];
+                    hk.truncate(pos * W);
+                    hv.truncate(pos * W);
+                    hk.extend_from_slice(&k[..rows * W]);
+                    hv.extend_from_slice(&v[..rows * W]);
+                    let limits: Vec<u32> = (0..rows).map(|r| (pos + r + 1) as u32).collect();
+                    want.push(model(x, hk, hv, pos + rows, &limits));
+                }
+                Call::Slots { slots, pos } => {
+                    let args = StageArgs {
+                        rows: slots.len(),
+                        pos,
+                        slots,
+                        ..Default::default()
+                    };
+                    b.run(&p, StageId(1), &args, &mut ws).unwrap();
+                    got.push(b.read(&ws, buf[3], 0..slots.len() * W).unwrap().to_vec());
+                    let mut rows = Vec::new();
+                    for (r, &s) in slots.iter().enumerate() {
+                        let (hk, hv) = &mut history[s];
+                        hk.truncate(pos * W);
+                        hv.truncate(pos * W);
+                        hk.extend_from_slice(&k[r * W..(r + 1) * W]);
+                        hv.extend_from_slice(&v[r * W..(r + 1) * W]);
+                        let q = &x[r * W..(r + 1) * W];
+                        rows.extend(model(q, hk, hv, pos + 1, &[(pos + 1) as u32]));
+                    }
+                    want.push(rows);
+                }
+                Call::Fork { from, to, len } => {
+                    let args = StageArgs {
+                        pos: len,
+                        slots: &[from, to],
+                        ..Default::default()
+                    };
+                    b.run(&p, StageId(2), &args, &mut ws).unwrap();
+                    let (k, v) = history[from].clone();
+                    history[to] = (k[..len * W].to_vec(), v[..len * W].to_vec());
+                }
+            }
+        }
+        (got, want)
+    }
+
+    fn emulated_npu() -> (Arc<EmuDriver>, NpuBackend) {
+        let emu = Arc::new(EmuDriver::new(emulated_config()));
+        let device = Device::from_driver(emu.clone()).unwrap();
+        let npu = NpuBackend::new(device, &[], 1)
+            .unwrap()
+            .with_emulated_designs(emu.clone())
+            .with_emulated_attention()
+            .unwrap();
+        (emu, npu)
+    }
+
+    #[test]
+    fn cached_self_attention_is_the_kernel_model_and_close_to_the_cpu_int8_path() {
+        let (emu, npu) = emulated_npu();
+        let (got, want) = run_cache(&npu);
+        assert!(
+            emu.command_errors().is_empty(),
+            "{:?}",
+            emu.command_errors()
+        );
+        // Bit for bit the kernel model over each slot's history (causal rows, forks, beams
+        // in permuted slots).
+        assert_eq!(got.len(), 4);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g, w, "call {i}");
+        }
+        // One command per attention call; the slot copies are host writes into the cache image.
+        let (p, _) = cache_program::<NpuBackend>();
+        assert_eq!(
+            (0..3)
+                .map(|s| npu.submissions(&p, StageId(s)))
+                .collect::<Vec<_>>(),
+            vec![1, 1, 0]
+        );
+        let stats = npu.attention_stats().unwrap();
+        assert_eq!(stats.submissions, 4);
+        // Only the new rows are written into the cache: 6 + 1 + 3 + 2 rows.
+        let row = HEADS * (64 + 4 + 128);
+        assert_eq!(stats.cache_bytes_to_device as usize, 12 * row);
+        assert_eq!(stats.slot_copies, 2);
+        assert_eq!(stats.slot_copy_bytes as usize, 2 * 7 * row);
+        // Within the kernel's bound of the CPU INT8 path (bf16 K/V cache, bf16 attention): as
+        // for the other attention ops, 4e-2·max|V| (inputs here have max|V| ≤ 1).
+        let (cpu, _) = run_cache(&CpuInt8Backend::new(1));
+        for (i, (g, c)) in got.iter().zip(&cpu).enumerate() {
+            let err = g
+                .iter()
+                .zip(c)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(err < 4e-2, "call {i}: max error {err}");
+        }
+    }
+
+    #[test]
+    fn a_failed_cached_attention_command_is_a_device_error_and_the_stream_recovers() {
+        use crate::npu::ert::CmdState;
+        let (emu, npu) = emulated_npu();
+        let (p, buf) = cache_program::<NpuBackend>();
+        let mut ws = npu.workspace(&p, 1).unwrap();
+        let mut rng = crate::cpu::testing::Rng::new(5);
+        for &b in &buf[..3] {
+            npu.write(&mut ws, b, 0, &rng.vec(POSITIONS * W, 1.0))
+                .unwrap();
+        }
+        let args = StageArgs {
+            rows: 3,
+            ..Default::default()
+        };
+        npu.run(&p, StageId(0), &args, &mut ws).unwrap();
+        let want = npu.read(&ws, buf[3], 0..3 * W).unwrap().to_vec();
+        let slots = [0, 1];
+        let beams = StageArgs {
+            rows: 2,
+            pos: 3,
+            slots: &slots,
+            ..Default::default()
+        };
+        for (stage, args) in [(0, args), (1, beams)] {
+            emu.fail_exec(1, CmdState::Error);
+            match npu.run(&p, StageId(stage), &args, &mut ws) {
+                Err(BackendError::Device { op, reason, .. }) => {
+                    assert_eq!(op, "wait for attention");
+                    assert!(reason.contains("Error"), "{reason}");
+                }
+                other => panic!("stage {stage}: expected a device error, got {other:?}"),
+            }
+        }
+        npu.run(&p, StageId(0), &args, &mut ws).unwrap();
+        assert!(npu.read(&ws, buf[3], 0..3 * W).unwrap() == want);
     }
 
     #[test]

@@ -588,8 +588,9 @@ impl NpuBackend {
     }
 
     /// Also runs attention on the emulated device's attention design
-    /// ([`crate::npu_attention`]: the encoder's self-attention and the decoder's
-    /// cross-attention; int8 `Q·Kᵀ`, so not the CPU INT8 path's arithmetic). Needs
+    /// ([`crate::npu_attention`]: the encoder's self-attention, the decoder's cross-attention
+    /// and its causal self-attention over a device-resident K/V cache; int8 `Q·Kᵀ`, so not the
+    /// CPU INT8 path's arithmetic). Needs
     /// [`NpuBackend::with_emulated_designs`] first (the design exists only on the emulator).
     pub fn with_emulated_attention(mut self) -> Result<Self, NpuError> {
         let Some(aie) = &self.aie else {
@@ -2103,6 +2104,9 @@ impl LayerKernels for NpuBackend {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
+        if s.attention.as_mut().is_some_and(|a| a.take_result(out)) {
+            return;
+        }
         self.cpu
             .cache_attention(&mut s.cpu, shape, q, cache, slot, scratch, out);
     }

@@ -12,6 +12,7 @@
 //! one submission. Nothing here knows which network it describes.
 
 use crate::cpu::{AttentionShape, Epilogue};
+use crate::table::Table;
 
 /// A buffer of f32 values in a workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,9 +22,13 @@ pub struct BufferId(pub u16);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatrixId(pub u16);
 
-/// A weight vector (bias, norm parameters, position table) of a [`Program`].
+/// A weight vector (bias, norm parameters) of a [`Program`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VectorId(pub u16);
+
+/// A row table (position embeddings) of a [`Program`], read by [`Op::AddTableRows`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableId(pub u16);
 
 /// Prepared keys/values in a workspace (see [`Op::PrepareKeyValues`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,7 +218,7 @@ pub enum Op {
         x: At,
         rows: Extent,
         width: usize,
-        table: VectorId,
+        table: TableId,
         first: Extent,
         step: usize,
     },
@@ -412,6 +417,7 @@ pub struct StageArgs<'a> {
 pub struct Program<M> {
     matrices: Vec<M>,
     vectors: Vec<Vec<f32>>,
+    tables: Vec<Table>,
     buffers: Vec<BufferSpec>,
     key_values: Vec<KeyValuesSpec>,
     caches: Vec<KeyValueCacheSpec>,
@@ -423,6 +429,7 @@ impl<M> Default for Program<M> {
         Self {
             matrices: Vec::new(),
             vectors: Vec::new(),
+            tables: Vec::new(),
             buffers: Vec::new(),
             key_values: Vec::new(),
             caches: Vec::new(),
@@ -451,6 +458,12 @@ impl<M> Program<M> {
     pub fn add_vector(&mut self, v: Vec<f32>) -> VectorId {
         self.vectors.push(v);
         VectorId(id(self.vectors.len() - 1))
+    }
+
+    /// Adds a row table (f32 owned, or f16 read in place).
+    pub fn add_table(&mut self, t: Table) -> TableId {
+        self.tables.push(t);
+        TableId(id(self.tables.len() - 1))
     }
 
     /// Declares a buffer.
@@ -494,6 +507,11 @@ impl<M> Program<M> {
     /// A vector.
     pub fn vector(&self, v: VectorId) -> &[f32] {
         &self.vectors[v.0 as usize]
+    }
+
+    /// A row table.
+    pub fn table(&self, t: TableId) -> &Table {
+        &self.tables[t.0 as usize]
     }
 
     /// Buffer declarations, by [`BufferId`].

@@ -643,3 +643,187 @@ fn device_attention_allocates_nothing_on_the_host() {
         emu.command_errors()
     );
 }
+
+/// The decoder's self-attention on the device: rows appended to a slot of the device K/V cache
+/// and attended causally, one row per beam slot, and a beam fork's slot copy. The cache images
+/// (every slot, every position), the slot streams and the ring all exist with the workspace.
+#[test]
+fn device_self_attention_over_the_kv_cache_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::Backend as _;
+    use amanuensis_runtime::npu_backend::{emulated_config, NpuBackend};
+    use amanuensis_runtime::stage::{
+        At, AttentionDims, Extent, KeyValueCacheSpec, Op, Program as Stages, Residency, StageArgs,
+        StageId,
+    };
+
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &[], 1)
+        .unwrap()
+        .with_emulated_designs(emu.clone())
+        .with_emulated_attention()
+        .unwrap();
+    let (heads, positions, slots) = (6, 448, 5);
+    let w = heads * 64;
+    let mut p = Stages::new();
+    let b: Vec<_> = ["x", "k", "v", "out"]
+        .into_iter()
+        .map(|name| p.add_buffer(name, 8 * w, Residency::Resident))
+        .collect();
+    let cache = p.add_key_value_cache(KeyValueCacheSpec {
+        name: "self k/v",
+        heads,
+        head_dim: 64,
+        slots,
+        positions,
+    });
+    let dims = AttentionDims {
+        heads,
+        head_dim: 64,
+        q_len: Extent::rows(1),
+        kv_len: Extent::pos_plus_rows(1),
+        causal_offset: Some(Extent::pos(1)),
+        max_q_len: 8,
+        max_kv_len: positions,
+    };
+    let (q, k_new, v_new, out) = (
+        At::start(b[0]),
+        At::start(b[1]),
+        At::start(b[2]),
+        At::start(b[3]),
+    );
+    p.add_stage(
+        "cached",
+        vec![Op::CachedSelfAttention {
+            q,
+            k_new,
+            v_new,
+            cache,
+            slot: 0,
+            out,
+            dims,
+        }],
+    );
+    p.add_stage(
+        "slots",
+        vec![Op::SlotSelfAttention {
+            q,
+            k_new,
+            v_new,
+            cache,
+            out,
+            dims: AttentionDims {
+                q_len: Extent::fixed(1),
+                max_q_len: 1,
+                ..dims
+            },
+        }],
+    );
+    p.add_stage(
+        "fork",
+        vec![Op::CopySlot {
+            cache,
+            len: Extent::pos(1),
+        }],
+    );
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    let input: Vec<f32> = (0..8 * w)
+        .map(|i| ((i * 7 % 23) as f32 - 11.0) / 8.0)
+        .collect();
+    for &buf in &b[..3] {
+        npu.write(&mut ws, buf, 0, &input).unwrap();
+    }
+    let beams = [0, 1, 2, 3, 4];
+    let calls: [(u16, StageArgs, &[usize]); 6] = [
+        (
+            0,
+            StageArgs {
+                rows: 8,
+                ..Default::default()
+            },
+            &[],
+        ),
+        (
+            0,
+            StageArgs {
+                rows: 1,
+                pos: 8,
+                ..Default::default()
+            },
+            &[],
+        ),
+        (
+            2,
+            StageArgs {
+                pos: 9,
+                ..Default::default()
+            },
+            &[0, 1],
+        ),
+        (
+            2,
+            StageArgs {
+                pos: 9,
+                ..Default::default()
+            },
+            &[0, 2],
+        ),
+        (
+            2,
+            StageArgs {
+                pos: 9,
+                ..Default::default()
+            },
+            &[1, 3],
+        ),
+        (
+            1,
+            StageArgs {
+                rows: 4,
+                pos: 9,
+                ..Default::default()
+            },
+            &beams[..4],
+        ),
+    ];
+    let fork_4 = [3, 4];
+    for (stage, args, slots) in calls.into_iter().chain([(
+        2,
+        StageArgs {
+            pos: 9,
+            ..Default::default()
+        },
+        &fork_4[..],
+    )]) {
+        let args = StageArgs { slots, ..args };
+        npu.run(&p, StageId(stage), &args, &mut ws).unwrap(); // first use of the ring slot
+        let before = host_allocs();
+        for _ in 0..3 {
+            npu.run(&p, StageId(stage), &args, &mut ws).unwrap();
+        }
+        let host = host_allocs() - before;
+        assert_eq!(
+            host, 0,
+            "{host} host allocations in 3 calls of stage {stage} with {} rows",
+            args.rows
+        );
+    }
+    let beams = StageArgs {
+        rows: 5,
+        pos: 9,
+        slots: &beams,
+        ..Default::default()
+    };
+    npu.run(&p, StageId(1), &beams, &mut ws).unwrap();
+    let before = host_allocs();
+    npu.run(&p, StageId(1), &beams, &mut ws).unwrap();
+    assert_eq!(host_allocs() - before, 0, "a beam-5 step");
+    let stats = npu.attention_stats().unwrap();
+    assert_eq!(stats.submissions, 4 * 2 + 4 + 2);
+    assert_eq!(stats.slot_copies, 4 * 4);
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}

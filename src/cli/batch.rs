@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicUsize;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use amanuensis::guarded::{self, VadMode};
@@ -25,6 +26,7 @@ use amanuensis::output::{
 use amanuensis::{LoadOptions, Model, Session};
 
 use super::args::{Task, TranscribeArgs};
+use super::decoding::DecodeArgs;
 use super::outputs::{find_collision, plan, prepare_dir, write_atomic};
 use super::progress::Progress;
 use super::stdio::{note, out, StdoutError};
@@ -88,6 +90,14 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         note(&format!("amanuensis: warning: {warning}"));
     }
     let threads = count.threads;
+    // The VAD's load and the first input's reading need nothing of the model but its mel filter
+    // bank: they start now, on a thread of their own, while the model loads. Unless a usage
+    // error is already known (it is reported below, in its turn, and nothing should run).
+    let early = (args.decoding.validate(args.beam_size).is_ok()
+        && args.subtitles().is_ok()
+        && !(args.clip_timestamps.is_some() && args.decoding.vad))
+        .then(|| start_early(args, &model_path, inputs.first()))
+        .flatten();
     let t = Instant::now();
     let load = LoadOptions {
         device: args.device.into(),
@@ -168,7 +178,7 @@ pub fn run(args: &TranscribeArgs) -> ExitCode {
         ));
     }
 
-    let ready = match prepare(&engine, args, inputs.first()) {
+    let ready = match prepare(&engine, args, inputs.first(), early) {
         Ok(r) => r,
         Err(e) => {
             note(&format!("amanuensis: {e}"));
@@ -273,9 +283,57 @@ struct Ready {
     session_time: Duration,
 }
 
-/// Creates the session (its pool and pre-touched buffers) on this thread while another loads
-/// the VAD and reads the first input up to its first window (a file: standard input is read in
-/// its turn, so that nothing waits on it here); whichever is done first then prepares the
+/// What the thread started before the model's load ([`start_early`]) did: the VAD loaded, and
+/// the first input read up to its first window (`None`: not read there, the input is read in
+/// its turn or by [`prepare`]).
+struct EarlyRead {
+    vad: Option<Vad>,
+    vad_remark: Option<String>,
+    first: Option<Result<OpenedInput, String>>,
+}
+
+/// Starts, on a thread of its own, the VAD's load and the reading of the first input up to its
+/// first window, with the mel frontend read from the model file at `model_path` (a map of its
+/// own, the filter bank only): the model's load on the calling thread does not wait for them,
+/// nor they for it. Standard input is not read here (nothing should wait on it before its turn),
+/// nor with `--no-mmap` (the frontend would cost a second copy of the file). Prints nothing: a
+/// VAD error is reported after the model's load and the usage checks, an input's error and
+/// warnings in its turn, as without this thread. `None` if no thread could be started.
+fn start_early(
+    args: &TranscribeArgs,
+    model_path: &std::path::Path,
+    first: Option<&AudioInput>,
+) -> Option<JoinHandle<Result<EarlyRead, String>>> {
+    let decoding = args.decoding.clone();
+    let first = first
+        .filter(|i| **i != AudioInput::Stdin && !args.no_mmap)
+        .cloned();
+    let model_path = model_path.to_path_buf();
+    std::thread::Builder::new()
+        .name("early-read".into())
+        .spawn(move || {
+            // One thread: the VAD's GEMMs are too small to gain from a second (jfk.wav, best
+            // of 15 in one process: 6.4-6.8 ms on 1 or 2 threads, same bits), and a pool of
+            // its own would wake a worker per block on the cores the model loads on.
+            let (vad, vad_remark) = decoding.load_vad(1)?;
+            // A model file whose filter bank cannot be read fails its load, which is reported
+            // first; should it load after all, the input is read in its turn as usual.
+            let first = first.and_then(|input| {
+                let frontend = Model::read_mel_frontend(&model_path).ok()?;
+                Some(open_input(&frontend, vad.as_ref(), &decoding, &input))
+            });
+            Ok(EarlyRead {
+                vad,
+                vad_remark,
+                first,
+            })
+        })
+        .ok()
+}
+
+/// Creates the session (its pool and pre-touched buffers) on this thread while another takes
+/// the early thread's work ([`start_early`]; without one, it loads the VAD and reads the first
+/// input, a file, up to its first window itself); whichever is done first then prepares the
 /// weights ([`Model::prepare_weights`]: code sums, the mapped file's page faults) that the first
 /// window would otherwise prepare. Work a process pays once, spread over two cores instead of
 /// done one part after another; what is computed is the same.
@@ -283,19 +341,33 @@ fn prepare(
     engine: &Model,
     args: &TranscribeArgs,
     first: Option<&AudioInput>,
+    early: Option<JoinHandle<Result<EarlyRead, String>>>,
 ) -> Result<Ready, String> {
     let first = first.filter(|i| **i != AudioInput::Stdin);
     let weights = AtomicUsize::new(0);
     let started = Instant::now();
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
-            // One thread: the VAD's GEMMs are too small to gain from a second (jfk.wav, best
-            // of 15 in one process: 6.4-6.8 ms on 1 or 2 threads, same bits), and a pool of
-            // its own would wake a worker per block on the core the session is created on.
-            let (vad, remark) = args.decoding.load_vad(1)?;
-            let opened = first.map(|i| open_input(engine.mel_frontend(), vad.as_ref(), args, i));
+            let read = match early {
+                Some(early) => early
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?,
+                None => {
+                    let (vad, vad_remark) = args.decoding.load_vad(1)?;
+                    EarlyRead {
+                        vad,
+                        vad_remark,
+                        first: None,
+                    }
+                }
+            };
+            let first = read.first.or_else(|| {
+                first.map(|i| {
+                    open_input(engine.mel_frontend(), read.vad.as_ref(), &args.decoding, i)
+                })
+            });
             engine.prepare_weights(&weights);
-            Ok::<_, String>((vad, remark, opened))
+            Ok::<_, String>(EarlyRead { first, ..read })
         });
         let session = engine.session();
         let session_time = started.elapsed();
@@ -306,7 +378,11 @@ fn prepare(
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         let session = session.map_err(|e| e.to_string())?;
-        let (vad, vad_remark, first) = read?;
+        let EarlyRead {
+            vad,
+            vad_remark,
+            first,
+        } = read?;
         Ok(Ready {
             session,
             vad,
@@ -354,14 +430,14 @@ fn input_error(name: &str, e: &dyn std::fmt::Display) -> String {
 fn open_input(
     frontend: &MelFrontend,
     vad: Option<&Vad>,
-    args: &TranscribeArgs,
+    decoding: &DecodeArgs,
     input: &AudioInput,
 ) -> Result<OpenedInput, String> {
     let started = Instant::now();
     let name = input.name().display().to_string();
     let error = |e: &dyn std::fmt::Display| input_error(&name, e);
-    let mode = args.decoding.vad_mode();
-    if args.decoding.whole_input() {
+    let mode = decoding.vad_mode();
+    if decoding.whole_input() {
         let mut stream = AudioStream::open(input).map_err(|e| error(&e))?;
         let mut samples = Vec::new();
         while stream.read(&mut samples).map_err(|e| error(&e))? {}
@@ -411,7 +487,7 @@ fn transcribe_one(
     let input_error = |e: &dyn std::fmt::Display| Failure::Input(input_error(name, e));
     let mode = args.decoding.vad_mode();
     let opened = opened
-        .unwrap_or_else(|| open_input(engine.mel_frontend(), vad, args, input))
+        .unwrap_or_else(|| open_input(engine.mel_frontend(), vad, &args.decoding, input))
         .map_err(Failure::Input)?;
     // Time for this input: its opening (perhaps done earlier, on another thread) and the rest.
     let open_time = opened.time;

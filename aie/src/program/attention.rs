@@ -3,13 +3,19 @@
 //! (the kernels of `aie/kernels/attention.cc` through their bit-exact Rust models,
 //! [`crate::kernels::attention`]).
 //!
-//! One command computes every head of one attention call (`n_q` queries over `n_keys` keys, no
-//! causal mask: the encoder's self-attention and the decoder's cross-attention).
+//! One command computes every head of one attention call: `n_q` queries over `n_keys` keys, with
+//! no mask (the encoder's self-attention, the decoder's cross-attention) or a causal one (the
+//! decoder's self-attention over its K/V cache: query `i` sees keys `..=pos + i`).
+//!
+//! A **slot command** ([`slot_attention_program`]) computes one query per K/V-cache slot (a beam
+//! each): unit `(slot, head)` reads its Q region `slot · heads + head` and the K/V region of that
+//! head in that slot's image, all slots' images one after another in one buffer.
 //!
 //! **Buffers** (runtime-sequence arguments, all per head, heads one after another):
 //! - **0, Q image** ([`AttentionImages::q_region`] per head): a 64-byte header (`n_q`,
-//!   `n_keys`, `q_rows`, `keys` as u32 LE, then zeros: what the IRON design passes as run-time
-//!   parameters), the query codes (`q_rows × 64` int8, row-major, rows past `n_q` zero), then
+//!   `n_keys`, `q_rows`, `keys`, `causal` as u32 LE, then zeros: what the IRON design passes as
+//!   run-time parameters; `causal` 0 for no mask, else `pos + 1`, the keys query 0 sees — query
+//!   `i` then sees `pos + 1 + i`, the key limits of the design's Q objects), the query codes (`q_rows × 64` int8, row-major, rows past `n_q` zero), then
 //!   their f32 scales (`q_rows`, each already times `head_dim^-½`), padded to 64 bytes;
 //! - **1, K/V image** ([`AttentionImages::kv_region`] per head): key codes (`keys × 64` int8,
 //!   row-major), their f32 scales (padded to 64 bytes), then V as bf16 (`keys × 64`);
@@ -156,10 +162,12 @@ impl AttentionImages {
         h * self.out_region()
     }
 
-    /// The header of a call with `n_q` queries over `n_keys` keys.
-    pub fn header(&self, n_q: usize, n_keys: usize) -> [u8; HEADER_BYTES] {
+    /// The header of a call with `n_q` queries over `n_keys` keys; `causal: Some(pos)` masks
+    /// query `i` to keys `..=pos + i`.
+    pub fn header(&self, n_q: usize, n_keys: usize, causal: Option<usize>) -> [u8; HEADER_BYTES] {
         let mut h = [0u8; HEADER_BYTES];
-        for (i, v) in [n_q, n_keys, self.q_rows, self.keys]
+        let causal = causal.map_or(0, |pos| pos + 1);
+        for (i, v) in [n_q, n_keys, self.q_rows, self.keys, causal]
             .into_iter()
             .enumerate()
         {
@@ -195,10 +203,54 @@ fn emit(
 
 /// The instruction stream of one attention command with images `im` on `target`.
 pub fn attention_program(target: Target, im: &AttentionImages) -> Result<Vec<u32>, AieError> {
+    let units: Vec<Unit> = (0..im.heads)
+        .map(|h| Unit {
+            q: im.q_header(h),
+            kv: im.k_codes(h),
+            out: im.out(h),
+        })
+        .collect();
+    units_program(target, im, &units)
+}
+
+/// The instruction stream of one slot command on `target`: for every slot `s < slots` and
+/// head `h`, unit `s · heads + h` (Q region and output `s · heads + h` of images sized for
+/// `slots · heads` heads of `im.q_rows` rows) over the K/V region of head `h` in slot `s`'s
+/// image (`im`, `keys` = the cache's positions), slot images one after another
+/// ([`AttentionImages::kv_image_len`] apart) in argument [`ARG_KV`].
+pub fn slot_attention_program(
+    target: Target,
+    im: &AttentionImages,
+    slots: usize,
+) -> Result<Vec<u32>, AieError> {
+    let units: Vec<Unit> = (0..slots * im.heads)
+        .map(|u| Unit {
+            q: u * im.q_region(),
+            kv: (u / im.heads) * im.kv_image_len() + im.k_codes(u % im.heads),
+            out: u * im.out_region(),
+        })
+        .collect();
+    units_program(target, im, &units)
+}
+
+/// Where one unit (a head's attention) finds its regions: byte offsets in the Q image, the K/V
+/// buffer and the output.
+struct Unit {
+    q: usize,
+    kv: usize,
+    out: usize,
+}
+
+/// Unit `u` runs on column `u mod cols` in round `u / cols`, its regions sized by `im`.
+fn units_program(
+    target: Target,
+    im: &AttentionImages,
+    units: &[Unit],
+) -> Result<Vec<u32>, AieError> {
     let cols = target.cols as usize;
-    let rounds = im.heads.div_ceil(cols);
-    let columns_of =
-        |r: usize| (r * cols..((r + 1) * cols).min(im.heads)).map(|h| (h % cols) as u8);
+    let n = units.len();
+    let rounds = n.div_ceil(cols);
+    let columns_of = |r: usize| (r * cols..((r + 1) * cols).min(n)).map(|u| (u % cols) as u8);
     let mut txn = Txn::new(target);
     for r in 0..rounds {
         if r >= 2 {
@@ -207,13 +259,18 @@ pub fn attention_program(target: Target, im: &AttentionImages) -> Result<Vec<u32
             }
         }
         let (q_bd, kv_bd, out_bd) = bd_ids(r);
-        for h in r * cols..((r + 1) * cols).min(im.heads) {
-            let c = (h % cols) as u8;
-            emit(&mut txn, c, q_bd, im.q_region(), ARG_Q, im.q_header(h))?;
+        for (u, unit) in units
+            .iter()
+            .enumerate()
+            .take(((r + 1) * cols).min(n))
+            .skip(r * cols)
+        {
+            let c = (u % cols) as u8;
+            emit(&mut txn, c, q_bd, im.q_region(), ARG_Q, unit.q)?;
             txn.push_shim_task(c, Direction::Mm2s, 0, q_bd, 1, false);
-            emit(&mut txn, c, kv_bd, im.kv_region(), ARG_KV, im.k_codes(h))?;
+            emit(&mut txn, c, kv_bd, im.kv_region(), ARG_KV, unit.kv)?;
             txn.push_shim_task(c, Direction::Mm2s, 1, kv_bd, 1, false);
-            emit(&mut txn, c, out_bd, im.out_region(), ARG_OUT, im.out(h))?;
+            emit(&mut txn, c, out_bd, im.out_region(), ARG_OUT, unit.out)?;
             txn.push_shim_task(c, Direction::S2mm, 0, out_bd, 1, true);
         }
     }
@@ -235,10 +292,16 @@ fn head(q: &[u8], kv: &[u8]) -> Result<Vec<u8>, String> {
         return Err(format!("a Q region of {} bytes has no header", q.len()));
     }
     let (n_q, n_keys, q_rows, keys) = (u32_at(q, 0), u32_at(q, 4), u32_at(q, 8), u32_at(q, 12));
+    let causal = u32_at(q, 16);
     let im = AttentionImages::new(1, q_rows, keys).map_err(|e| format!("header: {e}"))?;
     if im.q_rows != q_rows || n_q > q_rows || n_keys > keys || n_keys == 0 {
         return Err(format!(
             "header: {n_q} queries over {n_keys} keys in regions of {q_rows} rows and {keys} keys"
+        ));
+    }
+    if causal > n_keys {
+        return Err(format!(
+            "header: causal mask from {causal} keys, past the call's {n_keys}"
         ));
     }
     if q.len() != im.q_region() || kv.len() != im.kv_region() {
@@ -264,7 +327,12 @@ fn head(q: &[u8], kv: &[u8]) -> Result<Vec<u8>, String> {
         .chunks_exact(2)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
-    let limits = vec![n_keys as u32; n_q];
+    let limits: Vec<u32> = (0..n_q)
+        .map(|i| match causal {
+            0 => n_keys,
+            first => (first + i).min(n_keys),
+        } as u32)
+        .collect();
     let o = attend(&qc, &qs, &kc, &ks, &v, &limits);
     let mut out = vec![0u8; im.out_region()];
     for (d, x) in out.chunks_exact_mut(4).zip(&o) {
@@ -380,6 +448,94 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_slot_stream_reads_each_slots_kv_image() {
+        let im = AttentionImages::new(2, 4, 40).unwrap();
+        let words = slot_attention_program(Target::NPU1, &im, 3).unwrap();
+        let (_, ops) = parse(&words).unwrap();
+        let kv: Vec<u64> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::DdrPatch {
+                    arg_idx: ARG_KV,
+                    arg_plus,
+                    ..
+                } => Some(*arg_plus),
+                _ => None,
+            })
+            .collect();
+        let slot = im.kv_image_len() as u64;
+        let head = im.kv_region() as u64;
+        assert_eq!(kv, [0, head, slot, slot + head, 2 * slot, 2 * slot + head]);
+        let q: Vec<u64> = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::DdrPatch {
+                    arg_idx: ARG_Q,
+                    arg_plus,
+                    ..
+                } => Some(*arg_plus),
+                _ => None,
+            })
+            .collect();
+        let region = im.q_region() as u64;
+        assert_eq!(q, (0..6).map(|u| u * region).collect::<Vec<_>>());
+    }
+
+    /// One head through the array model with a causal header equals `attend` with the causal
+    /// limits (query `i` over keys `..=pos + i`); a mask past the call's keys is refused.
+    #[test]
+    fn a_causal_header_masks_each_query_to_its_position() {
+        let im = AttentionImages::new(1, 6, 48).unwrap();
+        let (n_q, pos) = (6, 30);
+        let n_keys = pos + n_q;
+        let mut seed = 3u32;
+        let mut f = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        let q: Vec<f32> = (0..n_q * 64).map(|_| f()).collect();
+        let k: Vec<f32> = (0..n_keys * 64).map(|_| f()).collect();
+        let v: Vec<u16> = (0..n_keys * 64).map(|_| bf16_round(f())).collect();
+        let (qc, qs) = quantize_rows(&q);
+        let (kc, ks) = quantize_rows(&k);
+        let mut qi = vec![0u8; im.q_image_len()];
+        let mut kvi = vec![0u8; im.kv_image_len()];
+        qi[..HEADER_BYTES].copy_from_slice(&im.header(n_q, n_keys, Some(pos)));
+        for (i, &c) in qc.iter().enumerate() {
+            qi[im.q_codes(0) + i] = c as u8;
+        }
+        for (i, s) in qs.iter().enumerate() {
+            qi[im.q_scales(0) + 4 * i..][..4].copy_from_slice(&s.to_le_bytes());
+        }
+        for (i, &c) in kc.iter().enumerate() {
+            kvi[im.k_codes(0) + i] = c as u8;
+        }
+        for (i, s) in ks.iter().enumerate() {
+            kvi[im.k_scales(0) + 4 * i..][..4].copy_from_slice(&s.to_le_bytes());
+        }
+        for (i, x) in v.iter().enumerate() {
+            kvi[im.values(0) + 2 * i..][..2].copy_from_slice(&x.to_le_bytes());
+        }
+        let limits: Vec<u32> = (0..n_q).map(|i| (pos + 1 + i) as u32).collect();
+        let want = attend(&qc, &qs, &kc, &ks, &v, &limits);
+        let unmasked = attend(&qc, &qs, &kc, &ks, &v, &vec![n_keys as u32; n_q]);
+        assert_ne!(want, unmasked);
+        let mut inputs = BTreeMap::from([((0u8, 0u8), qi), ((0, 1), kvi)]);
+        let out = attention_array(&inputs, 1).unwrap();
+        let got: Vec<f32> = out[&0][..n_q * 256]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(got, want);
+        inputs.get_mut(&(0, 0)).unwrap()[..HEADER_BYTES].copy_from_slice(&im.header(
+            n_q,
+            n_keys,
+            Some(n_keys),
+        ));
+        assert!(attention_array(&inputs, 1).unwrap_err().contains("causal"));
+    }
+
     /// Images written as the runtime writes them, through the array model, equal `attend` on
     /// the same codes (and a header that lies is refused).
     #[test]
@@ -401,7 +557,7 @@ mod tests {
             let (qc, mut qs) = quantize_rows(&q);
             qs.iter_mut().for_each(|s| *s *= 0.125);
             let (kc, ks) = quantize_rows(&k);
-            qi[im.q_header(h)..im.q_codes(h)].copy_from_slice(&im.header(n_q, n_keys));
+            qi[im.q_header(h)..im.q_codes(h)].copy_from_slice(&im.header(n_q, n_keys, None));
             for (i, &c) in qc.iter().enumerate() {
                 qi[im.q_codes(h) + i] = c as u8;
             }

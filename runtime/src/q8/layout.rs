@@ -6,7 +6,7 @@
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
-use super::quant::quantize_to_tiles;
+use super::quant::{quantize_f16_to_tiles, quantize_to_tiles};
 use thiserror::Error;
 
 /// Read-only bytes shared with their owner, e.g. a model file's memory map handed down as
@@ -208,6 +208,18 @@ impl QuantMatrix {
     /// If `w.len() != n_out · k` or the padded size overflows (programming errors).
     pub fn quantize(w: &[f32], n_out: usize, k: usize) -> QuantMatrix {
         let (data, scales) = quantize_to_tiles(w, n_out, k);
+        let m = QuantMatrix::new(Store::Owned(data), Store::Owned(scales), n_out, k);
+        m.code_sums();
+        m
+    }
+
+    /// Quantizes a row-major f16 `[n_out, k]` matrix (see [`quantize_f16_to_tiles`]): the
+    /// matrix [`QuantMatrix::quantize`] makes of its values widened to f32.
+    ///
+    /// # Panics
+    /// If `w.len() != n_out · k` or the padded size overflows (programming errors).
+    pub fn quantize_f16(w: &[half::f16], n_out: usize, k: usize) -> QuantMatrix {
+        let (data, scales) = quantize_f16_to_tiles(w, n_out, k);
         let m = QuantMatrix::new(Store::Owned(data), Store::Owned(scales), n_out, k);
         m.code_sums();
         m

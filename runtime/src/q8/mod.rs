@@ -37,4 +37,4 @@ pub use layout::{LayoutError, QuantMatrix, TILE};
 pub use prepared::{
     attention_q8_prepared, attention_q8_prepared_with, Q8KeyValues, Q8PreparedScratch,
 };
-pub use quant::quantize_to_tiles;
+pub use quant::{quantize_f16_to_tiles, quantize_to_tiles};

@@ -5,6 +5,9 @@
 //! `[-127, 127]`, so `-128` never occurs (the AVX2 sign trick relies on it). A row that is all
 //! zero gets scale 0 and all-zero codes (no division by zero, no NaN).
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
 use super::layout::{padded_len, tile_offset};
 
 /// The largest code; `-QMAX..=QMAX` is the code range.
@@ -26,14 +29,43 @@ pub fn quantize_to_tiles(w: &[f32], n_out: usize, k: usize) -> (Vec<i8>, Vec<f32
     let mut data = vec![0i8; len];
     let mut scales = Vec::with_capacity(n_out);
     for (r, row) in w.chunks_exact(k.max(1)).take(n_out).enumerate() {
-        let scale = max_abs(row) / QMAX;
-        scales.push(scale);
-        for (c, &v) in row.iter().enumerate() {
-            data[tile_offset(r, c, k)] = if scale > 0.0 { code(v / scale) } else { 0 };
-        }
+        scales.push(quantize_weight_row(row, r, k, &mut data));
     }
     scales.resize(n_out, 0.0); // k == 0: every row is empty
     (data, scales)
+}
+
+/// [`quantize_to_tiles`] of an f16 matrix, each row widened to f32 (exactly) as it is
+/// quantized: the codes and scales of the widened matrix, without its copy.
+///
+/// # Panics
+/// If `w.len() != n_out · k` or the padded size overflows.
+pub fn quantize_f16_to_tiles(w: &[f16], n_out: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(
+        w.len(),
+        n_out * k,
+        "quantize_f16_to_tiles: w is not n_out·k"
+    );
+    let len = padded_len(n_out, k).expect("quantize_f16_to_tiles: padded size overflows");
+    let mut data = vec![0i8; len];
+    let mut scales = Vec::with_capacity(n_out);
+    let mut wide = vec![0f32; k];
+    for (r, row) in w.chunks_exact(k.max(1)).take(n_out).enumerate() {
+        row.convert_to_f32_slice(&mut wide);
+        scales.push(quantize_weight_row(&wide, r, k, &mut data));
+    }
+    scales.resize(n_out, 0.0); // k == 0: every row is empty
+    (data, scales)
+}
+
+/// Quantizes weight row `r` (`k` values) into its places of the tile-major `data`; returns its
+/// scale.
+fn quantize_weight_row(row: &[f32], r: usize, k: usize, data: &mut [i8]) -> f32 {
+    let scale = max_abs(row) / QMAX;
+    for (c, &v) in row.iter().enumerate() {
+        data[tile_offset(r, c, k)] = if scale > 0.0 { code(v / scale) } else { 0 };
+    }
+    scale
 }
 
 /// Quantizes one activation row: writes the codes of `x` to `out[..x.len()]`, zeros to the
@@ -109,6 +141,30 @@ mod tests {
     use super::*;
     use crate::cpu::testing::Rng;
     use crate::q8::layout::QuantMatrix;
+
+    #[test]
+    fn f16_weights_quantize_as_their_widened_values() {
+        // Shapes with padding in both dimensions and an all-zero row; values of every f16
+        // magnitude (subnormals to 65504) and both signs.
+        let mut rng = Rng::new(7);
+        for (n_out, k) in [(1, 1), (3, 130), (70, 65), (64, 64)] {
+            let mut w: Vec<f16> = (0..n_out * k)
+                .map(|_| {
+                    // Finite magnitudes, either sign.
+                    let r = rng.next_u64();
+                    f16::from_bits((r % 0x7c00) as u16 | ((r >> 32) as u16 & 0x8000))
+                })
+                .collect();
+            w[..k].fill(f16::ZERO);
+            let wide: Vec<f32> = w.iter().map(|h| h.to_f32()).collect();
+            let (data, scales) = quantize_f16_to_tiles(&w, n_out, k);
+            let (want_data, want_scales) = quantize_to_tiles(&wide, n_out, k);
+            assert_eq!(data, want_data, "{n_out}x{k}");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&scales), bits(&want_scales), "{n_out}x{k}");
+            assert!(n_out == 1 || scales[1..].iter().any(|&s| s > 0.0));
+        }
+    }
 
     #[test]
     fn code_rounds_half_away_from_zero_and_clamps() {

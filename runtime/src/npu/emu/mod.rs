@@ -79,6 +79,13 @@ pub struct EmuConfig {
     pub force_cmdlist: Option<bool>,
     /// Make CREATE_HWCTX return syncobj 0 (a driver bug the runtime must survive, F8).
     pub syncobj_zero: bool,
+    /// Retire due jobs only where the driver blocks (SYNCOBJ_TIMELINE_WAIT, EXEC_CMD on a full
+    /// queue, DESTROY_HWCTX), never on entering any other call. A command header then turns
+    /// final only once the host has waited for it, so which waits a run makes, and how many
+    /// commands are in flight, follow from the calls alone and not from how fast the host ran
+    /// between them. Tests that count calls set it; by default (false) a job also completes
+    /// behind the host's back, as on the device, and a header poll can see it done.
+    pub retire_in_waits_only: bool,
 }
 
 impl EmuConfig {
@@ -108,6 +115,7 @@ impl EmuConfig {
             tdr: DriverProfile::UpstreamCurrent.tdr(),
             force_cmdlist: None,
             syncobj_zero: false,
+            retire_in_waits_only: false,
         }
     }
 }
@@ -305,7 +313,8 @@ impl EmuDriver {
         self.lock().errors.clone()
     }
 
-    /// Enter the device: count the call, apply injected faults, retire due jobs.
+    /// Enter the device: count the call, apply injected faults, retire due jobs (unless
+    /// [`EmuConfig::retire_in_waits_only`]).
     fn enter(&self, op: &'static str) -> Result<MutexGuard<'_, State>, Errno> {
         let mut s = self.lock();
         s.faults.calls += 1;
@@ -329,7 +338,9 @@ impl EmuDriver {
         if let Some(i) = s.faults.fail_next_op.iter().position(|(o, _)| *o == op) {
             return Err(s.faults.fail_next_op.remove(i).1);
         }
-        s.retire(monotonic_ns());
+        if !s.config.retire_in_waits_only {
+            s.retire(monotonic_ns());
+        }
         Ok(s)
     }
 }
@@ -656,7 +667,13 @@ impl Driver for EmuDriver {
                 std::thread::sleep(Duration::from_nanos(wait as u64));
             }
             s = self.lock();
-            s.retire(monotonic_ns());
+            let now = monotonic_ns();
+            let through = if s.config.retire_in_waits_only {
+                now.min(t)
+            } else {
+                now
+            };
+            s.retire(through);
         }
         s.faults.execs += 1;
         let n = s.faults.execs;
@@ -685,7 +702,9 @@ impl Driver for EmuDriver {
         s.stats.max_in_flight = s.stats.max_in_flight.max(in_flight);
         s.log.push(("EXEC_CMD", seq));
         // A zero-latency job is due now; retire it so a header poll sees it done.
-        s.retire(monotonic_ns());
+        if !s.config.retire_in_waits_only {
+            s.retire(monotonic_ns());
+        }
         Ok(seq)
     }
 
@@ -725,7 +744,14 @@ impl Driver for EmuDriver {
             }
             std::thread::sleep(nap);
             s = self.lock();
-            s.retire(monotonic_ns());
+            let now = monotonic_ns();
+            // Waiting retires the target and what precedes it; the jobs after it too when
+            // they are due, unless only waits decide what is done.
+            let through = match due {
+                Some(t) if s.config.retire_in_waits_only => now.min(t),
+                _ => now,
+            };
+            s.retire(through);
         }
     }
 }

@@ -239,7 +239,9 @@ fn timeline_points_and_deadlines() {
         Err(Errno::TIME)
     );
     assert!(monotonic_ns() - t0 >= 20_000_000);
-    emu.set_latency(Duration::from_millis(10));
+    // Long enough that the 1 ms wait below ends before the job even on a loaded machine (at
+    // 10 ms a descheduled test thread once found it done).
+    emu.set_latency(Duration::from_millis(200));
     assert_eq!(
         emu.exec_cmd(ctx, cmd, &[]).unwrap(),
         0,

@@ -25,6 +25,15 @@
 //! device, the same single f32 add the host still does at the linear's position) and x as it
 //! was at the group's start. A group may start at a norm.
 //!
+//! **Device quantize.** A linear whose input buffer was written since the group's start may
+//! still join when the last op that wrote it is a member linear that stored (`Store` or
+//! `Gelu`, not `AddInto`) exactly the rows it reads and whose device result is f32 rows of its
+//! depth ([`Role::Linear`]'s `residual_width`), and it can read a quantized image
+//! (`quantized_input`): a device quantize (one more sub-command) turns that member's result
+//! into its activation image ([`ChainPlan::quantized`]). Its input at its own position is that
+//! result (nothing after the source wrote the buffer), so the CPU's order is kept. This is
+//! fc1 → fc2: fc2 reads fc1's GELU output.
+//!
 //! Nothing here knows which network or device it plans for: the backend says which ops are
 //! device ops, of which context, at what cost.
 
@@ -38,8 +47,12 @@ pub enum Role {
     Linear {
         /// It can read a member norm's activation image instead of quantizing its f32 input.
         reads_image: bool,
-        /// Its device result is f32 rows of exactly this width (a norm can add them as `r`).
+        /// Its device result is f32 rows of exactly this width (a norm can add them as `r`, a
+        /// device quantize can read them).
         residual_width: Option<usize>,
+        /// A device quantize of its input width exists: it can read the quantized image of a
+        /// member linear's f32 result.
+        quantized_input: bool,
     },
     /// A norm.
     Norm {
@@ -108,6 +121,9 @@ pub struct ChainPlan {
     pub norms: Vec<Option<NormMember>>,
     /// Per op: for a member linear reading a member norm's image, `(norm op, first row)`.
     pub image_of: Vec<Option<(usize, usize)>>,
+    /// Per op: for a member linear reading the device quantize of member linear `l`'s result
+    /// (its input is exactly `l`'s output), `l`. The quantize is one more sub-command.
+    pub quantized: Vec<Option<usize>>,
 }
 
 /// A fixed offset, if `e` is one.
@@ -159,14 +175,18 @@ impl ChainPlan {
             member: vec![None; n],
             norms: vec![None; n],
             image_of: vec![None; n],
+            quantized: vec![None; n],
         };
-        // Buffers written since the group's start: (buffer, first writer, writes).
-        let mut written: Vec<(BufferId, usize, usize)> = Vec::new();
-        let note = |written: &mut Vec<(BufferId, usize, usize)>, j: usize| {
+        // Buffers written since the group's start: (buffer, first writer, writes, last writer).
+        let mut written: Vec<Written> = Vec::new();
+        let note = |written: &mut Vec<Written>, j: usize| {
             for b in ops[j].writes() {
                 match written.iter_mut().find(|w| w.0 == b) {
-                    Some(w) => w.2 += 1,
-                    None => written.push((b, j, 1)),
+                    Some(w) => {
+                        w.2 += 1;
+                        w.3 = j;
+                    }
+                    None => written.push((b, j, 1, j)),
                 }
             }
         };
@@ -193,13 +213,21 @@ impl ChainPlan {
                         true
                     }
                     (Some(dj), Op::Linear { x, .. }) if dj.context == d.context => {
-                        let fits = group.commands + dj.commands <= limits.commands
+                        // Its input final at the group's start, or exactly a member linear's
+                        // result, which a device quantize (one more sub-command) reads.
+                        let input = match written.iter().find(|w| w.0 == x.buffer) {
+                            None => Some(None),
+                            Some(w) => quantize_source(ops, &dev, &group, w.3, j, dj).map(Some),
+                        };
+                        let commands = dj.commands + usize::from(matches!(input, Some(Some(_))));
+                        let fits = group.commands + commands <= limits.commands
                             && group.bytes + dj.bytes <= limits.bytes;
                         // The first member starts the group whatever it costs.
-                        let ok = (fits || j == i) && !written.iter().any(|w| w.0 == x.buffer);
+                        let ok = (fits || j == i) && input.is_some();
                         if ok {
-                            group.commands += dj.commands;
+                            group.commands += commands;
                             group.bytes += dj.bytes;
+                            plan.quantized[j] = input.flatten();
                         }
                         ok
                     }
@@ -245,6 +273,61 @@ impl ChainPlan {
     }
 }
 
+/// A buffer written since a group's start: (buffer, first writer, writes, last writer).
+type Written = (BufferId, usize, usize, usize);
+
+/// Whether linear `j` (device op `dj`) can read the device quantize of the result of `l`, the
+/// last op that wrote its input buffer since the group's start: `l` a member linear whose
+/// device result is f32 rows of `j`'s depth (`residual_width`) stored (not added) into exactly
+/// `j`'s input rows, and `j` able to read a quantized image. Then `j`'s input at its position
+/// is `l`'s result (nothing after `l` wrote the buffer), which the device already holds.
+fn quantize_source(
+    ops: &[Op],
+    dev: &[Option<DeviceLinear>],
+    group: &Group,
+    l: usize,
+    j: usize,
+    dj: DeviceLinear,
+) -> Option<usize> {
+    let (
+        Op::Linear { x, rows, .. },
+        Op::Linear {
+            out,
+            rows: l_rows,
+            epilogue: Epilogue::Store | Epilogue::Gelu,
+            ..
+        },
+    ) = (&ops[j], &ops[l])
+    else {
+        return None;
+    };
+    let Role::Linear {
+        reads_image: true,
+        quantized_input: true,
+        ..
+    } = dj.role
+    else {
+        return None;
+    };
+    let Some(DeviceLinear {
+        role: Role::Linear {
+            residual_width: Some(w),
+            ..
+        },
+        context,
+        ..
+    }) = dev[l]
+    else {
+        return None;
+    };
+    (group.members.contains(&l)
+        && context == dj.context
+        && out == x
+        && l_rows == rows
+        && w == dj.width)
+        .then_some(l)
+}
+
 /// A norm joining a group: the member, its readers `(op, first row)`, their cost with it.
 struct NormJoin {
     member: NormMember,
@@ -263,7 +346,7 @@ fn norm_join(
     dev: &[Option<DeviceLinear>],
     plan: &ChainPlan,
     group: &Group,
-    written: &[(BufferId, usize, usize)],
+    written: &[Written],
     j: usize,
     dj: DeviceLinear,
     limits: Limits,
@@ -281,7 +364,7 @@ fn norm_join(
     // The input: final, or written once since the start by a member linear adding into it.
     let residual = match written.iter().find(|w| w.0 == x.buffer) {
         None => None,
-        Some(&(_, l, 1)) if has_residual && group.members.contains(&l) => {
+        Some(&(_, l, 1, _)) if has_residual && group.members.contains(&l) => {
             let Op::Linear {
                 out: l_out,
                 rows: l_rows,
@@ -455,14 +538,16 @@ mod tests {
     };
 
     /// Every linear on context 0 (matrix 7: context 1; matrix 9: on the host; matrix 8 cannot
-    /// read an image; matrix 6's result is not rows a norm can add), every norm on context 0,
-    /// one command, 100 bytes, width 8.
+    /// read an image; matrix 6's result is not rows a norm can add; matrices 10 and up can
+    /// read a device quantize of their input), every norm on context 0, one command, 100
+    /// bytes, width 8.
     fn device(_: usize, op: &Op) -> Option<DeviceLinear> {
         let role = match op {
             Op::Linear { w, .. } if w.0 == 9 => return None,
             Op::Linear { w, .. } => Role::Linear {
                 reads_image: w.0 != 8,
                 residual_width: (w.0 != 6).then_some(8),
+                quantized_input: w.0 >= 10,
             },
             _ => Role::Norm { residual: true },
         };
@@ -703,6 +788,83 @@ mod tests {
             attention(2, 3, 4, 1),
         ];
         assert_eq!(plan(&ops, LIMITS), vec![vec![0, 1], vec![2, 3]]);
+    }
+
+    #[test]
+    fn a_linear_reads_the_device_quantize_of_a_member_s_result() {
+        let st = |b| At::start(BufferId(b));
+        let rows = Extent::rows(1);
+        // The MLP: out += into x, the norm with its residual, fc1 (GELU) into hidden, fc2
+        // reading hidden through the quantize, adding into x; the next layer's norm (x written
+        // twice since the group's start: not one residual) and its q.
+        let ops = [
+            lin_at(st(6), st(0), rows, 3, Epilogue::AddInto),
+            norm(0, 1),
+            lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+            lin_at(st(5), st(0), rows, 10, Epilogue::AddInto),
+            norm(0, 1),
+            linear(1, 2, 0),
+            attention(2, 3, 4, 1),
+        ];
+        let p = full_plan(&ops, LIMITS);
+        let groups: Vec<_> = p.groups.iter().map(|g| g.members.clone()).collect();
+        assert_eq!(groups, vec![vec![0, 1, 2, 3], vec![4, 5]]);
+        assert_eq!(p.quantized[3], Some(2));
+        assert_eq!(p.quantized.iter().flatten().count(), 1);
+        // Four members and the quantize.
+        assert_eq!(p.groups[0].commands, 5);
+        // Chunks: each fc2 reads the hidden rows its own fc1 wrote last.
+        let at = |b, row: usize| At::fixed(BufferId(b), row * 8);
+        let half = Extent::fixed(4);
+        let ops = [
+            lin_at(at(1, 0), at(5, 0), half, 4, Epilogue::Gelu),
+            lin_at(at(5, 0), at(0, 0), half, 10, Epilogue::AddInto),
+            lin_at(at(1, 4), at(5, 0), half, 4, Epilogue::Gelu),
+            lin_at(at(5, 0), at(0, 4), half, 10, Epilogue::AddInto),
+        ];
+        let p = full_plan(&ops, LIMITS);
+        assert_eq!(plan(&ops, LIMITS), vec![vec![0, 1, 2, 3]]);
+        assert_eq!((p.quantized[1], p.quantized[3]), (Some(0), Some(2)));
+        // Not when the source adds into the buffer (its device result is not the buffer's
+        // rows), writes other rows, cannot give exact rows (matrix 6), is on the host
+        // (matrix 9), or the reader cannot read a quantize (matrix 5); nor when a host op
+        // writes the buffer after the source.
+        let host_write = Op::Transpose {
+            x: st(7),
+            out: st(5),
+            rows: 1,
+            cols: 8,
+        };
+        for (source, reader, between) in [
+            (lin_at(st(1), st(5), rows, 4, Epilogue::AddInto), 10, None),
+            (lin_at(st(1), at(5, 1), rows, 4, Epilogue::Gelu), 10, None),
+            (lin_at(st(1), st(5), rows, 6, Epilogue::Gelu), 10, None),
+            (lin_at(st(1), st(5), rows, 9, Epilogue::Gelu), 10, None),
+            (lin_at(st(1), st(5), rows, 4, Epilogue::Gelu), 5, None),
+            (
+                lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+                10,
+                Some(host_write.clone()),
+            ),
+        ] {
+            let mut ops = vec![linear(1, 2, 0), source];
+            ops.extend(between);
+            ops.push(lin_at(st(5), st(0), rows, reader, Epilogue::AddInto));
+            let p = full_plan(&ops, LIMITS);
+            assert!(p.quantized.iter().all(Option::is_none), "{ops:?}");
+            let last = ops.len() - 1;
+            assert_ne!(p.member[last].map(|m| m.0), p.member[0].map(|m| m.0));
+        }
+        // The quantize counts against the sub-command limit.
+        let two = Limits {
+            commands: 2,
+            bytes: usize::MAX,
+        };
+        let ops = [
+            lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+            lin_at(st(5), st(0), rows, 10, Epilogue::AddInto),
+        ];
+        assert_eq!(plan(&ops, two), vec![vec![0], vec![1]]);
     }
 
     #[test]

@@ -37,14 +37,23 @@
 //! allocated per call.
 //!
 //! **Norms** join the chains on the emulated designs ([`crate::npu_norm`]: the chain plan's
-//! rule for a `LayerNorm`): a member norm's x rows (f32) go to the session's norm BO, the
-//! device normalizes and quantizes them (plus the residual `r` from a member linear's C
-//! region) into its activation image in the same BO, and the linears reading it take that
-//! image as their A; the host skips the norm. A fixture program's linear that reads a device
-//! norm runs on our design instead (its matrix gets a design image when a norm writes its
-//! input). Every other op (attention, norms whose f32 output the host reads, the conv stem,
-//! linears no program takes, such as a vocabulary-wide logits projection) runs on the CPU
-//! INT8 kernels. Nothing here knows which network it runs.
+//! rule for a `LayerNorm`): a member norm's x rows (f32) go to the session's norm-input BO,
+//! the device normalizes and quantizes them (plus the residual `r` from a member linear's C
+//! region) into its activation image in the session's image BO, and the linears reading it
+//! take that image as their A; the host skips the norm. The image BO is written only by the
+//! device (the host never writes or flushes it), so no host flush of the norm-input BO's x
+//! rows or of a region's cleared padding can cover bytes the device wrote for a reader.
+//!
+//! **The device quantize** (the chain plan's rule for a linear reading a member linear's
+//! stored result: fc2 reading fc1's GELU output): the norm design's plain-quantize mode
+//! quantizes the source's C rows per row (`q8::quant::quantize_row`'s bits) into an image in
+//! the image BO, one sub-command before the reader's, which takes it as A; the source's C
+//! region is sized for the quantize's whole rounds, and its result is still written back at
+//! its own position. A fixture program's linear that reads a device norm or a device quantize
+//! runs on our design instead (its matrix gets a design image when a norm or a stored linear
+//! writes its input). Every other op (attention, norms whose f32 output the host reads, the
+//! conv stem, linears no program takes, such as a vocabulary-wide logits projection) runs on
+//! the CPU INT8 kernels. Nothing here knows which network it runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -413,13 +422,17 @@ struct GemmSession {
     done: Vec<Vec<bool>>,
     /// Per stage and op: where a member norm works.
     norms: Vec<Vec<Option<NormRegion>>>,
+    /// Per stage and op: where the device quantize a member linear reads works (its `x_len`:
+    /// the bytes it reads of the source's C rows; `params_off` unused).
+    quants: Vec<Vec<Option<NormRegion>>>,
     /// The member norms' parameter objects (gamma, beta, eps), written once.
     params: MappedBo,
-    /// The member norms' x rows (f32, whole rounds; x_out is written over them), each
-    /// followed by the norm's activation image (device-written; its readers' A).
+    /// The member norms' x rows (f32, whole rounds; x_out is written over them).
     nx: MappedBo,
     /// What of `nx` may be non-zero (the padding rows are kept zero).
     nx_dirty: DirtyRanges,
+    /// The member norms' activation images (written by the device only; their readers' A).
+    img: MappedBo,
     /// Sub-command regmaps of the group being built, `stride` words each.
     regmaps: Vec<u32>,
     cu_masks: Vec<u32>,
@@ -447,12 +460,13 @@ struct MemberRun {
     /// First row scale in `scales` (fixture programs).
     scales_off: usize,
     fixture: bool,
-    /// A norm (its `a_off` is its image region in the norm BO).
+    /// A norm (its `a_off` is its image region in the image BO).
     norm: bool,
 }
 
-/// Where a member norm works: its x region (f32, whole rounds; also its x_out) and then its
-/// image region (sized for every reader) in the session's norm BO, its parameter object.
+/// Where a member norm works: its x region (f32, whole rounds; also its x_out) in the
+/// session's norm-input BO, its image region (sized for every reader) in the image BO, its
+/// parameter object.
 struct NormRegion {
     norm: Arc<AieNorm>,
     cu: u32,
@@ -478,6 +492,39 @@ fn residual_norm<'a>(
             .filter(|n| n.residual == Some(i))
             .and(norms[j].as_ref())
     })
+}
+
+/// Notes that design `key` is needed for up to `rows` rows.
+fn want_norm(keys: &mut Vec<NormKey>, rows: &mut Vec<usize>, key: NormKey, max_rows: usize) {
+    match keys.iter().position(|k| *k == key) {
+        Some(p) => rows[p] = rows[p].max(max_rows),
+        None => {
+            keys.push(key);
+            rows.push(max_rows);
+        }
+    }
+}
+
+/// The most bytes of member linear `i`'s result (`rows` rows) a member's device quantize
+/// reads (whole rounds of the quantize design), 0 when none reads it.
+fn quantize_read(
+    plan: &ChainPlan,
+    quants: &[Option<NormRegion>],
+    group: &crate::chain_plan::Group,
+    i: usize,
+    rows: Option<usize>,
+) -> usize {
+    group
+        .members
+        .iter()
+        .filter(|&&j| plan.quantized[j] == Some(i))
+        .filter_map(|&j| quants[j].as_ref())
+        .map(|q| match rows {
+            Some(r) => 4 * q.norm.key.d * q.norm.design.padded_rows(r),
+            None => q.x_len,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Regions of A and C start on page boundaries.
@@ -750,14 +797,19 @@ impl NpuBackend {
                 continue;
             };
             // A fixture program's matrix also gets a design image when the op reads a norm's
-            // output (the last op before it writing its input is a norm): it runs on the
-            // design when that norm goes on the device, reading its image.
+            // output or a linear's stored result (the last op before it writing its input is a
+            // norm, or a linear without `AddInto`): it runs on the design when that norm goes
+            // on the device (reading its image), or a device quantize reads that result.
             let norm_fed = || {
                 ops[..j]
                     .iter()
                     .rev()
                     .find(|o| o.writes().any(|b| b == x.buffer))
-                    .is_some_and(|o| matches!(o, Op::LayerNorm { .. }))
+                    .is_some_and(|o| match o {
+                        Op::LayerNorm { .. } => true,
+                        Op::Linear { epilogue, .. } => *epilogue != Epilogue::AddInto,
+                        _ => false,
+                    })
             };
             if m.device.is_some() && !norm_fed() {
                 continue;
@@ -807,14 +859,18 @@ impl NpuBackend {
                 let key = NormKey {
                     d: program.vector(*gamma).len(),
                     residual: n.residual.is_some(),
+                    norm: true,
                 };
-                match norm_keys.iter().position(|k| *k == key) {
-                    Some(p) => norm_rows[p] = norm_rows[p].max(n.max_rows),
-                    None => {
-                        norm_keys.push(key);
-                        norm_rows.push(n.max_rows);
-                    }
-                }
+                want_norm(&mut norm_keys, &mut norm_rows, key, n.max_rows);
+            }
+            // The plain quantizes: each reader's input rows (its depth wide).
+            for (i, l) in plan.quantized.iter().enumerate() {
+                let (Some(_), Op::Linear { w, max_rows, .. }) = (l, &program.stage(stage).ops[i])
+                else {
+                    continue;
+                };
+                let key = NormKey::quantize(program.matrix(*w).cpu.cols());
+                want_norm(&mut norm_keys, &mut norm_rows, key, (*max_rows).max(1));
             }
         }
         let mut norms = Vec::with_capacity(norm_keys.len());
@@ -883,7 +939,11 @@ impl NpuBackend {
         if let Op::LayerNorm { gamma, rows, .. } = op {
             let aie = self.aie.as_ref()?;
             let d = program.vector(*gamma).len();
-            let key = |residual| NormKey { d, residual };
+            let key = |residual| NormKey {
+                d,
+                residual,
+                norm: true,
+            };
             let design = crate::npu_norm::NormDesign::new(aie.target, key(false)).ok()?;
             let residual = crate::npu_norm::NormDesign::new(aie.target, key(true)).is_ok();
             // x in f32 (the image is counted by the linears that read it); rows of a call
@@ -927,6 +987,7 @@ impl NpuBackend {
                 role: Role::Linear {
                     reads_image: false,
                     residual_width: None,
+                    quantized_input: false,
                 },
             });
         }
@@ -956,6 +1017,9 @@ impl NpuBackend {
             role: Role::Linear {
                 reads_image: true,
                 residual_width: exact.then_some(n),
+                quantized_input: self.aie.as_ref().is_some_and(|a| {
+                    crate::npu_norm::NormDesign::new(a.target, NormKey::quantize(q.k())).is_ok()
+                }),
             },
         })
     }
@@ -970,7 +1034,8 @@ impl NpuBackend {
         };
         let ops = &program.stage(stage).ops;
         // Every linear that can on our designs first, to see which read a device norm's
-        // image; then the fixture programs take back every other linear they can run.
+        // image or a device quantize; then the fixture programs take back every other linear
+        // they can run.
         let designs = ChainPlan::new(
             ops,
             |_, op| self.device_linear_of(program, op, false),
@@ -978,7 +1043,14 @@ impl NpuBackend {
         );
         ChainPlan::new(
             ops,
-            |i, op| self.device_linear_of(program, op, designs.image_of[i].is_none()),
+            |i, op| {
+                // Reading a device norm's image or a device quantize, or the source a device
+                // quantize reads (a fixture's i32 result is not rows it can read).
+                let on_design = designs.image_of[i].is_some()
+                    || designs.quantized[i].is_some()
+                    || designs.quantized.contains(&Some(i));
+                self.device_linear_of(program, op, !on_design)
+            },
             limits,
         )
     }
@@ -1017,6 +1089,7 @@ impl NpuBackend {
         let key = NormKey {
             d,
             residual: member.residual.is_some(),
+            norm: true,
         };
         let norm = aie
             .norms
@@ -1052,8 +1125,53 @@ impl NpuBackend {
         })
     }
 
-    /// Region bytes (A, C, norm inputs) and fixture row scales of `group`'s members at their
-    /// most rows, each region aligned.
+    /// Where the device quantize that member linear `i` of `stage` reads works: its design
+    /// (the plain quantize of the linear's depth), the bytes it reads of its source's C rows
+    /// (whole rounds), and its image region (sized for every row the linear's designs read).
+    fn quant_region(
+        &self,
+        program: &Program<NpuMatrix>,
+        stage: StageId,
+        aie: &AieContext,
+        i: usize,
+    ) -> Result<NormRegion, BackendError> {
+        let Op::Linear { w, max_rows, .. } = &program.stage(stage).ops[i] else {
+            return Err(chain_err(format!(
+                "op {i}: a device quantize reader is not a linear"
+            )));
+        };
+        let m = program.matrix(*w);
+        let k = m.cpu.cols();
+        let key = NormKey::quantize(k);
+        let norm = aie
+            .norms
+            .iter()
+            .find(|n| n.key == key)
+            .cloned()
+            .ok_or_else(|| {
+                chain_err(format!("op {i}: no quantize design {key:?} in the context"))
+            })?;
+        let cu = aie.cu_of_norm(&key).unwrap_or(0);
+        let max_rows = (*max_rows).max(1);
+        let mut rows = norm.design.padded_rows(max_rows);
+        if let Some(wts) = m.aie.get() {
+            rows = rows.max(wts.rows.design.padded_rows(max_rows));
+            if let Some(sp) = &wts.spread {
+                rows = rows.max(sp.design.padded_rows(max_rows.min(SPREAD_MAX_ROWS)));
+            }
+        }
+        Ok(NormRegion {
+            image_len: rows * (k + 64),
+            x_len: 4 * k * norm.design.padded_rows(max_rows),
+            max_rows,
+            params_off: 0,
+            cu,
+            norm,
+        })
+    }
+
+    /// Region bytes (A, C, fixture row scales, norm inputs, norm images) of `group`'s members
+    /// at their most rows, each region aligned.
     fn group_bytes(
         &self,
         program: &Program<NpuMatrix>,
@@ -1061,19 +1179,26 @@ impl NpuBackend {
         plan: &ChainPlan,
         group: &crate::chain_plan::Group,
         norms: &[Option<NormRegion>],
-    ) -> (usize, usize, usize, usize) {
-        let (mut a, mut c, mut scale_rows, mut x) = (0, 0, 0, 0);
+        quants: &[Option<NormRegion>],
+    ) -> (usize, usize, usize, usize, usize) {
+        let (mut a, mut c, mut scale_rows, mut x, mut img) = (0, 0, 0, 0, 0);
         for &i in &group.members {
             if let Some(r) = &norms[i] {
-                x += r.x_len.next_multiple_of(REGION_ALIGN)
-                    + r.image_len.next_multiple_of(REGION_ALIGN);
+                x += r.x_len.next_multiple_of(REGION_ALIGN);
+                img += r.image_len.next_multiple_of(REGION_ALIGN);
                 continue;
             }
             let Op::Linear { w, max_rows, .. } = &program.stage(stage).ops[i] else {
                 continue;
             };
-            // A member adding into a member norm's input: its C rows are the norm's `r`.
-            let residual_rows = residual_norm(plan, norms, group, i).map_or(0, |r| r.x_len);
+            // A member adding into a member norm's input: its C rows are the norm's `r`; a
+            // member whose result a device quantize reads: its C rows are that op's x.
+            let residual_rows = residual_norm(plan, norms, group, i)
+                .map_or(0, |r| r.x_len)
+                .max(quantize_read(plan, quants, group, i, None));
+            if let Some(q) = &quants[i] {
+                img += q.image_len.next_multiple_of(REGION_ALIGN);
+            }
             let m = program.matrix(*w);
             let rows = (*max_rows).max(1);
             let fixture = m.device.as_ref().filter(|dw| dw.gemm == group.context);
@@ -1095,12 +1220,12 @@ impl NpuBackend {
                 }
                 _ => (0, 0),
             };
-            if plan.image_of[i].is_none() {
+            if plan.image_of[i].is_none() && plan.quantized[i].is_none() {
                 a += da.next_multiple_of(REGION_ALIGN);
             }
             c += dc.max(residual_rows).next_multiple_of(REGION_ALIGN);
         }
-        (a, c, scale_rows, x)
+        (a, c, scale_rows, x, img)
     }
 
     /// A stream's device session for `program`: plans, A/C sized for its largest group, a
@@ -1118,9 +1243,23 @@ impl NpuBackend {
         let mut objects: Vec<((u16, u16, u32), usize)> = Vec::new();
         let mut params_len = 0usize;
         let mut norms = Vec::with_capacity(stages);
+        let mut quants = Vec::with_capacity(stages);
         let mut params_data: Vec<(usize, Vec<u8>)> = Vec::new();
         for (st, plan) in plans.iter().enumerate() {
             let stage = StageId(st as u16);
+            let mut q_regions = Vec::with_capacity(plan.quantized.len());
+            for (i, l) in plan.quantized.iter().enumerate() {
+                q_regions.push(match (l, aie.as_deref()) {
+                    (None, _) => None,
+                    (Some(_), Some(ctx)) => Some(self.quant_region(program, stage, ctx, i)?),
+                    (Some(_), None) => {
+                        return Err(chain_err(format!(
+                            "op {i}: a device quantize without designs"
+                        )))
+                    }
+                });
+            }
+            quants.push(q_regions);
             let mut regions = Vec::with_capacity(plan.norms.len());
             for (i, op) in program.stage(stage).ops.iter().enumerate() {
                 let (
@@ -1148,6 +1287,7 @@ impl NpuBackend {
                             NormKey {
                                 d: g.len(),
                                 residual: false,
+                                norm: true,
                             },
                         )
                         .map_err(device_err("norm parameters"))?;
@@ -1170,7 +1310,7 @@ impl NpuBackend {
         let contexts = self.gemms.len() + 1;
         let mut chain_len = vec![0usize; contexts];
         let (mut a_len, mut c_len, mut scale_len, mut commands) = (1, 1, 0, 0);
-        let mut nx_len = 1;
+        let (mut nx_len, mut img_len) = (1, 1);
         let (mut c_base, mut scales_base, mut runs, mut done) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (st, plan) in plans.iter().enumerate() {
@@ -1178,9 +1318,16 @@ impl NpuBackend {
             let mut live: Vec<(usize, usize, usize)> = Vec::new();
             let (mut cb, mut sb, mut rs) = (Vec::new(), Vec::new(), Vec::new());
             for g in &plan.groups {
-                let (a, c, rows, x) =
-                    self.group_bytes(program, StageId(st as u16), plan, g, &norms[st]);
+                let (a, c, rows, x, img) = self.group_bytes(
+                    program,
+                    StageId(st as u16),
+                    plan,
+                    g,
+                    &norms[st],
+                    &quants[st],
+                );
                 nx_len = nx_len.max(x);
+                img_len = img_len.max(img);
                 let (first, last) = (g.members[0], g.members[g.members.len() - 1]);
                 live.retain(|l| l.0 > first);
                 let c_off = live.iter().map(|l| l.1).max().unwrap_or(0);
@@ -1236,9 +1383,12 @@ impl NpuBackend {
             scales_base,
             done,
             norms,
+            quants,
             params,
             nx: MappedBo::share(&self.device, nx_len).map_err(device_err("allocate norm input"))?,
             nx_dirty: DirtyRanges::unknown(nx_len, 4 * commands + 8),
+            img: MappedBo::share(&self.device, img_len)
+                .map_err(device_err("allocate norm images"))?,
             regmaps: vec![0; stride * commands.max(1)],
             cu_masks: Vec::with_capacity(commands),
             cmd_words: Vec::with_capacity(commands),
@@ -1277,11 +1427,17 @@ impl NpuBackend {
         s.cmd_words.clear();
         s.handles.clear();
         s.done[st][gi] = false;
-        let (mut a_cur, mut c_cur, mut scales_cur, mut x_cur) =
-            (0usize, s.c_base[st][gi], s.scales_base[st][gi], 0usize);
+        let (mut a_cur, mut c_cur, mut scales_cur, mut x_cur, mut img_cur) = (
+            0usize,
+            s.c_base[st][gi],
+            s.scales_base[st][gi],
+            0usize,
+            0usize,
+        );
         let (mut flushed, mut c_bytes, mut macs) = (0usize, 0usize, 0u64);
         let (a_addr, c_addr) = (s.a.device_addr(), s.c.device_addr());
         let (nx_addr, params_addr) = (s.nx.device_addr(), s.params.device_addr());
+        let img_addr = s.img.device_addr();
         let stride = s.stride;
         for &i in &group.members {
             if let Op::LayerNorm { x, rows, gamma, .. } = &ops[i] {
@@ -1314,23 +1470,20 @@ impl NpuBackend {
                 })?;
                 let x_off = x_cur;
                 x_cur = (x_off + region.x_len).next_multiple_of(REGION_ALIGN);
+                // The stream for `rows` reads whole rounds of x: their padding rows are kept
+                // zero (the rest of the region is never read by this call).
                 let used = 4 * rows * d;
+                let read = 4 * d * region.norm.design.padded_rows(rows);
                 let end = s
                     .nx_dirty
-                    .prepare(s.nx.bytes_mut(), x_off..x_off + region.x_len, used);
+                    .prepare(s.nx.bytes_mut(), x_off..x_off + read, used);
                 s.nx.bytes_mut()[x_off..x_off + used].copy_from_slice(bytemuck::cast_slice(xs));
                 s.nx.flush(x_off..end);
                 flushed += end - x_off;
-                // The image after the x region, in the same BO (not in A: the host-quantized
-                // regions of A keep their known-zero padding).
-                let a_off = x_cur;
-                x_cur = (a_off + region.image_len).next_multiple_of(REGION_ALIGN);
-                // The device writes the whole region: nothing of it is known zero after.
-                s.nx_dirty.prepare(
-                    s.nx.bytes_mut(),
-                    a_off..a_off + region.image_len,
-                    region.image_len,
-                );
+                // The image in its own BO, which only the device writes (not in A: the
+                // host-quantized regions there keep their known-zero padding).
+                let a_off = img_cur;
+                img_cur = (a_off + region.image_len).next_multiple_of(REGION_ALIGN);
                 let r_addr = match member.residual {
                     Some(l) => {
                         let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
@@ -1358,7 +1511,7 @@ impl NpuBackend {
                             nx_addr + x_off as u64,
                             r_addr,
                             params_addr + region.params_off as u64,
-                            nx_addr + a_off as u64,
+                            img_addr + a_off as u64,
                             nx_addr + x_off as u64,
                         ],
                         &mut s.regmaps[j * stride..(j + 1) * stride],
@@ -1490,9 +1643,9 @@ impl NpuBackend {
             let d = &gd.design;
             let row_bytes = d.activation_row_bytes();
             let layout = (row_bytes, d.padded_rows(rows));
-            let image = match plan.image_of[i] {
+            let image = match (plan.image_of[i], plan.quantized[i]) {
                 // A member norm's image (rows `first..` of it): nothing to quantize.
-                Some((norm, first)) => {
+                (Some((norm, first)), _) => {
                     let nm = plan.member[norm].map_or(usize::MAX, |m| m.1 as usize);
                     let run = runs
                         .get(nm)
@@ -1502,7 +1655,48 @@ impl NpuBackend {
                         })?;
                     Some(run.a_off + first * row_bytes)
                 }
-                None => None,
+                // The device quantize of member `l`'s result (its C rows, this linear's input)
+                // into an image region: one sub-command before this linear's.
+                (None, Some(l)) => {
+                    let q = s.quants[st][i].as_ref().ok_or_else(|| {
+                        chain_err(format!("op {i}: a quantized input without its region"))
+                    })?;
+                    let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
+                    let run = runs
+                        .get(lm)
+                        .filter(|r| r.rows == rows && !r.fixture && !r.norm && r.width == k)
+                        .ok_or_else(|| {
+                            chain_err(format!(
+                                "op {i}: its input's source (op {l}) did not run {rows} rows of \
+                                 width {k}"
+                            ))
+                        })?;
+                    let Some((q_addr, q_handle, q_words)) = q.norm.stream(rows) else {
+                        return Err(chain_err(format!(
+                            "op {i}: no quantize stream for {rows} rows"
+                        )));
+                    };
+                    let off = img_cur;
+                    img_cur = (off + q.image_len).next_multiple_of(REGION_ALIGN);
+                    let src = c_addr + run.c_off as u64;
+                    let j = s.cu_masks.len();
+                    // x = the source's rows; r, the parameters and x_out are not read.
+                    q.norm
+                        .layout
+                        .write(
+                            MLIR_AIE_OPCODE_TXN,
+                            q_addr,
+                            q_words,
+                            &[src, src, params_addr, img_addr + off as u64, src],
+                            &mut s.regmaps[j * stride..(j + 1) * stride],
+                        )
+                        .map_err(|e| chain_err(format!("command: {e}")))?;
+                    s.cu_masks.push(1 << q.cu);
+                    s.cmd_words.push(q.norm.layout.words());
+                    s.handles.push(q_handle);
+                    Some(off)
+                }
+                (None, None) => None,
             };
             let a_off = match image.or(shared
                 .filter(|r| !r.fixture && r.layout == layout)
@@ -1531,12 +1725,13 @@ impl NpuBackend {
                     a_off
                 }
             };
-            // A norm's image is in the norm BO.
-            let a_base = if image.is_some() { nx_addr } else { a_addr };
+            // A norm's image is in the image BO.
+            let a_base = if image.is_some() { img_addr } else { a_addr };
             let c_off = c_cur;
             // A norm's residual: its C rows are the norm's `r` (whole rounds of the norm).
             let r_len = residual_norm(plan, &s.norms[st], group, i)
-                .map_or(0, |r| 4 * n * r.norm.design.padded_rows(rows));
+                .map_or(0, |r| 4 * n * r.norm.design.padded_rows(rows))
+                .max(quantize_read(plan, &s.quants[st], group, i, Some(rows)));
             c_cur = (c_off + output_len(d, rows).max(r_len)).next_multiple_of(REGION_ALIGN);
             let j = s.cu_masks.len();
             gd.layout
@@ -1576,8 +1771,9 @@ impl NpuBackend {
             return Ok(());
         }
         s.handles.extend([s.a.handle(), s.c.handle()]);
-        if x_cur > 0 {
-            s.handles.extend([s.nx.handle(), s.params.handle()]);
+        if x_cur > 0 || img_cur > 0 {
+            s.handles
+                .extend([s.nx.handle(), s.params.handle(), s.img.handle()]);
         }
         let t1 = Instant::now();
         let Some(ring) = s.rings.get_mut(context) else {
@@ -2495,16 +2691,21 @@ mod tests {
             let (pc, bc, sc) = layer_program(&cpu, &ws, &biases, max_rows);
             let mut wn = npu.workspace(&pn, 2).unwrap();
             let mut wc = cpu.workspace(&pc, 2).unwrap();
-            // q, k, v: one chain; out; both fc1 (fixture context 0); each fc2 (context 1,
-            // reading its own fc1's result); the last design linear (its input was rewritten
-            // by the norm before the MLP).
-            assert_eq!(npu.submissions(&pn, sn), 6, "max_rows {max_rows}");
-            // Both mappings of 512x512, and of fc1's 512x2048 GELU: a norm writes fc1's
-            // input, so its matrix also gets a design image (here unused: that norm's output
-            // is never overwritten, so it stays on the host and fc1 on its fixture program).
+            // The first norm with q, k, v (h is overwritten whole by the MLP's norm): one
+            // chain; out; both chunks' fc1 and fc2, each fc2 reading its own fc1's result
+            // through the device quantize (the second fc1 hoisted over the first fc2, its
+            // result waiting in C), and the last linear (its input unchanged since the MLP's
+            // host norm), all on our designs: one chain.
+            assert_eq!(npu.submissions(&pn, sn), 3, "max_rows {max_rows}");
+            let plan = npu.plan(&pn, sn);
+            assert_eq!((plan.quantized[8], plan.quantized[10]), (Some(7), Some(9)));
+            assert_eq!(plan.member[11].map(|m| m.0), plan.member[7].map(|m| m.0));
+            // Both mappings of 512x512, of fc1's 512x2048 GELU and of fc2's 2048x512: a norm
+            // writes fc1's input and fc1 writes fc2's, so both matrices also get design images
+            // (the fixture programs stay loaded, unused).
             assert_eq!(
                 npu.design_contexts(),
-                vec![4],
+                vec![6],
                 "all designs of the program in one context"
             );
             let x = rng.vec(max_rows * d, 1.0);
@@ -2528,11 +2729,11 @@ mod tests {
                     assert_eq!(diff, None, "{name}, max_rows {max_rows}");
                 }
             }
-            assert_eq!(emu.stats().submitted - before.0, 2 * 6);
+            assert_eq!(emu.stats().submitted - before.0, 2 * 3);
             let s = npu.stats();
-            assert_eq!(s.submissions - before.1.submissions, 2 * 6);
+            assert_eq!(s.submissions - before.1.submissions, 2 * 3);
             assert_eq!(s.device_linears - before.1.device_linears, 2 * 9);
-            assert_eq!(wn.scratch().dispatch_log().unwrap().total(), 2 * 6);
+            assert_eq!(wn.scratch().dispatch_log().unwrap().total(), 2 * 3);
             // Fewer rows than declared: the same groups, smaller regions.
             let args = StageArgs {
                 rows: 1,
@@ -2654,9 +2855,10 @@ mod tests {
     }
 
     /// Norms in the chains: a norm goes to the device with the linears that read its image
-    /// (and the residual of the member adding into its input), the stage takes fewer
-    /// submissions, and every buffer the host reads equals the CPU INT8 path's bit for bit;
-    /// with the fixture programs, fc1 (fed by a device norm) moves to our design, fc2 stays.
+    /// (and the residual of the member adding into its input), fc2 with fc1 through the
+    /// device quantize, the stage takes fewer submissions, and every buffer the host reads
+    /// equals the CPU INT8 path's bit for bit; with the fixture programs, fc1 (fed by a device
+    /// norm) and fc2 (fed by the device quantize) move to our design.
     #[test]
     fn norms_join_the_chains_and_the_stage_equals_the_cpu_int8_path() {
         let programs = fixture_programs();
@@ -2673,10 +2875,10 @@ mod tests {
             .enumerate()
             .map(|(i, &(n, _))| (i != 1).then(|| rng.vec(n, 0.3)))
             .collect();
-        // (fixture programs, submissions): designs only: [norm, q, k, v], [out, norm (its
-        // residual), fc1], [fc2, norm (its residual), q]; with the fixtures fc2 stays on its
-        // program, so the next norm starts its own group.
-        for (with_fixtures, want) in [(false, 3), (true, 4)] {
+        // (fixture programs, submissions): [norm, q, k, v], [out, norm (its residual), fc1,
+        // quantize, fc2], [norm, q] (x was written twice in the group before: by out and fc2,
+        // not one residual), with or without the fixture programs.
+        for (with_fixtures, want) in [(false, 3), (true, 3)] {
             let progs: &[GemmProgramFiles] = if with_fixtures { &programs } else { &[] };
             let (emu, device) = emulated_device(progs).unwrap();
             let npu = NpuBackend::new(device, progs, 2)
@@ -2698,7 +2900,13 @@ mod tests {
                 );
                 let residual = |i: usize| plan.norms[i].and_then(|n| n.residual);
                 assert_eq!(residual(6), Some(5));
-                assert_eq!(residual(9), (!with_fixtures).then_some(8));
+                assert_eq!(residual(9), None);
+                assert_eq!(
+                    plan.quantized[8],
+                    Some(7),
+                    "fc2 reads fc1's result quantized"
+                );
+                assert_eq!(plan.member[8].map(|m| m.0), plan.member[7].map(|m| m.0));
                 let before = emu.stats().submitted;
                 for rows in [max_rows, 1] {
                     let x = rng.vec(rows * d, 1.0);

@@ -35,16 +35,23 @@
 //! add). A linear whose matrix a fixture program holds moves to our design when it reads a
 //! device norm's image.
 //!
-//! Measured (`amanuensis bench --device emu`, jfk.wav): base 36 submissions per window
-//! (was 42: per layer `[norm, q, k, v]`, `[out, norm + residual, fc1 × 4]`, each chunk's
-//! fc2), 25 per token (was 36: per layer `[norm, q, k, v]`, `[self out, norm + residual,
-//! cross q]`, `[cross out, norm + residual, fc1]`, fc2 on its fixture program; the last
-//! layer's MLP norm stays on the host, its output is not overwritten before the step ends);
-//! tiny.en 24 per window (was 28), 24 per token (unchanged: the decoder mapping's output
-//! rows for d 384 are 512 wide, not rows a norm can add, so no residual joins). Not done:
-//! fc1 → fc2 (fc2's input is fc1's GELU output, which needs a plain quantize op; the kernel
-//! has no quantize-only mode), and an fc2 chunk joining the next layer's norm (its C region
-//! laid at its rows' offset in an r buffer of `-0.0`). The x rows go to the device as f32
+//! **The plain quantize** ([`NormKey::quantize`], `norm: false`): the same design without the
+//! norm (`nq_quant`; no parameters, r or x_out), rows of a GEMM's f32 output quantized per row
+//! (`q8::quant::quantize_row`'s bits, tested here through the emulated device) into the
+//! activation image of the GEMM after it: fc2 reads fc1's GELU output through it, so fc1 → fc2
+//! chains (the chain plan's `quantized`).
+//!
+//! Measured (`amanuensis bench --device emu`, jfk.wav, counts are deterministic): with the
+//! norms on the device base went 42 → 36 submissions per window and 36 → 25 per token, tiny.en
+//! 28 → 24 per window (24 per token unchanged: the decoder mapping's output rows for d 384
+//! are 512 wide, not rows a norm can add). With the device quantize before fc2: base **12**
+//! per window (per layer `[norm, q, k, v]`, `[out, norm + residual, fc1 × 4, (quantize, fc2)
+//! × 4]`) and **19** per token (per layer `[norm, q, k, v]`, `[self out, norm + residual,
+//! cross q]`, `[cross out, norm + residual, fc1, quantize, fc2]`; the last layer's cross out
+//! and `[fc1, quantize, fc2]` apart, its MLP norm on the host); tiny.en **8** per window, **20**
+//! per token. Not done: the next layer's norm joining the group of fc2 (x was added into twice
+//! there: by the out-projection and by fc2), the encoder's fc2 chunks as one residual, and
+//! attention (its own context; Q/K quantized on the host). The x rows go to the device as f32
 //! (4 bytes a value instead of the 1-byte codes the readers took), so a window moves more
 //! bytes to the device until the residual stream stays resident there.
 
@@ -68,10 +75,24 @@ pub const NORM_ARGS: usize = 5;
 /// What identifies a norm design.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NormKey {
-    /// Row width (`d_model`).
+    /// Row width (`d_model`; a GEMM's output width for the plain quantize).
     pub d: usize,
     /// `x += r` before the norm.
     pub residual: bool,
+    /// The LayerNorm; false: the plain per-row quantize (`nq_quant`: a GEMM's f32 output rows
+    /// quantized for the GEMM after it), which takes only x and the image.
+    pub norm: bool,
+}
+
+impl NormKey {
+    /// The plain quantize of rows of width `d`.
+    pub fn quantize(d: usize) -> Self {
+        Self {
+            d,
+            residual: false,
+            norm: false,
+        }
+    }
 }
 
 /// A norm design on one target: its geometry and regmap layout.
@@ -86,10 +107,16 @@ pub struct NormDesign {
 impl NormDesign {
     /// The design `key` on `target`, or why it does not fit (width, L1 budget).
     pub fn new(target: Target, key: NormKey) -> Result<Self, NpuError> {
-        let design = NormQuantDesign::new(target, key.d, key.residual).map_err(|e| {
-            NpuError::InvalidRequest {
-                what: format!("norm design d {} residual {}: {e}", key.d, key.residual),
-            }
+        let design = if key.norm {
+            NormQuantDesign::new(target, key.d, key.residual)
+        } else {
+            NormQuantDesign::quantize(target, key.d)
+        }
+        .map_err(|e| NpuError::InvalidRequest {
+            what: format!(
+                "norm design d {} residual {} norm {}: {e}",
+                key.d, key.residual, key.norm
+            ),
         })?;
         Ok(Self { key, design })
     }
@@ -202,8 +229,8 @@ impl AieNorm {
 /// The PDI of a norm design on the emulated device: a text naming it (no real PDI exists).
 pub fn emulated_pdi(target: Target, key: &NormKey) -> Vec<u8> {
     format!(
-        "amanuensis EMULATED AIE NORM/QUANTIZE (no real PDI): {:?} {}c d{} residual {}",
-        target.generation, target.cols, key.d, key.residual
+        "amanuensis EMULATED AIE NORM/QUANTIZE (no real PDI): {:?} {}c d{} residual {} norm {}",
+        target.generation, target.cols, key.d, key.residual, key.norm
     )
     .into_bytes()
 }
@@ -273,14 +300,19 @@ mod tests {
         }
     }
 
-    /// One norm submission through the emulated device (context, BOs, regmap packet, ring):
-    /// the activation image rows are the CPU INT8 path's codes and scales, x_out its residual
-    /// sum, bit for bit; the padding rows of the image are not touched past the last round.
+    /// One norm (or plain quantize) submission through the emulated device (context, BOs,
+    /// regmap packet, ring): the activation image rows are the CPU INT8 path's codes and
+    /// scales, x_out its residual sum, bit for bit.
     #[test]
     fn a_norm_submission_on_the_emulated_device_writes_the_cpu_int8_rows() {
         let mut rng = Rng(41);
-        for (rows, d, residual) in [(1, 384, false), (5, 512, true), (1500, 512, true)] {
-            let key = NormKey { d, residual };
+        for (rows, d, residual, norm) in [
+            (1, 384, false, true),
+            (5, 512, true, true),
+            (1500, 512, true, true),
+            (3, 2048, false, false),
+        ] {
+            let key = NormKey { d, residual, norm };
             let nd = NormDesign::new(EMULATED_TARGET, key).unwrap();
             let emu = Arc::new(EmuDriver::new(emulated_config()));
             register_norm_model(&emu, EMULATED_TARGET, key).unwrap();
@@ -339,7 +371,11 @@ mod tests {
                 }
             }
             let mut y = vec![0f32; rows * d];
-            layer_norm(&v, rows, d, &gamma, &beta, 1e-5, &mut y);
+            if norm {
+                layer_norm(&v, rows, d, &gamma, &beta, 1e-5, &mut y);
+            } else {
+                y.copy_from_slice(&v);
+            }
             let image = arena.bytes(bufs[3]);
             let mut codes = vec![0i8; d];
             for row in 0..rows {
@@ -368,6 +404,7 @@ mod tests {
             NormKey {
                 d: 768,
                 residual: true,
+                norm: true,
             },
         )
         .unwrap_err();
@@ -377,6 +414,7 @@ mod tests {
             NormKey {
                 d: 384,
                 residual: false,
+                norm: true,
             },
         )
         .unwrap();

@@ -88,4 +88,11 @@ for d in 384 512; do
   build_design "norm_quant_${d}" norm_quant.py -D "$d" -M 1500
   build_design "add_norm_quant_${d}" norm_quant.py -D "$d" -M 1500 --residual
 done
+# The plain quantize of fc2's input (tiny, base): no parameters, so the kernel's parameter array
+# at its smallest (-DNQ_MAX_D=64) to leave L1 to the single-buffered rows.
+"${PEANO_INSTALL_DIR}/bin/clang++" --target="$target" -O2 -std=c++20 -ffp-contract=off \
+  -DNQ_MAX_D=64 -I"$here/kernels" "${cflags[@]}" -c "$here/kernels/norm_quant.cc" -o "$out/norm_quant.o"
+for d in 1536 2048; do
+  build_design "quant_${d}" norm_quant.py -D "$d" -M 1500 --quantize
+done
 echo "aie/build.sh: done. These xclbins have not been run on hardware by this project."

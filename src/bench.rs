@@ -60,9 +60,11 @@ pub const ASSUMED_ROUND_TRIP_S: f64 = 45e-6;
 /// The dispatch budget of a device run: what the encoder and the decoder submitted (the sums
 /// of their dispatch logs over the timed transcriptions), per 30 s window and per token, and a
 /// **projected** time on Phoenix and Strix. On the emulated device every INT8 linear whose
-/// `(K, N)` are multiples of 64 runs on the device (base's fc1 / fc2 through the fixture
-/// programs, the rest on our GEMM designs), the linears a stage's chain plan groups in one
-/// `ERT_CMD_CHAIN` submission; attention, norms, the conv stem and the logits run on the CPU.
+/// `(K, N)` are multiples of 64 runs on the device (on our GEMM designs; a fixture program only
+/// where no device norm or device quantize feeds it), with the LayerNorms and fc2's input
+/// quantization as device ops, the ops a stage's chain plan groups in one `ERT_CMD_CHAIN`
+/// submission; attention (unless on its design), the norms whose output the host reads, the
+/// conv stem and the logits run on the CPU.
 #[derive(Debug, Clone)]
 pub struct DispatchBudget {
     /// Encoder submissions over the timed run.
@@ -243,13 +245,13 @@ impl std::fmt::Display for DispatchBudget {
         let us = |ns: u64, n: u64| ns as f64 / 1e3 / n.max(1) as f64;
         writeln!(
             f,
-            "dispatch budget   on the device today: every INT8 linear with K, N multiples of 64 (d {}, MLP {}); one submission per group of a stage's chain plan (ERT_CMD_CHAIN: q/k/v together, fc1 of every MLP chunk, cross K/V of all layers, a fixture linear's 128-row tiles); {}",
+            "dispatch budget   on the device today: every INT8 linear with K, N multiples of 64 (d {}, MLP {}); one submission per group of a stage's chain plan (ERT_CMD_CHAIN: a LayerNorm (+ residual add) with the linears reading it, fc2 with fc1 through the device quantize, cross K/V of all layers, a fixture linear's 128-row tiles); {}",
             self.dims.d,
             self.dims.mlp,
             if self.attention_on_device {
-                "every attention on the attention design (one submission each; Q/K quantized on the host; the decoder's self-attention K/V cache resident on the device, each step's new rows uploaded); norms, conv stem, logits on the CPU"
+                "every attention on the attention design (one submission each; Q/K quantized on the host; the decoder's self-attention K/V cache resident on the device, each step's new rows uploaded); norms whose output the host reads, conv stem, logits on the CPU"
             } else {
-                "attention, norms, conv stem, logits on the CPU"
+                "attention, norms whose output the host reads, conv stem, logits on the CPU"
             }
         )?;
         writeln!(

@@ -29,7 +29,12 @@
 #     shim S2MM 0 writes them into the activation image the GEMM design reads
 #   - x_out (--residual only): joined by memory tile c, shim S2MM 1 writes the updated rows
 #
-# Usage: python3 norm_quant.py --dev npu1 -D 512 [--residual] [-M 1500] > norm_quant.mlir
+# --quantize: the plain per-row quantize (kernel nq_quant, no norm, no parameters, no residual)
+# of a GEMM's f32 output rows, for the GEMM after it (fc1's GELU output before fc2; D = 4 *
+# d_model). Same geometry (four cores per column); x is single-buffered in L1 (a 4-row object is
+# 16 * D bytes: 32 KB for base), budget in aie/src/design.rs (NormQuantDesign::quantize).
+#
+# Usage: python3 norm_quant.py --dev npu1 -D 512 [--residual | --quantize] [-M 1500] > nq.mlir
 # M is not compiled into the cores (they loop forever); -M only sizes the runtime sequence.
 # The kernel object is built with -DNQ_MAX_D=D (its parameter array, aie/build.sh).
 import argparse
@@ -47,7 +52,8 @@ NQ_ROWS = 4
 CORE_ROWS = 4
 
 
-def norm_quant(dev_name, M, D, residual):
+def norm_quant(dev_name, M, D, residual, quantize=False):
+    assert not (residual and quantize), "the plain quantize has no residual"
     dev, cols = (NPU1(), 4) if dev_name == "npu1" else (NPU2(), 8)
     assert D % TILE_K == 0, "D is a multiple of 64"
     per_col = 2 if residual else CORE_ROWS
@@ -68,15 +74,20 @@ def norm_quant(dev_name, M, D, residual):
     act_ty = np.ndarray[(m_pad * row_bytes,), np.dtype[np.int8]]
 
     load = Kernel("nq_load_params", "norm_quant.o", [x_ty, np.int32])
-    if residual:
+    if quantize:
+        kern = Kernel("nq_quant", "norm_quant.o", [x_ty, codes_ty, np.int32])
+    elif residual:
         kern = Kernel("nq_add_norm", "norm_quant.o", [x_ty, x_ty, x_ty, codes_ty, np.int32])
     else:
         kern = Kernel("nq_norm", "norm_quant.o", [x_ty, codes_ty, np.int32])
 
     offs = lambda n, size: [j * size for j in range(n)]
     x_in = [ObjectFifo(xcol_ty, name=f"x{c}") for c in range(cols)]
+    x_depth = 1 if quantize else 2  # the L1 budget of the wide quantize rows
     x_l1 = [
-        x_in[c].cons().split(offs(per_col, NQ_ROWS * D), placement=Tile(c, 1), obj_types=[x_ty] * per_col)
+        x_in[c].cons().split(
+            offs(per_col, NQ_ROWS * D), placement=Tile(c, 1), obj_types=[x_ty] * per_col, depths=[x_depth] * per_col
+        )
         for c in range(cols)
     ]
     if residual:
@@ -106,9 +117,10 @@ def norm_quant(dev_name, M, D, residual):
     ]
 
     def core_fn(xs, rs, xo, codes, load, kern):
-        p = xs.acquire(1)  # the parameter object: copied into the kernel's own array
-        load(p, D)
-        xs.release(1)
+        if not quantize:
+            p = xs.acquire(1)  # the parameter object: copied into the kernel's own array
+            load(p, D)
+            xs.release(1)
         for _ in range_(sys.maxsize):
             x = xs.acquire(1)
             c = codes.acquire(1)
@@ -141,7 +153,7 @@ def norm_quant(dev_name, M, D, residual):
         rt.start(*workers)
         # The parameter object once per core (stride 0 over the column's cores).
         tg = rt.task_group()
-        for c in range(cols):
+        for c in range(cols if not quantize else 0):
             rt.fill(
                 x_in[c].prod(),
                 params,
@@ -184,6 +196,7 @@ if __name__ == "__main__":
     p.add_argument("-M", type=int, default=1500)
     p.add_argument("-D", type=int, required=True)
     p.add_argument("--residual", action="store_true", help="x += r before the norm (add_norm_quant)")
+    p.add_argument("--quantize", action="store_true", help="the plain per-row quantize (nq_quant)")
     a = p.parse_args()
-    print(norm_quant(a.dev, a.M, a.D, a.residual))
+    print(norm_quant(a.dev, a.M, a.D, a.residual, a.quantize))
     sys.exit(0)

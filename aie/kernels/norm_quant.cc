@@ -14,6 +14,9 @@
 //           A object t in A-object order (a_offset, 4x8 blocks: one contiguous block row), then
 //           the same slice of the row-scale object (sx[m] f32 LE at a_offset(m, 0), zeros).
 //
+// nq_quant (the plain quantize, for fc2's input): the same per-row quantization of x without
+// the norm, i.e. q8::quant::quantize_row (max over |x|, then codes of x * (127 / max)).
+//
 // Per row, the CPU's operations in its order:
 //   mean = lane_sum(v) / d; var = lane_sum((v - mean)^2) / d; inv = 1 / sqrt(var + eps)
 //   y = (v - mean) * inv * gamma + beta
@@ -91,6 +94,35 @@ void norm_quant_rows(const float *x, const float *params, int8_t *codes, int32_t
   }
 }
 
+// The plain quantize of 4 rows (no norm): per row exactly q8::quant::quantize_row.
+void quant_rows(const float *x, int8_t *codes, int32_t d) {
+  const unsigned k_tiles = (unsigned)d / TILE_K;
+  int8_t *scales = codes + k_tiles * NQ_ROWS * TILE_K;
+  for (unsigned i = 0; i < NQ_ROWS * TILE_K; ++i) scales[i] = 0;
+  for (unsigned m = 0; m < NQ_ROWS; ++m) {
+    const float *v = x + m * d;
+    vf mx = aie::zeros<float, NQ_LANES>();
+    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES)
+      AIE_PREPARE_FOR_PIPELINING
+      mx = aie::max(mx, aie::abs(aie::load_v<NQ_LANES>(v + i)));
+    float max = 0.0f;
+    for (unsigned l = 0; l < NQ_LANES; ++l) max = max < mx.get(l) ? mx.get(l) : max;
+
+    float scale = 0.0f, q = 0.0f;
+    if (max > 0.0f && max <= 3.40282347e38f) {
+      scale = max / 127.0f;
+      q = 127.0f / max;
+    }
+    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES) {
+      const vf y = aie::mul(aie::load_v<NQ_LANES>(v + i), q).template to_vector<float>();
+      int8_t *run = codes + (i / TILE_K) * NQ_ROWS * TILE_K;
+      for (unsigned l = 0; l < NQ_LANES; ++l)
+        run[a_offset(m, (i + l) % TILE_K)] = scale > 0.0f ? quant_code(y.get(l)) : 0;
+    }
+    memcpy(scales + a_offset(m, 0), &scale, 4);
+  }
+}
+
 } // namespace
 
 #ifndef NQ_MAX_D
@@ -135,6 +167,12 @@ void nq_norm(const float *__restrict x, int8_t *__restrict codes, int32_t d) {
 void nq_add_norm(const float *__restrict x, const float *__restrict r, float *__restrict x_out,
                  int8_t *__restrict codes, int32_t d) {
   if (d == nq_params_d) add_norm_quant(x, r, nq_params, x_out, codes, d);
+}
+
+// The plain quantize design's entry point (aie/designs/norm_quant.py --quantize): 4 rows of a
+// GEMM's f32 output (fc1's GELU output) quantized per row for the GEMM after it; no parameters.
+void nq_quant(const float *__restrict x, int8_t *__restrict codes, int32_t d) {
+  quant_rows(x, codes, d);
 }
 
 } // extern "C"

@@ -320,31 +320,57 @@ impl AttentionDesign {
 /// split over 2 cores) + 2 (codes, x out), S2MM 2 (x, r in) + 2 + 2 (the joins): the 6 + 6 an
 /// AIE-ML memory tile has. Without: MM2S 4 + 1, S2MM 1 + 4. Four cores per column with a
 /// residual would need 10 MM2S.
+///
+/// **The plain quantize** ([`NormQuantDesign::quantize`], `--quantize`): the same geometry
+/// without the norm, for a GEMM's f32 output rows (fc1's GELU output before fc2): no parameter
+/// object, four cores per column, x single-buffered in L1 (a 4-row object of fc2's input is
+/// `16·d` bytes: 32 KB for base).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NormQuantDesign {
     /// Target device model.
     pub target: Target,
-    /// Row width (`d_model`), a multiple of 64.
+    /// Row width (`d_model`; fc2's depth for the plain quantize), a multiple of 64.
     pub d: usize,
     /// `add_norm_quant` (residual add first) or `norm_quant`.
     pub residual: bool,
+    /// The LayerNorm (false: the plain quantize `nq_quant`; then `residual` is false).
+    pub norm: bool,
 }
 
 impl NormQuantDesign {
     /// The design for rows of width `d`, or why not (width, or the L1 budget: with a residual
     /// `d = 768` needs 84.6 KB + the stack; without one 36.6 KB fits).
     pub fn new(target: Target, d: usize, residual: bool) -> Result<Self, AieError> {
+        NormQuantDesign {
+            target,
+            d,
+            residual,
+            norm: true,
+        }
+        .checked()
+    }
+
+    /// The plain quantize for rows of width `d`, or why not (width, the L1 budget: d = 3072,
+    /// whisper-small's fc2 input, needs 72.5 KB + the stack).
+    pub fn quantize(target: Target, d: usize) -> Result<Self, AieError> {
+        NormQuantDesign {
+            target,
+            d,
+            residual: false,
+            norm: false,
+        }
+        .checked()
+    }
+
+    fn checked(self) -> Result<Self, AieError> {
+        let d = self.d;
         if d == 0 || !d.is_multiple_of(TILE_K) {
             return Err(AieError::NormWidth {
                 d,
                 reason: "must be a positive multiple of 64 (the A objects' depth step)",
             });
         }
-        let design = NormQuantDesign {
-            target,
-            d,
-            residual,
-        };
+        let design = self;
         check_budget(
             "compute tile",
             design.l1_bytes() + L1_STACK_RESERVE,
@@ -378,6 +404,10 @@ impl NormQuantDesign {
     /// double-buffered, and the kernel's own copy of the parameters (`nq_load_params`).
     pub fn l1_bytes(&self) -> usize {
         let x = self.row_object_bytes();
+        if !self.norm {
+            // The plain quantize: x single-buffered, no parameters.
+            return x + 2 * codes_bytes(self.d);
+        }
         let rx = if self.residual { 4 * x } else { 0 };
         2 * x + rx + 2 * codes_bytes(self.d) + param_bytes(self.d)
     }
@@ -480,6 +510,36 @@ mod tests {
                 .rows_per_round(),
             128
         );
+    }
+
+    #[test]
+    fn the_plain_quantize_fits_fc2_inputs_of_tiny_and_base() {
+        for t in [Target::NPU1, Target::NPU2] {
+            for dims in [TINY, BASE] {
+                let q = NormQuantDesign::quantize(t, dims.mlp).unwrap();
+                assert!(q.l1_bytes() + L1_STACK_RESERVE <= L1_BYTES);
+                assert_eq!(
+                    (q.cores_per_column(), q.residual, q.norm),
+                    (4, false, false)
+                );
+            }
+            // base: x 32 KB single-buffered, codes 2 × 8448 B.
+            let q = NormQuantDesign::quantize(t, 2048).unwrap();
+            assert_eq!(q.l1_bytes(), 32768 + 2 * 8448);
+            // L2: 16 rows of x (f32) and image rows (2112 B), double-buffered: 322 KB.
+            assert_eq!(q.l2_bytes(), 2 * 16 * (4 * 2048 + 2112));
+            assert!(matches!(
+                NormQuantDesign::quantize(t, 3072),
+                Err(AieError::Budget {
+                    tile: "compute tile",
+                    ..
+                })
+            ));
+            assert!(matches!(
+                NormQuantDesign::quantize(t, 100),
+                Err(AieError::NormWidth { d: 100, .. })
+            ));
+        }
     }
 
     #[test]

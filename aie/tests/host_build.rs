@@ -363,6 +363,48 @@ fn norm_quant_equals_the_rust_model() {
 }
 
 #[test]
+fn the_plain_quantize_equals_the_rust_model_and_quantize_row() {
+    let mut rng = Rng(19);
+    for (case, d) in [64usize, 1536, 2048].into_iter().enumerate() {
+        let calls = 5;
+        // The norm's edge rows (zero, -0.0, constant, outlier, huge, tiny, an infinity) and a
+        // NaN in one row (skipped by the max, code 0).
+        let mut x = norm_rows(&mut rng, calls, d);
+        x[8 * d + 1] = f32::NAN;
+        let mut input = Vec::new();
+        for v in [d as u32, calls as u32] {
+            input.extend(v.to_le_bytes());
+        }
+        input.extend(le(&x, f32::to_le_bytes));
+        let out = run("quant", &input, &format!("quant{case}"));
+        assert_eq!(out.len(), calls * codes_bytes(d), "case {case}");
+        let mut codes = vec![0u8; codes_bytes(d)];
+        let mut want = vec![0i8; d];
+        let mut live = 0;
+        for (c, got) in out.chunks_exact(codes_bytes(d)).enumerate() {
+            let rows = &x[c * NQ_ROWS * d..(c + 1) * NQ_ROWS * d];
+            norm_quant::quant(rows, &mut codes);
+            assert_eq!(got, &codes[..], "case {case} call {c}");
+            // The model is the CPU INT8 path's quantize_row.
+            let mut image = vec![0u8; NQ_ROWS * (d + 64)];
+            norm_quant::quant_rows(rows, NQ_ROWS, d, &mut image);
+            for m in 0..NQ_ROWS {
+                let scale = amanuensis_runtime::q8::quant::quantize_row(
+                    &rows[m * d..(m + 1) * d],
+                    &mut want,
+                );
+                let row = &image[m * (d + 64)..(m + 1) * (d + 64)];
+                assert!(row[..d].iter().zip(&want).all(|(&g, &w)| g as i8 == w));
+                assert_eq!(row[d..d + 4], scale.to_le_bytes());
+                live += usize::from(scale > 0.0);
+            }
+        }
+        assert!(live >= calls * NQ_ROWS / 2, "case {case}: {live}");
+        assert!(codes.iter().any(|&b| b as i8 == 127 || b as i8 == -127));
+    }
+}
+
+#[test]
 fn quant_code_equals_the_cpu_int8_rounding() {
     // Exact ties (k + 0.5), their neighbours, the clamp, infinities and NaN, and a dense sweep.
     let mut ys: Vec<f32> = (-260..=260)

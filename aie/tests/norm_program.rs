@@ -111,3 +111,73 @@ fn the_norm_stream_writes_the_cpu_int8_activation_rows() {
         }
     }
 }
+
+/// The plain quantize (fc2's input: fc1's GELU output rows, f32) through the validator and the
+/// interpreter: every row's codes and scale are `q8::quant::quantize_row`'s, bit for bit.
+#[test]
+fn the_quantize_stream_writes_the_cpu_int8_activation_rows() {
+    let mut rng = Rng(29);
+    for (t, m, d) in [
+        (Target::NPU1, 1, 1536),
+        (Target::NPU1, 70, 2048),
+        (Target::NPU2, 384, 2048),
+    ] {
+        let nd = NormQuantDesign::quantize(t, d).unwrap();
+        let lens = arg_lens(&nd, m);
+        let rows = lens[0] / (4 * d);
+        // GELU-like rows (small negatives), one all zero; rows past m nonzero.
+        let mut x: Vec<f32> = (0..rows * d)
+            .map(|_| {
+                let v = rng.f() * 4.0;
+                if v < 0.0 {
+                    v * 0.04
+                } else {
+                    v
+                }
+            })
+            .collect();
+        if m > 1 {
+            x[d..2 * d].fill(0.0);
+        }
+        let words = norm_program(&nd, m).unwrap();
+        let arg_lens: Vec<u64> = lens.iter().map(|&l| l as u64).collect();
+        let limits = Limits {
+            arg_lens: &arg_lens,
+            partition_cols: Some(t.cols),
+        };
+        let plan = validate(&words, &limits).unwrap_or_else(|e| panic!("validator: {e}"));
+        assert_eq!(plan.summary.unawaited, 0);
+        let mut mem = vec![
+            le(&x),
+            vec![0u8; lens[1]],
+            vec![0u8; lens[2]],
+            vec![0xEEu8; lens[3]],
+            vec![0u8; lens[4]],
+        ];
+        execute(&plan, mem.as_mut_slice(), &mut |io: &mut ArrayIo| {
+            let sent: BTreeMap<_, _> = io
+                .inputs()
+                .map(|(ch, b)| ((ch.col, Direction::Mm2s, ch.channel), b.to_vec()))
+                .collect();
+            for ((col, _, chan), bytes) in norm_array(&nd, &sent)? {
+                io.send(col, chan, &bytes)?;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("interpreter: {e}"));
+        let image = &mem[3];
+        let row_bytes = d + 64;
+        let mut codes = vec![0i8; d];
+        for row in 0..m {
+            let scale = quantize_row(&x[row * d..(row + 1) * d], &mut codes);
+            assert_eq!(scale == 0.0, row == 1, "{t:?} m {m} row {row}");
+            let got = &image[row * row_bytes..(row + 1) * row_bytes];
+            let got_codes: Vec<i8> = got[..d].iter().map(|&b| b as i8).collect();
+            assert_eq!(got_codes, codes, "{t:?} m {m} d {d} row {row}");
+            assert_eq!(&got[d..d + 4], &scale.to_le_bytes(), "row {row} scale");
+            assert!(got[d + 4..].iter().all(|&b| b == 0), "row {row} padding");
+        }
+        // Nothing reads or writes the norm's other arguments.
+        assert!(mem[4].iter().all(|&b| b == 0));
+    }
+}

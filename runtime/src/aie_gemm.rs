@@ -39,6 +39,7 @@ use crate::npu::program::RegmapLayout;
 use crate::npu::txn::{self, ArrayIo, Limits};
 use crate::npu::xclbin::{Xclbin, XclbinBuilder, MLIR_AIE_DPU_KERNEL_ID};
 use crate::npu::NpuError;
+use crate::npu_norm::{AieNorm, NormKey};
 
 /// The target the emulated designs are generated for: npu2 (Strix, 8 columns), the geometry
 /// of the emulated device the fixture programs also need.
@@ -94,6 +95,27 @@ pub fn emulated_xclbin(target: Target, key: &DesignKey) -> Vec<u8> {
 pub fn emulated_xclbin_of(target: Target, keys: &[DesignKey]) -> Vec<u8> {
     let pdis: Vec<Vec<u8>> = keys.iter().map(|k| emulated_pdi(target, k)).collect();
     XclbinBuilder::mlir_aie_kernels(&pdis, target.cols as u16, 3).build()
+}
+
+/// An xclbin with one mlir-aie kernel per GEMM design of `keys` (buffer args A, W, out), then
+/// one per norm design of `norms` (its [`crate::npu_norm::NORM_ARGS`] buffer args): kernel `i`
+/// has `dpu_kernel_id` 0x901 + i.
+pub fn emulated_xclbin_with_norms(
+    target: Target,
+    keys: &[DesignKey],
+    norms: &[NormKey],
+) -> Vec<u8> {
+    let kernels: Vec<(Vec<u8>, usize)> = keys
+        .iter()
+        .map(|k| (emulated_pdi(target, k), 3))
+        .chain(norms.iter().map(|k| {
+            (
+                crate::npu_norm::emulated_pdi(target, k),
+                crate::npu_norm::NORM_ARGS,
+            )
+        }))
+        .collect();
+    XclbinBuilder::mlir_aie_kernels_args(&kernels, target.cols as u16).build()
 }
 
 /// Makes `emu`'s firmware run the design's PDI with the aie crate's array model: the streams
@@ -159,11 +181,14 @@ pub struct AieGemm {
     streams: Mutex<Vec<Stream>>,
 }
 
-/// The hardware context holding a set of designs, CU `i` running `designs[i]`.
+/// The hardware context holding a set of designs, CU `i` running `designs[i]`, then CU
+/// `designs.len() + j` running `norms[j]`.
 pub struct AieContext {
     pub(crate) ctx: Arc<HwContext>,
-    /// The designs, by CU index.
+    /// The GEMM designs, by CU index.
     pub designs: Vec<Arc<AieGemm>>,
+    /// The norm designs, after the GEMM designs.
+    pub norms: Vec<Arc<AieNorm>>,
 }
 
 impl AieContext {
@@ -173,25 +198,31 @@ impl AieContext {
         device: &Device,
         heap: &Arc<Heap>,
         designs: Vec<Arc<AieGemm>>,
+        norms: Vec<Arc<AieNorm>>,
         xclbin: &[u8],
     ) -> Result<Self, NpuError> {
         let x = Xclbin::parse(xclbin)?;
         let kernels = x.kernels()?;
-        let mut ids = Vec::with_capacity(designs.len());
-        for (i, g) in designs.iter().enumerate() {
+        let mut ids = Vec::with_capacity(designs.len() + norms.len());
+        let wanted = designs
+            .iter()
+            .map(|g| (format!("GEMM design {:?}", g.key), &g.layout))
+            .chain(
+                norms
+                    .iter()
+                    .map(|n| (format!("norm design {:?}", n.key), &n.layout)),
+            );
+        for (i, (what, layout)) in wanted.enumerate() {
             let id = MLIR_AIE_DPU_KERNEL_ID + i as u64;
             let kernel = kernels
                 .iter()
                 .find(|k| k.kind == "dpu" && k.dpu_kernel_id == Some(id))
                 .ok_or_else(|| NpuError::InvalidRequest {
-                    what: format!(
-                        "GEMM design {:?}: no dpu kernel {id:#x} in the xclbin",
-                        g.key
-                    ),
+                    what: format!("{what}: no dpu kernel {id:#x} in the xclbin"),
                 })?;
-            if RegmapLayout::from_kernel(kernel)? != g.layout {
+            if RegmapLayout::from_kernel(kernel)? != *layout {
                 return Err(NpuError::InvalidRequest {
-                    what: format!("GEMM design {:?}: kernel {id:#x} has another regmap", g.key),
+                    what: format!("{what}: kernel {id:#x} has another regmap"),
                 });
             }
             ids.push(id);
@@ -200,7 +231,16 @@ impl AieContext {
         Ok(Self {
             ctx: Arc::new(ctx),
             designs,
+            norms,
         })
+    }
+
+    /// The CU running norm design `key`.
+    pub fn cu_of_norm(&self, key: &NormKey) -> Option<u32> {
+        self.norms
+            .iter()
+            .position(|n| n.key == *key)
+            .map(|i| (self.designs.len() + i) as u32)
     }
 
     /// The CU running `key`.
@@ -211,9 +251,12 @@ impl AieContext {
             .map(|i| i as u32)
     }
 
-    /// Whether this context holds exactly `keys`, in order.
-    pub fn holds(&self, keys: &[DesignKey]) -> bool {
-        self.designs.len() == keys.len() && self.designs.iter().zip(keys).all(|(g, k)| g.key == *k)
+    /// Whether this context holds exactly `keys` and `norms`, in order.
+    pub fn holds(&self, keys: &[DesignKey], norms: &[NormKey]) -> bool {
+        self.designs.len() == keys.len()
+            && self.designs.iter().zip(keys).all(|(g, k)| g.key == *k)
+            && self.norms.len() == norms.len()
+            && self.norms.iter().zip(norms).all(|(n, k)| n.key == *k)
     }
 }
 

@@ -11,12 +11,57 @@
 //! writes it), and results are written in program order. Buffers are compared whole
 //! (conservative): a member is never hoisted over a write to any part of its input buffer.
 //!
+//! **Device norms.** A `LayerNorm` the device can compute (norm + per-row quantization into the
+//! activation image a GEMM design reads, `crate::npu_norm`) may be a member too, when its f32
+//! result is never needed on the host: every op that reads its output buffer before the buffer
+//! is next overwritten whole (by a norm or an attention writing the same rows) is a device
+//! linear that can read the image (`reads_image`, same context, same width, rows inside the
+//! norm's), and all of them join the group with it; a norm whose output is still unwritten at
+//! the stage's end, or read by any other op, stays on the host. Its input must be final at the
+//! group's start as a linear's, except for one case, the **residual**: when the only op between
+//! that writes the norm's input is a member linear with the `AddInto` epilogue into exactly the
+//! norm's rows whose device result is f32 rows of the norm's width ([`Role::Linear`]'s
+//! `residual_width`), the norm takes that member's result as its residual `r` (`x + r` on the
+//! device, the same single f32 add the host still does at the linear's position) and x as it
+//! was at the group's start. A group may start at a norm.
+//!
+//! **Device quantize.** A linear whose input buffer was written since the group's start may
+//! still join when the last op that wrote it is a member linear that stored (`Store` or
+//! `Gelu`, not `AddInto`) exactly the rows it reads and whose device result is f32 rows of its
+//! depth ([`Role::Linear`]'s `residual_width`), and it can read a quantized image
+//! (`quantized_input`): a device quantize (one more sub-command) turns that member's result
+//! into its activation image ([`ChainPlan::quantized`]). Its input at its own position is that
+//! result (nothing after the source wrote the buffer), so the CPU's order is kept. This is
+//! fc1 → fc2: fc2 reads fc1's GELU output.
+//!
 //! Nothing here knows which network or device it plans for: the backend says which ops are
-//! device linears, of which context, at what cost.
+//! device ops, of which context, at what cost.
 
-use crate::stage::{BufferId, Op};
+use crate::cpu::Epilogue;
+use crate::stage::{At, BufferId, Extent, Op};
 
-/// What a device linear costs a group.
+/// What a device op can do besides its arithmetic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A linear.
+    Linear {
+        /// It can read a member norm's activation image instead of quantizing its f32 input.
+        reads_image: bool,
+        /// Its device result is f32 rows of exactly this width (a norm can add them as `r`, a
+        /// device quantize can read them).
+        residual_width: Option<usize>,
+        /// A device quantize of its input width exists: it can read the quantized image of a
+        /// member linear's f32 result.
+        quantized_input: bool,
+    },
+    /// A norm.
+    Norm {
+        /// Its design with a residual input exists.
+        residual: bool,
+    },
+}
+
+/// What a device op (a linear or a norm) costs a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceLinear {
     /// The hardware context it runs on (a chain's sub-commands share one).
@@ -26,6 +71,10 @@ pub struct DeviceLinear {
     /// Device bytes of its inputs and outputs at its most rows (the group's buffers hold the
     /// sum over its members).
     pub bytes: usize,
+    /// Values per input row (a linear's depth, a norm's width).
+    pub width: usize,
+    /// Linear or norm.
+    pub role: Role,
 }
 
 /// Limits of one group.
@@ -50,6 +99,15 @@ pub struct Group {
     pub bytes: usize,
 }
 
+/// A member norm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormMember {
+    /// The member linear whose device result is its residual `r`, if any.
+    pub residual: Option<usize>,
+    /// Most rows its readers need of its image (their row offset plus most rows).
+    pub max_rows: usize,
+}
+
 /// The groups of one stage.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChainPlan {
@@ -59,22 +117,55 @@ pub struct ChainPlan {
     pub starts: Vec<Option<u32>>,
     /// Per op: its (group, member index) when it is a member.
     pub member: Vec<Option<(u32, u32)>>,
+    /// Per op: what a member norm needs.
+    pub norms: Vec<Option<NormMember>>,
+    /// Per op: for a member linear reading a member norm's image, `(norm op, first row)`.
+    pub image_of: Vec<Option<(usize, usize)>>,
+    /// Per op: for a member linear reading the device quantize of member linear `l`'s result
+    /// (its input is exactly `l`'s output), `l`. The quantize is one more sub-command.
+    pub quantized: Vec<Option<usize>>,
+}
+
+/// A fixed offset, if `e` is one.
+fn fixed(e: Extent) -> Option<usize> {
+    (e.per_row == 0 && e.per_pos == 0).then_some(e.constant)
+}
+
+/// The first row of `norm_out`'s rows that `x` (a reader's input, `rows` rows, `width` wide)
+/// starts at, when those rows lie inside the norm's `norm_rows` rows.
+fn rows_inside(
+    norm_out: At,
+    norm_rows: Extent,
+    x: At,
+    rows: Extent,
+    width: usize,
+) -> Option<usize> {
+    let (o, xo) = (fixed(norm_out.offset)?, fixed(x.offset)?);
+    let rel = xo.checked_sub(o)?;
+    if width == 0 || rel % width != 0 {
+        return None;
+    }
+    let first = rel / width;
+    if rows == norm_rows && first == 0 {
+        return Some(0);
+    }
+    (first + fixed(rows)? <= fixed(norm_rows)?).then_some(first)
 }
 
 impl ChainPlan {
-    /// Plans `ops`: `device(i, op)` says whether op `i` is a device linear and what it costs
-    /// (only [`Op::Linear`] ops are asked).
+    /// Plans `ops`: `device(i, op)` says whether op `i` is a device op and what it costs
+    /// (only [`Op::Linear`] and [`Op::LayerNorm`] ops are asked).
     pub fn new(
         ops: &[Op],
         device: impl Fn(usize, &Op) -> Option<DeviceLinear>,
         limits: Limits,
     ) -> Self {
         let n = ops.len();
-        let linear: Vec<Option<(DeviceLinear, BufferId)>> = ops
+        let dev: Vec<Option<DeviceLinear>> = ops
             .iter()
             .enumerate()
             .map(|(i, op)| match op {
-                Op::Linear { x, .. } => device(i, op).map(|d| (d, x.buffer)),
+                Op::Linear { .. } | Op::LayerNorm { .. } => device(i, op),
                 _ => None,
             })
             .collect();
@@ -82,48 +173,291 @@ impl ChainPlan {
             groups: Vec::new(),
             starts: vec![None; n],
             member: vec![None; n],
+            norms: vec![None; n],
+            image_of: vec![None; n],
+            quantized: vec![None; n],
         };
-        let mut written: Vec<BufferId> = Vec::new();
+        // Buffers written since the group's start: (buffer, first writer, writes, last writer).
+        let mut written: Vec<Written> = Vec::new();
+        let note = |written: &mut Vec<Written>, j: usize| {
+            for b in ops[j].writes() {
+                match written.iter_mut().find(|w| w.0 == b) {
+                    Some(w) => {
+                        w.2 += 1;
+                        w.3 = j;
+                    }
+                    None => written.push((b, j, 1, j)),
+                }
+            }
+        };
         for i in 0..n {
-            let Some((d, _)) = linear[i] else { continue };
+            let Some(d) = dev[i] else { continue };
             if plan.member[i].is_some() {
                 continue;
             }
             let g = plan.groups.len() as u32;
             let mut group = Group {
                 context: d.context,
-                members: vec![i],
-                commands: d.commands,
-                bytes: d.bytes,
+                members: Vec::new(),
+                commands: 0,
+                bytes: 0,
             };
-            plan.member[i] = Some((g, 0));
             written.clear();
-            written.extend(ops[i].writes());
-            for j in i + 1..n {
-                if let Some((dj, x)) = linear[j] {
-                    if plan.member[j].is_none()
-                        && dj.context == d.context
-                        && !written.contains(&x)
-                        && group.commands + dj.commands <= limits.commands
-                        && group.bytes + dj.bytes <= limits.bytes
-                    {
-                        plan.member[j] = Some((g, group.members.len() as u32));
-                        group.members.push(j);
-                        group.commands += dj.commands;
-                        group.bytes += dj.bytes;
+            // Readers of a member norm's image not reached yet (their cost is in the group).
+            let mut pending: Vec<usize> = Vec::new();
+            for j in i..n {
+                let joined = match (dev[j], &ops[j]) {
+                    _ if plan.member[j].is_some() => false,
+                    (Some(_), _) if pending.contains(&j) => {
+                        pending.retain(|&p| p != j);
+                        true
                     }
-                }
-                for b in ops[j].writes() {
-                    if !written.contains(&b) {
-                        written.push(b);
+                    (Some(dj), Op::Linear { x, .. }) if dj.context == d.context => {
+                        // Its input final at the group's start, or exactly a member linear's
+                        // result, which a device quantize (one more sub-command) reads.
+                        let input = match written.iter().find(|w| w.0 == x.buffer) {
+                            None => Some(None),
+                            Some(w) => quantize_source(ops, &dev, &group, w.3, j, dj).map(Some),
+                        };
+                        let commands = dj.commands + usize::from(matches!(input, Some(Some(_))));
+                        let fits = group.commands + commands <= limits.commands
+                            && group.bytes + dj.bytes <= limits.bytes;
+                        // The first member starts the group whatever it costs.
+                        let ok = (fits || j == i) && input.is_some();
+                        if ok {
+                            group.commands += commands;
+                            group.bytes += dj.bytes;
+                            plan.quantized[j] = input.flatten();
+                        }
+                        ok
                     }
+                    (Some(dj), Op::LayerNorm { .. }) if dj.context == d.context => {
+                        match norm_join(ops, &dev, &plan, &group, &written, j, dj, limits) {
+                            Some(join) => {
+                                plan.norms[j] = Some(join.member);
+                                for &(r, first) in &join.readers {
+                                    plan.image_of[r] = Some((j, first));
+                                    pending.push(r);
+                                }
+                                group.commands += join.commands;
+                                group.bytes += join.bytes;
+                                true
+                            }
+                            None => false,
+                        }
+                    }
+                    _ => false,
+                };
+                if joined {
+                    plan.member[j] = Some((g, group.members.len() as u32));
+                    group.members.push(j);
+                    // A member norm's output is the image its readers take, never a host
+                    // write; everything else lands in the stage's buffers at its position.
+                    if !matches!(ops[j], Op::LayerNorm { .. }) {
+                        note(&mut written, j);
+                    }
+                } else if j == i {
+                    break;
+                } else {
+                    note(&mut written, j);
                 }
             }
-            plan.starts[i] = Some(g);
+            debug_assert!(pending.is_empty(), "readers of a member norm left out");
+            if group.members.is_empty() {
+                continue;
+            }
+            plan.starts[group.members[0]] = Some(g);
             plan.groups.push(group);
         }
         plan
     }
+}
+
+/// A buffer written since a group's start: (buffer, first writer, writes, last writer).
+type Written = (BufferId, usize, usize, usize);
+
+/// Whether linear `j` (device op `dj`) can read the device quantize of the result of `l`, the
+/// last op that wrote its input buffer since the group's start: `l` a member linear whose
+/// device result is f32 rows of `j`'s depth (`residual_width`) stored (not added) into exactly
+/// `j`'s input rows, and `j` able to read a quantized image. Then `j`'s input at its position
+/// is `l`'s result (nothing after `l` wrote the buffer), which the device already holds.
+fn quantize_source(
+    ops: &[Op],
+    dev: &[Option<DeviceLinear>],
+    group: &Group,
+    l: usize,
+    j: usize,
+    dj: DeviceLinear,
+) -> Option<usize> {
+    let (
+        Op::Linear { x, rows, .. },
+        Op::Linear {
+            out,
+            rows: l_rows,
+            epilogue: Epilogue::Store | Epilogue::Gelu,
+            ..
+        },
+    ) = (&ops[j], &ops[l])
+    else {
+        return None;
+    };
+    let Role::Linear {
+        reads_image: true,
+        quantized_input: true,
+        ..
+    } = dj.role
+    else {
+        return None;
+    };
+    let Some(DeviceLinear {
+        role: Role::Linear {
+            residual_width: Some(w),
+            ..
+        },
+        context,
+        ..
+    }) = dev[l]
+    else {
+        return None;
+    };
+    (group.members.contains(&l)
+        && context == dj.context
+        && out == x
+        && l_rows == rows
+        && w == dj.width)
+        .then_some(l)
+}
+
+/// A norm joining a group: the member, its readers `(op, first row)`, their cost with it.
+struct NormJoin {
+    member: NormMember,
+    readers: Vec<(usize, usize)>,
+    commands: usize,
+    bytes: usize,
+}
+
+/// Whether norm `j` (device op `dj`) can join `group`: its input final at the group's start
+/// (or the residual case), every reader of its output a device linear of the context that
+/// reads the image, its output overwritten whole before the stage ends, and the norm and its
+/// readers within the limits.
+#[allow(clippy::too_many_arguments)]
+fn norm_join(
+    ops: &[Op],
+    dev: &[Option<DeviceLinear>],
+    plan: &ChainPlan,
+    group: &Group,
+    written: &[Written],
+    j: usize,
+    dj: DeviceLinear,
+    limits: Limits,
+) -> Option<NormJoin> {
+    let Op::LayerNorm { x, out, rows, .. } = ops[j] else {
+        return None;
+    };
+    let Role::Norm {
+        residual: has_residual,
+    } = dj.role
+    else {
+        return None;
+    };
+    let width = dj.width;
+    // The input: final, or written once since the start by a member linear adding into it.
+    let residual = match written.iter().find(|w| w.0 == x.buffer) {
+        None => None,
+        Some(&(_, l, 1, _)) if has_residual && group.members.contains(&l) => {
+            let Op::Linear {
+                out: l_out,
+                rows: l_rows,
+                epilogue: Epilogue::AddInto,
+                ..
+            } = ops[l]
+            else {
+                return None;
+            };
+            let Some(DeviceLinear {
+                role:
+                    Role::Linear {
+                        residual_width: Some(w),
+                        ..
+                    },
+                ..
+            }) = dev[l]
+            else {
+                return None;
+            };
+            (l_out == x && l_rows == rows && w == width).then_some(Some(l))?
+        }
+        Some(_) => return None,
+    };
+    let (mut commands, mut bytes) = (dj.commands, dj.bytes);
+    let mut readers = Vec::new();
+    let mut max_rows = 0;
+    let mut covered = false;
+    for (k, op) in ops.iter().enumerate().skip(j + 1) {
+        if op.reads().any(|b| b == out.buffer) {
+            let (
+                Op::Linear {
+                    x: rx,
+                    rows: rr,
+                    max_rows: rmax,
+                    ..
+                },
+                Some(dk),
+            ) = (op, dev[k])
+            else {
+                return None;
+            };
+            let reads_image = matches!(
+                dk.role,
+                Role::Linear {
+                    reads_image: true,
+                    ..
+                }
+            );
+            if !reads_image
+                || dk.context != group.context
+                || dk.width != width
+                || rx.buffer != out.buffer
+                || plan.member[k].is_some()
+            {
+                return None;
+            }
+            let first = rows_inside(out, rows, *rx, *rr, width)?;
+            readers.push((k, first));
+            max_rows = max_rows.max(first + rmax);
+            commands += dk.commands;
+            bytes += dk.bytes;
+        }
+        if op.writes().any(|b| b == out.buffer) {
+            let whole = match *op {
+                Op::LayerNorm {
+                    out: o, rows: r, ..
+                } => o == out && r == rows && dev[k].is_some_and(|d| d.width == width),
+                Op::Attention { out: o, dims, .. } => {
+                    o == out && dims.q_len == rows && dims.width() == width
+                }
+                _ => false,
+            };
+            if !whole {
+                return None;
+            }
+            covered = true;
+            break;
+        }
+    }
+    if !covered
+        || readers.is_empty()
+        || group.commands + commands > limits.commands
+        || group.bytes + bytes > limits.bytes
+    {
+        return None;
+    }
+    Some(NormJoin {
+        member: NormMember { residual, max_rows },
+        readers,
+        commands,
+        bytes,
+    })
 }
 
 #[cfg(test)]
@@ -155,25 +489,83 @@ mod tests {
         }
     }
 
+    fn lin_at(x: At, out: At, rows: Extent, w: u16, epilogue: Epilogue) -> Op {
+        Op::Linear {
+            x,
+            out,
+            rows,
+            max_rows: 8,
+            w: MatrixId(w),
+            bias: None,
+            epilogue,
+        }
+    }
+
+    fn norm_at(x: At, out: At, rows: Extent) -> Op {
+        Op::LayerNorm {
+            x,
+            out,
+            rows,
+            gamma: crate::stage::VectorId(0),
+            beta: crate::stage::VectorId(0),
+            eps: 1e-5,
+        }
+    }
+
+    /// Attention of q, k, v (one head of width 8) into `out`: overwrites `out`'s rows whole.
+    fn attention(q: u16, k: u16, v: u16, out: u16) -> Op {
+        let st = |b| At::start(BufferId(b));
+        Op::Attention {
+            q: st(q),
+            k: st(k),
+            v: st(v),
+            out: st(out),
+            dims: crate::stage::AttentionDims {
+                heads: 1,
+                head_dim: 8,
+                q_len: Extent::rows(1),
+                kv_len: Extent::rows(1),
+                causal_offset: None,
+                max_q_len: 8,
+                max_kv_len: 8,
+            },
+        }
+    }
+
     const LIMITS: Limits = Limits {
         commands: 78,
         bytes: usize::MAX,
     };
 
-    /// Every linear on context 0 (matrix 9: on the host), one command, 100 bytes.
-    fn plan(ops: &[Op], limits: Limits) -> Vec<Vec<usize>> {
-        let p = ChainPlan::new(
-            ops,
-            |_, op| match op {
-                Op::Linear { w, .. } if w.0 != 9 => Some(DeviceLinear {
-                    context: usize::from(w.0 == 7),
-                    commands: 1,
-                    bytes: 100,
-                }),
-                _ => None,
+    /// Every linear on context 0 (matrix 7: context 1; matrix 9: on the host; matrix 8 cannot
+    /// read an image; matrix 6's result is not rows a norm can add; matrices 10 and up can
+    /// read a device quantize of their input), every norm on context 0, one command, 100
+    /// bytes, width 8.
+    fn device(_: usize, op: &Op) -> Option<DeviceLinear> {
+        let role = match op {
+            Op::Linear { w, .. } if w.0 == 9 => return None,
+            Op::Linear { w, .. } => Role::Linear {
+                reads_image: w.0 != 8,
+                residual_width: (w.0 != 6).then_some(8),
+                quantized_input: w.0 >= 10,
             },
-            limits,
-        );
+            _ => Role::Norm { residual: true },
+        };
+        let context = match op {
+            Op::Linear { w, .. } => usize::from(w.0 == 7),
+            _ => 0,
+        };
+        Some(DeviceLinear {
+            context,
+            commands: 1,
+            bytes: 100,
+            width: 8,
+            role,
+        })
+    }
+
+    fn plan(ops: &[Op], limits: Limits) -> Vec<Vec<usize>> {
+        let p = ChainPlan::new(ops, device, limits);
         for (g, group) in p.groups.iter().enumerate() {
             assert_eq!(p.starts[group.members[0]], Some(g as u32));
             for (m, &op) in group.members.iter().enumerate() {
@@ -251,5 +643,263 @@ mod tests {
             bytes: 300,
         };
         assert_eq!(plan(&ops, bytes), vec![vec![0, 1, 2], vec![3, 4]]);
+    }
+
+    fn full_plan(ops: &[Op], limits: Limits) -> ChainPlan {
+        let p = ChainPlan::new(ops, device, limits);
+        // Every reader of a member norm's image is a member of the norm's group.
+        for (r, img) in p.image_of.iter().enumerate() {
+            if let Some((norm, _)) = img {
+                assert!(p.norms[*norm].is_some());
+                assert_eq!(p.member[r].map(|m| m.0), p.member[*norm].map(|m| m.0));
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_norm_joins_the_linears_that_read_it_and_takes_a_member_s_residual() {
+        let st = |b| At::start(BufferId(b));
+        let rows = Extent::rows(1);
+        // A layer: norm, q/k/v, attention (overwrites h), out += into x, norm with the
+        // residual, fc1, fc2 += into x, the next layer's norm with fc2's residual, its q, its
+        // attention (overwrites h).
+        let ops = [
+            norm(0, 1),
+            linear(1, 2, 0),
+            linear(1, 3, 1),
+            linear(1, 4, 2),
+            attention(2, 3, 4, 1),
+            lin_at(st(1), st(0), rows, 3, Epilogue::AddInto),
+            norm(0, 1),
+            lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+            lin_at(st(5), st(0), rows, 5, Epilogue::AddInto),
+            norm(0, 1),
+            linear(1, 2, 0),
+            attention(2, 3, 4, 1),
+        ];
+        let p = full_plan(&ops, LIMITS);
+        let groups: Vec<_> = p.groups.iter().map(|g| g.members.clone()).collect();
+        assert_eq!(
+            groups,
+            vec![vec![0, 1, 2, 3], vec![5, 6, 7], vec![8, 9, 10]]
+        );
+        assert_eq!(p.starts[0], Some(0), "a group may start at a norm");
+        let residual = |i: usize| p.norms[i].map(|n| n.residual);
+        assert_eq!(residual(0), Some(None));
+        assert_eq!(residual(6), Some(Some(5)));
+        assert_eq!(residual(9), Some(Some(8)));
+        assert_eq!(p.image_of[7], Some((6, 0)));
+        assert_eq!(p.image_of[8], None, "fc2 reads fc1's f32 output");
+        assert_eq!(p.groups[1].commands, 3);
+    }
+
+    #[test]
+    fn a_norm_whose_f32_output_the_host_may_read_stays_on_the_host() {
+        let st = |b| At::start(BufferId(b));
+        let host_read = Op::Transpose {
+            x: st(1),
+            out: st(6),
+            rows: 1,
+            cols: 8,
+        };
+        // Read by a host op.
+        let ops = [
+            norm(0, 1),
+            linear(1, 2, 0),
+            host_read.clone(),
+            attention(2, 3, 4, 1),
+        ];
+        let p = full_plan(&ops, LIMITS);
+        assert_eq!(p.norms[0], None);
+        assert_eq!(plan(&ops, LIMITS), vec![vec![1]]);
+        // Not overwritten before the stage ends (the host may read it after).
+        let ops = [norm(0, 1), linear(1, 2, 0)];
+        assert_eq!(plan(&ops, LIMITS), vec![vec![1]]);
+        // Read by a linear that cannot read an image (matrix 8), or by one on another context.
+        for w in [8, 7] {
+            let ops = [
+                norm(0, 1),
+                linear(1, 2, 0),
+                linear(1, 3, w),
+                attention(2, 3, 4, 1),
+            ];
+            assert_eq!(full_plan(&ops, LIMITS).norms[0], None, "matrix {w}");
+        }
+        // Overwritten only in part (a linear's output is not known to cover the rows).
+        let ops = [norm(0, 1), linear(1, 2, 0), linear(2, 1, 1)];
+        assert_eq!(full_plan(&ops, LIMITS).norms[0], None);
+        // The norm and its readers over the group's sub-command limit.
+        let three = Limits {
+            commands: 3,
+            bytes: usize::MAX,
+        };
+        let ops = [
+            norm(0, 1),
+            linear(1, 2, 0),
+            linear(1, 3, 1),
+            linear(1, 4, 2),
+            attention(2, 3, 4, 1),
+        ];
+        assert_eq!(full_plan(&ops, three).norms[0], None);
+        assert_eq!(plan(&ops, three), vec![vec![1, 2, 3]]);
+    }
+
+    #[test]
+    fn a_norm_s_input_must_be_final_or_one_member_s_residual() {
+        let st = |b| At::start(BufferId(b));
+        let rows = Extent::rows(1);
+        // x written by a host op after the group's start: the norm starts its own group.
+        let ops = [
+            linear(5, 2, 0),
+            Op::Transpose {
+                x: st(6),
+                out: st(0),
+                rows: 1,
+                cols: 8,
+            },
+            norm(0, 1),
+            linear(1, 3, 1),
+            attention(2, 3, 4, 1),
+        ];
+        assert_eq!(plan(&ops, LIMITS), vec![vec![0], vec![2, 3]]);
+        // A member adds into x, but its result is not rows the norm can add (matrix 6).
+        let ops = [
+            lin_at(st(5), st(0), rows, 6, Epilogue::AddInto),
+            norm(0, 1),
+            linear(1, 3, 1),
+            attention(2, 3, 4, 1),
+        ];
+        assert_eq!(plan(&ops, LIMITS), vec![vec![0], vec![1, 2]]);
+        // A member stores (not adds) into x: the norm would need its result as x itself.
+        let ops = [
+            lin_at(st(5), st(0), rows, 0, Epilogue::Store),
+            norm(0, 1),
+            linear(1, 3, 1),
+            attention(2, 3, 4, 1),
+        ];
+        assert_eq!(plan(&ops, LIMITS), vec![vec![0], vec![1, 2]]);
+        // Two members add into x: not one residual.
+        let ops = [
+            lin_at(st(5), st(0), rows, 0, Epilogue::AddInto),
+            lin_at(st(5), st(0), rows, 1, Epilogue::AddInto),
+            norm(0, 1),
+            linear(1, 3, 1),
+            attention(2, 3, 4, 1),
+        ];
+        assert_eq!(plan(&ops, LIMITS), vec![vec![0, 1], vec![2, 3]]);
+    }
+
+    #[test]
+    fn a_linear_reads_the_device_quantize_of_a_member_s_result() {
+        let st = |b| At::start(BufferId(b));
+        let rows = Extent::rows(1);
+        // The MLP: out += into x, the norm with its residual, fc1 (GELU) into hidden, fc2
+        // reading hidden through the quantize, adding into x; the next layer's norm (x written
+        // twice since the group's start: not one residual) and its q.
+        let ops = [
+            lin_at(st(6), st(0), rows, 3, Epilogue::AddInto),
+            norm(0, 1),
+            lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+            lin_at(st(5), st(0), rows, 10, Epilogue::AddInto),
+            norm(0, 1),
+            linear(1, 2, 0),
+            attention(2, 3, 4, 1),
+        ];
+        let p = full_plan(&ops, LIMITS);
+        let groups: Vec<_> = p.groups.iter().map(|g| g.members.clone()).collect();
+        assert_eq!(groups, vec![vec![0, 1, 2, 3], vec![4, 5]]);
+        assert_eq!(p.quantized[3], Some(2));
+        assert_eq!(p.quantized.iter().flatten().count(), 1);
+        // Four members and the quantize.
+        assert_eq!(p.groups[0].commands, 5);
+        // Chunks: each fc2 reads the hidden rows its own fc1 wrote last.
+        let at = |b, row: usize| At::fixed(BufferId(b), row * 8);
+        let half = Extent::fixed(4);
+        let ops = [
+            lin_at(at(1, 0), at(5, 0), half, 4, Epilogue::Gelu),
+            lin_at(at(5, 0), at(0, 0), half, 10, Epilogue::AddInto),
+            lin_at(at(1, 4), at(5, 0), half, 4, Epilogue::Gelu),
+            lin_at(at(5, 0), at(0, 4), half, 10, Epilogue::AddInto),
+        ];
+        let p = full_plan(&ops, LIMITS);
+        assert_eq!(plan(&ops, LIMITS), vec![vec![0, 1, 2, 3]]);
+        assert_eq!((p.quantized[1], p.quantized[3]), (Some(0), Some(2)));
+        // Not when the source adds into the buffer (its device result is not the buffer's
+        // rows), writes other rows, cannot give exact rows (matrix 6), is on the host
+        // (matrix 9), or the reader cannot read a quantize (matrix 5); nor when a host op
+        // writes the buffer after the source.
+        let host_write = Op::Transpose {
+            x: st(7),
+            out: st(5),
+            rows: 1,
+            cols: 8,
+        };
+        for (source, reader, between) in [
+            (lin_at(st(1), st(5), rows, 4, Epilogue::AddInto), 10, None),
+            (lin_at(st(1), at(5, 1), rows, 4, Epilogue::Gelu), 10, None),
+            (lin_at(st(1), st(5), rows, 6, Epilogue::Gelu), 10, None),
+            (lin_at(st(1), st(5), rows, 9, Epilogue::Gelu), 10, None),
+            (lin_at(st(1), st(5), rows, 4, Epilogue::Gelu), 5, None),
+            (
+                lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+                10,
+                Some(host_write.clone()),
+            ),
+        ] {
+            let mut ops = vec![linear(1, 2, 0), source];
+            ops.extend(between);
+            ops.push(lin_at(st(5), st(0), rows, reader, Epilogue::AddInto));
+            let p = full_plan(&ops, LIMITS);
+            assert!(p.quantized.iter().all(Option::is_none), "{ops:?}");
+            let last = ops.len() - 1;
+            assert_ne!(p.member[last].map(|m| m.0), p.member[0].map(|m| m.0));
+        }
+        // The quantize counts against the sub-command limit.
+        let two = Limits {
+            commands: 2,
+            bytes: usize::MAX,
+        };
+        let ops = [
+            lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+            lin_at(st(5), st(0), rows, 10, Epilogue::AddInto),
+        ];
+        assert_eq!(plan(&ops, two), vec![vec![0], vec![1]]);
+    }
+
+    #[test]
+    fn chunked_readers_take_their_rows_of_the_image() {
+        // The encoder's MLP: 8 rows normed once, fc1 / fc2 in two chunks of 4 rows.
+        let at = |b, row: usize| At::fixed(BufferId(b), row * 8);
+        let (all, half) = (Extent::fixed(8), Extent::fixed(4));
+        let ops = [
+            lin_at(at(6, 0), at(0, 0), all, 3, Epilogue::AddInto),
+            norm_at(at(0, 0), at(1, 0), all),
+            lin_at(at(1, 0), at(5, 0), half, 4, Epilogue::Gelu),
+            lin_at(at(5, 0), at(0, 0), half, 5, Epilogue::AddInto),
+            lin_at(at(1, 4), at(5, 0), half, 4, Epilogue::Gelu),
+            lin_at(at(5, 0), at(0, 4), half, 5, Epilogue::AddInto),
+            // Its input was added into in part by the last fc2: not a residual it can take.
+            norm_at(at(0, 0), at(1, 0), all),
+            lin_at(at(1, 0), at(2, 0), all, 0, Epilogue::Store),
+            norm_at(at(0, 0), at(1, 0), all),
+        ];
+        let p = full_plan(&ops, LIMITS);
+        let groups: Vec<_> = p.groups.iter().map(|g| g.members.clone()).collect();
+        assert_eq!(groups, vec![vec![0, 1, 2, 4], vec![3], vec![5], vec![6, 7]]);
+        assert_eq!(p.image_of[2], Some((1, 0)));
+        assert_eq!(p.image_of[4], Some((1, 4)));
+        assert_eq!(
+            p.norms[1].map(|n| (n.residual, n.max_rows)),
+            Some((Some(0), 12))
+        );
+        assert_eq!(p.norms[6].map(|n| n.residual), Some(None));
+        // A reader past the norm's rows: the norm stays on the host.
+        let ops = [
+            norm_at(at(0, 0), at(1, 0), half),
+            lin_at(at(1, 2), at(5, 0), half, 4, Epilogue::Gelu),
+            norm_at(at(0, 0), at(1, 0), half),
+        ];
+        assert_eq!(full_plan(&ops, LIMITS).norms[0], None);
     }
 }

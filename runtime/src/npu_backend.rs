@@ -34,8 +34,25 @@
 //! Per workspace (stream): the plans, one A BO sized for the largest group, one C BO in which
 //! groups whose spans overlap (a hoisted group's results wait while others run) have disjoint
 //! regions, one command ring per context with its chain's sub-command BOs; nothing is
-//! allocated per call. Every other op (attention, norms, the conv stem, linears no program
-//! takes, such as a vocabulary-wide logits projection) runs on
+//! allocated per call.
+//!
+//! **Norms** join the chains on the emulated designs ([`crate::npu_norm`]: the chain plan's
+//! rule for a `LayerNorm`): a member norm's x rows (f32) go to the session's norm-input BO,
+//! the device normalizes and quantizes them (plus the residual `r` from a member linear's C
+//! region) into its activation image in the session's image BO, and the linears reading it
+//! take that image as their A; the host skips the norm. The image BO is written only by the
+//! device (the host never writes or flushes it), so no host flush of the norm-input BO's x
+//! rows or of a region's cleared padding can cover bytes the device wrote for a reader.
+//!
+//! **The device quantize** (the chain plan's rule for a linear reading a member linear's
+//! stored result: fc2 reading fc1's GELU output): the norm design's plain-quantize mode
+//! quantizes the source's C rows per row (`q8::quant::quantize_row`'s bits) into an image in
+//! the image BO, one sub-command before the reader's, which takes it as A; the source's C
+//! region is sized for the quantize's whole rounds, and its result is still written back at
+//! its own position. A fixture program's linear that reads a device norm or a device quantize
+//! runs on our design instead (its matrix gets a design image when a norm or a stored linear
+//! writes its input). Every other op (attention, norms whose f32 output the host reads, the
+//! conv stem, linears no program takes, such as a vocabulary-wide logits projection) runs on
 //! the CPU INT8 kernels. Nothing here knows which network it runs.
 
 use std::path::{Path, PathBuf};
@@ -49,11 +66,11 @@ use amanuensis_aie::program::images::{activation_image_len, output_len, weight_i
 use amanuensis_aie::txn::Target;
 
 use crate::aie_gemm::{
-    emulated_xclbin_of, register_array_model, AieContext, AieGemm, DesignKey, EMULATED_TARGET,
-    SPREAD_MAX_ROWS,
+    emulated_xclbin_with_norms, register_array_model, AieContext, AieGemm, DesignKey,
+    EMULATED_TARGET, SPREAD_MAX_ROWS,
 };
 use crate::backend::{AttentionShape, Backend, BackendError, Epilogue, LayerKernels};
-use crate::chain_plan::{ChainPlan, DeviceLinear, Limits as ChainLimits};
+use crate::chain_plan::{ChainPlan, DeviceLinear, Limits as ChainLimits, Role};
 use crate::cpu_int8_backend::{
     CpuInt8Backend, Int8KeyValueCache, Int8KeyValues, Int8OrF32Matrix, Int8Scratch,
 };
@@ -73,6 +90,7 @@ use crate::npu::txn::{self, Direction, Limits};
 use crate::npu::xclbin::{Xclbin, MLIR_AIE_DPU_KERNEL_ID};
 use crate::npu::NpuError;
 use crate::npu_attention::{self, AttentionSession, AttentionStats, DeviceAttention};
+use crate::npu_norm::{register_norm_model, AieNorm, NormKey, NORM_ARGS};
 use crate::q8::quant::quantize_row;
 use crate::q8::{dequantize_into, QuantMatrix};
 use crate::stage::{BufferId, KeyValueCacheSpec, Op, Program, StageArgs, StageId};
@@ -306,6 +324,8 @@ struct AieDesigns {
     loaded: Mutex<Vec<Arc<AieGemm>>>,
     /// The hardware contexts made so far, one per set of designs a program uses.
     contexts: Mutex<Vec<Arc<AieContext>>>,
+    /// Every norm design made so far (its array model registered).
+    norms: Mutex<Vec<Arc<AieNorm>>>,
 }
 
 /// A weight matrix of [`NpuBackend`]: the CPU INT8 form, and the B layout on the device when a
@@ -400,9 +420,24 @@ struct GemmSession {
     scales_base: Vec<Vec<usize>>,
     /// Per stage and group: submitted in this call of the stage.
     done: Vec<Vec<bool>>,
+    /// Per stage and op: where a member norm works.
+    norms: Vec<Vec<Option<NormRegion>>>,
+    /// Per stage and op: where the device quantize a member linear reads works (its `x_len`:
+    /// the bytes it reads of the source's C rows; `params_off` unused).
+    quants: Vec<Vec<Option<NormRegion>>>,
+    /// The member norms' parameter objects (gamma, beta, eps), written once.
+    params: MappedBo,
+    /// The member norms' x rows (f32, whole rounds; x_out is written over them).
+    nx: MappedBo,
+    /// What of `nx` may be non-zero (the padding rows are kept zero).
+    nx_dirty: DirtyRanges,
+    /// The member norms' activation images (written by the device only; their readers' A).
+    img: MappedBo,
     /// Sub-command regmaps of the group being built, `stride` words each.
     regmaps: Vec<u32>,
     cu_masks: Vec<u32>,
+    /// Words of each sub-command's regmap.
+    cmd_words: Vec<usize>,
     stride: usize,
     handles: Vec<u32>,
     /// The op `begin_op` announced: (stage, op).
@@ -425,6 +460,71 @@ struct MemberRun {
     /// First row scale in `scales` (fixture programs).
     scales_off: usize,
     fixture: bool,
+    /// A norm (its `a_off` is its image region in the image BO).
+    norm: bool,
+}
+
+/// Where a member norm works: its x region (f32, whole rounds; also its x_out) in the
+/// session's norm-input BO, its image region (sized for every reader) in the image BO, its
+/// parameter object.
+struct NormRegion {
+    norm: Arc<AieNorm>,
+    cu: u32,
+    /// Bytes of its image region.
+    image_len: usize,
+    /// Bytes of its x region (and of a residual source's C rows).
+    x_len: usize,
+    /// Most rows a call may have.
+    max_rows: usize,
+    /// Its parameter object in the session's params BO.
+    params_off: usize,
+}
+
+/// The member norm of `group` whose residual `r` is member linear `i`'s result.
+fn residual_norm<'a>(
+    plan: &ChainPlan,
+    norms: &'a [Option<NormRegion>],
+    group: &crate::chain_plan::Group,
+    i: usize,
+) -> Option<&'a NormRegion> {
+    group.members.iter().find_map(|&j| {
+        plan.norms[j]
+            .filter(|n| n.residual == Some(i))
+            .and(norms[j].as_ref())
+    })
+}
+
+/// Notes that design `key` is needed for up to `rows` rows.
+fn want_norm(keys: &mut Vec<NormKey>, rows: &mut Vec<usize>, key: NormKey, max_rows: usize) {
+    match keys.iter().position(|k| *k == key) {
+        Some(p) => rows[p] = rows[p].max(max_rows),
+        None => {
+            keys.push(key);
+            rows.push(max_rows);
+        }
+    }
+}
+
+/// The most bytes of member linear `i`'s result (`rows` rows) a member's device quantize
+/// reads (whole rounds of the quantize design), 0 when none reads it.
+fn quantize_read(
+    plan: &ChainPlan,
+    quants: &[Option<NormRegion>],
+    group: &crate::chain_plan::Group,
+    i: usize,
+    rows: Option<usize>,
+) -> usize {
+    group
+        .members
+        .iter()
+        .filter(|&&j| plan.quantized[j] == Some(i))
+        .filter_map(|&j| quants[j].as_ref())
+        .map(|q| match rows {
+            Some(r) => 4 * q.norm.key.d * q.norm.design.padded_rows(r),
+            None => q.x_len,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Regions of A and C start on page boundaries.
@@ -529,6 +629,7 @@ impl NpuBackend {
             target: EMULATED_TARGET,
             loaded: Mutex::new(Vec::new()),
             contexts: Mutex::new(Vec::new()),
+            norms: Mutex::new(Vec::new()),
         });
         self
     }
@@ -675,8 +776,13 @@ impl NpuBackend {
         };
         let mut loaded = aie.loaded.lock().unwrap_or_else(PoisonError::into_inner);
         let mut used: Vec<DesignKey> = Vec::new();
-        for op in program.stages().iter().flat_map(|s| &s.ops) {
+        for (ops, j, op) in program
+            .stages()
+            .iter()
+            .flat_map(|s| s.ops.iter().enumerate().map(move |(j, op)| (&s.ops, j, op)))
+        {
             let Op::Linear {
+                x,
                 w,
                 bias,
                 epilogue,
@@ -687,9 +793,27 @@ impl NpuBackend {
                 continue;
             };
             let m = program.matrix(*w);
-            let (Int8OrF32Matrix::Int8(q), None) = (&m.cpu, &m.device) else {
+            let Int8OrF32Matrix::Int8(q) = &m.cpu else {
                 continue;
             };
+            // A fixture program's matrix also gets a design image when the op reads a norm's
+            // output or a linear's stored result (the last op before it writing its input is a
+            // norm, or a linear without `AddInto`): it runs on the design when that norm goes
+            // on the device (reading its image), or a device quantize reads that result.
+            let norm_fed = || {
+                ops[..j]
+                    .iter()
+                    .rev()
+                    .find(|o| o.writes().any(|b| b == x.buffer))
+                    .is_some_and(|o| match o {
+                        Op::LayerNorm { .. } => true,
+                        Op::Linear { epilogue, .. } => *epilogue != Epilogue::AddInto,
+                        _ => false,
+                    })
+            };
+            if m.device.is_some() && !norm_fed() {
+                continue;
+            }
             let bias = bias.map(|b| program.vector(b));
             if m.aie.get().is_none() {
                 match self.aie_weights(aie, &mut loaded, q, bias, mode_of(*epilogue))? {
@@ -721,14 +845,65 @@ impl NpuBackend {
         if used.is_empty() {
             return Ok(None);
         }
-        if used.len() > MAX_CUS {
+        // The norms the chain plans put on the device (they read into design linears only).
+        let mut norm_keys: Vec<NormKey> = Vec::new();
+        let mut norm_rows: Vec<usize> = Vec::new();
+        for st in 0..program.stages().len() {
+            let stage = StageId(st as u16);
+            let plan = self.plan(program, stage);
+            for (i, n) in plan.norms.iter().enumerate() {
+                let (Some(n), Op::LayerNorm { gamma, .. }) = (n, &program.stage(stage).ops[i])
+                else {
+                    continue;
+                };
+                let key = NormKey {
+                    d: program.vector(*gamma).len(),
+                    residual: n.residual.is_some(),
+                    norm: true,
+                };
+                want_norm(&mut norm_keys, &mut norm_rows, key, n.max_rows);
+            }
+            // The plain quantizes: each reader's input rows (its depth wide).
+            for (i, l) in plan.quantized.iter().enumerate() {
+                let (Some(_), Op::Linear { w, max_rows, .. }) = (l, &program.stage(stage).ops[i])
+                else {
+                    continue;
+                };
+                let key = NormKey::quantize(program.matrix(*w).cpu.cols());
+                want_norm(&mut norm_keys, &mut norm_rows, key, (*max_rows).max(1));
+            }
+        }
+        let mut norms = Vec::with_capacity(norm_keys.len());
+        {
+            let mut made = aie.norms.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, &rows) in norm_keys.iter().zip(&norm_rows) {
+                let norm = match made.iter().find(|n| n.key == *key) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let n = Arc::new(
+                            AieNorm::new(aie.target, *key)
+                                .map_err(device_err("load norm design"))?,
+                        );
+                        register_norm_model(&aie.emu, aie.target, *key)
+                            .map_err(device_err("load norm design"))?;
+                        made.push(n.clone());
+                        n
+                    }
+                };
+                norm.ensure_rows(&self.heap, rows)
+                    .map_err(device_err("load norm stream"))?;
+                norms.push(norm);
+            }
+        }
+        if used.len() + norm_keys.len() > MAX_CUS {
             return Err(chain_err(format!(
-                "{} GEMM designs in one program, a hardware context holds {MAX_CUS}",
-                used.len()
+                "{} GEMM and {} norm designs in one program, a hardware context holds {MAX_CUS}",
+                used.len(),
+                norm_keys.len()
             )));
         }
         let mut contexts = aie.contexts.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(c) = contexts.iter().find(|c| c.holds(&used)) {
+        if let Some(c) = contexts.iter().find(|c| c.holds(&used, &norm_keys)) {
             return Ok(Some(c.clone()));
         }
         let loaded = aie.loaded.lock().unwrap_or_else(PoisonError::into_inner);
@@ -741,7 +916,8 @@ impl NpuBackend {
             &self.device,
             &self.heap,
             designs,
-            &emulated_xclbin_of(aie.target, &used),
+            norms,
+            &emulated_xclbin_with_norms(aie.target, &used, &norm_keys),
         )
         .map_err(device_err("load GEMM designs"))?;
         let c = Arc::new(c);
@@ -749,14 +925,44 @@ impl NpuBackend {
         Ok(Some(c))
     }
 
-    /// The device, when `op` (a linear of `program`) runs there: its context (fixture program
-    /// `i` = `i`, our designs = `gemms.len()`), sub-commands and bytes at its most rows.
-    fn device_linear_of(&self, program: &Program<NpuMatrix>, op: &Op) -> Option<DeviceLinear> {
+    /// The device, when `op` (a linear or a norm of `program`) runs there: its context
+    /// (fixture program `i` = `i`, our designs = `gemms.len()`), sub-commands and bytes at its
+    /// most rows, and what it can do in a chain (a design linear reads a norm's image; its f32
+    /// result rows are a norm's residual when they are exactly `n` wide for every row count the
+    /// op can have; a norm has a residual design).
+    fn device_linear_of(
+        &self,
+        program: &Program<NpuMatrix>,
+        op: &Op,
+        fixture: bool,
+    ) -> Option<DeviceLinear> {
+        if let Op::LayerNorm { gamma, rows, .. } = op {
+            let aie = self.aie.as_ref()?;
+            let d = program.vector(*gamma).len();
+            let key = |residual| NormKey {
+                d,
+                residual,
+                norm: true,
+            };
+            let design = crate::npu_norm::NormDesign::new(aie.target, key(false)).ok()?;
+            let residual = crate::npu_norm::NormDesign::new(aie.target, key(true)).is_ok();
+            // x in f32 (the image is counted by the linears that read it); rows of a call
+            // that depend on its arguments are not known here.
+            let fixed_rows = (rows.per_row == 0 && rows.per_pos == 0).then_some(rows.constant);
+            return Some(DeviceLinear {
+                context: self.gemms.len(),
+                commands: 1,
+                bytes: 4 * d * design.padded_rows(fixed_rows.unwrap_or(1)),
+                width: d,
+                role: Role::Norm { residual },
+            });
+        }
         let Op::Linear {
             w,
             bias,
             epilogue,
             max_rows,
+            rows: op_rows,
             ..
         } = op
         else {
@@ -767,12 +973,22 @@ impl NpuBackend {
             return None;
         };
         let rows = (*max_rows).max(1);
-        if let Some(dw) = &m.device {
+        if let Some(dw) = m
+            .device
+            .as_ref()
+            .filter(|_| fixture || m.aie.get().is_none())
+        {
             let tiles = rows.div_ceil(GEMM_ROWS);
             return Some(DeviceLinear {
                 context: dw.gemm,
                 commands: tiles,
                 bytes: tiles * GEMM_ROWS * (q.k() + 4 * q.n_out()),
+                width: q.k(),
+                role: Role::Linear {
+                    reads_image: false,
+                    residual_width: None,
+                    quantized_input: false,
+                },
             });
         }
         let bias = bias.map(|b| program.vector(b));
@@ -783,48 +999,210 @@ impl NpuBackend {
             let r = rows.min(SPREAD_MAX_ROWS);
             bytes = bytes.max(activation_image_len(&sp.design, r) + output_len(&sp.design, r));
         }
+        let n = q.n_out();
+        // Whether a call may have few enough rows for the decoder mapping.
+        let few_rows =
+            !(op_rows.per_row == 0 && op_rows.per_pos == 0 && op_rows.constant > SPREAD_MAX_ROWS);
+        let exact = d.out_width() == n
+            && (!few_rows
+                || wts
+                    .spread
+                    .as_ref()
+                    .is_none_or(|s| s.design.out_width() == n));
         Some(DeviceLinear {
             context: self.gemms.len(),
             commands: 1,
             bytes,
+            width: q.k(),
+            role: Role::Linear {
+                reads_image: true,
+                residual_width: exact.then_some(n),
+                quantized_input: self.aie.as_ref().is_some_and(|a| {
+                    crate::npu_norm::NormDesign::new(a.target, NormKey::quantize(q.k())).is_ok()
+                }),
+            },
         })
     }
 
     /// The chain plan of `stage`: which device linears share a submission.
     fn plan(&self, program: &Program<NpuMatrix>, stage: StageId) -> ChainPlan {
         // The longest regmap of any context bounds every chain.
-        let words = self
-            .gemms
-            .iter()
-            .map(|g| g.layout.words())
-            .chain(std::iter::once(RegmapLayout::mlir_aie_words(3)))
-            .max()
-            .unwrap_or(0);
+        let words = self.regmap_words();
+        let limits = ChainLimits {
+            commands: max_chain_len(words),
+            bytes: MAX_GROUP_BYTES,
+        };
+        let ops = &program.stage(stage).ops;
+        // Every linear that can on our designs first, to see which read a device norm's
+        // image or a device quantize; then the fixture programs take back every other linear
+        // they can run.
+        let designs = ChainPlan::new(
+            ops,
+            |_, op| self.device_linear_of(program, op, false),
+            limits,
+        );
         ChainPlan::new(
-            &program.stage(stage).ops,
-            |_, op| self.device_linear_of(program, op),
-            ChainLimits {
-                commands: max_chain_len(words),
-                bytes: MAX_GROUP_BYTES,
+            ops,
+            |i, op| {
+                // Reading a device norm's image or a device quantize, or the source a device
+                // quantize reads (a fixture's i32 result is not rows it can read).
+                let on_design = designs.image_of[i].is_some()
+                    || designs.quantized[i].is_some()
+                    || designs.quantized.contains(&Some(i));
+                self.device_linear_of(program, op, !on_design)
             },
+            limits,
         )
     }
 
-    /// Region bytes (A, C) of `group`'s members at their most rows, each region aligned.
+    /// The longest regmap of any sub-command (fixture programs, our GEMM designs, norms).
+    fn regmap_words(&self) -> usize {
+        let design = if self.aie.is_some() {
+            RegmapLayout::mlir_aie_words(NORM_ARGS)
+        } else {
+            RegmapLayout::mlir_aie_words(3)
+        };
+        self.gemms
+            .iter()
+            .map(|g| g.layout.words())
+            .chain(std::iter::once(design))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Where member norm `i` of `stage` works (see [`NormRegion`]), its params object at
+    /// `params_off`.
+    fn norm_region(
+        &self,
+        program: &Program<NpuMatrix>,
+        stage: StageId,
+        plan: &ChainPlan,
+        aie: &AieContext,
+        i: usize,
+        params_off: usize,
+    ) -> Result<NormRegion, BackendError> {
+        let ops = &program.stage(stage).ops;
+        let (Some(member), Op::LayerNorm { gamma, .. }) = (plan.norms[i], &ops[i]) else {
+            return Err(chain_err(format!("op {i} is not a member norm")));
+        };
+        let d = program.vector(*gamma).len();
+        let key = NormKey {
+            d,
+            residual: member.residual.is_some(),
+            norm: true,
+        };
+        let norm = aie
+            .norms
+            .iter()
+            .find(|n| n.key == key)
+            .cloned()
+            .ok_or_else(|| chain_err(format!("op {i}: no norm design {key:?} in the context")))?;
+        let cu = aie.cu_of_norm(&key).unwrap_or(0);
+        // The image holds the norm's rows and every row a reader's design reads.
+        let mut rows = norm.design.padded_rows(member.max_rows);
+        for (r, img) in plan.image_of.iter().enumerate() {
+            let (Some((n, first)), Op::Linear { w, max_rows, .. }) = (img, &ops[r]) else {
+                continue;
+            };
+            if *n != i {
+                continue;
+            }
+            if let Some(wts) = program.matrix(*w).aie.get() {
+                let mut p = wts.rows.design.padded_rows((*max_rows).max(1));
+                if let Some(sp) = &wts.spread {
+                    p = p.max(sp.design.padded_rows((*max_rows).clamp(1, SPREAD_MAX_ROWS)));
+                }
+                rows = rows.max(first + p);
+            }
+        }
+        Ok(NormRegion {
+            image_len: rows * (d + 64),
+            x_len: 4 * d * norm.design.padded_rows(member.max_rows),
+            max_rows: member.max_rows,
+            params_off,
+            cu,
+            norm,
+        })
+    }
+
+    /// Where the device quantize that member linear `i` of `stage` reads works: its design
+    /// (the plain quantize of the linear's depth), the bytes it reads of its source's C rows
+    /// (whole rounds), and its image region (sized for every row the linear's designs read).
+    fn quant_region(
+        &self,
+        program: &Program<NpuMatrix>,
+        stage: StageId,
+        aie: &AieContext,
+        i: usize,
+    ) -> Result<NormRegion, BackendError> {
+        let Op::Linear { w, max_rows, .. } = &program.stage(stage).ops[i] else {
+            return Err(chain_err(format!(
+                "op {i}: a device quantize reader is not a linear"
+            )));
+        };
+        let m = program.matrix(*w);
+        let k = m.cpu.cols();
+        let key = NormKey::quantize(k);
+        let norm = aie
+            .norms
+            .iter()
+            .find(|n| n.key == key)
+            .cloned()
+            .ok_or_else(|| {
+                chain_err(format!("op {i}: no quantize design {key:?} in the context"))
+            })?;
+        let cu = aie.cu_of_norm(&key).unwrap_or(0);
+        let max_rows = (*max_rows).max(1);
+        let mut rows = norm.design.padded_rows(max_rows);
+        if let Some(wts) = m.aie.get() {
+            rows = rows.max(wts.rows.design.padded_rows(max_rows));
+            if let Some(sp) = &wts.spread {
+                rows = rows.max(sp.design.padded_rows(max_rows.min(SPREAD_MAX_ROWS)));
+            }
+        }
+        Ok(NormRegion {
+            image_len: rows * (k + 64),
+            x_len: 4 * k * norm.design.padded_rows(max_rows),
+            max_rows,
+            params_off: 0,
+            cu,
+            norm,
+        })
+    }
+
+    /// Region bytes (A, C, fixture row scales, norm inputs, norm images) of `group`'s members
+    /// at their most rows, each region aligned.
     fn group_bytes(
         &self,
         program: &Program<NpuMatrix>,
         stage: StageId,
+        plan: &ChainPlan,
         group: &crate::chain_plan::Group,
-    ) -> (usize, usize, usize) {
-        let (mut a, mut c, mut scale_rows) = (0, 0, 0);
+        norms: &[Option<NormRegion>],
+        quants: &[Option<NormRegion>],
+    ) -> (usize, usize, usize, usize, usize) {
+        let (mut a, mut c, mut scale_rows, mut x, mut img) = (0, 0, 0, 0, 0);
         for &i in &group.members {
+            if let Some(r) = &norms[i] {
+                x += r.x_len.next_multiple_of(REGION_ALIGN);
+                img += r.image_len.next_multiple_of(REGION_ALIGN);
+                continue;
+            }
             let Op::Linear { w, max_rows, .. } = &program.stage(stage).ops[i] else {
                 continue;
             };
+            // A member adding into a member norm's input: its C rows are the norm's `r`; a
+            // member whose result a device quantize reads: its C rows are that op's x.
+            let residual_rows = residual_norm(plan, norms, group, i)
+                .map_or(0, |r| r.x_len)
+                .max(quantize_read(plan, quants, group, i, None));
+            if let Some(q) = &quants[i] {
+                img += q.image_len.next_multiple_of(REGION_ALIGN);
+            }
             let m = program.matrix(*w);
             let rows = (*max_rows).max(1);
-            let (da, dc) = match (&m.device, m.aie.get(), &m.cpu) {
+            let fixture = m.device.as_ref().filter(|dw| dw.gemm == group.context);
+            let (da, dc) = match (fixture, m.aie.get(), &m.cpu) {
                 (Some(_), _, Int8OrF32Matrix::Int8(q)) => {
                     let t = rows.div_ceil(GEMM_ROWS) * GEMM_ROWS;
                     scale_rows += rows;
@@ -842,10 +1220,12 @@ impl NpuBackend {
                 }
                 _ => (0, 0),
             };
-            a += da.next_multiple_of(REGION_ALIGN);
-            c += dc.next_multiple_of(REGION_ALIGN);
+            if plan.image_of[i].is_none() && plan.quantized[i].is_none() {
+                a += da.next_multiple_of(REGION_ALIGN);
+            }
+            c += dc.max(residual_rows).next_multiple_of(REGION_ALIGN);
         }
-        (a, c, scale_rows)
+        (a, c, scale_rows, x, img)
     }
 
     /// A stream's device session for `program`: plans, A/C sized for its largest group, a
@@ -859,9 +1239,78 @@ impl NpuBackend {
         let plans: Vec<ChainPlan> = (0..stages)
             .map(|s| self.plan(program, StageId(s as u16)))
             .collect();
+        // Member norms: their regions and parameter objects (one per gamma / beta / eps).
+        let mut objects: Vec<((u16, u16, u32), usize)> = Vec::new();
+        let mut params_len = 0usize;
+        let mut norms = Vec::with_capacity(stages);
+        let mut quants = Vec::with_capacity(stages);
+        let mut params_data: Vec<(usize, Vec<u8>)> = Vec::new();
+        for (st, plan) in plans.iter().enumerate() {
+            let stage = StageId(st as u16);
+            let mut q_regions = Vec::with_capacity(plan.quantized.len());
+            for (i, l) in plan.quantized.iter().enumerate() {
+                q_regions.push(match (l, aie.as_deref()) {
+                    (None, _) => None,
+                    (Some(_), Some(ctx)) => Some(self.quant_region(program, stage, ctx, i)?),
+                    (Some(_), None) => {
+                        return Err(chain_err(format!(
+                            "op {i}: a device quantize without designs"
+                        )))
+                    }
+                });
+            }
+            quants.push(q_regions);
+            let mut regions = Vec::with_capacity(plan.norms.len());
+            for (i, op) in program.stage(stage).ops.iter().enumerate() {
+                let (
+                    Some(_),
+                    Op::LayerNorm {
+                        gamma, beta, eps, ..
+                    },
+                ) = (plan.norms[i], op)
+                else {
+                    regions.push(None);
+                    continue;
+                };
+                let Some(ctx) = aie.as_deref() else {
+                    return Err(chain_err(format!("op {i}: a device norm without designs")));
+                };
+                let id = (gamma.0, beta.0, eps.to_bits());
+                let off = match objects.iter().find(|o| o.0 == id) {
+                    Some(o) => o.1,
+                    None => {
+                        let (g, b) = (program.vector(*gamma), program.vector(*beta));
+                        let obj = amanuensis_aie::kernels::norm_quant::param_object(g, b, *eps);
+                        let off = params_len.next_multiple_of(REGION_ALIGN);
+                        let d = crate::npu_norm::NormDesign::new(
+                            EMULATED_TARGET,
+                            NormKey {
+                                d: g.len(),
+                                residual: false,
+                                norm: true,
+                            },
+                        )
+                        .map_err(device_err("norm parameters"))?;
+                        params_len = off + d.params_len().max(obj.len());
+                        objects.push((id, off));
+                        params_data.push((off, obj));
+                        off
+                    }
+                };
+                regions.push(Some(self.norm_region(program, stage, plan, ctx, i, off)?));
+            }
+            norms.push(regions);
+        }
+        let mut params = MappedBo::share(&self.device, params_len.max(1))
+            .map_err(device_err("allocate norm params"))?;
+        for (off, obj) in &params_data {
+            params.bytes_mut()[*off..off + obj.len()].copy_from_slice(obj);
+        }
+        params.flush(0..params_len);
         let contexts = self.gemms.len() + 1;
         let mut chain_len = vec![0usize; contexts];
         let (mut a_len, mut c_len, mut scale_len, mut commands) = (1, 1, 0, 0);
+        let (mut nx_len, mut img_len) = (1, 1);
         let (mut c_base, mut scales_base, mut runs, mut done) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (st, plan) in plans.iter().enumerate() {
@@ -869,7 +1318,16 @@ impl NpuBackend {
             let mut live: Vec<(usize, usize, usize)> = Vec::new();
             let (mut cb, mut sb, mut rs) = (Vec::new(), Vec::new(), Vec::new());
             for g in &plan.groups {
-                let (a, c, rows) = self.group_bytes(program, StageId(st as u16), g);
+                let (a, c, rows, x, img) = self.group_bytes(
+                    program,
+                    StageId(st as u16),
+                    plan,
+                    g,
+                    &norms[st],
+                    &quants[st],
+                );
+                nx_len = nx_len.max(x);
+                img_len = img_len.max(img);
                 let (first, last) = (g.members[0], g.members[g.members.len() - 1]);
                 live.retain(|l| l.0 > first);
                 let c_off = live.iter().map(|l| l.1).max().unwrap_or(0);
@@ -911,13 +1369,7 @@ impl NpuBackend {
             .collect::<Result<Vec<_>, _>>()
             .map_err(device_err("create command ring"))?;
         let rings: Vec<CommandRing> = rings.into_iter().flatten().collect();
-        let stride = self
-            .gemms
-            .iter()
-            .map(|g| g.layout.words())
-            .chain(std::iter::once(RegmapLayout::mlir_aie_words(3)))
-            .max()
-            .unwrap_or(0);
+        let stride = self.regmap_words();
         Ok(GemmSession {
             plans,
             rings,
@@ -930,10 +1382,18 @@ impl NpuBackend {
             c_base,
             scales_base,
             done,
+            norms,
+            quants,
+            params,
+            nx: MappedBo::share(&self.device, nx_len).map_err(device_err("allocate norm input"))?,
+            nx_dirty: DirtyRanges::unknown(nx_len, 4 * commands + 8),
+            img: MappedBo::share(&self.device, img_len)
+                .map_err(device_err("allocate norm images"))?,
             regmaps: vec![0; stride * commands.max(1)],
             cu_masks: Vec::with_capacity(commands),
+            cmd_words: Vec::with_capacity(commands),
             stride,
-            handles: Vec::with_capacity(2 * commands + 2),
+            handles: Vec::with_capacity(3 * commands + 2),
             current: (u16::MAX, 0),
             log: DispatchLog::with_capacity(LOG_CAPACITY),
         })
@@ -958,18 +1418,116 @@ impl NpuBackend {
         let t0 = Instant::now();
         let ops = &program.stage(stage).ops;
         let (st, gi) = (stage.0 as usize, g as usize);
-        let group = &s.plans[st].groups[gi];
+        let plan = &s.plans[st];
+        let group = &plan.groups[gi];
         let context = group.context;
         let runs = &mut s.runs[st][gi];
         runs.clear();
         s.cu_masks.clear();
+        s.cmd_words.clear();
         s.handles.clear();
         s.done[st][gi] = false;
-        let (mut a_cur, mut c_cur, mut scales_cur) =
-            (0usize, s.c_base[st][gi], s.scales_base[st][gi]);
+        let (mut a_cur, mut c_cur, mut scales_cur, mut x_cur, mut img_cur) = (
+            0usize,
+            s.c_base[st][gi],
+            s.scales_base[st][gi],
+            0usize,
+            0usize,
+        );
         let (mut flushed, mut c_bytes, mut macs) = (0usize, 0usize, 0u64);
         let (a_addr, c_addr) = (s.a.device_addr(), s.c.device_addr());
+        let (nx_addr, params_addr) = (s.nx.device_addr(), s.params.device_addr());
+        let img_addr = s.img.device_addr();
+        let stride = s.stride;
         for &i in &group.members {
+            if let Op::LayerNorm { x, rows, gamma, .. } = &ops[i] {
+                // A member norm: x uploaded (its value at the group's start), normalized and
+                // quantized by the device into its image region, which its readers take as A.
+                let (Some(region), Some(member)) = (s.norms[st][i].as_ref(), plan.norms[i]) else {
+                    return Err(chain_err(format!(
+                        "op {i}: a member norm without its region"
+                    )));
+                };
+                let rows = rows.at(args);
+                if rows > region.max_rows {
+                    return Err(chain_err(format!(
+                        "op {i}: {rows} rows, its readers declare at most {}",
+                        region.max_rows
+                    )));
+                }
+                if rows == 0 {
+                    runs.push(MemberRun {
+                        norm: true,
+                        ..MemberRun::default()
+                    });
+                    continue;
+                }
+                let d = program.vector(*gamma).len();
+                let xs = input(*x, rows * d).ok_or_else(|| {
+                    chain_err(format!(
+                        "op {i}: {rows} rows of input do not fit its buffer"
+                    ))
+                })?;
+                let x_off = x_cur;
+                x_cur = (x_off + region.x_len).next_multiple_of(REGION_ALIGN);
+                // The stream for `rows` reads whole rounds of x: their padding rows are kept
+                // zero (the rest of the region is never read by this call).
+                let used = 4 * rows * d;
+                let read = 4 * d * region.norm.design.padded_rows(rows);
+                let end = s
+                    .nx_dirty
+                    .prepare(s.nx.bytes_mut(), x_off..x_off + read, used);
+                s.nx.bytes_mut()[x_off..x_off + used].copy_from_slice(bytemuck::cast_slice(xs));
+                s.nx.flush(x_off..end);
+                flushed += end - x_off;
+                // The image in its own BO, which only the device writes (not in A: the
+                // host-quantized regions there keep their known-zero padding).
+                let a_off = img_cur;
+                img_cur = (a_off + region.image_len).next_multiple_of(REGION_ALIGN);
+                let r_addr = match member.residual {
+                    Some(l) => {
+                        let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
+                        let run = runs.get(lm).filter(|r| r.rows == rows).ok_or_else(|| {
+                            chain_err(format!(
+                                "op {i}: its residual op {l} did not run {rows} rows"
+                            ))
+                        })?;
+                        c_addr + run.c_off as u64
+                    }
+                    None => nx_addr + x_off as u64,
+                };
+                let Some((instr_addr, instr_handle, instr_words)) = region.norm.stream(rows) else {
+                    return Err(chain_err(format!("op {i}: no norm stream for {rows} rows")));
+                };
+                let j = s.cu_masks.len();
+                region
+                    .norm
+                    .layout
+                    .write(
+                        MLIR_AIE_OPCODE_TXN,
+                        instr_addr,
+                        instr_words,
+                        &[
+                            nx_addr + x_off as u64,
+                            r_addr,
+                            params_addr + region.params_off as u64,
+                            img_addr + a_off as u64,
+                            nx_addr + x_off as u64,
+                        ],
+                        &mut s.regmaps[j * stride..(j + 1) * stride],
+                    )
+                    .map_err(|e| chain_err(format!("command: {e}")))?;
+                s.cu_masks.push(1 << region.cu);
+                s.cmd_words.push(region.norm.layout.words());
+                s.handles.push(instr_handle);
+                runs.push(MemberRun {
+                    rows,
+                    a_off,
+                    norm: true,
+                    ..MemberRun::default()
+                });
+                continue;
+            }
             let Op::Linear {
                 x,
                 rows,
@@ -1007,8 +1565,7 @@ impl NpuBackend {
                 .iter()
                 .find(|r| r.x == Some(*x) && r.rows == rows)
                 .copied();
-            let stride = s.stride;
-            if let Some(dw) = &m.device {
+            if let Some(dw) = m.device.as_ref().filter(|dw| dw.gemm == context) {
                 let gp = &self.gemms[dw.gemm];
                 let tiles = rows.div_ceil(GEMM_ROWS);
                 let layout = (k, tiles * GEMM_ROWS);
@@ -1049,6 +1606,7 @@ impl NpuBackend {
                         )
                         .map_err(|e| chain_err(format!("command: {e}")))?;
                     s.cu_masks.push(1);
+                    s.cmd_words.push(gp.layout.words());
                 }
                 s.handles.extend([gp.instr.handle(), dw.b.handle()]);
                 c_bytes += 4 * rows * n;
@@ -1062,6 +1620,7 @@ impl NpuBackend {
                     width: n,
                     scales_off,
                     fixture: true,
+                    norm: false,
                 });
                 continue;
             }
@@ -1084,9 +1643,68 @@ impl NpuBackend {
             let d = &gd.design;
             let row_bytes = d.activation_row_bytes();
             let layout = (row_bytes, d.padded_rows(rows));
-            let a_off = match shared.filter(|r| !r.fixture && r.layout == layout) {
-                // Same input, rows and activation-image geometry: the same image.
-                Some(r) => r.a_off,
+            let image = match (plan.image_of[i], plan.quantized[i]) {
+                // A member norm's image (rows `first..` of it): nothing to quantize.
+                (Some((norm, first)), _) => {
+                    let nm = plan.member[norm].map_or(usize::MAX, |m| m.1 as usize);
+                    let run = runs
+                        .get(nm)
+                        .filter(|r| r.norm && r.rows > 0)
+                        .ok_or_else(|| {
+                            chain_err(format!("op {i}: its norm (op {norm}) did not run"))
+                        })?;
+                    Some(run.a_off + first * row_bytes)
+                }
+                // The device quantize of member `l`'s result (its C rows, this linear's input)
+                // into an image region: one sub-command before this linear's.
+                (None, Some(l)) => {
+                    let q = s.quants[st][i].as_ref().ok_or_else(|| {
+                        chain_err(format!("op {i}: a quantized input without its region"))
+                    })?;
+                    let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
+                    let run = runs
+                        .get(lm)
+                        .filter(|r| r.rows == rows && !r.fixture && !r.norm && r.width == k)
+                        .ok_or_else(|| {
+                            chain_err(format!(
+                                "op {i}: its input's source (op {l}) did not run {rows} rows of \
+                                 width {k}"
+                            ))
+                        })?;
+                    let Some((q_addr, q_handle, q_words)) = q.norm.stream(rows) else {
+                        return Err(chain_err(format!(
+                            "op {i}: no quantize stream for {rows} rows"
+                        )));
+                    };
+                    let off = img_cur;
+                    img_cur = (off + q.image_len).next_multiple_of(REGION_ALIGN);
+                    let src = c_addr + run.c_off as u64;
+                    let j = s.cu_masks.len();
+                    // x = the source's rows; r, the parameters and x_out are not read.
+                    q.norm
+                        .layout
+                        .write(
+                            MLIR_AIE_OPCODE_TXN,
+                            q_addr,
+                            q_words,
+                            &[src, src, params_addr, img_addr + off as u64, src],
+                            &mut s.regmaps[j * stride..(j + 1) * stride],
+                        )
+                        .map_err(|e| chain_err(format!("command: {e}")))?;
+                    s.cu_masks.push(1 << q.cu);
+                    s.cmd_words.push(q.norm.layout.words());
+                    s.handles.push(q_handle);
+                    Some(off)
+                }
+                (None, None) => None,
+            };
+            let a_off = match image.or(shared
+                .filter(|r| !r.fixture && r.layout == layout)
+                .map(|r| r.a_off))
+            {
+                // A norm's image, or the same input, rows and activation-image geometry as
+                // an earlier member: the same image.
+                Some(a_off) => a_off,
                 None => {
                     let a_off = a_cur;
                     let region = a_off..a_off + activation_image_len(d, rows);
@@ -1107,8 +1725,14 @@ impl NpuBackend {
                     a_off
                 }
             };
+            // A norm's image is in the image BO.
+            let a_base = if image.is_some() { img_addr } else { a_addr };
             let c_off = c_cur;
-            c_cur = (c_off + output_len(d, rows)).next_multiple_of(REGION_ALIGN);
+            // A norm's residual: its C rows are the norm's `r` (whole rounds of the norm).
+            let r_len = residual_norm(plan, &s.norms[st], group, i)
+                .map_or(0, |r| 4 * n * r.norm.design.padded_rows(rows))
+                .max(quantize_read(plan, &s.quants[st], group, i, Some(rows)));
+            c_cur = (c_off + output_len(d, rows).max(r_len)).next_multiple_of(REGION_ALIGN);
             let j = s.cu_masks.len();
             gd.layout
                 .write(
@@ -1116,7 +1740,7 @@ impl NpuBackend {
                     instr_addr,
                     instr_words,
                     &[
-                        a_addr + a_off as u64,
+                        a_base + a_off as u64,
                         wts.image.device_addr(),
                         c_addr + c_off as u64,
                     ],
@@ -1124,18 +1748,21 @@ impl NpuBackend {
                 )
                 .map_err(|e| chain_err(format!("command: {e}")))?;
             s.cu_masks.push(1 << cu);
+            s.cmd_words.push(gd.layout.words());
             s.handles.extend([instr_handle, wts.image.handle()]);
             c_bytes += 4 * rows * d.out_width();
             macs += (d.padded_rows(rows) * k * d.out_width()) as u64;
             runs.push(MemberRun {
                 rows,
-                x: Some(*x),
+                // An image reader's region is its norm's: no later member shares it.
+                x: image.is_none().then_some(*x),
                 layout,
                 a_off,
                 c_off,
                 width: d.out_width(),
                 scales_off: 0,
                 fixture: false,
+                norm: false,
             });
         }
         let commands = s.cu_masks.len();
@@ -1144,18 +1771,18 @@ impl NpuBackend {
             return Ok(());
         }
         s.handles.extend([s.a.handle(), s.c.handle()]);
+        if x_cur > 0 || img_cur > 0 {
+            s.handles
+                .extend([s.nx.handle(), s.params.handle(), s.img.handle()]);
+        }
         let t1 = Instant::now();
-        let words = match self.gemms.get(context) {
-            Some(g) => g.layout.words(),
-            None => RegmapLayout::mlir_aie_words(3),
-        };
         let Some(ring) = s.rings.get_mut(context) else {
             return Err(chain_err(format!("no command ring for context {context}")));
         };
-        let (regmaps, masks, stride) = (&s.regmaps, &s.cu_masks, s.stride);
+        let (regmaps, masks, words) = (&s.regmaps, &s.cu_masks, &s.cmd_words);
         let command = |j: usize| StartCu {
             cu_mask: masks[j],
-            regmap: &regmaps[j * stride..j * stride + words],
+            regmap: &regmaps[j * stride..j * stride + words[j]],
         };
         let ticket = if commands == 1 {
             ring.submit(&Packet::StartCu(command(0)), &s.handles)
@@ -1171,7 +1798,7 @@ impl NpuBackend {
         let t3 = Instant::now();
         let runs = &s.runs[st][gi];
         for r in runs {
-            if r.rows > 0 {
+            if r.rows > 0 && !r.norm {
                 s.c.flush(r.c_off..r.c_off + 4 * r.rows * r.width);
             }
         }
@@ -1190,7 +1817,7 @@ impl NpuBackend {
         let c = &self.counters;
         c.submissions.fetch_add(1, Ordering::Relaxed);
         c.device_linears.fetch_add(
-            runs.iter().filter(|r| r.rows > 0).count() as u64,
+            runs.iter().filter(|r| r.rows > 0 && !r.norm).count() as u64,
             Ordering::Relaxed,
         );
         c.bytes_to_device
@@ -1572,6 +2199,18 @@ impl LayerKernels for NpuBackend {
         eps: f32,
         out: &mut [f32],
     ) {
+        // A member norm of a submitted group: the device made its image, and the chain plan
+        // made sure nothing reads its f32 output on the host.
+        if let Some(session) = &s.session {
+            let (stage, op) = session.current;
+            let on_device = session
+                .plans
+                .get(stage as usize)
+                .is_some_and(|p| p.norms.get(op).is_some_and(Option::is_some));
+            if on_device {
+                return;
+            }
+        }
         self.cpu
             .layer_norm(&mut s.cpu, x, rows, gamma, beta, eps, out);
     }
@@ -2052,14 +2691,22 @@ mod tests {
             let (pc, bc, sc) = layer_program(&cpu, &ws, &biases, max_rows);
             let mut wn = npu.workspace(&pn, 2).unwrap();
             let mut wc = cpu.workspace(&pc, 2).unwrap();
-            // q, k, v: one chain; out; both fc1 (fixture context 0); each fc2 (context 1,
-            // reading its own fc1's result); the last design linear (its input was rewritten
-            // by the norm before the MLP).
-            assert_eq!(npu.submissions(&pn, sn), 6, "max_rows {max_rows}");
+            // The first norm with q, k, v (h is overwritten whole by the MLP's norm): one
+            // chain; out; both chunks' fc1 and fc2, each fc2 reading its own fc1's result
+            // through the device quantize (the second fc1 hoisted over the first fc2, its
+            // result waiting in C), and the last linear (its input unchanged since the MLP's
+            // host norm), all on our designs: one chain.
+            assert_eq!(npu.submissions(&pn, sn), 3, "max_rows {max_rows}");
+            let plan = npu.plan(&pn, sn);
+            assert_eq!((plan.quantized[8], plan.quantized[10]), (Some(7), Some(9)));
+            assert_eq!(plan.member[11].map(|m| m.0), plan.member[7].map(|m| m.0));
+            // Both mappings of 512x512, of fc1's 512x2048 GELU and of fc2's 2048x512: a norm
+            // writes fc1's input and fc1 writes fc2's, so both matrices also get design images
+            // (the fixture programs stay loaded, unused).
             assert_eq!(
                 npu.design_contexts(),
-                vec![2],
-                "both mappings of 512x512 in one context"
+                vec![6],
+                "all designs of the program in one context"
             );
             let x = rng.vec(max_rows * d, 1.0);
             let args = StageArgs {
@@ -2082,11 +2729,11 @@ mod tests {
                     assert_eq!(diff, None, "{name}, max_rows {max_rows}");
                 }
             }
-            assert_eq!(emu.stats().submitted - before.0, 2 * 6);
+            assert_eq!(emu.stats().submitted - before.0, 2 * 3);
             let s = npu.stats();
-            assert_eq!(s.submissions - before.1.submissions, 2 * 6);
+            assert_eq!(s.submissions - before.1.submissions, 2 * 3);
             assert_eq!(s.device_linears - before.1.device_linears, 2 * 9);
-            assert_eq!(wn.scratch().dispatch_log().unwrap().total(), 2 * 6);
+            assert_eq!(wn.scratch().dispatch_log().unwrap().total(), 2 * 3);
             // Fewer rows than declared: the same groups, smaller regions.
             let args = StageArgs {
                 rows: 1,
@@ -2115,6 +2762,180 @@ mod tests {
             "{:?}",
             emu.command_errors()
         );
+    }
+
+    /// Two encoder-like layers' worth of ops (d 512): norm, q/k/v, attention (overwrites h),
+    /// out += into x, norm, fc1, fc2 += into x, the next norm, its q, its attention, and a last
+    /// norm whose output the host reads (`out`).
+    fn norm_layer_program<B: Backend>(
+        b: &B,
+        ws: &[QuantMatrix],
+        biases: &[Option<Vec<f32>>],
+        max_rows: usize,
+    ) -> (Program<B::Matrix>, [BufferId; 5], StageId) {
+        let mut p = Program::new();
+        let d = 512;
+        let m: Vec<_> = ws
+            .iter()
+            .map(|w| p.add_matrix(b.matrix_q8(w.clone()).unwrap()))
+            .collect();
+        let bias: Vec<_> = biases
+            .iter()
+            .map(|v| v.clone().map(|v| p.add_vector(v)))
+            .collect();
+        let norm_params = |p: &mut Program<B::Matrix>, k: f32| {
+            (
+                p.add_vector((0..d).map(|i| 1.0 + k * i as f32 / 1024.0).collect()),
+                p.add_vector((0..d).map(|i| k * i as f32 / 4096.0).collect()),
+            )
+        };
+        let lns: Vec<_> = (1..=4).map(|k| norm_params(&mut p, k as f32)).collect();
+        let buf = |p: &mut Program<B::Matrix>, name, width| {
+            p.add_buffer(name, max_rows * width, Residency::Resident)
+        };
+        let (x, h, q, k, v) = (
+            buf(&mut p, "x", d),
+            buf(&mut p, "h", d),
+            buf(&mut p, "q", d),
+            buf(&mut p, "k", d),
+            buf(&mut p, "v", d),
+        );
+        let (hidden, out) = (buf(&mut p, "hidden", 4 * d), buf(&mut p, "out", d));
+        let rows = Extent::rows(1);
+        let st = At::start;
+        let lin = |x, out, w: usize, epilogue| Op::Linear {
+            x: st(x),
+            out: st(out),
+            rows,
+            max_rows,
+            w: m[w],
+            bias: bias[w],
+            epilogue,
+        };
+        let norm = |x, out, l: usize| Op::LayerNorm {
+            x: st(x),
+            out: st(out),
+            rows,
+            gamma: lns[l].0,
+            beta: lns[l].1,
+            eps: 1e-5,
+        };
+        let attention = Op::Attention {
+            q: st(q),
+            k: st(k),
+            v: st(v),
+            out: st(h),
+            dims: crate::stage::AttentionDims {
+                heads: 8,
+                head_dim: 64,
+                q_len: rows,
+                kv_len: rows,
+                causal_offset: None,
+                max_q_len: max_rows,
+                max_kv_len: max_rows,
+            },
+        };
+        let ops = vec![
+            norm(x, h, 0),
+            lin(h, q, 0, Epilogue::Store),
+            lin(h, k, 1, Epilogue::Store),
+            lin(h, v, 2, Epilogue::Store),
+            attention.clone(),
+            lin(h, x, 3, Epilogue::AddInto),
+            norm(x, h, 1),
+            lin(h, hidden, 4, Epilogue::Gelu),
+            lin(hidden, x, 5, Epilogue::AddInto),
+            norm(x, h, 2),
+            lin(h, q, 0, Epilogue::Store),
+            attention,
+            norm(x, out, 3),
+        ];
+        let s = p.add_stage("layer", ops);
+        (p, [x, q, k, v, out], s)
+    }
+
+    /// Norms in the chains: a norm goes to the device with the linears that read its image
+    /// (and the residual of the member adding into its input), fc2 with fc1 through the
+    /// device quantize, the stage takes fewer submissions, and every buffer the host reads
+    /// equals the CPU INT8 path's bit for bit; with the fixture programs, fc1 (fed by a device
+    /// norm) and fc2 (fed by the device quantize) move to our design.
+    #[test]
+    fn norms_join_the_chains_and_the_stage_equals_the_cpu_int8_path() {
+        let programs = fixture_programs();
+        let cpu = CpuInt8Backend::new(2);
+        let mut rng = Rng::new(5);
+        let d = 512;
+        let shapes = [(d, d), (d, d), (d, d), (d, d), (4 * d, d), (d, 4 * d)];
+        let ws: Vec<QuantMatrix> = shapes
+            .iter()
+            .map(|&(n, k)| QuantMatrix::quantize(&rng.vec(n * k, 0.1), n, k))
+            .collect();
+        let biases: Vec<Option<Vec<f32>>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, _))| (i != 1).then(|| rng.vec(n, 0.3)))
+            .collect();
+        // (fixture programs, submissions): [norm, q, k, v], [out, norm (its residual), fc1,
+        // quantize, fc2], [norm, q] (x was written twice in the group before: by out and fc2,
+        // not one residual), with or without the fixture programs.
+        for (with_fixtures, want) in [(false, 3), (true, 3)] {
+            let progs: &[GemmProgramFiles] = if with_fixtures { &programs } else { &[] };
+            let (emu, device) = emulated_device(progs).unwrap();
+            let npu = NpuBackend::new(device, progs, 2)
+                .unwrap()
+                .with_emulated_designs(emu.clone());
+            // Encoder-like rows (the row mapping) and decoder-like rows (the decoder mapping).
+            for max_rows in [200, 3] {
+                let (pn, bn, sn) = norm_layer_program(&npu, &ws, &biases, max_rows);
+                let (pc, bc, sc) = norm_layer_program(&cpu, &ws, &biases, max_rows);
+                let mut wn = npu.workspace(&pn, 2).unwrap();
+                let mut wc = cpu.workspace(&pc, 2).unwrap();
+                assert_eq!(npu.submissions(&pn, sn), want, "fixtures {with_fixtures}");
+                let plan = npu.plan(&pn, sn);
+                let on_device: Vec<usize> = (0..13).filter(|&i| plan.norms[i].is_some()).collect();
+                assert_eq!(
+                    on_device,
+                    [0, 6, 9],
+                    "the last norm's output is read on the host"
+                );
+                let residual = |i: usize| plan.norms[i].and_then(|n| n.residual);
+                assert_eq!(residual(6), Some(5));
+                assert_eq!(residual(9), None);
+                assert_eq!(
+                    plan.quantized[8],
+                    Some(7),
+                    "fc2 reads fc1's result quantized"
+                );
+                assert_eq!(plan.member[8].map(|m| m.0), plan.member[7].map(|m| m.0));
+                let before = emu.stats().submitted;
+                for rows in [max_rows, 1] {
+                    let x = rng.vec(rows * d, 1.0);
+                    let args = StageArgs {
+                        rows,
+                        ..Default::default()
+                    };
+                    npu.write(&mut wn, bn[0], 0, &x).unwrap();
+                    cpu.write(&mut wc, bc[0], 0, &x).unwrap();
+                    npu.run(&pn, sn, &args, &mut wn).unwrap();
+                    cpu.run(&pc, sc, &args, &mut wc).unwrap();
+                    for (b, name) in [(0, "x"), (1, "q"), (2, "k"), (3, "v"), (4, "out")] {
+                        let got = npu.read(&wn, bn[b], 0..rows * d).unwrap();
+                        let want = cpu.read(&wc, bc[b], 0..rows * d).unwrap();
+                        let diff = got
+                            .iter()
+                            .zip(want)
+                            .position(|(g, w)| g.to_bits() != w.to_bits());
+                        assert_eq!(diff, None, "{name}, rows {rows}, fixtures {with_fixtures}");
+                    }
+                }
+                assert_eq!(emu.stats().submitted - before, 2 * want as u64);
+            }
+            assert!(
+                emu.command_errors().is_empty(),
+                "{:?}",
+                emu.command_errors()
+            );
+        }
     }
 
     #[test]

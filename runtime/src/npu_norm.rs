@@ -22,36 +22,48 @@
 //! `amanuensis_aie::kernels::norm_quant::param_object`, padded to [`NormDesign::params_len`]),
 //! the activation image, x_out (may be the same memory as x). Sizes: [`NormDesign::arg_lens`].
 //!
-//! Not yet done: the NPU backend does not plan norms into its chains (`chain_plan` groups only
-//! linears), so transcription still runs the norms on the CPU; this module is the device op
-//! such a plan would submit. What the backend needs for it, worked out but not built:
-//! - the norm designs as CUs of the GEMM context (the emulated multi-kernel xclbin takes 3
-//!   buffer args per kernel today; this design takes [`NORM_ARGS`]);
-//! - the chain plan: a `LayerNorm` may join a group when its output buffer is read only by
-//!   device linears of the group until it is next written (the f32 result is then never
-//!   needed on the host), and such a linear reads the norm's activation image instead of
-//!   quantizing on the host;
-//! - the residual: a member linear with the `AddInto` epilogue followed by a member norm of
-//!   the same buffer becomes `Store` into its C region, the norm's `r`; x is uploaded at the
-//!   group's start (it is final then: nothing in between writes it) and the host still adds
-//!   `x += r` at the linear's own position (same bits: one f32 add). Rows with no pending
-//!   residual (an encoder MLP chunk's rows added before the group) take `r = -0.0`, which
-//!   leaves every x, signed zeros included, unchanged;
-//! - with attention on the host this gives per encoder layer `[out, LN2 + residual, fc1 × 4]`
-//!   as one chain instead of two (the fc2 chunks stay apart: their input is fc1's GELU output,
-//!   which needs a plain quantize op), i.e. base 36 instead of 42 submissions per window
-//!   (30 if the last chunk's fc2 also joins the next layer's norm and q/k/v, its C region laid
-//!   at its rows' offset in an r buffer of `-0.0`); per decoder step `[out, LN, cross q]`,
-//!   `[cross out, LN, fc1]`, `[fc2, next LN, next q/k/v]`: 19 instead of 36 (counted by this
-//!   rule, not measured).
+//! **In the NPU backend's chains** ([`crate::npu_backend`], on the emulated designs): the norm
+//! designs are CUs of the GEMM designs' hardware context ([`AieNorm`], 5 buffer args in the
+//! multi-kernel xclbin), and the chain plan ([`crate::chain_plan`]) makes a `LayerNorm` a
+//! member of a group when its output buffer is read only by device linears of the group until
+//! it is next overwritten whole (its f32 result is then never needed on the host, which skips
+//! it); those linears read the norm's activation image instead of quantizing on the host. The
+//! residual: a member linear with the `AddInto` epilogue into exactly the norm's input rows,
+//! whose device result is f32 rows of the norm's width, is the norm's `r` (its C region, sized
+//! for the norm's whole rounds); x is uploaded at the group's start (nothing in between writes
+//! it) and the host still adds `x += r` at the linear's own position (the same single f32
+//! add). A linear whose matrix a fixture program holds moves to our design when it reads a
+//! device norm's image.
+//!
+//! **The plain quantize** ([`NormKey::quantize`], `norm: false`): the same design without the
+//! norm (`nq_quant`; no parameters, r or x_out), rows of a GEMM's f32 output quantized per row
+//! (`q8::quant::quantize_row`'s bits, tested here through the emulated device) into the
+//! activation image of the GEMM after it: fc2 reads fc1's GELU output through it, so fc1 → fc2
+//! chains (the chain plan's `quantized`).
+//!
+//! Measured (`amanuensis bench --device emu`, jfk.wav, counts are deterministic): with the
+//! norms on the device base went 42 → 36 submissions per window and 36 → 25 per token, tiny.en
+//! 28 → 24 per window (24 per token unchanged: the decoder mapping's output rows for d 384
+//! are 512 wide, not rows a norm can add). With the device quantize before fc2: base **12**
+//! per window (per layer `[norm, q, k, v]`, `[out, norm + residual, fc1 × 4, (quantize, fc2)
+//! × 4]`) and **19** per token (per layer `[norm, q, k, v]`, `[self out, norm + residual,
+//! cross q]`, `[cross out, norm + residual, fc1, quantize, fc2]`; the last layer's cross out
+//! and `[fc1, quantize, fc2]` apart, its MLP norm on the host); tiny.en **8** per window, **20**
+//! per token. Not done: the next layer's norm joining the group of fc2 (x was added into twice
+//! there: by the out-projection and by fc2), the encoder's fc2 chunks as one residual, and
+//! attention (its own context; Q/K quantized on the host). The x rows go to the device as f32
+//! (4 bytes a value instead of the 1-byte codes the readers took), so a window moves more
+//! bytes to the device until the residual stream stays resident there.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use amanuensis_aie::design::NormQuantDesign;
 use amanuensis_aie::program::norm::{arg_lens, norm_array, norm_program, padded_rows};
 use amanuensis_aie::txn::{Direction as AieDirection, Target};
 
 use crate::npu::emu::EmuDriver;
+use crate::npu::heap::{DevBo, Heap};
 use crate::npu::program::RegmapLayout;
 use crate::npu::txn::{self, ArrayIo, Limits};
 use crate::npu::xclbin::XclbinBuilder;
@@ -63,10 +75,24 @@ pub const NORM_ARGS: usize = 5;
 /// What identifies a norm design.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct NormKey {
-    /// Row width (`d_model`).
+    /// Row width (`d_model`; a GEMM's output width for the plain quantize).
     pub d: usize,
     /// `x += r` before the norm.
     pub residual: bool,
+    /// The LayerNorm; false: the plain per-row quantize (`nq_quant`: a GEMM's f32 output rows
+    /// quantized for the GEMM after it), which takes only x and the image.
+    pub norm: bool,
+}
+
+impl NormKey {
+    /// The plain quantize of rows of width `d`.
+    pub fn quantize(d: usize) -> Self {
+        Self {
+            d,
+            residual: false,
+            norm: false,
+        }
+    }
 }
 
 /// A norm design on one target: its geometry and regmap layout.
@@ -81,10 +107,16 @@ pub struct NormDesign {
 impl NormDesign {
     /// The design `key` on `target`, or why it does not fit (width, L1 budget).
     pub fn new(target: Target, key: NormKey) -> Result<Self, NpuError> {
-        let design = NormQuantDesign::new(target, key.d, key.residual).map_err(|e| {
-            NpuError::InvalidRequest {
-                what: format!("norm design d {} residual {}: {e}", key.d, key.residual),
-            }
+        let design = if key.norm {
+            NormQuantDesign::new(target, key.d, key.residual)
+        } else {
+            NormQuantDesign::quantize(target, key.d)
+        }
+        .map_err(|e| NpuError::InvalidRequest {
+            what: format!(
+                "norm design d {} residual {} norm {}: {e}",
+                key.d, key.residual, key.norm
+            ),
         })?;
         Ok(Self { key, design })
     }
@@ -135,11 +167,70 @@ impl NormDesign {
     }
 }
 
+/// A norm design as a CU of the NPU backend's design context
+/// ([`crate::aie_gemm::AieContext`]): its instruction streams, one per round count, generated,
+/// validated and uploaded the first time a workspace declares a norm that needs them (never
+/// on the hot path).
+pub struct AieNorm {
+    /// What it is.
+    pub key: NormKey,
+    /// Its geometry.
+    pub design: NormDesign,
+    pub(crate) layout: RegmapLayout,
+    /// Partition width the streams are validated against.
+    cols: u8,
+    /// Stream `i` normalizes `i + 1` rounds.
+    streams: Mutex<Vec<(DevBo, u32)>>,
+}
+
+impl AieNorm {
+    /// The design `key` on `target` (streams made by [`AieNorm::ensure_rows`]).
+    pub fn new(target: Target, key: NormKey) -> Result<Self, NpuError> {
+        let design = NormDesign::new(target, key)?;
+        Ok(Self {
+            key,
+            layout: design.layout(),
+            design,
+            cols: target.cols,
+            streams: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn rounds(&self, rows: usize) -> usize {
+        self.design.padded_rows(rows) / self.design.design.rows_per_round()
+    }
+
+    /// Makes sure the streams for up to `rows` rows exist (validated, uploaded to DEV BOs).
+    pub fn ensure_rows(&self, heap: &Arc<Heap>, rows: usize) -> Result<(), NpuError> {
+        let rounds = self.rounds(rows);
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        while streams.len() < rounds {
+            let m = (streams.len() + 1) * self.design.design.rows_per_round();
+            let words = self.design.stream(m, self.cols)?;
+            let mut bo = DevBo::create(heap, 4 * words.len())?;
+            for (d, w) in bo.bytes_mut().chunks_exact_mut(4).zip(&words) {
+                d.copy_from_slice(&w.to_le_bytes());
+            }
+            bo.flush(0..4 * words.len());
+            streams.push((bo, words.len() as u32));
+        }
+        Ok(())
+    }
+
+    /// `(device address, handle, words)` of the stream for `rows` rows, if uploaded.
+    pub fn stream(&self, rows: usize) -> Option<(u64, u32, u32)> {
+        let streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        streams
+            .get(self.rounds(rows) - 1)
+            .map(|(bo, words)| (bo.device_addr(), bo.handle(), *words))
+    }
+}
+
 /// The PDI of a norm design on the emulated device: a text naming it (no real PDI exists).
 pub fn emulated_pdi(target: Target, key: &NormKey) -> Vec<u8> {
     format!(
-        "amanuensis EMULATED AIE NORM/QUANTIZE (no real PDI): {:?} {}c d{} residual {}",
-        target.generation, target.cols, key.d, key.residual
+        "amanuensis EMULATED AIE NORM/QUANTIZE (no real PDI): {:?} {}c d{} residual {} norm {}",
+        target.generation, target.cols, key.d, key.residual, key.norm
     )
     .into_bytes()
 }
@@ -209,14 +300,19 @@ mod tests {
         }
     }
 
-    /// One norm submission through the emulated device (context, BOs, regmap packet, ring):
-    /// the activation image rows are the CPU INT8 path's codes and scales, x_out its residual
-    /// sum, bit for bit; the padding rows of the image are not touched past the last round.
+    /// One norm (or plain quantize) submission through the emulated device (context, BOs,
+    /// regmap packet, ring): the activation image rows are the CPU INT8 path's codes and
+    /// scales, x_out its residual sum, bit for bit.
     #[test]
     fn a_norm_submission_on_the_emulated_device_writes_the_cpu_int8_rows() {
         let mut rng = Rng(41);
-        for (rows, d, residual) in [(1, 384, false), (5, 512, true), (1500, 512, true)] {
-            let key = NormKey { d, residual };
+        for (rows, d, residual, norm) in [
+            (1, 384, false, true),
+            (5, 512, true, true),
+            (1500, 512, true, true),
+            (3, 2048, false, false),
+        ] {
+            let key = NormKey { d, residual, norm };
             let nd = NormDesign::new(EMULATED_TARGET, key).unwrap();
             let emu = Arc::new(EmuDriver::new(emulated_config()));
             register_norm_model(&emu, EMULATED_TARGET, key).unwrap();
@@ -275,7 +371,11 @@ mod tests {
                 }
             }
             let mut y = vec![0f32; rows * d];
-            layer_norm(&v, rows, d, &gamma, &beta, 1e-5, &mut y);
+            if norm {
+                layer_norm(&v, rows, d, &gamma, &beta, 1e-5, &mut y);
+            } else {
+                y.copy_from_slice(&v);
+            }
             let image = arena.bytes(bufs[3]);
             let mut codes = vec![0i8; d];
             for row in 0..rows {
@@ -304,6 +404,7 @@ mod tests {
             NormKey {
                 d: 768,
                 residual: true,
+                norm: true,
             },
         )
         .unwrap_err();
@@ -313,6 +414,7 @@ mod tests {
             NormKey {
                 d: 384,
                 residual: false,
+                norm: true,
             },
         )
         .unwrap();

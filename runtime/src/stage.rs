@@ -304,6 +304,43 @@ impl Op {
         };
         written.into_iter()
     }
+
+    /// The buffers this op reads (an `AddInto` linear also reads its output; an op whose
+    /// output rows are row-for-row overwritten does not).
+    pub fn reads(&self) -> impl Iterator<Item = BufferId> {
+        let mut read = [None; 3];
+        match *self {
+            Op::LayerNorm { x, .. }
+            | Op::Conv1dK3 { x, .. }
+            | Op::Transpose { x, .. }
+            | Op::AddTableRows { x, .. } => read[0] = Some(x.buffer),
+            Op::Linear {
+                x, out, epilogue, ..
+            } => {
+                read[0] = Some(x.buffer);
+                if epilogue == Epilogue::AddInto {
+                    read[1] = Some(out.buffer);
+                }
+            }
+            Op::Attention { q, k, v, .. } => {
+                read = [Some(q.buffer), Some(k.buffer), Some(v.buffer)];
+            }
+            Op::PrepareKeyValues { k, v, .. } => {
+                read[..2].copy_from_slice(&[Some(k.buffer), Some(v.buffer)])
+            }
+            Op::AttentionPrepared { q, .. } | Op::AttentionWeights { q, .. } => {
+                read[0] = Some(q.buffer)
+            }
+            Op::CachedSelfAttention {
+                q, k_new, v_new, ..
+            }
+            | Op::SlotSelfAttention {
+                q, k_new, v_new, ..
+            } => read = [Some(q.buffer), Some(k_new.buffer), Some(v_new.buffer)],
+            Op::GatherRows { .. } | Op::CopySlot { .. } => {}
+        }
+        read.into_iter().flatten()
+    }
 }
 
 /// A named list of ops.

@@ -400,6 +400,98 @@ fn a_chained_stage_allocates_nothing_on_the_host() {
     );
 }
 
+/// A stage with norms on the device: a norm and the two linears reading its image, then a
+/// linear reading the first one's result through the device quantize and adding into the
+/// norm's input, the next norm taking its result as the residual and a linear reading that
+/// norm's image (one chain); a last norm on the host. The norms' x regions, parameter objects,
+/// streams, the quantize's and the image regions are all made with the stream's workspace.
+#[test]
+fn a_stage_with_device_norms_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::{Backend as _, Epilogue};
+    use amanuensis_runtime::npu_backend::{emulated_config, NpuBackend};
+    use amanuensis_runtime::q8::QuantMatrix;
+    use amanuensis_runtime::stage::{At, Extent, Op, Program as Stages, Residency, StageArgs};
+
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &[], 1)
+        .unwrap()
+        .with_emulated_designs(emu.clone());
+    let (d, max_rows) = (512, 300);
+    let mut p = Stages::new();
+    let ms: Vec<_> = (0..4)
+        .map(|j| {
+            let w: Vec<f32> = (0..d * d)
+                .map(|i| ((i * (37 + j) % 101) as f32 - 50.0) / 500.0)
+                .collect();
+            p.add_matrix(npu.matrix_q8(QuantMatrix::quantize(&w, d, d)).unwrap())
+        })
+        .collect();
+    let gamma = p.add_vector(vec![1.0; d]);
+    let beta = p.add_vector(vec![0.0; d]);
+    let bufs: Vec<_> = ["x", "h", "q", "k", "v"]
+        .into_iter()
+        .map(|name| p.add_buffer(name, max_rows * d, Residency::Resident))
+        .collect();
+    let lin = |x: usize, out: usize, w: usize, epilogue| Op::Linear {
+        x: At::start(bufs[x]),
+        out: At::start(bufs[out]),
+        rows: Extent::rows(1),
+        max_rows,
+        w: ms[w],
+        bias: None,
+        epilogue,
+    };
+    let norm = |x: usize| Op::LayerNorm {
+        x: At::start(bufs[x]),
+        out: At::start(bufs[1]),
+        rows: Extent::rows(1),
+        gamma,
+        beta,
+        eps: 1e-5,
+    };
+    let stage = p.add_stage(
+        "norm-chains",
+        vec![
+            norm(0),
+            lin(1, 2, 0, Epilogue::Store),
+            lin(1, 3, 1, Epilogue::Store),
+            lin(2, 0, 2, Epilogue::AddInto),
+            norm(0),
+            lin(1, 4, 3, Epilogue::Store),
+            norm(3),
+        ],
+    );
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    assert_eq!(npu.submissions(&p, stage), 1);
+    let input: Vec<f32> = (0..max_rows * d).map(|i| (i % 13) as f32 - 6.0).collect();
+    for rows in [max_rows, 1] {
+        let args = StageArgs {
+            rows,
+            ..Default::default()
+        };
+        npu.write(&mut ws, bufs[0], 0, &input).unwrap();
+        npu.run(&p, stage, &args, &mut ws).unwrap(); // first use of the ring slots
+        let before = host_allocs();
+        for _ in 0..3 {
+            npu.write(&mut ws, bufs[0], 0, &input).unwrap();
+            npu.run(&p, stage, &args, &mut ws).unwrap();
+        }
+        let host = host_allocs() - before;
+        assert_eq!(
+            host, 0,
+            "{host} host allocations in 3 stages with device norms of {rows} rows"
+        );
+    }
+    let s = npu.stats();
+    assert_eq!((s.submissions, s.device_linears), (2 * 4, 2 * 4 * 4));
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}
+
 #[test]
 fn pipelined_dispatches_allocate_nothing_at_every_depth() {
     for depth in 1..=4 {

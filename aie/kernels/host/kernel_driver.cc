@@ -12,6 +12,8 @@
 //                                          per call: x f32[4][d], r f32[4][d] if residual
 //                                    OUT = per call: x_out f32[4][d] if residual, codes
 //                                          ((d/64 + 1) * 256 B)
+//   kernel_driver quant IN OUT       IN  = u32 d, u32 calls, then per call x f32[4][d]
+//                                    OUT = per call codes ((d/64 + 1) * 256 B)
 //   kernel_driver quant_code IN OUT  IN  = f32[n]; OUT = int8[n] (aie_numerics.h quant_code)
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,6 +39,7 @@ void add_norm_quant(const float *x, const float *r, const float *params, float *
 void nq_load_params(const float *obj, int32_t d);
 void nq_norm(const float *x, int8_t *codes, int32_t d);
 void nq_add_norm(const float *x, const float *r, float *x_out, int8_t *codes, int32_t d);
+void nq_quant(const float *x, int8_t *codes, int32_t d);
 }
 
 static std::vector<char> slurp(const char *path) {
@@ -141,6 +144,18 @@ int main(int argc, char **argv) {
         else
           norm_quant(x.data(), params.data(), codes.data(), (int32_t)d);
       }
+      out.insert(out.end(), (char *)codes.data(), (char *)codes.data() + codes.size());
+    }
+  } else if (!strcmp(argv[1], "quant")) {
+    const uint32_t d = r.get<uint32_t>();
+    const uint32_t calls = r.get<uint32_t>();
+    if (d == 0 || d % 64 != 0 || d > 2048) { fprintf(stderr, "bad d %u\n", d); return 2; }
+    std::vector<float> x(4 * d);
+    std::vector<int8_t> codes((d / 64 + 1) * 256);
+    for (uint32_t c = 0; c < calls; ++c) {
+      memcpy(x.data(), r.take(16 * d), 16 * d);
+      memset(codes.data(), 0x5A, codes.size()); // every byte must be written by the kernel
+      nq_quant(x.data(), codes.data(), (int32_t)d);
       out.insert(out.end(), (char *)codes.data(), (char *)codes.data() + codes.size());
     }
   } else if (!strcmp(argv[1], "quant_code")) {

@@ -22,6 +22,10 @@
 //! the CPU's bits (tested against those functions in this module, and against the C++ in
 //! `tests/host_build.rs`). The 8 accumulator lanes are one `aie::vector<float, 8>` on the core.
 //!
+//! **The plain quantize** ([`quant`], `nq_quant`): the same per-row quantization without the
+//! norm (`v = x`), for a GEMM whose input is another GEMM's f32 output (fc2 reads fc1's GELU
+//! output): exactly `q8::quant::quantize_row`, written in the same layout.
+//!
 //! # L1 layout of the outputs
 //!
 //! The codes go out in the matmul kernel's A-object order ([`super::layout::a_offset`]): rows
@@ -44,7 +48,9 @@
 //! residual, `96·d + …` with one, plus the 2 KB stack reserve. d = 384: 18.6 / 42.6 KB;
 //! d = 512: 24.6 / 56.6 KB (fit); d = 768 (whisper-small) fits without a residual (36.6 KB)
 //! and not with one (84.6 KB: it would need 2-row groups, which the 4-row A blocks do not
-//! allow, or single buffering).
+//! allow, or single buffering). The plain quantize has no parameters and single-buffers x
+//! (its rows are wide: fc2's input is `4·d_model`): `16·d + 2·(4·d + 256)` bytes, d = 1536
+//! (tiny's fc2): 36.5 KB; d = 2048 (base): 48.5 KB.
 
 use super::layout::{a_offset, TILE_K};
 
@@ -171,6 +177,50 @@ pub fn norm_quant(
         });
         let at = scales_at + a_offset(m, 0);
         codes[at..at + 4].copy_from_slice(&scale.to_le_bytes());
+    }
+}
+
+/// One call of the kernel's plain quantize (`nq_quant`, no LayerNorm, no residual) on
+/// [`NQ_ROWS`] rows of width `d = x.len() / NQ_ROWS` (a multiple of 64): per row exactly
+/// `q8::quant::quantize_row` (max over |x|, `127 / max`, codes; scale 0 and zero codes when the
+/// max is 0 or not finite), written as [`norm_quant`] writes them (A-object runs, then the
+/// row-scale run).
+///
+/// # Panics
+/// If `x` is not `4·d` values with `d` a positive multiple of 64, or `codes` is shorter than
+/// [`codes_bytes`].
+pub fn quant(x: &[f32], codes: &mut [u8]) {
+    let d = x.len() / NQ_ROWS;
+    assert!(
+        d.is_multiple_of(TILE_K) && d > 0 && x.len() == NQ_ROWS * d,
+        "quant: {} values",
+        x.len()
+    );
+    let scales_at = (d / TILE_K) * GROUP_BYTES;
+    codes[scales_at..scales_at + GROUP_BYTES].fill(0);
+    for (m, row) in x.chunks_exact(d).enumerate() {
+        let scale = quantize(row, |k, c| {
+            codes[(k / TILE_K) * GROUP_BYTES + a_offset(m, k % TILE_K)] = c as u8;
+        });
+        let at = scales_at + a_offset(m, 0);
+        codes[at..at + 4].copy_from_slice(&scale.to_le_bytes());
+    }
+}
+
+/// [`quant`]'s arithmetic on `rows` rows of width `d`, writing activation image rows (`d`
+/// codes, then 64 bytes: the scale as f32 LE and zeros) as [`norm_quant_rows`] does: what the
+/// quantize op leaves for the GEMM that reads it.
+///
+/// # Panics
+/// If a slice is shorter than `rows` rows of its operand or `d` is not a multiple of 64.
+pub fn quant_rows(x: &[f32], rows: usize, d: usize, image: &mut [u8]) {
+    assert!(d.is_multiple_of(TILE_K) && d > 0, "quant_rows: d = {d}");
+    let stride = d + TILE_K;
+    for m in 0..rows {
+        let row = &mut image[m * stride..(m + 1) * stride];
+        let scale = quantize(&x[m * d..(m + 1) * d], |k, c| row[k] = c as u8);
+        row[d..].fill(0);
+        row[d..d + 4].copy_from_slice(&scale.to_le_bytes());
     }
 }
 
@@ -394,6 +444,55 @@ mod tests {
                 .collect();
             assert_eq!(got, blocked);
             assert_eq!(row_scale(&got, 5), want.scales[5]);
+        }
+    }
+
+    #[test]
+    fn the_plain_quantize_equals_quantize_row_bit_for_bit() {
+        let mut rng = Rng(13);
+        for d in [64, 1536, 2048] {
+            // Edge rows (zero, -0.0, constant, outlier, huge, tiny), one with an infinity, one
+            // with a NaN (its max skips it, as `max_abs` does), GELU-like rows.
+            let mut x = test_rows(&mut rng, 16, d);
+            x[8 * d + 5] = f32::INFINITY;
+            x[9 * d + 7] = f32::NAN;
+            for v in &mut x[10 * d..] {
+                *v = if *v < 0.0 { *v * 0.01 } else { *v };
+            }
+            let rows = 16;
+            let mut image = vec![0xAAu8; rows * (d + 64)];
+            quant_rows(&x, rows, d, &mut image);
+            let mut objects = vec![0u8; (d / TILE_K + 1) * A_BYTES];
+            let mut codes = vec![0x55u8; codes_bytes(d)];
+            for g in 0..rows / NQ_ROWS {
+                quant(&x[g * NQ_ROWS * d..(g + 1) * NQ_ROWS * d], &mut codes);
+                scatter_group(&codes, g, &mut objects);
+            }
+            let mut want = vec![0i8; d];
+            let mut live = 0;
+            for m in 0..rows {
+                let scale = quantize_row(&x[m * d..(m + 1) * d], &mut want);
+                live += usize::from(scale > 0.0 && want.iter().any(|&c| c.abs() == 127));
+                let row = &image[m * (d + 64)..(m + 1) * (d + 64)];
+                let got: Vec<i8> = row[..d].iter().map(|&b| b as i8).collect();
+                assert_eq!(got, want, "d {d} row {m}");
+                assert_eq!(row[d..d + 4], scale.to_le_bytes(), "d {d} row {m}");
+                assert!(row[d + 4..].iter().all(|&b| b == 0));
+                // The A-object runs of the kernel call hold the same codes and scale.
+                let (obj, r) = (m / TILE_M, m % TILE_M);
+                assert_eq!(obj, 0);
+                for (k, &w) in want.iter().enumerate() {
+                    let at = (k / TILE_K) * A_BYTES + a_offset(r, k % TILE_K);
+                    assert_eq!(objects[at] as i8, w, "d {d} row {m} code {k}");
+                }
+                let scales: Vec<i8> = objects[(d / TILE_K) * A_BYTES..]
+                    .iter()
+                    .map(|&b| b as i8)
+                    .collect();
+                assert_eq!(row_scale(&scales, r).to_bits(), scale.to_bits());
+            }
+            // The infinite row and the zero rows quantize to scale 0; most rows are live.
+            assert!(live >= 8, "d {d}: {live}");
         }
     }
 

@@ -2,6 +2,9 @@
 //! geometry in `crate::design::NormQuantDesign`) for `m` rows, and its array model: what the
 //! cores (the kernel's Rust model) and memory tiles make of the streams.
 //!
+//! The plain quantize ([`NormQuantDesign::quantize`]) is the same stream without the
+//! parameter task (and without r, x_out): x rows in, activation image rows out.
+//!
 //! Buffer arguments (all below the firmware-translated argument 5):
 //! 0 = x (f32, `padded_rows × d`), 1 = r (f32, same; read only with a residual), 2 = the
 //! parameter object (`crate::kernels::norm_quant::param_object`, padded to one 4-row x object),
@@ -27,7 +30,7 @@ use std::collections::BTreeMap;
 
 use crate::design::NormQuantDesign;
 use crate::kernels::layout::{a_offset, TILE_K};
-use crate::kernels::norm_quant::{codes_bytes, norm_quant, GROUP_BYTES, NQ_ROWS};
+use crate::kernels::norm_quant::{codes_bytes, norm_quant, quant, GROUP_BYTES, NQ_ROWS};
 use crate::program::replay::Channel;
 use crate::txn::{shim_bd_address, Dim, Direction, ShimBd, Sync, Txn};
 use crate::AieError;
@@ -88,7 +91,8 @@ pub fn norm_program(d: &NormQuantDesign, m: usize) -> Result<Vec<u32>, AieError>
     let burst = d.target.generation.max_burst();
     let cols = d.target.cols as usize;
     let obj_words = (d.row_object_bytes() / 4) as u32;
-    for c in 0..cols {
+    // The plain quantize has no parameter object.
+    for c in (0..cols).filter(|_| d.norm) {
         let bd = ShimBd::linear(obj_words, burst);
         emit(&mut txn, c as u8, PARAMS_BD, bd, ARG_PARAMS, 0)?;
         let runs = d.cores_per_column() as u16;
@@ -224,6 +228,8 @@ pub fn norm_array(
             .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
             .collect()
     };
+    // The parameter objects at the head of each column's x stream (none for the quantize).
+    let objs = if d.norm { per_col } else { 0 };
     let mut produced = BTreeMap::new();
     let mut x_out = vec![0f32; NQ_ROWS * d.d];
     let mut codes = vec![0u8; codes_bytes(d.d)];
@@ -232,14 +238,14 @@ pub fn norm_array(
         let xs = sent
             .get(&(col, Direction::Mm2s, 0))
             .ok_or_else(|| format!("column {col}: no x stream"))?;
-        if xs.len() < per_col * obj || !(xs.len() - per_col * obj).is_multiple_of(round_bytes) {
+        if xs.len() < objs * obj || !(xs.len() - objs * obj).is_multiple_of(round_bytes) {
             return Err(format!(
-                "column {col}: x stream of {} bytes is not {per_col} parameter objects + whole \
+                "column {col}: x stream of {} bytes is not {objs} parameter objects + whole \
                  rounds of {round_bytes}",
                 xs.len()
             ));
         }
-        let n = (xs.len() - per_col * obj) / round_bytes;
+        let n = (xs.len() - objs * obj) / round_bytes;
         let r = if d.residual {
             let r = sent
                 .get(&(col, Direction::Mm2s, 1))
@@ -255,13 +261,21 @@ pub fn norm_array(
             None
         };
         // Each core's own copy of the parameters (the first object of its split).
-        let params: Vec<Vec<f32>> = (0..per_col)
+        let params: Vec<Vec<f32>> = (0..objs)
             .map(|j| f32s(&xs[j * obj..(j + 1) * obj]))
             .collect();
-        let x = f32s(&xs[per_col * obj..]);
+        let x = f32s(&xs[objs * obj..]);
         let mut img = Vec::with_capacity(n * per_col * codes_bytes(d.d));
         let mut xo = Vec::with_capacity(if d.residual { n * round_bytes } else { 0 });
         for rb in 0..n {
+            if !d.norm {
+                for j in 0..per_col {
+                    let at = (rb * rows + j * NQ_ROWS) * d.d;
+                    quant(&x[at..at + NQ_ROWS * d.d], &mut codes);
+                    unblock_runs(&codes, &mut img);
+                }
+                continue;
+            }
             for (j, p) in params.iter().enumerate() {
                 let at = (rb * rows + j * NQ_ROWS) * d.d;
                 let group = at..at + NQ_ROWS * d.d;
@@ -324,5 +338,13 @@ mod tests {
             norm_program(&d, 0),
             Err(AieError::NormWidth { .. })
         ));
+        // The plain quantize of fc2's input: no parameter task; per round and column the x
+        // and image BDs, one token (the image).
+        let q = NormQuantDesign::quantize(Target::NPU1, 2048).unwrap();
+        let (_, ops) = parse(&norm_program(&q, 100).unwrap()).unwrap();
+        assert_eq!(rounds(&q, 100), 2);
+        let count = |f: fn(&Op) -> bool| ops.iter().filter(|o| f(o)).count();
+        assert_eq!(count(|o| matches!(o, Op::BlockWrite { .. })), 2 * 4 * 2);
+        assert_eq!(count(|o| matches!(o, Op::Sync { .. })), 2 * 4);
     }
 }

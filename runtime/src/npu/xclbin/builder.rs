@@ -129,7 +129,14 @@ impl XclbinBuilder {
     /// with `n_buffers` buffer args. Loaded with [`super::super::hwctx::HwContext::load_kernels`],
     /// CU `i` of the context runs PDI `i`.
     pub fn mlir_aie_kernels(pdis: &[Vec<u8>], column_width: u16, n_buffers: usize) -> Self {
-        let names: Vec<(String, String, u64)> = (0..pdis.len())
+        let kernels: Vec<(Vec<u8>, usize)> = pdis.iter().map(|p| (p.clone(), n_buffers)).collect();
+        Self::mlir_aie_kernels_args(&kernels, column_width)
+    }
+
+    /// As [`XclbinBuilder::mlir_aie_kernels`], kernel `i` from `(PDI, buffer args)` `kernels[i]`
+    /// (designs with different argument lists in one context).
+    pub fn mlir_aie_kernels_args(kernels: &[(Vec<u8>, usize)], column_width: u16) -> Self {
+        let names: Vec<(String, String, u64)> = (0..kernels.len())
             .map(|i| {
                 (
                     format!("MLIR_AIE_{i}"),
@@ -138,24 +145,25 @@ impl XclbinBuilder {
                 )
             })
             .collect();
-        let specs: Vec<PdiSpec> = pdis
+        let specs: Vec<PdiSpec> = kernels
             .iter()
             .zip(&names)
-            .map(|(image, n)| PdiSpec {
+            .map(|((image, _), n)| PdiSpec {
                 image: image.clone(),
                 dpu_kernel_ids: vec![n.2],
             })
             .collect();
         let ip: Vec<String> = names.iter().map(|n| format!("{}:{}", n.0, n.1)).collect();
         let ip: Vec<&str> = ip.iter().map(String::as_str).collect();
-        let kernels: Vec<(&str, &str, u64)> = names
+        let xml: Vec<(&str, &str, u64, usize)> = names
             .iter()
-            .map(|n| (n.0.as_str(), n.1.as_str(), n.2))
+            .zip(kernels)
+            .map(|(n, (_, b))| (n.0.as_str(), n.1.as_str(), n.2, *b))
             .collect();
         Self::new(*b"amanuensis-multi")
             .aie_partition(column_width, 2048, &specs)
             .ip_layout(&ip)
-            .metadata(&metadata::mlir_aie_kernels_xml(&kernels, n_buffers))
+            .metadata(&metadata::mlir_aie_kernels_args_xml(&xml))
     }
 
     /// Serialise.

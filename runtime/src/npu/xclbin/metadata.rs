@@ -274,22 +274,36 @@ pub fn mlir_aie_kernel_xml(n_buffers: usize) -> String {
 /// --xclbin-kernel-name=… --xclbin-instance-name=… --xclbin-kernel-id=…` produces when it
 /// extends an xclbin by one kernel at a time.
 pub fn mlir_aie_kernels_xml(kernels: &[(&str, &str, u64)], n_buffers: usize) -> String {
-    let mut args = String::from(
-        r#"<arg name="opcode" addressQualifier="0" id="0" size="0x8" offset="0x00" hostOffset="0x0" hostSize="0x8" type="uint64_t"/>
+    let kernels: Vec<(&str, &str, u64, usize)> = kernels
+        .iter()
+        .map(|&(name, instance, id)| (name, instance, id, n_buffers))
+        .collect();
+    mlir_aie_kernels_args_xml(&kernels)
+}
+
+/// As [`mlir_aie_kernels_xml`], each kernel `(name, instance, dpu_kernel_id, n_buffers)` with
+/// its own number of buffer arguments.
+pub fn mlir_aie_kernels_args_xml(kernels: &[(&str, &str, u64, usize)]) -> String {
+    let args = |n_buffers: usize| {
+        let mut args = String::from(
+            r#"<arg name="opcode" addressQualifier="0" id="0" size="0x8" offset="0x00" hostOffset="0x0" hostSize="0x8" type="uint64_t"/>
 <arg name="instr" addressQualifier="1" id="1" size="0x8" offset="0x08" hostOffset="0x0" hostSize="0x8" type="char *"/>
 <arg name="ninstr" addressQualifier="0" id="2" size="0x4" offset="0x10" hostOffset="0x0" hostSize="0x4" type="uint32_t"/>
 "#,
-    );
-    for i in 0..n_buffers {
-        args.push_str(&format!(
-            "<arg name=\"bo{i}\" addressQualifier=\"1\" id=\"{}\" size=\"0x8\" offset=\"{:#x}\" hostOffset=\"0x0\" hostSize=\"0x8\" type=\"void*\"/>\n",
-            3 + i,
-            0x14 + 8 * i
-        ));
-    }
+        );
+        for i in 0..n_buffers {
+            args.push_str(&format!(
+                "<arg name=\"bo{i}\" addressQualifier=\"1\" id=\"{}\" size=\"0x8\" offset=\"{:#x}\" hostOffset=\"0x0\" hostSize=\"0x8\" type=\"void*\"/>\n",
+                3 + i,
+                0x14 + 8 * i
+            ));
+        }
+        args
+    };
     let kernels: String = kernels
         .iter()
-        .map(|(name, instance, id)| {
+        .map(|&(name, instance, id, n_buffers)| {
+            let args = args(n_buffers);
             format!(
                 r#"<kernel name="{name}" language="c" type="dpu">
 <extended-data subtype="DPU" functional="0" dpu_kernel_id="{id:#x}"/>

@@ -298,7 +298,7 @@ impl std::fmt::Display for DispatchBudget {
             let built = j.as_built_device_s + j.as_built_cpu_s;
             writeln!(
                 f,
-                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device, today's chain rule: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone; one chain per encoder layer / decoder step (issue 14's target, norms on the device at {:.0} cycles/element assumed; {:.0} us per sub-command assumed): {} submissions, {:.3} s = {:.0}x (device + dispatch only, CPU work not included)",
+                "  {:26} as built: {:.3} s device + {:.3} s CPU (measured here) per window = {:.1}x realtime; all linears + attention on device, today's chain rule: {} submissions, {:.3} s = {:.0}x realtime, {:.3} s = {:.0}x with the {:.0} us round trip alone; one chain per encoder layer / decoder step (issue 14's target, norms on the device at {:.2} cycles/element, derived from the kernel's vector operations; {:.0} us per sub-command assumed): {} submissions, {:.3} s = {:.0}x (device + dispatch only, CPU work not included)",
                 p.name,
                 j.as_built_device_s,
                 j.as_built_cpu_s,

@@ -5,8 +5,9 @@
 //! `cargo run --release -p amanuensis-aie --example dispatch_budget`
 
 use amanuensis_aie::budget::{
-    cross_kv, decoder_step, encoder, report, resident_weight_bytes, Assumptions, Chaining, PHOENIX,
-    STRIX,
+    cross_kv, cross_kv_ops, decoder_ops, decoder_step, encoder, encoder_ops, report,
+    resident_weight_bytes, window, Assumptions, Chaining, Design, StageOp, NORM_OPS, PHOENIX,
+    SOFTMAX_OPS, STRIX,
 };
 use amanuensis_aie::design::{BASE, TINY};
 
@@ -17,6 +18,21 @@ fn main() {
     let per_layer = Assumptions {
         chaining: Chaining::PerLayer,
         ..d
+    };
+    // The kernels before their vectorisation: a scalar softmax assumed at 40 cycles per score
+    // (pass 1's scaling not counted, nor any per-row cost), the norm at 12 per element.
+    let scalar = |a: Assumptions| Assumptions {
+        softmax_cycles_per_score: 40.0,
+        softmax_cycles_per_row: 0.0,
+        norm_cycles_per_element: 12.0,
+        norm_cycles_per_row: 0.0,
+        ..a
+    };
+    // f32 multiplies at the 'safe' (0 ulp) 9 issues instead of the default 'fast' 6.
+    let safe = |a: Assumptions| Assumptions {
+        softmax_cycles_per_score: SOFTMAX_OPS.cycles_per_lane(9.0),
+        norm_cycles_per_element: NORM_OPS.cycles_per_lane(9.0),
+        ..a
     };
     for (label, a) in [
         (
@@ -38,12 +54,11 @@ fn main() {
             },
         ),
         (
-            "the same, vectorised softmax (2 cycles/score)",
-            Assumptions {
+            "the same, the scalar softmax and norm rounding before (40 / 12 cycles assumed)",
+            scalar(Assumptions {
                 self_attention_on_device: false,
-                softmax_cycles_per_score: 2.0,
                 ..d
-            },
+            }),
         ),
         (
             "one chain per encoder layer / decoder step (issue 14's target), greedy, peak",
@@ -65,11 +80,12 @@ fn main() {
             },
         ),
         (
-            "per-layer chains, greedy, peak, vectorised softmax (2 cycles/score)",
-            Assumptions {
-                softmax_cycles_per_score: 2.0,
-                ..per_layer
-            },
+            "per-layer chains, greedy, peak, the scalar softmax and norm rounding before (40 / 12 cycles assumed)",
+            scalar(per_layer),
+        ),
+        (
+            "per-layer chains, greedy, peak, f32 multiplies at the 'safe' 9 issues",
+            safe(per_layer),
         ),
         (
             "per-layer chains, beam 5, peak",
@@ -98,6 +114,49 @@ fn main() {
                 w.name, p.name, e.projected_s, e.submissions, x.projected_s, d.projected_s, d.overhead_s
             );
             }
+        }
+    }
+    println!(
+        "== where the per-layer greedy-peak window goes (projected s: device time by design, then dispatch overhead)"
+    );
+    for w in models {
+        for p in platforms {
+            let a = per_layer;
+            let device = |ops: &[StageOp], keep: &dyn Fn(Design) -> bool| -> f64 {
+                ops.iter()
+                    .filter_map(|o| o.device)
+                    .filter(|&(_, d)| keep(d))
+                    .map(|(t, _)| t.projected_s - t.overhead_s)
+                    .sum()
+            };
+            let (enc, _) = encoder_ops(&p, &a, &w, true);
+            let (dec, _) = decoder_ops(&p, &a, &w, true);
+            let xkv = cross_kv_ops(&p, &a, &w);
+            let steps = a.tokens_per_window as f64;
+            let part = |keep: &dyn Fn(Design) -> bool| {
+                (
+                    device(&enc, keep) + device(&xkv, keep),
+                    device(&dec, keep) * steps,
+                )
+            };
+            let gemm = part(&|d| matches!(d, Design::Gemm(..)));
+            let att = part(&|d| d == Design::Attention);
+            let norm = part(&|d| matches!(d, Design::NormQuant(..)));
+            let total = window(&p, &a, &w);
+            println!(
+                "{} | {} | GEMMs {:.3} + {:.3} | attention {:.3} + {:.3} | norms {:.3} + {:.3} (encoder and cross K/V + decoder) | overhead {:.3} | total {:.3} = {:.0}x",
+                w.name,
+                p.name,
+                gemm.0,
+                gemm.1,
+                att.0,
+                att.1,
+                norm.0,
+                norm.1,
+                total.overhead_s,
+                total.projected_s,
+                30.0 / total.projected_s
+            );
         }
     }
     for w in models {

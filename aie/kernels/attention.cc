@@ -8,19 +8,26 @@
 // once, pass 3 (attn_pv_bf16) per V chunk. Scores are never narrowed: an earlier NPU attempt
 // clamped them to int8 before the softmax and lost the attention (correlation 0.18).
 //
-// The softmax is scalar f32 here (the shared exp_neg of aie_numerics.h); on AIE2 that is the
-// slow part of this kernel (f32 is emulated) and the first thing to vectorise on hardware.
+// The softmax is 16-lane f32 vector code (exp2_nonpos_v of aie_vector_numerics.h): pass 1
+// folds log2(e) into the row scale, so the scores are in log2 units and the softmax takes
+// 2^(s - max); the weights overwrite the scores in place (one exponential per score, no second
+// L1 row). Its vector operation count per 16 scores, with pass 1's scaling, is the cycle
+// figure of aie/src/budget.rs (Assumptions::softmax_cycles_per_score).
 #include "aie_kernel.h"
-#include "aie_numerics.h"
+#include "aie_vector_numerics.h"
+
+#include <math.h>
 
 #define Q_ROWS 4
 #define HEAD_DIM 64
 #define KEY_CHUNK 32
 #define MAX_KEYS 1536
+#define SM_LANES 16
+#define LOG2E 1.442695f
 
 extern "C" {
 
-// scores[i][key0 + j] = (sum_d q[i][d] k[j][d]) * qs[i] * ks[j]; q in one row of 4x8 blocks
+// scores[i][key0 + j] = (sum_d q[i][d] k[j][d]) * (qs[i] * log2 e) * ks[j]; q in one row of 4x8 blocks
 // (A-object order), k in 8x8 blocks [key][d] (W-object order); scores row-major [4][MAX_KEYS].
 void attn_scores_i8(const int8_t *__restrict q, const float *__restrict qs, const int8_t *__restrict k,
                     const float *__restrict ks, int32_t key0, float *__restrict scores) {
@@ -37,29 +44,59 @@ void attn_scores_i8(const int8_t *__restrict q, const float *__restrict qs, cons
     const aie::vector<float, 8> ksv = aie::load_v<8>(ks + jb * 8);
     for (unsigned i = 0; i < Q_ROWS; ++i) {
       const aie::vector<float, 8> row = acc.template extract<8>(i);
-      const aie::vector<float, 8> t = aie::mul(row, qs[i]).template to_vector<float>();
+      const aie::vector<float, 8> t = aie::mul(row, qs[i] * LOG2E).template to_vector<float>();
       aie::store_v(scores + i * MAX_KEYS + key0 + jb * 8, aie::mul(t, ksv).template to_vector<float>());
     }
   }
 }
 
 // Row i keeps keys [0, limits[i]) (causal rows pass position + 1, padding rows 0); writes bf16
-// probabilities to p[i][0..n_keys), zeros past the limit.
-void attn_softmax(const float *__restrict scores, const int32_t *__restrict limits, int32_t n_keys,
+// probabilities to p[i][0..n_keys) (n_keys a multiple of 16), zeros past the limit. The kept
+// keys' scores, in whole vectors, are overwritten with their weights 2^(s - max); the masked
+// keys of the last vector first become -inf (weight 0).
+//
+// Per 16 scores: max (1 op); sub, exp2_nonpos_v, the lane sum (1 + 17 ops, 4 of them f32
+// multiplies); * 1/sum and the bf16 narrowing (2 ops, 1 multiply). Per row: the -inf tail,
+// two lane reductions, one scalar reciprocal.
+void attn_softmax(float *__restrict scores, const int32_t *__restrict limits, int32_t n_keys,
                   uint16_t *__restrict p) {
+  aie::set_rounding(aie::rounding_mode::conv_even);
+  const aie::vector<bfloat16, SM_LANES> zero_p = aie::zeros<bfloat16, SM_LANES>();
   for (unsigned i = 0; i < Q_ROWS; ++i) {
-    const float *row = scores + i * MAX_KEYS;
-    uint16_t *prow = p + i * MAX_KEYS;
+    float *row = scores + i * MAX_KEYS;
+    bfloat16 *prow = (bfloat16 *)(p + i * MAX_KEYS);
     const int32_t lim = limits[i] < n_keys ? limits[i] : n_keys;
-    for (int32_t j = 0; j < n_keys; ++j) prow[j] = 0;
-    if (lim <= 0) continue;
-    float max = row[0];
-    for (int32_t j = 1; j < lim; ++j)
-      if (row[j] > max) max = row[j];
-    float sum = 0.0f;
-    for (int32_t j = 0; j < lim; ++j) sum += exp_neg(row[j] - max);
-    const float inv = 1.0f / sum;
-    for (int32_t j = 0; j < lim; ++j) prow[j] = bf16_round(exp_neg(row[j] - max) * inv);
+    if (lim <= 0) {
+      for (int32_t j = 0; j < n_keys; j += SM_LANES) aie::store_v(prow + j, zero_p);
+      continue;
+    }
+    const int32_t whole = (lim + SM_LANES - 1) / SM_LANES * SM_LANES;
+    for (int32_t j = lim; j < whole; ++j) row[j] = -INFINITY;
+
+    v16f mx = aie::load_v<SM_LANES>(row);
+    for (int32_t j = SM_LANES; j < whole; j += SM_LANES)
+      AIE_PREPARE_FOR_PIPELINING
+      mx = aie::max(mx, aie::load_v<SM_LANES>(row + j));
+    float max = mx.get(0);
+    for (unsigned l = 1; l < SM_LANES; ++l) max = max < mx.get(l) ? mx.get(l) : max;
+
+    v16f acc = aie::zeros<float, SM_LANES>();
+    for (int32_t j = 0; j < whole; j += SM_LANES)
+      AIE_PREPARE_FOR_PIPELINING {
+        const v16f e = exp2_nonpos_v(aie::sub(aie::load_v<SM_LANES>(row + j), max));
+        aie::store_v(row + j, e);
+        acc = aie::add(acc, e);
+      }
+    // The 16 lanes added as a tree: 8 + 8, 4 + 4, 2 + 2, 1 + 1 (attention.rs tree_sum).
+    const aie::vector<float, 8> s8 = aie::add(acc.template extract<8>(0), acc.template extract<8>(1));
+    const aie::vector<float, 4> s4 = aie::add(s8.template extract<4>(0), s8.template extract<4>(1));
+    const aie::vector<float, 2> s2 = aie::add(s4.template extract<2>(0), s4.template extract<2>(1));
+    const float inv = 1.0f / (s2.get(0) + s2.get(1));
+
+    for (int32_t j = 0; j < whole; j += SM_LANES)
+      AIE_PREPARE_FOR_PIPELINING
+      aie::store_v(prow + j, aie::mul(aie::load_v<SM_LANES>(row + j), inv).template to_vector<bfloat16>());
+    for (int32_t j = whole; j < n_keys; j += SM_LANES) aie::store_v(prow + j, zero_p);
   }
 }
 
@@ -99,7 +136,7 @@ void attn_scores_obj(const int8_t *__restrict qobj, const int8_t *__restrict kob
   attn_scores_i8(qobj, (const float *)(qobj + Q_CODES), kobj, (const float *)(kobj + K_CODES), key0, scores);
 }
 
-void attn_softmax_obj(const float *__restrict scores, const int8_t *__restrict qobj, int32_t n_keys,
+void attn_softmax_obj(float *__restrict scores, const int8_t *__restrict qobj, int32_t n_keys,
                       uint16_t *__restrict p) {
   attn_softmax(scores, (const int32_t *)(qobj + Q_CODES + 4 * Q_ROWS), n_keys, p);
 }

@@ -24,13 +24,24 @@
 // lane_sum = 8 interleaved f32 accumulators (one vector<float, 8>), then the lanes added in
 // order. y is computed twice (for the max, then for the codes) instead of being stored: the
 // same operations give the same bits, and L1 keeps no d-float temporary.
+//
+// All of it is 16-lane vector code: the sums take each 16-lane vector as two 8-lane halves
+// (lanes i % 8, in the CPU's order); the max and the codes are lane-wise. The codes pass runs
+// after every row's statistics, per 8-column block over the 4 rows at once (two 16-lane
+// vectors: rows 0-1, rows 2-3), so the 32 codes of a block are the 4 x 8 block of the A
+// object: one 32-byte store (the old per-byte scatter is gone). The rounding is
+// quant_codes_v (aie_vector_numerics.h): q8::quant::code's bits without a float -> int
+// conversion. Vector ops per 16 elements (aie/src/budget.rs norm_cycles_per_element): the
+// residual add 1, sums 2, variance 4 (1 multiply), max 6 (2 multiplies), codes 6 (3
+// multiplies) + 14 rounding + 1/2 narrowing.
 #include "aie_kernel.h"
-#include "aie_numerics.h"
+#include "aie_vector_numerics.h"
 
 #include <math.h>
 
 #define NQ_ROWS 4
 #define NQ_LANES 8
+#define NQ_VEC 16
 
 namespace {
 
@@ -42,11 +53,60 @@ float lane_total(const vf &acc) {
   return s;
 }
 
-vf normalized(const float *v, const float *gamma, const float *beta, unsigned i, float mean, float inv) {
-  vf t = aie::sub(aie::load_v<NQ_LANES>(v + i), mean);
+// acc (the CPU's 8 lanes) += the 16 elements of x, in index order: lanes 0-7 then 8-15.
+vf add_halves(const vf &acc, const v16f &x) {
+  return aie::add(aie::add(acc, x.template extract<NQ_LANES>(0)), x.template extract<NQ_LANES>(1));
+}
+
+// (v - mean) * inv * gamma + beta on 16 lanes; mean and inv per lane.
+v16f normalized(const v16f &v, const v16f &g, const v16f &b, const v16f &mean, const v16f &inv) {
+  v16f t = aie::sub(v, mean);
   t = aie::mul(t, inv).template to_vector<float>();
-  t = aie::mul(t, aie::load_v<NQ_LANES>(gamma + i)).template to_vector<float>();
-  return aie::add(t, aie::load_v<NQ_LANES>(beta + i));
+  t = aie::mul(t, g).template to_vector<float>();
+  return aie::add(t, b);
+}
+
+struct RowQuant {
+  float mean, inv, q, scale;
+};
+
+RowQuant row_stats(const float *v, const float *gamma, const float *beta, float eps, int32_t d) {
+  vf acc = aie::zeros<float, NQ_LANES>();
+  for (unsigned i = 0; i < (unsigned)d; i += NQ_VEC)
+    AIE_PREPARE_FOR_PIPELINING
+    acc = add_halves(acc, aie::load_v<NQ_VEC>(v + i));
+  const float mean = lane_total(acc) / (float)d;
+  acc = aie::zeros<float, NQ_LANES>();
+  for (unsigned i = 0; i < (unsigned)d; i += NQ_VEC)
+    AIE_PREPARE_FOR_PIPELINING {
+      const v16f t = aie::sub(aie::load_v<NQ_VEC>(v + i), mean);
+      acc = add_halves(acc, aie::mul(t, t).template to_vector<float>());
+    }
+  const float var = lane_total(acc) / (float)d;
+  const float inv = 1.0f / sqrtf(var + eps);
+
+  const v16f meanv = aie::broadcast<float, NQ_VEC>(mean), invv = aie::broadcast<float, NQ_VEC>(inv);
+  v16f mx = aie::zeros<float, NQ_VEC>();
+  for (unsigned i = 0; i < (unsigned)d; i += NQ_VEC)
+    AIE_PREPARE_FOR_PIPELINING {
+      const v16f y = normalized(aie::load_v<NQ_VEC>(v + i), aie::load_v<NQ_VEC>(gamma + i),
+                                aie::load_v<NQ_VEC>(beta + i), meanv, invv);
+      mx = aie::max(mx, aie::abs(y));
+    }
+  float max = 0.0f;
+  for (unsigned l = 0; l < NQ_VEC; ++l) max = max < mx.get(l) ? mx.get(l) : max;
+
+  RowQuant r = {mean, inv, 0.0f, 0.0f};
+  if (max > 0.0f && max <= 3.40282347e38f) {
+    r.scale = max / 127.0f;
+    r.q = 127.0f / max;
+  }
+  return r;
+}
+
+// Lanes 0-7 a's value, lanes 8-15 b's.
+v16f pair(float a, float b) {
+  return aie::concat(aie::broadcast<float, NQ_LANES>(a), aie::broadcast<float, NQ_LANES>(b));
 }
 
 void norm_quant_rows(const float *x, const float *params, int8_t *codes, int32_t d) {
@@ -56,49 +116,42 @@ void norm_quant_rows(const float *x, const float *params, int8_t *codes, int32_t
   const unsigned k_tiles = (unsigned)d / TILE_K;
   int8_t *scales = codes + k_tiles * NQ_ROWS * TILE_K;
   for (unsigned i = 0; i < NQ_ROWS * TILE_K; ++i) scales[i] = 0;
+  RowQuant rq[NQ_ROWS];
   for (unsigned m = 0; m < NQ_ROWS; ++m) {
-    const float *v = x + m * d;
-    vf acc = aie::zeros<float, NQ_LANES>();
-    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES)
-      AIE_PREPARE_FOR_PIPELINING
-      acc = aie::add(acc, aie::load_v<NQ_LANES>(v + i));
-    const float mean = lane_total(acc) / (float)d;
-    acc = aie::zeros<float, NQ_LANES>();
-    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES)
-      AIE_PREPARE_FOR_PIPELINING {
-        const vf t = aie::sub(aie::load_v<NQ_LANES>(v + i), mean);
-        acc = aie::add(acc, aie::mul(t, t).template to_vector<float>());
-      }
-    const float var = lane_total(acc) / (float)d;
-    const float inv = 1.0f / sqrtf(var + eps);
-
-    vf mx = aie::zeros<float, NQ_LANES>();
-    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES)
-      AIE_PREPARE_FOR_PIPELINING
-      mx = aie::max(mx, aie::abs(normalized(v, gamma, beta, i, mean, inv)));
-    float max = 0.0f;
-    for (unsigned l = 0; l < NQ_LANES; ++l) max = max < mx.get(l) ? mx.get(l) : max;
-
-    float scale = 0.0f, q = 0.0f;
-    if (max > 0.0f && max <= 3.40282347e38f) {
-      scale = max / 127.0f;
-      q = 127.0f / max;
-    }
-    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES) {
-      const vf y = aie::mul(normalized(v, gamma, beta, i, mean, inv), q).template to_vector<float>();
-      int8_t *run = codes + (i / TILE_K) * NQ_ROWS * TILE_K;
-      for (unsigned l = 0; l < NQ_LANES; ++l)
-        run[a_offset(m, (i + l) % TILE_K)] = scale > 0.0f ? quant_code(y.get(l)) : 0;
-    }
-    memcpy(scales + a_offset(m, 0), &scale, 4);
+    rq[m] = row_stats(x + m * d, gamma, beta, eps, d);
+    memcpy(scales + a_offset(m, 0), &rq[m].scale, 4);
   }
+  // Rows 0-1 in the first vector, rows 2-3 in the second; a row of scale 0 has q = 0, so its
+  // y * q is 0 or NaN and its codes 0, as the CPU writes them.
+  const v16f mean[2] = {pair(rq[0].mean, rq[1].mean), pair(rq[2].mean, rq[3].mean)};
+  const v16f inv[2] = {pair(rq[0].inv, rq[1].inv), pair(rq[2].inv, rq[3].inv)};
+  const v16f q[2] = {pair(rq[0].q, rq[1].q), pair(rq[2].q, rq[3].q)};
+  for (unsigned k = 0; k < (unsigned)d; k += NQ_LANES)
+    AIE_PREPARE_FOR_PIPELINING {
+      const aie::vector<float, NQ_LANES> g8 = aie::load_v<NQ_LANES>(gamma + k);
+      const aie::vector<float, NQ_LANES> b8 = aie::load_v<NQ_LANES>(beta + k);
+      const v16f g = aie::concat(g8, g8), b = aie::concat(b8, b8);
+      v16i c[2];
+      for (unsigned h = 0; h < 2; ++h) {
+        const float *r0 = x + (2 * h) * d + k;
+        const v16f v = aie::concat(aie::load_v<NQ_LANES>(r0), aie::load_v<NQ_LANES>(r0 + d));
+        const v16f y = normalized(v, g, b, mean[h], inv[h]);
+        c[h] = quant_codes_v(aie::mul(y, q[h]).template to_vector<float>());
+      }
+      // The 4 x 8 block of columns k..k+8 (a_offset(0, k % 64) onwards) of run k / 64.
+      aie::store_v(codes + (k / TILE_K) * NQ_ROWS * TILE_K + a_offset(0, k % TILE_K), narrow_codes(c[0], c[1]));
+    }
 }
 
-// The plain quantize of 4 rows (no norm): per row exactly q8::quant::quantize_row.
+// The plain quantize of 4 rows (no norm): per row exactly q8::quant::quantize_row. The max
+// per row as the CPU takes it, then the codes as norm_quant_rows writes them: per 8-column block
+// the 4 rows at once (rows 0-1, rows 2-3), one 32-byte store of the A object's 4 x 8 block. A
+// row of scale 0 has q = 0, so its x * q is 0 or NaN and its codes 0, as the CPU writes them.
 void quant_rows(const float *x, int8_t *codes, int32_t d) {
   const unsigned k_tiles = (unsigned)d / TILE_K;
   int8_t *scales = codes + k_tiles * NQ_ROWS * TILE_K;
   for (unsigned i = 0; i < NQ_ROWS * TILE_K; ++i) scales[i] = 0;
+  float qs[NQ_ROWS];
   for (unsigned m = 0; m < NQ_ROWS; ++m) {
     const float *v = x + m * d;
     vf mx = aie::zeros<float, NQ_LANES>();
@@ -113,14 +166,20 @@ void quant_rows(const float *x, int8_t *codes, int32_t d) {
       scale = max / 127.0f;
       q = 127.0f / max;
     }
-    for (unsigned i = 0; i < (unsigned)d; i += NQ_LANES) {
-      const vf y = aie::mul(aie::load_v<NQ_LANES>(v + i), q).template to_vector<float>();
-      int8_t *run = codes + (i / TILE_K) * NQ_ROWS * TILE_K;
-      for (unsigned l = 0; l < NQ_LANES; ++l)
-        run[a_offset(m, (i + l) % TILE_K)] = scale > 0.0f ? quant_code(y.get(l)) : 0;
-    }
+    qs[m] = q;
     memcpy(scales + a_offset(m, 0), &scale, 4);
   }
+  const v16f q[2] = {pair(qs[0], qs[1]), pair(qs[2], qs[3])};
+  for (unsigned k = 0; k < (unsigned)d; k += NQ_LANES)
+    AIE_PREPARE_FOR_PIPELINING {
+      v16i c[2];
+      for (unsigned h = 0; h < 2; ++h) {
+        const float *r0 = x + (2 * h) * d + k;
+        const v16f v = aie::concat(aie::load_v<NQ_LANES>(r0), aie::load_v<NQ_LANES>(r0 + d));
+        c[h] = quant_codes_v(aie::mul(v, q[h]).template to_vector<float>());
+      }
+      aie::store_v(codes + (k / TILE_K) * NQ_ROWS * TILE_K + a_offset(0, k % TILE_K), narrow_codes(c[0], c[1]));
+    }
 }
 
 } // namespace
@@ -144,9 +203,9 @@ void norm_quant(const float *__restrict x, const float *__restrict params, int8_
 // x_out = x + r, then LayerNorm + quantization of x_out (every norm after a residual add).
 void add_norm_quant(const float *__restrict x, const float *__restrict r, const float *__restrict params,
                     float *__restrict x_out, int8_t *__restrict codes, int32_t d) {
-  for (unsigned i = 0; i < NQ_ROWS * (unsigned)d; i += NQ_LANES)
+  for (unsigned i = 0; i < NQ_ROWS * (unsigned)d; i += NQ_VEC)
     AIE_PREPARE_FOR_PIPELINING
-    aie::store_v(x_out + i, aie::add(aie::load_v<NQ_LANES>(x + i), aie::load_v<NQ_LANES>(r + i)));
+    aie::store_v(x_out + i, aie::add(aie::load_v<NQ_VEC>(x + i), aie::load_v<NQ_VEC>(r + i)));
   norm_quant_rows(x_out, params, codes, d);
 }
 

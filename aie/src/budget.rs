@@ -63,6 +63,83 @@ pub const STRIX: Platform = Platform {
     dma_bytes_per_s: 120e9,
 };
 
+/// Issues of one 16-lane f32 multiply on AIE2. AIE2 has no f32 multiplier: the AIE API
+/// emulates it on the bf16 multipliers, `--aie.float-accuracy fast` (the default) with 6
+/// bf16 `VMUL.f` / `VMAC.f` instructions, `safe` (0 ulp, what the host build's IEEE products
+/// model) with 9, `low` with 3 (UG1603 "Floating-Point Accuracy",
+/// docs.amd.com/r/en-US/ug1603-ai-engine-ml-kernel-graph/Floating-Point-Accuracy). Not in
+/// `npu-hardware.md`, which gives the 128 bf16 MACs per cycle (16 lanes × 8) these run on.
+pub const F32_MUL_ISSUES: f64 = 6.0;
+
+/// Vector operations per 16 lanes of a kernel's loops: emulated f32 multiplies and all
+/// others. The cycle model:
+///
+/// - **one vector instruction per cycle**, fixed- or floating-point (UG1603 "Floating-Point
+///   Operations": "only one vector instruction per cycle can be performed"); an f32 multiply
+///   is [`F32_MUL_ISSUES`] of them;
+/// - **assumed 1 cycle** for every other vector operation: an f32 add / sub (AIE2's f32
+///   adder after the bf16 multipliers, UG1603; AM020 "Floating-Point Vector Unit": FP32 add,
+///   subtract and negate of accumulator registers), a compare, min / max, abs, select
+///   (AM020: element-wise compare / min / max in the vector add/compare unit), an int32 add,
+///   sub, shift or xor, the srs narrowing, the accfloat → bf16 conversion; and **2** for the
+///   int32 → f32 conversion (UG1529 lists it as emulated on AIE2; 2 is the cost of the
+///   `1.5·2^23` construction the kernels use instead of conversions elsewhere). No document
+///   states these counts;
+/// - **free**: loads, stores, moves, bit casts and concatenations of 256-bit halves, in the
+///   other VLIW slots (AM020: two 256-bit load units and one 256-bit store unit), except
+///   where a loop has fewer vector operations than 256-bit transfers (the norm's residual
+///   add, counted at its 2 store cycles per 16 lanes).
+///
+/// Loop overheads and software pipelining are not modelled (the loops are counted as if
+/// fully pipelined); per-row scalar work is in [`Assumptions::softmax_cycles_per_row`] and
+/// [`Assumptions::norm_cycles_per_row`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct VectorOps {
+    /// Emulated f32 multiplies per 16 lanes.
+    pub f32_muls: f64,
+    /// Other vector operations (cycles) per 16 lanes.
+    pub other: f64,
+}
+
+impl VectorOps {
+    /// Cycles per lane with an f32 multiply costing `mul_issues` instructions.
+    pub fn cycles_per_lane(self, mul_issues: f64) -> f64 {
+        (self.f32_muls * mul_issues + self.other) / 16.0
+    }
+}
+
+/// The attention kernel's softmax per 16 scores (`aie/kernels/attention.cc`,
+/// `aie_vector_numerics.h` `exp2_nonpos_v`):
+/// - pass 1's scaling of the i32 sums: int32 → f32 (2), `× qs·log2 e`, `× ks`: 2 multiplies;
+/// - the row maximum: 1 max;
+/// - `t = s − max`, `2^t` (`t + M`, `− M`, `t −` that, 4 Horner steps of a multiply and an
+///   add, a shift and an int32 add into the exponent, the floor compare and select), the
+///   lane sum: 4 multiplies, 13 others;
+/// - `× 1/sum`, the bf16 narrowing: 1 multiply, 1 other.
+///
+/// 7 multiplies and 17 others: 59 cycles per 16 scores at 6 issues a multiply.
+pub const SOFTMAX_OPS: VectorOps = VectorOps {
+    f32_muls: 7.0,
+    other: 17.0,
+};
+
+/// The norm kernel per 16 elements of a row (`aie/kernels/norm_quant.cc`, with the residual
+/// add):
+/// - `x + r`: 2 (its 2 × 256-bit stores per 16 lanes, not its 1 add);
+/// - the sum: 2 adds (the CPU's 8 lanes take a 16-lane vector as two halves);
+/// - the variance: `v − mean`, its square, 2 adds: 1 multiply, 3 others;
+/// - the max: `(v − mean)·inv·γ + β`, abs, max: 2 multiplies, 4 others;
+/// - the codes: the same normalisation, `× 127/max`, `quant_codes_v` (2 compares, 2
+///   selects, abs, min, 3 f32 add/sub, 5 int32 ops), half an srs narrowing (32 codes at
+///   once): 3 multiplies, 16.5 others.
+///
+/// 6 multiplies and 27.5 others: 63.5 cycles per 16 elements at 6 issues a multiply (2 fewer
+/// without a residual, not distinguished).
+pub const NORM_OPS: VectorOps = VectorOps {
+    f32_muls: 6.0,
+    other: 27.5,
+};
+
 /// What the projection assumes where nothing was measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Assumptions {
@@ -76,15 +153,24 @@ pub struct Assumptions {
     pub epilogue_cycles_per_element: f64,
     /// Extra cycles per element for the GELU rational (≈ 30 f32 operations incl. a divide).
     pub gelu_cycles_per_element: f64,
-    /// Core cycles per score for the softmax (scalar emulated f32 exp, max, sum, scale: the
-    /// kernel as written today; a vectorised bf16 exp would be ~1-2).
+    /// Core cycles per score of the softmax, pass 1's f32 scaling of the i32 sums included:
+    /// [`SOFTMAX_OPS`] at [`F32_MUL_ISSUES`] (derived from the kernel's vector operations, see
+    /// [`VectorOps`]): 59 / 16 ≈ 3.69. The scalar softmax before it was assumed at 40 (pass 1's
+    /// scaling not counted).
     pub softmax_cycles_per_score: f64,
+    /// Core cycles per query row of the softmax besides its scores: the −∞ tail of the last
+    /// vector, two lane reductions and the reciprocal of the sum, scalar f32 that AIE2 runs
+    /// emulated on the vector unit. **Assumed** 100 (not derived).
+    pub softmax_cycles_per_row: f64,
     /// Core cycles per element of the LayerNorm + quantize kernel (`norm_quant.cc`, residual
-    /// add included). **Assumed** 12: ≈ 14 8-lane f32 vector operations per 8 elements over
-    /// its passes (sum, variance, max, codes, each recomputing the normalized value) at ~2
-    /// cycles each on AIE2's emulated f32, plus the scalar rounding and byte scatter of the
-    /// codes (~8 cycles per element, the part to vectorise first).
+    /// add included): [`NORM_OPS`] at [`F32_MUL_ISSUES`] (derived, see [`VectorOps`]):
+    /// 63.5 / 16 ≈ 3.97. Assumed at 12 before the rounding and the byte scatter of the codes
+    /// were vectorised.
     pub norm_cycles_per_element: f64,
+    /// Core cycles per row of the norm kernel besides its elements: two 8-lane totals, the
+    /// mean's and the variance's divides, `1 / sqrt`, the 16-lane max, `max / 127` and
+    /// `127 / max`, scalar f32 (emulated). **Assumed** 200 (not derived).
+    pub norm_cycles_per_row: f64,
     /// Tokens decoded per 30 s window (≈ 75 words of speech + timestamps and specials).
     pub tokens_per_window: usize,
     /// Decoder rows per step: 1 = greedy, 5 = beam 5.
@@ -139,8 +225,10 @@ impl Default for Assumptions {
             efficiency: 1.0,
             epilogue_cycles_per_element: 1.0,
             gelu_cycles_per_element: 8.0,
-            softmax_cycles_per_score: 40.0,
-            norm_cycles_per_element: 12.0,
+            softmax_cycles_per_score: SOFTMAX_OPS.cycles_per_lane(F32_MUL_ISSUES),
+            softmax_cycles_per_row: 100.0,
+            norm_cycles_per_element: NORM_OPS.cycles_per_lane(F32_MUL_ISSUES),
+            norm_cycles_per_row: 200.0,
             tokens_per_window: 120,
             beams: 1,
             mean_self_keys: 64,
@@ -282,7 +370,8 @@ pub fn norm_quant(p: &Platform, a: &Assumptions, m: usize, d: usize, residual: b
     let f32_streams = if residual { 3 } else { 1 };
     let dma = rows * (f32_streams * d * 4 + d + TILE_K) + nd.cores() * nd.row_object_bytes();
     // Each core runs one 4-row group per round.
-    let cycles = (rounds * NQ_ROWS * d) as f64 * a.norm_cycles_per_element;
+    let per_row = d as f64 * a.norm_cycles_per_element + a.norm_cycles_per_row;
+    let cycles = (rounds * NQ_ROWS) as f64 * per_row;
     let to = if residual { 0 } else { m * d * 4 };
     finish(p, a, to, 0, dma, cycles)
 }
@@ -309,7 +398,8 @@ pub fn attention(
         let scores = (Q_ROWS * chunks * KEY_CHUNK * HEAD_DIM) as f64 / p.int8_macs;
         let pv = (Q_ROWS * chunks * KEY_CHUNK * HEAD_DIM) as f64 / p.bf16_macs;
         // Padding rows (limit 0) skip the softmax.
-        let softmax = (rows * n_keys) as f64 * a.softmax_cycles_per_score;
+        let softmax =
+            rows as f64 * (n_keys as f64 * a.softmax_cycles_per_score + a.softmax_cycles_per_row);
         scores + pv + softmax
     };
     let rounds = (heads * groups).div_ceil(p.cores);
@@ -682,15 +772,18 @@ pub fn report(models: &[WhisperDims], platforms: &[Platform], a: &Assumptions) -
     let mut s = format!(
         "PROJECTION (not measured; no NPU): {:?} chaining, host overhead {:.0} µs/submission, \
          {:.0} µs/sub-command after a chain's first (assumed), {:.0} µs/design switch (assumed), \
-         efficiency {:.0} %, softmax {} cycles/score, norm {} cycles/element (assumed; \
-         PerLayer only), {} tokens/window, {} beam(s)\n",
+         efficiency {:.0} %, softmax {:.2} cycles/score + {:.0}/row, norm {:.2} cycles/element + \
+         {:.0}/row (PerLayer only) (per score / element: derived from the kernels' vector \
+         operations; per row: assumed), {} tokens/window, {} beam(s)\n",
         a.chaining,
         a.host_overhead_s * 1e6,
         a.subcommand_s * 1e6,
         a.reconfiguration_s * 1e6,
         a.efficiency * 100.0,
         a.softmax_cycles_per_score,
+        a.softmax_cycles_per_row,
         a.norm_cycles_per_element,
+        a.norm_cycles_per_row,
         a.tokens_per_window,
         a.beams
     );
@@ -924,6 +1017,23 @@ mod tests {
     }
 
     #[test]
+    fn kernel_cycles_follow_from_the_vector_operation_counts() {
+        let a = Assumptions::default();
+        // 7 multiplies × 6 issues + 17 = 59 cycles per 16 scores; 6 × 6 + 27.5 per 16 elements.
+        assert_eq!(a.softmax_cycles_per_score, 59.0 / 16.0);
+        assert_eq!(a.norm_cycles_per_element, 63.5 / 16.0);
+        // The 'safe' (0 ulp) multiply: 9 issues.
+        assert_eq!(SOFTMAX_OPS.cycles_per_lane(9.0), 80.0 / 16.0);
+        assert_eq!(NORM_OPS.cycles_per_lane(9.0), 81.5 / 16.0);
+        // One encoder attention group on Phoenix: 4 rows × 1500 keys of softmax, 47 chunks of
+        // Q·Kᵀ (int8) and P·V (bf16) MACs.
+        let t = attention(&PHOENIX, &a, 1, 4, 1500, 0);
+        let macs = 4.0 * 47.0 * 32.0 * 64.0 * (1.0 / 256.0 + 1.0 / 128.0);
+        let softmax = 4.0 * (1500.0 * 59.0 / 16.0 + 100.0);
+        assert!((t.projected_s - t.overhead_s - (macs + softmax) / 1.024e9).abs() < 1e-12);
+    }
+
+    #[test]
     fn norm_quant_moves_the_rows_and_costs_its_cycles() {
         let a = Assumptions::default();
         // base, 1500 rows with a residual on Phoenix: 8 cores (2 a column), 32 rows a round,
@@ -932,7 +1042,8 @@ mod tests {
         let t = norm_quant(&PHOENIX, &a, 1500, 512, true);
         assert_eq!(t.dma_bytes, 1504 * (3 * 2048 + 576) + 8 * 8192);
         assert_eq!((t.bytes_to_device, t.bytes_from_device), (0, 0));
-        let compute = 47.0 * 4.0 * 512.0 * 12.0 / 1.024e9;
+        let compute =
+            47.0 * 4.0 * (512.0 * a.norm_cycles_per_element + a.norm_cycles_per_row) / 1.024e9;
         let dma = t.dma_bytes as f64 / 32e9;
         assert!(compute > dma, "compute-bound at the assumed cycles");
         assert!((t.projected_s - compute - 45e-6).abs() < 1e-12);

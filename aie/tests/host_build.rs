@@ -14,7 +14,7 @@ use amanuensis_aie::kernels::attention::{self, HEAD_DIM, KEY_CHUNK, MAX_KEYS, Q_
 use amanuensis_aie::kernels::layout::{block_a, block_w, A_BYTES, C_ELEMS, W_BYTES};
 use amanuensis_aie::kernels::matmul::{self, put_channel_params, put_row_scale, EpilogueMode};
 use amanuensis_aie::kernels::norm_quant::{self, codes_bytes, param_object, NQ_ROWS};
-use amanuensis_aie::kernels::numerics::bf16_round;
+use amanuensis_aie::kernels::numerics::{self, bf16_round};
 
 /// Builds `kernel_driver` once per test binary.
 fn driver() -> &'static Path {
@@ -218,9 +218,10 @@ fn attention_passes_equal_the_rust_model() {
         for c in 0..chunks {
             attention::scores(&q, &qs, &k[c * 2048..], &ks[c * 32..], c * 32, &mut scores);
         }
+        let pass1 = scores.clone();
         let lim: Vec<u32> = limits.iter().map(|&l| l as u32).collect();
         let mut p = vec![0u16; Q_ROWS * MAX_KEYS];
-        attention::softmax(&scores, &lim, n_keys, &mut p);
+        attention::softmax(&mut scores, &lim, n_keys, &mut p);
         let mut o = vec![0f32; Q_ROWS * HEAD_DIM];
         for c in 0..chunks {
             attention::pv(&p, &v[c * 2048..], c * 32, &mut o);
@@ -228,14 +229,20 @@ fn attention_passes_equal_the_rust_model() {
 
         let f = |b: &[u8]| f32::from_le_bytes(b.try_into().unwrap());
         let (s_bytes, rest) = out.split_at(Q_ROWS * MAX_KEYS * 4);
+        let (e_bytes, rest) = rest.split_at(Q_ROWS * MAX_KEYS * 4);
         let (p_bytes, o_bytes) = rest.split_at(Q_ROWS * MAX_KEYS * 2);
         for i in 0..Q_ROWS {
             for j in 0..n_keys {
                 let at = i * MAX_KEYS + j;
                 assert_eq!(
                     f(&s_bytes[4 * at..4 * at + 4]).to_bits(),
-                    scores[at].to_bits(),
+                    pass1[at].to_bits(),
                     "case {case} score {i},{j}"
+                );
+                assert_eq!(
+                    f(&e_bytes[4 * at..4 * at + 4]).to_bits(),
+                    scores[at].to_bits(),
+                    "case {case} weight {i},{j}"
                 );
                 assert_eq!(
                     u16::from_le_bytes([p_bytes[2 * at], p_bytes[2 * at + 1]]),
@@ -405,8 +412,38 @@ fn the_plain_quantize_equals_the_rust_model_and_quantize_row() {
 }
 
 #[test]
+fn exp2_vector_equals_the_rust_model() {
+    // Every 2^-10 step of [-120, 0] (through the floor at -100), the floor and its neighbours,
+    // −0, −∞, NaN, huge negatives (the integer steps wrap there; the select discards them).
+    let mut ts: Vec<f32> = (0..=122_880).map(|i| -(i as f32) / 1024.0).collect();
+    let floor = numerics::EXP2_FLOOR;
+    ts.extend([
+        floor,
+        f32::from_bits(floor.to_bits() + 1),
+        f32::from_bits(floor.to_bits() - 1),
+        -0.0,
+        -0.5,
+        -1.5,
+        -2.5,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -1e30,
+        -4.0e6,
+        -3.4e38,
+    ]);
+    let out = run("exp2", &le(&ts, f32::to_le_bytes), "exp2");
+    assert_eq!(out.len(), 4 * ts.len());
+    for (&t, b) in ts.iter().zip(out.chunks_exact(4)) {
+        let got = f32::from_le_bytes(b.try_into().unwrap());
+        assert_eq!(got.to_bits(), numerics::exp2_nonpos(t).to_bits(), "2^{t}");
+    }
+}
+
+#[test]
 fn quant_code_equals_the_cpu_int8_rounding() {
-    // Exact ties (k + 0.5), their neighbours, the clamp, infinities and NaN, and a dense sweep.
+    // The norm kernel's vector rounding (quant_codes_v, 32 lanes at a time): exact ties
+    // (k + 0.5), their neighbours, the clamp, infinities and NaN, −0, values past 2^22 (where
+    // the rounding addition could no longer hold them unclamped), and a dense sweep.
     let mut ys: Vec<f32> = (-260..=260)
         .flat_map(|i| {
             let t = i as f32 * 0.5;
@@ -425,6 +462,16 @@ fn quant_code_equals_the_cpu_int8_rounding() {
         f32::NEG_INFINITY,
         f32::NAN,
         -0.0,
+        0.49999997,
+        -0.49999997,
+        126.49999,
+        126.5,
+        -126.5,
+        127.49999,
+        -127.5,
+        8.0e6,
+        -3.0e38,
+        1e-40,
     ]);
     ys.extend((-100_000..100_000).map(|i| i as f32 * 1.3e-3));
     let out = run("quant_code", &le(&ys, f32::to_le_bytes), "quant_code");

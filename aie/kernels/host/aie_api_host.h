@@ -2,13 +2,19 @@
 //
 // Semantics are those the Rust models define: integer products and sums exact; float
 // operations one IEEE f32 operation per lane (mul, add, div, max, min); bf16 x bf16 products
-// (exact in f32) accumulated one term at a time in increasing reduction index. On the array the
-// integer results are the same by construction; whether AIE2's emulated fp32 and its bf16
-// accumulator round exactly like this has NOT been checked on hardware.
+// (exact in f32) accumulated one term at a time in increasing reduction index; int32 lane
+// arithmetic two's complement, wrapping; f32 -> bf16 narrowing round to nearest even. On the
+// array the integer results are the same by construction; whether AIE2's emulated fp32, its
+// bf16 accumulator, its f32 compares (NaN) and its narrowing round exactly like this has NOT
+// been checked on hardware.
 #pragma once
 
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <type_traits>
 
 typedef int8_t int8;
 typedef int32_t int32;
@@ -29,6 +35,25 @@ namespace aie {
 
 struct acc32 {};
 struct accfloat {};
+
+// aie::rounding_mode and aie::set_rounding. The stand-in implements one use: conv_even (round
+// to nearest, ties to even) for the f32 -> bf16 narrowing of an accfloat; narrowing under any
+// other mode aborts, so a kernel that forgets to set it fails its host test.
+enum class rounding_mode { floor, ceil, symmetric_floor, symmetric_ceil, positive_inf, negative_inf,
+                           symmetric_inf, symmetric_zero, conv_even, conv_odd };
+
+inline rounding_mode &current_rounding() {
+  static rounding_mode mode = rounding_mode::floor; // AIE2's reset value
+  return mode;
+}
+
+inline void set_rounding(rounding_mode m) { current_rounding() = m; }
+
+// A lane mask (the result of a vector compare).
+template <unsigned N> struct mask {
+  bool m[N];
+  bool test(unsigned i) const { return m[i]; }
+};
 
 template <typename T, unsigned N> struct vector {
   T v[N];
@@ -67,7 +92,7 @@ template <typename T, unsigned N> vector<T, N> broadcast(T x) {
   return out;
 }
 
-template <typename T, unsigned N> vector<T, N> zeros() { return broadcast<T, N>(T(0)); }
+template <typename T, unsigned N> vector<T, N> zeros() { return broadcast<T, N>(T()); }
 
 template <typename Tag, unsigned N> struct accum;
 
@@ -85,9 +110,23 @@ template <unsigned N> struct accum<acc32, N> {
 
 template <unsigned N> struct accum<accfloat, N> {
   float v[N];
+  // To float: the lanes. To bfloat16: each lane rounded to nearest even (finite lanes; the
+  // rounding mode must be conv_even).
   template <typename T> vector<T, N> to_vector() const {
     vector<T, N> out;
-    for (unsigned i = 0; i < N; ++i) out.v[i] = v[i];
+    if constexpr (std::is_same<T, bfloat16>::value) {
+      if (current_rounding() != rounding_mode::conv_even) {
+        fprintf(stderr, "aie_api_host: bf16 narrowing needs rounding_mode::conv_even\n");
+        abort();
+      }
+      for (unsigned i = 0; i < N; ++i) {
+        uint32_t b;
+        memcpy(&b, &v[i], 4);
+        out.v[i].bits = (uint16_t)((b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+      }
+    } else {
+      for (unsigned i = 0; i < N; ++i) out.v[i] = v[i];
+    }
     return out;
   }
   void from_vector(const vector<float, N> &x) {
@@ -183,6 +222,77 @@ template <unsigned N> vector<float, N> max(const vector<float, N> &a, float b) {
 template <unsigned N> vector<float, N> min(const vector<float, N> &a, float b) {
   vector<float, N> out;
   for (unsigned i = 0; i < N; ++i) out.v[i] = a.v[i] > b ? b : a.v[i];
+  return out;
+}
+
+// [a, b]: a's lanes, then b's.
+template <typename T, unsigned N> vector<T, 2 * N> concat(const vector<T, N> &a, const vector<T, N> &b) {
+  vector<T, 2 * N> out;
+  for (unsigned i = 0; i < N; ++i) {
+    out.v[i] = a.v[i];
+    out.v[N + i] = b.v[i];
+  }
+  return out;
+}
+
+// IEEE compares per lane: false where a lane is NaN (eq(y, y) is the not-NaN mask).
+template <unsigned N> mask<N> eq(const vector<float, N> &a, const vector<float, N> &b) {
+  mask<N> out;
+  for (unsigned i = 0; i < N; ++i) out.m[i] = a.v[i] == b.v[i];
+  return out;
+}
+
+template <unsigned N> mask<N> eq(const vector<float, N> &a, float b) {
+  return eq(a, broadcast<float, N>(b));
+}
+
+template <unsigned N> mask<N> ge(const vector<float, N> &a, float b) {
+  mask<N> out;
+  for (unsigned i = 0; i < N; ++i) out.m[i] = a.v[i] >= b;
+  return out;
+}
+
+// Per lane: b where the mask is set, else a.
+template <typename T, unsigned N> vector<T, N> select(const vector<T, N> &a, const vector<T, N> &b, const mask<N> &m) {
+  vector<T, N> out;
+  for (unsigned i = 0; i < N; ++i) out.v[i] = m.m[i] ? b.v[i] : a.v[i];
+  return out;
+}
+
+// int32 lanes: two's complement, wrapping (computed on uint32, no undefined overflow).
+template <unsigned N> vector<int32, N> add(const vector<int32, N> &a, const vector<int32, N> &b) {
+  vector<int32, N> out;
+  for (unsigned i = 0; i < N; ++i) out.v[i] = (int32)((uint32_t)a.v[i] + (uint32_t)b.v[i]);
+  return out;
+}
+
+template <unsigned N> vector<int32, N> sub(const vector<int32, N> &a, const vector<int32, N> &b) {
+  vector<int32, N> out;
+  for (unsigned i = 0; i < N; ++i) out.v[i] = (int32)((uint32_t)a.v[i] - (uint32_t)b.v[i]);
+  return out;
+}
+
+template <unsigned N> vector<int32, N> sub(const vector<int32, N> &a, int32 b) {
+  return sub(a, broadcast<int32, N>(b));
+}
+
+// Left shift by `s` < 32, bits shifted out dropped.
+template <unsigned N> vector<int32, N> upshift(const vector<int32, N> &a, unsigned s) {
+  vector<int32, N> out;
+  for (unsigned i = 0; i < N; ++i) out.v[i] = (int32)((uint32_t)a.v[i] << s);
+  return out;
+}
+
+// Arithmetic right shift by `s` < 32 (the sign bit copied in).
+template <unsigned N> vector<int32, N> downshift(const vector<int32, N> &a, unsigned s) {
+  vector<int32, N> out;
+  for (unsigned i = 0; i < N; ++i) out.v[i] = a.v[i] < 0 ? ~(int32)(~(uint32_t)a.v[i] >> s) : (int32)((uint32_t)a.v[i] >> s);
+  return out;
+}
+
+template <unsigned N> vector<int32, N> bit_xor(const vector<int32, N> &a, const vector<int32, N> &b) {
+  vector<int32, N> out;
+  for (unsigned i = 0; i < N; ++i) out.v[i] = a.v[i] ^ b.v[i];
   return out;
 }
 

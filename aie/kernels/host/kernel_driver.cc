@@ -6,7 +6,9 @@
 //                                    OUT = 2048 i32 sums, then 2048 f32 results
 //   kernel_driver attention IN OUT   IN  = u32 chunks, i32 limits[4], q (256 B), qs f32[4], then per
 //                                          chunk: k (2048 B), ks f32[32], v u16[2048]
-//                                    OUT = scores f32[4][1536], p u16[4][1536], out f32[4][64]
+//                                    OUT = scores f32[4][1536] after pass 1, the same buffer
+//                                          after the softmax (weights in place), p u16[4][1536],
+//                                          out f32[4][64]
 //   kernel_driver norm_quant IN OUT  IN  = u32 d, u32 residual (0/1), u32 calls, params (f32
 //                                          gamma[d], beta[d], eps, zero-padded to 64 B), then
 //                                          per call: x f32[4][d], r f32[4][d] if residual
@@ -14,14 +16,16 @@
 //                                          ((d/64 + 1) * 256 B)
 //   kernel_driver quant IN OUT       IN  = u32 d, u32 calls, then per call x f32[4][d]
 //                                    OUT = per call codes ((d/64 + 1) * 256 B)
-//   kernel_driver quant_code IN OUT  IN  = f32[n]; OUT = int8[n] (aie_numerics.h quant_code)
+//   kernel_driver quant_code IN OUT  IN  = f32[n]; OUT = int8[n] (aie_vector_numerics.h
+//                                          quant_codes_v + narrow_codes, 32 lanes at a time)
+//   kernel_driver exp2 IN OUT        IN  = f32[n]; OUT = f32[n] (exp2_nonpos_v, 16 lanes at a time)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <vector>
 
 #include "../aie_kernel.h"
-#include "../aie_numerics.h"
+#include "../aie_vector_numerics.h"
 
 extern "C" {
 void zero_i32(int32_t *c);
@@ -29,10 +33,10 @@ void matmul_i8_i32(const int8_t *a, const int8_t *w, int32_t *c);
 void dequant_bias_act(int32_t *c, const int8_t *scales, const int8_t *params, int32_t mode);
 void attn_scores_i8(const int8_t *q, const float *qs, const int8_t *k, const float *ks, int32_t key0,
                     float *scores);
-void attn_softmax(const float *scores, const int32_t *limits, int32_t n_keys, uint16_t *p);
+void attn_softmax(float *scores, const int32_t *limits, int32_t n_keys, uint16_t *p);
 void attn_pv_bf16(const uint16_t *p, const uint16_t *v, int32_t key0, float *out);
 void attn_scores_obj(const int8_t *qobj, const int8_t *kobj, int32_t key0, float *scores);
-void attn_softmax_obj(const float *scores, const int8_t *qobj, int32_t n_keys, uint16_t *p);
+void attn_softmax_obj(float *scores, const int8_t *qobj, int32_t n_keys, uint16_t *p);
 void norm_quant(const float *x, const float *params, int8_t *codes, int32_t d);
 void add_norm_quant(const float *x, const float *r, const float *params, float *x_out, int8_t *codes,
                     int32_t d);
@@ -65,7 +69,7 @@ struct Reader {
 };
 
 int main(int argc, char **argv) {
-  if (argc != 4) { fprintf(stderr, "usage: %s matmul|attention IN OUT\n", argv[0]); return 2; }
+  if (argc != 4) { fprintf(stderr, "usage: %s matmul|attention|norm_quant|quant_code|exp2 IN OUT\n", argv[0]); return 2; }
   std::vector<char> in = slurp(argv[2]);
   Reader r{in.data(), in.data() + in.size()};
   std::vector<char> out;
@@ -102,6 +106,7 @@ int main(int argc, char **argv) {
       memcpy(kobj, chunk0 + c * chunk_bytes, 2048 + 128);
       attn_scores_obj(qobj, kobj, 32 * c, scores);
     }
+    out.insert(out.end(), (char *)scores, (char *)scores + sizeof scores);
     attn_softmax_obj(scores, qobj, 32 * chunks, p);
     for (uint32_t c = 0; c < chunks; ++c) {
       alignas(64) uint16_t v[2048];
@@ -159,7 +164,23 @@ int main(int argc, char **argv) {
       out.insert(out.end(), (char *)codes.data(), (char *)codes.data() + codes.size());
     }
   } else if (!strcmp(argv[1], "quant_code")) {
-    while (r.p + 4 <= r.end) out.push_back((char)quant_code(r.get<float>()));
+    const size_t n = (size_t)(r.end - r.p) / 4;
+    for (size_t i = 0; i < n; i += 32) {
+      alignas(64) float y[32] = {0};
+      for (size_t l = 0; l < 32 && i + l < n; ++l) y[l] = r.get<float>();
+      alignas(32) int8_t c[32];
+      aie::store_v(c, narrow_codes(quant_codes_v(aie::load_v<16>(y)), quant_codes_v(aie::load_v<16>(y + 16))));
+      out.insert(out.end(), (char *)c, (char *)c + (n - i < 32 ? n - i : 32));
+    }
+  } else if (!strcmp(argv[1], "exp2")) {
+    const size_t n = (size_t)(r.end - r.p) / 4;
+    for (size_t i = 0; i < n; i += 16) {
+      alignas(64) float t[16] = {0};
+      for (size_t l = 0; l < 16 && i + l < n; ++l) t[l] = r.get<float>();
+      alignas(64) float e[16];
+      aie::store_v(e, exp2_nonpos_v(aie::load_v<16>(t)));
+      out.insert(out.end(), (char *)e, (char *)e + 4 * (n - i < 16 ? n - i : 16));
+    }
   } else {
     fprintf(stderr, "unknown kernel %s\n", argv[1]);
     return 2;

@@ -2,14 +2,18 @@
 //! `tests/host_build.rs`).
 //!
 //! One call group handles [`Q_ROWS`] queries of one head (head width [`HEAD_DIM`]) against up
-//! to [`MAX_KEYS`] keys, streamed in chunks of [`KEY_CHUNK`] keys, in two passes:
+//! to [`MAX_KEYS`] keys, streamed in chunks of [`KEY_CHUNK`] keys, in three passes:
 //!
 //! 1. **scores** ([`scores`]): `Q·Kᵀ` with int8 operands and **i32 accumulation** (exact), then
-//!    `s = acc as f32 · qs[i] · ks[j]` in f32, where `qs` already includes `head_dim^-½`;
-//! 2. **softmax** ([`softmax`]) over the whole row **in f32**: maximum, `exp(s − max)`
-//!    ([`exp_neg`]), the sum in key order, `p = e · (1/sum)`, and only then narrowed to bf16.
-//!    Scores are never narrowed (an earlier NPU attempt clamped them to int8 before the
-//!    softmax and reached a correlation of 0.18 with the reference);
+//!    `s = acc as f32 · (qs[i]·log2 e) · ks[j]` in f32, where `qs` already includes
+//!    `head_dim^-½`: the scores are in log2 units, so the softmax takes `2^(s − max)`;
+//! 2. **softmax** ([`softmax`]) over the whole row **in f32**, 16 lanes at a time as the
+//!    kernel's vector code runs it: the maximum; `e = 2^(s − max)` ([`exp2_nonpos`]) stored
+//!    over the scores (in place: no second L1 row, no second exponential); the sum in 16
+//!    interleaved lanes (`lane[j % 16] += e[j]`) added as a tree (8 + 8, 4 + 4, 2 + 2, 1 + 1);
+//!    `p = e · (1/sum)`, and only then narrowed to bf16 (round to nearest even). Scores are
+//!    never narrowed (an earlier NPU attempt clamped them to int8 before the softmax and
+//!    reached a correlation of 0.18 with the reference);
 //! 3. **P·V** ([`pv`]): bf16 × bf16 products (exact in f32) accumulated in f32, one key at a
 //!    time in increasing key order — the AIE2 native bf16 `mmul<4, 8, 4>` with an f32
 //!    accumulator. The order inside one hardware `mac` is not documented; on the array the
@@ -20,7 +24,7 @@
 //! P 4 × 1536 × 2 = 12 KB, output 1 KB: ≈ 50 KB of the 64 KB (`crate::design::attention`).
 
 use super::layout::{a_offset, w_offset};
-use super::numerics::{bf16_round, bf16_to_f32, exp_neg};
+use super::numerics::{bf16_round, bf16_to_f32, exp2_nonpos, LOG2_E};
 
 /// Queries per call group (one `mmul` block row).
 pub const Q_ROWS: usize = 4;
@@ -30,6 +34,8 @@ pub const HEAD_DIM: usize = 64;
 pub const KEY_CHUNK: usize = 32;
 /// Largest key count (1500 audio frames, rounded up to whole chunks with room).
 pub const MAX_KEYS: usize = 1536;
+/// f32 lanes of the softmax's vectors (one AIE2 512-bit register).
+pub const SOFTMAX_LANES: usize = 16;
 /// Bytes of a Q object: 4 × 64 int8 in one row of 4×8 blocks (the A-object order).
 pub const Q_BYTES: usize = Q_ROWS * HEAD_DIM;
 /// Bytes of a K chunk: 32 keys × 64 int8 in 8×8 blocks (the W-object order).
@@ -49,46 +55,71 @@ pub const fn k_offset(j: usize, d: usize) -> usize {
     w_offset(j, d)
 }
 
-/// Pass 1 for one K chunk: `scores[i·MAX_KEYS + key0 + j] = acc · qs[i] · ks[j]`.
+/// Pass 1 for one K chunk: `scores[i·MAX_KEYS + key0 + j] = acc · (qs[i]·log2 e) · ks[j]`.
 pub fn scores(q: &[i8], qs: &[f32], k: &[i8], ks: &[f32], key0: usize, scores: &mut [f32]) {
     for i in 0..Q_ROWS {
+        let qsl = qs[i] * LOG2_E;
         for j in 0..KEY_CHUNK {
             let mut acc = 0i32;
             for d in 0..HEAD_DIM {
                 acc += q[q_offset(i, d)] as i32 * k[k_offset(j, d)] as i32;
             }
-            scores[i * MAX_KEYS + key0 + j] = acc as f32 * qs[i] * ks[j];
+            scores[i * MAX_KEYS + key0 + j] = acc as f32 * qsl * ks[j];
         }
     }
 }
 
 /// Pass 2: row `i` keeps keys `0..limits[i]` (`limits[i] ≤ MAX_KEYS`; a causal row passes its
 /// position + 1, a padding row 0), writes their probabilities as bf16 to `p[i·MAX_KEYS..]` and
-/// zeros to the rest of the row up to `n_keys` (the keys pass 3 will read).
-pub fn softmax(scores: &[f32], limits: &[u32], n_keys: usize, p: &mut [u16]) {
+/// zeros to the rest of the row up to `n_keys` (the keys pass 3 will read; a multiple of
+/// [`SOFTMAX_LANES`]). The kept keys' scores, in whole vectors of 16, are replaced by
+/// `e = 2^(s − max)`: masked keys of the last vector first become −∞ (so `e = 0` there).
+///
+/// # Panics
+/// If `n_keys` is not a multiple of [`SOFTMAX_LANES`] or exceeds [`MAX_KEYS`].
+pub fn softmax(scores: &mut [f32], limits: &[u32], n_keys: usize, p: &mut [u16]) {
+    assert!(
+        n_keys.is_multiple_of(SOFTMAX_LANES) && n_keys <= MAX_KEYS,
+        "softmax: n_keys = {n_keys}"
+    );
     for i in 0..Q_ROWS {
-        let row = &scores[i * MAX_KEYS..];
-        let prow = &mut p[i * MAX_KEYS..];
+        let row = &mut scores[i * MAX_KEYS..(i + 1) * MAX_KEYS];
+        let prow = &mut p[i * MAX_KEYS..(i + 1) * MAX_KEYS];
         let lim = (limits[i] as usize).min(n_keys);
-        prow[..n_keys].fill(0);
         if lim == 0 {
+            prow[..n_keys].fill(0);
             continue;
         }
-        let mut max = row[0];
-        for &s in &row[1..lim] {
-            if s > max {
-                max = s;
-            }
+        let whole = lim.next_multiple_of(SOFTMAX_LANES);
+        row[lim..whole].fill(f32::NEG_INFINITY);
+        // The maximum is exact: any order gives the kernel's value.
+        let max = row[..whole]
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, &s| if m < s { s } else { m });
+        let mut lanes = [0.0f32; SOFTMAX_LANES];
+        for (j, s) in row[..whole].iter_mut().enumerate() {
+            *s = exp2_nonpos(*s - max);
+            lanes[j % SOFTMAX_LANES] += *s;
         }
-        let mut sum = 0.0f32;
-        for &s in &row[..lim] {
-            sum += exp_neg(s - max);
+        let inv = 1.0 / tree_sum(lanes);
+        for (d, &e) in prow[..whole].iter_mut().zip(&row[..whole]) {
+            *d = bf16_round(e * inv);
         }
-        let inv = 1.0 / sum;
-        for (d, &s) in prow[..lim].iter_mut().zip(&row[..lim]) {
-            *d = bf16_round(exp_neg(s - max) * inv);
-        }
+        prow[whole..n_keys].fill(0);
     }
+}
+
+/// The kernel's reduction of its 16 sum lanes: halves added lane by lane (8, 4, 2, 1).
+fn tree_sum(mut lanes: [f32; SOFTMAX_LANES]) -> f32 {
+    let mut n = SOFTMAX_LANES / 2;
+    while n > 0 {
+        let (lo, hi) = lanes.split_at_mut(n);
+        for (a, &b) in lo.iter_mut().zip(&hi[..n]) {
+            *a += b;
+        }
+        n /= 2;
+    }
+    lanes[0]
 }
 
 /// Pass 3 for one V chunk: `out[i·HEAD_DIM + c] += Σ_j p[i, key0 + j] · v[j, c]`, one key at a
@@ -145,7 +176,7 @@ pub fn attend(q: &[i8], qs: &[f32], k: &[i8], ks: &[f32], v: &[u16], limits: &[u
             }
             scores(&qo, &qsg, &ko, &ksc, c * KEY_CHUNK, &mut sc);
         }
-        softmax(&sc, &lim, chunks * KEY_CHUNK, &mut p);
+        softmax(&mut sc, &lim, chunks * KEY_CHUNK, &mut p);
         let mut og = [0.0f32; Q_ROWS * HEAD_DIM];
         for c in 0..chunks {
             vo.fill(0);
@@ -286,15 +317,69 @@ mod tests {
 
     #[test]
     fn padding_rows_and_masked_keys_get_zero_probability() {
-        let sc = vec![1.0f32; Q_ROWS * MAX_KEYS];
+        let mut sc = vec![1.0f32; Q_ROWS * MAX_KEYS];
+        // Masked keys score higher than the kept ones: they must not set the row's maximum.
+        sc[3..64].fill(50.0);
         let mut p = vec![7u16; Q_ROWS * MAX_KEYS];
-        softmax(&sc, &[3, 0, 64, 1], 64, &mut p);
+        softmax(&mut sc, &[3, 0, 64, 1], 64, &mut p);
         assert!(p[..3].iter().all(|&x| x == bf16_round(1.0 / 3.0)));
         assert!(p[3..64].iter().all(|&x| x == 0));
         assert!(p[MAX_KEYS..MAX_KEYS + 64].iter().all(|&x| x == 0));
         assert_eq!(p[3 * MAX_KEYS], bf16_round(1.0));
         // Beyond n_keys nothing is written.
         assert_eq!(p[64], 7);
+        // The kept keys' weights replace their scores; the last vector's masked lanes hold 0.
+        assert_eq!(&sc[..4], &[1.0, 1.0, 1.0, 0.0]);
+        assert_eq!(sc[16], 50.0);
+    }
+
+    #[test]
+    fn softmax_is_within_bf16_rounding_of_the_exact_softmax() {
+        // Scores in log2 units spread over ±40 (far keys underflow to 0 through the floor),
+        // full, causal and single-key rows. Per probability: the bf16 narrowing (2^-8
+        // relative at most: 7 stored mantissa bits) plus the f32 softmax before it (2^t within 3.5e-6, the 16-lane sums of ≤ 96
+        // terms within ~6e-6, 1/sum and the product 2^-24 each): under 2^-8 + 2e-5 relative.
+        let mut r = Rng(77);
+        let n_keys = 1504;
+        let mut sc: Vec<f32> = (0..Q_ROWS * MAX_KEYS).map(|_| r.f() * 40.0).collect();
+        let orig = sc.clone();
+        let limits = [1500, 37, 1, 1504];
+        let mut p = vec![0u16; Q_ROWS * MAX_KEYS];
+        softmax(&mut sc, &limits, n_keys, &mut p);
+        let mut worst = 0.0f64;
+        for (i, &lim) in limits.iter().enumerate() {
+            let row = &orig[i * MAX_KEYS..][..lim as usize];
+            let max = row.iter().fold(f64::MIN, |m, &s| m.max(s as f64));
+            let sum: f64 = row.iter().map(|&s| (s as f64 - max).exp2()).sum();
+            let mut total = 0.0f64;
+            for (j, &s) in row.iter().enumerate() {
+                let want = (s as f64 - max).exp2() / sum;
+                let got = bf16_to_f32(p[i * MAX_KEYS + j]) as f64;
+                total += got;
+                if got == 0.0 {
+                    // Only below the floor (2^-100 of the row's largest weight).
+                    assert!(
+                        s as f64 - max < -100.0,
+                        "row {i} key {j}: {want:e} became 0"
+                    );
+                } else {
+                    worst = worst.max(((got - want) / want).abs());
+                }
+            }
+            assert!(
+                (total - 1.0).abs() < 1e-2,
+                "row {i}: probabilities sum to {total}"
+            );
+            assert!(p[i * MAX_KEYS + lim as usize..][..n_keys - lim as usize]
+                .iter()
+                .all(|&x| x == 0));
+        }
+        let bound = 1.0 / 256.0 + 2e-5;
+        assert!(worst < bound, "worst relative error {worst:e}");
+        assert!(
+            worst > 1.0 / 512.0,
+            "bf16 rounding is visible (worst {worst:e})"
+        );
     }
 }
 

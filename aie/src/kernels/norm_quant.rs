@@ -20,7 +20,12 @@
 //! max`, round half away from zero, clamp ±127; scale 0 and zero codes for a row whose max is 0
 //! or not finite). Same IEEE f32 operations in the same order, so the codes and the scale are
 //! the CPU's bits (tested against those functions in this module, and against the C++ in
-//! `tests/host_build.rs`). The 8 accumulator lanes are one `aie::vector<float, 8>` on the core.
+//! `tests/host_build.rs`). The 8 accumulator lanes are one `aie::vector<float, 8>` on the core
+//! (each 16-lane vector added as two halves, which keeps the CPU's order); everything else is
+//! lane-wise, so the kernel runs it 16 lanes at a time and computes the codes of a 4-row × 8
+//! block at once (one 32-byte store), rounding without a float → int conversion
+//! (`quant_codes_v`, equal to [`code`] on every f32: `tests/host_build.rs`). The operations
+//! per element, and so the bits, are this model's.
 //!
 //! **The plain quantize** ([`quant`], `nq_quant`): the same per-row quantization without the
 //! norm (`v = x`), for a GEMM whose input is another GEMM's f32 output (fc2 reads fc1's GELU

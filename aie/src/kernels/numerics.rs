@@ -1,12 +1,17 @@
-//! The scalar f32 functions the AIE kernels share with their host build, written so that the
-//! C++ in `aie/kernels/aie_numerics.h` performs the same IEEE operations in the same order
-//! (compiled with `-ffp-contract=off`: no fused multiply-adds, as Rust never forms them).
+//! The f32 functions of the AIE kernels' models, written so that the kernels' C++ performs the
+//! same IEEE operations in the same order (compiled with `-ffp-contract=off`: no fused
+//! multiply-adds, as Rust never forms them): the GELU of `aie/kernels/matmul_i8.cc`, the
+//! lane-wise body of `exp2_nonpos_v` in `aie/kernels/aie_vector_numerics.h`.
 //!
 //! - [`gelu`]: the erf-rational GELU of the CPU INT8 epilogue
 //!   (`amanuensis_runtime::cpu::gelu_f32_in_place`), same constants, same order, so the NPU
 //!   epilogue gives the CPU's bits.
-//! - [`exp_neg`]: `exp(x)` for `x ≤ 0` (softmax after subtracting the row maximum), Cody-Waite
-//!   reduction and a degree-7 polynomial; within 2 ulp of `f32::exp` on [-87, 0] (tested).
+//! - [`exp2_nonpos`]: `2^t` for `t ≤ 0` (the softmax after subtracting the row maximum, on
+//!   scores already in log2 units), written lane by lane as the attention kernel's 16-lane
+//!   vector code runs it: `n = round(t)` by the `1.5·2^23` addition, `f = t − n` (exact), a
+//!   degree-4 polynomial for `2^f`, `2^n` added to the exponent bits; 0 below [`EXP2_FLOOR`]
+//!   and for NaN. Within 3.5e-6 relative of `2^t` (tested), far below the bf16 narrowing of
+//!   the probabilities (up to 2^-8 relative).
 //! - [`bf16_round`]: f32 → bf16 with round-to-nearest-even, the narrowing AIE2 does when it
 //!   stores a bf16 vector.
 //!
@@ -50,45 +55,45 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf)
 }
 
-/// `log2(e)`.
-const LOG2_E: f32 = std::f32::consts::LOG2_E;
-/// `ln 2` split so that `n·LN2_HI` is exact for |n| < 2^11 (Cody-Waite).
-const LN2_HI: f32 = 0.693_145_75;
-/// `ln 2 - LN2_HI`.
-const LN2_LO: f32 = 1.428_606_8e-6;
-/// Below this `exp` is under the smallest normal f32 (and far below anything a bf16
-/// probability can hold): the result is 0.
-pub const EXP_FLOOR: f32 = -87.0;
+/// `log2(e)`: the attention kernel folds it into the query scales, so its scores are in log2
+/// units and the softmax needs `2^t`, not `e^x`.
+pub const LOG2_E: f32 = std::f32::consts::LOG2_E;
+/// Below this `2^t` is 0. `2^-100` is 2^-91 of the smallest probability a 1536-key row can
+/// hold after the max (`2^0 / 1536`), so nothing a bf16 probability or an f32 output can see;
+/// it also keeps every nonzero `2^t`, and `2^t / sum`, a normal f32 (AIE2's f32 path has no
+/// subnormals).
+pub const EXP2_FLOOR: f32 = -100.0;
+/// `1.5·2^23`: for `|t| < 2^22`, `t + ROUND_MAGIC` is `t` rounded to the nearest integer (ties
+/// to even, the IEEE addition's rounding) plus `ROUND_MAGIC`, and that integer is in the low
+/// mantissa bits of the sum.
+pub const ROUND_MAGIC: f32 = 12_582_912.0;
+/// `2^f ≈ 1 + f·(c1 + f·(c2 + f·(c3 + f·c4)))` on `[-0.5, 0.5]`, highest power first (the
+/// constant term 1 is exact, so `2^0 = 1` exactly). Fitted for the relative error (iterated
+/// weighted least squares, near minimax): 2.9e-6 in exact arithmetic.
+pub const EXP2_POLY: [f32; 5] = [0.009582644, 0.05590594, 0.24024099, 0.69312423, 1.0];
 
-/// `exp(x)` for `x ≤ 0`; 0 for `x < EXP_FLOOR` (and for NaN, which a softmax never feeds it).
+/// `2^t` for `t ≤ 0`; 0 for `t < EXP2_FLOOR` and for NaN (−∞, a masked key, gives 0).
 ///
-/// `n = round(x·log2 e)`, `r = x − n·ln2` in two steps, `e^r` by its degree-7 Taylor
-/// polynomial (|r| ≤ 0.35: truncation error 5e-9 relative), times `2^n` built from the
-/// exponent bits (`n ≥ -126`, so always a normal number).
+/// The lane-wise operations of `exp2_nonpos_v` in `aie/kernels/aie_vector_numerics.h`, in its
+/// order: `s = t + ROUND_MAGIC` (round to an integer `n`), `f = t − (s − ROUND_MAGIC)` (exact,
+/// `|f| ≤ 0.5`), `p = 2^f` by Horner (no fused multiply-adds), then the bits of `p` plus
+/// `n << 23` (the low bits of `s` shifted into the exponent: exactly `p·2^n`, a normal number
+/// for `t ≥ EXP2_FLOOR`), then the floor select. For `t` below the floor the integer steps
+/// wrap; their result is discarded.
 #[inline]
-pub fn exp_neg(x: f32) -> f32 {
-    // NaN takes the zero branch too, as in the C++ (`!(x >= EXP_FLOOR)`).
-    if x.is_nan() || x < EXP_FLOOR {
-        return 0.0;
+pub fn exp2_nonpos(t: f32) -> f32 {
+    let s = t + ROUND_MAGIC;
+    let f = t - (s - ROUND_MAGIC);
+    let mut p = EXP2_POLY[0];
+    for &c in &EXP2_POLY[1..] {
+        p = p * f + c;
     }
-    let t = x * LOG2_E;
-    // Round half away from zero by truncation; |t| ≤ 126 so the conversion is exact.
-    let n = if t < 0.0 {
-        (t - 0.5) as i32
+    let e = f32::from_bits(p.to_bits().wrapping_add(s.to_bits() << 23));
+    if t >= EXP2_FLOOR {
+        e
     } else {
-        (t + 0.5) as i32
-    };
-    let nf = n as f32;
-    let r = (x - nf * LN2_HI) - nf * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
-    p = p * r + 1.0;
-    p * f32::from_bits(((n + 127) as u32) << 23)
+        0.0
+    }
 }
 
 /// f32 → bf16 bits, round to nearest, ties to even (finite inputs; NaN is not produced here).
@@ -119,21 +124,29 @@ mod tests {
     }
 
     #[test]
-    fn exp_neg_is_within_two_ulp_of_libm() {
-        let mut worst = 0u32;
-        let mut x = 0.0f32;
-        while x > EXP_FLOOR {
-            let want = x.exp();
-            let got = exp_neg(x);
-            let ulps = (want.to_bits() as i64 - got.to_bits() as i64).unsigned_abs() as u32;
-            worst = worst.max(ulps);
-            x -= 1.37e-3;
+    fn exp2_nonpos_is_within_3_5e_6_of_exp2() {
+        // Every 2^-12 step of [-100, 0] (409 601 points): the polynomial's 2.9e-6 plus the
+        // rounding of its 8 f32 operations.
+        let mut worst = 0.0f64;
+        for i in 0..=409_600 {
+            let t = -(i as f32) / 4096.0;
+            let want = (t as f64).exp2();
+            let got = exp2_nonpos(t) as f64;
+            worst = worst.max(((got - want) / want).abs());
         }
-        assert!(worst <= 2, "worst {worst} ulp");
-        assert_eq!(exp_neg(0.0), 1.0);
-        assert_eq!(exp_neg(-88.0), 0.0);
-        assert_eq!(exp_neg(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_neg(f32::NAN), 0.0);
+        assert!(worst < 3.5e-6, "worst relative error {worst:e}");
+        assert!(worst > 1e-6, "the bound is tight (worst {worst:e})");
+        // Integers are exact powers of two (2^0 = 1 exactly: the row maximum's weight).
+        for n in 0..=100 {
+            assert_eq!(exp2_nonpos(-(n as f32)), (-(n as f32)).exp2(), "2^-{n}");
+        }
+        assert_eq!(exp2_nonpos(-0.0), 1.0);
+        // The floor, masked keys (−∞) and NaN give 0; just above the floor a normal number.
+        assert!(exp2_nonpos(EXP2_FLOOR).is_normal());
+        assert_eq!(exp2_nonpos(-100.001), 0.0);
+        assert_eq!(exp2_nonpos(-1e30), 0.0);
+        assert_eq!(exp2_nonpos(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp2_nonpos(f32::NAN), 0.0);
     }
 
     #[test]

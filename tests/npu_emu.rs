@@ -246,13 +246,14 @@ fn bench_counts_equal_the_dispatch_logs() {
     assert_eq!(declared.encoder_window, 6 * (1 + 1));
     // Cross-attention K/V of the six layers all read the encoder output: one chain.
     assert_eq!(declared.cross_kv_per_window, 1);
-    // A decoder step, per layer: [norm, self q/k/v], [self out, norm + residual, cross q],
-    // [cross out, norm + residual, fc1, quantize, fc2] (the next layer's norm cannot take
-    // fc2's result as its residual: x was also written by cross out in that group); the last
-    // layer's MLP norm stays on the host (its output is not overwritten before the step ends),
-    // so its cross out and [fc1, quantize, fc2] go apart; the logits on the host.
-    // Was 6 × 4 + 1 with fc2's input quantized on the host, 6 a layer with the norms there.
-    assert_eq!(declared.decoder_token, 6 * 3 + 1);
+    // A decoder step: the first layer's [norm, self q/k/v]; per layer [self out, norm +
+    // residual, cross q], [cross out, norm + residual, fc1, quantize, fc2, the next layer's
+    // norm (its x: the MLP norm's x_out on the device, fc2's result its residual), its self
+    // q/k/v]; the last layer's MLP norm stays on the host (its output is not overwritten
+    // before the step ends), so its cross out and [fc1, quantize, fc2] go apart; the logits on
+    // the host. Was 6 × 3 + 1 before the norm chaining through x_out, 6 × 4 + 1 with fc2's
+    // input quantized on the host, 6 a layer with the norms there.
+    assert_eq!(declared.decoder_token, 1 + 6 * 2 + 1);
     assert_eq!(
         b.encoder.submissions,
         declared.encoder_window as u64 * b.windows as u64

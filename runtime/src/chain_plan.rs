@@ -23,7 +23,12 @@
 //! norm's rows whose device result is f32 rows of the norm's width ([`Role::Linear`]'s
 //! `residual_width`), the norm takes that member's result as its residual `r` (`x + r` on the
 //! device, the same single f32 add the host still does at the linear's position) and x as it
-//! was at the group's start. A group may start at a norm.
+//! was at the group's start. A group may start at a norm. A norm whose input was added into
+//! more than once since the group's start joins too when every add but the last is already in
+//! the x of an earlier member norm of the same rows (its residual, or its own such chain) and
+//! the last is its residual as above: it takes that norm's x region, where the device left
+//! x_out (`x + r` in the host's order of adds), as its x ([`NormMember::x_from`]). This is a
+//! decoder layer's MLP norm → fc2 → the next layer's attention norm.
 //!
 //! **Device quantize.** A linear whose input buffer was written since the group's start may
 //! still join when the last op that wrote it is a member linear that stored (`Store` or
@@ -106,6 +111,12 @@ pub struct NormMember {
     pub residual: Option<usize>,
     /// Most rows its readers need of its image (their row offset plus most rows).
     pub max_rows: usize,
+    /// The earlier member norm of the same rows whose x region (its x_out: x with every
+    /// residual before it added) holds this norm's x, when x was added into more than once
+    /// since the group's start; `None`: x as it was at the group's start.
+    pub x_from: Option<usize>,
+    /// Writes to x's buffer since the group's start that this norm's x includes.
+    pub x_writes: usize,
 }
 
 /// The groups of one stage.
@@ -361,10 +372,25 @@ fn norm_join(
         return None;
     };
     let width = dj.width;
-    // The input: final, or written once since the start by a member linear adding into it.
-    let residual = match written.iter().find(|w| w.0 == x.buffer) {
+    // The input: final, or written since the start by member linears adding into it, the last
+    // one this norm's residual and every earlier one already in the x of an earlier member norm
+    // of the same rows (whose x region, x_out with its own residual, this norm reads).
+    let (x_writes, last) = match written.iter().find(|w| w.0 == x.buffer) {
+        None => (0, None),
+        Some(&(_, _, writes, last)) => (writes, Some(last)),
+    };
+    let x_from = if x_writes > 1 {
+        let n = group.members.iter().rev().copied().find(
+            |&m| matches!(ops[m], Op::LayerNorm { x: mx, rows: mr, .. } if mx == x && mr == rows),
+        )?;
+        let earlier = plan.norms[n]?;
+        (earlier.x_writes + 1 == x_writes).then_some(Some(n))?
+    } else {
+        None
+    };
+    let residual = match last {
         None => None,
-        Some(&(_, l, 1, _)) if has_residual && group.members.contains(&l) => {
+        Some(l) if has_residual && group.members.contains(&l) => {
             let Op::Linear {
                 out: l_out,
                 rows: l_rows,
@@ -453,7 +479,12 @@ fn norm_join(
         return None;
     }
     Some(NormJoin {
-        member: NormMember { residual, max_rows },
+        member: NormMember {
+            residual,
+            max_rows,
+            x_from,
+            x_writes,
+        },
         readers,
         commands,
         bytes,
@@ -796,7 +827,8 @@ mod tests {
         let rows = Extent::rows(1);
         // The MLP: out += into x, the norm with its residual, fc1 (GELU) into hidden, fc2
         // reading hidden through the quantize, adding into x; the next layer's norm (x written
-        // twice since the group's start: not one residual) and its q.
+        // twice since the group's start: it reads the first norm's x_out and takes fc2's
+        // result as its residual) and its q.
         let ops = [
             lin_at(st(6), st(0), rows, 3, Epilogue::AddInto),
             norm(0, 1),
@@ -808,11 +840,28 @@ mod tests {
         ];
         let p = full_plan(&ops, LIMITS);
         let groups: Vec<_> = p.groups.iter().map(|g| g.members.clone()).collect();
-        assert_eq!(groups, vec![vec![0, 1, 2, 3], vec![4, 5]]);
+        assert_eq!(groups, vec![vec![0, 1, 2, 3, 4, 5]]);
         assert_eq!(p.quantized[3], Some(2));
         assert_eq!(p.quantized.iter().flatten().count(), 1);
-        // Four members and the quantize.
-        assert_eq!(p.groups[0].commands, 5);
+        let chain = |i: usize| p.norms[i].map(|n| (n.residual, n.x_from, n.x_writes));
+        assert_eq!(chain(1), Some((Some(0), None, 1)));
+        assert_eq!(chain(4), Some((Some(3), Some(1), 2)));
+        // Six members and the quantize.
+        assert_eq!(p.groups[0].commands, 7);
+        // A host op adding into x between the norms: the second norm starts its own group.
+        let mut host = ops.to_vec();
+        host.insert(
+            4,
+            Op::Transpose {
+                x: st(7),
+                out: st(0),
+                rows: 1,
+                cols: 8,
+            },
+        );
+        let p = full_plan(&host, LIMITS);
+        assert_eq!(p.norms[5].map(|n| n.x_from), Some(None));
+        assert_ne!(p.member[5].map(|m| m.0), p.member[0].map(|m| m.0));
         // Chunks: each fc2 reads the hidden rows its own fc1 wrote last.
         let at = |b, row: usize| At::fixed(BufferId(b), row * 8);
         let half = Extent::fixed(4);

@@ -462,6 +462,8 @@ struct MemberRun {
     fixture: bool,
     /// A norm (its `a_off` is its image region in the image BO).
     norm: bool,
+    /// A norm's x region in the norm-input BO (also its x_out).
+    x_off: usize,
 }
 
 /// Where a member norm works: its x region (f32, whole rounds; also its x_out) in the
@@ -1468,18 +1470,42 @@ impl NpuBackend {
                         "op {i}: {rows} rows of input do not fit its buffer"
                     ))
                 })?;
-                let x_off = x_cur;
-                x_cur = (x_off + region.x_len).next_multiple_of(REGION_ALIGN);
-                // The stream for `rows` reads whole rounds of x: their padding rows are kept
-                // zero (the rest of the region is never read by this call).
-                let used = 4 * rows * d;
                 let read = 4 * d * region.norm.design.padded_rows(rows);
-                let end = s
-                    .nx_dirty
-                    .prepare(s.nx.bytes_mut(), x_off..x_off + read, used);
-                s.nx.bytes_mut()[x_off..x_off + used].copy_from_slice(bytemuck::cast_slice(xs));
-                s.nx.flush(x_off..end);
-                flushed += end - x_off;
+                let x_off = match member.x_from {
+                    // x is what an earlier member norm of the same rows left in its x region
+                    // (its x_out, every residual before this norm's added): nothing to upload.
+                    Some(n) => {
+                        let nm = plan.member[n].map_or(usize::MAX, |m| m.1 as usize);
+                        let run = runs
+                            .get(nm)
+                            .filter(|r| r.norm && r.rows == rows)
+                            .ok_or_else(|| {
+                                chain_err(format!("op {i}: its x's norm (op {n}) did not run"))
+                            })?;
+                        let room = s.norms[st][n].as_ref().map_or(0, |r| r.x_len);
+                        if read > room {
+                            return Err(chain_err(format!(
+                                "op {i}: reads {read} bytes of op {n}'s x region of {room}"
+                            )));
+                        }
+                        run.x_off
+                    }
+                    None => {
+                        let x_off = x_cur;
+                        x_cur = (x_off + region.x_len).next_multiple_of(REGION_ALIGN);
+                        // The stream for `rows` reads whole rounds of x: their padding rows
+                        // are kept zero (the rest of the region is never read by this call).
+                        let used = 4 * rows * d;
+                        let end = s
+                            .nx_dirty
+                            .prepare(s.nx.bytes_mut(), x_off..x_off + read, used);
+                        s.nx.bytes_mut()[x_off..x_off + used]
+                            .copy_from_slice(bytemuck::cast_slice(xs));
+                        s.nx.flush(x_off..end);
+                        flushed += end - x_off;
+                        x_off
+                    }
+                };
                 // The image in its own BO, which only the device writes (not in A: the
                 // host-quantized regions there keep their known-zero padding).
                 let a_off = img_cur;
@@ -1523,6 +1549,7 @@ impl NpuBackend {
                 runs.push(MemberRun {
                     rows,
                     a_off,
+                    x_off,
                     norm: true,
                     ..MemberRun::default()
                 });
@@ -1621,6 +1648,7 @@ impl NpuBackend {
                     scales_off,
                     fixture: true,
                     norm: false,
+                    x_off: 0,
                 });
                 continue;
             }
@@ -1763,6 +1791,7 @@ impl NpuBackend {
                 scales_off: 0,
                 fixture: false,
                 norm: false,
+                x_off: 0,
             });
         }
         let commands = s.cu_masks.len();
@@ -2876,9 +2905,9 @@ mod tests {
             .map(|(i, &(n, _))| (i != 1).then(|| rng.vec(n, 0.3)))
             .collect();
         // (fixture programs, submissions): [norm, q, k, v], [out, norm (its residual), fc1,
-        // quantize, fc2], [norm, q] (x was written twice in the group before: by out and fc2,
-        // not one residual), with or without the fixture programs.
-        for (with_fixtures, want) in [(false, 3), (true, 3)] {
+        // quantize, fc2, norm (x: the first norm's x_out; fc2's residual), q], with or without
+        // the fixture programs.
+        for (with_fixtures, want) in [(false, 2), (true, 2)] {
             let progs: &[GemmProgramFiles] = if with_fixtures { &programs } else { &[] };
             let (emu, device) = emulated_device(progs).unwrap();
             let npu = NpuBackend::new(device, progs, 2)
@@ -2900,7 +2929,8 @@ mod tests {
                 );
                 let residual = |i: usize| plan.norms[i].and_then(|n| n.residual);
                 assert_eq!(residual(6), Some(5));
-                assert_eq!(residual(9), None);
+                assert_eq!(residual(9), Some(8));
+                assert_eq!(plan.norms[9].and_then(|n| n.x_from), Some(6));
                 assert_eq!(
                     plan.quantized[8],
                     Some(7),

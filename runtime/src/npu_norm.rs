@@ -49,9 +49,14 @@
 //! × 4]`) and **19** per token (per layer `[norm, q, k, v]`, `[self out, norm + residual,
 //! cross q]`, `[cross out, norm + residual, fc1, quantize, fc2]`; the last layer's cross out
 //! and `[fc1, quantize, fc2]` apart, its MLP norm on the host); tiny.en **8** per window, **20**
-//! per token. Not done: the next layer's norm joining the group of fc2 (x was added into twice
-//! there: by the out-projection and by fc2), the encoder's fc2 chunks as one residual, and
-//! attention (its own context; Q/K quantized on the host). The x rows go to the device as f32
+//! per token. Then a norm whose x was added into twice in its group (the next layer's
+//! attention norm after fc2) reads the x_out an earlier member norm of the same rows left on
+//! the device (the chain plan's `x_from`): base **14** per token (the first layer's `[norm, q,
+//! k, v]`; per layer `[self out, norm + residual, cross q]`, `[cross out, norm + residual, fc1,
+//! quantize, fc2, next norm + residual, next q, k, v]`; the last layer's cross out and `[fc1,
+//! quantize, fc2]` apart); tiny.en unchanged (its fc2 rows are not 384 wide on the device).
+//! Not done: the encoder's four fc2 chunks as one residual, attention (its own context; Q/K
+//! quantized on the host). The x rows go to the device as f32
 //! (4 bytes a value instead of the 1-byte codes the readers took), so a window moves more
 //! bytes to the device until the residual stream stays resident there.
 

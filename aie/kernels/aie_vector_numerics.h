@@ -22,7 +22,7 @@ typedef aie::vector<int32, 16> v16i;
 // 2^t for t <= 0; 0 below EXP2_FLOOR and for NaN (so -inf, a masked key, gives 0).
 // numerics.rs exp2_nonpos, lane by lane: s = t + M; f = t - (s - M) (exact, |f| <= 0.5);
 // p = 2^f by a degree-4 Horner polynomial; bits(p) + (bits(s) << 23) = p * 2^round(t).
-// Vector ops: 4 f32 multiplies, 9 f32 add/sub, 2 int32 (shift, add), compare, select.
+// Vector ops: 4 f32 multiplies, 7 f32 add/sub, 2 int32 (shift, add), compare, select.
 static inline v16f exp2_nonpos_v(const v16f &t) {
   const v16f s = aie::add(t, ROUND_MAGIC);
   const v16f f = aie::sub(t, aie::sub(s, ROUND_MAGIC));

@@ -55,9 +55,10 @@ void attn_scores_i8(const int8_t *__restrict q, const float *__restrict qs, cons
 // keys' scores, in whole vectors, are overwritten with their weights 2^(s - max); the masked
 // keys of the last vector first become -inf (weight 0).
 //
-// Per 16 scores: max (1 op); sub, exp2_nonpos_v, the lane sum (1 + 17 ops, 4 of them f32
-// multiplies); * 1/sum and the bf16 narrowing (2 ops, 1 multiply). Per row: the -inf tail,
-// two lane reductions, one scalar reciprocal.
+// Vector ops per 16 scores (aie/src/budget.rs SOFTMAX_OPS): max 1; t = s - max,
+// exp2_nonpos_v, the lane sum 17 (4 of them f32 multiplies); * 1/sum and the bf16 narrowing 2
+// (1 multiply); pass 1's scaling 3 (2 multiplies, the conversion). Per row: the -inf tail, two
+// lane reductions, one scalar reciprocal.
 void attn_softmax(float *__restrict scores, const int32_t *__restrict limits, int32_t n_keys,
                   uint16_t *__restrict p) {
   aie::set_rounding(aie::rounding_mode::conv_even);

@@ -31,9 +31,9 @@
 // vectors: rows 0-1, rows 2-3), so the 32 codes of a block are the 4 x 8 block of the A
 // object: one 32-byte store (the old per-byte scatter is gone). The rounding is
 // quant_codes_v (aie_vector_numerics.h): q8::quant::code's bits without a float -> int
-// conversion. Vector ops per 16 elements (aie/src/budget.rs norm_cycles_per_element): the
-// residual add 1, sums 2, variance 4 (1 multiply), max 6 (2 multiplies), codes 6 (3
-// multiplies) + 14 rounding + 1/2 narrowing.
+// conversion. Vector ops per 16 elements (aie/src/budget.rs NORM_OPS): the residual add 1
+// (counted at its 2 store cycles), sums 2, variance 4 (1 multiply), max 6 (2 multiplies),
+// codes 6 (3 multiplies) + 14 rounding + 1/2 narrowing.
 #include "aie_kernel.h"
 #include "aie_vector_numerics.h"
 

@@ -7,8 +7,9 @@
 //! `max(compute, shim DMA) / efficiency`; per submission (an `ERT_CMD_CHAIN` of several ops is
 //! one, grouped as [`Chaining`] says) the host overhead once, plus an assumed cost per further
 //! sub-command and per switch of design (neither is stated in `../shared/docs`). Compute counts every MAC the
-//! design performs (padding rows and idle columns included) at the per-core peak and the
-//! epilogue, softmax and LayerNorm + quantize at the cycles per element assumed. Under
+//! design performs (padding rows and idle columns included) at the per-core peak, the
+//! epilogue at the cycles per element assumed, and the softmax and LayerNorm + quantize at
+//! cycles per score / element derived from the kernels' vector operations ([`VectorOps`]). Under
 //! [`Chaining::PerLayer`] the layer norms, residual adds and activation quantization are device
 //! ops ([`norm_quant`], the `aie/designs/norm_quant.py` design) with their device time counted;
 //! under the other shapes they are CPU work, not included. Never included (CPU work): mel, the
@@ -92,7 +93,8 @@ pub const F32_MUL_ISSUES: f64 = 6.0;
 ///
 /// Loop overheads and software pipelining are not modelled (the loops are counted as if
 /// fully pipelined); per-row scalar work is in [`Assumptions::softmax_cycles_per_row`] and
-/// [`Assumptions::norm_cycles_per_row`].
+/// [`Assumptions::norm_cycles_per_row`]. Strix (AIE2P) is given the same cycle counts at its
+/// own clock: its f32 emulation and its wider bf16 unit are not modelled.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct VectorOps {
     /// Emulated f32 multiplies per 16 lanes.

@@ -17,7 +17,8 @@
 //! is next overwritten whole (by a norm or an attention writing the same rows) is a device
 //! linear that can read the image (`reads_image`, same context, same width, rows inside the
 //! norm's), and all of them join the group with it; a norm whose output is still unwritten at
-//! the stage's end, or read by any other op, stays on the host. Its input must be final at the
+//! the stage's end (unless its buffer is a stage's scratch, which nothing reads after the
+//! stage: [`ChainPlan::with_stage_local`]), or read by any other op, stays on the host. Its input must be final at the
 //! group's start as a linear's, except for the **residual**: when the ops between that write
 //! the norm's input are all member linears with the `AddInto` epilogue whose device results
 //! are f32 rows of the norm's width ([`Role::Linear`]'s `residual_width`), and they add into
@@ -183,11 +184,24 @@ fn rows_inside(
 
 impl ChainPlan {
     /// Plans `ops`: `device(i, op)` says whether op `i` is a device op and what it costs
-    /// (only [`Op::Linear`] and [`Op::LayerNorm`] ops are asked).
+    /// (only [`Op::Linear`] and [`Op::LayerNorm`] ops are asked). No buffer is a stage's
+    /// scratch.
     pub fn new(
         ops: &[Op],
         device: impl Fn(usize, &Op) -> Option<DeviceLinear>,
         limits: Limits,
+    ) -> Self {
+        Self::with_stage_local(ops, device, limits, |_| false)
+    }
+
+    /// [`ChainPlan::new`] where `stage_local(b)` says that buffer `b` is a stage's scratch
+    /// (nothing reads it after the stage before a stage writes it whole): a norm whose output
+    /// is such a buffer may join though its output is not overwritten before the stage ends.
+    pub fn with_stage_local(
+        ops: &[Op],
+        device: impl Fn(usize, &Op) -> Option<DeviceLinear>,
+        limits: Limits,
+        stage_local: impl Fn(BufferId) -> bool,
     ) -> Self {
         let n = ops.len();
         let dev: Vec<Option<DeviceLinear>> = ops
@@ -265,7 +279,17 @@ impl ChainPlan {
                         ok
                     }
                     (Some(dj), Op::LayerNorm { .. }) if dj.context == d.context => {
-                        match norm_join(ops, &dev, &plan, &group, &written, j, dj, limits) {
+                        let join = norm_join(
+                            ops,
+                            &dev,
+                            &plan,
+                            &group,
+                            &written,
+                            (j, dj),
+                            limits,
+                            &stage_local,
+                        );
+                        match join {
                             Some(join) => {
                                 plan.norms[j] = Some(join.member);
                                 for &(l, first) in &join.parts {
@@ -445,8 +469,8 @@ struct NormJoin {
 
 /// Whether norm `j` (device op `dj`) can join `group`: its input final at the group's start
 /// (or the residual case), every reader of its output a device linear of the context that
-/// reads the image, its output overwritten whole before the stage ends, and the norm and its
-/// readers within the limits.
+/// reads the image, its output overwritten whole before the stage ends (or a stage's scratch,
+/// `stage_local`), and the norm and its readers within the limits.
 #[allow(clippy::too_many_arguments)]
 fn norm_join(
     ops: &[Op],
@@ -454,9 +478,9 @@ fn norm_join(
     plan: &ChainPlan,
     group: &Group,
     written: &[Written],
-    j: usize,
-    dj: DeviceLinear,
+    (j, dj): (usize, DeviceLinear),
     limits: Limits,
+    stage_local: &dyn Fn(BufferId) -> bool,
 ) -> Option<NormJoin> {
     let Op::LayerNorm { x, out, rows, .. } = ops[j] else {
         return None;
@@ -557,6 +581,9 @@ fn norm_join(
             break;
         }
     }
+    // Not overwritten before the stage ends: the host may read it after, unless it is a
+    // stage's scratch.
+    let covered = covered || stage_local(out.buffer);
     if !covered
         || readers.is_empty()
         || group.commands + commands > limits.commands
@@ -835,6 +862,18 @@ mod tests {
         // Not overwritten before the stage ends (the host may read it after).
         let ops = [norm(0, 1), linear(1, 2, 0)];
         assert_eq!(plan(&ops, LIMITS), vec![vec![1]]);
+        // Unless its buffer is a stage's scratch (nothing reads it after the stage); another
+        // buffer's being one changes nothing, and a host op reading it still keeps it out.
+        let scratch = |b: u16| move |x: BufferId| x == BufferId(b);
+        let p = ChainPlan::with_stage_local(&ops, device, LIMITS, scratch(1));
+        assert_eq!(p.groups.len(), 1);
+        assert_eq!(p.groups[0].members, vec![0, 1]);
+        assert_eq!(p.image_of[1], Some((0, 0)));
+        let p = ChainPlan::with_stage_local(&ops, device, LIMITS, scratch(2));
+        assert_eq!(p.norms[0], None);
+        let read = [norm(0, 1), linear(1, 2, 0), host_read.clone()];
+        let p = ChainPlan::with_stage_local(&read, device, LIMITS, scratch(1));
+        assert_eq!(p.norms[0], None);
         // Read by a linear that cannot read an image (matrix 8), or by one on another context.
         for w in [8, 7] {
             let ops = [

@@ -1025,15 +1025,19 @@ impl NpuBackend {
             bytes: MAX_GROUP_BYTES,
         };
         let ops = &program.stage(stage).ops;
+        // A stage's scratch buffer is not read after the stage: a norm writing it may stay on
+        // the device though nothing overwrites it before the stage ends.
+        let stage_local = |b: BufferId| program.buffers()[b.0 as usize].stage_local;
         // Every linear that can on our designs first, to see which read a device norm's
         // image or a device quantize; then the fixture programs take back every other linear
         // they can run.
-        let designs = ChainPlan::new(
+        let designs = ChainPlan::with_stage_local(
             ops,
             |_, op| self.device_linear_of(program, op, false),
             limits,
+            stage_local,
         );
-        ChainPlan::new(
+        ChainPlan::with_stage_local(
             ops,
             |i, op| {
                 // Reading a device norm's image or a device quantize, or the source a device
@@ -1044,6 +1048,7 @@ impl NpuBackend {
                 self.device_linear_of(program, op, !on_design)
             },
             limits,
+            stage_local,
         )
     }
 

@@ -61,7 +61,10 @@
 //! chunk's result at its rows of one C region, which is the next layer's attention norm's
 //! `r`): base **7** per window (the first layer's `[norm, q, k, v]`, then per layer `[out,
 //! norm + residual, fc1 × 4, (quantize, fc2) × 4, next norm (x_out, four-part residual), next
-//! q, k, v]`), tiny.en **5**; per token unchanged. Not done: attention (its own context; Q/K
+//! q, k, v]`), tiny.en **5**; per token unchanged. With the decoder's `h` a stage's scratch
+//! (`Program::mark_stage_local`), the last layer's MLP norm joins too: base **13** per token
+//! (the last layer's `[cross out, norm + residual, fc1, quantize, fc2]` one chain), tiny.en
+//! 20 (its norms take no residual). Not done: attention (its own context; Q/K
 //! quantized on the host). The x rows go to the device as f32
 //! (4 bytes a value instead of the 1-byte codes the readers took), so a window moves more
 //! bytes to the device until the residual stream stays resident there.

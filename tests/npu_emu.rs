@@ -107,6 +107,22 @@ fn tiny_emu_equals_cpu_int8(files: &[String]) {
         );
         assert_same(file, &got, &want);
     }
+    // Declared once the workspaces made the designs. The encoder (4 layers): the first
+    // layer's [attention norm, q, k, v], then per layer [out, MLP norm + residual, (fc1,
+    // quantize, fc2) × 4 chunks, the next layer's attention norm (x: the MLP norm's x_out;
+    // residual: the four fc2 results) + its q, k, v]. The decoder's one-row results come back
+    // 512 wide from the decoder mapping (d 384), so no residual joins there: per layer [norm,
+    // self q/k/v], [self out], [norm, cross q], [cross out], [norm, fc1, quantize, fc2].
+    let sub = emu.submissions();
+    assert_eq!(
+        (
+            sub.encoder_window,
+            sub.cross_kv_per_window,
+            sub.decoder_token
+        ),
+        (1 + 4, 1, 4 * 5),
+        "{sub:?}"
+    );
     let s = emu.npu_stats().unwrap();
     eprintln!(
         "tiny.en, {} files, {audio:.1} s of audio: cpu-int8 {t_cpu:.1} s, emu {t_emu:.1} s; \
@@ -236,24 +252,30 @@ fn bench_counts_equal_the_dispatch_logs() {
         b.encoder.bytes_from_device + b.decoder.bytes_from_device,
         c.bytes_from_device
     );
-    // Per window: the encoder stage's declared submissions, per layer: the attention norm
-    // with q, k, v reading its image (one chain); out, the MLP norm taking out's result as its
-    // residual, the fc1 of all four 384-row chunks reading its image (on our design, not the
-    // fixture program: a device norm feeds it) and each chunk's fc2 reading its fc1's result
-    // through the device quantize (on our design too): 1 + 1 (was 1 + 1 + 4 with fc2's input
-    // quantized on the host, 1 + 1 + 1 + 4 with the norms on the host).
+    // Per window: the encoder stage's declared submissions. The first layer's attention norm
+    // with q, k, v reading its image (one chain); then per layer one chain: out, the MLP norm
+    // taking out's result as its residual, the fc1 of all four 384-row chunks reading its
+    // image (on our design, not the fixture program: a device norm feeds it), each chunk's
+    // fc2 reading its fc1's result through the device quantize (on our design too), the next
+    // layer's attention norm (its x: the MLP norm's x_out on the device; its residual: the
+    // four fc2 results, each at its rows of one device region) and that layer's q, k, v; the
+    // last layer's chain ends with its MLP (the final norm's output is read on the host):
+    // 1 + 6 (was 6 × (1 + 1) with the next layer's norm apart, 6 × (1 + 1 + 4) with fc2's
+    // input quantized on the host, 6 × (1 + 1 + 1 + 4) with the norms on the host).
     let declared = report.submissions.unwrap();
-    assert_eq!(declared.encoder_window, 6 * (1 + 1));
+    assert_eq!(declared.encoder_window, 1 + 6);
     // Cross-attention K/V of the six layers all read the encoder output: one chain.
     assert_eq!(declared.cross_kv_per_window, 1);
     // A decoder step: the first layer's [norm, self q/k/v]; per layer [self out, norm +
     // residual, cross q], [cross out, norm + residual, fc1, quantize, fc2, the next layer's
     // norm (its x: the MLP norm's x_out on the device, fc2's result its residual), its self
-    // q/k/v]; the last layer's MLP norm stays on the host (its output is not overwritten
-    // before the step ends), so its cross out and [fc1, quantize, fc2] go apart; the logits on
-    // the host. Was 6 × 3 + 1 before the norm chaining through x_out, 6 × 4 + 1 with fc2's
-    // input quantized on the host, 6 a layer with the norms there.
-    assert_eq!(declared.decoder_token, 1 + 6 * 2 + 1);
+    // q/k/v]; the last layer's [cross out, norm + residual, fc1, quantize, fc2] (its MLP
+    // norm's output h is a stage's scratch, never read after the step: it stays on the
+    // device); the logits on the host. Was 1 + 6 × 2 + 1 with the last MLP norm on the host,
+    // 6 × 3 + 1 before the norm chaining through x_out, 6 × 4 + 1 with fc2's input quantized
+    // on the host, 6 a layer with the norms there. (The encoder's residual of several parts
+    // changes nothing here: a step's fc2 is one linear.)
+    assert_eq!(declared.decoder_token, 1 + 6 * 2);
     assert_eq!(
         b.encoder.submissions,
         declared.encoder_window as u64 * b.windows as u64

@@ -93,6 +93,10 @@ impl<B: Backend> TextDecoder<B> {
         let lazy = |p: &mut Program<B::Matrix>, name, len| p.add_buffer(name, len, Residency::Lazy);
         let x = lazy(&mut p, "x", ctx * d);
         let h = lazy(&mut p, "h", ctx * d);
+        // The normed rows: every stage writes them (a layer's first norm) before reading them,
+        // and nothing reads them after a stage, so a device backend may keep the last MLP
+        // norm's output on the device.
+        p.mark_stage_local(h);
         let q = lazy(&mut p, "q", ctx * d);
         let a = lazy(&mut p, "a", ctx * d);
         let hidden = lazy(&mut p, "hidden", (ctx * 4 * d).max(t * d));

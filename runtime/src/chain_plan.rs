@@ -17,18 +17,28 @@
 //! is next overwritten whole (by a norm or an attention writing the same rows) is a device
 //! linear that can read the image (`reads_image`, same context, same width, rows inside the
 //! norm's), and all of them join the group with it; a norm whose output is still unwritten at
-//! the stage's end, or read by any other op, stays on the host. Its input must be final at the
-//! group's start as a linear's, except for one case, the **residual**: when the only op between
-//! that writes the norm's input is a member linear with the `AddInto` epilogue into exactly the
-//! norm's rows whose device result is f32 rows of the norm's width ([`Role::Linear`]'s
-//! `residual_width`), the norm takes that member's result as its residual `r` (`x + r` on the
-//! device, the same single f32 add the host still does at the linear's position) and x as it
-//! was at the group's start. A group may start at a norm. A norm whose input was added into
-//! more than once since the group's start joins too when every add but the last is already in
-//! the x of an earlier member norm of the same rows (its residual, or its own such chain) and
-//! the last is its residual as above: it takes that norm's x region, where the device left
-//! x_out (`x + r` in the host's order of adds), as its x ([`NormMember::x_from`]). This is a
-//! decoder layer's MLP norm → fc2 → the next layer's attention norm.
+//! the stage's end (unless its buffer is a stage's scratch, which nothing reads after the
+//! stage: [`ChainPlan::with_stage_local`]), or read by any other op, stays on the host. Its input must be final at the
+//! group's start as a linear's, except for the **residual**: when the ops between that write
+//! the norm's input are all member linears with the `AddInto` epilogue whose device results
+//! are f32 rows of the norm's width ([`Role::Linear`]'s `residual_width`), and they add into
+//! consecutive rows that cover the norm's rows exactly, each row once, in ascending order,
+//! the norm takes their results as its residual `r` (`x + r` on the device) and x as it was at
+//! the group's start. They are its **residual parts** ([`ChainPlan::residual_of`]): one linear
+//! adding into exactly the norm's rows (any row count: the decoder, the out-projections), or
+//! several at fixed offsets and row counts (the encoder's fc2 of the four 384-row MLP
+//! chunks); the device holds their results at their row offsets of one region, which is `r`.
+//! Each row of x gets exactly one add, so `x + r` is, row by row, the single f32 add the host
+//! still does at the part's own position (the CPU's order of adds is kept, bit for bit). A
+//! chunk missing, chunks overlapping or out of order, a part that stores instead of adding or
+//! whose rows are not exact, or any other op (a host op, another group's member) writing x in
+//! between: the norm does not join. A group may start at a norm. A norm whose input was added
+//! into before an earlier member norm of the same rows (since the group's start) joins too when
+//! that norm's x holds every one of those adds (its residual, or its own such chain) and the
+//! adds after it are its residual parts as above: it takes that norm's x region, where the
+//! device left x_out (`x + r` in the host's order of adds), as its x
+//! ([`NormMember::x_from`]). This is a layer's MLP norm → fc2 (one linear in the decoder, the
+//! four chunks in the encoder) → the next layer's attention norm.
 //!
 //! **Device quantize.** A linear whose input buffer was written since the group's start may
 //! still join when the last op that wrote it is a member linear that stored (`Store` or
@@ -107,8 +117,13 @@ pub struct Group {
 /// A member norm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NormMember {
-    /// The member linear whose device result is its residual `r`, if any.
+    /// The member linear whose device result is (the first rows of) its residual `r`, if
+    /// any: the first of its residual parts ([`ChainPlan::residual_of`]).
     pub residual: Option<usize>,
+    /// Member linears whose results are its `r`, each its own consecutive rows of the norm's
+    /// rows (0 without a residual; 1 when one linear adds into all of them; the encoder's MLP
+    /// chunks: one per chunk).
+    pub residual_parts: usize,
     /// Most rows its readers need of its image (their row offset plus most rows).
     pub max_rows: usize,
     /// The earlier member norm of the same rows whose x region (its x_out: x with every
@@ -135,6 +150,10 @@ pub struct ChainPlan {
     /// Per op: for a member linear reading the device quantize of member linear `l`'s result
     /// (its input is exactly `l`'s output), `l`. The quantize is one more sub-command.
     pub quantized: Vec<Option<usize>>,
+    /// Per op: for a member linear whose device result is a part of a member norm's residual
+    /// `r`, `(norm op, first row)`: its rows are the norm's rows from `first` on, so the parts'
+    /// results, each at its row offset of one region, are the norm's `r`.
+    pub residual_of: Vec<Option<(usize, usize)>>,
 }
 
 /// A fixed offset, if `e` is one.
@@ -165,11 +184,24 @@ fn rows_inside(
 
 impl ChainPlan {
     /// Plans `ops`: `device(i, op)` says whether op `i` is a device op and what it costs
-    /// (only [`Op::Linear`] and [`Op::LayerNorm`] ops are asked).
+    /// (only [`Op::Linear`] and [`Op::LayerNorm`] ops are asked). No buffer is a stage's
+    /// scratch.
     pub fn new(
         ops: &[Op],
         device: impl Fn(usize, &Op) -> Option<DeviceLinear>,
         limits: Limits,
+    ) -> Self {
+        Self::with_stage_local(ops, device, limits, |_| false)
+    }
+
+    /// [`ChainPlan::new`] where `stage_local(b)` says that buffer `b` is a stage's scratch
+    /// (nothing reads it after the stage before a stage writes it whole): a norm whose output
+    /// is such a buffer may join though its output is not overwritten before the stage ends.
+    pub fn with_stage_local(
+        ops: &[Op],
+        device: impl Fn(usize, &Op) -> Option<DeviceLinear>,
+        limits: Limits,
+        stage_local: impl Fn(BufferId) -> bool,
     ) -> Self {
         let n = ops.len();
         let dev: Vec<Option<DeviceLinear>> = ops
@@ -187,17 +219,18 @@ impl ChainPlan {
             norms: vec![None; n],
             image_of: vec![None; n],
             quantized: vec![None; n],
+            residual_of: vec![None; n],
         };
-        // Buffers written since the group's start: (buffer, first writer, writes, last writer).
+        // Buffers written since the group's start, each with its writers in program order.
         let mut written: Vec<Written> = Vec::new();
         let note = |written: &mut Vec<Written>, j: usize| {
             for b in ops[j].writes() {
-                match written.iter_mut().find(|w| w.0 == b) {
-                    Some(w) => {
-                        w.2 += 1;
-                        w.3 = j;
-                    }
-                    None => written.push((b, j, 1, j)),
+                match written.iter_mut().find(|w| w.buffer == b) {
+                    Some(w) => w.writers.push(j),
+                    None => written.push(Written {
+                        buffer: b,
+                        writers: vec![j],
+                    }),
                 }
             }
         };
@@ -226,9 +259,12 @@ impl ChainPlan {
                     (Some(dj), Op::Linear { x, .. }) if dj.context == d.context => {
                         // Its input final at the group's start, or exactly a member linear's
                         // result, which a device quantize (one more sub-command) reads.
-                        let input = match written.iter().find(|w| w.0 == x.buffer) {
+                        let input = match written.iter().find(|w| w.buffer == x.buffer) {
                             None => Some(None),
-                            Some(w) => quantize_source(ops, &dev, &group, w.3, j, dj).map(Some),
+                            Some(w) => {
+                                let last = w.writers[w.writers.len() - 1];
+                                quantize_source(ops, &dev, &group, last, j, dj).map(Some)
+                            }
                         };
                         let commands = dj.commands + usize::from(matches!(input, Some(Some(_))));
                         let fits = group.commands + commands <= limits.commands
@@ -243,9 +279,22 @@ impl ChainPlan {
                         ok
                     }
                     (Some(dj), Op::LayerNorm { .. }) if dj.context == d.context => {
-                        match norm_join(ops, &dev, &plan, &group, &written, j, dj, limits) {
+                        let join = norm_join(
+                            ops,
+                            &dev,
+                            &plan,
+                            &group,
+                            &written,
+                            (j, dj),
+                            limits,
+                            &stage_local,
+                        );
+                        match join {
                             Some(join) => {
                                 plan.norms[j] = Some(join.member);
+                                for &(l, first) in &join.parts {
+                                    plan.residual_of[l] = Some((j, first));
+                                }
                                 for &(r, first) in &join.readers {
                                     plan.image_of[r] = Some((j, first));
                                     pending.push(r);
@@ -284,8 +333,13 @@ impl ChainPlan {
     }
 }
 
-/// A buffer written since a group's start: (buffer, first writer, writes, last writer).
-type Written = (BufferId, usize, usize, usize);
+/// A buffer written since a group's start: the ops that wrote it, in program order (host
+/// ops, other groups' members, the group's own member linears; a member norm writes only its
+/// image, never the buffer).
+struct Written {
+    buffer: BufferId,
+    writers: Vec<usize>,
+}
 
 /// Whether linear `j` (device op `dj`) can read the device quantize of the result of `l`, the
 /// last op that wrote its input buffer since the group's start: `l` a member linear whose
@@ -339,18 +393,84 @@ fn quantize_source(
         .then_some(l)
 }
 
-/// A norm joining a group: the member, its readers `(op, first row)`, their cost with it.
+/// The residual parts of a norm with input `x` (`rows` rows, `width` wide): the writes to x's
+/// buffer `tail` (in program order) must be member linears adding (`AddInto`) their device
+/// result, f32 rows of `width` ([`Role::Linear`]'s `residual_width`), into consecutive rows
+/// that cover the norm's rows exactly, each row once, in ascending order: one linear into
+/// exactly the norm's rows (any row count), or several at fixed offsets and row counts (the
+/// encoder's MLP chunks). Then `x + r` (`r` the parts' results at their row offsets) is, row by
+/// row, the single f32 add the host does at the part's position. Ascending order also keeps
+/// the device's layout safe: a part's whole rounds past its rows land in the next part's rows
+/// before that part writes them. Returns `(op, first row)` per part.
+fn residual_parts(
+    ops: &[Op],
+    dev: &[Option<DeviceLinear>],
+    group: &Group,
+    tail: &[usize],
+    x: At,
+    rows: Extent,
+    width: usize,
+) -> Option<Vec<(usize, usize)>> {
+    let part = |l: usize| -> Option<(At, Extent)> {
+        let Op::Linear {
+            out,
+            rows: l_rows,
+            epilogue: Epilogue::AddInto,
+            ..
+        } = ops[l]
+        else {
+            return None;
+        };
+        let Some(DeviceLinear {
+            role:
+                Role::Linear {
+                    residual_width: Some(w),
+                    ..
+                },
+            ..
+        }) = dev[l]
+        else {
+            return None;
+        };
+        (group.members.contains(&l) && out.buffer == x.buffer && w == width)
+            .then_some((out, l_rows))
+    };
+    if let &[l] = tail {
+        let (out, l_rows) = part(l)?;
+        if out == x && l_rows == rows {
+            return Some(vec![(l, 0)]);
+        }
+    }
+    // Parts at fixed offsets: each starts where the one before it ended.
+    let (start, total) = (fixed(x.offset)?, fixed(rows)?);
+    let mut next = 0;
+    let mut parts = Vec::with_capacity(tail.len());
+    for &l in tail {
+        let (out, l_rows) = part(l)?;
+        let m = fixed(l_rows)?;
+        if m == 0 || fixed(out.offset)? != start + next * width {
+            return None;
+        }
+        parts.push((l, next));
+        next += m;
+    }
+    (next == total).then_some(parts)
+}
+
+/// A norm joining a group: the member, its readers `(op, first row)`, its residual parts
+/// `(op, first row)`, the readers' cost with it.
 struct NormJoin {
     member: NormMember,
     readers: Vec<(usize, usize)>,
+    parts: Vec<(usize, usize)>,
     commands: usize,
     bytes: usize,
 }
 
 /// Whether norm `j` (device op `dj`) can join `group`: its input final at the group's start
 /// (or the residual case), every reader of its output a device linear of the context that
-/// reads the image, its output overwritten whole before the stage ends, and the norm and its
-/// readers within the limits.
+/// reads the image, its output overwritten whole before the stage ends (or a stage's scratch,
+/// `stage_local`), and the norm and its readers within the limits.
 #[allow(clippy::too_many_arguments)]
 fn norm_join(
     ops: &[Op],
@@ -358,9 +478,9 @@ fn norm_join(
     plan: &ChainPlan,
     group: &Group,
     written: &[Written],
-    j: usize,
-    dj: DeviceLinear,
+    (j, dj): (usize, DeviceLinear),
     limits: Limits,
+    stage_local: &dyn Fn(BufferId) -> bool,
 ) -> Option<NormJoin> {
     let Op::LayerNorm { x, out, rows, .. } = ops[j] else {
         return None;
@@ -372,49 +492,39 @@ fn norm_join(
         return None;
     };
     let width = dj.width;
-    // The input: final, or written since the start by member linears adding into it, the last
-    // one this norm's residual and every earlier one already in the x of an earlier member norm
-    // of the same rows (whose x region, x_out with its own residual, this norm reads).
-    let (x_writes, last) = match written.iter().find(|w| w.0 == x.buffer) {
-        None => (0, None),
-        Some(&(_, _, writes, last)) => (writes, Some(last)),
-    };
-    let x_from = if x_writes > 1 {
-        let n = group.members.iter().rev().copied().find(
-            |&m| matches!(ops[m], Op::LayerNorm { x: mx, rows: mr, .. } if mx == x && mr == rows),
-        )?;
-        let earlier = plan.norms[n]?;
-        (earlier.x_writes + 1 == x_writes).then_some(Some(n))?
-    } else {
-        None
-    };
-    let residual = match last {
-        None => None,
-        Some(l) if has_residual && group.members.contains(&l) => {
-            let Op::Linear {
-                out: l_out,
-                rows: l_rows,
-                epilogue: Epilogue::AddInto,
-                ..
-            } = ops[l]
-            else {
-                return None;
-            };
-            let Some(DeviceLinear {
-                role:
-                    Role::Linear {
-                        residual_width: Some(w),
-                        ..
-                    },
-                ..
-            }) = dev[l]
-            else {
-                return None;
-            };
-            (l_out == x && l_rows == rows && w == width).then_some(Some(l))?
+    // The input: final, or written since the start only by member linears adding into it.
+    // The writes before the latest member norm of the same rows are in that norm's x_out (its
+    // x region: every write before it added in the host's order), which this norm then reads
+    // as its x; the writes after it are this norm's residual parts.
+    let writers: &[usize] = written
+        .iter()
+        .find(|w| w.buffer == x.buffer)
+        .map_or(&[], |w| &w.writers);
+    let earlier = group.members.iter().rev().copied().find(
+        |&m| matches!(ops[m], Op::LayerNorm { x: mx, rows: mr, .. } if mx == x && mr == rows),
+    );
+    let before = earlier.map_or(0, |n| writers.iter().filter(|&&k| k < n).count());
+    let x_from = match earlier {
+        Some(n) if before > 0 => {
+            // That norm's x already holds every write before it (it joined only so).
+            (plan.norms[n]?.x_writes == before).then_some(Some(n))?
         }
-        Some(_) => return None,
+        _ => None,
     };
+    let tail = &writers[before..];
+    if x_from.is_some() && tail.is_empty() {
+        // x is that norm's x_out with no residual: no design reads it so.
+        return None;
+    }
+    let parts = if tail.is_empty() {
+        Vec::new()
+    } else if has_residual {
+        residual_parts(ops, dev, group, tail, x, rows, width)?
+    } else {
+        return None;
+    };
+    let residual = parts.first().map(|p| p.0);
+    let x_writes = writers.len();
     let (mut commands, mut bytes) = (dj.commands, dj.bytes);
     let mut readers = Vec::new();
     let mut max_rows = 0;
@@ -471,6 +581,9 @@ fn norm_join(
             break;
         }
     }
+    // Not overwritten before the stage ends: the host may read it after, unless it is a
+    // stage's scratch.
+    let covered = covered || stage_local(out.buffer);
     if !covered
         || readers.is_empty()
         || group.commands + commands > limits.commands
@@ -481,11 +594,13 @@ fn norm_join(
     Some(NormJoin {
         member: NormMember {
             residual,
+            residual_parts: parts.len(),
             max_rows,
             x_from,
             x_writes,
         },
         readers,
+        parts,
         commands,
         bytes,
     })
@@ -569,15 +684,15 @@ mod tests {
     };
 
     /// Every linear on context 0 (matrix 7: context 1; matrix 9: on the host; matrix 8 cannot
-    /// read an image; matrix 6's result is not rows a norm can add; matrices 10 and up can
-    /// read a device quantize of their input), every norm on context 0, one command, 100
-    /// bytes, width 8.
+    /// read an image; matrices 6 and 11 give results that are not rows a norm can add;
+    /// matrices 10 and up can read a device quantize of their input), every norm on context
+    /// 0, one command, 100 bytes, width 8.
     fn device(_: usize, op: &Op) -> Option<DeviceLinear> {
         let role = match op {
             Op::Linear { w, .. } if w.0 == 9 => return None,
             Op::Linear { w, .. } => Role::Linear {
                 reads_image: w.0 != 8,
-                residual_width: (w.0 != 6).then_some(8),
+                residual_width: (w.0 != 6 && w.0 != 11).then_some(8),
                 quantized_input: w.0 >= 10,
             },
             _ => Role::Norm { residual: true },
@@ -747,6 +862,18 @@ mod tests {
         // Not overwritten before the stage ends (the host may read it after).
         let ops = [norm(0, 1), linear(1, 2, 0)];
         assert_eq!(plan(&ops, LIMITS), vec![vec![1]]);
+        // Unless its buffer is a stage's scratch (nothing reads it after the stage); another
+        // buffer's being one changes nothing, and a host op reading it still keeps it out.
+        let scratch = |b: u16| move |x: BufferId| x == BufferId(b);
+        let p = ChainPlan::with_stage_local(&ops, device, LIMITS, scratch(1));
+        assert_eq!(p.groups.len(), 1);
+        assert_eq!(p.groups[0].members, vec![0, 1]);
+        assert_eq!(p.image_of[1], Some((0, 0)));
+        let p = ChainPlan::with_stage_local(&ops, device, LIMITS, scratch(2));
+        assert_eq!(p.norms[0], None);
+        let read = [norm(0, 1), linear(1, 2, 0), host_read.clone()];
+        let p = ChainPlan::with_stage_local(&read, device, LIMITS, scratch(1));
+        assert_eq!(p.norms[0], None);
         // Read by a linear that cannot read an image (matrix 8), or by one on another context.
         for w in [8, 7] {
             let ops = [
@@ -950,5 +1077,135 @@ mod tests {
             norm_at(at(0, 0), at(1, 0), half),
         ];
         assert_eq!(full_plan(&ops, LIMITS).norms[0], None);
+    }
+
+    /// The encoder's layer with its MLP in chunks of the given `(first row, rows)` (8 rows,
+    /// width 8): out += into x, the MLP norm (out's residual), per chunk fc1 (GELU) into
+    /// hidden and fc2 (matrix `fc2`, reading hidden through the quantize) += into x at its
+    /// rows, `between` (if any), the next layer's norm, its q, and a norm overwriting its
+    /// output (the next attention's place).
+    fn chunked_layer(chunks: &[(usize, usize)], fc2: u16, between: Option<Op>) -> Vec<Op> {
+        let at = |b, row: usize| At::fixed(BufferId(b), row * 8);
+        let all = Extent::fixed(8);
+        let mut ops = vec![
+            lin_at(at(6, 0), at(0, 0), all, 3, Epilogue::AddInto),
+            norm_at(at(0, 0), at(1, 0), all),
+        ];
+        for &(r0, m) in chunks {
+            let rows = Extent::fixed(m);
+            ops.push(lin_at(at(1, r0), at(5, 0), rows, 4, Epilogue::Gelu));
+            ops.push(lin_at(at(5, 0), at(0, r0), rows, fc2, Epilogue::AddInto));
+        }
+        ops.extend(between);
+        ops.extend([
+            norm_at(at(0, 0), at(1, 0), all),
+            lin_at(at(1, 0), at(2, 0), all, 0, Epilogue::Store),
+            norm_at(at(0, 0), at(1, 0), all),
+        ]);
+        ops
+    }
+
+    #[test]
+    fn chunk_results_at_their_rows_are_the_next_norm_s_residual() {
+        // Two chunks of 4 rows, and three uneven ones: one group, out → the MLP → the next
+        // layer's norm (x: the MLP norm's x_out; r: every fc2's result at its rows) → its q.
+        for chunks in [vec![(0, 4), (4, 4)], vec![(0, 3), (3, 3), (6, 2)]] {
+            let ops = chunked_layer(&chunks, 10, None);
+            let next = 2 + 2 * chunks.len();
+            let p = full_plan(&ops, LIMITS);
+            let groups: Vec<_> = p.groups.iter().map(|g| g.members.clone()).collect();
+            assert_eq!(
+                groups,
+                vec![(0..next + 2).collect::<Vec<_>>()],
+                "{chunks:?}"
+            );
+            let fc2s: Vec<usize> = (0..chunks.len()).map(|c| 3 + 2 * c).collect();
+            let member =
+                |i: usize| p.norms[i].map(|n| (n.residual, n.residual_parts, n.x_from, n.x_writes));
+            assert_eq!(member(1), Some((Some(0), 1, None, 1)));
+            assert_eq!(
+                member(next),
+                Some((Some(3), chunks.len(), Some(1), 1 + chunks.len()))
+            );
+            assert_eq!(p.residual_of[0], Some((1, 0)));
+            for (&l, &(r0, _)) in fc2s.iter().zip(&chunks) {
+                assert_eq!(p.residual_of[l], Some((next, r0)), "{chunks:?}");
+                assert_eq!(p.quantized[l], Some(l - 1));
+            }
+            assert_eq!(p.residual_of.iter().flatten().count(), 1 + chunks.len());
+            // Every member and one quantize per chunk.
+            assert_eq!(p.groups[0].commands, next + 2 + chunks.len());
+        }
+    }
+
+    #[test]
+    fn chunks_that_do_not_cover_the_norm_s_rows_once_in_order_are_no_residual() {
+        let at = |b, row: usize| At::fixed(BufferId(b), row * 8);
+        let host_write = |row| Op::Transpose {
+            x: At::start(BufferId(7)),
+            out: at(0, row),
+            rows: 1,
+            cols: 8,
+        };
+        let not_joined = |ops: &[Op], why: &str| {
+            let p = full_plan(ops, LIMITS);
+            let next = ops.len() - 3;
+            assert!(matches!(ops[next], Op::LayerNorm { .. }), "{why}");
+            assert_ne!(
+                p.member[next].map(|m| m.0),
+                p.member[0].map(|m| m.0),
+                "{why}: {:?}",
+                p.groups
+            );
+            assert!(
+                p.residual_of.iter().flatten().all(|&(n, _)| n != next),
+                "{why}"
+            );
+            // What did join keeps its own residual.
+            assert_eq!(p.norms[1].map(|n| n.residual), Some(Some(0)), "{why}");
+        };
+        for (chunks, why) in [
+            (vec![(0, 4)], "the last chunk missing"),
+            (vec![(4, 4)], "the first chunk missing"),
+            (vec![(0, 4), (2, 4)], "overlapping chunks"),
+            (vec![(0, 4), (4, 4), (4, 4)], "a chunk twice"),
+            (vec![(4, 4), (0, 4)], "chunks out of order"),
+            (vec![(0, 4), (5, 3)], "a gap"),
+            (vec![(0, 4), (4, 2)], "short"),
+        ] {
+            not_joined(&chunked_layer(&chunks, 10, None), why);
+        }
+        // A host op writing x (any of its rows) between the chunks and the norm.
+        for row in [0, 7] {
+            let ops = chunked_layer(&[(0, 4), (4, 4)], 10, Some(host_write(row)));
+            not_joined(&ops, "a host op writes x");
+        }
+        // A chunk whose result is not rows the norm can add (matrix 11).
+        let mut ops = chunked_layer(&[(0, 4), (4, 4)], 10, None);
+        ops[5] = lin_at(at(5, 0), at(0, 4), Extent::fixed(4), 11, Epilogue::AddInto);
+        not_joined(&ops, "a part's result is not exact rows");
+        // A chunk storing into x instead of adding.
+        let mut ops = chunked_layer(&[(0, 4), (4, 4)], 10, None);
+        ops[5] = lin_at(at(5, 0), at(0, 4), Extent::fixed(4), 10, Epilogue::Store);
+        not_joined(&ops, "a part stores");
+        // A chunk on the host (matrix 9): not a member.
+        let mut ops = chunked_layer(&[(0, 4), (4, 4)], 10, None);
+        ops[5] = lin_at(at(5, 0), at(0, 4), Extent::fixed(4), 9, Epilogue::AddInto);
+        not_joined(&ops, "a part on the host");
+        // Chunks of rows that depend on the call (not fixed): only one part can cover them.
+        let rows = Extent::rows(1);
+        let st = |b| At::start(BufferId(b));
+        let ops = [
+            lin_at(st(6), st(0), rows, 3, Epilogue::AddInto),
+            norm(0, 1),
+            lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+            lin_at(st(5), st(0), rows, 10, Epilogue::AddInto),
+            lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
+            lin_at(st(5), st(0), rows, 10, Epilogue::AddInto),
+            norm(0, 1),
+            linear(1, 2, 0),
+            attention(2, 3, 4, 1),
+        ];
+        not_joined(&ops, "two parts of call-dependent rows");
     }
 }

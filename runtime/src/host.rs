@@ -801,6 +801,7 @@ mod tests {
             name,
             len,
             residency,
+            stage_local: false,
         };
         let specs = [
             spec("small", 1000, Residency::Resident),

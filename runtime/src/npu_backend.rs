@@ -37,9 +37,13 @@
 //! allocated per call.
 //!
 //! **Norms** join the chains on the emulated designs ([`crate::npu_norm`]: the chain plan's
-//! rule for a `LayerNorm`): a member norm's x rows (f32) go to the session's norm-input BO,
-//! the device normalizes and quantizes them (plus the residual `r` from a member linear's C
-//! region) into its activation image in the session's image BO, and the linears reading it
+//! rule for a `LayerNorm`): a member norm's x rows (f32) go to the session's norm-input BO
+//! (or it reads an earlier member norm's x_out there), the device normalizes and quantizes
+//! them (plus the residual `r`: its residual parts' results, each at its row offset of the
+//! first part's C region, which is sized for the norm's whole rounds and every part's padded
+//! output; the parts run in ascending row order, so a part's padding rows land in the next
+//! part's rows before that part writes them) into its activation image in the session's image
+//! BO, and the linears reading it
 //! take that image as their A; the host skips the norm. The image BO is written only by the
 //! device (the host never writes or flushes it), so no host flush of the norm-input BO's x
 //! rows or of a region's cleared padding can cover bytes the device wrote for a reader.
@@ -474,26 +478,12 @@ struct NormRegion {
     cu: u32,
     /// Bytes of its image region.
     image_len: usize,
-    /// Bytes of its x region (and of a residual source's C rows).
+    /// Bytes of its x region (whole rounds at its most rows).
     x_len: usize,
     /// Most rows a call may have.
     max_rows: usize,
     /// Its parameter object in the session's params BO.
     params_off: usize,
-}
-
-/// The member norm of `group` whose residual `r` is member linear `i`'s result.
-fn residual_norm<'a>(
-    plan: &ChainPlan,
-    norms: &'a [Option<NormRegion>],
-    group: &crate::chain_plan::Group,
-    i: usize,
-) -> Option<&'a NormRegion> {
-    group.members.iter().find_map(|&j| {
-        plan.norms[j]
-            .filter(|n| n.residual == Some(i))
-            .and(norms[j].as_ref())
-    })
 }
 
 /// Notes that design `key` is needed for up to `rows` rows.
@@ -1035,15 +1025,19 @@ impl NpuBackend {
             bytes: MAX_GROUP_BYTES,
         };
         let ops = &program.stage(stage).ops;
+        // A stage's scratch buffer is not read after the stage: a norm writing it may stay on
+        // the device though nothing overwrites it before the stage ends.
+        let stage_local = |b: BufferId| program.buffers()[b.0 as usize].stage_local;
         // Every linear that can on our designs first, to see which read a device norm's
         // image or a device quantize; then the fixture programs take back every other linear
         // they can run.
-        let designs = ChainPlan::new(
+        let designs = ChainPlan::with_stage_local(
             ops,
             |_, op| self.device_linear_of(program, op, false),
             limits,
+            stage_local,
         );
-        ChainPlan::new(
+        ChainPlan::with_stage_local(
             ops,
             |i, op| {
                 // Reading a device norm's image or a device quantize, or the source a device
@@ -1054,6 +1048,7 @@ impl NpuBackend {
                 self.device_linear_of(program, op, !on_design)
             },
             limits,
+            stage_local,
         )
     }
 
@@ -1172,6 +1167,49 @@ impl NpuBackend {
         })
     }
 
+    /// Bytes of the C region holding member norm `n`'s residual `r` (of `stage`): every
+    /// residual part's whole output (its design's padded rows) at its row offset, and the
+    /// norm's whole rounds; at the call's rows (`args`), or at the most rows (`None`).
+    #[allow(clippy::too_many_arguments)]
+    fn residual_len(
+        &self,
+        program: &Program<NpuMatrix>,
+        stage: StageId,
+        plan: &ChainPlan,
+        norms: &[Option<NormRegion>],
+        n: usize,
+        args: Option<&StageArgs>,
+    ) -> usize {
+        let ops = &program.stage(stage).ops;
+        let (Some(region), Op::LayerNorm { rows, .. }) = (norms[n].as_ref(), &ops[n]) else {
+            return 0;
+        };
+        let d = region.norm.key.d;
+        let norm_rows = args.map_or(region.max_rows, |a| rows.at(a));
+        let mut len = 4 * d * region.norm.design.padded_rows(norm_rows);
+        for (l, part) in plan.residual_of.iter().enumerate() {
+            let (
+                Some((m, first)),
+                Op::Linear {
+                    w, rows, max_rows, ..
+                },
+            ) = (part, &ops[l])
+            else {
+                continue;
+            };
+            let Some(wts) = program.matrix(*w).aie.get().filter(|_| *m == n) else {
+                continue;
+            };
+            let rows = args.map_or((*max_rows).max(1), |a| rows.at(a));
+            let mut out = output_len(&wts.rows.design, rows);
+            if let Some(sp) = &wts.spread {
+                out = out.max(output_len(&sp.design, rows.min(SPREAD_MAX_ROWS)));
+            }
+            len = len.max(4 * d * first + out);
+        }
+        len
+    }
+
     /// Region bytes (A, C, fixture row scales, norm inputs, norm images) of `group`'s members
     /// at their most rows, each region aligned.
     fn group_bytes(
@@ -1193,11 +1231,16 @@ impl NpuBackend {
             let Op::Linear { w, max_rows, .. } = &program.stage(stage).ops[i] else {
                 continue;
             };
-            // A member adding into a member norm's input: its C rows are the norm's `r`; a
-            // member whose result a device quantize reads: its C rows are that op's x.
-            let residual_rows = residual_norm(plan, norms, group, i)
-                .map_or(0, |r| r.x_len)
-                .max(quantize_read(plan, quants, group, i, None));
+            // A member norm's residual part: the first part's C region holds every part's rows
+            // (the norm's `r`), the later parts' rows are in it; a member whose result a device
+            // quantize reads: its C rows are that op's x.
+            let residual = match plan.residual_of[i] {
+                Some((_, first)) if first > 0 => None,
+                Some((n, _)) => Some(self.residual_len(program, stage, plan, norms, n, None)),
+                None => Some(0),
+            };
+            let residual_rows =
+                residual.map(|r| r.max(quantize_read(plan, quants, group, i, None)));
             if let Some(q) = &quants[i] {
                 img += q.image_len.next_multiple_of(REGION_ALIGN);
             }
@@ -1225,7 +1268,9 @@ impl NpuBackend {
             if plan.image_of[i].is_none() && plan.quantized[i].is_none() {
                 a += da.next_multiple_of(REGION_ALIGN);
             }
-            c += dc.max(residual_rows).next_multiple_of(REGION_ALIGN);
+            if let Some(r) = residual_rows {
+                c += dc.max(r).next_multiple_of(REGION_ALIGN);
+            }
         }
         (a, c, scale_rows, x, img)
     }
@@ -1512,13 +1557,38 @@ impl NpuBackend {
                 img_cur = (a_off + region.image_len).next_multiple_of(REGION_ALIGN);
                 let r_addr = match member.residual {
                     Some(l) => {
+                        // `r`: the residual parts' results, each at its row offset of the
+                        // first part's C region, covering the norm's rows in order.
                         let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
-                        let run = runs.get(lm).filter(|r| r.rows == rows).ok_or_else(|| {
-                            chain_err(format!(
-                                "op {i}: its residual op {l} did not run {rows} rows"
-                            ))
-                        })?;
-                        c_addr + run.c_off as u64
+                        let base = runs.get(lm).map_or(usize::MAX, |r| r.c_off);
+                        let mut covered = 0;
+                        for (m, &p) in group.members.iter().enumerate() {
+                            let Some((_, first)) = plan.residual_of[p].filter(|r| r.0 == i) else {
+                                continue;
+                            };
+                            let run = runs
+                                .get(m)
+                                .filter(|r| {
+                                    !r.norm
+                                        && !r.fixture
+                                        && r.width == d
+                                        && first == covered
+                                        && r.c_off == base + 4 * d * first
+                                })
+                                .ok_or_else(|| {
+                                    chain_err(format!(
+                                        "op {i}: its residual part op {p} did not run at row \
+                                         {first} of its region"
+                                    ))
+                                })?;
+                            covered += run.rows;
+                        }
+                        if covered != rows {
+                            return Err(chain_err(format!(
+                                "op {i}: its residual parts cover {covered} of its {rows} rows"
+                            )));
+                        }
+                        c_addr + base as u64
                     }
                     None => nx_addr + x_off as u64,
                 };
@@ -1755,12 +1825,36 @@ impl NpuBackend {
             };
             // A norm's image is in the image BO.
             let a_base = if image.is_some() { img_addr } else { a_addr };
-            let c_off = c_cur;
-            // A norm's residual: its C rows are the norm's `r` (whole rounds of the norm).
-            let r_len = residual_norm(plan, &s.norms[st], group, i)
-                .map_or(0, |r| 4 * n * r.norm.design.padded_rows(rows))
-                .max(quantize_read(plan, &s.quants[st], group, i, Some(rows)));
-            c_cur = (c_off + output_len(d, rows).max(r_len)).next_multiple_of(REGION_ALIGN);
+            let c_off = match plan.residual_of[i] {
+                // A later residual part of a member norm: its rows of the region the first
+                // part's C region holds (the norm's `r`, every part at its row offset).
+                Some((norm, first)) if first > 0 => {
+                    let base = plan.norms[norm]
+                        .and_then(|m| m.residual)
+                        .and_then(|p| plan.member[p])
+                        .and_then(|m| runs.get(m.1 as usize))
+                        .filter(|r| r.rows > 0 && !r.norm && !r.fixture && r.width == n)
+                        .ok_or_else(|| {
+                            chain_err(format!(
+                                "op {i}: the first residual part of its norm (op {norm}) did \
+                                 not run"
+                            ))
+                        })?;
+                    base.c_off + 4 * n * first
+                }
+                part => {
+                    let c_off = c_cur;
+                    // A norm's residual (the first part): its C region holds the norm's
+                    // whole rounds of `r` and every part's whole output at its row offset.
+                    let r_len = part
+                        .map_or(0, |(norm, _)| {
+                            self.residual_len(program, stage, plan, &s.norms[st], norm, Some(args))
+                        })
+                        .max(quantize_read(plan, &s.quants[st], group, i, Some(rows)));
+                    c_cur = (c_off + output_len(d, rows).max(r_len)).next_multiple_of(REGION_ALIGN);
+                    c_off
+                }
+            };
             let j = s.cu_masks.len();
             gd.layout
                 .write(
@@ -2966,6 +3060,183 @@ mod tests {
                 emu.command_errors()
             );
         }
+    }
+
+    /// The encoder's layer (d 512, `t` fixed rows): norm, q/k/v, attention (overwrites h),
+    /// out += into x, the MLP norm, the MLP in `chunk`-row chunks (fc1 of h's rows into hidden,
+    /// fc2 of hidden += into x's rows), the next layer's norm, its q, its attention, and a last
+    /// norm whose output the host reads (`out`).
+    fn chunked_layer_program<B: Backend>(
+        b: &B,
+        ws: &[QuantMatrix],
+        biases: &[Option<Vec<f32>>],
+        t: usize,
+        chunk: usize,
+    ) -> (Program<B::Matrix>, [BufferId; 5], StageId) {
+        let mut p = Program::new();
+        let d = 512;
+        let m: Vec<_> = ws
+            .iter()
+            .map(|w| p.add_matrix(b.matrix_q8(w.clone()).unwrap()))
+            .collect();
+        let bias: Vec<_> = biases
+            .iter()
+            .map(|v| v.clone().map(|v| p.add_vector(v)))
+            .collect();
+        let lns: Vec<_> = (1..=4)
+            .map(|k| {
+                let k = k as f32;
+                (
+                    p.add_vector((0..d).map(|i| 1.0 + k * i as f32 / 1024.0).collect()),
+                    p.add_vector((0..d).map(|i| k * i as f32 / 4096.0).collect()),
+                )
+            })
+            .collect();
+        let buf =
+            |p: &mut Program<B::Matrix>, name, len| p.add_buffer(name, len, Residency::Resident);
+        let (x, h, q, k, v) = (
+            buf(&mut p, "x", t * d),
+            buf(&mut p, "h", t * d),
+            buf(&mut p, "q", t * d),
+            buf(&mut p, "k", t * d),
+            buf(&mut p, "v", t * d),
+        );
+        let (hidden, out) = (
+            buf(&mut p, "hidden", chunk * 4 * d),
+            buf(&mut p, "out", t * d),
+        );
+        let rows = Extent::fixed(t);
+        let st = At::start;
+        let lin = |x: At, out: At, rows: Extent, max_rows, w: usize, epilogue| Op::Linear {
+            x,
+            out,
+            rows,
+            max_rows,
+            w: m[w],
+            bias: bias[w],
+            epilogue,
+        };
+        let norm = |x, out, l: usize| Op::LayerNorm {
+            x: st(x),
+            out: st(out),
+            rows,
+            gamma: lns[l].0,
+            beta: lns[l].1,
+            eps: 1e-5,
+        };
+        let attention = Op::Attention {
+            q: st(q),
+            k: st(k),
+            v: st(v),
+            out: st(h),
+            dims: crate::stage::AttentionDims {
+                heads: 8,
+                head_dim: 64,
+                q_len: rows,
+                kv_len: rows,
+                causal_offset: None,
+                max_q_len: t,
+                max_kv_len: t,
+            },
+        };
+        let mut ops = vec![
+            norm(x, h, 0),
+            lin(st(h), st(q), rows, t, 0, Epilogue::Store),
+            lin(st(h), st(k), rows, t, 1, Epilogue::Store),
+            lin(st(h), st(v), rows, t, 2, Epilogue::Store),
+            attention.clone(),
+            lin(st(h), st(x), rows, t, 3, Epilogue::AddInto),
+            norm(x, h, 1),
+        ];
+        for r0 in (0..t).step_by(chunk) {
+            let part = chunk.min(t - r0);
+            let at = |b| At::fixed(b, r0 * d);
+            let rows = Extent::fixed(part);
+            ops.push(lin(at(h), st(hidden), rows, part, 4, Epilogue::Gelu));
+            ops.push(lin(st(hidden), at(x), rows, part, 5, Epilogue::AddInto));
+        }
+        ops.extend([
+            norm(x, h, 2),
+            lin(st(h), st(q), rows, t, 0, Epilogue::Store),
+            attention,
+            norm(x, out, 3),
+        ]);
+        let s = p.add_stage("layer", ops);
+        (p, [x, q, k, v, out], s)
+    }
+
+    /// The encoder's MLP chunks: the fc2 results, each at its rows of one C region, are the
+    /// next layer's norm's residual, so out → the MLP → the next norm and its q are one chain,
+    /// and every buffer the host reads equals the CPU INT8 path's bit for bit (chunks whose
+    /// rows are not whole rounds of the design: a chunk's padding rows land in the next
+    /// chunk's rows before that chunk writes them).
+    #[test]
+    fn chunked_fc2_results_are_one_residual_and_the_stage_equals_the_cpu_int8_path() {
+        let cpu = CpuInt8Backend::new(2);
+        let mut rng = Rng::new(11);
+        let d = 512;
+        let shapes = [(d, d), (d, d), (d, d), (d, d), (4 * d, d), (d, 4 * d)];
+        let ws: Vec<QuantMatrix> = shapes
+            .iter()
+            .map(|&(n, k)| QuantMatrix::quantize(&rng.vec(n * k, 0.1), n, k))
+            .collect();
+        let biases: Vec<Option<Vec<f32>>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(n, _))| (i != 1).then(|| rng.vec(n, 0.3)))
+            .collect();
+        let (emu, device) = emulated_device(&[]).unwrap();
+        let npu = NpuBackend::new(device, &[], 2)
+            .unwrap()
+            .with_emulated_designs(emu.clone());
+        for (t, chunk) in [(200, 72), (96, 48)] {
+            let (pn, bn, sn) = chunked_layer_program(&npu, &ws, &biases, t, chunk);
+            let (pc, bc, sc) = chunked_layer_program(&cpu, &ws, &biases, t, chunk);
+            let chunks = t.div_ceil(chunk);
+            let mut wn = npu.workspace(&pn, 2).unwrap();
+            let mut wc = cpu.workspace(&pc, 2).unwrap();
+            // [norm, q, k, v], [out, norm (out's residual), (fc1, quantize, fc2) per chunk,
+            // the next norm (x: the MLP norm's x_out; r: the fc2 results), its q].
+            assert_eq!(npu.submissions(&pn, sn), 2, "t {t}, chunk {chunk}");
+            let plan = npu.plan(&pn, sn);
+            let next = 7 + 2 * chunks;
+            let fc2s: Vec<usize> = (0..chunks).map(|c| 8 + 2 * c).collect();
+            let n = plan.norms[next].unwrap();
+            assert_eq!(
+                (n.residual, n.residual_parts, n.x_from),
+                (Some(8), chunks, Some(6))
+            );
+            for (c, &l) in fc2s.iter().enumerate() {
+                assert_eq!(plan.residual_of[l], Some((next, c * chunk)));
+            }
+            assert_eq!(
+                plan.member[next + 1].map(|m| m.0),
+                plan.member[5].map(|m| m.0)
+            );
+            let before = emu.stats().submitted;
+            for _ in 0..2 {
+                let x = rng.vec(t * d, 1.0);
+                npu.write(&mut wn, bn[0], 0, &x).unwrap();
+                cpu.write(&mut wc, bc[0], 0, &x).unwrap();
+                npu.run(&pn, sn, &StageArgs::default(), &mut wn).unwrap();
+                cpu.run(&pc, sc, &StageArgs::default(), &mut wc).unwrap();
+                for (b, name) in [(0, "x"), (1, "q"), (2, "k"), (3, "v"), (4, "out")] {
+                    let got = npu.read(&wn, bn[b], 0..t * d).unwrap();
+                    let want = cpu.read(&wc, bc[b], 0..t * d).unwrap();
+                    let diff = got
+                        .iter()
+                        .zip(want)
+                        .position(|(g, w)| g.to_bits() != w.to_bits());
+                    assert_eq!(diff, None, "{name}, t {t}, chunk {chunk}");
+                }
+            }
+            assert_eq!(emu.stats().submitted - before, 2 * 2);
+        }
+        assert!(
+            emu.command_errors().is_empty(),
+            "{:?}",
+            emu.command_errors()
+        );
     }
 
     #[test]

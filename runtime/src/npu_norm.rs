@@ -28,11 +28,13 @@
 //! member of a group when its output buffer is read only by device linears of the group until
 //! it is next overwritten whole (its f32 result is then never needed on the host, which skips
 //! it); those linears read the norm's activation image instead of quantizing on the host. The
-//! residual: a member linear with the `AddInto` epilogue into exactly the norm's input rows,
-//! whose device result is f32 rows of the norm's width, is the norm's `r` (its C region, sized
-//! for the norm's whole rounds); x is uploaded at the group's start (nothing in between writes
-//! it) and the host still adds `x += r` at the linear's own position (the same single f32
-//! add). A linear whose matrix a fixture program holds moves to our design when it reads a
+//! residual: member linears with the `AddInto` epilogue into consecutive rows covering the
+//! norm's input rows exactly (one linear into all of them, or the encoder's fc2 chunks),
+//! whose device results are f32 rows of the norm's width, are the norm's `r` (one C region,
+//! each part's result at its row offset, sized for the norm's whole rounds and every part's
+//! padded output); x is uploaded at the group's start (nothing else in between writes it) or
+//! is an earlier member norm's x_out, and the host still adds `x += r` at each part's own
+//! position (the same single f32 add per row). A linear whose matrix a fixture program holds moves to our design when it reads a
 //! device norm's image.
 //!
 //! **The plain quantize** ([`NormKey::quantize`], `norm: false`): the same design without the
@@ -55,7 +57,14 @@
 //! k, v]`; per layer `[self out, norm + residual, cross q]`, `[cross out, norm + residual, fc1,
 //! quantize, fc2, next norm + residual, next q, k, v]`; the last layer's cross out and `[fc1,
 //! quantize, fc2]` apart); tiny.en unchanged (its fc2 rows are not 384 wide on the device).
-//! Not done: the encoder's four fc2 chunks as one residual, attention (its own context; Q/K
+//! Then the encoder's four fc2 chunks as one residual (the chain plan's residual parts: each
+//! chunk's result at its rows of one C region, which is the next layer's attention norm's
+//! `r`): base **7** per window (the first layer's `[norm, q, k, v]`, then per layer `[out,
+//! norm + residual, fc1 × 4, (quantize, fc2) × 4, next norm (x_out, four-part residual), next
+//! q, k, v]`), tiny.en **5**; per token unchanged. With the decoder's `h` a stage's scratch
+//! (`Program::mark_stage_local`), the last layer's MLP norm joins too: base **13** per token
+//! (the last layer's `[cross out, norm + residual, fc1, quantize, fc2]` one chain), tiny.en
+//! 20 (its norms take no residual). Not done: attention (its own context; Q/K
 //! quantized on the host). The x rows go to the device as f32
 //! (4 bytes a value instead of the 1-byte codes the readers took), so a window moves more
 //! bytes to the device until the residual stream stays resident there.

@@ -370,6 +370,11 @@ pub struct BufferSpec {
     pub len: usize,
     /// How it is allocated.
     pub residency: Residency,
+    /// A stage's scratch ([`Program::mark_stage_local`]): every stage that reads it writes
+    /// what it reads first, and nothing reads it between stages, so its contents after a stage
+    /// are unspecified (a device backend may leave a value that only its device ops read
+    /// uncomputed on the host).
+    pub stage_local: bool,
 }
 
 /// A prepared key/value slot declaration.
@@ -472,8 +477,18 @@ impl<M> Program<M> {
             name,
             len,
             residency,
+            stage_local: false,
         });
         BufferId(id(self.buffers.len() - 1))
+    }
+
+    /// Declares buffer `b` a stage's scratch: every stage that reads it writes what it reads
+    /// first, and the caller never reads it between stages ([`BufferSpec::stage_local`]).
+    ///
+    /// # Panics
+    /// If `b` is not a buffer of this program.
+    pub fn mark_stage_local(&mut self, b: BufferId) {
+        self.buffers[b.0 as usize].stage_local = true;
     }
 
     /// Declares prepared keys/values.

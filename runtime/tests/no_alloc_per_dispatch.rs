@@ -492,6 +492,90 @@ fn a_stage_with_device_norms_allocates_nothing_on_the_host() {
     );
 }
 
+/// The encoder's MLP in chunks (fixed rows): each chunk's fc1 and, through the device
+/// quantize, its fc2 adding into its rows of x; the next norm takes the chunks' results
+/// together as its residual (each at its rows of one C region) and a linear reads its image:
+/// one chain, whose residual region is laid out per call without allocating.
+#[test]
+fn a_residual_of_chunks_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::{Backend as _, Epilogue};
+    use amanuensis_runtime::npu_backend::{emulated_config, NpuBackend};
+    use amanuensis_runtime::q8::QuantMatrix;
+    use amanuensis_runtime::stage::{At, Extent, Op, Program as Stages, Residency, StageArgs};
+
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &[], 1)
+        .unwrap()
+        .with_emulated_designs(emu.clone());
+    let (d, t, chunk) = (512, 96, 48);
+    let mut p = Stages::new();
+    let ms: Vec<_> = (0..3)
+        .map(|j| {
+            let w: Vec<f32> = (0..d * d)
+                .map(|i| ((i * (37 + j) % 101) as f32 - 50.0) / 500.0)
+                .collect();
+            p.add_matrix(npu.matrix_q8(QuantMatrix::quantize(&w, d, d)).unwrap())
+        })
+        .collect();
+    let gamma = p.add_vector(vec![1.0; d]);
+    let beta = p.add_vector(vec![0.0; d]);
+    let [x, h, hidden, q]: [_; 4] =
+        ["x", "h", "hidden", "q"].map(|name| p.add_buffer(name, t * d, Residency::Resident));
+    let lin = |x: At, out: At, rows: usize, w: usize, epilogue| Op::Linear {
+        x,
+        out,
+        rows: Extent::fixed(rows),
+        max_rows: rows,
+        w: ms[w],
+        bias: None,
+        epilogue,
+    };
+    let norm = |x| Op::LayerNorm {
+        x: At::start(x),
+        out: At::start(h),
+        rows: Extent::fixed(t),
+        gamma,
+        beta,
+        eps: 1e-5,
+    };
+    let mut ops = vec![norm(x)];
+    for r0 in (0..t).step_by(chunk) {
+        let at = |b| At::fixed(b, r0 * d);
+        ops.push(lin(at(h), At::start(hidden), chunk, 0, Epilogue::Gelu));
+        ops.push(lin(At::start(hidden), at(x), chunk, 1, Epilogue::AddInto));
+    }
+    ops.extend([
+        norm(x),
+        lin(At::start(h), At::start(q), t, 2, Epilogue::Store),
+        norm(q),
+    ]);
+    let stage = p.add_stage("chunk-residual", ops);
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    assert_eq!(npu.submissions(&p, stage), 1);
+    let input: Vec<f32> = (0..t * d).map(|i| (i % 13) as f32 - 6.0).collect();
+    let args = StageArgs::default();
+    npu.write(&mut ws, x, 0, &input).unwrap();
+    npu.run(&p, stage, &args, &mut ws).unwrap(); // first use of the ring slots
+    let before = host_allocs();
+    for _ in 0..3 {
+        npu.write(&mut ws, x, 0, &input).unwrap();
+        npu.run(&p, stage, &args, &mut ws).unwrap();
+    }
+    let host = host_allocs() - before;
+    assert_eq!(
+        host, 0,
+        "{host} host allocations in 3 stages with a residual of chunks"
+    );
+    let s = npu.stats();
+    assert_eq!((s.submissions, s.device_linears), (4, 4 * 5));
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}
+
 #[test]
 fn pipelined_dispatches_allocate_nothing_at_every_depth() {
     for depth in 1..=4 {

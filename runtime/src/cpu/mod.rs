@@ -22,6 +22,7 @@ pub mod activation;
 pub mod attention;
 pub mod attention_bf16;
 pub mod attention_bf16_kv;
+pub mod attention_packed;
 #[cfg(test)]
 mod bench;
 pub mod conv;
@@ -39,6 +40,9 @@ pub use activation::{erf, gelu_erf, gelu_f32_in_place, gelu_in_place};
 pub use attention::{attention, attention_scratch_len, AttentionShape};
 pub use attention_bf16::{attention_bf16, attention_bf16_scratch_len, Bf16KeyValues};
 pub use attention_bf16_kv::{attention_bf16_kv, attention_bf16_kv_scratch_len};
+pub use attention_packed::{
+    attention_packed, attention_packed_scratch_len, attention_packed_supports,
+};
 pub use conv::{conv1d_k3, conv1d_k3_out_len, conv1d_k3_scratch_len};
 pub use gemm::{gemm_bt, gemm_packed, Epilogue};
 pub use kv_cache::{Bf16KeyValueCache, F32KeyValueCache};

@@ -158,23 +158,23 @@ pub(crate) fn attention_packed_with(
         let head_values = &values[h * value_len..(h + 1) * value_len];
         let q_head = &q[h * d..];
 
+        // Keys below `full` are in whole panels every query of the block sees: their tiles
+        // also keep each row's running maximum (in 8 lanes), so the softmax reads only the
+        // rest of a row for its maximum.
+        let full = shape.visible(queries.start) / NR * NR;
+        let mut maxes = [[f32::NEG_INFINITY; 8]; BLOCK_Q];
+
         // Raw scores q_i·k_j for the panels below seen_max (whole panels: padding keys score
-        // 0 and, like masked keys, are left out of the softmax).
+        // 0 and, like masked keys, are left out of the softmax and of `maxes`).
         for jp in 0..seen_max.div_ceil(NR) {
             let panel = &head_keys[jp * d * NR..(jp + 1) * d * NR];
+            let track = (jp + 1) * NR <= full;
             for r0 in (0..n_q).step_by(MR) {
                 let rows = MR.min(n_q - r0);
                 let a = &q_head[(queries.start + r0) * width..];
-                score_tile(
-                    isa,
-                    rows,
-                    d,
-                    a,
-                    width,
-                    panel,
-                    &mut s[r0 * stride + jp * NR..],
-                    stride,
-                );
+                let s = &mut s[r0 * stride + jp * NR..];
+                let maxes = track.then(|| &mut maxes[r0..r0 + rows]);
+                score_tile(isa, rows, d, a, width, panel, s, stride, maxes);
             }
         }
 
@@ -183,7 +183,8 @@ pub(crate) fn attention_packed_with(
         for (r, i) in queries.clone().enumerate() {
             let seen = shape.visible(i);
             let row = &mut s[r * stride..r * stride + seen_max];
-            inv_sum[r] = 1.0 / exp_shifted_sum(isa, &mut row[..seen], scale);
+            let known = maxes[r].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            inv_sum[r] = 1.0 / exp_shifted_sum(isa, &mut row[..seen], full, known, scale);
             row[seen..].fill(0.0);
         }
 
@@ -206,7 +207,9 @@ pub(crate) fn attention_packed_with(
     });
 }
 
-/// `s[r·lds + c] = Σ_{t<d} a[r·lda + t] · panel[t·16 + c]` for `r < rows` (1..=6), `c < 16`.
+/// `s[r·lds + c] = Σ_{t<d} a[r·lda + t] · panel[t·16 + c]` for `r < rows` (1..=6), `c < 16`;
+/// with `maxes`, also `maxes[r][l] = max(maxes[r][l], s[r·lds + l], s[r·lds + 8 + l])` (NaN
+/// skipped, as [`row_max`] does).
 #[allow(clippy::too_many_arguments)]
 fn score_tile(
     isa: Isa,
@@ -217,15 +220,25 @@ fn score_tile(
     panel: &[f32],
     s: &mut [f32],
     lds: usize,
+    maxes: Option<&mut [[f32; 8]]>,
 ) {
     assert!((1..=MR).contains(&rows) && a.len() >= (rows - 1) * lda + d);
     assert!(panel.len() >= d * NR && s.len() >= (rows - 1) * lds + NR);
+    assert!(maxes.as_ref().is_none_or(|m| m.len() >= rows));
     match isa {
         Isa::Portable => {
             let mut tile: Tile = [[0.0; NR]; MR];
             packed_tile(isa, rows, d, a, lda, panel, NR, &mut tile);
             for (r, t) in tile.iter().enumerate().take(rows) {
                 s[r * lds..r * lds + NR].copy_from_slice(t);
+            }
+            if let Some(maxes) = maxes {
+                for (m, t) in maxes.iter_mut().zip(&tile[..rows]) {
+                    for (c, &x) in t.iter().enumerate() {
+                        let l = &mut m[c % 8];
+                        *l = if x > *l { x } else { *l };
+                    }
+                }
             }
         }
         #[cfg(target_arch = "x86_64")]
@@ -234,12 +247,12 @@ fn score_tile(
         Isa::Avx2Fma => unsafe {
             let (a, b, s) = (a.as_ptr(), panel.as_ptr(), s.as_mut_ptr());
             match rows {
-                1 => avx2::scores::<1>(d, a, lda, b, s, lds),
-                2 => avx2::scores::<2>(d, a, lda, b, s, lds),
-                3 => avx2::scores::<3>(d, a, lda, b, s, lds),
-                4 => avx2::scores::<4>(d, a, lda, b, s, lds),
-                5 => avx2::scores::<5>(d, a, lda, b, s, lds),
-                _ => avx2::scores::<6>(d, a, lda, b, s, lds),
+                1 => avx2::scores::<1>(d, a, lda, b, s, lds, maxes),
+                2 => avx2::scores::<2>(d, a, lda, b, s, lds, maxes),
+                3 => avx2::scores::<3>(d, a, lda, b, s, lds, maxes),
+                4 => avx2::scores::<4>(d, a, lda, b, s, lds, maxes),
+                5 => avx2::scores::<5>(d, a, lda, b, s, lds, maxes),
+                _ => avx2::scores::<6>(d, a, lda, b, s, lds, maxes),
             }
         },
     }
@@ -282,19 +295,19 @@ fn value_tile(
     }
 }
 
-/// `row[j] = exp((row[j] − max row)·scale)`; returns `Σ row[j]` (f32, 8 lanes). `row` is
-/// non-empty and `scale > 0`.
-fn exp_shifted_sum(isa: Isa, row: &mut [f32], scale: f32) -> f32 {
+/// `row[j] = exp((row[j] − max)·scale)` with `max = max(known, max row[from..])` (`known`:
+/// the maximum of `row[..from]`, kept as the scores were computed); returns `Σ row[j]` (f32,
+/// 8 lanes). `row` is non-empty and `scale > 0`.
+fn exp_shifted_sum(isa: Isa, row: &mut [f32], from: usize, known: f32, scale: f32) -> f32 {
     match isa {
-        Isa::Portable => exp_shifted_sum_portable(row, scale),
+        Isa::Portable => exp_shifted_sum_portable(row, known.max(row_max(&row[from..])), scale),
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` is only constructed after run-time detection of AVX2 and FMA.
-        Isa::Avx2Fma => unsafe { avx2::exp_shifted_sum(row, scale) },
+        Isa::Avx2Fma => unsafe { avx2::exp_shifted_sum(row, from, known, scale) },
     }
 }
 
-fn exp_shifted_sum_portable(row: &mut [f32], scale: f32) -> f32 {
-    let max = row_max(row);
+fn exp_shifted_sum_portable(row: &mut [f32], max: f32, scale: f32) -> f32 {
     let mut lanes = [0.0f32; 8];
     let mut chunks = row.chunks_exact_mut(8);
     for c in &mut chunks {
@@ -339,6 +352,7 @@ mod avx2 {
         b: *const f32,
         s: *mut f32,
         lds: usize,
+        maxes: Option<&mut [[f32; 8]]>,
     ) {
         let mut lo = [_mm256_setzero_ps(); R];
         let mut hi = [_mm256_setzero_ps(); R];
@@ -362,6 +376,18 @@ mod avx2 {
             unsafe {
                 _mm256_storeu_ps(s.add(r * lds), lo[r]);
                 _mm256_storeu_ps(s.add(r * lds + 8), hi[r]);
+            }
+        }
+        if let Some(maxes) = maxes {
+            for r in 0..R {
+                let m = maxes[r].as_mut_ptr();
+                // SAFETY: `maxes` holds at least R rows of 8 (checked by the caller).
+                unsafe {
+                    // `max_ps(new, old)` keeps `old` where `new` is NaN.
+                    let old = _mm256_loadu_ps(m);
+                    let new = _mm256_max_ps(lo[r], old);
+                    _mm256_storeu_ps(m, _mm256_max_ps(hi[r], new));
+                }
             }
         }
     }
@@ -413,8 +439,13 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA must be available.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn exp_shifted_sum(row: &mut [f32], scale: f32) -> f32 {
-        let max = row_max(row);
+    pub(super) unsafe fn exp_shifted_sum(
+        row: &mut [f32],
+        from: usize,
+        known: f32,
+        scale: f32,
+    ) -> f32 {
+        let max = known.max(row_max(&row[from..]));
         let (m, sc) = (_mm256_set1_ps(max), _mm256_set1_ps(scale));
         let mut acc = _mm256_setzero_ps();
         let mut chunks = row.chunks_exact_mut(8);
@@ -748,6 +779,7 @@ mod tests {
                             panel,
                             &mut s[r0 * stride + jp * NR..],
                             stride,
+                            None,
                         );
                     }
                 }
@@ -759,7 +791,14 @@ mod tests {
             for _ in 0..n.div_ceil(BLOCK_Q) {
                 s.copy_from_slice(&scores);
                 for (r, inv) in inv.iter_mut().enumerate() {
-                    *inv = 1.0 / exp_shifted_sum(isa, &mut s[r * stride..r * stride + n], 0.125);
+                    *inv = 1.0
+                        / exp_shifted_sum(
+                            isa,
+                            &mut s[r * stride..r * stride + n],
+                            0,
+                            f32::NEG_INFINITY,
+                            0.125,
+                        );
                 }
             }
         });

@@ -5,12 +5,17 @@
 //! Differences from [`crate::cpu::attention()`]'s micro-kernel path (same 6×16 f32 tiles):
 //! - values are packed too, per head into 16-column blocks `[head_dim/16][kv_len][16]`, so each
 //!   `P·V` micro-tile streams one contiguous block instead of a 64-byte piece of every
-//!   `heads·head_dim`-wide row (a 1500-row head spans 560 pages at Whisper tiny's 1536-byte
-//!   row: a TLB miss every few steps); packing both takes one pass over `k` and `v` per call;
-//! - the softmax is fused and f32: one pass for the row maximum, one that writes
-//!   `exp((s − max)·scale)` and sums it in 8 f32 lanes (an AVX2+FMA exponential on x86-64), no
-//!   normalising pass (the `P·V` tile is scaled by `1/Σ` as it is stored), and raw scores go
-//!   from the tile to the score rows without a scaling pass.
+//!   `heads·head_dim`-wide row (a 1500-row head spans 560 4-KiB pages at Whisper tiny's
+//!   1536-byte row); packing both takes one pass over `k` and `v` per call;
+//! - raw scores go from the tile to the score rows (no scaling pass), and the tiles of panels
+//!   every query of the block sees keep each row's running maximum;
+//! - the softmax is fused and f32: one pass that writes `exp((s − max)·scale)` and sums it in 8
+//!   f32 lanes (an AVX2+FMA exponential on x86-64), no normalising pass (the `P·V` tile is
+//!   scaled by `1/Σ` as it is stored).
+//!
+//! Speed (6 heads × 64, 1500 × 1500, AMD EPYC Zen 3, shared machine): 46-47 ms on 1 thread,
+//! 23 ms on 2, packing included, against 68-70 / 34 ms for the reference kernel (README,
+//! Performance); both products run at the f32 GEMM's rate (93-98 GFLOP/s per thread).
 //!
 //! Accuracy (against exact attention): the products are f32 FMA sums as in the reference path;
 //! each exponential is within 3e-7 relatively (tested); the f32 sum of ≤ n positive terms in 8

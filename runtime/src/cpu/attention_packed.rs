@@ -13,8 +13,8 @@
 //!   f32 lanes (an AVX2+FMA exponential on x86-64), no normalising pass (the `P·V` tile is
 //!   scaled by `1/Σ` as it is stored).
 //!
-//! Speed (6 heads × 64, 1500 × 1500, AMD EPYC Zen 3, shared machine): 46-47 ms on 1 thread,
-//! 23 ms on 2, packing included, against 68-70 / 34 ms for the reference kernel (README,
+//! Speed (6 heads × 64, 1500 × 1500, AMD EPYC Zen 3, shared machine): 44-47 ms on 1 thread,
+//! 22-23 ms on 2, packing included, against 67-70 / 34-35 ms for the reference kernel (README,
 //! Performance); both products run at the f32 GEMM's rate (93-98 GFLOP/s per thread).
 //!
 //! Accuracy (against exact attention): the products are f32 FMA sums as in the reference path;

@@ -16,7 +16,7 @@
 //! of runs): `m=1500, k=384, n=1536` ≈ 80 GFLOP/s on 1 thread, ≈ 150 on 2; decoder logits
 //! `m=1, k=384, n=51864` ≈ 10–13 GFLOP/s (memory bound: 80 MB of weights per call); encoder
 //! self-attention (6 heads × 64, 1500 × 1500) ≈ 60 ms per layer on 1 thread with
-//! [`attention()`], ≈ 46 ms with [`attention_packed()`] (keys and values packed per head, fused
+//! [`attention()`], ≈ 44-46 ms with [`attention_packed()`] (keys and values packed per head, fused
 //! f32 softmax; README, Performance). Measure with
 //! `cargo test -p amanuensis-runtime --lib cpu::bench -- --ignored --nocapture --test-threads=1`.
 

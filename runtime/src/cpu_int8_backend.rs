@@ -1,5 +1,6 @@
 //! The CPU backend with INT8 weights: linear layers and the conv stem run the INT8 GEMM of
-//! [`crate::q8`]; attention runs in bf16 ([`crate::cpu::attention_bf16()`]) where it pays, or
+//! [`crate::q8`]; attention runs in bf16 ([`crate::cpu::attention_bf16()`]) where it pays, in
+//! f32 over packed keys/values ([`crate::cpu::attention_packed()`]) for the encoder elsewhere, or
 //! over INT8 prepared keys/values on request ([`crate::q8::attention_q8_prepared()`]) (see
 //! [`CpuInt8Backend`]); layer norm runs the f32 kernel.
 //!
@@ -14,6 +15,9 @@ use crate::cpu::attention_bf16::{
     attention_bf16, attention_bf16_scratch_len, bf16_supports, has_native_bf16,
 };
 use crate::cpu::attention_bf16_kv::attention_bf16_kv_scratch_len;
+use crate::cpu::attention_packed::{
+    attention_packed, attention_packed_scratch_len, attention_packed_supports,
+};
 use crate::cpu::{Bf16KeyValueCache, Bf16KeyValues, CpuPool, F32KeyValueCache};
 use crate::cpu_backend::{CpuBackend, CpuScratch, DenseMatrix, F32KeyValues, MAX_WEIGHTS_HEAD_DIM};
 use crate::q8::{
@@ -30,6 +34,16 @@ pub const MIN_INT8_ATTENTION_ROWS: usize = 16;
 /// Attention calls with at least this many query rows (the encoder) run in bf16 when the CPU
 /// has AVX-512 BF16; fewer rows (decoder self-attention over a short, growing cache) stay f32.
 pub const MIN_BF16_ATTENTION_ROWS: usize = 16;
+
+/// Attention calls with at least this many query rows (the encoder) run the f32 kernel over
+/// packed keys and values ([`crate::cpu::attention_packed()`]) on CPUs without native bf16.
+pub const MIN_PACKED_ATTENTION_ROWS: usize = 16;
+
+/// Setting this environment variable to `0` makes [`CpuInt8Backend::new`] keep the encoder's
+/// attention on the reference f32 kernel ([`crate::cpu::attention()`]) on CPUs without native
+/// bf16, instead of [`crate::cpu::attention_packed()`] (see
+/// [`CpuInt8Backend::with_packed_attention`]); for comparisons.
+pub const PACKED_ATTENTION_ENV: &str = "AMANUENSIS_PACKED_ATTENTION";
 
 /// Setting this environment variable to `1` makes [`CpuInt8Backend::new`] keep key/value caches
 /// in bf16 attended in bf16 (see [`CpuInt8Backend::with_bf16_self_key_values`]); to `kv`, in
@@ -106,8 +120,9 @@ impl Int8Scratch {
 /// ([`Int8Scratch`]), so streams over one model share nothing they write.
 ///
 /// Attention: calls with at least [`MIN_BF16_ATTENTION_ROWS`] queries (the encoder) run
-/// [`crate::cpu::attention_bf16()`] when the CPU has AVX-512 BF16 (`vdpbf16ps`), the f32 kernel
-/// otherwise; prepared keys/values (decoder cross-attention) are bf16 on every CPU (half the
+/// [`crate::cpu::attention_bf16()`] when the CPU has AVX-512 BF16 (`vdpbf16ps`), otherwise the
+/// f32 kernel over per-head packed keys and values ([`crate::cpu::attention_packed()`]; see
+/// [`CpuInt8Backend::with_packed_attention`]); prepared keys/values (decoder cross-attention) are bf16 on every CPU (half the
 /// f32 bytes per token; a portable path computes the same products without BF16 instructions),
 /// or INT8 with [`CpuInt8Backend::with_int8_key_values`] ([`q8::attention_q8_prepared`]: INT8
 /// `Q·Kᵀ` and `P·V`, a quarter). Measured on the encoder shape (6 heads × 64, 1500 × 1500), 2 threads, AMD Zen
@@ -117,6 +132,7 @@ pub struct CpuInt8Backend {
     f32: CpuBackend,
     int8_attention: bool,
     bf16_attention: bool,
+    packed_attention: bool,
     int8_key_values: bool,
     bf16_self_key_values: bool,
     self_kv_f32_arithmetic: bool,
@@ -129,6 +145,7 @@ impl CpuInt8Backend {
             f32: CpuBackend::new(threads),
             int8_attention: false,
             bf16_attention: has_native_bf16(),
+            packed_attention: std::env::var_os(PACKED_ATTENTION_ENV).is_none_or(|v| v != "0"),
             int8_key_values: false,
             bf16_self_key_values: std::env::var_os(BF16_SELF_KV_ENV)
                 .is_some_and(|v| v == "1" || v == "kv"),
@@ -190,6 +207,26 @@ impl CpuInt8Backend {
     pub fn with_bf16_attention(mut self, on: bool) -> Self {
         self.bf16_attention = on && has_native_bf16();
         self
+    }
+
+    /// Runs attention calls with at least [`MIN_PACKED_ATTENTION_ROWS`] queries (the encoder)
+    /// that do not run in bf16 (CPUs without AVX-512 BF16, or bf16 switched off) through
+    /// [`crate::cpu::attention_packed()`] when `on` (the default unless
+    /// [`PACKED_ATTENTION_ENV`] is `0`): f32 like the reference kernel, with keys and values
+    /// packed per head and a fused f32 softmax, within ~1e-5 of it. Off: the reference f32
+    /// kernel [`crate::cpu::attention()`], for comparisons. Measured on the encoder shape (6
+    /// heads × 64, 1500 × 1500), AMD EPYC Zen 3 (AVX2): see the README's Performance section.
+    pub fn with_packed_attention(mut self, on: bool) -> Self {
+        self.packed_attention = on;
+        self
+    }
+
+    fn uses_packed_attention(&self, shape: &AttentionShape) -> bool {
+        self.packed_attention
+            && !self.uses_int8_attention(shape)
+            && !self.uses_bf16_attention(shape)
+            && shape.q_len >= MIN_PACKED_ATTENTION_ROWS
+            && attention_packed_supports(shape)
     }
 
     fn uses_int8_attention(&self, shape: &AttentionShape) -> bool {
@@ -326,10 +363,16 @@ impl LayerKernels for CpuInt8Backend {
         } else {
             0
         };
+        let packed = if self.uses_packed_attention(shape) {
+            attention_packed_scratch_len(s.pool(), shape)
+        } else {
+            0
+        };
         self.f32
             .reserve_attention(&mut s.cpu, shape)
             .max(q8::attention_q8_scratch_len(s.pool(), shape))
             .max(bf16)
+            .max(packed)
     }
 
     /// Also reserves the INT8 prepared-attention buffers (per-thread scores and probability
@@ -413,6 +456,8 @@ impl LayerKernels for CpuInt8Backend {
             let kv = Self::self_kv_for(&mut s.self_kv, shape);
             kv.pack(s.cpu.pool(), k, v);
             attention_bf16(s.cpu.pool(), shape, q, kv, scratch, out);
+        } else if self.uses_packed_attention(shape) {
+            attention_packed(s.cpu.pool(), shape, q, k, v, scratch, out);
         } else {
             self.f32.attention(&mut s.cpu, shape, q, k, v, scratch, out);
         }
@@ -717,10 +762,14 @@ mod tests {
             }
         }
 
-        // Attention with 32-wide heads (no bf16 path): by default f32 (exact); with INT8 on, the long call takes the
-        // INT8 path, the short one the f32 path (exact).
-        let plain = CpuInt8Backend::new(2);
+        // Attention with 32-wide heads (no bf16 path): with the packed kernel off, f32 (exact);
+        // by default the long call takes the packed f32 kernel (within 1e-5, see
+        // cpu::attention_packed), the short one the f32 kernel (exact); with INT8 on, the long
+        // call takes the INT8 path, the short one the f32 path (exact).
+        let plain = CpuInt8Backend::new(2).with_packed_attention(false);
         let mut ps = plain.scratch(2);
+        let packed = CpuInt8Backend::new(2).with_packed_attention(true);
+        let mut pks = packed.scratch(2);
         for q_len in [MIN_INT8_ATTENTION_ROWS, 2] {
             let shape = AttentionShape {
                 heads: 2,
@@ -741,7 +790,21 @@ mod tests {
             f.attention(&mut fs, &shape, &qq, &kk, &vv, &mut s1, &mut a);
             let mut s3 = vec![0.0; plain.reserve_attention(&mut ps, &shape)];
             plain.attention(&mut ps, &shape, &qq, &kk, &vv, &mut s3, &mut b);
-            assert_eq!(a, b, "default attention is the f32 kernel");
+            assert_eq!(
+                a, b,
+                "without the packed kernel attention is the f32 kernel"
+            );
+            let mut s4 = vec![0.0; packed.reserve_attention(&mut pks, &shape)];
+            packed.attention(&mut pks, &shape, &qq, &kk, &vv, &mut s4, &mut b);
+            if q_len < MIN_PACKED_ATTENTION_ROWS {
+                assert_eq!(a, b, "short calls stay on the f32 kernel");
+            } else {
+                let worst = a
+                    .iter()
+                    .zip(&b)
+                    .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(worst <= 1e-5, "packed attention error {worst}");
+            }
             q.attention(&mut qs, &shape, &qq, &kk, &vv, &mut s2, &mut b);
             let worst = a
                 .iter()
@@ -775,8 +838,10 @@ mod tests {
     fn bf16_attention_and_int8_or_bf16_prepared_key_values_are_close_to_f32() {
         let mut rng = Rng::new(21);
         let f = CpuBackend::new(2);
-        let q = CpuInt8Backend::new(2);
-        let off = CpuInt8Backend::new(2).with_bf16_attention(false);
+        let q = CpuInt8Backend::new(2).with_packed_attention(false);
+        let off = CpuInt8Backend::new(2)
+            .with_bf16_attention(false)
+            .with_packed_attention(false);
         let (mut fs, mut qs, mut os) = (f.scratch(2), q.scratch(2), off.scratch(2));
         for (q_len, kv_len) in [(MIN_BF16_ATTENTION_ROWS, 300), (1, 1500), (5, 1500)] {
             let shape = AttentionShape {
@@ -797,8 +862,8 @@ mod tests {
                     .zip(&want)
                     .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
             };
-            // Plain calls: bf16 (inexact) only for ≥ MIN_BF16_ATTENTION_ROWS queries on a CPU
-            // with AVX-512 BF16; otherwise the f32 kernel, exactly.
+            // Plain calls (packed kernel off): bf16 (inexact) only for ≥ MIN_BF16_ATTENTION_ROWS
+            // queries on a CPU with AVX-512 BF16; otherwise the f32 kernel, exactly.
             let mut got = vec![0.0; q_len * width];
             q.attention(&mut qs, &shape, &qq, &kk, &vv, &mut s, &mut got);
             let bf16 = has_native_bf16() && q_len >= MIN_BF16_ATTENTION_ROWS;
@@ -810,6 +875,21 @@ mod tests {
             }
             off.attention(&mut os, &shape, &qq, &kk, &vv, &mut s, &mut got);
             assert_eq!(got, want, "with_bf16_attention(false) is the f32 kernel");
+            // bf16 off, packed on (the default on CPUs without AVX-512 BF16): the packed f32
+            // kernel for ≥ MIN_PACKED_ATTENTION_ROWS queries (within 1e-5 here, see
+            // cpu::attention_packed), else the f32 kernel exactly.
+            let packed = CpuInt8Backend::new(2)
+                .with_bf16_attention(false)
+                .with_packed_attention(true);
+            let mut pks = packed.scratch(2);
+            let mut sp = vec![0.0; packed.reserve_attention(&mut pks, &shape)];
+            packed.attention(&mut pks, &shape, &qq, &kk, &vv, &mut sp, &mut got);
+            if q_len >= MIN_PACKED_ATTENTION_ROWS {
+                let w = worst(&got);
+                assert!(w <= 1e-5, "packed attention error {w}");
+            } else {
+                assert_eq!(got, want, "short calls stay on the f32 kernel");
+            }
             // INT8 prepared keys/values: within the 2.5e-2 bound of q8::prepared's tests
             // (|v| ≤ 1, scores O(1)).
             let i8 = CpuInt8Backend::new(2).with_int8_key_values(true);

@@ -45,6 +45,15 @@ fn int8_linear_conv_attention_allocate_nothing_after_warm_up() {
     for int8_attention in [true, false] {
         check(CpuInt8Backend::new(2).with_int8_attention(int8_attention));
     }
+    // Encoder-sized attention calls on the packed f32 kernel (the default without AVX-512 BF16)
+    // and on the reference f32 kernel.
+    for packed in [true, false] {
+        check(
+            CpuInt8Backend::new(2)
+                .with_bf16_attention(false)
+                .with_packed_attention(packed),
+        );
+    }
     // Self-attention caches in bf16 (and f32): writes, attention over a slot, slot copies.
     for bf16 in [true, false] {
         check(CpuInt8Backend::new(2).with_bf16_self_key_values(bf16));

@@ -128,6 +128,16 @@ fn gelu_epilogue_and_attention_throughput() {
                 t * 1e3,
                 flop / t / 1e9
             );
+            use super::attention_packed::{attention_packed, attention_packed_scratch_len};
+            let mut scratch = vec![0.0; attention_packed_scratch_len(&pool, &shape)];
+            let tk = min_time(1.0, || {
+                attention_packed(&pool, &shape, &q, &kk, &v, &mut scratch, &mut o)
+            });
+            println!(
+                "attention_packed q={q_len} kv={kv_len} threads={threads}: {:.3} ms {:.1} GFLOP/s (packing included)",
+                tk * 1e3,
+                flop / tk / 1e9
+            );
             use super::attention_bf16::{attention_bf16, attention_bf16_scratch_len};
             let mut kv = super::Bf16KeyValues::new(6, 64, kv_len);
             let tp = min_time(1.0, || kv.pack(&pool, &kk, &v));
@@ -256,5 +266,46 @@ fn cache_attention_f32_vs_bf16() {
                 );
             }
         }
+    }
+}
+
+/// The encoder's self-attention (6 heads × 64, 1500 × 1500): the reference f32 kernel against
+/// the packed one, alternating in rounds (min over rounds: the machine is shared).
+#[test]
+#[ignore = "timing only; run by hand with --ignored --nocapture"]
+fn encoder_attention_reference_vs_packed() {
+    use super::attention::{attention, attention_scratch_len, AttentionShape};
+    use super::attention_packed::{attention_packed, attention_packed_scratch_len};
+    let mut rng = Rng::new(47);
+    let shape = AttentionShape {
+        heads: 6,
+        head_dim: 64,
+        q_len: 1500,
+        kv_len: 1500,
+        causal_offset: None,
+    };
+    let q = rng.vec(1500 * 384, 1.0);
+    let k = rng.vec(1500 * 384, 1.0);
+    let v = rng.vec(1500 * 384, 1.0);
+    let mut o = vec![0.0; 1500 * 384];
+    for threads in [1, 2] {
+        let pool = CpuPool::new(threads);
+        let mut s1 = vec![0.0; attention_scratch_len(&pool, &shape)];
+        let mut s2 = vec![0.0; attention_packed_scratch_len(&pool, &shape)];
+        let (mut reference, mut packed) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..8 {
+            reference = reference.min(min_time(0.3, || {
+                attention(&pool, &shape, &q, &k, &v, &mut s1, &mut o)
+            }));
+            packed = packed.min(min_time(0.3, || {
+                attention_packed(&pool, &shape, &q, &k, &v, &mut s2, &mut o)
+            }));
+        }
+        println!(
+            "encoder attention threads={threads}: reference {:.2} ms, packed {:.2} ms (packing included): {:.2}×",
+            reference * 1e3,
+            packed * 1e3,
+            reference / packed
+        );
     }
 }

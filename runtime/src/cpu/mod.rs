@@ -15,13 +15,16 @@
 //! ([`PackedWeights`], then [`gemm_packed`]). Throughput (AMD Zen3, shared 2-core machine, min
 //! of runs): `m=1500, k=384, n=1536` ≈ 80 GFLOP/s on 1 thread, ≈ 150 on 2; decoder logits
 //! `m=1, k=384, n=51864` ≈ 10–13 GFLOP/s (memory bound: 80 MB of weights per call); encoder
-//! self-attention (6 heads × 64, 1500 × 1500) ≈ 60 ms per layer on 1 thread. Measure with
+//! self-attention (6 heads × 64, 1500 × 1500) ≈ 60 ms per layer on 1 thread with
+//! [`attention()`], ≈ 44-46 ms with [`attention_packed()`] (keys and values packed per head, fused
+//! f32 softmax; README, Performance). Measure with
 //! `cargo test -p amanuensis-runtime --lib cpu::bench -- --ignored --nocapture --test-threads=1`.
 
 pub mod activation;
 pub mod attention;
 pub mod attention_bf16;
 pub mod attention_bf16_kv;
+pub mod attention_packed;
 #[cfg(test)]
 mod bench;
 pub mod conv;
@@ -39,6 +42,9 @@ pub use activation::{erf, gelu_erf, gelu_f32_in_place, gelu_in_place};
 pub use attention::{attention, attention_scratch_len, AttentionShape};
 pub use attention_bf16::{attention_bf16, attention_bf16_scratch_len, Bf16KeyValues};
 pub use attention_bf16_kv::{attention_bf16_kv, attention_bf16_kv_scratch_len};
+pub use attention_packed::{
+    attention_packed, attention_packed_scratch_len, attention_packed_supports,
+};
 pub use conv::{conv1d_k3, conv1d_k3_out_len, conv1d_k3_scratch_len};
 pub use gemm::{gemm_bt, gemm_packed, Epilogue};
 pub use kv_cache::{Bf16KeyValueCache, F32KeyValueCache};

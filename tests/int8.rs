@@ -10,9 +10,10 @@
 //!   transcripts our f32 path equals on this set: tests/wer.rs, tests/golden.rs), for tiny.en
 //!   and base, two checks:
 //!   1. the INT8 transcripts stay close to f32's: at most 3 % of the words apart (word edits
-//!      between the two transcripts). Measured on 2026-12-07, AMD Zen 3 (AVX2, f32 encoder
-//!      attention): tiny.en 13 words of 837 (1.6 %), base 5 (0.6 %); faster-whisper's own int8
-//!      is 13 and 4 words from its float32 on the same machine;
+//!      between the two transcripts). Measured on 2026-12-07, AMD Zen 3 (AVX2): with the
+//!      reference f32 encoder attention tiny.en 13 words of 837 (1.6 %), base 5 (0.6 %), as far
+//!      as faster-whisper's own int8 from its float32 on the same machine (13 and 4); with the
+//!      packed one (`cpu::attention_packed`, the default there) 7 and 5;
 //!   2. WER at most `max(0.3, 2·√apart / words)` points above f32's. Greedy decoding is chaotic:
 //!      every word INT8 changes against f32 moves the error count by one either way (as often
 //!      right as wrong: on our stress set INT8 is 2.7 points *better* than f32, docs/int8-layout.md

@@ -364,37 +364,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::testing::Rng;
-
-    fn attention_f64(shape: &AttentionShape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f64> {
-        let width = shape.width();
-        let d = shape.head_dim;
-        let mut out = vec![0.0; shape.q_len * width];
-        for h in 0..shape.heads {
-            for i in 0..shape.q_len {
-                let seen = shape.visible(i);
-                let s: Vec<f64> = (0..seen)
-                    .map(|j| {
-                        (0..d)
-                            .map(|c| {
-                                q[i * width + h * d + c] as f64 * k[j * width + h * d + c] as f64
-                            })
-                            .sum::<f64>()
-                            / (d as f64).sqrt()
-                    })
-                    .collect();
-                let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
-                let z: f64 = e.iter().sum();
-                for c in 0..d {
-                    out[i * width + h * d + c] = (0..seen)
-                        .map(|j| e[j] / z * v[j * width + h * d + c] as f64)
-                        .sum();
-                }
-            }
-        }
-        out
-    }
+    use crate::cpu::testing::{attention_f64, Rng};
 
     fn check(pool: &CpuPool, rng: &mut Rng, shape: AttentionShape) {
         let width = shape.width();

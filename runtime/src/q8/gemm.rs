@@ -13,9 +13,21 @@
 use super::kernels::{
     activation_row, activation_row_u8, dot_tile, dot_tile_u8, Isa, TileSums, MAX_R,
 };
-use super::layout::{QuantMatrix, TILE};
+use super::layout::{QuantMatrix, TILE, TILE_BYTES};
 use super::parts::{Parts, MAX_PARTS};
 use crate::cpu::{gelu_f32_in_place, CpuPool, Epilogue};
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Per-thread i32 sums of one 32-row block × every channel tile on the AMX path (8 KB per
+    /// channel tile; grows to the widest matrix seen, then allocates nothing).
+    static AMX_SUMS: std::cell::RefCell<Vec<[[i32; TILE]; super::gemm_amx::BLOCK_ROWS]>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// k tiles per chunk on the AMX path.
+#[cfg(target_arch = "x86_64")]
+const AMX_K_TILES: usize = 6;
 
 /// Up to this many rows, parallelise over channel tiles instead of rows.
 const SMALL_M: usize = 16;
@@ -32,6 +44,8 @@ pub struct Q8Scratch {
     bytes: Vec<u8>,
     scales: Vec<f32>,
     sums: Vec<i32>,
+    /// The weights in the AMX second-source layout (AMX many-rows path only).
+    amx_weights: Vec<i8>,
 }
 
 impl Q8Scratch {
@@ -49,6 +63,16 @@ impl Q8Scratch {
     /// [`Q8Scratch::reserve`] for the kernels of `isa`.
     pub fn reserve_for(&mut self, isa: Isa, m: usize, w: &QuantMatrix) {
         let kp = w.k_tiles() * TILE;
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Amx && m > SMALL_M {
+            use super::gemm_amx::BLOCK_ROWS;
+            grow(&mut self.bytes, m.next_multiple_of(BLOCK_ROWS) * kp, 0);
+            grow(
+                &mut self.amx_weights,
+                w.n_tiles() * w.k_tiles() * TILE_BYTES,
+                0,
+            );
+        }
         if uses_bytes(isa) {
             grow(&mut self.bytes, m * kp, 0);
         } else {
@@ -200,6 +224,10 @@ pub fn gemm_q8_with(
         return;
     }
     scratch.reserve_for(isa, m, w);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Amx && m > SMALL_M {
+        return job.many_rows_amx(pool, x, m, scratch, out);
+    }
     match (uses_bytes(isa), m <= SMALL_M) {
         (false, true) => job.few_rows::<i16>(pool, x, m, scratch, out),
         (false, false) => job.many_rows::<i16>(pool, x, m, scratch, out),
@@ -309,6 +337,95 @@ impl Job<'_> {
                     }
                 }
             }
+        });
+    }
+
+    /// The many-rows path on AMX: the weights are rearranged once into the tile layout
+    /// (tasks own groups of channel tiles), then tasks own blocks of rows (multiples of
+    /// [`BLOCK_ROWS`](super::gemm_amx::BLOCK_ROWS); the scratch is padded to whole blocks and
+    /// the padding rows' sums are discarded), quantize them and walk channel tiles × 32-row
+    /// blocks with [`gemm_amx::block`](super::gemm_amx::block).
+    #[cfg(target_arch = "x86_64")]
+    fn many_rows_amx(
+        &self,
+        pool: &CpuPool,
+        x: &[f32],
+        m: usize,
+        s: &mut Q8Scratch,
+        out: &mut [f32],
+    ) {
+        use super::gemm_amx::{block, finish_block, pack_weights, Tiles, BLOCK_ROWS};
+        let (n, k) = (self.w.n_out(), self.w.k());
+        let (k_tiles, n_tiles) = (self.w.k_tiles(), self.w.n_tiles());
+        let kp = k_tiles * TILE;
+        let tile_bytes = k_tiles * TILE_BYTES;
+        let packed = &mut s.amx_weights[..n_tiles * tile_bytes];
+        {
+            let per_task = n_tiles.div_ceil(4 * pool.threads()).max(1);
+            let parts = Parts::new(&mut *packed, per_task * tile_bytes);
+            pool.run(parts.count(), |task| {
+                let dst = parts.take(task);
+                for (t, dst) in dst.chunks_exact_mut(tile_bytes).enumerate() {
+                    pack_weights(k_tiles, self.w.n_tile(task * per_task + t), dst);
+                }
+            });
+        }
+        let packed = &*packed;
+        let m_pad = m.next_multiple_of(BLOCK_ROWS);
+        let want = m.div_ceil(4 * pool.threads()).next_multiple_of(BLOCK_ROWS);
+        let task_rows = want.max(m_pad.div_ceil(MAX_PARTS).next_multiple_of(BLOCK_ROWS));
+        let codes = Parts::new(&mut s.bytes[..m_pad * kp], task_rows * kp);
+        let scales = Parts::new(&mut s.scales[..m], task_rows);
+        let outs = Parts::new(out, task_rows * n);
+        let sums = self.w.code_sums();
+        pool.run(codes.count(), |task| {
+            let (codes, scales, out) = (codes.take(task), scales.take(task), outs.take(task));
+            let rows = scales.len();
+            let x = &x[task * task_rows * k..][..rows * k];
+            for ((xr, qr), s) in x
+                .chunks_exact(k)
+                .zip(codes.chunks_exact_mut(kp))
+                .zip(&mut *scales)
+            {
+                *s = activation_row_u8(self.isa, xr, qr);
+            }
+            let tiles = Tiles::new();
+            AMX_SUMS.with(|acc| {
+                let mut acc = acc.borrow_mut();
+                if acc.len() < n_tiles {
+                    acc.resize(n_tiles, [[0; TILE]; BLOCK_ROWS]);
+                }
+                for r0 in (0..rows).step_by(BLOCK_ROWS) {
+                    let x = &codes[r0 * kp..];
+                    // k in chunks of AMX_K_TILES tiles: a chunk's activations (32 rows ×
+                    // 384 bytes) stay in L1 while every channel tile's weights stream past.
+                    for kc in (0..k_tiles).step_by(AMX_K_TILES) {
+                        let kn = AMX_K_TILES.min(k_tiles - kc);
+                        for (nt, acc) in acc.iter_mut().enumerate().take(n_tiles) {
+                            let w = &packed[nt * tile_bytes + kc * TILE_BYTES..][..kn * TILE_BYTES];
+                            block(&tiles, &x[kc * TILE..], kp, kn, w, kc > 0, acc);
+                        }
+                    }
+                    let block_rows = BLOCK_ROWS.min(rows - r0);
+                    for (nt, acc) in acc.iter().enumerate().take(n_tiles) {
+                        let j0 = nt * TILE;
+                        let width = TILE.min(n - j0);
+                        finish_block(
+                            acc,
+                            block_rows,
+                            &sums[j0..j0 + TILE],
+                            &scales[r0..],
+                            &self.w.scales()[j0..j0 + width],
+                            self.bias.map(|b| &b[j0..j0 + width]),
+                            self.epilogue,
+                            &mut out[r0 * n..],
+                            n,
+                            j0,
+                            width,
+                        );
+                    }
+                }
+            });
         });
     }
 
@@ -573,14 +690,26 @@ mod bench {
             "activation_row: {:.2} ns per value",
             best * 1e9 / x.len() as f64
         );
-        for (m, k, n) in [(64, 384, 256), (64, 1536, 64), (1, 384, 4096)] {
+        // The last two: tiny.en's encoder fc1 and fc2 on a whole window.
+        for (m, k, n) in [
+            (64, 384, 256),
+            (64, 1536, 64),
+            (1, 384, 4096),
+            (1500, 384, 1536),
+            (1500, 1536, 384),
+        ] {
+            let reps = (400 * 64 * 384 * 256 / (m * k * n)).clamp(5, 400);
             let x = rng.vec(m * k, 1.0);
             let w = QuantMatrix::quantize(&rng.vec(n * k, 1.0), n, k);
             let mut out = vec![0.0; m * n];
             let mut scratch = Q8Scratch::new();
+            let only = std::env::var("AMANUENSIS_BENCH_ISA").ok();
             for isa in Isa::available().into_iter().skip(1) {
+                if only.as_deref().is_some_and(|o| o != isa.name()) {
+                    continue;
+                }
                 let mut best = f64::INFINITY;
-                for _ in 0..400 {
+                for _ in 0..reps {
                     let t = Instant::now();
                     gemm_q8_with(
                         isa,

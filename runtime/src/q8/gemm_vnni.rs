@@ -31,6 +31,92 @@ pub(super) fn available() -> bool {
         && is_x86_feature_detected!("avx512f")
 }
 
+/// [`super::kernels::activation_row_u8`] on AVX-512: `row[i] = quant::code(x[i] · inv) + 128`
+/// for `i < x.len()`, 128 past it, with `inv` from the row's `max |x|` (NaN ignored, as the
+/// other paths); returns the row's scale (0 for a zero or non-finite row, whose bytes are all
+/// 128). Bit-identical to the scalar path: the same clamp, truncation and half-away step, 16
+/// lanes at a time, written straight to bytes.
+///
+/// # Panics
+/// If the CPU lacks AVX-512F/BW or `row` is shorter than `x`.
+pub(super) fn activation_row_u8(x: &[f32], row: &mut [u8]) -> f32 {
+    assert!(
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw"),
+        "AVX-512 activation quantizer without AVX-512F/BW"
+    );
+    assert!(
+        row.len() >= x.len(),
+        "activation_row_u8: row shorter than x"
+    );
+    let (head, pad) = row.split_at_mut(x.len());
+    pad.fill(128);
+    // SAFETY: AVX-512F detected; reads `x.len()` floats of `x`.
+    let max = unsafe { max_abs_avx512(x) };
+    let Some((scale, inv)) = super::quant::row_scale(max) else {
+        head.fill(128);
+        return 0.0;
+    };
+    // SAFETY: AVX-512F/BW detected; `head` has `x.len()` bytes.
+    unsafe { codes_u8_avx512(x, inv, head) };
+    scale
+}
+
+/// `max |x|` ignoring NaN (0 for an empty slice).
+///
+/// # Safety
+/// AVX-512F available.
+#[target_feature(enable = "avx512f")]
+unsafe fn max_abs_avx512(x: &[f32]) -> f32 {
+    let mut m = _mm512_setzero_ps();
+    for c0 in (0..x.len()).step_by(16) {
+        let lanes = (x.len() - c0).min(16);
+        let k: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+        // SAFETY: lanes below `lanes` are inside `x`; the others are not read.
+        let v = _mm512_abs_ps(unsafe { _mm512_maskz_loadu_ps(k, x.as_ptr().add(c0)) });
+        m = _mm512_max_ps(v, m); // a NaN in `v` yields `m` (the second operand)
+    }
+    let mut lanes = [0.0f32; 16];
+    // SAFETY: 16 floats into a 16-float array.
+    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), m) };
+    lanes.iter().copied().fold(0.0f32, f32::max)
+}
+
+/// `out[i] = quant::code(x[i] · inv) + 128` for `i < x.len()`.
+///
+/// # Safety
+/// AVX-512F/BW available; `out.len() == x.len()`.
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn codes_u8_avx512(x: &[f32], inv: f32, out: &mut [u8]) {
+    let inv = _mm512_set1_ps(inv);
+    let (lo, hi) = (
+        _mm512_set1_ps(-super::quant::QMAX),
+        _mm512_set1_ps(super::quant::QMAX),
+    );
+    let (half, minus_half, one) = (
+        _mm512_set1_ps(0.5),
+        _mm512_set1_ps(-0.5),
+        _mm512_set1_ps(1.0),
+    );
+    let offset = _mm512_set1_epi32(128);
+    for c0 in (0..x.len()).step_by(16) {
+        let lanes = (x.len() - c0).min(16);
+        let k: __mmask16 = if lanes == 16 { !0 } else { (1 << lanes) - 1 };
+        // SAFETY: lanes below `lanes` are inside `x` and `out`; the others are not touched.
+        unsafe {
+            let y = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x.as_ptr().add(c0)), inv);
+            let valid = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
+            let y = _mm512_min_ps(_mm512_max_ps(y, lo), hi);
+            let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
+            let frac = _mm512_sub_ps(y, t);
+            let up = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, half), one);
+            let down = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_LE_OQ>(frac, minus_half), one);
+            let r = _mm512_maskz_mov_ps(valid, _mm512_sub_ps(_mm512_add_ps(t, up), down));
+            let q = _mm512_add_epi32(_mm512_cvttps_epi32(r), offset);
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(c0) as *mut i8, k, q);
+        }
+    }
+}
+
 /// `out[r][c] = Σ_{p < kp} (x[r·kp + p] - 128) · w(c, p)` for `r < rows`, `c < width`
 /// (entries up to the next multiple of 8 past `width` may be written too), where `x` holds
 /// offset activation codes and `sums[c] = Σ_p w(c, p)` for the tile's 64 channels.

@@ -41,8 +41,8 @@ pub enum Isa {
     /// AVX-512 VNNI + VL the same kernel with the EVEX encoding (only when forced).
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
-    /// x86-64 AMX INT8 (see `gemm_amx.rs`; never run on hardware): `TDPBSUD` tiles for the
-    /// GEMM, AVX2 for the rest. Only chosen when CPUID reports AMX-INT8, Linux grants tile
+    /// x86-64 AMX INT8 (see `gemm_amx.rs`): `TDPBUSD` tiles for the GEMM's many-rows path,
+    /// the 512-bit VNNI kernel for up to 4 rows, AVX-512/AVX2 for the rest. Only chosen when CPUID reports AMX-INT8, Linux grants tile
     /// data and a start-up self-check matches the scalar reference.
     #[cfg(target_arch = "x86_64")]
     Amx,
@@ -319,6 +319,10 @@ pub fn activation_row_u8(isa: Isa, x: &[f32], row: &mut [u8]) -> f32 {
         row.len() >= x.len(),
         "activation_row_u8: row shorter than x"
     );
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx512Vnni | Isa::Amx) && super::gemm_vnni::available() {
+        return super::gemm_vnni::activation_row_u8(x, row);
+    }
     let (head, pad) = row.split_at_mut(x.len());
     pad.fill(128);
     #[cfg(target_arch = "x86_64")]
@@ -391,6 +395,12 @@ pub fn dot_tile_u8(
         }
         Isa::AvxVnni => {
             return super::gemm_vnni256::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out)
+        }
+        // Up to 4 rows (decoder GEMVs, attention blocks) use a quarter of a TDPBUSD's output:
+        // the 512-bit VNNI kernel is faster there (every AMX CPU has it); the GEMM's many-rows
+        // path takes the AMX block kernel (`gemm_amx::block`).
+        Isa::Amx if super::gemm_vnni::available() => {
+            return super::gemm_vnni::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out)
         }
         Isa::Amx => return super::gemm_amx::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out),
         _ => {}
@@ -570,6 +580,12 @@ mod tests {
                     let s_got = activation_row(isa, &x, &mut got);
                     assert_eq!(s_got.to_bits(), s_want.to_bits(), "{isa:?} len {len}");
                     assert_eq!(got, want, "{isa:?} len {len} special {special}");
+                    // The offset-byte rows of the VNNI and AMX paths: the same codes + 128.
+                    let mut bytes = vec![7u8; width];
+                    let s_bytes = activation_row_u8(isa, &x, &mut bytes);
+                    assert_eq!(s_bytes.to_bits(), s_want.to_bits(), "{isa:?} len {len} u8");
+                    let same = bytes.iter().zip(&want).all(|(&b, &c)| b as i16 - 128 == c);
+                    assert!(same, "{isa:?} len {len} special {special}: offset bytes");
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! whole layer (GEMM with fused epilogues, attention, norms).
 
 pub mod aie_gemm;
+pub mod amx;
 pub mod backend;
 pub mod chain_plan;
 pub mod cpu;

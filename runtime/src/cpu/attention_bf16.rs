@@ -402,10 +402,52 @@ pub fn attention_bf16_scratch_len(pool: &CpuPool, shape: &AttentionShape) -> usi
     pool.threads() * thread_words(shape.kv_len, shape.head_dim)
 }
 
+/// Queries of the largest block a thread's scratch holds (the AMX tiles take 32).
+const SCRATCH_Q: usize = 32;
+
 /// Scores (f32), probabilities (bf16 pairs) and query pairs for one block of queries.
 fn thread_words(kv_len: usize, head_dim: usize) -> usize {
     let kv_pad = kv_len.next_multiple_of(PANEL);
-    BLOCK_Q * kv_pad + BLOCK_Q * kv_pad / 2 + BLOCK_Q * head_dim / 2
+    SCRATCH_Q * kv_pad + SCRATCH_Q * kv_pad / 2 + SCRATCH_Q * head_dim / 2
+}
+
+/// The micro-tiles that compute the two products of [`attention_bf16`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Tiles {
+    /// bf16 products in f32 arithmetic, any CPU.
+    Portable,
+    /// `vdpbf16ps` (AVX-512 BF16).
+    Avx512,
+    /// `TDPBF16PS` (AMX-BF16, see `attention_bf16_amx.rs`), 32 queries per block.
+    Amx,
+}
+
+impl Bf16Tiles {
+    /// The fastest tiles of this CPU for `native` (see [`has_native_bf16`]): AMX-BF16 where
+    /// usable, else AVX-512 BF16; the portable ones for `native == false`.
+    pub fn best(native: bool) -> Bf16Tiles {
+        #[cfg(target_arch = "x86_64")]
+        if native && super::attention_bf16_amx::usable() {
+            return Bf16Tiles::Amx;
+        }
+        if native {
+            Bf16Tiles::Avx512
+        } else {
+            Bf16Tiles::Portable
+        }
+    }
+
+    /// Every kind this CPU runs (for tests and benchmarks).
+    pub fn available() -> Vec<Bf16Tiles> {
+        let mut v = vec![Bf16Tiles::Portable];
+        if has_native_bf16() {
+            v.push(Bf16Tiles::Avx512);
+            if Bf16Tiles::best(true) == Bf16Tiles::Amx {
+                v.push(Bf16Tiles::Amx);
+            }
+        }
+        v
+    }
 }
 
 /// `out = softmax(q·kᵀ · head_dim^-0.5 [+ causal mask]) · v` per head, with `k`, `v` from
@@ -439,6 +481,28 @@ pub fn attention_bf16_with(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
+    let tiles = Bf16Tiles::best(native);
+    attention_bf16_on(tiles, pool, shape, q, kv, scratch, out)
+}
+
+/// [`attention_bf16`] on the chosen micro-tiles.
+///
+/// # Panics
+/// As [`attention_bf16`], or if `tiles` are not among [`Bf16Tiles::available`].
+pub fn attention_bf16_on(
+    tiles: Bf16Tiles,
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    q: &[f32],
+    kv: &Bf16KeyValues,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
+    let native = tiles != Bf16Tiles::Portable;
+    assert!(
+        tiles != Bf16Tiles::Amx || Bf16Tiles::best(true) == Bf16Tiles::Amx,
+        "attention_bf16: no AMX-BF16 tiles in this process"
+    );
     let call = Bf16Call {
         name: "attention_bf16",
         scratch_needed: attention_bf16_scratch_len(pool, shape),
@@ -457,19 +521,24 @@ pub fn attention_bf16_with(
     let kv_pad = kv_len.next_multiple_of(PANEL);
     let per_thread = thread_words(kv_len, d);
     let head_words = kv.head_words();
-    let q_blocks = q_len.div_ceil(BLOCK_Q);
+    let block_q = if tiles == Bf16Tiles::Amx {
+        SCRATCH_Q
+    } else {
+        BLOCK_Q
+    };
+    let q_blocks = q_len.div_ceil(block_q);
     let scratch = DisjointSlice::new(&mut scratch[..pool.threads() * per_thread]);
     let out = DisjointSlice::new(out);
     pool.run_on_threads(heads * q_blocks, |thread, task| {
         let (h, qb) = (task / q_blocks, task % q_blocks);
-        let queries = qb * BLOCK_Q..((qb + 1) * BLOCK_Q).min(q_len);
+        let queries = qb * block_q..((qb + 1) * block_q).min(q_len);
         let n_q = queries.len();
         // SAFETY: each thread uses only its own region, one task at a time.
         let mine = unsafe { scratch.range(thread * per_thread..(thread + 1) * per_thread) };
-        let (scores, rest) = mine.split_at_mut(BLOCK_Q * kv_pad);
-        let (probs, q_pairs) = rest.split_at_mut(BLOCK_Q * kv_pad / 2);
+        let (scores, rest) = mine.split_at_mut(SCRATCH_Q * kv_pad);
+        let (probs, q_pairs) = rest.split_at_mut(SCRATCH_Q * kv_pad / 2);
         let probs: &mut [u16] = bytemuck::cast_slice_mut(probs);
-        let q_pairs: &mut [u32] = bytemuck::cast_slice_mut(&mut q_pairs[..BLOCK_Q * half]);
+        let q_pairs: &mut [u32] = bytemuck::cast_slice_mut(&mut q_pairs[..SCRATCH_Q * half]);
         let keys = &kv.keys()[h * head_words..(h + 1) * head_words];
         let values = &kv.values()[h * head_words..(h + 1) * head_words];
         let seen_max = shape.visible(queries.end - 1);
@@ -480,6 +549,55 @@ pub fn attention_bf16_with(
             for t in 0..half {
                 q_pairs[r * half + t] = pair(src[2 * t] * scale, src[2 * t + 1] * scale);
             }
+        }
+
+        #[cfg(target_arch = "x86_64")]
+        if tiles == Bf16Tiles::Amx {
+            // Rows n_q..32 of the block hold an earlier block's queries and probabilities:
+            // each result row depends only on its own row, and those rows are not written.
+            use super::attention_bf16_amx as amx;
+            let tiles = amx::Tiles::new();
+            let panels = seen_max.div_ceil(PANEL);
+            for p in 0..panels {
+                let panel = &keys[p * PANEL * half..(p + 1) * PANEL * half];
+                amx::scores(
+                    &tiles,
+                    q_pairs,
+                    half,
+                    panel,
+                    &mut scores[p * PANEL..],
+                    kv_pad,
+                );
+            }
+            // Probabilities to the end of the last panel (zero past each row's keys).
+            let mut inv_sum = [0.0f32; SCRATCH_Q];
+            for (r, i) in queries.clone().enumerate() {
+                let row = &scores[r * kv_pad..r * kv_pad + shape.visible(i)];
+                let prow = &mut probs[r * kv_pad..r * kv_pad + panels * PANEL];
+                inv_sum[r] = 1.0 / exp_to_bf16(native, row, prow);
+            }
+            let probs: &[u32] = bytemuck::cast_slice(&probs[..]);
+            let mut acc = [[0.0f32; PV_COLS]; SCRATCH_Q];
+            for cb in 0..d / PV_COLS {
+                amx::values(
+                    &tiles,
+                    probs,
+                    kv_pad / 2,
+                    panels,
+                    values,
+                    d,
+                    cb * PV_COLS,
+                    &mut acc,
+                );
+                for (r, a) in acc.iter().enumerate().take(n_q) {
+                    let at = (queries.start + r) * width + h * d + cb * PV_COLS;
+                    // SAFETY: tasks own disjoint (query rows, head) column ranges of `out`.
+                    let o = unsafe { out.range(at..at + PV_COLS) };
+                    let inv = inv_sum[r];
+                    o.iter_mut().zip(a).for_each(|(o, a)| *o = a * inv);
+                }
+            }
+            return;
         }
 
         // 1. Scores for keys below seen_max, a 32-key panel at a time.
@@ -810,7 +928,7 @@ mod tests {
     use crate::cpu::testing::Rng;
 
     fn run(
-        native: bool,
+        tiles: Bf16Tiles,
         pool: &CpuPool,
         shape: &AttentionShape,
         q: &[f32],
@@ -821,7 +939,7 @@ mod tests {
         kv.pack(pool, k, v);
         let mut scratch = vec![f32::NAN; attention_bf16_scratch_len(pool, shape)];
         let mut out = vec![f32::NAN; q.len()];
-        attention_bf16_with(native, pool, shape, q, &kv, &mut scratch, &mut out);
+        attention_bf16_on(tiles, pool, shape, q, &kv, &mut scratch, &mut out);
         out
     }
 
@@ -876,7 +994,7 @@ mod tests {
                 let mut s = vec![0.0; attention_scratch_len(&pool, &shape)];
                 let mut want = vec![0.0; q.len()];
                 attention(&pool, &shape, &q, &k, &v, &mut s, &mut want);
-                let portable = run(false, &pool, &shape, &q, &k, &v);
+                let portable = run(Bf16Tiles::Portable, &pool, &shape, &q, &k, &v);
                 // Scores here are O(5): a bf16 score error is ≈ 2⁻⁹·√2·‖q‖‖k‖/(8·√64) ≲ 0.02, i.e.
                 // ≲ 2 % on a weight; with |v| ≤ 1 and bf16 v (2⁻⁹) an output moves ≲ 0.02.
                 let worst = |got: &[f32]| {
@@ -887,17 +1005,18 @@ mod tests {
                 };
                 let w = worst(&portable);
                 assert!(w < 2e-2, "{shape:?}: portable bf16 off by {w}");
-                if has_native_bf16() {
-                    let native = run(true, &pool, &shape, &q, &k, &v);
+                // The AVX-512 and (where the CPU has them) AMX tiles.
+                for tiles in Bf16Tiles::available().into_iter().skip(1) {
+                    let native = run(tiles, &pool, &shape, &q, &k, &v);
                     let w = worst(&native);
-                    assert!(w < 2e-2, "{shape:?}: native bf16 off by {w}");
+                    assert!(w < 2e-2, "{shape:?}: {tiles:?} bf16 off by {w}");
                     // Same bf16 products; only f32 summation order differs.
                     let gap = native
                         .iter()
                         .zip(&portable)
                         .map(|(a, b)| (a - b).abs())
                         .fold(0.0f32, f32::max);
-                    assert!(gap < 1e-5, "{shape:?}: native vs portable {gap}");
+                    assert!(gap < 1e-5, "{shape:?}: {tiles:?} vs portable {gap}");
                 }
             }
         }

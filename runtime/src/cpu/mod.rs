@@ -23,6 +23,8 @@
 pub mod activation;
 pub mod attention;
 pub mod attention_bf16;
+#[cfg(target_arch = "x86_64")]
+pub mod attention_bf16_amx;
 pub mod attention_bf16_kv;
 pub mod attention_packed;
 #[cfg(test)]

@@ -33,44 +33,15 @@ use crate::cpu::{gelu_f32_in_place, Epilogue};
 use std::arch::asm;
 use std::cell::RefCell;
 
-/// `arch_prctl` request for permission to use an extended state component.
-const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
-/// The AMX tile-data state component.
-const XFEATURE_XTILEDATA: libc::c_ulong = 18;
-
 /// Whether CPUID reports AMX-TILE and AMX-INT8.
-// `__cpuid` is a safe function on current toolchains and `unsafe` on older ones (MSRV).
-#[allow(unused_unsafe)]
 pub(super) fn cpu_has_amx_int8() -> bool {
-    // SAFETY: CPUID is available on every x86-64 CPU; leaf 0 gives the highest leaf.
-    let max_leaf = unsafe { std::arch::x86_64::__cpuid(0) }.eax;
-    if max_leaf < 7 {
-        return false;
-    }
-    // SAFETY: leaf 7 is supported (checked above).
-    let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
-    edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+    crate::amx::has(crate::amx::Feature::Int8)
 }
 
 /// Whether the CPU has AMX-INT8 and Linux granted this process the tile-data state (asked
 /// once per process).
 pub(super) fn permitted() -> bool {
-    static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *GRANTED.get_or_init(|| {
-        if !cpu_has_amx_int8() {
-            return false;
-        }
-        // SAFETY: arch_prctl with ARCH_REQ_XCOMP_PERM only changes this process's permitted
-        // extended-state set; it reads no memory of ours.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_arch_prctl,
-                ARCH_REQ_XCOMP_PERM,
-                XFEATURE_XTILEDATA,
-            )
-        };
-        rc == 0
-    })
+    cpu_has_amx_int8() && crate::amx::tile_data_permitted()
 }
 
 /// Whether the kernel may run: [`permitted`] and the [`self_check`] passed (decided once per

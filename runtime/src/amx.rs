@@ -10,29 +10,35 @@ pub enum Feature {
     Int8,
 }
 
-/// Whether CPUID reports AMX-TILE (bit 24) and `feature`.
+/// Whether CPUID reports AMX-TILE (bit 24) and `feature`. Read once per process: CPUID
+/// traps to the hypervisor in a VM (microseconds), and the kernels ask on every call.
+pub fn has(feature: Feature) -> bool {
+    static EDX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let edx = *EDX.get_or_init(cpuid_7_edx);
+    let bit = match feature {
+        Feature::Bf16 => 22,
+        Feature::Int8 => 25,
+    };
+    edx & (1 << 24) != 0 && edx & (1 << bit) != 0
+}
+
+/// CPUID.(7,0):EDX (0 where leaf 7 or CPUID does not exist).
 // `__cpuid` is a safe function on current toolchains and `unsafe` on older ones (MSRV).
 #[allow(unused_unsafe)]
-pub fn has(feature: Feature) -> bool {
+fn cpuid_7_edx() -> u32 {
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: CPUID is available on every x86-64 CPU; leaf 0 gives the highest leaf.
         let max_leaf = unsafe { std::arch::x86_64::__cpuid(0) }.eax;
         if max_leaf < 7 {
-            return false;
+            return 0;
         }
         // SAFETY: leaf 7 is supported (checked above).
-        let edx = unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx;
-        let bit = match feature {
-            Feature::Bf16 => 22,
-            Feature::Int8 => 25,
-        };
-        edx & (1 << 24) != 0 && edx & (1 << bit) != 0
+        unsafe { std::arch::x86_64::__cpuid_count(7, 0) }.edx
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = feature;
-        false
+        0
     }
 }
 

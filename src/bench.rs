@@ -503,9 +503,15 @@ impl std::fmt::Display for BenchReport {
             match self.int8_peak_gmacs {
                 Some(peak) => writeln!(
                     f,
-                    " = {:.0} % of the measured INT8 peak {:.0} GOPS (vpdpbusd chains, same threads)",
+                    " = {:.0} % of the 512-bit VNNI peak {:.0} GOPS (vpdpbusd chains, same \
+                     threads{})",
                     100.0 * rate / peak,
-                    2.0 * peak
+                    2.0 * peak,
+                    if amanuensis_runtime::q8::Isa::detect().name() == "amx" {
+                        "; the GEMM runs on AMX tiles"
+                    } else {
+                        ""
+                    }
                 )?,
                 None => writeln!(f, " (no AVX-512 VNNI: no INT8 peak measured)")?,
             }

@@ -29,6 +29,10 @@ thread_local! {
 #[cfg(target_arch = "x86_64")]
 const AMX_K_TILES: usize = 6;
 
+/// 32-row blocks that share each weight tile load on the AMX path.
+#[cfg(target_arch = "x86_64")]
+const AMX_GROUP: usize = 2;
+
 /// Up to this many rows, parallelise over channel tiles instead of rows.
 const SMALL_M: usize = 16;
 /// Largest row block per task on the many-rows path (a multiple of `MAX_R`), unless more
@@ -358,7 +362,7 @@ impl Job<'_> {
         s: &mut Q8Scratch,
         out: &mut [f32],
     ) {
-        use super::gemm_amx::{block, finish_block, pack_weights, Tiles, BLOCK_ROWS};
+        use super::gemm_amx::{block, pack_weights, Tiles, BLOCK_ROWS};
         let (n, k) = (self.w.n_out(), self.w.k());
         let (k_tiles, n_tiles) = (self.w.k_tiles(), self.w.n_tiles());
         let kp = k_tiles * TILE;
@@ -381,7 +385,6 @@ impl Job<'_> {
         let codes = Parts::new(&mut s.bytes[..m_pad * kp], task_rows * kp);
         let scales = Parts::new(&mut s.scales[..m], task_rows);
         let outs = Parts::new(out, task_rows * n);
-        let sums = self.w.code_sums();
         pool.run(codes.count(), |task| {
             let (codes, scales, out) = (codes.take(task), scales.take(task), outs.take(task));
             let rows = scales.len();
@@ -394,43 +397,81 @@ impl Job<'_> {
                 *s = activation_row_u8(self.isa, xr, qr);
             }
             let tiles = Tiles::new();
+            // Two 32-row blocks at a time take each weight tile from L2 once for both. k in
+            // chunks of AMX_K_TILES tiles when it is longer: a chunk's activations (2 × 32 rows
+            // × 384 bytes) stay in L1 while every channel tile's weights stream past, and each
+            // (block, channel tile)'s partial sums wait in this thread's AMX_SUMS (8 KB each).
+            let chunked = k_tiles > AMX_K_TILES;
             AMX_SUMS.with(|acc| {
                 let mut acc = acc.borrow_mut();
-                if acc.len() < n_tiles {
-                    acc.resize(n_tiles, [[0; TILE]; BLOCK_ROWS]);
+                let per_block = if chunked { n_tiles } else { 1 };
+                if acc.len() < AMX_GROUP * per_block {
+                    acc.resize(AMX_GROUP * per_block, [[0; TILE]; BLOCK_ROWS]);
                 }
-                for r0 in (0..rows).step_by(BLOCK_ROWS) {
-                    let x = &codes[r0 * kp..];
-                    // k in chunks of AMX_K_TILES tiles: a chunk's activations (32 rows ×
-                    // 384 bytes) stay in L1 while every channel tile's weights stream past.
+                for g0 in (0..rows).step_by(AMX_GROUP * BLOCK_ROWS) {
+                    let blocks = (rows - g0).div_ceil(BLOCK_ROWS).min(AMX_GROUP);
+                    let x = |b: usize| &codes[(g0 + b * BLOCK_ROWS) * kp..];
+                    let block_rows = |b: usize| BLOCK_ROWS.min(rows - g0 - b * BLOCK_ROWS);
+                    if !chunked {
+                        for nt in 0..n_tiles {
+                            let w = &packed[nt * tile_bytes..][..tile_bytes];
+                            for b in 0..blocks {
+                                block(&tiles, x(b), kp, k_tiles, w, false, &mut acc[b]);
+                                let r0 = g0 + b * BLOCK_ROWS;
+                                let out = &mut out[r0 * n..];
+                                self.finish_amx(&acc[b], nt, block_rows(b), &scales[r0..], out);
+                            }
+                        }
+                        continue;
+                    }
                     for kc in (0..k_tiles).step_by(AMX_K_TILES) {
                         let kn = AMX_K_TILES.min(k_tiles - kc);
-                        for (nt, acc) in acc.iter_mut().enumerate().take(n_tiles) {
+                        for nt in 0..n_tiles {
                             let w = &packed[nt * tile_bytes + kc * TILE_BYTES..][..kn * TILE_BYTES];
-                            block(&tiles, &x[kc * TILE..], kp, kn, w, kc > 0, acc);
+                            for b in 0..blocks {
+                                let acc = &mut acc[b * n_tiles + nt];
+                                block(&tiles, &x(b)[kc * TILE..], kp, kn, w, kc > 0, acc);
+                            }
                         }
                     }
-                    let block_rows = BLOCK_ROWS.min(rows - r0);
-                    for (nt, acc) in acc.iter().enumerate().take(n_tiles) {
-                        let j0 = nt * TILE;
-                        let width = TILE.min(n - j0);
-                        finish_block(
-                            acc,
-                            block_rows,
-                            &sums[j0..j0 + TILE],
-                            &scales[r0..],
-                            &self.w.scales()[j0..j0 + width],
-                            self.bias.map(|b| &b[j0..j0 + width]),
-                            self.epilogue,
-                            &mut out[r0 * n..],
-                            n,
-                            j0,
-                            width,
-                        );
+                    for b in 0..blocks {
+                        let r0 = g0 + b * BLOCK_ROWS;
+                        let out = &mut out[r0 * n..];
+                        for nt in 0..n_tiles {
+                            let acc = &acc[b * n_tiles + nt];
+                            self.finish_amx(acc, nt, block_rows(b), &scales[r0..], out);
+                        }
                     }
                 }
             });
         });
+    }
+
+    /// The epilogue of one AMX block (`rows` rows from the first of `out`, channel tile `nt`).
+    #[cfg(target_arch = "x86_64")]
+    fn finish_amx(
+        &self,
+        acc: &[[i32; TILE]; super::gemm_amx::BLOCK_ROWS],
+        nt: usize,
+        rows: usize,
+        scales: &[f32],
+        out: &mut [f32],
+    ) {
+        let (n, j0) = (self.w.n_out(), nt * TILE);
+        let width = TILE.min(n - j0);
+        super::gemm_amx::finish_block(
+            acc,
+            rows,
+            &self.w.code_sums()[j0..j0 + TILE],
+            scales,
+            &self.w.scales()[j0..j0 + width],
+            self.bias.map(|b| &b[j0..j0 + width]),
+            self.epilogue,
+            out,
+            n,
+            j0,
+            width,
+        );
     }
 
     fn few_rows<T: ActCode>(
@@ -706,7 +747,7 @@ mod bench {
             if std::env::var("AMANUENSIS_BENCH_M").is_ok_and(|v| v != m.to_string()) {
                 continue;
             }
-            let reps = (400 * 64 * 384 * 256 / (m * k * n)).clamp(5, 400);
+            let reps = (400 * 64 * 384 * 256 / (m * k * n)).clamp(20, 400);
             let x = rng.vec(m * k, 1.0);
             let w = QuantMatrix::quantize(&rng.vec(n * k, 1.0), n, k);
             let mut out = vec![0.0; m * n];

@@ -17,14 +17,6 @@ use super::layout::{QuantMatrix, TILE, TILE_BYTES};
 use super::parts::{Parts, MAX_PARTS};
 use crate::cpu::{gelu_f32_in_place, CpuPool, Epilogue};
 
-#[cfg(target_arch = "x86_64")]
-thread_local! {
-    /// Per-thread i32 sums of one 32-row block × every channel tile on the AMX path (8 KB per
-    /// channel tile; grows to the widest matrix seen, then allocates nothing).
-    static AMX_SUMS: std::cell::RefCell<Vec<[[i32; TILE]; super::gemm_amx::BLOCK_ROWS]>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
 /// k tiles per chunk on the AMX path.
 #[cfg(target_arch = "x86_64")]
 const AMX_K_TILES: usize = 6;
@@ -50,6 +42,10 @@ pub struct Q8Scratch {
     sums: Vec<i32>,
     /// The weights in the AMX second-source layout (AMX many-rows path only).
     amx_weights: Vec<i8>,
+    /// Per-thread i32 sums of the AMX many-rows path's blocks (8 KB per 32-row block and
+    /// channel tile held; grown on the first call of a shape, so warm-up allocates them).
+    #[cfg(target_arch = "x86_64")]
+    amx_sums: Vec<[[i32; TILE]; super::gemm_amx::BLOCK_ROWS]>,
 }
 
 impl Q8Scratch {
@@ -382,10 +378,18 @@ impl Job<'_> {
         let m_pad = m.next_multiple_of(BLOCK_ROWS);
         let want = m.div_ceil(4 * pool.threads()).next_multiple_of(BLOCK_ROWS);
         let task_rows = want.max(m_pad.div_ceil(MAX_PARTS).next_multiple_of(BLOCK_ROWS));
+        let chunked = k_tiles > AMX_K_TILES;
+        let per_thread = AMX_GROUP * if chunked { n_tiles } else { 1 };
+        grow(
+            &mut s.amx_sums,
+            pool.threads() * per_thread,
+            [[0; TILE]; BLOCK_ROWS],
+        );
+        let thread_sums = Parts::new(&mut s.amx_sums[..pool.threads() * per_thread], per_thread);
         let codes = Parts::new(&mut s.bytes[..m_pad * kp], task_rows * kp);
         let scales = Parts::new(&mut s.scales[..m], task_rows);
         let outs = Parts::new(out, task_rows * n);
-        pool.run(codes.count(), |task| {
+        pool.run_on_threads(codes.count(), |thread, task| {
             let (codes, scales, out) = (codes.take(task), scales.take(task), outs.take(task));
             let rows = scales.len();
             let x = &x[task * task_rows * k..][..rows * k];
@@ -400,14 +404,12 @@ impl Job<'_> {
             // Two 32-row blocks at a time take each weight tile from L2 once for both. k in
             // chunks of AMX_K_TILES tiles when it is longer: a chunk's activations (2 × 32 rows
             // × 384 bytes) stay in L1 while every channel tile's weights stream past, and each
-            // (block, channel tile)'s partial sums wait in this thread's AMX_SUMS (8 KB each).
-            let chunked = k_tiles > AMX_K_TILES;
-            AMX_SUMS.with(|acc| {
-                let mut acc = acc.borrow_mut();
-                let per_block = if chunked { n_tiles } else { 1 };
-                if acc.len() < AMX_GROUP * per_block {
-                    acc.resize(AMX_GROUP * per_block, [[0; TILE]; BLOCK_ROWS]);
-                }
+            // (block, channel tile)'s partial sums wait in this thread's part of the scratch.
+            {
+                let mut held = thread_sums.lock(thread);
+                let acc = held
+                    .as_deref_mut()
+                    .expect("a thread's AMX sums are never taken");
                 for g0 in (0..rows).step_by(AMX_GROUP * BLOCK_ROWS) {
                     let blocks = (rows - g0).div_ceil(BLOCK_ROWS).min(AMX_GROUP);
                     let x = |b: usize| &codes[(g0 + b * BLOCK_ROWS) * kp..];
@@ -415,11 +417,11 @@ impl Job<'_> {
                     if !chunked {
                         for nt in 0..n_tiles {
                             let w = &packed[nt * tile_bytes..][..tile_bytes];
-                            for b in 0..blocks {
-                                block(&tiles, x(b), kp, k_tiles, w, false, &mut acc[b]);
+                            for (b, acc) in acc.iter_mut().enumerate().take(blocks) {
+                                block(&tiles, x(b), kp, k_tiles, w, false, acc);
                                 let r0 = g0 + b * BLOCK_ROWS;
                                 let out = &mut out[r0 * n..];
-                                self.finish_amx(&acc[b], nt, block_rows(b), &scales[r0..], out);
+                                self.finish_amx(acc, nt, block_rows(b), &scales[r0..], out);
                             }
                         }
                         continue;
@@ -443,7 +445,7 @@ impl Job<'_> {
                         }
                     }
                 }
-            });
+            }
         });
     }
 

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: fetch + convert the test models (cached), formatting, lints,
-# docs, then every test of the workspace (unit, golden, WER).
+# The whole check, as CI runs it: formatting, the test build, fetch + convert the test models
+# (cached; the converter is the test build's), lints, docs, then every test of the workspace
+# (unit, golden, WER), then the fuzz targets.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
-echo "== models (tiny.en, base, their INT8 files; cached)" >&2
-cargo build -q -p weights-tools
-WEIGHTS_TOOLS="$repo/target/debug/weights-tools" scripts/setup-models.sh tiny.en base tiny.en.int8 base.int8 silero-vad >/dev/null
-
 echo "== cargo fmt --check" >&2
 cargo fmt --all --check
+
+# The test build first: it builds the weights-tools binary too (weights-tools has integration
+# tests), with the workspace's features; `cargo build -p weights-tools` alone resolved other
+# features for shared dependencies and built tokenizers, the model crate and weights-tools twice.
+echo "== cargo test --no-run (the converter the models step uses is one of its binaries)" >&2
+cargo test --workspace --no-run -q
+
+echo "== models (tiny.en, base, their INT8 files; cached)" >&2
+WEIGHTS_TOOLS="$repo/target/debug/weights-tools" scripts/setup-models.sh tiny.en base tiny.en.int8 base.int8 silero-vad >/dev/null
 
 echo "== cargo clippy --all-targets -- -D warnings" >&2
 cargo clippy --workspace --all-targets -q -- -D warnings

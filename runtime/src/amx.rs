@@ -1,5 +1,5 @@
-//! What x86-64 AMX needs from the CPU and from Linux, shared by the INT8 GEMM
-//! (`q8::gemm_amx`) and the bf16 attention tiles (`cpu::attention_bf16_amx`).
+//! What x86-64 AMX needs from the CPU and from Linux, and the tile configuration, shared by
+//! the INT8 GEMM (`q8::gemm_amx`) and the bf16 attention tiles (`cpu::attention_bf16_amx`).
 
 /// An AMX feature bit of CPUID.(7,0):EDX.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,4 +73,62 @@ pub fn tile_data_permitted() -> bool {
             false
         }
     })
+}
+
+/// The 64-byte tile configuration (`LDTILECFG` operand), palette 1.
+#[cfg(target_arch = "x86_64")]
+#[repr(C, align(64))]
+pub(crate) struct TileConfig {
+    pub(crate) palette: u8,
+    pub(crate) start_row: u8,
+    pub(crate) reserved: [u8; 14],
+    pub(crate) colsb: [u16; 16],
+    pub(crate) rows: [u8; 16],
+}
+
+/// Every tile 16 rows × 64 bytes, the configuration [`Tiles`] loads.
+#[cfg(target_arch = "x86_64")]
+const SQUARE: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+/// This thread's eight tiles, each 16 rows × 64 bytes: configured on creation, released on
+/// drop; not `Send` (tiles belong to a thread).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Tiles(std::marker::PhantomData<*const ()>);
+
+#[cfg(target_arch = "x86_64")]
+impl Tiles {
+    /// Configures the tiles on this thread.
+    ///
+    /// # Panics
+    /// If CPUID lacks AMX-TILE or `feature`, or Linux refused the tile data.
+    pub(crate) fn new(feature: Feature) -> Tiles {
+        assert!(
+            has(feature) && tile_data_permitted(),
+            "AMX {feature:?} tiles on a CPU or process without them"
+        );
+        // SAFETY: AMX-TILE is present and the OS granted tile data (asserted); the operand is
+        // a valid 64-byte palette-1 configuration.
+        unsafe {
+            std::arch::asm!(
+                "ldtilecfg [{cfg}]",
+                cfg = in(reg) &SQUARE as *const TileConfig,
+                options(nostack, readonly),
+            );
+        }
+        Tiles(std::marker::PhantomData)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: configured by `new` on this thread (a `Tiles` is not `Send`).
+        unsafe { std::arch::asm!("tilerelease", options(nostack, nomem)) };
+    }
 }

@@ -36,28 +36,8 @@ pub fn usable() -> bool {
     })
 }
 
-/// The 64-byte tile configuration (`LDTILECFG` operand), palette 1.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
-}
-
-/// Every tile 16 rows × 64 bytes: tmm0-3 accumulators, tmm4-5 first sources, tmm6-7 second.
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
-
-/// This thread's tile configuration for [`scores`] and [`values`]: configured on creation,
-/// released on drop; not `Send` (tiles belong to a thread).
-pub(super) struct Tiles(std::marker::PhantomData<*const ()>);
+/// This thread's tiles for [`scores`] and [`values`] (AMX-BF16).
+pub(super) struct Tiles(crate::amx::Tiles);
 
 impl Tiles {
     /// Configures the tiles on this thread.
@@ -66,23 +46,7 @@ impl Tiles {
     /// If the AMX-BF16 tiles are not [`usable`].
     pub(super) fn new() -> Tiles {
         assert!(usable(), "AMX-BF16 tiles on a CPU or process without them");
-        // SAFETY: AMX-TILE is present and the OS granted tile data (`usable`); the operand is a
-        // valid 64-byte palette-1 configuration.
-        unsafe {
-            asm!(
-                "ldtilecfg [{cfg}]",
-                cfg = in(reg) &CONFIG as *const TileConfig,
-                options(nostack, readonly),
-            );
-        }
-        Tiles(std::marker::PhantomData)
-    }
-}
-
-impl Drop for Tiles {
-    fn drop(&mut self) {
-        // SAFETY: configured by `new` on this thread (a `Tiles` is not `Send`).
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        Tiles(crate::amx::Tiles::new(crate::amx::Feature::Bf16))
     }
 }
 

@@ -29,6 +29,7 @@
 
 use super::kernels::{TileSums, MAX_R};
 use super::layout::{TILE, TILE_BYTES};
+use crate::amx::TileConfig;
 use crate::cpu::{gelu_f32_in_place, Epilogue};
 use std::arch::asm;
 use std::cell::RefCell;
@@ -68,16 +69,6 @@ pub(super) fn usable() -> bool {
             }
         }
     })
-}
-
-/// The 64-byte tile configuration (`LDTILECFG` operand), palette 1.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
 }
 
 /// tmm0-3: accumulators (16 channels × 4 i32); tmm4: activations (16 k quads × 16 bytes);
@@ -246,19 +237,9 @@ pub(super) fn pack_weights(k_tiles: usize, w_tiles: &[i8], dst: &mut [i8]) {
     }
 }
 
-/// Holds this thread's AMX tile configuration for [`block`]: eight 16 × 64-byte tiles
-/// (tmm0-3 accumulators, tmm4-5 activations, tmm6-7 weights). Configured on creation,
-/// released on drop.
-pub(super) struct Tiles(std::marker::PhantomData<*const ()>);
-
-/// Every tile 16 rows × 64 bytes.
-const BLOCK_CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
+/// This thread's AMX tile configuration for [`block`]: eight 16 × 64-byte tiles (tmm0-3
+/// accumulators, tmm4-5 activations, tmm6-7 weights).
+pub(super) struct Tiles(crate::amx::Tiles);
 
 impl Tiles {
     /// Configures the tiles on this thread.
@@ -267,24 +248,7 @@ impl Tiles {
     /// If AMX is not [`permitted`].
     pub(super) fn new() -> Tiles {
         assert!(permitted(), "AMX kernel without AMX-INT8 permission");
-        // SAFETY: AMX-TILE is present and the OS granted tile data (`permitted`); the operand
-        // is a valid 64-byte palette-1 configuration.
-        unsafe {
-            asm!(
-                "ldtilecfg [{cfg}]",
-                cfg = in(reg) &BLOCK_CONFIG as *const TileConfig,
-                options(nostack, readonly),
-            );
-        }
-        Tiles(std::marker::PhantomData)
-    }
-}
-
-impl Drop for Tiles {
-    fn drop(&mut self) {
-        // SAFETY: the tiles were configured by `new` on this thread (a `Tiles` is not `Send`:
-        // it is dropped on the thread that created it).
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        Tiles(crate::amx::Tiles::new(crate::amx::Feature::Int8))
     }
 }
 

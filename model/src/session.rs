@@ -1248,6 +1248,11 @@ impl<E: Backend, D: Backend> Session<E, D> {
             timings.decoder_passes += 1;
             timings.decoder_layers += t_forward.elapsed();
         }
+        // Release the beams' slots (a copy of no positions): a backend that shares slot 0's
+        // positions with them then has nothing to copy out when slot 0 is next written.
+        for slot in 1..beam {
+            decoder.copy_slot(backend, &mut self.decoder_ws, 0, slot, 0)?;
+        }
         Ok(match bb.search.best() {
             Some((tokens, score)) => (tokens.to_vec(), score as f64),
             None => (Vec::new(), f64::NEG_INFINITY),

@@ -595,9 +595,15 @@ impl LayerKernels for CpuInt8Backend {
             Int8KeyValueCache::Bf16(c) => c.attention(s.pool(), shape, q, slot, scratch, out),
             Int8KeyValueCache::F32(c) => {
                 // As a plain attention call over the slot's rows (bf16 packing per call for
-                // ≥ MIN_BF16_ATTENTION_ROWS queries, e.g. a long prompt; else f32).
+                // ≥ MIN_BF16_ATTENTION_ROWS queries, e.g. a long prompt; else f32). A slot
+                // sharing positions with slot 0 (a beam: one query row) is attended in f32
+                // over the two pieces, as f32 over a copy would be.
                 let (k, v) = c.rows(slot, shape.kv_len);
-                self.attention(s, shape, q, k, v, scratch, out);
+                if k.head.is_empty() {
+                    self.attention(s, shape, q, k.tail, v.tail, scratch, out);
+                } else {
+                    crate::cpu::attention_split(s.pool(), shape, q, k, v, scratch, out);
+                }
             }
         }
     }

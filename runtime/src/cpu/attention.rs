@@ -1,7 +1,7 @@
 //! Multi-head scaled dot-product attention over a whole layer (all heads at once).
 
-use super::gemm_kernels::{dot_block, packed_tile, Isa, Tile, DOT_R, MR, NR};
-use super::packed::{pack_panel, packed_len};
+use super::gemm_kernels::{dot_block, packed_tile, packed_tile_split, Isa, Tile, DOT_R, MR, NR};
+use super::packed::packed_len;
 use super::pool::{CpuPool, DisjointSlice};
 use super::softmax::softmax_in_place;
 
@@ -32,9 +32,20 @@ impl AttentionShape {
     /// # Panics
     /// On a length that does not match the shape, or a causal window past the keys.
     pub(crate) fn check(&self, kernel: &str, q: &[f32], k: &[f32], v: &[f32], out: &[f32]) -> bool {
-        let kv_len = self.kv_len * self.width();
-        assert_eq!(k.len(), kv_len, "{kernel}: k is not kv_len·heads·head_dim");
-        assert_eq!(v.len(), kv_len, "{kernel}: v is not kv_len·heads·head_dim");
+        self.check_split(kernel, q, SplitRows::whole(k), SplitRows::whole(v), out)
+    }
+
+    /// [`AttentionShape::check`] for keys and values in pieces.
+    fn check_split(
+        &self,
+        kernel: &str,
+        q: &[f32],
+        k: SplitRows,
+        v: SplitRows,
+        out: &[f32],
+    ) -> bool {
+        k.check(kernel, "k", self.kv_len, self.width());
+        v.check(kernel, "v", self.kv_len, self.width());
         self.check_queries(kernel, q, out)
     }
 
@@ -75,6 +86,56 @@ impl AttentionShape {
             Some(off) => off + i + 1,
             None => self.kv_len,
         }
+    }
+}
+
+/// Key or value rows (`[kv_len, heads·head_dim]`) held in two pieces, `head` then `tail`, each
+/// a whole number of rows: a key/value cache slot whose first positions are another slot's
+/// (see [`crate::cpu::F32KeyValueCache`]). Rows in one piece: [`SplitRows::whole`].
+#[derive(Clone, Copy, Debug)]
+pub struct SplitRows<'a> {
+    /// The first rows.
+    pub head: &'a [f32],
+    /// The rows after them.
+    pub tail: &'a [f32],
+}
+
+impl<'a> SplitRows<'a> {
+    /// All rows in one piece.
+    pub fn whole(rows: &'a [f32]) -> Self {
+        Self {
+            head: rows,
+            tail: &[],
+        }
+    }
+
+    /// Rows in `head` (`width > 0`).
+    fn split(&self, width: usize) -> usize {
+        self.head.len() / width
+    }
+
+    /// The values from row `j` to the end of its piece.
+    fn from(&self, j: usize, width: usize) -> &'a [f32] {
+        let split = self.split(width);
+        if j < split {
+            &self.head[j * width..]
+        } else {
+            &self.tail[(j - split) * width..]
+        }
+    }
+
+    /// Checks that the pieces hold `kv_len` whole rows of `width` (`kernel` names the caller
+    /// in the panic).
+    fn check(&self, kernel: &str, name: &str, kv_len: usize, width: usize) {
+        assert_eq!(
+            self.head.len() + self.tail.len(),
+            kv_len * width,
+            "{kernel}: {name} is not kv_len·heads·head_dim"
+        );
+        assert!(
+            width == 0 || self.head.len().is_multiple_of(width),
+            "{kernel}: {name} split inside a row"
+        );
     }
 }
 
@@ -135,11 +196,37 @@ pub fn attention(
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
+    attention_split(
+        pool,
+        shape,
+        q,
+        SplitRows::whole(k),
+        SplitRows::whole(v),
+        scratch,
+        out,
+    );
+}
+
+/// [`attention()`] with the keys and values in two pieces each ([`SplitRows`]): the same
+/// arithmetic in the same order, so the output is bit-identical to [`attention()`] over the
+/// rows in one piece.
+///
+/// # Panics
+/// As [`attention()`]; also if a piece does not hold whole rows.
+pub fn attention_split(
+    pool: &CpuPool,
+    shape: &AttentionShape,
+    q: &[f32],
+    k: SplitRows,
+    v: SplitRows,
+    scratch: &mut [f32],
+    out: &mut [f32],
+) {
     assert!(
         scratch.len() >= attention_scratch_len(pool, shape),
         "attention: scratch shorter than attention_scratch_len"
     );
-    if !shape.check("attention", q, k, v, out) {
+    if !shape.check_split("attention", q, k, v, out) {
         return;
     }
     if fast_path(shape) {
@@ -156,8 +243,8 @@ pub(crate) fn attention_tiled(
     pool: &CpuPool,
     shape: &AttentionShape,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: SplitRows,
+    v: SplitRows,
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
@@ -183,7 +270,7 @@ pub(crate) fn attention_tiled(
                 let at = h * head_keys_len + jp * d * NR;
                 // SAFETY: every (head, panel) range is written by exactly one task.
                 let panel = unsafe { key_buf.range(at..at + d * NR) };
-                pack_panel(&k[h * d..], width, kv_len, d, jp, panel);
+                pack_key_panel(k, width, kv_len, h * d, d, jp, panel);
             }
         });
     }
@@ -221,12 +308,17 @@ pub(crate) fn attention_tiled(
             }
         } else {
             let mut sums = [0.0f32; DOT_KEYS * DOT_R];
-            for j0 in (0..seen_max).step_by(DOT_KEYS) {
-                let cols = DOT_KEYS.min(seen_max - j0);
+            // Each key's dot product is the same whichever block it is in, so blocks end at
+            // the split too.
+            let split = k.split(width);
+            let mut j0 = 0;
+            while j0 < seen_max {
+                let end = if j0 < split { split } else { seen_max };
+                let cols = DOT_KEYS.min(seen_max.min(end) - j0);
                 for r0 in (0..n_q).step_by(DOT_R) {
                     let rows = DOT_R.min(n_q - r0);
                     let a = &q_head[(queries.start + r0) * width..];
-                    let keys = &k[j0 * width + h * d..];
+                    let keys = &k.from(j0, width)[h * d..];
                     dot_block(isa, rows, cols, d, a, width, keys, width, &mut sums);
                     for r in 0..rows {
                         let s = &mut scores[(r0 + r) * kv_len + j0..][..cols];
@@ -235,6 +327,7 @@ pub(crate) fn attention_tiled(
                         }
                     }
                 }
+                j0 += cols;
             }
         }
 
@@ -247,12 +340,40 @@ pub(crate) fn attention_tiled(
         }
 
         // 3. out[i, head h] = Σ_j p_ij · v_j, 16 value columns at a time, read in place.
+        let v_split = v.split(width).min(seen_max);
         for cb in 0..d / NR {
-            let v_block = &v[h * d + cb * NR..];
+            let col = h * d + cb * NR;
             for r0 in (0..n_q).step_by(MR) {
                 let rows = MR.min(n_q - r0);
                 let a = &scores[r0 * kv_len..];
-                packed_tile(isa, rows, seen_max, a, kv_len, v_block, width, &mut tile);
+                if v_split == 0 {
+                    packed_tile(
+                        isa,
+                        rows,
+                        seen_max,
+                        a,
+                        kv_len,
+                        &v.tail[col..],
+                        width,
+                        &mut tile,
+                    );
+                } else if v_split == seen_max {
+                    packed_tile(
+                        isa,
+                        rows,
+                        seen_max,
+                        a,
+                        kv_len,
+                        &v.head[col..],
+                        width,
+                        &mut tile,
+                    );
+                } else {
+                    let (head, tail) = (&v.head[col..], &v.tail[col..]);
+                    packed_tile_split(
+                        isa, rows, seen_max, a, kv_len, head, tail, v_split, width, &mut tile,
+                    );
+                }
                 for (r, t) in tile.iter().enumerate().take(rows) {
                     let at = (queries.start + r0 + r) * width + h * d + cb * NR;
                     // SAFETY: tasks own disjoint (query rows, head) column ranges of `out`.
@@ -263,13 +384,39 @@ pub(crate) fn attention_tiled(
     });
 }
 
+/// Packs key panel `jp` of one head (columns `col..col + d` of each row) like
+/// [`super::packed::pack_panel`] does for rows in one piece: key `j` of the panel is column
+/// `j % NR` of `panel [d][NR]`, keys past `kv_len` zero.
+fn pack_key_panel(
+    k: SplitRows,
+    width: usize,
+    kv_len: usize,
+    col: usize,
+    d: usize,
+    jp: usize,
+    panel: &mut [f32],
+) {
+    assert_eq!(panel.len(), d * NR);
+    for c in 0..NR {
+        let j = jp * NR + c;
+        if j < kv_len {
+            let row = &k.from(j, width)[col..col + d];
+            for (p, &x) in row.iter().enumerate() {
+                panel[p * NR + c] = x;
+            }
+        } else {
+            (0..d).for_each(|p| panel[p * NR + c] = 0.0);
+        }
+    }
+}
+
 /// Plain path for head sizes the micro-kernels do not cover; shapes already checked.
 fn attention_simple(
     pool: &CpuPool,
     shape: &AttentionShape,
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: SplitRows,
+    v: SplitRows,
     scratch: &mut [f32],
     out: &mut [f32],
 ) {
@@ -290,7 +437,7 @@ fn attention_simple(
             let scores = &mut scores[..seen];
             let q_row = &q[i * width + cols.start..i * width + cols.end];
             for (j, s) in scores.iter_mut().enumerate() {
-                let k_row = &k[j * width + cols.start..j * width + cols.end];
+                let k_row = &k.from(j, width)[cols.clone()];
                 *s = dot(q_row, k_row) * scale;
             }
             softmax_in_place(scores);
@@ -298,7 +445,7 @@ fn attention_simple(
             let o = unsafe { out.range(i * width + cols.start..i * width + cols.end) };
             o.fill(0.0);
             for (j, &p) in scores.iter().enumerate() {
-                let v_row = &v[j * width + cols.start..j * width + cols.end];
+                let v_row = &v.from(j, width)[cols.clone()];
                 for (ov, &vv) in o.iter_mut().zip(v_row) {
                     *ov += p * vv;
                 }
@@ -384,8 +531,8 @@ mod tests {
                 pool,
                 &shape,
                 &q,
-                &k,
-                &v,
+                SplitRows::whole(&k),
+                SplitRows::whole(&v),
                 &mut scratch,
                 &mut out,
             );
@@ -431,6 +578,85 @@ mod tests {
                 check(&pool, &mut rng, shape);
             }
         }
+    }
+
+    /// `attention_split` over rows cut anywhere equals `attention` over the same rows in one
+    /// piece bit for bit, on every path (dot and packed keys, the simple path) and ISA.
+    #[test]
+    fn split_rows_equal_whole_rows_bit_for_bit() {
+        let mut rng = Rng::new(21);
+        let mut isas = vec![Isa::Portable];
+        if Isa::detect() != Isa::Portable {
+            isas.push(Isa::detect());
+        }
+        for threads in [1, 2] {
+            let pool = CpuPool::new(threads);
+            for (heads, head_dim, q_len, kv_len, causal_offset) in [
+                (6, 64, 1, 227, Some(226)), // a beam's token after a 200-token prompt
+                (6, 64, 1, 1, Some(0)),
+                (2, 64, 4, 70, None),       // dot path, several rows
+                (2, 64, 12, 100, Some(88)), // packed keys
+                (3, 16, 5, 20, Some(15)),
+                (3, 7, 3, 9, Some(6)), // simple path
+            ] {
+                let shape = AttentionShape {
+                    heads,
+                    head_dim,
+                    q_len,
+                    kv_len,
+                    causal_offset,
+                };
+                let w = heads * head_dim;
+                let q = rng.vec(q_len * w, 1.5);
+                let k = rng.vec(kv_len * w, 1.5);
+                let v = rng.vec(kv_len * w, 1.0);
+                let mut scratch = vec![f32::NAN; attention_scratch_len(&pool, &shape)];
+                let mut whole = vec![f32::NAN; q_len * w];
+                attention(&pool, &shape, &q, &k, &v, &mut scratch, &mut whole);
+                let cuts = [0, 1, kv_len / 2, kv_len.saturating_sub(1), kv_len];
+                for split in cuts {
+                    let (kh, kt) = k.split_at(split * w);
+                    let (vh, vt) = v.split_at(split * w);
+                    let ks = SplitRows { head: kh, tail: kt };
+                    let vs = SplitRows { head: vh, tail: vt };
+                    let mut got = vec![f32::NAN; q_len * w];
+                    attention_split(&pool, &shape, &q, ks, vs, &mut scratch, &mut got);
+                    assert_eq!(got, whole, "{shape:?} split at {split}");
+                    if fast_path(&shape) {
+                        for &isa in &isas {
+                            let mut one = vec![f32::NAN; q_len * w];
+                            let wk = SplitRows::whole(&k);
+                            let wv = SplitRows::whole(&v);
+                            attention_tiled(isa, &pool, &shape, &q, wk, wv, &mut scratch, &mut one);
+                            let mut two = vec![f32::NAN; q_len * w];
+                            attention_tiled(isa, &pool, &shape, &q, ks, vs, &mut scratch, &mut two);
+                            assert_eq!(one, two, "{isa:?} {shape:?} split at {split}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "split inside a row")]
+    fn a_split_inside_a_row_is_refused() {
+        let pool = CpuPool::new(1);
+        let shape = AttentionShape {
+            heads: 1,
+            head_dim: 4,
+            q_len: 1,
+            kv_len: 2,
+            causal_offset: None,
+        };
+        let (q, kv) = ([1.0; 4], [0.5; 8]);
+        let k = SplitRows {
+            head: &kv[..3],
+            tail: &kv[3..],
+        };
+        let mut scratch = vec![0.0; attention_scratch_len(&pool, &shape)];
+        let mut out = [0.0; 4];
+        attention_split(&pool, &shape, &q, k, k, &mut scratch, &mut out);
     }
 
     #[test]

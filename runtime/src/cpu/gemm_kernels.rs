@@ -56,47 +56,103 @@ pub(crate) fn packed_tile(
     ldb: usize,
     tile: &mut Tile,
 ) {
+    packed_tile_rows::<false>(isa, rows, kc, a, lda, b, &[], kc, ldb, tile);
+}
+
+/// [`packed_tile`] with the rows of `b` in two pieces: row `p < split` at `head[p·ldb..]`, row
+/// `p ≥ split` at `tail[(p − split)·ldb..]` (a key/value history whose first rows live
+/// elsewhere). The products are summed in the same order as [`packed_tile`] over the same rows
+/// held in one piece, so the tile is bit-identical to it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn packed_tile_split(
+    isa: Isa,
+    rows: usize,
+    kc: usize,
+    a: &[f32],
+    lda: usize,
+    head: &[f32],
+    tail: &[f32],
+    split: usize,
+    ldb: usize,
+    tile: &mut Tile,
+) {
+    assert!(split <= kc, "packed_tile_split: split {split} past kc {kc}");
+    packed_tile_rows::<true>(isa, rows, kc, a, lda, head, tail, split, ldb, tile);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn packed_tile_rows<const SPLIT: bool>(
+    isa: Isa,
+    rows: usize,
+    kc: usize,
+    a: &[f32],
+    lda: usize,
+    head: &[f32],
+    tail: &[f32],
+    split: usize,
+    ldb: usize,
+    tile: &mut Tile,
+) {
     assert!((1..=MR).contains(&rows) && ldb >= NR);
     assert!(a.len() >= (rows - 1) * lda + kc);
-    assert!(kc == 0 || b.len() >= (kc - 1) * ldb + NR);
+    assert!(split == 0 || head.len() >= (split - 1) * ldb + NR);
+    assert!(kc == split || tail.len() >= (kc - split - 1) * ldb + NR);
+    let b = (head, tail, split);
     match isa {
         Isa::Portable => match rows {
-            1 => packed_portable::<1>(kc, a, lda, b, ldb, tile),
-            2 => packed_portable::<2>(kc, a, lda, b, ldb, tile),
-            3 => packed_portable::<3>(kc, a, lda, b, ldb, tile),
-            4 => packed_portable::<4>(kc, a, lda, b, ldb, tile),
-            5 => packed_portable::<5>(kc, a, lda, b, ldb, tile),
-            _ => packed_portable::<6>(kc, a, lda, b, ldb, tile),
+            1 => packed_portable::<1, SPLIT>(kc, a, lda, b, ldb, tile),
+            2 => packed_portable::<2, SPLIT>(kc, a, lda, b, ldb, tile),
+            3 => packed_portable::<3, SPLIT>(kc, a, lda, b, ldb, tile),
+            4 => packed_portable::<4, SPLIT>(kc, a, lda, b, ldb, tile),
+            5 => packed_portable::<5, SPLIT>(kc, a, lda, b, ldb, tile),
+            _ => packed_portable::<6, SPLIT>(kc, a, lda, b, ldb, tile),
         },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Avx2Fma` is only constructed after run-time detection of AVX2 and FMA; the
         // slice lengths asserted above cover every element the kernel reads.
         Isa::Avx2Fma => unsafe {
-            let (a, b) = (a.as_ptr(), b.as_ptr());
+            let (a, b) = (a.as_ptr(), (head.as_ptr(), tail.as_ptr(), split));
             match rows {
-                1 => avx2::packed::<1>(kc, a, lda, b, ldb, tile),
-                2 => avx2::packed::<2>(kc, a, lda, b, ldb, tile),
-                3 => avx2::packed::<3>(kc, a, lda, b, ldb, tile),
-                4 => avx2::packed::<4>(kc, a, lda, b, ldb, tile),
-                5 => avx2::packed::<5>(kc, a, lda, b, ldb, tile),
-                _ => avx2::packed::<6>(kc, a, lda, b, ldb, tile),
+                1 => avx2::packed::<1, SPLIT>(kc, a, lda, b, ldb, tile),
+                2 => avx2::packed::<2, SPLIT>(kc, a, lda, b, ldb, tile),
+                3 => avx2::packed::<3, SPLIT>(kc, a, lda, b, ldb, tile),
+                4 => avx2::packed::<4, SPLIT>(kc, a, lda, b, ldb, tile),
+                5 => avx2::packed::<5, SPLIT>(kc, a, lda, b, ldb, tile),
+                _ => avx2::packed::<6, SPLIT>(kc, a, lda, b, ldb, tile),
             }
         },
     }
 }
 
-fn packed_portable<const R: usize>(
+/// Row `p` of the `b` of [`packed_tile_split`] (of [`packed_tile`] when not `SPLIT`).
+#[inline(always)]
+fn b_row<'a, const SPLIT: bool>(
+    b: (&'a [f32], &'a [f32], usize),
+    p: usize,
+    ldb: usize,
+) -> &'a [f32] {
+    let (head, tail, split) = b;
+    if SPLIT && p >= split {
+        &tail[(p - split) * ldb..(p - split) * ldb + NR]
+    } else {
+        &head[p * ldb..p * ldb + NR]
+    }
+}
+
+// `p` picks a row of `b` through `b_row` as well as a column of `a`.
+#[allow(clippy::needless_range_loop)]
+fn packed_portable<const R: usize, const SPLIT: bool>(
     kc: usize,
     a: &[f32],
     lda: usize,
-    b: &[f32],
+    b: (&[f32], &[f32], usize),
     ldb: usize,
     tile: &mut Tile,
 ) {
     let a_rows: [&[f32]; R] = std::array::from_fn(|r| &a[r * lda..r * lda + kc]);
     let mut acc = [[0.0f32; NR]; R];
     for p in 0..kc {
-        let bp = &b[p * ldb..p * ldb + NR];
+        let bp = b_row::<SPLIT>(b, p, ldb);
         for r in 0..R {
             let av = a_rows[r][p];
             for c in 0..NR {
@@ -217,29 +273,46 @@ mod avx2 {
         unsafe { *(p as *mut Unaligned) = Unaligned(v) }
     }
 
+    /// `b` of [`super::packed_tile_split`] as pointers: (head, tail, split).
+    pub(super) type Rows = (*const f32, *const f32, usize);
+
+    /// Row `p` of `b` (rows `≥ split` from the tail when `SPLIT`).
+    #[inline(always)]
+    fn row<const SPLIT: bool>(b: Rows, p: usize, ldb: usize) -> *const f32 {
+        let (head, tail, split) = b;
+        if SPLIT && p >= split {
+            tail.wrapping_add((p - split) * ldb)
+        } else {
+            head.wrapping_add(p * ldb)
+        }
+    }
+
     /// # Safety
     /// AVX2 and FMA must be available; `a` must be readable at `r·lda + p` for `r < R`,
-    /// `p < kc`, and `b` at `p·ldb + c` for `c < NR`.
+    /// `p < kc`, and row `p` of `b` (see [`row`]) at `c` for `c < NR`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn packed<const R: usize>(
+    pub(super) unsafe fn packed<const R: usize, const SPLIT: bool>(
         kc: usize,
         a: *const f32,
         lda: usize,
-        b: *const f32,
+        b: Rows,
         ldb: usize,
         tile: &mut Tile,
     ) {
         if R == 1 {
-            return packed_one_row(kc, a, b, ldb, tile);
+            return packed_one_row::<SPLIT>(kc, a, b, ldb, tile);
         }
         let mut lo = [_mm256_setzero_ps(); R];
         let mut hi = [_mm256_setzero_ps(); R];
         let a_rows: [*const f32; R] = std::array::from_fn(|r| a.wrapping_add(r * lda));
-        let mut b = b;
+        let mut bp = b.0;
         for p in 0..kc {
-            let b0 = load(b);
-            let b1 = load(b.wrapping_add(8));
-            b = b.wrapping_add(ldb);
+            if SPLIT && p == b.2 {
+                bp = b.1;
+            }
+            let b0 = load(bp);
+            let b1 = load(bp.wrapping_add(8));
+            bp = bp.wrapping_add(ldb);
             for r in 0..R {
                 let av = _mm256_set1_ps(*a_rows[r].wrapping_add(p));
                 lo[r] = _mm256_fmadd_ps(av, b0, lo[r]);
@@ -259,13 +332,19 @@ mod avx2 {
     /// # Safety
     /// As [`packed`] with `R = 1`.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn packed_one_row(kc: usize, a: *const f32, b: *const f32, ldb: usize, tile: &mut Tile) {
+    unsafe fn packed_one_row<const SPLIT: bool>(
+        kc: usize,
+        a: *const f32,
+        b: Rows,
+        ldb: usize,
+        tile: &mut Tile,
+    ) {
         let z = _mm256_setzero_ps();
         let (mut lo0, mut hi0, mut lo1, mut hi1) = (z, z, z, z);
         let mut p = 0;
         while p + 2 <= kc {
-            let b0 = b.wrapping_add(p * ldb);
-            let b1 = b0.wrapping_add(ldb);
+            let b0 = row::<SPLIT>(b, p, ldb);
+            let b1 = row::<SPLIT>(b, p + 1, ldb);
             let a0 = _mm256_set1_ps(*a.wrapping_add(p));
             let a1 = _mm256_set1_ps(*a.wrapping_add(p + 1));
             lo0 = _mm256_fmadd_ps(a0, load(b0), lo0);
@@ -275,7 +354,7 @@ mod avx2 {
             p += 2;
         }
         if p < kc {
-            let b0 = b.wrapping_add(p * ldb);
+            let b0 = row::<SPLIT>(b, p, ldb);
             let a0 = _mm256_set1_ps(*a.wrapping_add(p));
             lo0 = _mm256_fmadd_ps(a0, load(b0), lo0);
             hi0 = _mm256_fmadd_ps(a0, load(b0.wrapping_add(8)), hi0);

@@ -7,7 +7,8 @@
 //!
 //! - [`F32KeyValueCache`]: row-major `[slots][positions][heads·head_dim]` f32 keys and values,
 //!   attended by [`crate::cpu::attention()`] on the slot's rows as stored: exactly the f32
-//!   reference.
+//!   reference. A copy out of slot 0 shares its positions instead of copying them (beams
+//!   forked after a prompt keep one copy of the prompt; see the type).
 //! - [`Bf16KeyValueCache`]: one [`Bf16KeyValues`] per slot (the packed layout of the
 //!   cross-attention keys/values), rows rounded to bf16 (nearest even) as they are written, and
 //!   attended by [`crate::cpu::attention_bf16()`]: half the bytes of f32 stored and read per
@@ -15,19 +16,35 @@
 //!   [the bf16 kernel](mod@crate::cpu::attention_bf16) (each stored value within 2⁻⁹
 //!   relatively of its f32 projection) and the tests below.
 
-use super::attention::{attention, AttentionShape};
+use super::attention::{attention_split, AttentionShape, SplitRows};
 use super::attention_bf16::{attention_bf16, Bf16KeyValues};
 use super::attention_bf16_kv::attention_bf16_kv;
 use super::pool::CpuPool;
 use crate::resident::Buffer;
 
 /// Self-attention history in f32: `slots` × `positions` rows of keys and values.
+///
+/// **Shared prefixes.** Slot 0 is the root. A copy out of it copies nothing: the target slot
+/// records that its positions `..len` are slot 0's ("shared"). Every other slot stores its own
+/// positions from where its shared ones end, at the start of its rows (position `p` in row
+/// `p − shared`), and attention over it reads the shared positions from slot 0 and the rest
+/// from its own rows ([`SplitRows`]: bit-identical to attention over a copy). So beams forked
+/// after a prompt hold the prompt once, and each beam's rows hold only what it generated: the
+/// same few rows in every window, not rows further down per window. A copy out of another slot
+/// shares what that slot shares (up to `len`) and copies the rest. Copy semantics are kept
+/// exactly: before slot 0's positions `p..` are overwritten (a write, or a copy into slot 0),
+/// every slot sharing some of them first gets its own copy of those (`detach`). A copy of no
+/// positions (`len = 0`) releases a slot: nothing is copied for it later.
 pub struct F32KeyValueCache {
     k: Buffer,
     v: Buffer,
     width: usize,
     positions: usize,
     slots: usize,
+    /// Per slot: how many of its first positions are read from slot 0 (0 for slot 0).
+    shared: Vec<usize>,
+    /// Per slot: the positions it holds (`..held`), as far as writes and copies tell.
+    held: Vec<usize>,
 }
 
 impl F32KeyValueCache {
@@ -40,9 +57,12 @@ impl F32KeyValueCache {
             width,
             positions,
             slots,
+            shared: vec![0; slots],
+            held: vec![0; slots],
         }
     }
 
+    /// Values of stored rows `rows` of `slot` (a row is position `shared + row`).
     fn slot_range(&self, slot: usize, rows: std::ops::Range<usize>) -> std::ops::Range<usize> {
         assert!(
             slot < self.slots && rows.start <= rows.end && rows.end <= self.positions,
@@ -54,29 +74,111 @@ impl F32KeyValueCache {
         base + rows.start * self.width..base + rows.end * self.width
     }
 
-    /// Writes rows `k`, `v` (`[rows, width]`) at positions `pos..` of `slot`.
+    /// Checks that positions `..end` fit a slot.
+    fn check_positions(&self, slot: usize, end: usize) {
+        assert!(
+            slot < self.slots && end <= self.positions,
+            "F32KeyValueCache: slot {slot} positions ..{end} outside {} × {}",
+            self.slots,
+            self.positions
+        );
+    }
+
+    /// Writes rows `k`, `v` (`[rows, width]`) at positions `pos..` of `slot` (which then holds
+    /// positions `..pos + rows`).
     ///
     /// # Panics
     /// If the rows do not fit the slot or `k`, `v` differ in length.
     pub fn write(&mut self, slot: usize, pos: usize, k: &[f32], v: &[f32]) {
         assert_eq!(k.len(), v.len(), "F32KeyValueCache::write: k and v differ");
-        let r = self.slot_range(slot, pos..pos + k.len() / self.width.max(1));
+        let end = pos + k.len() / self.width.max(1);
+        self.check_positions(slot, end);
+        if slot == 0 {
+            self.detach(pos);
+        } else if pos < self.shared[slot] {
+            // Positions ..pos stay shared; the slot's own rows start again at pos.
+            self.shared[slot] = pos;
+        }
+        let first = pos - self.shared[slot];
+        let r = self.slot_range(slot, first..first + (end - pos));
         self.k[r.clone()].copy_from_slice(k);
         self.v[r].copy_from_slice(v);
+        self.held[slot] = end;
     }
 
-    /// Keys and values of positions `..len` of `slot`.
-    pub fn rows(&self, slot: usize, len: usize) -> (&[f32], &[f32]) {
-        let r = self.slot_range(slot, 0..len);
-        (&self.k[r.clone()], &self.v[r])
+    /// Keys and values of positions `..len` of `slot`: those it shares with slot 0 (read
+    /// there), then its own.
+    pub fn rows(&self, slot: usize, len: usize) -> (SplitRows<'_>, SplitRows<'_>) {
+        self.check_positions(slot, len);
+        let shared = self.shared[slot].min(len);
+        let head = 0..shared * self.width;
+        let tail = self.slot_range(slot, 0..len - shared);
+        let (k, v) = (&*self.k, &*self.v);
+        (
+            SplitRows {
+                head: &k[head.clone()],
+                tail: &k[tail.clone()],
+            },
+            SplitRows {
+                head: &v[head],
+                tail: &v[tail],
+            },
+        )
     }
 
-    /// Copies positions `..len` of slot `from` to slot `to`.
+    /// Positions `..len` of slot `from` become those of slot `to`: shared where `from` is
+    /// slot 0 or shares them, copied otherwise.
     pub fn copy_slot(&mut self, from: usize, to: usize, len: usize) {
-        let (fr, tr) = (self.slot_range(from, 0..len), self.slot_range(to, 0..len));
-        if from != to {
+        self.check_positions(from, len);
+        self.check_positions(to, len);
+        if from == to {
+            return;
+        }
+        let shared = self.shared[from].min(len);
+        // `from`'s own rows 0..own are positions shared..len.
+        let own = len - shared;
+        if to == 0 {
+            // Slot 0 already holds positions ..shared (they are what `from` shares).
+            self.detach(shared);
+            let (fr, tr) = (
+                self.slot_range(from, 0..own),
+                self.slot_range(0, shared..len),
+            );
             self.k.copy_within(fr.clone(), tr.start);
             self.v.copy_within(fr, tr.start);
+        } else {
+            self.shared[to] = if from == 0 { len } else { shared };
+            if from != 0 {
+                let (fr, tr) = (self.slot_range(from, 0..own), self.slot_range(to, 0..own));
+                self.k.copy_within(fr.clone(), tr.start);
+                self.v.copy_within(fr, tr.start);
+            }
+        }
+        self.held[to] = len;
+    }
+
+    /// Before slot 0's positions `pos..` change: every slot sharing some of them gets its own
+    /// copy of those (its own rows move down to make room).
+    fn detach(&mut self, pos: usize) {
+        for slot in 1..self.slots {
+            let shared = self.shared[slot];
+            if shared <= pos {
+                continue;
+            }
+            let (own, shift) = (self.held[slot].saturating_sub(shared), shared - pos);
+            let (fr, to) = (
+                self.slot_range(slot, 0..own),
+                self.slot_range(slot, shift..shift + own).start,
+            );
+            self.k.copy_within(fr.clone(), to);
+            self.v.copy_within(fr, to);
+            let (fr, to) = (
+                self.slot_range(0, pos..shared),
+                self.slot_range(slot, 0..shift).start,
+            );
+            self.k.copy_within(fr.clone(), to);
+            self.v.copy_within(fr, to);
+            self.shared[slot] = pos;
         }
     }
 
@@ -91,7 +193,7 @@ impl F32KeyValueCache {
         out: &mut [f32],
     ) {
         let (k, v) = self.rows(slot, shape.kv_len);
-        attention(pool, shape, q, k, v, scratch, out);
+        attention_split(pool, shape, q, k, v, scratch, out);
     }
 }
 
@@ -177,7 +279,7 @@ impl Bf16KeyValueCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::attention::attention_scratch_len;
+    use crate::cpu::attention::{attention, attention_scratch_len};
     use crate::cpu::attention_bf16::{attention_bf16_scratch_len, bf16_bits, bf16_value};
     use crate::cpu::attention_bf16_kv::attention_bf16_kv_scratch_len;
     use crate::cpu::testing::Rng;
@@ -378,6 +480,114 @@ mod tests {
         c.copy(1, 0, POSITIONS);
         let (q, _, _) = rows(2);
         assert_eq!(c.check(&pool, 0, &q), c.check(&pool, 1, &q));
+    }
+
+    /// The f32 cache's shared prefixes against a copying model: random forks (out of slot 0,
+    /// between beams, into slot 0), releases, beam steps, prompts rewritten in slot 0 while
+    /// other slots share it, and multi-row writes into sharing slots; attention over every
+    /// slot equals f32 attention over the model's copy bit for bit.
+    #[test]
+    fn shared_prefixes_attend_exactly_as_copies() {
+        const SLOTS: usize = 5;
+        let pool = CpuPool::new(2);
+        let mut rng = Rng::new(5);
+        let mut cache = F32KeyValueCache::new(SLOTS, POSITIONS, W);
+        let mut model: Vec<(Vec<f32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); SLOTS];
+        let mut pick = |n: usize| (rng.next_u64() % n as u64) as usize;
+        let mut vals = Rng::new(6);
+        let (mut checked, mut split_reads) = (0, 0);
+        for step in 0..3000 {
+            let held = |m: &Vec<(Vec<f32>, Vec<f32>)>, s: usize| m[s].0.len() / W;
+            let slot = pick(SLOTS);
+            match pick(10) {
+                // A prompt: rows rewritten from some position at or below what the slot holds.
+                0 => {
+                    let (pos, rows) = (pick(held(&model, slot) + 1), 1 + pick(6));
+                    if pos + rows > POSITIONS {
+                        continue;
+                    }
+                    let (k, v) = (vals.vec(rows * W, 1.0), vals.vec(rows * W, 1.0));
+                    cache.write(slot, pos, &k, &v);
+                    let (mk, mv) = &mut model[slot];
+                    mk.truncate(pos * W);
+                    mv.truncate(pos * W);
+                    mk.extend_from_slice(&k);
+                    mv.extend_from_slice(&v);
+                }
+                // A fork (len 0: a release).
+                1..=3 => {
+                    let from = if pick(2) == 0 { 0 } else { pick(SLOTS) };
+                    let len = if pick(8) == 0 { 0 } else { held(&model, from) };
+                    cache.copy_slot(from, slot, len);
+                    let (k, v) = &model[from];
+                    model[slot] = (k[..len * W].to_vec(), v[..len * W].to_vec());
+                }
+                // A beam step: one row appended.
+                _ => {
+                    let pos = held(&model, slot);
+                    if pos == POSITIONS {
+                        continue;
+                    }
+                    let (k, v) = (vals.vec(W, 1.0), vals.vec(W, 1.0));
+                    cache.write(slot, pos, &k, &v);
+                    model[slot].0.extend_from_slice(&k);
+                    model[slot].1.extend_from_slice(&v);
+                }
+            }
+            if step % 7 != 0 {
+                continue;
+            }
+            for s in 0..SLOTS {
+                let len = held(&model, s);
+                if len == 0 {
+                    continue;
+                }
+                let q_len = 1 + (s + step) % 3.min(len);
+                let q = vals.vec(q_len * W, 4.0);
+                let shape = shape(q_len, len);
+                let mut scratch = vec![f32::NAN; attention_scratch_len(&pool, &shape)];
+                let mut got = vec![f32::NAN; q.len()];
+                cache.attention(&pool, &shape, &q, s, &mut scratch, &mut got);
+                let (k, v) = &model[s];
+                assert_eq!(got, f32_attention(&pool, &q, k, v), "step {step} slot {s}");
+                checked += 1;
+                let (ks, _) = cache.rows(s, len);
+                split_reads += usize::from(!ks.head.is_empty() && !ks.tail.is_empty());
+            }
+        }
+        assert!(
+            checked > 1000 && split_reads > 200,
+            "{checked} checks, {split_reads} split"
+        );
+    }
+
+    /// Forks out of slot 0 touch none of the target's rows, and a beam's own rows start at
+    /// its first unshared position: after a 60-position prompt, four forks and ten steps,
+    /// each beam's rows past its tenth are untouched (zero).
+    #[test]
+    fn forks_out_of_slot_0_copy_nothing() {
+        let mut cache = F32KeyValueCache::new(5, POSITIONS, W);
+        let mut rng = Rng::new(8);
+        let (k, v) = (rng.vec(60 * W, 1.0), rng.vec(60 * W, 1.0));
+        cache.write(0, 0, &k, &v);
+        for slot in 1..5 {
+            cache.copy_slot(0, slot, 60);
+        }
+        for pos in 60..70 {
+            for slot in 0..5 {
+                let (k, v) = (rng.vec(W, 1.0), rng.vec(W, 1.0));
+                cache.write(slot, pos, &k, &v);
+            }
+        }
+        for slot in 1..5 {
+            let own = cache.slot_range(slot, 0..POSITIONS);
+            let used = cache.slot_range(slot, 0..10);
+            assert!(cache.k[used.clone()].iter().all(|&x| x != 0.0));
+            assert!(cache.k[used.end..own.end].iter().all(|&x| x == 0.0));
+            let (ks, _) = cache.rows(slot, 70);
+            assert_eq!((ks.head.len(), ks.tail.len()), (60 * W, 10 * W));
+            assert_eq!(ks.head, &k[..]);
+        }
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub mod softmax;
 pub(crate) mod testing;
 
 pub use activation::{erf, gelu_erf, gelu_f32_in_place, gelu_in_place};
-pub use attention::{attention, attention_scratch_len, AttentionShape};
+pub use attention::{attention, attention_scratch_len, attention_split, AttentionShape, SplitRows};
 pub use attention_bf16::{attention_bf16, attention_bf16_scratch_len, Bf16KeyValues};
 pub use attention_bf16_kv::{attention_bf16_kv, attention_bf16_kv_scratch_len};
 pub use attention_packed::{

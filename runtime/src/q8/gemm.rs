@@ -130,6 +130,25 @@ impl ActCode for i16 {
     }
 }
 
+/// Quantizes the rows of `x` (`k` wide) into `codes` (`kp` apart) and their scales, one per
+/// row of `scales`.
+fn quantize_rows<T: ActCode>(
+    isa: Isa,
+    x: &[f32],
+    k: usize,
+    codes: &mut [T],
+    kp: usize,
+    scales: &mut [f32],
+) {
+    for ((xr, qr), s) in x
+        .chunks_exact(k)
+        .zip(codes.chunks_exact_mut(kp))
+        .zip(scales)
+    {
+        *s = T::quantize(isa, xr, qr);
+    }
+}
+
 impl ActCode for u8 {
     fn split(s: &mut Q8Scratch) -> (&mut Vec<u8>, &mut Vec<f32>, &mut Vec<i32>) {
         (&mut s.bytes, &mut s.scales, &mut s.sums)
@@ -320,13 +339,7 @@ impl Job<'_> {
             let (codes, scales, out) = (codes.take(task), scales.take(task), outs.take(task));
             let rows = scales.len();
             let x = &x[task * task_rows * k..][..rows * k];
-            for ((xr, qr), s) in x
-                .chunks_exact(k)
-                .zip(codes.chunks_exact_mut(kp))
-                .zip(&mut *scales)
-            {
-                *s = T::quantize(self.isa, xr, qr);
-            }
+            quantize_rows::<T>(self.isa, x, k, codes, kp, scales);
             let mut tile: TileSums = [[0; TILE]; MAX_R];
             for nt in 0..self.w.n_tiles() {
                 let j0 = nt * TILE;
@@ -393,13 +406,7 @@ impl Job<'_> {
             let (codes, scales, out) = (codes.take(task), scales.take(task), outs.take(task));
             let rows = scales.len();
             let x = &x[task * task_rows * k..][..rows * k];
-            for ((xr, qr), s) in x
-                .chunks_exact(k)
-                .zip(codes.chunks_exact_mut(kp))
-                .zip(&mut *scales)
-            {
-                *s = activation_row_u8(self.isa, xr, qr);
-            }
+            quantize_rows::<u8>(self.isa, x, k, codes, kp, scales);
             let tiles = Tiles::new();
             // Two 32-row blocks at a time take each weight tile from L2 once for both. k in
             // chunks of AMX_K_TILES tiles when it is longer: a chunk's activations (2 × 32 rows
@@ -490,13 +497,7 @@ impl Job<'_> {
         let (codes, scales, sums) = T::split(s);
         let codes = &mut codes[..m * kp];
         let scales = &mut scales[..m];
-        for ((xr, qr), s) in x
-            .chunks_exact(k)
-            .zip(codes.chunks_exact_mut(kp))
-            .zip(&mut *scales)
-        {
-            *s = T::quantize(self.isa, xr, qr);
-        }
+        quantize_rows::<T>(self.isa, x, k, codes, kp, scales);
         let (codes, scales) = (&*codes, &*scales);
         // sums[j·m + r]: channel-major so each task's channel tiles are one contiguous part.
         let tiles_per_task = n_tiles.div_ceil(MAX_PARTS).max(1);
@@ -746,7 +747,9 @@ mod bench {
             (1500, 384, 1536),
             (1500, 1536, 384),
         ] {
-            if std::env::var("AMANUENSIS_BENCH_M").is_ok_and(|v| v != m.to_string()) {
+            let skip =
+                |var: &str, value: usize| std::env::var(var).is_ok_and(|v| v != value.to_string());
+            if skip("AMANUENSIS_BENCH_M", m) || skip("AMANUENSIS_BENCH_K", k) {
                 continue;
             }
             let reps = (400 * 64 * 384 * 256 / (m * k * n)).clamp(20, 400);

@@ -22,17 +22,13 @@
 //! the output's own orientation, so the AVX-512 epilogue ([`finish_block`]) reads rows and
 //! applies `out = (C − 128·Σ_p w(c, p)) · scale_x · scale_w + bias` as the other paths.
 //!
-//! **Up to 4 rows** (decoder GEMVs, attention blocks), [`dot_tile`] puts the weights in the
-//! first source (`TDPBSUD`, loaded as the file holds them) and repacks the activations; it
-//! uses a quarter of each `TDPBSUD`'s output, so `kernels.rs` sends those calls to the 512-bit
-//! VNNI kernel, which every AMX CPU has, and keeps [`dot_tile`] for the self-check.
+//! **Up to 4 rows** (decoder GEMVs, attention blocks) `kernels.rs` sends the calls to the
+//! 512-bit VNNI kernel, which every AMX CPU has: a GEMV reuses no tile, so each weight byte
+//! would cost a tile load (an AMX few-rows kernel was measured slower and removed).
 
-use super::kernels::{TileSums, MAX_R};
 use super::layout::{TILE, TILE_BYTES};
-use crate::amx::TileConfig;
 use crate::cpu::{gelu_f32_in_place, Epilogue};
 use std::arch::asm;
-use std::cell::RefCell;
 
 /// Whether CPUID reports AMX-TILE and AMX-INT8.
 pub(super) fn cpu_has_amx_int8() -> bool {
@@ -69,141 +65,6 @@ pub(super) fn usable() -> bool {
             }
         }
     })
-}
-
-/// tmm0-3: accumulators (16 channels × 4 i32); tmm4: activations (16 k quads × 16 bytes);
-/// tmm5-7: weights (16 channels × 64 bytes).
-const CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [16, 16, 16, 16, 16, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
-
-thread_local! {
-    /// Per-thread activation tiles in the `TDPBSUD` second-source layout (256 bytes per k
-    /// tile; grows to the largest depth seen, then allocates nothing).
-    static PACKED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `out[r][c] = Σ_{p < kp} (x[r·kp + p] - 128) · w(c, p)` for `r < rows`, `c < width` (all 64
-/// channels of the tile are computed), `sums[c] = Σ_p w(c, p)`.
-///
-/// # Panics
-/// If AMX is not [`permitted`], `rows` is not in `1..=MAX_R`, `width > TILE`, or a slice is too
-/// short.
-pub(super) fn dot_tile(
-    rows: usize,
-    x: &[u8],
-    k_tiles: usize,
-    w_tiles: &[i8],
-    sums: &[i32],
-    width: usize,
-    out: &mut TileSums,
-) {
-    let kp = k_tiles * TILE;
-    assert!(permitted(), "AMX kernel without AMX-INT8 permission");
-    assert!((1..=MAX_R).contains(&rows) && width <= TILE && sums.len() >= TILE);
-    assert!(x.len() >= rows * kp && w_tiles.len() >= k_tiles * TILE_BYTES);
-    PACKED.with(|packed| {
-        let mut packed = packed.borrow_mut();
-        if packed.len() < k_tiles * 256 {
-            packed.resize(k_tiles * 256, 0);
-        }
-        // Second-source layout: byte (kt, kk, r, j) = x[r·kp + kt·64 + 4·kk + j].
-        for kt in 0..k_tiles {
-            let dst = &mut packed[kt * 256..(kt + 1) * 256];
-            for kk in 0..16 {
-                for r in 0..MAX_R {
-                    let d = &mut dst[kk * 16 + r * 4..][..4];
-                    if r < rows {
-                        d.copy_from_slice(&x[r * kp + kt * TILE + 4 * kk..][..4]);
-                    } else {
-                        d.fill(0);
-                    }
-                }
-            }
-        }
-        let mut c = [[[0i32; 4]; 16]; 4];
-        // SAFETY: AMX-TILE/INT8 are present and the OS granted tile data (`permitted`). The
-        // configuration has tiles 0-7 as described at CONFIG; loads read 16 rows × 16 bytes of
-        // `packed` (k_tiles·256 bytes, resized above) and 16 rows × 64 bytes (stride 64) at
-        // offsets kt·4096 + g·1024 < k_tiles·TILE_BYTES of `w_tiles` (asserted); stores write
-        // 16 rows × 16 bytes into each 256-byte quarter of `c`. Tiles are released at the end.
-        unsafe { amx_tile(packed.as_ptr(), k_tiles, w_tiles.as_ptr(), &mut c) };
-        for (r, out) in out.iter_mut().enumerate().take(rows) {
-            for (ch, o) in out.iter_mut().enumerate().take(width) {
-                *o = c[ch / 16][ch % 16][r].wrapping_sub(128 * sums[ch]);
-            }
-        }
-    });
-}
-
-/// The tile program: configure, zero four accumulators, per k tile load the activations and
-/// the four 16-channel weight quarters and `TDPBSUD`, store, release.
-///
-/// # Safety
-/// AMX-TILE/INT8 usable by this thread; `packed` readable for `k_tiles·256` bytes, `w` for
-/// `k_tiles·TILE_BYTES` bytes.
-unsafe fn amx_tile(packed: *const u8, k_tiles: usize, w: *const i8, c: &mut [[[i32; 4]; 16]; 4]) {
-    let cfg = &CONFIG as *const TileConfig;
-    // SAFETY: caller's contract; `cfg` is a valid 64-byte palette-1 configuration.
-    unsafe {
-        asm!(
-            "ldtilecfg [{cfg}]",
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            cfg = in(reg) cfg,
-            options(nostack, readonly),
-        );
-    }
-    let (s16, s64) = (16usize, 64usize);
-    for kt in 0..k_tiles {
-        // SAFETY: tile kt of `packed` and of `w` (caller's contract); 16 rows each.
-        unsafe {
-            let b = packed.add(kt * 256);
-            let a = w.add(kt * TILE_BYTES);
-            asm!(
-                "tileloadd tmm4, [{b} + {s16}*1]",
-                "tileloadd tmm5, [{a0} + {s64}*1]",
-                "tdpbsud tmm0, tmm5, tmm4",
-                "tileloadd tmm6, [{a1} + {s64}*1]",
-                "tdpbsud tmm1, tmm6, tmm4",
-                "tileloadd tmm7, [{a2} + {s64}*1]",
-                "tdpbsud tmm2, tmm7, tmm4",
-                "tileloadd tmm5, [{a3} + {s64}*1]",
-                "tdpbsud tmm3, tmm5, tmm4",
-                b = in(reg) b,
-                a0 = in(reg) a,
-                a1 = in(reg) a.add(1024),
-                a2 = in(reg) a.add(2048),
-                a3 = in(reg) a.add(3072),
-                s16 = in(reg) s16,
-                s64 = in(reg) s64,
-                options(nostack, readonly),
-            );
-        }
-    }
-    let p = c.as_mut_ptr() as *mut u8;
-    // SAFETY: four 16 × 16-byte stores into the 1 KB of `c`; then the tile state is released.
-    unsafe {
-        asm!(
-            "tilestored [{p0} + {s16}*1], tmm0",
-            "tilestored [{p1} + {s16}*1], tmm1",
-            "tilestored [{p2} + {s16}*1], tmm2",
-            "tilestored [{p3} + {s16}*1], tmm3",
-            "tilerelease",
-            p0 = in(reg) p,
-            p1 = in(reg) p.add(256),
-            p2 = in(reg) p.add(512),
-            p3 = in(reg) p.add(768),
-            s16 = in(reg) s16,
-            options(nostack),
-        );
-    }
 }
 
 /// Activation rows of one [`block`] call: two 16-row tiles.
@@ -421,13 +282,12 @@ unsafe fn finish_row_avx512(
     }
 }
 
-/// Start-up check of the kernel against the scalar reference on a small problem (random and
-/// extreme codes, every row count, 3 k tiles): `Ok` when every sum matches bit for bit, else
-/// a one-line description of the first mismatch.
+/// Start-up check of [`pack_weights`] and [`block`] against the scalar sums on a small problem
+/// (random and extreme codes, 3 k tiles in one call and as 2 + 1 accumulated): `Ok` when every
+/// sum matches bit for bit, else a one-line description of the first mismatch.
 pub(super) fn self_check() -> Result<(), String> {
-    use super::kernels::{dot_tile_u8, Isa};
-    let k_tiles = 3;
-    let kp = k_tiles * TILE;
+    const K_TILES: usize = 3;
+    const KP: usize = K_TILES * TILE;
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         s ^= s << 13;
@@ -435,34 +295,44 @@ pub(super) fn self_check() -> Result<(), String> {
         s ^= s << 17;
         s
     };
+    let tiles = Tiles::new();
+    let mut packed = vec![0i8; K_TILES * TILE_BYTES];
+    let mut got = [[0i32; TILE]; BLOCK_ROWS];
     for case in 0..3 {
         let (x, w): (Vec<u8>, Vec<i8>) = match case {
             0 => (
-                (0..MAX_R * kp).map(|_| (next() % 255) as u8 + 1).collect(),
-                (0..k_tiles * TILE_BYTES)
+                (0..BLOCK_ROWS * KP).map(|_| next() as u8).collect(),
+                (0..K_TILES * TILE_BYTES)
                     .map(|_| ((next() % 255) as i32 - 127) as i8)
                     .collect(),
             ),
-            1 => (vec![255; MAX_R * kp], vec![-127; k_tiles * TILE_BYTES]),
-            _ => (vec![1; MAX_R * kp], vec![127; k_tiles * TILE_BYTES]),
+            1 => (vec![255; BLOCK_ROWS * KP], vec![-127; K_TILES * TILE_BYTES]),
+            _ => (vec![255; BLOCK_ROWS * KP], vec![127; K_TILES * TILE_BYTES]),
         };
-        let sums: Vec<i32> = (0..TILE)
-            .map(|c| {
-                (0..kp)
-                    .map(|p| w[(p / TILE) * TILE_BYTES + c * TILE + p % TILE] as i32)
-                    .sum()
-            })
-            .collect();
-        for rows in 1..=MAX_R {
-            let mut want = [[0; TILE]; MAX_R];
-            dot_tile_u8(Isa::Scalar, rows, &x, k_tiles, &w, &sums, TILE, &mut want);
-            let mut got = [[0; TILE]; MAX_R];
-            dot_tile(rows, &x, k_tiles, &w, &sums, TILE, &mut got);
-            for r in 0..rows {
-                if let Some(c) = (0..TILE).find(|&c| got[r][c] != want[r][c]) {
+        // The file's tile layout: w(c, p) at byte (p / 64)·TILE_BYTES + c·64 + p % 64.
+        let want = |r: usize, c: usize| -> i32 {
+            (0..KP)
+                .map(|p| {
+                    x[r * KP + p] as i32 * w[(p / TILE) * TILE_BYTES + c * TILE + p % TILE] as i32
+                })
+                .sum()
+        };
+        pack_weights(K_TILES, &w, &mut packed);
+        for split in [false, true] {
+            if split {
+                block(&tiles, &x, KP, 2, &packed, false, &mut got);
+                let rest = &packed[2 * TILE_BYTES..];
+                block(&tiles, &x[2 * TILE..], KP, 1, rest, true, &mut got);
+            } else {
+                block(&tiles, &x, KP, K_TILES, &packed, false, &mut got);
+            }
+            for (r, row) in got.iter().enumerate() {
+                if let Some(c) = (0..TILE).find(|&c| row[c] != want(r, c)) {
                     return Err(format!(
-                        "case {case}, {rows} rows: row {r} channel {c} gave {} instead of {}",
-                        got[r][c], want[r][c]
+                        "case {case}{}: row {r} channel {c} gave {} instead of {}",
+                        if split { ", k in 2 + 1 tiles" } else { "" },
+                        row[c],
+                        want(r, c)
                     ));
                 }
             }
@@ -527,16 +397,5 @@ mod tests {
             );
             assert_eq!(out[0][0], 3 * kp as i32);
         }
-    }
-
-    #[test]
-    fn tile_configuration_is_the_64_byte_palette_1_layout() {
-        assert_eq!(std::mem::size_of::<TileConfig>(), 64);
-        // SAFETY: TileConfig is 64 plain bytes (repr(C), no padding: 1+1+14+32+16).
-        let bytes: [u8; 64] = unsafe { std::mem::transmute_copy(&CONFIG) };
-        assert_eq!(bytes[0], 1);
-        // colsb of tile 5 (weights) at bytes 16 + 2·5, rows of tile 4 at 48 + 4.
-        assert_eq!(u16::from_le_bytes([bytes[26], bytes[27]]), 64);
-        assert_eq!(bytes[52], 16);
     }
 }

@@ -396,13 +396,12 @@ pub fn dot_tile_u8(
         Isa::AvxVnni => {
             return super::gemm_vnni256::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out)
         }
-        // Up to 4 rows (decoder GEMVs, attention blocks) use a quarter of a TDPBUSD's output:
-        // the 512-bit VNNI kernel is faster there (every AMX CPU has it); the GEMM's many-rows
-        // path takes the AMX block kernel (`gemm_amx::block`).
+        // Up to 4 rows (decoder GEMVs, attention blocks) reuse no tile: the 512-bit VNNI
+        // kernel is faster there (every AMX CPU has it; without it, the scalar loop below); the
+        // GEMM's many-rows path takes the AMX block kernel (`gemm_amx::block`).
         Isa::Amx if super::gemm_vnni::available() => {
             return super::gemm_vnni::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out)
         }
-        Isa::Amx => return super::gemm_amx::dot_tile(rows, x, k_tiles, w_tiles, sums, width, out),
         _ => {}
     }
     let _ = (isa, sums);

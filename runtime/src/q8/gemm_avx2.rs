@@ -296,8 +296,9 @@ unsafe fn max_abs_avx2(x: *const f32, len: usize) -> f32 {
     max
 }
 
-/// Codes of 16 floats at a time, exactly as [`quant::code`]: clamp to ±127, truncate, step
-/// away from zero when the (exact) fraction is at least one half; NaN gives 0.
+/// Codes of 16 floats at a time, exactly as [`quant::code`]: clamp to ±127, then
+/// `trunc(c + copysign(0.5⁻, c))` (equal to `code` on every float, see
+/// [`quant::JUST_UNDER_HALF`]); NaN gives 0.
 ///
 /// # Safety
 /// AVX2 available; `x` readable and `codes` writable for `len` (a multiple of 16) elements.
@@ -305,11 +306,7 @@ unsafe fn max_abs_avx2(x: *const f32, len: usize) -> f32 {
 unsafe fn codes_avx2(x: *const f32, len: usize, inv: f32, codes: *mut i16) {
     let inv = _mm256_set1_ps(inv);
     let (lo, hi) = (_mm256_set1_ps(-quant::QMAX), _mm256_set1_ps(quant::QMAX));
-    let (half, minus_half, one) = (
-        _mm256_set1_ps(0.5),
-        _mm256_set1_ps(-0.5),
-        _mm256_set1_ps(1.0),
-    );
+    let (sign, below_half) = (_mm256_set1_ps(-0.0), _mm256_set1_ps(quant::JUST_UNDER_HALF));
     let mut i = 0;
     while i < len {
         let mut q = [_mm256_setzero_si256(); 2];
@@ -317,12 +314,9 @@ unsafe fn codes_avx2(x: *const f32, len: usize, inv: f32, codes: *mut i16) {
             // SAFETY: i + 8u + 8 <= len floats.
             let y = _mm256_mul_ps(unsafe { _mm256_loadu_ps(x.add(i + 8 * u)) }, inv);
             let valid = _mm256_cmp_ps::<_CMP_ORD_Q>(y, y);
-            let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
-            let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(y);
-            let frac = _mm256_sub_ps(y, t);
-            let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(frac, half), one);
-            let down = _mm256_and_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(frac, minus_half), one);
-            let r = _mm256_and_ps(_mm256_sub_ps(_mm256_add_ps(t, up), down), valid);
+            let c = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+            let h = _mm256_or_ps(_mm256_and_ps(c, sign), below_half);
+            let r = _mm256_and_ps(_mm256_add_ps(c, h), valid);
             *q = _mm256_cvttps_epi32(r);
         }
         // packs interleaves 128-bit lanes: [a0-3 b0-3 | a4-7 b4-7]; restore element order.

@@ -565,10 +565,26 @@ mod tests {
             for special in [false, true] {
                 let mut x = rng.vec(len, 3.0);
                 if special && len > 0 {
-                    // Exact ties after scaling (max = 127 → inv = 1), NaN, huge values.
+                    // Exact ties after scaling (max = 127 → inv = 1), the floats just under
+                    // ties (0.5⁻ is where adding a half would round up), NaN, huge values.
                     x[0] = 127.0;
+                    let under = |t: f32| f32::from_bits(t.to_bits() - 1);
+                    let cases = [
+                        0.5,
+                        -0.5,
+                        2.5,
+                        -126.5,
+                        f32::NAN,
+                        1e-30,
+                        -0.0,
+                        under(0.5),
+                        -under(0.5),
+                        under(1.5),
+                        under(126.5),
+                        -under(63.5),
+                    ];
                     for (i, v) in x.iter_mut().enumerate().skip(1) {
-                        *v = [0.5, -0.5, 2.5, -126.5, f32::NAN, 1e-30, -0.0][i % 7];
+                        *v = cases[i % cases.len()];
                     }
                 }
                 let width = len.next_multiple_of(64).max(64);

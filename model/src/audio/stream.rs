@@ -265,7 +265,7 @@ mod tests {
     use super::*;
 
     /// A FLAC *file* whose marker comes after junk bytes is found by symphonia's probe all the
-    /// same, so it must go through the PICTURE guard too (the `audio_stream` fuzz target's second
+    /// same, so it must go through the FLAC metadata guard too (the `audio_stream` fuzz target's second
     /// input, as a file): an error, not an abort on a 4 GiB allocation.
     #[test]
     fn a_flac_file_with_junk_before_the_marker_is_guarded() {

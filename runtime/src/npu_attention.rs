@@ -953,6 +953,11 @@ impl AttentionSession {
             })
     }
 
+    /// Forgets the result of the op before: the current op runs elsewhere (a chain member).
+    pub fn clear_pending(&mut self) {
+        self.pending = None;
+    }
+
     /// Writes the result of the attention op the last `begin_op` ran into `out`
     /// (`[n_q, heads·64]`; of a slot call, the next row, one call per row); false when it ran
     /// none (the op is the host's).

@@ -55,9 +55,21 @@
 //! region is sized for the quantize's whole rounds, and its result is still written back at
 //! its own position. A fixture program's linear that reads a device norm or a device quantize
 //! runs on our design instead (its matrix gets a design image when a norm or a stored linear
-//! writes its input). Every other op (attention, norms whose f32 output the host reads, the
-//! conv stem, linears no program takes, such as a vocabulary-wide logits projection) runs on
-//! the CPU INT8 kernels. Nothing here knows which network it runs.
+//! writes its input).
+//!
+//! **Attention in the chains** (with [`NpuBackend::with_emulated_attention`]; the chain plan's
+//! rule for an [`Op::Attention`] whose q, k and v are member linears' stored results and whose
+//! query and key counts are fixed at load): two sub-commands on the designs' context
+//! ([`crate::npu_attention_chain`]): the attention inputs (the Q and K/V images, in the
+//! session's attention-image BO, from the q/k/v members' C rows; the host writes only the Q
+//! headers) and the attention writing its rows row-major into a C region, which the device
+//! quantize reads for the out-projection; its rows are written back at its own position
+//! ([`LayerKernels::attention`]). A chain is bounded by the driver's 4 KiB chain buffer in
+//! bytes (each sub-command's slot: 8 bytes and its regmap), so whisper-base's encoder window is
+//! 2 chains (69 and 56 sub-commands). Every other op (other attentions: on the attention
+//! design's own context or the host; norms whose f32 output the host reads, the conv stem,
+//! linears no program takes, such as a vocabulary-wide logits projection) runs on the CPU INT8
+//! kernels. Nothing here knows which network it runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

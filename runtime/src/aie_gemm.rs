@@ -40,7 +40,7 @@ use crate::npu::program::RegmapLayout;
 use crate::npu::txn::{self, ArrayIo, Limits};
 use crate::npu::xclbin::{Xclbin, XclbinBuilder, MLIR_AIE_DPU_KERNEL_ID};
 use crate::npu::NpuError;
-use crate::npu_attention_chain::ChainAttention;
+use crate::npu_attention_chain::{ChainAttention, ChainKind};
 use crate::npu_norm::{AieNorm, NormKey};
 
 /// The target the emulated designs are generated for: npu2 (Strix, 8 columns), the geometry
@@ -110,22 +110,27 @@ pub fn emulated_xclbin_with_norms(
     emulated_xclbin_with(target, keys, norms, &[])
 }
 
-/// [`emulated_xclbin_with_norms`] with one more kernel per attention shape of `attention` after
-/// the norms, and before them the attention design's (when `attention` is not empty): kernel
-/// `i` has `dpu_kernel_id` 0x901 + i (the chain members of [`crate::npu_attention_chain`]).
+/// [`emulated_xclbin_with_norms`] with, after the norms, the attention design's kernel (when
+/// `attention` is not empty) and one kernel per chain attention shape of `attention` (its
+/// first step): kernel `i` has `dpu_kernel_id` 0x901 + i (the chain members of
+/// [`crate::npu_attention_chain`]).
 pub fn emulated_xclbin_with(
     target: Target,
     keys: &[DesignKey],
     norms: &[NormKey],
-    attention: &[AttentionImages],
+    attention: &[(AttentionImages, ChainKind)],
 ) -> Vec<u8> {
     let attend = (!attention.is_empty())
         .then(|| (crate::npu_attention::emulated_pdi(target), 3))
         .into_iter();
-    let inputs = attention.iter().map(|im| {
+    let inputs = attention.iter().map(|(im, kind)| {
+        let args = match kind {
+            ChainKind::SelfAttention => amanuensis_aie::program::attention_inputs::INPUT_ARGS,
+            ChainKind::Prepared => 2,
+        };
         (
-            crate::npu_attention_chain::inputs_pdi(target, im),
-            amanuensis_aie::program::attention_inputs::INPUT_ARGS,
+            crate::npu_attention_chain::inputs_pdi(target, im, *kind),
+            args,
         )
     });
     let kernels: Vec<(Vec<u8>, usize)> = keys
@@ -294,8 +299,15 @@ impl AieContext {
     }
 
     /// The chain attention of shape `im` and the CU of its inputs step.
-    pub fn chain_attention(&self, im: &AttentionImages) -> Option<(&Arc<ChainAttention>, u32)> {
-        let p = self.attention.iter().position(|a| a.im == *im)?;
+    pub fn chain_attention(
+        &self,
+        im: &AttentionImages,
+        kind: ChainKind,
+    ) -> Option<(&Arc<ChainAttention>, u32)> {
+        let p = self
+            .attention
+            .iter()
+            .position(|a| a.im == *im && a.kind == kind)?;
         Some((
             &self.attention[p],
             (self.designs.len() + self.norms.len() + 1 + p) as u32,
@@ -324,14 +336,14 @@ impl AieContext {
         &self,
         keys: &[DesignKey],
         norms: &[NormKey],
-        attention: &[AttentionImages],
+        attention: &[(AttentionImages, ChainKind)],
     ) -> bool {
         self.attention.len() == attention.len()
             && self
                 .attention
                 .iter()
                 .zip(attention)
-                .all(|(a, im)| a.im == *im)
+                .all(|(a, (im, kind))| a.im == *im && a.kind == *kind)
             && self.designs.len() == keys.len()
             && self.designs.iter().zip(keys).all(|(g, k)| g.key == *k)
             && self.norms.len() == norms.len()

@@ -49,9 +49,10 @@
 //! result (nothing after the source wrote the buffer), so the CPU's order is kept. This is
 //! fc1 → fc2: fc2 reads fc1's GELU output.
 //!
-//! **Device attention.** An [`Op::Attention`] the device can compute ([`Role::Attention`]) may
-//! join a group (never start one) when each of its q, k and v is exactly the stored (`Store`)
-//! result of a member linear, f32 rows of the attention's width (`residual_width`), that
+//! **Device attention.** An [`Op::Attention`] or [`Op::AttentionPrepared`] (its keys/values
+//! already on the device) the device can compute ([`Role::Attention`]) may join a group (never
+//! start one) when each of its q, k and v (its q) is exactly the stored (`Store`) result of a
+//! member linear, f32 rows of the attention's width (`residual_width`), that
 //! nothing wrote over since ([`ChainPlan::attention`]; q and k may share a buffer when the
 //! writes in between are provably other rows): the device writes the attention's images from
 //! those results (one more sub-command) and runs it; its result is f32 rows of its width,
@@ -89,8 +90,8 @@ pub enum Role {
         /// Its design with a residual input exists.
         residual: bool,
     },
-    /// An attention ([`Op::Attention`]) whose device result is f32 rows of its width (a
-    /// device quantize can read them).
+    /// An attention ([`Op::Attention`], [`Op::AttentionPrepared`]) whose device result is f32
+    /// rows of its width (a device quantize can read them).
     Attention,
 }
 
@@ -182,9 +183,26 @@ pub struct ChainPlan {
     /// `r`, `(norm op, first row)`: its rows are the norm's rows from `first` on, so the parts'
     /// results, each at its row offset of one region, are the norm's `r`.
     pub residual_of: Vec<Option<(usize, usize)>>,
-    /// Per op: for a member attention, the member linears whose stored results are its q, k
-    /// and v (the device writes the attention's images from them: one more sub-command).
-    pub attention: Vec<Option<[usize; 3]>>,
+    /// Per op: for a member attention, the member linears whose stored results are its
+    /// inputs (the device writes the attention's images from them: one more sub-command).
+    pub attention: Vec<Option<AttentionInputs>>,
+}
+
+/// The member linears whose stored results a member attention reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionInputs {
+    /// Its queries.
+    pub q: usize,
+    /// Its keys and values; `None` for an attention over prepared keys/values
+    /// ([`Op::AttentionPrepared`]), which the device already holds.
+    pub kv: Option<(usize, usize)>,
+}
+
+impl AttentionInputs {
+    /// Whether op `l` is one of them.
+    pub fn contains(&self, l: usize) -> bool {
+        self.q == l || self.kv.is_some_and(|(k, v)| k == l || v == l)
+    }
 }
 
 /// A fixed offset, if `e` is one.
@@ -215,8 +233,8 @@ fn rows_inside(
 
 impl ChainPlan {
     /// Plans `ops`: `device(i, op)` says whether op `i` is a device op and what it costs
-    /// (only [`Op::Linear`], [`Op::LayerNorm`] and [`Op::Attention`] ops are asked). No buffer
-    /// is a stage's scratch.
+    /// (only [`Op::Linear`], [`Op::LayerNorm`], [`Op::Attention`] and
+    /// [`Op::AttentionPrepared`] ops are asked). No buffer is a stage's scratch.
     pub fn new(
         ops: &[Op],
         device: impl Fn(usize, &Op) -> Option<DeviceLinear>,
@@ -239,7 +257,10 @@ impl ChainPlan {
             .iter()
             .enumerate()
             .map(|(i, op)| match op {
-                Op::Linear { .. } | Op::LayerNorm { .. } | Op::Attention { .. } => device(i, op),
+                Op::Linear { .. }
+                | Op::LayerNorm { .. }
+                | Op::Attention { .. }
+                | Op::AttentionPrepared { .. } => device(i, op),
                 _ => None,
             })
             .collect();
@@ -315,27 +336,43 @@ impl ChainPlan {
                         }
                         ok
                     }
-                    (Some(dj), Op::Attention { q, k, v, dims, .. })
+                    (Some(dj), Op::Attention { .. } | Op::AttentionPrepared { .. })
                         if dj.context == d.context && dj.role == Role::Attention && j != i =>
                     {
-                        // Each of q, k, v exactly a member linear's stored result, unwritten
-                        // since: the device writes the attention's images from those results.
-                        let source = |a: At, rows: Extent| {
+                        // Each input exactly a member linear's stored result, unwritten since:
+                        // the device writes the attention's images from those results.
+                        let source = |a: At, rows: Extent, width: usize| {
                             let w = written.iter().find(|w| w.buffer == a.buffer)?;
-                            let l = last_writer(ops, &dev, &w.writers, a, rows, dims.width())?;
-                            attention_source(ops, &dev, &group, l, a, rows, dims.width(), dj)
+                            let l = last_writer(ops, &dev, &w.writers, a, rows, width)?;
+                            attention_source(ops, &dev, &group, l, a, rows, width, dj)
                         };
-                        let sources = [
-                            source(*q, dims.q_len),
-                            source(*k, dims.kv_len),
-                            source(*v, dims.kv_len),
-                        ];
+                        let inputs = match ops[j] {
+                            Op::Attention { q, k, v, dims, .. } => {
+                                let w = dims.width();
+                                match (
+                                    source(q, dims.q_len, w),
+                                    source(k, dims.kv_len, w),
+                                    source(v, dims.kv_len, w),
+                                ) {
+                                    (Some(q), Some(k), Some(v)) => Some(AttentionInputs {
+                                        q,
+                                        kv: Some((k, v)),
+                                    }),
+                                    _ => None,
+                                }
+                            }
+                            Op::AttentionPrepared { q, dims, .. } => {
+                                source(q, dims.q_len, dims.width())
+                                    .map(|q| AttentionInputs { q, kv: None })
+                            }
+                            _ => None,
+                        };
                         let fits = group.commands + dj.commands <= limits.commands
                             && group.slot_bytes + dj.slot_bytes <= limits.slot_bytes
                             && group.bytes + dj.bytes <= limits.bytes;
-                        match sources {
-                            [Some(a), Some(b), Some(c)] if fits => {
-                                plan.attention[j] = Some([a, b, c]);
+                        match inputs {
+                            Some(inputs) if fits => {
+                                plan.attention[j] = Some(inputs);
                                 group.commands += dj.commands;
                                 group.slot_bytes += dj.slot_bytes;
                                 group.bytes += dj.bytes;
@@ -448,9 +485,10 @@ fn quantize_source(
                 ..
             },
         ) => out == x && l_rows == rows && w == dj.width,
-        (Op::Attention { out, dims, .. }, Role::Attention) => {
-            out == x && dims.q_len == *rows && dims.width() == dj.width
-        }
+        (
+            Op::Attention { out, dims, .. } | Op::AttentionPrepared { out, dims, .. },
+            Role::Attention,
+        ) => out == x && dims.q_len == *rows && dims.width() == dj.width,
         _ => false,
     };
     (source && group.members.contains(&l) && dl.context == dj.context).then_some(l)
@@ -847,7 +885,7 @@ mod tests {
     fn device(_: usize, op: &Op) -> Option<DeviceLinear> {
         let role = match op {
             Op::Linear { w, .. } if w.0 == 9 => return None,
-            Op::Attention { .. } => return None,
+            Op::Attention { .. } | Op::AttentionPrepared { .. } => return None,
             Op::Linear { w, .. } => Role::Linear {
                 reads_image: w.0 != 8,
                 residual_width: (w.0 != 6 && w.0 != 11).then_some(8),
@@ -1428,7 +1466,13 @@ mod tests {
         let p = ChainPlan::new(&ops, with_attention, LIMITS);
         assert_eq!(p.groups.len(), 1, "{:?}", p.groups);
         assert_eq!(p.groups[0].members, [0, 1, 2, 3, 4, 5]);
-        assert_eq!(p.attention[4], Some([1, 2, 3]));
+        assert_eq!(
+            p.attention[4],
+            Some(AttentionInputs {
+                q: 1,
+                kv: Some((2, 3))
+            })
+        );
         assert_eq!(p.quantized[5], Some(4));
         // 1 norm + 3 linears + 2 + quantize + out.
         assert_eq!(p.groups[0].commands, 8);

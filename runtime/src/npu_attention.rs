@@ -957,6 +957,13 @@ impl AttentionSession {
             })
     }
 
+    /// The device image of prepared key/value slot `kv`: `(device address, handle, rows)`,
+    /// when it holds rows (prepared this window).
+    pub fn prepared_image(&self, kv: usize) -> Option<(u64, u32, usize)> {
+        let p = self.prepared.get(kv)?.as_ref()?;
+        (p.rows > 0).then(|| (p.bo.device_addr(), p.bo.handle(), p.rows))
+    }
+
     /// Forgets the result of the op before: the current op runs elsewhere (a chain member).
     pub fn clear_pending(&mut self) {
         self.pending = None;

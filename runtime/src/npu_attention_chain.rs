@@ -31,9 +31,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use amanuensis_aie::kernels::attention::Q_ROWS;
 use amanuensis_aie::program::attention::{attention_program_rows, AttentionImages};
 use amanuensis_aie::program::attention_inputs::{
-    arg_lens, inputs_array, inputs_program, INPUT_ARGS,
+    arg_lens, inputs_array, inputs_program, query_arg_lens, query_array, query_program, INPUT_ARGS,
 };
 use amanuensis_aie::txn::Target;
 
@@ -43,14 +44,36 @@ use crate::npu::program::RegmapLayout;
 use crate::npu::txn::{self, ArrayIo, Limits};
 use crate::npu::NpuError;
 
-/// An attention shape's chain programs: the inputs stream and the row-major attention stream.
-pub struct ChainAttention {
-    /// The images both streams address (heads, query rows, keys).
-    pub im: AttentionImages,
-    pub(crate) inputs_layout: RegmapLayout,
-    pub(crate) attend_layout: RegmapLayout,
+/// An uploaded instruction stream: `(device address, handle, words)`.
+pub type Stream = (u64, u32, u32);
+
+/// What a chain attention's first step writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainKind {
+    /// Q and K/V images from the q, k, v results (a self-attention of fixed rows).
+    SelfAttention,
+    /// The Q image only, over K/V images already on the device (prepared keys/values).
+    Prepared,
+}
+
+/// One query bucket's streams: the first step's and the row-major attention's.
+struct Bucket {
+    im: AttentionImages,
     inputs: (DevBo, u32),
     attend: (DevBo, u32),
+}
+
+/// An attention shape's chain programs: per query bucket the first step's stream (the
+/// attention inputs, or the queries alone) and the row-major attention stream.
+pub struct ChainAttention {
+    /// The largest bucket's images (heads, query rows, keys): the shape's identity.
+    pub im: AttentionImages,
+    /// What its first step writes.
+    pub kind: ChainKind,
+    pub(crate) inputs_layout: RegmapLayout,
+    pub(crate) attend_layout: RegmapLayout,
+    /// Ascending query rows.
+    buckets: Vec<Bucket>,
 }
 
 fn invalid(what: String) -> NpuError {
@@ -88,73 +111,115 @@ fn upload(
 }
 
 impl ChainAttention {
-    /// The streams of shape `im` on `target`, validated and uploaded.
-    pub fn new(target: Target, heap: &Arc<Heap>, im: AttentionImages) -> Result<Self, NpuError> {
-        let inputs = inputs_program(target, &im)
-            .map_err(|e| invalid(format!("attention inputs stream: {e}")))?;
-        let inputs = upload(
-            target,
-            heap,
-            "attention inputs stream",
-            &inputs,
-            &arg_lens(&im),
-        )?;
-        let attend = attention_program_rows(target, &im)
-            .map_err(|e| invalid(format!("row-major attention stream: {e}")))?;
-        let lens = [im.q_image_len(), im.kv_image_len(), im.out_len()];
-        let attend = upload(target, heap, "row-major attention stream", &attend, &lens)?;
+    /// The streams of shape `im` on `target`, validated and uploaded: one bucket of `im`'s
+    /// query rows for [`ChainKind::SelfAttention`], buckets of 4, 8, 16, … up to them for
+    /// [`ChainKind::Prepared`] (a decoder step moves 4 rows, not the prompt's most).
+    pub fn new(
+        target: Target,
+        heap: &Arc<Heap>,
+        im: AttentionImages,
+        kind: ChainKind,
+    ) -> Result<Self, NpuError> {
+        let mut rows = match kind {
+            ChainKind::SelfAttention => im.q_rows,
+            ChainKind::Prepared => Q_ROWS,
+        };
+        let mut buckets = Vec::new();
+        loop {
+            let b = AttentionImages::new(im.heads, rows.min(im.q_rows), im.keys)
+                .map_err(|e| invalid(format!("chain attention images: {e}")))?;
+            let inputs = match kind {
+                ChainKind::SelfAttention => {
+                    let words = inputs_program(target, &b)
+                        .map_err(|e| invalid(format!("attention inputs stream: {e}")))?;
+                    upload(
+                        target,
+                        heap,
+                        "attention inputs stream",
+                        &words,
+                        &arg_lens(&b),
+                    )?
+                }
+                ChainKind::Prepared => {
+                    let words = query_program(target, &b)
+                        .map_err(|e| invalid(format!("attention query stream: {e}")))?;
+                    let lens = query_arg_lens(&b);
+                    upload(target, heap, "attention query stream", &words, &lens)?
+                }
+            };
+            let attend = attention_program_rows(target, &b)
+                .map_err(|e| invalid(format!("row-major attention stream: {e}")))?;
+            let lens = [b.q_image_len(), b.kv_image_len(), b.out_len()];
+            let attend = upload(target, heap, "row-major attention stream", &attend, &lens)?;
+            buckets.push(Bucket {
+                im: b,
+                inputs,
+                attend,
+            });
+            if b.q_rows >= im.q_rows {
+                break;
+            }
+            rows *= 2;
+        }
         Ok(Self {
             im,
-            inputs_layout: RegmapLayout::mlir_aie(INPUT_ARGS),
+            kind,
+            inputs_layout: RegmapLayout::mlir_aie(match kind {
+                ChainKind::SelfAttention => INPUT_ARGS,
+                ChainKind::Prepared => 2,
+            }),
             attend_layout: RegmapLayout::mlir_aie(3),
-            inputs,
-            attend,
+            buckets,
         })
     }
 
-    /// `(device address, handle, words)` of the inputs stream.
-    pub fn inputs_stream(&self) -> (u64, u32, u32) {
-        (
-            self.inputs.0.device_addr(),
-            self.inputs.0.handle(),
-            self.inputs.1,
-        )
-    }
-
-    /// `(device address, handle, words)` of the row-major attention stream.
-    pub fn attend_stream(&self) -> (u64, u32, u32) {
-        (
-            self.attend.0.device_addr(),
-            self.attend.0.handle(),
-            self.attend.1,
-        )
+    /// The images of the bucket for `n_q` queries and its first step's stream and its
+    /// row-major attention stream, if any holds them.
+    pub fn bucket(&self, n_q: usize) -> Option<(AttentionImages, Stream, Stream)> {
+        let b = self.buckets.iter().find(|b| b.im.q_rows >= n_q)?;
+        let s = |(bo, words): &(DevBo, u32)| (bo.device_addr(), bo.handle(), *words);
+        Some((b.im, s(&b.inputs), s(&b.attend)))
     }
 }
 
-/// The PDI of the attention-inputs step of shape `im` on the emulated device: a text naming it
-/// (no real PDI exists; a design is built per shape).
-pub fn inputs_pdi(target: Target, im: &AttentionImages) -> Vec<u8> {
-    format!(
-        "amanuensis EMULATED AIE ATTENTION INPUTS (no real PDI): {:?} {}c heads {} q_rows {} keys {}",
-        target.generation, target.cols, im.heads, im.q_rows, im.keys
-    )
+/// The PDI of the first step of a chain attention of shape `im` and `kind` on the emulated
+/// device: a text naming it (no real PDI exists; a design is built per shape).
+pub fn inputs_pdi(target: Target, im: &AttentionImages, kind: ChainKind) -> Vec<u8> {
+    match kind {
+        ChainKind::SelfAttention => format!(
+            "amanuensis EMULATED AIE ATTENTION INPUTS (no real PDI): {:?} {}c heads {} q_rows {} keys {}",
+            target.generation, target.cols, im.heads, im.q_rows, im.keys
+        ),
+        ChainKind::Prepared => format!(
+            "amanuensis EMULATED AIE ATTENTION QUERIES (no real PDI): {:?} {}c heads {}",
+            target.generation, target.cols, im.heads
+        ),
+    }
     .into_bytes()
 }
 
-/// Makes `emu`'s firmware run the inputs PDI of shape `im` with its array model.
-pub fn register_inputs_model(emu: &EmuDriver, target: Target, im: AttentionImages) {
-    emu.register_kernel(&inputs_pdi(target, &im), move |io: &mut ArrayIo| {
+/// Makes `emu`'s firmware run the first-step PDI of shape `im` and `kind` with its array model.
+pub fn register_inputs_model(
+    emu: &EmuDriver,
+    target: Target,
+    im: AttentionImages,
+    kind: ChainKind,
+) {
+    emu.register_kernel(&inputs_pdi(target, &im, kind), move |io: &mut ArrayIo| {
         let sent: BTreeMap<(u8, u8), Vec<u8>> = io
             .inputs()
             .map(|(ch, b)| ((ch.col, ch.channel), b.to_vec()))
             .collect();
-        for ((col, _, chan), bytes) in inputs_array(&im, &sent)? {
+        let produced = match kind {
+            ChainKind::SelfAttention => inputs_array(&im, &sent)?,
+            ChainKind::Prepared => query_array(im.heads, target.cols, &sent)?,
+        };
+        for ((col, _, chan), bytes) in produced {
             io.send(col, chan, &bytes)?;
         }
         Ok(())
     });
 }
-
 #[cfg(test)]
 mod tests {
     use crate::backend::{Backend, BackendError, Epilogue};
@@ -235,7 +300,7 @@ mod tests {
                 q,
                 k,
                 v: At::start(v),
-                out: At::start(a),
+                out: At::start(h),
                 dims: AttentionDims {
                     heads: HEADS,
                     head_dim: 64,
@@ -246,7 +311,7 @@ mod tests {
                     max_kv_len: T,
                 },
             },
-            lin(a, At::start(x), 3, Epilogue::AddInto),
+            lin(h, At::start(x), 3, Epilogue::AddInto),
             norm,
         ];
         p.add_stage("layer", ops);
@@ -327,5 +392,149 @@ mod tests {
         npu.write(&mut ws, b[0], 0, &x).unwrap();
         npu.run(&p, stage, &args, &mut ws).unwrap();
         assert!(npu.read(&ws, b[1], 0..T * W).unwrap() == want);
+    }
+
+    /// A decoder-like cross-attention: prepared keys/values (stage 0, from host-written k, v),
+    /// then per call (stage 1) norm x → h, q of h, attention over the prepared keys/values into
+    /// a (`q_len` queries), the out-projection of a added into x, the next norm on the host.
+    /// Buffers: x, a, h, k, v.
+    fn cross(b: &NpuBackend, seed: u64, q_len: Extent) -> (Program<NpuMatrix>, [BufferId; 5]) {
+        let mut rng = Rng::new(seed);
+        let mut p = Program::new();
+        let m: Vec<_> = (0..2)
+            .map(|_| {
+                let w = QuantMatrix::quantize(&rng.vec(CW * CW, 0.1), CW, CW);
+                p.add_matrix(b.matrix_q8(w).unwrap())
+            })
+            .collect();
+        let bias: Vec<_> = (0..2).map(|_| p.add_vector(rng.vec(CW, 0.3))).collect();
+        let (gamma, beta) = (
+            p.add_vector(rng.vec(CW, 1.0)),
+            p.add_vector(rng.vec(CW, 0.2)),
+        );
+        let buf = |p: &mut Program<NpuMatrix>, name, rows| {
+            p.add_buffer(name, rows * CW, Residency::Resident)
+        };
+        let (x, h, q, a, k, v) = (
+            buf(&mut p, "x", MAX_Q),
+            buf(&mut p, "h", MAX_Q),
+            buf(&mut p, "q", MAX_Q),
+            buf(&mut p, "a", MAX_Q),
+            buf(&mut p, "k", T),
+            buf(&mut p, "v", T),
+        );
+        let kv = p.add_key_values(crate::stage::KeyValuesSpec {
+            heads: CHEADS,
+            head_dim: 64,
+            capacity: T,
+        });
+        let rows = Extent::rows(1);
+        let lin = |x, out, w: usize, epilogue| Op::Linear {
+            x: At::start(x),
+            out: At::start(out),
+            rows,
+            max_rows: MAX_Q,
+            w: m[w],
+            bias: Some(bias[w]),
+            epilogue,
+        };
+        let norm = Op::LayerNorm {
+            x: At::start(x),
+            out: At::start(h),
+            rows,
+            gamma,
+            beta,
+            eps: 1e-5,
+        };
+        p.add_stage(
+            "prepare",
+            vec![Op::PrepareKeyValues {
+                k: At::start(k),
+                v: At::start(v),
+                rows: T,
+                kv,
+            }],
+        );
+        p.add_stage(
+            "cross",
+            vec![
+                norm.clone(),
+                lin(h, q, 0, Epilogue::Store),
+                Op::AttentionPrepared {
+                    q: At::start(q),
+                    kv,
+                    out: At::start(a),
+                    dims: AttentionDims {
+                        heads: CHEADS,
+                        head_dim: 64,
+                        q_len,
+                        kv_len: Extent::fixed(T),
+                        causal_offset: None,
+                        max_q_len: MAX_Q,
+                        max_kv_len: T,
+                    },
+                },
+                lin(a, x, 1, Epilogue::AddInto),
+                norm,
+            ],
+        );
+        (p, [x, a, h, k, v])
+    }
+
+    const MAX_Q: usize = 9;
+    /// Heads of the cross-attention test: rows of a width the decoder mapping's GEMM returns
+    /// exactly (whole 256-column quads; 192 would come back 256 wide and not chain).
+    const CHEADS: usize = 4;
+    const CW: usize = CHEADS * 64;
+
+    /// A cross-attention over prepared keys/values as a chain member (its q a member's result)
+    /// is one submission with its norm, q and out-projection (a bucket of 4 or more queries),
+    /// and equals the attention on its own context (q_len not the q linear's rows: not a
+    /// member; three submissions) bit for bit.
+    #[test]
+    fn a_chained_cross_attention_equals_the_attention_on_its_own_context() {
+        let (emu, npu) = npu();
+        let (pc, bc) = cross(&npu, 6, Extent::rows(1));
+        let (pu, bu) = cross(&npu, 6, Extent::pos_plus_rows(1));
+        let mut wc = npu.workspace(&pc, 1).unwrap();
+        let mut wu = npu.workspace(&pu, 1).unwrap();
+        let (prep, step) = (crate::stage::StageId(0), crate::stage::StageId(1));
+        assert_eq!(npu.submissions(&pc, step), 1);
+        assert_eq!(npu.submissions(&pu, step), 3);
+        let mut rng = Rng::new(17);
+        let kv: Vec<Vec<f32>> = (0..2).map(|_| rng.vec(T * CW, 1.0)).collect();
+        for (i, data) in kv.iter().enumerate() {
+            npu.write(&mut wc, bc[3 + i], 0, data).unwrap();
+            npu.write(&mut wu, bu[3 + i], 0, data).unwrap();
+        }
+        let args = |rows| StageArgs {
+            rows,
+            ..Default::default()
+        };
+        npu.run(&pc, prep, &args(T), &mut wc).unwrap();
+        npu.run(&pu, prep, &args(T), &mut wu).unwrap();
+        for rows in [1, 5, MAX_Q] {
+            let x = rng.vec(rows * CW, 1.5);
+            npu.write(&mut wc, bc[0], 0, &x).unwrap();
+            npu.write(&mut wu, bu[0], 0, &x).unwrap();
+            let before = emu.stats().submitted;
+            npu.run(&pc, step, &args(rows), &mut wc).unwrap();
+            assert_eq!(emu.stats().submitted - before, 1, "{rows} rows");
+            npu.run(&pu, step, &args(rows), &mut wu).unwrap();
+            for (i, name) in ["x", "a", "h"].iter().enumerate() {
+                let got = npu.read(&wc, bc[i], 0..rows * CW).unwrap();
+                let want = npu.read(&wu, bu[i], 0..rows * CW).unwrap();
+                let diff = got
+                    .iter()
+                    .zip(want)
+                    .position(|(g, w)| g.to_bits() != w.to_bits());
+                assert_eq!(diff, None, "{name}, {rows} rows");
+            }
+        }
+        assert!(
+            emu.command_errors().is_empty(),
+            "{:?}",
+            emu.command_errors()
+        );
     }
 }

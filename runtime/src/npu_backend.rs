@@ -110,7 +110,7 @@ use crate::npu::txn::{self, Direction, Limits};
 use crate::npu::xclbin::{Xclbin, MLIR_AIE_DPU_KERNEL_ID};
 use crate::npu::NpuError;
 use crate::npu_attention::{self, AttentionSession, AttentionStats, DeviceAttention};
-use crate::npu_attention_chain::{register_inputs_model, ChainAttention};
+use crate::npu_attention_chain::{register_inputs_model, ChainAttention, ChainKind};
 use crate::npu_norm::{register_norm_model, AieNorm, NormKey, NORM_ARGS};
 use crate::q8::quant::quantize_row;
 use crate::q8::{dequantize_into, QuantMatrix};
@@ -530,9 +530,9 @@ fn attention_read(plan: &ChainPlan, atts: &[Option<ChainMember>], i: usize) -> u
         .map(|(src, c)| {
             let im = c.programs.im;
             let row = 4 * im.heads * amanuensis_aie::kernels::attention::HEAD_DIM;
-            if src[0] == i {
+            if src.q == i {
                 row * im.q_rows
-            } else if src[1..].contains(&i) {
+            } else if src.kv.is_some_and(|(k, v)| k == i || v == i) {
                 row * im.keys
             } else {
                 0
@@ -578,11 +578,13 @@ fn quantize_read(
 /// Regions of A and C start on page boundaries.
 const REGION_ALIGN: usize = 4096;
 /// Most device bytes (inputs + outputs at their most rows) of one group: the session's A, C
-/// and image BOs are sized for its largest group. 256 MiB lets a chain with device attention
-/// run until the chain buffer is full (whisper-base's encoder: 167 MB for 3½ layers, 2 chains
-/// a window); groups without attention stay under 64 MiB (a layer's out-projection to the next
-/// layer's q/k/v: 42 MB), so this bound changes nothing for them.
-const MAX_GROUP_BYTES: usize = 256 << 20;
+/// and image BOs are sized for its largest group. 150 MiB lets whisper-base's encoder with
+/// device attention run in 2 chains (145.5 MB each, 3 layers). **Known bug, not understood**:
+/// at 256 MiB the first chain grows to 167 MB, ending with layer 4's attention (its
+/// out-projection starting the next chain), and base's transcripts come out empty (a small
+/// layer cut the same way is bit-exact in the unit test); 150 MiB avoids that cut. Groups
+/// without attention stay under 64 MiB (42 MB), so this bound changes nothing for them.
+const MAX_GROUP_BYTES: usize = 150 << 20;
 
 fn device_err(op: &'static str) -> impl Fn(NpuError) -> BackendError {
     move |e| BackendError::Device {
@@ -950,34 +952,34 @@ impl NpuBackend {
         }
         // The attentions the chain plans make members: one inputs step per shape, and the
         // attention design's CU.
-        let mut shapes: Vec<AttentionImages> = Vec::new();
+        let mut shapes: Vec<(AttentionImages, ChainKind)> = Vec::new();
         for st in 0..program.stages().len() {
             let stage = StageId(st as u16);
             let plan = self.plan(program, stage);
             for (a, op) in plan.attention.iter().zip(&program.stage(stage).ops) {
-                let (Some(_), Op::Attention { dims, .. }) = (a, op) else {
+                if a.is_none() {
                     continue;
-                };
-                let im = self.chain_attention_shape(dims).ok_or_else(|| {
+                }
+                let shape = self.chain_attention_shape(program, op).ok_or_else(|| {
                     chain_err("a member attention of a shape the design does not take".into())
                 })?;
-                if !shapes.contains(&im) {
-                    shapes.push(im);
+                if !shapes.contains(&shape) {
+                    shapes.push(shape);
                 }
             }
         }
         let mut chained = Vec::with_capacity(shapes.len());
         {
             let mut made = aie.attention.lock().unwrap_or_else(PoisonError::into_inner);
-            for im in &shapes {
-                let a = match made.iter().find(|a| a.im == *im) {
+            for &(im, kind) in &shapes {
+                let a = match made.iter().find(|a| a.im == im && a.kind == kind) {
                     Some(a) => a.clone(),
                     None => {
                         let a = Arc::new(
-                            ChainAttention::new(aie.target, &self.heap, *im)
+                            ChainAttention::new(aie.target, &self.heap, im, kind)
                                 .map_err(device_err("load chain attention"))?,
                         );
-                        register_inputs_model(&aie.emu, aie.target, *im);
+                        register_inputs_model(&aie.emu, aie.target, im, kind);
                         made.push(a.clone());
                         a
                     }
@@ -1025,23 +1027,38 @@ impl NpuBackend {
         Ok(Some(c))
     }
 
-    /// The images of an attention of `dims` as a chain member
+    /// The images (at its most queries) and kind of attention `op` as a chain member
     /// ([`crate::npu_attention_chain`]): with device attention on the emulated designs, the
-    /// shapes the attention design takes, with query and key counts fixed at load (every call
-    /// moves whole regions).
-    fn chain_attention_shape(&self, dims: &crate::stage::AttentionDims) -> Option<AttentionImages> {
+    /// shapes the attention design takes: an [`Op::Attention`] with query and key counts fixed
+    /// at load (its inputs step moves whole regions), an [`Op::AttentionPrepared`] over
+    /// prepared keys/values (its queries in buckets).
+    fn chain_attention_shape(
+        &self,
+        program: &Program<NpuMatrix>,
+        op: &Op,
+    ) -> Option<(AttentionImages, ChainKind)> {
         let fixed = |e: crate::stage::Extent, max: usize| {
             e.per_row == 0 && e.per_pos == 0 && e.constant == max
         };
-        if self.attention.is_none()
-            || self.aie.is_none()
-            || !npu_attention::takes(dims)
-            || !fixed(dims.q_len, dims.max_q_len)
-            || !fixed(dims.kv_len, dims.max_kv_len)
-        {
+        if self.attention.is_none() || self.aie.is_none() {
             return None;
         }
-        AttentionImages::new(dims.heads, dims.max_q_len, dims.max_kv_len).ok()
+        match op {
+            Op::Attention { dims, .. }
+                if npu_attention::takes(dims)
+                    && fixed(dims.q_len, dims.max_q_len)
+                    && fixed(dims.kv_len, dims.max_kv_len) =>
+            {
+                let im = AttentionImages::new(dims.heads, dims.max_q_len, dims.max_kv_len);
+                Some((im.ok()?, ChainKind::SelfAttention))
+            }
+            Op::AttentionPrepared { kv, dims, .. } if npu_attention::on_device(program, op) => {
+                let keys = program.key_values()[kv.0 as usize].capacity;
+                let im = AttentionImages::new(dims.heads, dims.max_q_len, keys);
+                Some((im.ok()?, ChainKind::Prepared))
+            }
+            _ => None,
+        }
     }
 
     /// The device, when `op` (a linear, a norm or an attention of `program`) runs there: its context
@@ -1055,13 +1072,17 @@ impl NpuBackend {
         op: &Op,
         fixture: bool,
     ) -> Option<DeviceLinear> {
-        if let Op::Attention { dims, .. } = op {
-            let im = self.chain_attention_shape(dims)?;
+        if let Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. } = op {
+            let (im, kind) = self.chain_attention_shape(program, op)?;
+            let (args, kv) = match kind {
+                ChainKind::SelfAttention => (INPUT_ARGS, im.kv_image_len()),
+                ChainKind::Prepared => (2, 0),
+            };
             return Some(DeviceLinear {
                 context: self.gemms.len(),
                 commands: 2,
-                bytes: im.q_image_len() + im.kv_image_len() + im.out_len(),
-                slot_bytes: chain_slot_bytes(RegmapLayout::mlir_aie_words(INPUT_ARGS))
+                bytes: im.q_image_len() + kv + im.out_len(),
+                slot_bytes: chain_slot_bytes(RegmapLayout::mlir_aie_words(args))
                     + chain_slot_bytes(RegmapLayout::mlir_aie_words(3)),
                 width: dims.width(),
                 role: Role::Attention,
@@ -1190,7 +1211,7 @@ impl NpuBackend {
                 let on_design = designs.image_of[i].is_some()
                     || designs.quantized[i].is_some()
                     || designs.quantized.contains(&Some(i))
-                    || designs.attention.iter().flatten().any(|a| a.contains(&i));
+                    || designs.attention.iter().flatten().any(|a| a.contains(i));
                 self.device_linear_of(program, op, !on_design)
             },
             limits,
@@ -1385,8 +1406,10 @@ impl NpuBackend {
             }
             if let Some(m) = &atts[i] {
                 let im = m.programs.im;
-                att += im.q_image_len().next_multiple_of(REGION_ALIGN)
-                    + im.kv_image_len().next_multiple_of(REGION_ALIGN);
+                att += im.q_image_len().next_multiple_of(REGION_ALIGN);
+                if m.programs.kind == ChainKind::SelfAttention {
+                    att += im.kv_image_len().next_multiple_of(REGION_ALIGN);
+                }
                 let out = im
                     .out_len()
                     .max(quantize_read(plan, quants, group, i, None));
@@ -1521,15 +1544,15 @@ impl NpuBackend {
             let ops = &program.stage(StageId(st as u16)).ops;
             let mut row = Vec::with_capacity(ops.len());
             for (i, op) in ops.iter().enumerate() {
-                let (Some(_), Op::Attention { dims, .. }) = (plan.attention[i], op) else {
+                if plan.attention[i].is_none() {
                     row.push(None);
                     continue;
-                };
+                }
                 let member = self
-                    .chain_attention_shape(dims)
+                    .chain_attention_shape(program, op)
                     .zip(aie.as_deref())
-                    .and_then(|(im, ctx)| {
-                        let (programs, inputs_cu) = ctx.chain_attention(&im)?;
+                    .and_then(|((im, kind), ctx)| {
+                        let (programs, inputs_cu) = ctx.chain_attention(&im, kind)?;
                         Some(ChainMember {
                             programs: programs.clone(),
                             inputs_cu,
@@ -1660,6 +1683,7 @@ impl NpuBackend {
         g: u32,
         args: &StageArgs,
         input: &dyn Fn(crate::stage::At, usize) -> Option<&'a [f32]>,
+        prepared: &dyn Fn(usize) -> Option<(u64, u32, usize)>,
     ) -> Result<(), BackendError> {
         let ns = |a: Instant, b: Instant| (b - a).as_nanos() as u64;
         let t0 = Instant::now();
@@ -1826,30 +1850,49 @@ impl NpuBackend {
                 });
                 continue;
             }
-            if let Op::Attention { dims, .. } = &ops[i] {
-                // A member attention: its inputs step writes the Q and K/V images from the
-                // q/k/v members' C rows (the host writes only the Q headers), the attention
-                // writes its rows (row-major) into its C region, where a device quantize reads
-                // them; the host writes them back at its own position.
+            if let Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. } = &ops[i] {
+                // A member attention: its first step writes the Q (and K/V) images from the
+                // q (k, v) members' C rows (the host writes only the Q headers; prepared K/V
+                // are on the device already), the attention writes its rows (row-major) into
+                // its C region, where a device quantize reads them; the host writes them back
+                // at its own position.
                 let (Some(m), Some(src)) = (s.atts[st][i].as_ref(), plan.attention[i]) else {
                     return Err(chain_err(format!(
                         "op {i}: a member attention without its programs"
                     )));
                 };
-                let im = m.programs.im;
                 let w = dims.width();
-                let shape = dims.shape(args);
-                let (n_q, n_keys) = (shape.q_len, shape.kv_len);
-                if n_q != dims.max_q_len || n_keys != dims.max_kv_len {
+                let n_q = dims.q_len.at(args);
+                let (n_keys, prepared_kv) = match &ops[i] {
+                    Op::AttentionPrepared { kv, .. } => {
+                        let (addr, handle, rows) = prepared(kv.0 as usize).ok_or_else(|| {
+                            chain_err(format!("op {i}: its keys/values are not prepared"))
+                        })?;
+                        (rows, Some((addr, handle)))
+                    }
+                    _ => {
+                        let n_keys = dims.kv_len.at(args);
+                        if n_q != dims.max_q_len || n_keys != dims.max_kv_len {
+                            return Err(chain_err(format!(
+                                "op {i}: {n_q} queries over {n_keys} keys, its programs move \
+                                 {} over {}",
+                                dims.max_q_len, dims.max_kv_len
+                            )));
+                        }
+                        (n_keys, None)
+                    }
+                };
+                let Some((im, (in_addr, in_handle, in_words), (at_addr, at_handle, at_words))) =
+                    m.programs.bucket(n_q).filter(|_| n_q > 0 && n_keys > 0)
+                else {
                     return Err(chain_err(format!(
-                        "op {i}: {n_q} queries over {n_keys} keys, its programs move {} over {}",
-                        dims.max_q_len, dims.max_kv_len
+                        "op {i}: no attention streams for {n_q} queries over {n_keys} keys"
                     )));
-                }
+                };
                 let mut c_src = [0u64; 3];
-                for (slot, (&l, want)) in
-                    c_src.iter_mut().zip(src.iter().zip([n_q, n_keys, n_keys]))
-                {
+                let sources = [Some(src.q), src.kv.map(|kv| kv.0), src.kv.map(|kv| kv.1)];
+                for ((slot, l), want) in c_src.iter_mut().zip(sources).zip([n_q, n_keys, n_keys]) {
+                    let Some(l) = l else { continue };
                     let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
                     let run = runs
                         .get(lm)
@@ -1862,9 +1905,17 @@ impl NpuBackend {
                         })?;
                     *slot = c_addr + run.c_off as u64;
                 }
+                let att_addr = s.att.device_addr();
                 let q_off = att_cur;
-                let kv_off = (q_off + im.q_image_len()).next_multiple_of(REGION_ALIGN);
-                att_cur = (kv_off + im.kv_image_len()).next_multiple_of(REGION_ALIGN);
+                att_cur = (q_off + im.q_image_len()).next_multiple_of(REGION_ALIGN);
+                let (kv_img, kv_handle) = match prepared_kv {
+                    Some(kv) => kv,
+                    None => {
+                        let kv_off = att_cur;
+                        att_cur = (kv_off + im.kv_image_len()).next_multiple_of(REGION_ALIGN);
+                        (att_addr + kv_off as u64, s.att.handle())
+                    }
+                };
                 let header = im.header(n_q, n_keys, None);
                 for h in 0..im.heads {
                     let at = q_off + im.q_header(h);
@@ -1872,23 +1923,25 @@ impl NpuBackend {
                     s.att.flush(at..at + header.len());
                     flushed += header.len();
                 }
-                let att_addr = s.att.device_addr();
-                let (q_img, kv_img) = (att_addr + q_off as u64, att_addr + kv_off as u64);
+                let q_img = att_addr + q_off as u64;
                 let c_off = c_cur;
                 let out_len =
                     im.out_len()
                         .max(quantize_read(plan, &s.quants[st], group, i, Some(n_q)));
                 c_cur = (c_off + out_len).next_multiple_of(REGION_ALIGN);
-                let (in_addr, in_handle, in_words) = m.programs.inputs_stream();
-                let (at_addr, at_handle, at_words) = m.programs.attend_stream();
                 let j = s.cu_masks.len();
+                let first_args = [c_src[0], c_src[1], c_src[2], q_img, kv_img];
+                let first: &[u64] = match m.programs.kind {
+                    ChainKind::SelfAttention => &first_args,
+                    ChainKind::Prepared => &[c_src[0], q_img],
+                };
                 m.programs
                     .inputs_layout
                     .write(
                         MLIR_AIE_OPCODE_TXN,
                         in_addr,
                         in_words,
-                        &[c_src[0], c_src[1], c_src[2], q_img, kv_img],
+                        first,
                         &mut s.regmaps[j * stride..(j + 1) * stride],
                     )
                     .map_err(|e| chain_err(format!("command: {e}")))?;
@@ -1907,6 +1960,9 @@ impl NpuBackend {
                 s.cu_masks.push(1 << m.attend_cu);
                 s.cmd_words.push(m.programs.attend_layout.words());
                 s.handles.extend([in_handle, at_handle]);
+                if prepared_kv.is_some() {
+                    s.handles.push(kv_handle);
+                }
                 c_bytes += 4 * n_q * w;
                 // Q·Kᵀ and P·V over whole query groups and key chunks.
                 let keys = n_keys.next_multiple_of(amanuensis_aie::kernels::attention::KEY_CHUNK);
@@ -2608,7 +2664,10 @@ impl LayerKernels for NpuBackend {
                 a.begin_op(session, program, stage, op, args, input, log)?;
             }
         }
-        let Some(session) = s.session.as_mut() else {
+        let NpuScratch {
+            session, attention, ..
+        } = s;
+        let Some(session) = session.as_mut() else {
             return Ok(());
         };
         session.current = (stage.0, op);
@@ -2619,7 +2678,9 @@ impl LayerKernels for NpuBackend {
         }
         if chained {
             // Its result must be in C: the group submitted, the member run at the call's rows.
-            let Op::Attention { dims, .. } = &program.stage(stage).ops[op] else {
+            let (Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. }) =
+                &program.stage(stage).ops[op]
+            else {
                 return Err(chain_err(format!("op {op}: a member attention is not one")));
             };
             let n_q = dims.q_len.at(args);
@@ -2635,7 +2696,11 @@ impl LayerKernels for NpuBackend {
             .get(stage.0 as usize)
             .and_then(|p| p.starts.get(op).copied().flatten());
         match start {
-            Some(g) => self.run_group(session, program, stage, g, args, input),
+            Some(g) => {
+                // Prepared keys/values (the window's cross K/V image) a member reads.
+                let prepared = |kv: usize| attention.as_ref()?.prepared_image(kv);
+                self.run_group(session, program, stage, g, args, input, &prepared)
+            }
             None => Ok(()),
         }
     }
@@ -2733,6 +2798,17 @@ impl LayerKernels for NpuBackend {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
+        let len = shape.q_len * shape.heads * shape.head_dim;
+        if let Some((g, r)) = s
+            .session
+            .as_ref()
+            .and_then(|g| Self::chained_attention_run(g, len).map(|r| (g, r)))
+        {
+            // A member attention of the group submitted last (checked in `begin_op`).
+            let c: &[f32] = bytemuck::cast_slice(&g.c.bytes()[r.c_off..r.c_off + 4 * len]);
+            out[..len].copy_from_slice(c);
+            return;
+        }
         if s.attention.as_mut().is_some_and(|a| a.take_result(out)) {
             return;
         }

@@ -154,11 +154,94 @@ pub fn inputs_program(target: Target, im: &AttentionImages) -> Result<Vec<u32>, 
     Ok(txn.finish())
 }
 
-/// The cores' work for one head (the kernel's model): `q` its `q_rows × 64` query values, `k`
-/// and `v` its `keys × 64` keys and values; returns its Q region after the header (codes, then
-/// scales times [`QUERY_SCALE`], zero padding) and its K/V region (codes, scales, zero padding,
-/// bf16 values), laid out as [`AttentionImages`] says.
-pub fn head_images(im: &AttentionImages, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<u8>, Vec<u8>) {
+/// The query-only variant, for an attention over K/V images already on the device (the
+/// decoder's cross-attention over the window's prepared K/V): per head MM2S 0 reads its 64
+/// columns of every Q row (argument 0, `im.q_rows` rows), S2MM 0 writes its Q region after the
+/// header (argument 1, the Q image). Two buffer arguments.
+pub fn query_program(target: Target, im: &AttentionImages) -> Result<Vec<u32>, AieError> {
+    let cols = target.cols as usize;
+    let burst = target.generation.max_burst();
+    let w = im.heads * HEAD_DIM;
+    let n = im.heads;
+    let rounds = n.div_ceil(cols);
+    let columns_of = |r: usize| (r * cols..((r + 1) * cols).min(n)).map(|u| (u % cols) as u8);
+    let mut txn = Txn::new(target);
+    for r in 0..rounds {
+        if r >= 2 {
+            for c in columns_of(r - 2) {
+                txn.sync(Sync::shim(Direction::S2mm, c, 0));
+            }
+        }
+        let set = (8 * (r % 2)) as u8;
+        for h in r * cols..((r + 1) * cols).min(n) {
+            let c = (h % cols) as u8;
+            let rows = head_columns(im.q_rows, w, burst);
+            emit(&mut txn, c, set, rows, ARG_Q_ROWS, 4 * h * HEAD_DIM)?;
+            txn.push_shim_task(c, Direction::Mm2s, 0, set, 1, false);
+            let q = ShimBd::linear((q_body(im) / 4) as u32, burst);
+            emit(&mut txn, c, set + 1, q, 1, im.q_codes(h))?;
+            txn.push_shim_task(c, Direction::S2mm, 0, set + 1, 1, true);
+        }
+    }
+    for r in rounds.saturating_sub(2)..rounds {
+        for c in columns_of(r) {
+            txn.sync(Sync::shim(Direction::S2mm, c, 0));
+        }
+    }
+    Ok(txn.finish())
+}
+
+/// Bytes of the two buffer arguments of [`query_program`].
+pub fn query_arg_lens(im: &AttentionImages) -> [usize; 2] {
+    [4 * im.heads * HEAD_DIM * im.q_rows, im.q_image_len()]
+}
+
+/// The array model of [`query_program`] for `heads` heads on `cols` columns: each column's
+/// MM2S 0 (its heads' Q columns, head after head; the query rows follow from the length) to
+/// its S2MM 0 (their Q regions after the headers).
+///
+/// # Errors
+/// A column whose stream is not whole heads of whole query groups.
+pub fn query_array(
+    heads: usize,
+    cols: u8,
+    sent: &BTreeMap<(u8, u8), Vec<u8>>,
+) -> Result<BTreeMap<Channel, Vec<u8>>, String> {
+    let f32s = |b: &[u8]| -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect()
+    };
+    let mut produced = BTreeMap::new();
+    for (&(col, chan), q) in sent {
+        if chan != 0 {
+            continue;
+        }
+        let units = (0..heads)
+            .filter(|h| h % cols as usize == col as usize)
+            .count();
+        let per_row = 4 * HEAD_DIM * units;
+        let group = per_row * crate::kernels::attention::Q_ROWS;
+        if units == 0 || q.is_empty() || q.len() % group != 0 {
+            return Err(format!(
+                "column {col}: {} query bytes are not whole query groups of {units} heads",
+                q.len()
+            ));
+        }
+        let q_rows = q.len() / per_row;
+        let im = AttentionImages::new(1, q_rows, 1).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(units * q_body(&im));
+        for qh in q.chunks_exact(4 * HEAD_DIM * q_rows) {
+            out.extend_from_slice(&query_image(&im, &f32s(qh)));
+        }
+        produced.insert((col, Direction::S2mm, 0), out);
+    }
+    Ok(produced)
+}
+
+/// One head's Q region after the header (codes, then scales times [`QUERY_SCALE`], zero
+/// padding) from its `q_rows × 64` query values.
+pub fn query_image(im: &AttentionImages, q: &[f32]) -> Vec<u8> {
     let one = AttentionImages { heads: 1, ..*im };
     let mut qo = vec![0u8; q_body(im)];
     let (qc, qs) = quantize_rows(q);
@@ -169,6 +252,16 @@ pub fn head_images(im: &AttentionImages, q: &[f32], k: &[f32], v: &[f32]) -> (Ve
     for (d, s) in qo[at..].chunks_exact_mut(4).zip(&qs) {
         d.copy_from_slice(&(s * QUERY_SCALE).to_le_bytes());
     }
+    qo
+}
+
+/// The cores' work for one head (the kernel's model): `q` its `q_rows × 64` query values, `k`
+/// and `v` its `keys × 64` keys and values; returns its Q region after the header (codes, then
+/// scales times [`QUERY_SCALE`], zero padding) and its K/V region (codes, scales, zero padding,
+/// bf16 values), laid out as [`AttentionImages`] says.
+pub fn head_images(im: &AttentionImages, q: &[f32], k: &[f32], v: &[f32]) -> (Vec<u8>, Vec<u8>) {
+    let one = AttentionImages { heads: 1, ..*im };
+    let qo = query_image(im, q);
     let mut kvo = vec![0u8; im.kv_region()];
     let (kc, ks) = quantize_rows(k);
     for (d, &c) in kvo.iter_mut().zip(&kc) {
@@ -413,5 +506,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The query-only stream and model write the Q regions [`inputs_program`] writes.
+    #[test]
+    fn the_query_program_writes_the_inputs_programs_q_regions() {
+        use crate::program::replay::{run_shim, scatter};
+        let (heads, n) = (6, 9);
+        let im = AttentionImages::new(heads, n, 40).unwrap();
+        let mut seed = 8u32;
+        let q: Vec<u8> = (0..im.q_rows * heads * 64)
+            .flat_map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((seed >> 8) as f32 / (1 << 24) as f32 - 0.5).to_le_bytes()
+            })
+            .collect();
+        let target = Target::NPU1;
+        let words = query_program(target, &im).unwrap();
+        let mut qi = vec![0u8; im.q_image_len()];
+        let traffic = run_shim(&words, &[&q, &qi]).unwrap();
+        let sent: BTreeMap<(u8, u8), Vec<u8>> = traffic
+            .sent
+            .iter()
+            .map(|(&(c, _, ch), b)| ((c, ch), b.clone()))
+            .collect();
+        let produced = query_array(heads, target.cols, &sent).unwrap();
+        let mut a = vec![0u8; q.len()];
+        scatter(&traffic, &produced, &mut [&mut a, &mut qi]).unwrap();
+        let f32s: Vec<f32> = q
+            .chunks_exact(4)
+            .map(|x| f32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+            .collect();
+        for h in 0..heads {
+            let col: Vec<f32> = (0..im.q_rows)
+                .flat_map(|r| f32s[r * heads * 64 + h * 64..][..64].to_vec())
+                .collect();
+            let want = query_image(&im, &col);
+            assert_eq!(
+                qi[im.q_codes(h)..im.q_header(h) + im.q_region()],
+                want[..],
+                "head {h}"
+            );
+        }
+        let mut short = sent.clone();
+        short.get_mut(&(0, 0)).unwrap().truncate(100);
+        assert!(query_array(heads, target.cols, &short).is_err());
     }
 }

@@ -205,10 +205,15 @@ pub struct Assumptions {
 pub enum Chaining {
     /// One submission per op, the MLP unchunked (the budget before command chains).
     PerOp,
-    /// The runtime's chain plan (`runtime/src/chain_plan.rs`) on the model's program as built
-    /// today (encoder MLP in [`MLP_CHUNK_ROWS`]-row chunks; LayerNorms on the host): a group
+    /// The runtime's chain plan (`runtime/src/chain_plan.rs`) as it was before the device
+    /// norms (encoder MLP in [`MLP_CHUNK_ROWS`]-row chunks; LayerNorms on the host): a group
     /// takes every later device op whose input no op in between writes. With attention on the
-    /// device too.
+    /// device too. **Out of date**: the runtime's plan has since taken device norms with their
+    /// residuals, the device quantize before fc2, the encoder's self-attention as a chain
+    /// member (with the device attention on) and the 4 KiB chain-buffer limit; with them it
+    /// measures base 7 submissions per window and 13 per token (attention on the host), 2 and
+    /// 25 with device attention (`amanuensis bench --device emu`; README). This model still
+    /// gives 42 / 36 and 48 / 48.
     AsBuilt,
     /// The target: norms, residual adds and quantization on the device ([`norm_quant`]
     /// sub-commands, device time counted), so one chain per encoder layer, one for the final

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use amanuensis_aie::design::{GemmDesign, Mapping};
 use amanuensis_aie::kernels::matmul::EpilogueMode;
+use amanuensis_aie::program::attention::AttentionImages;
 use amanuensis_aie::program::gemm::gemm_program;
 use amanuensis_aie::program::images::{activation_image_len, output_len};
 use amanuensis_aie::program::replay::gemm_array;
@@ -39,6 +40,7 @@ use crate::npu::program::RegmapLayout;
 use crate::npu::txn::{self, ArrayIo, Limits};
 use crate::npu::xclbin::{Xclbin, XclbinBuilder, MLIR_AIE_DPU_KERNEL_ID};
 use crate::npu::NpuError;
+use crate::npu_attention_chain::{ChainAttention, ChainKind};
 use crate::npu_norm::{AieNorm, NormKey};
 
 /// The target the emulated designs are generated for: npu2 (Strix, 8 columns), the geometry
@@ -105,6 +107,32 @@ pub fn emulated_xclbin_with_norms(
     keys: &[DesignKey],
     norms: &[NormKey],
 ) -> Vec<u8> {
+    emulated_xclbin_with(target, keys, norms, &[])
+}
+
+/// [`emulated_xclbin_with_norms`] with, after the norms, the attention design's kernel (when
+/// `attention` is not empty) and one kernel per chain attention shape of `attention` (its
+/// first step): kernel `i` has `dpu_kernel_id` 0x901 + i (the chain members of
+/// [`crate::npu_attention_chain`]).
+pub fn emulated_xclbin_with(
+    target: Target,
+    keys: &[DesignKey],
+    norms: &[NormKey],
+    attention: &[(AttentionImages, ChainKind)],
+) -> Vec<u8> {
+    let attend = (!attention.is_empty())
+        .then(|| (crate::npu_attention::emulated_pdi(target), 3))
+        .into_iter();
+    let inputs = attention.iter().map(|(im, kind)| {
+        let args = match kind {
+            ChainKind::SelfAttention => amanuensis_aie::program::attention_inputs::INPUT_ARGS,
+            ChainKind::Prepared => 2,
+        };
+        (
+            crate::npu_attention_chain::inputs_pdi(target, im, *kind),
+            args,
+        )
+    });
     let kernels: Vec<(Vec<u8>, usize)> = keys
         .iter()
         .map(|k| (emulated_pdi(target, k), 3))
@@ -114,6 +142,8 @@ pub fn emulated_xclbin_with_norms(
                 crate::npu_norm::NORM_ARGS,
             )
         }))
+        .chain(attend)
+        .chain(inputs)
         .collect();
     XclbinBuilder::mlir_aie_kernels_args(&kernels, target.cols as u16).build()
 }
@@ -182,13 +212,17 @@ pub struct AieGemm {
 }
 
 /// The hardware context holding a set of designs, CU `i` running `designs[i]`, then CU
-/// `designs.len() + j` running `norms[j]`.
+/// `designs.len() + j` running `norms[j]`, then (with chain attention) the attention design's
+/// CU and one attention-inputs CU per shape of `attention`.
 pub struct AieContext {
     pub(crate) ctx: Arc<HwContext>,
     /// The GEMM designs, by CU index.
     pub designs: Vec<Arc<AieGemm>>,
     /// The norm designs, after the GEMM designs.
     pub norms: Vec<Arc<AieNorm>>,
+    /// The attention shapes chained on this context (their inputs CUs after the attention
+    /// design's).
+    pub attention: Vec<Arc<ChainAttention>>,
 }
 
 impl AieContext {
@@ -201,9 +235,26 @@ impl AieContext {
         norms: Vec<Arc<AieNorm>>,
         xclbin: &[u8],
     ) -> Result<Self, NpuError> {
+        Self::load_with(device, heap, designs, norms, Vec::new(), xclbin)
+    }
+
+    /// [`AieContext::load`] with the chain attention shapes `attention` (the xclbin made by
+    /// [`emulated_xclbin_with`]).
+    pub fn load_with(
+        device: &Device,
+        heap: &Arc<Heap>,
+        designs: Vec<Arc<AieGemm>>,
+        norms: Vec<Arc<AieNorm>>,
+        attention: Vec<Arc<ChainAttention>>,
+        xclbin: &[u8],
+    ) -> Result<Self, NpuError> {
         let x = Xclbin::parse(xclbin)?;
         let kernels = x.kernels()?;
-        let mut ids = Vec::with_capacity(designs.len() + norms.len());
+        let mut ids = Vec::with_capacity(designs.len() + norms.len() + attention.len() + 1);
+        let attend = attention
+            .first()
+            .map(|a| ("attention design".to_string(), &a.attend_layout))
+            .into_iter();
         let wanted = designs
             .iter()
             .map(|g| (format!("GEMM design {:?}", g.key), &g.layout))
@@ -211,6 +262,12 @@ impl AieContext {
                 norms
                     .iter()
                     .map(|n| (format!("norm design {:?}", n.key), &n.layout)),
+            )
+            .chain(attend)
+            .chain(
+                attention
+                    .iter()
+                    .map(|a| (format!("attention inputs {:?}", a.im), &a.inputs_layout)),
             );
         for (i, (what, layout)) in wanted.enumerate() {
             let id = MLIR_AIE_DPU_KERNEL_ID + i as u64;
@@ -232,7 +289,29 @@ impl AieContext {
             ctx: Arc::new(ctx),
             designs,
             norms,
+            attention,
         })
+    }
+
+    /// The CU running the attention design, with chain attention.
+    pub fn cu_of_attention(&self) -> Option<u32> {
+        (!self.attention.is_empty()).then_some((self.designs.len() + self.norms.len()) as u32)
+    }
+
+    /// The chain attention of shape `im` and the CU of its inputs step.
+    pub fn chain_attention(
+        &self,
+        im: &AttentionImages,
+        kind: ChainKind,
+    ) -> Option<(&Arc<ChainAttention>, u32)> {
+        let p = self
+            .attention
+            .iter()
+            .position(|a| a.im == *im && a.kind == kind)?;
+        Some((
+            &self.attention[p],
+            (self.designs.len() + self.norms.len() + 1 + p) as u32,
+        ))
     }
 
     /// The CU running norm design `key`.
@@ -251,9 +330,21 @@ impl AieContext {
             .map(|i| i as u32)
     }
 
-    /// Whether this context holds exactly `keys` and `norms`, in order.
-    pub fn holds(&self, keys: &[DesignKey], norms: &[NormKey]) -> bool {
-        self.designs.len() == keys.len()
+    /// Whether this context holds exactly `keys`, `norms` and the chain attention shapes
+    /// `attention`, in order.
+    pub fn holds(
+        &self,
+        keys: &[DesignKey],
+        norms: &[NormKey],
+        attention: &[(AttentionImages, ChainKind)],
+    ) -> bool {
+        self.attention.len() == attention.len()
+            && self
+                .attention
+                .iter()
+                .zip(attention)
+                .all(|(a, (im, kind))| a.im == *im && a.kind == *kind)
+            && self.designs.len() == keys.len()
             && self.designs.iter().zip(keys).all(|(g, k)| g.key == *k)
             && self.norms.len() == norms.len()
             && self.norms.iter().zip(norms).all(|(n, k)| n.key == *k)

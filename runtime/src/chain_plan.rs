@@ -49,6 +49,22 @@
 //! result (nothing after the source wrote the buffer), so the CPU's order is kept. This is
 //! fc1 → fc2: fc2 reads fc1's GELU output.
 //!
+//! **Device attention.** An [`Op::Attention`] or [`Op::AttentionPrepared`] (its keys/values
+//! already on the device) the device can compute ([`Role::Attention`]) may join a group (never
+//! start one) when each of its q, k and v (its q) is exactly the stored (`Store`) result of a
+//! member linear, f32 rows of the attention's width (`residual_width`), that
+//! nothing wrote over since ([`ChainPlan::attention`]; q and k may share a buffer when the
+//! writes in between are provably other rows): the device writes the attention's images from
+//! those results (one more sub-command) and runs it; its result is f32 rows of its width,
+//! which a linear reading exactly them takes through a device quantize as it takes a stored
+//! linear's (the out-projection). Its result is still written back at its own position. So a
+//! layer's `[norm, q, k, v, attention, out, …]` is one chain.
+//!
+//! **Limits.** A group is bounded by its sub-commands, by the bytes of its members' regions
+//! and by the driver's 4 KiB chain buffer: each sub-command takes a slot of 8 bytes plus its
+//! regmap there ([`DeviceLinear::slot_bytes`]; a device quantize one of
+//! [`Limits::quantize_slot_bytes`]).
+//!
 //! Nothing here knows which network or device it plans for: the backend says which ops are
 //! device ops, of which context, at what cost.
 
@@ -74,9 +90,12 @@ pub enum Role {
         /// Its design with a residual input exists.
         residual: bool,
     },
+    /// An attention ([`Op::Attention`], [`Op::AttentionPrepared`]) whose device result is f32
+    /// rows of its width (a device quantize can read them).
+    Attention,
 }
 
-/// What a device op (a linear or a norm) costs a group.
+/// What a device op (a linear, a norm or an attention) costs a group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DeviceLinear {
     /// The hardware context it runs on (a chain's sub-commands share one).
@@ -86,9 +105,13 @@ pub struct DeviceLinear {
     /// Device bytes of its inputs and outputs at its most rows (the group's buffers hold the
     /// sum over its members).
     pub bytes: usize,
-    /// Values per input row (a linear's depth, a norm's width).
+    /// Bytes its sub-commands take in the driver's chain buffer (per sub-command 8 plus 4 per
+    /// regmap word).
+    pub slot_bytes: usize,
+    /// Values per input row (a linear's depth, a norm's width, an attention's `heads ·
+    /// head_dim`).
     pub width: usize,
-    /// Linear or norm.
+    /// Linear, norm or attention.
     pub role: Role,
 }
 
@@ -99,6 +122,10 @@ pub struct Limits {
     pub commands: usize,
     /// Most device bytes of one group's members together.
     pub bytes: usize,
+    /// Most chain-buffer bytes of one group's sub-commands ([`DeviceLinear::slot_bytes`]).
+    pub slot_bytes: usize,
+    /// Chain-buffer bytes of one device quantize sub-command.
+    pub quantize_slot_bytes: usize,
 }
 
 /// One submission: ops of a stage, in program order.
@@ -112,6 +139,8 @@ pub struct Group {
     pub commands: usize,
     /// Device bytes at the members' most rows.
     pub bytes: usize,
+    /// Chain-buffer bytes of its sub-commands at the members' most rows.
+    pub slot_bytes: usize,
 }
 
 /// A member norm.
@@ -154,6 +183,26 @@ pub struct ChainPlan {
     /// `r`, `(norm op, first row)`: its rows are the norm's rows from `first` on, so the parts'
     /// results, each at its row offset of one region, are the norm's `r`.
     pub residual_of: Vec<Option<(usize, usize)>>,
+    /// Per op: for a member attention, the member linears whose stored results are its
+    /// inputs (the device writes the attention's images from them: one more sub-command).
+    pub attention: Vec<Option<AttentionInputs>>,
+}
+
+/// The member linears whose stored results a member attention reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttentionInputs {
+    /// Its queries.
+    pub q: usize,
+    /// Its keys and values; `None` for an attention over prepared keys/values
+    /// ([`Op::AttentionPrepared`]), which the device already holds.
+    pub kv: Option<(usize, usize)>,
+}
+
+impl AttentionInputs {
+    /// Whether op `l` is one of them.
+    pub fn contains(&self, l: usize) -> bool {
+        self.q == l || self.kv.is_some_and(|(k, v)| k == l || v == l)
+    }
 }
 
 /// A fixed offset, if `e` is one.
@@ -184,8 +233,8 @@ fn rows_inside(
 
 impl ChainPlan {
     /// Plans `ops`: `device(i, op)` says whether op `i` is a device op and what it costs
-    /// (only [`Op::Linear`] and [`Op::LayerNorm`] ops are asked). No buffer is a stage's
-    /// scratch.
+    /// (only [`Op::Linear`], [`Op::LayerNorm`], [`Op::Attention`] and
+    /// [`Op::AttentionPrepared`] ops are asked). No buffer is a stage's scratch.
     pub fn new(
         ops: &[Op],
         device: impl Fn(usize, &Op) -> Option<DeviceLinear>,
@@ -208,7 +257,10 @@ impl ChainPlan {
             .iter()
             .enumerate()
             .map(|(i, op)| match op {
-                Op::Linear { .. } | Op::LayerNorm { .. } => device(i, op),
+                Op::Linear { .. }
+                | Op::LayerNorm { .. }
+                | Op::Attention { .. }
+                | Op::AttentionPrepared { .. } => device(i, op),
                 _ => None,
             })
             .collect();
@@ -220,6 +272,7 @@ impl ChainPlan {
             image_of: vec![None; n],
             quantized: vec![None; n],
             residual_of: vec![None; n],
+            attention: vec![None; n],
         };
         // Buffers written since the group's start, each with its writers in program order.
         let mut written: Vec<Written> = Vec::new();
@@ -245,6 +298,7 @@ impl ChainPlan {
                 members: Vec::new(),
                 commands: 0,
                 bytes: 0,
+                slot_bytes: 0,
             };
             written.clear();
             // Readers of a member norm's image not reached yet (their cost is in the group).
@@ -266,17 +320,66 @@ impl ChainPlan {
                                 quantize_source(ops, &dev, &group, last, j, dj).map(Some)
                             }
                         };
-                        let commands = dj.commands + usize::from(matches!(input, Some(Some(_))));
+                        let quantize = usize::from(matches!(input, Some(Some(_))));
+                        let commands = dj.commands + quantize;
+                        let slots = dj.slot_bytes + quantize * limits.quantize_slot_bytes;
                         let fits = group.commands + commands <= limits.commands
+                            && group.slot_bytes + slots <= limits.slot_bytes
                             && group.bytes + dj.bytes <= limits.bytes;
                         // The first member starts the group whatever it costs.
                         let ok = (fits || j == i) && input.is_some();
                         if ok {
                             group.commands += commands;
+                            group.slot_bytes += slots;
                             group.bytes += dj.bytes;
                             plan.quantized[j] = input.flatten();
                         }
                         ok
+                    }
+                    (Some(dj), Op::Attention { .. } | Op::AttentionPrepared { .. })
+                        if dj.context == d.context && dj.role == Role::Attention && j != i =>
+                    {
+                        // Each input exactly a member linear's stored result, unwritten since:
+                        // the device writes the attention's images from those results.
+                        let source = |a: At, rows: Extent, width: usize| {
+                            let w = written.iter().find(|w| w.buffer == a.buffer)?;
+                            let l = last_writer(ops, &dev, &w.writers, a, rows, width)?;
+                            attention_source(ops, &dev, &group, l, a, rows, width, dj)
+                        };
+                        let inputs = match ops[j] {
+                            Op::Attention { q, k, v, dims, .. } => {
+                                let w = dims.width();
+                                match (
+                                    source(q, dims.q_len, w),
+                                    source(k, dims.kv_len, w),
+                                    source(v, dims.kv_len, w),
+                                ) {
+                                    (Some(q), Some(k), Some(v)) => Some(AttentionInputs {
+                                        q,
+                                        kv: Some((k, v)),
+                                    }),
+                                    _ => None,
+                                }
+                            }
+                            Op::AttentionPrepared { q, dims, .. } => {
+                                source(q, dims.q_len, dims.width())
+                                    .map(|q| AttentionInputs { q, kv: None })
+                            }
+                            _ => None,
+                        };
+                        let fits = group.commands + dj.commands <= limits.commands
+                            && group.slot_bytes + dj.slot_bytes <= limits.slot_bytes
+                            && group.bytes + dj.bytes <= limits.bytes;
+                        match inputs {
+                            Some(inputs) if fits => {
+                                plan.attention[j] = Some(inputs);
+                                group.commands += dj.commands;
+                                group.slot_bytes += dj.slot_bytes;
+                                group.bytes += dj.bytes;
+                                true
+                            }
+                            _ => false,
+                        }
                     }
                     (Some(dj), Op::LayerNorm { .. }) if dj.context == d.context => {
                         let join = norm_join(
@@ -300,6 +403,7 @@ impl ChainPlan {
                                     pending.push(r);
                                 }
                                 group.commands += join.commands;
+                                group.slot_bytes += join.slot_bytes;
                                 group.bytes += join.bytes;
                                 true
                             }
@@ -342,10 +446,12 @@ struct Written {
 }
 
 /// Whether linear `j` (device op `dj`) can read the device quantize of the result of `l`, the
-/// last op that wrote its input buffer since the group's start: `l` a member linear whose
-/// device result is f32 rows of `j`'s depth (`residual_width`) stored (not added) into exactly
-/// `j`'s input rows, and `j` able to read a quantized image. Then `j`'s input at its position
-/// is `l`'s result (nothing after `l` wrote the buffer), which the device already holds.
+/// last op that wrote its input buffer since the group's start: `l` a member whose device
+/// result is f32 rows of `j`'s depth stored into exactly `j`'s input rows — a linear (`Store`
+/// or `Gelu`, not added; [`Role::Linear`]'s `residual_width`) or an attention
+/// ([`Role::Attention`], its rows `heads · head_dim` wide) — and `j` able to read a quantized
+/// image. Then `j`'s input at its position is `l`'s result (nothing after `l` wrote the
+/// buffer), which the device already holds.
 fn quantize_source(
     ops: &[Op],
     dev: &[Option<DeviceLinear>],
@@ -354,16 +460,7 @@ fn quantize_source(
     j: usize,
     dj: DeviceLinear,
 ) -> Option<usize> {
-    let (
-        Op::Linear { x, rows, .. },
-        Op::Linear {
-            out,
-            rows: l_rows,
-            epilogue: Epilogue::Store | Epilogue::Gelu,
-            ..
-        },
-    ) = (&ops[j], &ops[l])
-    else {
+    let Op::Linear { x, rows, .. } = &ops[j] else {
         return None;
     };
     let Role::Linear {
@@ -374,22 +471,114 @@ fn quantize_source(
     else {
         return None;
     };
-    let Some(DeviceLinear {
+    let dl = dev[l]?;
+    let source = match (&ops[l], dl.role) {
+        (
+            Op::Linear {
+                out,
+                rows: l_rows,
+                epilogue: Epilogue::Store | Epilogue::Gelu,
+                ..
+            },
+            Role::Linear {
+                residual_width: Some(w),
+                ..
+            },
+        ) => out == x && l_rows == rows && w == dj.width,
+        (
+            Op::Attention { out, dims, .. } | Op::AttentionPrepared { out, dims, .. },
+            Role::Attention,
+        ) => out == x && dims.q_len == *rows && dims.width() == dj.width,
+        _ => false,
+    };
+    (source && group.members.contains(&l) && dl.context == dj.context).then_some(l)
+}
+
+/// The last of `writers` (ops that wrote `a`'s buffer since the group's start, in program
+/// order) that wrote `a` itself: a linear whose output is exactly `a`; every later writer must
+/// be a device linear whose rows (fixed offset, fixed rows of its `residual_width`) are
+/// disjoint from `a`'s `rows` rows of `width` (q and k in one buffer, the encoder's). `None`
+/// when that cannot be shown.
+fn last_writer(
+    ops: &[Op],
+    dev: &[Option<DeviceLinear>],
+    writers: &[usize],
+    a: At,
+    rows: Extent,
+    width: usize,
+) -> Option<usize> {
+    let span = |offset: Extent, rows: Extent, width: usize| {
+        let start = fixed(offset)?;
+        Some(start..start + fixed(rows)? * width)
+    };
+    for &l in writers.iter().rev() {
+        let Op::Linear {
+            out, rows: l_rows, ..
+        } = ops[l]
+        else {
+            return None;
+        };
+        if out == a {
+            return Some(l);
+        }
+        let Some(DeviceLinear {
+            role:
+                Role::Linear {
+                    residual_width: Some(lw),
+                    ..
+                },
+            ..
+        }) = dev[l]
+        else {
+            return None;
+        };
+        let (theirs, ours) = (span(out.offset, l_rows, lw)?, span(a.offset, rows, width)?);
+        if theirs.start < ours.end && ours.start < theirs.end {
+            return None;
+        }
+    }
+    None
+}
+
+/// Whether member linear `l`, the last op that wrote `a` since the group's start, stored
+/// (`Store`) exactly `rows` rows of its device result, f32 rows `width` wide, at `a`: then
+/// attention `da` can take them as its q, k or v.
+#[allow(clippy::too_many_arguments)]
+fn attention_source(
+    ops: &[Op],
+    dev: &[Option<DeviceLinear>],
+    group: &Group,
+    l: usize,
+    a: At,
+    rows: Extent,
+    width: usize,
+    da: DeviceLinear,
+) -> Option<usize> {
+    let Op::Linear {
+        out,
+        rows: l_rows,
+        epilogue: Epilogue::Store,
+        ..
+    } = ops[l]
+    else {
+        return None;
+    };
+    let DeviceLinear {
         role: Role::Linear {
             residual_width: Some(w),
             ..
         },
         context,
         ..
-    }) = dev[l]
+    } = dev[l]?
     else {
         return None;
     };
     (group.members.contains(&l)
-        && context == dj.context
-        && out == x
+        && context == da.context
+        && out == a
         && l_rows == rows
-        && w == dj.width)
+        && w == width)
         .then_some(l)
 }
 
@@ -464,6 +653,7 @@ struct NormJoin {
     readers: Vec<(usize, usize)>,
     parts: Vec<(usize, usize)>,
     commands: usize,
+    slot_bytes: usize,
     bytes: usize,
 }
 
@@ -525,7 +715,7 @@ fn norm_join(
     };
     let residual = parts.first().map(|p| p.0);
     let x_writes = writers.len();
-    let (mut commands, mut bytes) = (dj.commands, dj.bytes);
+    let (mut commands, mut slot_bytes, mut bytes) = (dj.commands, dj.slot_bytes, dj.bytes);
     let mut readers = Vec::new();
     let mut max_rows = 0;
     let mut covered = false;
@@ -562,6 +752,7 @@ fn norm_join(
             readers.push((k, first));
             max_rows = max_rows.max(first + rmax);
             commands += dk.commands;
+            slot_bytes += dk.slot_bytes;
             bytes += dk.bytes;
         }
         if op.writes().any(|b| b == out.buffer) {
@@ -587,6 +778,7 @@ fn norm_join(
     if !covered
         || readers.is_empty()
         || group.commands + commands > limits.commands
+        || group.slot_bytes + slot_bytes > limits.slot_bytes
         || group.bytes + bytes > limits.bytes
     {
         return None;
@@ -602,6 +794,7 @@ fn norm_join(
         readers,
         parts,
         commands,
+        slot_bytes,
         bytes,
     })
 }
@@ -681,6 +874,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         commands: 78,
         bytes: usize::MAX,
+        slot_bytes: usize::MAX,
+        quantize_slot_bytes: 60,
     };
 
     /// Every linear on context 0 (matrix 7: context 1; matrix 9: on the host; matrix 8 cannot
@@ -690,6 +885,7 @@ mod tests {
     fn device(_: usize, op: &Op) -> Option<DeviceLinear> {
         let role = match op {
             Op::Linear { w, .. } if w.0 == 9 => return None,
+            Op::Attention { .. } | Op::AttentionPrepared { .. } => return None,
             Op::Linear { w, .. } => Role::Linear {
                 reads_image: w.0 != 8,
                 residual_width: (w.0 != 6 && w.0 != 11).then_some(8),
@@ -705,6 +901,7 @@ mod tests {
             context,
             commands: 1,
             bytes: 100,
+            slot_bytes: 52,
             width: 8,
             role,
         })
@@ -782,11 +979,15 @@ mod tests {
         let two = Limits {
             commands: 2,
             bytes: usize::MAX,
+            slot_bytes: usize::MAX,
+            quantize_slot_bytes: 60,
         };
         assert_eq!(plan(&ops, two), vec![vec![0, 1], vec![2, 3], vec![4]]);
         let bytes = Limits {
             commands: 78,
             bytes: 300,
+            slot_bytes: usize::MAX,
+            quantize_slot_bytes: 60,
         };
         assert_eq!(plan(&ops, bytes), vec![vec![0, 1, 2], vec![3, 4]]);
     }
@@ -891,6 +1092,8 @@ mod tests {
         let three = Limits {
             commands: 3,
             bytes: usize::MAX,
+            slot_bytes: usize::MAX,
+            quantize_slot_bytes: 60,
         };
         let ops = [
             norm(0, 1),
@@ -1035,6 +1238,8 @@ mod tests {
         let two = Limits {
             commands: 2,
             bytes: usize::MAX,
+            slot_bytes: usize::MAX,
+            quantize_slot_bytes: 60,
         };
         let ops = [
             lin_at(st(1), st(5), rows, 4, Epilogue::Gelu),
@@ -1207,5 +1412,94 @@ mod tests {
             attention(2, 3, 4, 1),
         ];
         not_joined(&ops, "two parts of call-dependent rows");
+    }
+
+    /// An attention joins its q/k/v's group when each input is exactly a member linear's
+    /// stored result (q and k may share a buffer), and the linear reading its output takes it
+    /// through a device quantize; anything in between writing an input's rows, an input not
+    /// a member's, or no room for its sub-commands keeps it out (it never starts a group).
+    #[test]
+    fn an_attention_joins_when_its_inputs_are_member_results() {
+        let with_attention = |_: usize, op: &Op| match op {
+            Op::Attention { .. } => Some(DeviceLinear {
+                context: 0,
+                commands: 2,
+                bytes: 100,
+                slot_bytes: 120,
+                width: 8,
+                role: Role::Attention,
+            }),
+            _ => device(0, op),
+        };
+        let st = |b, off| At::fixed(BufferId(b), off);
+        let rows = Extent::fixed(4);
+        let att = |q: At, k: At, v: At| Op::Attention {
+            q,
+            k,
+            v,
+            out: st(1, 0),
+            dims: crate::stage::AttentionDims {
+                heads: 1,
+                head_dim: 8,
+                q_len: rows,
+                kv_len: rows,
+                causal_offset: None,
+                max_q_len: 4,
+                max_kv_len: 4,
+            },
+        };
+        // norm x → h; q and k of h into one buffer (2), v into 3; attention into h (as the
+        // encoder's); out of h (reads a quantized image) added into x.
+        let layer = |between: Option<Op>| {
+            let mut ops = vec![
+                norm_at(st(0, 0), st(1, 0), rows),
+                lin_at(st(1, 0), st(2, 0), rows, 0, Epilogue::Store),
+                lin_at(st(1, 0), st(2, 32), rows, 1, Epilogue::Store),
+                lin_at(st(1, 0), st(3, 0), rows, 2, Epilogue::Store),
+            ];
+            ops.extend(between);
+            ops.push(att(st(2, 0), st(2, 32), st(3, 0)));
+            ops.push(lin_at(st(1, 0), st(0, 0), rows, 10, Epilogue::AddInto));
+            ops
+        };
+        let ops = layer(None);
+        let p = ChainPlan::new(&ops, with_attention, LIMITS);
+        assert_eq!(p.groups.len(), 1, "{:?}", p.groups);
+        assert_eq!(p.groups[0].members, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            p.attention[4],
+            Some(AttentionInputs {
+                q: 1,
+                kv: Some((2, 3))
+            })
+        );
+        assert_eq!(p.quantized[5], Some(4));
+        // 1 norm + 3 linears + 2 + quantize + out.
+        assert_eq!(p.groups[0].commands, 8);
+        assert_eq!(p.groups[0].slot_bytes, 5 * 52 + 120 + 60);
+        // Host attention: the out-projection starts a group of its own.
+        assert_eq!(ChainPlan::new(&ops, device, LIMITS).groups.len(), 2);
+        // A write into k's rows in between (a host op), or one overlapping them.
+        for w in [9, 0] {
+            let ops = layer(Some(lin_at(st(1, 0), st(2, 28), rows, w, Epilogue::Store)));
+            let p = ChainPlan::new(&ops, with_attention, LIMITS);
+            assert_eq!(p.attention[5], None, "matrix {w}");
+        }
+        // A write into other rows of the buffer in between: still a member.
+        let ops = layer(Some(lin_at(st(1, 0), st(2, 64), rows, 0, Epilogue::Store)));
+        assert!(ChainPlan::new(&ops, with_attention, LIMITS).attention[5].is_some());
+        // No room in the chain buffer for its sub-commands.
+        let tight = Limits {
+            slot_bytes: 4 * 52 + 100,
+            ..LIMITS
+        };
+        let p = ChainPlan::new(&layer(None), with_attention, tight);
+        assert_eq!(p.attention[4], None);
+        assert_eq!(p.groups[0].members, [0, 1, 2, 3]);
+        // An attention never starts a group: alone it stays on the host.
+        let ops = [att(st(2, 0), st(2, 32), st(3, 0))];
+        assert!(ChainPlan::new(&ops, with_attention, LIMITS)
+            .groups
+            .is_empty());
     }
 }

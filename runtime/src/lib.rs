@@ -17,6 +17,7 @@ pub mod host;
 pub mod mapped_file;
 pub mod npu;
 pub mod npu_attention;
+pub mod npu_attention_chain;
 pub mod npu_backend;
 pub mod npu_norm;
 pub mod q8;

@@ -44,10 +44,14 @@
 //! declares, so a decoder step moves 4 rows, not the prompt's 448; for beam rows one per
 //! number of slots), one command ring on the attention design's hardware context.
 //!
-//! **Submissions**: one command per attention op, all heads. It chains with no neighbour: its
-//! inputs are what the linears right before it wrote (q/k/v), and its output is what the linear
-//! right after it reads, so under the chain rule ([`crate::chain_plan`]) nothing can share its
-//! submission.
+//! **Submissions**: one command per attention op, all heads, on this design's own context —
+//! except an [`Op::Attention`] whose query and key counts are fixed at load (the encoder's
+//! self-attention): the chain plan makes it a member of its q/k/v's chain on the designs'
+//! context ([`crate::npu_attention_chain`]: the device writes its images from the q/k/v
+//! results, its row-major output goes through the device quantize to the out-projection), and
+//! this session only forgets the op ([`AttentionSession::clear_pending`]). Same arithmetic,
+//! same bits. The decoder's attentions (cross over the prepared K/V, self over the cache) are
+//! still one submission each.
 //!
 //! **No xclbin of the attention design has been built** (no mlir-aie / Peano here): like our
 //! GEMM design ([`crate::aie_gemm`]) it runs only on the emulated device, whose firmware runs
@@ -951,6 +955,18 @@ impl AttentionSession {
                     "no stream for {heads} heads, {keys} keys, {n_q} queries"
                 ))
             })
+    }
+
+    /// The device image of prepared key/value slot `kv`: `(device address, handle, rows)`,
+    /// when it holds rows (prepared this window).
+    pub fn prepared_image(&self, kv: usize) -> Option<(u64, u32, usize)> {
+        let p = self.prepared.get(kv)?.as_ref()?;
+        (p.rows > 0).then(|| (p.bo.device_addr(), p.bo.handle(), p.rows))
+    }
+
+    /// Forgets the result of the op before: the current op runs elsewhere (a chain member).
+    pub fn clear_pending(&mut self) {
+        self.pending = None;
     }
 
     /// Writes the result of the attention op the last `begin_op` ran into `out`

@@ -912,3 +912,112 @@ fn device_self_attention_over_the_kv_cache_allocates_nothing_on_the_host() {
         emu.command_errors()
     );
 }
+
+/// A self-attention as a chain member (device attention on, query and key counts fixed): norm,
+/// q and k into one buffer, v, the attention (its inputs step and the row-major attention), the
+/// out-projection through the device quantize: one chain; the attention images, the Q headers
+/// and the write-back of its rows allocate nothing.
+#[test]
+fn a_chained_attention_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::{Backend as _, Epilogue};
+    use amanuensis_runtime::npu_backend::{emulated_config, NpuBackend};
+    use amanuensis_runtime::q8::QuantMatrix;
+    use amanuensis_runtime::stage::{
+        At, AttentionDims, Extent, Op, Program as Stages, Residency, StageArgs,
+    };
+
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &[], 1)
+        .unwrap()
+        .with_emulated_designs(emu.clone())
+        .with_emulated_attention()
+        .unwrap();
+    let (d, t) = (256, 40);
+    let mut p = Stages::new();
+    let ms: Vec<_> = (0..4)
+        .map(|j| {
+            let w: Vec<f32> = (0..d * d)
+                .map(|i| ((i * (37 + j) % 101) as f32 - 50.0) / 500.0)
+                .collect();
+            p.add_matrix(npu.matrix_q8(QuantMatrix::quantize(&w, d, d)).unwrap())
+        })
+        .collect();
+    let gamma = p.add_vector(vec![1.0; d]);
+    let beta = p.add_vector(vec![0.0; d]);
+    let (x, h, qk, v) = (
+        p.add_buffer("x", t * d, Residency::Resident),
+        p.add_buffer("h", t * d, Residency::Resident),
+        p.add_buffer("qk", 2 * t * d, Residency::Resident),
+        p.add_buffer("v", t * d, Residency::Resident),
+    );
+    let rows = Extent::fixed(t);
+    let lin = |x: At, out: At, w: usize, epilogue| Op::Linear {
+        x,
+        out,
+        rows,
+        max_rows: t,
+        w: ms[w],
+        bias: None,
+        epilogue,
+    };
+    let norm = Op::LayerNorm {
+        x: At::start(x),
+        out: At::start(h),
+        rows,
+        gamma,
+        beta,
+        eps: 1e-5,
+    };
+    let stage = p.add_stage(
+        "attention-chain",
+        vec![
+            norm.clone(),
+            lin(At::start(h), At::start(qk), 0, Epilogue::Store),
+            lin(At::start(h), At::fixed(qk, t * d), 1, Epilogue::Store),
+            lin(At::start(h), At::start(v), 2, Epilogue::Store),
+            Op::Attention {
+                q: At::start(qk),
+                k: At::fixed(qk, t * d),
+                v: At::start(v),
+                out: At::start(h),
+                dims: AttentionDims {
+                    heads: d / 64,
+                    head_dim: 64,
+                    q_len: rows,
+                    kv_len: rows,
+                    causal_offset: None,
+                    max_q_len: t,
+                    max_kv_len: t,
+                },
+            },
+            lin(At::start(h), At::start(x), 3, Epilogue::AddInto),
+            norm,
+        ],
+    );
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    assert_eq!(npu.submissions(&p, stage), 1);
+    let input: Vec<f32> = (0..t * d).map(|i| (i % 13) as f32 - 6.0).collect();
+    let args = StageArgs {
+        rows: t,
+        ..Default::default()
+    };
+    npu.write(&mut ws, x, 0, &input).unwrap();
+    npu.run(&p, stage, &args, &mut ws).unwrap(); // first use of the ring slots
+    let before = host_allocs();
+    for _ in 0..3 {
+        npu.write(&mut ws, x, 0, &input).unwrap();
+        npu.run(&p, stage, &args, &mut ws).unwrap();
+    }
+    let host = host_allocs() - before;
+    assert_eq!(
+        host, 0,
+        "{host} host allocations in 3 chained attention stages"
+    );
+    assert_eq!(npu.stats().submissions, 4);
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}

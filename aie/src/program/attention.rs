@@ -37,7 +37,7 @@
 use std::collections::BTreeMap;
 
 use crate::kernels::attention::{attend, HEAD_DIM, MAX_KEYS, Q_ROWS};
-use crate::txn::{shim_bd_address, Direction, ShimBd, Sync, Target, Txn};
+use crate::txn::{shim_bd_address, Dim, Direction, ShimBd, Sync, Target, Txn};
 use crate::AieError;
 
 /// Runtime-sequence argument of the Q image.
@@ -190,9 +190,21 @@ fn emit(
     arg: u32,
     plus: usize,
 ) -> Result<(), AieError> {
+    let bd = ShimBd::linear((bytes / 4) as u32, txn.target().generation.max_burst());
+    emit_bd(txn, col, bd_id, bd, arg, plus)
+}
+
+fn emit_bd(
+    txn: &mut Txn,
+    col: u8,
+    bd_id: u8,
+    bd: ShimBd,
+    arg: u32,
+    plus: usize,
+) -> Result<(), AieError> {
     let bd = ShimBd {
         word1: plus as u32,
-        ..ShimBd::linear((bytes / 4) as u32, txn.target().generation.max_burst())
+        ..bd
     };
     let words = bd.encode(bd_id)?;
     let addr = shim_bd_address(col, bd_id);
@@ -210,7 +222,23 @@ pub fn attention_program(target: Target, im: &AttentionImages) -> Result<Vec<u32
             out: im.out(h),
         })
         .collect();
-    units_program(target, im, &units)
+    units_program(target, im, &units, false)
+}
+
+/// [`attention_program`] writing the output **row-major** (`q_rows` rows of `heads · 64`
+/// f32, head `h` in columns `64·h ..`): the S2MM BD of head `h` puts its 64 values of each row
+/// `heads · 64` words apart (`d0 = 64 words`, `d2` step the row). So the rows land where a
+/// GEMM's f32 input rows are, and the plain quantize of the norm design reads them for the
+/// out-projection (the gather of the heads is the DMA's addressing, no core work).
+pub fn attention_program_rows(target: Target, im: &AttentionImages) -> Result<Vec<u32>, AieError> {
+    let units: Vec<Unit> = (0..im.heads)
+        .map(|h| Unit {
+            q: im.q_header(h),
+            kv: im.k_codes(h),
+            out: 4 * h * HEAD_DIM,
+        })
+        .collect();
+    units_program(target, im, &units, true)
 }
 
 /// The instruction stream of one slot command on `target`: for every slot `s < slots` and
@@ -230,7 +258,7 @@ pub fn slot_attention_program(
             out: u * im.out_region(),
         })
         .collect();
-    units_program(target, im, &units)
+    units_program(target, im, &units, false)
 }
 
 /// Where one unit (a head's attention) finds its regions: byte offsets in the Q image, the K/V
@@ -241,11 +269,14 @@ struct Unit {
     out: usize,
 }
 
-/// Unit `u` runs on column `u mod cols` in round `u / cols`, its regions sized by `im`.
+/// Unit `u` runs on column `u mod cols` in round `u / cols`, its regions sized by `im`; with
+/// `rows_out` its output goes into row-major rows of every unit's width (see
+/// [`attention_program_rows`]).
 fn units_program(
     target: Target,
     im: &AttentionImages,
     units: &[Unit],
+    rows_out: bool,
 ) -> Result<Vec<u32>, AieError> {
     let cols = target.cols as usize;
     let n = units.len();
@@ -270,7 +301,21 @@ fn units_program(
             txn.push_shim_task(c, Direction::Mm2s, 0, q_bd, 1, false);
             emit(&mut txn, c, kv_bd, im.kv_region(), ARG_KV, unit.kv)?;
             txn.push_shim_task(c, Direction::Mm2s, 1, kv_bd, 1, false);
-            emit(&mut txn, c, out_bd, im.out_region(), ARG_OUT, unit.out)?;
+            if rows_out {
+                let bd = ShimBd {
+                    length: (im.q_rows * HEAD_DIM) as u32,
+                    d0: Dim {
+                        wrap: HEAD_DIM as u32,
+                        stride: 1,
+                    },
+                    d1: Dim { wrap: 1, stride: 1 },
+                    d2_stride: (im.heads * HEAD_DIM) as u32,
+                    ..ShimBd::linear(0, target.generation.max_burst())
+                };
+                emit_bd(&mut txn, c, out_bd, bd, ARG_OUT, unit.out)?;
+            } else {
+                emit(&mut txn, c, out_bd, im.out_region(), ARG_OUT, unit.out)?;
+            }
             txn.push_shim_task(c, Direction::S2mm, 0, out_bd, 1, true);
         }
     }

@@ -2,9 +2,11 @@
 //! M ([`gemm`]), the host-side buffer images it reads ([`images`]), and a functional replay
 //! ([`replay`]) that executes the stream's shim DMA tasks and a Rust model of the array, so a
 //! test can check `C == A·B` (and the whole epilogue) without hardware. The LayerNorm +
-//! quantize design's stream and array model are in [`norm`].
+//! quantize design's stream and array model are in [`norm`]; the attention design's in
+//! [`attention`], and the step that writes its images on the device in [`attention_inputs`].
 
 pub mod attention;
+pub mod attention_inputs;
 pub mod gemm;
 pub mod images;
 pub mod norm;

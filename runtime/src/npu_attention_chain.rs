@@ -1,0 +1,540 @@
+//! Attention as a member of a chain ([`crate::chain_plan`]'s [`crate::chain_plan::Role::Attention`]):
+//! the device programs that let an [`crate::stage::Op::Attention`] run between the linears of
+//! one `ERT_CMD_CHAIN` on the designs' hardware context instead of on a context of its own.
+//!
+//! Two sub-commands per attention, both CUs of the NPU backend's design context
+//! ([`crate::aie_gemm::AieContext`]):
+//! 1. **the attention inputs** (`amanuensis_aie::program::attention_inputs`): from the f32 rows
+//!    the q, k and v projections left in the chain's C regions, the attention design's Q image
+//!    (codes and scales per row and head, the scales times `head_dim^-½`) and K/V image (codes,
+//!    scales, bf16 values): the bits the host writes for [`crate::npu_attention`] (the CPU
+//!    quantizer `q8::quant::quantize_row` per row and head, `bf16_round`). The Q regions' headers
+//!    (the call's query and key counts) are the host's: 64 bytes per head, written and flushed
+//!    before the chain is submitted.
+//! 2. **the attention** (`aie/kernels/attention.cc`'s design, the PDI
+//!    [`crate::npu_attention::DeviceAttention`] registers) with its output written **row-major**
+//!    (`amanuensis_aie::program::attention::attention_program_rows`: the S2MM BDs gather the
+//!    heads into rows of `heads · 64` f32) into a C region, where the norm design's plain
+//!    quantize reads them for the out-projection, as it reads fc1's output for fc2.
+//!
+//! So the device attention's arithmetic is unchanged (the same images, the same kernel model):
+//! chained or not, its result is the same bits (tested in [`crate::npu_backend`]).
+//!
+//! One [`ChainAttention`] per attention shape (heads, query rows, keys); its streams are made,
+//! validated against their buffers and uploaded when a workspace declares a member attention of
+//! that shape. Only calls whose query and key counts are fixed at load are members (the
+//! encoder's self-attention): the streams move whole regions.
+//!
+//! **Emulated only**: the attention-inputs step has a Rust array model and a validated stream,
+//! no AIE C++ kernel and no xclbin; the attention design has no built xclbin either.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use amanuensis_aie::kernels::attention::Q_ROWS;
+use amanuensis_aie::program::attention::{attention_program_rows, AttentionImages};
+use amanuensis_aie::program::attention_inputs::{
+    arg_lens, inputs_array, inputs_program, query_arg_lens, query_array, query_program, INPUT_ARGS,
+};
+use amanuensis_aie::txn::Target;
+
+use crate::npu::emu::EmuDriver;
+use crate::npu::heap::{DevBo, Heap};
+use crate::npu::program::RegmapLayout;
+use crate::npu::txn::{self, ArrayIo, Limits};
+use crate::npu::NpuError;
+
+/// An uploaded instruction stream: `(device address, handle, words)`.
+pub type Stream = (u64, u32, u32);
+
+/// What a chain attention's first step writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChainKind {
+    /// Q and K/V images from the q, k, v results (a self-attention of fixed rows).
+    SelfAttention,
+    /// The Q image only, over K/V images already on the device (prepared keys/values).
+    Prepared,
+}
+
+/// One query bucket's streams: the first step's and the row-major attention's.
+struct Bucket {
+    im: AttentionImages,
+    inputs: (DevBo, u32),
+    attend: (DevBo, u32),
+}
+
+/// An attention shape's chain programs: per query bucket the first step's stream (the
+/// attention inputs, or the queries alone) and the row-major attention stream.
+pub struct ChainAttention {
+    /// The largest bucket's images (heads, query rows, keys): the shape's identity.
+    pub im: AttentionImages,
+    /// What its first step writes.
+    pub kind: ChainKind,
+    pub(crate) inputs_layout: RegmapLayout,
+    pub(crate) attend_layout: RegmapLayout,
+    /// Ascending query rows.
+    buckets: Vec<Bucket>,
+}
+
+fn invalid(what: String) -> NpuError {
+    NpuError::InvalidRequest { what }
+}
+
+/// Validates `words` against buffers of `lens` bytes (every task awaited) and uploads them.
+fn upload(
+    target: Target,
+    heap: &Arc<Heap>,
+    what: &str,
+    words: &[u32],
+    lens: &[usize],
+) -> Result<(DevBo, u32), NpuError> {
+    let lens: Vec<u64> = lens.iter().map(|&n| n as u64).collect();
+    let plan = txn::validate(
+        words,
+        &Limits {
+            arg_lens: &lens,
+            partition_cols: Some(target.cols),
+        },
+    )?;
+    if plan.summary.unawaited != 0 {
+        return Err(invalid(format!(
+            "{what}: {} tasks never awaited",
+            plan.summary.unawaited
+        )));
+    }
+    let mut bo = DevBo::create(heap, 4 * words.len())?;
+    for (d, w) in bo.bytes_mut().chunks_exact_mut(4).zip(words) {
+        d.copy_from_slice(&w.to_le_bytes());
+    }
+    bo.flush(0..4 * words.len());
+    Ok((bo, words.len() as u32))
+}
+
+impl ChainAttention {
+    /// The streams of shape `im` on `target`, validated and uploaded: one bucket of `im`'s
+    /// query rows for [`ChainKind::SelfAttention`], buckets of 4, 8, 16, … up to them for
+    /// [`ChainKind::Prepared`] (a decoder step moves 4 rows, not the prompt's most).
+    pub fn new(
+        target: Target,
+        heap: &Arc<Heap>,
+        im: AttentionImages,
+        kind: ChainKind,
+    ) -> Result<Self, NpuError> {
+        let mut rows = match kind {
+            ChainKind::SelfAttention => im.q_rows,
+            ChainKind::Prepared => Q_ROWS,
+        };
+        let mut buckets = Vec::new();
+        loop {
+            let b = AttentionImages::new(im.heads, rows.min(im.q_rows), im.keys)
+                .map_err(|e| invalid(format!("chain attention images: {e}")))?;
+            let inputs = match kind {
+                ChainKind::SelfAttention => {
+                    let words = inputs_program(target, &b)
+                        .map_err(|e| invalid(format!("attention inputs stream: {e}")))?;
+                    upload(
+                        target,
+                        heap,
+                        "attention inputs stream",
+                        &words,
+                        &arg_lens(&b),
+                    )?
+                }
+                ChainKind::Prepared => {
+                    let words = query_program(target, &b)
+                        .map_err(|e| invalid(format!("attention query stream: {e}")))?;
+                    let lens = query_arg_lens(&b);
+                    upload(target, heap, "attention query stream", &words, &lens)?
+                }
+            };
+            let attend = attention_program_rows(target, &b)
+                .map_err(|e| invalid(format!("row-major attention stream: {e}")))?;
+            let lens = [b.q_image_len(), b.kv_image_len(), b.out_len()];
+            let attend = upload(target, heap, "row-major attention stream", &attend, &lens)?;
+            buckets.push(Bucket {
+                im: b,
+                inputs,
+                attend,
+            });
+            if b.q_rows >= im.q_rows {
+                break;
+            }
+            rows *= 2;
+        }
+        Ok(Self {
+            im,
+            kind,
+            inputs_layout: RegmapLayout::mlir_aie(match kind {
+                ChainKind::SelfAttention => INPUT_ARGS,
+                ChainKind::Prepared => 2,
+            }),
+            attend_layout: RegmapLayout::mlir_aie(3),
+            buckets,
+        })
+    }
+
+    /// The images of the bucket for `n_q` queries and its first step's stream and its
+    /// row-major attention stream, if any holds them.
+    pub fn bucket(&self, n_q: usize) -> Option<(AttentionImages, Stream, Stream)> {
+        let b = self.buckets.iter().find(|b| b.im.q_rows >= n_q)?;
+        let s = |(bo, words): &(DevBo, u32)| (bo.device_addr(), bo.handle(), *words);
+        Some((b.im, s(&b.inputs), s(&b.attend)))
+    }
+}
+
+/// The PDI of the first step of a chain attention of shape `im` and `kind` on the emulated
+/// device: a text naming it (no real PDI exists; a design is built per shape).
+pub fn inputs_pdi(target: Target, im: &AttentionImages, kind: ChainKind) -> Vec<u8> {
+    match kind {
+        ChainKind::SelfAttention => format!(
+            "amanuensis EMULATED AIE ATTENTION INPUTS (no real PDI): {:?} {}c heads {} q_rows {} keys {}",
+            target.generation, target.cols, im.heads, im.q_rows, im.keys
+        ),
+        ChainKind::Prepared => format!(
+            "amanuensis EMULATED AIE ATTENTION QUERIES (no real PDI): {:?} {}c heads {}",
+            target.generation, target.cols, im.heads
+        ),
+    }
+    .into_bytes()
+}
+
+/// Makes `emu`'s firmware run the first-step PDI of shape `im` and `kind` with its array model.
+pub fn register_inputs_model(
+    emu: &EmuDriver,
+    target: Target,
+    im: AttentionImages,
+    kind: ChainKind,
+) {
+    emu.register_kernel(&inputs_pdi(target, &im, kind), move |io: &mut ArrayIo| {
+        let sent: BTreeMap<(u8, u8), Vec<u8>> = io
+            .inputs()
+            .map(|(ch, b)| ((ch.col, ch.channel), b.to_vec()))
+            .collect();
+        let produced = match kind {
+            ChainKind::SelfAttention => inputs_array(&im, &sent)?,
+            ChainKind::Prepared => query_array(im.heads, target.cols, &sent)?,
+        };
+        for ((col, _, chan), bytes) in produced {
+            io.send(col, chan, &bytes)?;
+        }
+        Ok(())
+    });
+}
+#[cfg(test)]
+mod tests {
+    use crate::backend::{Backend, BackendError, Epilogue};
+    use crate::cpu::testing::Rng;
+    use crate::npu::device::Device;
+    use crate::npu::emu::EmuDriver;
+    use crate::npu::ert::CmdState;
+    use crate::npu_backend::{emulated_config, NpuBackend, NpuMatrix};
+    use crate::q8::QuantMatrix;
+    use crate::stage::{At, AttentionDims, BufferId, Extent, Op, Program, Residency, StageArgs};
+    use std::sync::Arc;
+
+    const HEADS: usize = 3;
+    const W: usize = HEADS * 64;
+    const T: usize = 70;
+
+    fn npu() -> (Arc<EmuDriver>, NpuBackend) {
+        let emu = Arc::new(EmuDriver::new(emulated_config()));
+        let device = Device::from_driver(emu.clone()).unwrap();
+        let npu = NpuBackend::new(device, &[], 1)
+            .unwrap()
+            .with_emulated_designs(emu.clone())
+            .with_emulated_attention()
+            .unwrap();
+        (emu, npu)
+    }
+
+    /// A layer of `T` rows: norm x → h, q/k/v of h, attention into a (`q_len` queries), the
+    /// out-projection of a added into x, the next norm x → h (on the host: nothing reads h on
+    /// the device after it). Buffers: x, a, h.
+    fn layer(b: &NpuBackend, seed: u64, q_len: Extent) -> (Program<NpuMatrix>, [BufferId; 3]) {
+        let mut rng = Rng::new(seed);
+        let mut p = Program::new();
+        let m: Vec<_> = (0..4)
+            .map(|_| {
+                let w = QuantMatrix::quantize(&rng.vec(W * W, 0.1), W, W);
+                p.add_matrix(b.matrix_q8(w).unwrap())
+            })
+            .collect();
+        let bias: Vec<_> = (0..4).map(|_| p.add_vector(rng.vec(W, 0.3))).collect();
+        let (gamma, beta) = (p.add_vector(rng.vec(W, 1.0)), p.add_vector(rng.vec(W, 0.2)));
+        let buf = |p: &mut Program<NpuMatrix>, name, rows| {
+            p.add_buffer(name, rows * W, Residency::Resident)
+        };
+        // q and k in one buffer, as the encoder has them.
+        let (x, h, qk, v, a) = (
+            buf(&mut p, "x", T),
+            buf(&mut p, "h", T),
+            buf(&mut p, "qk", 2 * T),
+            buf(&mut p, "v", T),
+            buf(&mut p, "a", T),
+        );
+        let (q, k) = (At::start(qk), At::fixed(qk, T * W));
+        let rows = Extent::fixed(T);
+        let lin = |x, out: At, w: usize, epilogue| Op::Linear {
+            x: At::start(x),
+            out,
+            rows,
+            max_rows: T,
+            w: m[w],
+            bias: Some(bias[w]),
+            epilogue,
+        };
+        let norm = Op::LayerNorm {
+            x: At::start(x),
+            out: At::start(h),
+            rows,
+            gamma,
+            beta,
+            eps: 1e-5,
+        };
+        let ops = vec![
+            norm.clone(),
+            lin(h, q, 0, Epilogue::Store),
+            lin(h, k, 1, Epilogue::Store),
+            lin(h, At::start(v), 2, Epilogue::Store),
+            Op::Attention {
+                q,
+                k,
+                v: At::start(v),
+                out: At::start(h),
+                dims: AttentionDims {
+                    heads: HEADS,
+                    head_dim: 64,
+                    q_len,
+                    kv_len: rows,
+                    causal_offset: None,
+                    max_q_len: T,
+                    max_kv_len: T,
+                },
+            },
+            lin(h, At::start(x), 3, Epilogue::AddInto),
+            norm,
+        ];
+        p.add_stage("layer", ops);
+        (p, [x, a, h])
+    }
+
+    /// With the attention a chain member (query count fixed at load) the layer is one
+    /// submission, and every buffer equals the layer with the attention on its own context
+    /// (query count from the call: not a member; three submissions) bit for bit: the device
+    /// writes the images the host wrote, the row-major output is the same rows.
+    #[test]
+    fn a_chained_attention_equals_the_attention_on_its_own_context() {
+        let (emu, npu) = npu();
+        let (pc, bc) = layer(&npu, 3, Extent::fixed(T));
+        let (pu, bu) = layer(&npu, 3, Extent::rows(1));
+        let stage = crate::stage::StageId(0);
+        // (The weights go to the device when a workspace declares them.)
+        let mut wc = npu.workspace(&pc, 1).unwrap();
+        let mut wu = npu.workspace(&pu, 1).unwrap();
+        assert_eq!(npu.submissions(&pc, stage), 1);
+        assert_eq!(npu.submissions(&pu, stage), 3);
+        let mut rng = Rng::new(9);
+        let args = StageArgs {
+            rows: T,
+            ..Default::default()
+        };
+        for round in 0..2 {
+            let x = rng.vec(T * W, 1.5);
+            npu.write(&mut wc, bc[0], 0, &x).unwrap();
+            npu.write(&mut wu, bu[0], 0, &x).unwrap();
+            let before = emu.stats().submitted;
+            npu.run(&pc, stage, &args, &mut wc).unwrap();
+            assert_eq!(emu.stats().submitted - before, 1, "round {round}");
+            let before = emu.stats().submitted;
+            npu.run(&pu, stage, &args, &mut wu).unwrap();
+            assert_eq!(emu.stats().submitted - before, 3, "round {round}");
+            for (i, name) in ["x", "a", "h"].iter().enumerate() {
+                let got = npu.read(&wc, bc[i], 0..T * W).unwrap();
+                let want = npu.read(&wu, bu[i], 0..T * W).unwrap();
+                let diff = got
+                    .iter()
+                    .zip(want)
+                    .position(|(g, w)| g.to_bits() != w.to_bits());
+                assert_eq!(diff, None, "{name}, round {round}");
+            }
+        }
+        assert!(
+            emu.command_errors().is_empty(),
+            "{:?}",
+            emu.command_errors()
+        );
+    }
+
+    /// A chain whose attention inputs or attention sub-command fails is a device error naming
+    /// the chain, and the next call recovers with the same result.
+    #[test]
+    fn a_failed_chain_with_an_attention_is_a_device_error_and_the_stream_recovers() {
+        let (emu, npu) = npu();
+        let (p, b) = layer(&npu, 4, Extent::fixed(T));
+        let stage = crate::stage::StageId(0);
+        let mut ws = npu.workspace(&p, 1).unwrap();
+        let x = Rng::new(2).vec(T * W, 1.0);
+        let args = StageArgs {
+            rows: T,
+            ..Default::default()
+        };
+        npu.write(&mut ws, b[0], 0, &x).unwrap();
+        npu.run(&p, stage, &args, &mut ws).unwrap();
+        let want = npu.read(&ws, b[1], 0..T * W).unwrap().to_vec();
+        emu.fail_exec(1, CmdState::Error);
+        npu.write(&mut ws, b[0], 0, &x).unwrap();
+        match npu.run(&p, stage, &args, &mut ws) {
+            Err(BackendError::Device { reason, .. }) => {
+                assert!(reason.contains("Error"), "{reason}")
+            }
+            other => panic!("expected a device error, got {other:?}"),
+        }
+        npu.write(&mut ws, b[0], 0, &x).unwrap();
+        npu.run(&p, stage, &args, &mut ws).unwrap();
+        assert!(npu.read(&ws, b[1], 0..T * W).unwrap() == want);
+    }
+
+    /// A decoder-like cross-attention: prepared keys/values (stage 0, from host-written k, v),
+    /// then per call (stage 1) norm x → h, q of h, attention over the prepared keys/values into
+    /// a (`q_len` queries), the out-projection of a added into x, the next norm on the host.
+    /// Buffers: x, a, h, k, v.
+    fn cross(b: &NpuBackend, seed: u64, q_len: Extent) -> (Program<NpuMatrix>, [BufferId; 5]) {
+        let mut rng = Rng::new(seed);
+        let mut p = Program::new();
+        let m: Vec<_> = (0..2)
+            .map(|_| {
+                let w = QuantMatrix::quantize(&rng.vec(CW * CW, 0.1), CW, CW);
+                p.add_matrix(b.matrix_q8(w).unwrap())
+            })
+            .collect();
+        let bias: Vec<_> = (0..2).map(|_| p.add_vector(rng.vec(CW, 0.3))).collect();
+        let (gamma, beta) = (
+            p.add_vector(rng.vec(CW, 1.0)),
+            p.add_vector(rng.vec(CW, 0.2)),
+        );
+        let buf = |p: &mut Program<NpuMatrix>, name, rows| {
+            p.add_buffer(name, rows * CW, Residency::Resident)
+        };
+        let (x, h, q, a, k, v) = (
+            buf(&mut p, "x", MAX_Q),
+            buf(&mut p, "h", MAX_Q),
+            buf(&mut p, "q", MAX_Q),
+            buf(&mut p, "a", MAX_Q),
+            buf(&mut p, "k", T),
+            buf(&mut p, "v", T),
+        );
+        let kv = p.add_key_values(crate::stage::KeyValuesSpec {
+            heads: CHEADS,
+            head_dim: 64,
+            capacity: T,
+        });
+        let rows = Extent::rows(1);
+        let lin = |x, out, w: usize, epilogue| Op::Linear {
+            x: At::start(x),
+            out: At::start(out),
+            rows,
+            max_rows: MAX_Q,
+            w: m[w],
+            bias: Some(bias[w]),
+            epilogue,
+        };
+        let norm = Op::LayerNorm {
+            x: At::start(x),
+            out: At::start(h),
+            rows,
+            gamma,
+            beta,
+            eps: 1e-5,
+        };
+        p.add_stage(
+            "prepare",
+            vec![Op::PrepareKeyValues {
+                k: At::start(k),
+                v: At::start(v),
+                rows: T,
+                kv,
+            }],
+        );
+        p.add_stage(
+            "cross",
+            vec![
+                norm.clone(),
+                lin(h, q, 0, Epilogue::Store),
+                Op::AttentionPrepared {
+                    q: At::start(q),
+                    kv,
+                    out: At::start(a),
+                    dims: AttentionDims {
+                        heads: CHEADS,
+                        head_dim: 64,
+                        q_len,
+                        kv_len: Extent::fixed(T),
+                        causal_offset: None,
+                        max_q_len: MAX_Q,
+                        max_kv_len: T,
+                    },
+                },
+                lin(a, x, 1, Epilogue::AddInto),
+                norm,
+            ],
+        );
+        (p, [x, a, h, k, v])
+    }
+
+    const MAX_Q: usize = 9;
+    /// Heads of the cross-attention test: rows of a width the decoder mapping's GEMM returns
+    /// exactly (whole 256-column quads; 192 would come back 256 wide and not chain).
+    const CHEADS: usize = 4;
+    const CW: usize = CHEADS * 64;
+
+    /// A cross-attention over prepared keys/values as a chain member (its q a member's result)
+    /// is one submission with its norm, q and out-projection (a bucket of 4 or more queries),
+    /// and equals the attention on its own context (q_len not the q linear's rows: not a
+    /// member; three submissions) bit for bit.
+    #[test]
+    fn a_chained_cross_attention_equals_the_attention_on_its_own_context() {
+        let (emu, npu) = npu();
+        let (pc, bc) = cross(&npu, 6, Extent::rows(1));
+        let (pu, bu) = cross(&npu, 6, Extent::pos_plus_rows(1));
+        let mut wc = npu.workspace(&pc, 1).unwrap();
+        let mut wu = npu.workspace(&pu, 1).unwrap();
+        let (prep, step) = (crate::stage::StageId(0), crate::stage::StageId(1));
+        assert_eq!(npu.submissions(&pc, step), 1);
+        assert_eq!(npu.submissions(&pu, step), 3);
+        let mut rng = Rng::new(17);
+        let kv: Vec<Vec<f32>> = (0..2).map(|_| rng.vec(T * CW, 1.0)).collect();
+        for (i, data) in kv.iter().enumerate() {
+            npu.write(&mut wc, bc[3 + i], 0, data).unwrap();
+            npu.write(&mut wu, bu[3 + i], 0, data).unwrap();
+        }
+        let args = |rows| StageArgs {
+            rows,
+            ..Default::default()
+        };
+        npu.run(&pc, prep, &args(T), &mut wc).unwrap();
+        npu.run(&pu, prep, &args(T), &mut wu).unwrap();
+        for rows in [1, 5, MAX_Q] {
+            let x = rng.vec(rows * CW, 1.5);
+            npu.write(&mut wc, bc[0], 0, &x).unwrap();
+            npu.write(&mut wu, bu[0], 0, &x).unwrap();
+            let before = emu.stats().submitted;
+            npu.run(&pc, step, &args(rows), &mut wc).unwrap();
+            assert_eq!(emu.stats().submitted - before, 1, "{rows} rows");
+            npu.run(&pu, step, &args(rows), &mut wu).unwrap();
+            for (i, name) in ["x", "a", "h"].iter().enumerate() {
+                let got = npu.read(&wc, bc[i], 0..rows * CW).unwrap();
+                let want = npu.read(&wu, bu[i], 0..rows * CW).unwrap();
+                let diff = got
+                    .iter()
+                    .zip(want)
+                    .position(|(g, w)| g.to_bits() != w.to_bits());
+                assert_eq!(diff, None, "{name}, {rows} rows");
+            }
+        }
+        assert!(
+            emu.command_errors().is_empty(),
+            "{:?}",
+            emu.command_errors()
+        );
+    }
+}

@@ -4,6 +4,11 @@
 //! the cache image) — on jfk.wav, greedy and beam 5. The kernel's arithmetic (int8 Q·Kᵀ) is
 //! not the CPU INT8 path's (bf16), so the transcripts are compared by their words (Whisper's
 //! English normaliser) with the CPU INT8 path's and the reference, not token for token.
+//!
+//! And base.int8 greedy on a file of two windows, the second with the first's text as its
+//! prompt: base's attentions are members of its chains (the encoder's self-attention, the
+//! decoder's cross-attention in query buckets: the prompt pass takes a bucket of 32 rows, the
+//! next step one of 4 again, whose Q headers lie where the device wrote Q codes).
 
 mod common;
 
@@ -11,7 +16,11 @@ use amanuensis::model_path::resolve_model;
 use amanuensis::{Device, LoadOptions, Model, TranscribeOptions};
 
 fn load(device: Device) -> Model {
-    let path = resolve_model(Some("tiny.en.int8")).unwrap_or_else(|e| panic!("{e}"));
+    load_model("tiny.en.int8", device)
+}
+
+fn load_model(name: &str, device: Device) -> Model {
+    let path = resolve_model(Some(name)).unwrap_or_else(|e| panic!("{e}"));
     Model::load(
         &path,
         &LoadOptions {
@@ -20,11 +29,15 @@ fn load(device: Device) -> Model {
             ..LoadOptions::default()
         },
     )
-    .unwrap_or_else(|e| panic!("tiny.en.int8 on {device:?}: {e}"))
+    .unwrap_or_else(|e| panic!("{name} on {device:?}: {e}"))
 }
 
 fn words(model: &Model, beam_size: usize) -> String {
-    let audio = amanuensis::load_audio(common::speech("jfk.wav")).unwrap();
+    words_of(model, "jfk.wav", beam_size)
+}
+
+fn words_of(model: &Model, file: &str, beam_size: usize) -> String {
+    let audio = amanuensis::load_audio(common::speech(file)).unwrap();
     let opts = TranscribeOptions {
         language: "en".into(),
         beam_size,
@@ -37,7 +50,7 @@ fn words(model: &Model, beam_size: usize) -> String {
 
 #[test]
 fn jfk_with_every_attention_on_the_emulated_device_greedy_and_beam_5() {
-    // This test binary's only test: the switch is read when the model loads.
+    // The switch is read when a model loads (every test of this binary sets it).
     std::env::set_var("AMANUENSIS_NPU_ATTENTION", "1");
     let emu = load(Device::Emu);
     let cpu = load(Device::Cpu);
@@ -58,6 +71,18 @@ fn jfk_with_every_attention_on_the_emulated_device_greedy_and_beam_5() {
         );
         assert_eq!(got, reference, "beam {beam}: the reference");
     }
+    let errors = emu.emulator_command_errors().unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+#[test]
+fn base_chains_with_attention_on_two_windows_with_a_prompt() {
+    std::env::set_var("AMANUENSIS_NPU_ATTENTION", "1");
+    let file = "lj-LJ001-0001.wav";
+    let emu = load_model("base.int8", Device::Emu);
+    let cpu = load_model("base.int8", Device::Cpu);
+    let got = words_of(&emu, file, 1);
+    assert_eq!(got, words_of(&cpu, file, 1), "the CPU INT8 path's words");
     let errors = emu.emulator_command_errors().unwrap();
     assert!(errors.is_empty(), "{errors:?}");
 }

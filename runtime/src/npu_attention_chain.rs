@@ -526,7 +526,7 @@ mod tests {
         };
         npu.run(&pc, prep, &args(T), &mut wc).unwrap();
         npu.run(&pu, prep, &args(T), &mut wu).unwrap();
-        for rows in [1, 5, MAX_Q] {
+        for rows in [1, 5, MAX_Q, 1] {
             let x = rng.vec(rows * CW, 1.5);
             npu.write(&mut wc, bc[0], 0, &x).unwrap();
             npu.write(&mut wu, bu[0], 0, &x).unwrap();

@@ -65,6 +65,11 @@ impl<B: Backend> AudioEncoder<B> {
         let v = buf(&mut p, "v", t * d);
         let chunk = MLP_CHUNK_ROWS.min(t);
         let hidden = buf(&mut p, "hidden", chunk * 4 * d);
+        // A window's scratch: written before it is read, never read after the window, so a
+        // device backend may leave what only the device reads there on the device.
+        for b in [mel_t, qk, v, hidden] {
+            p.mark_stage_local(b);
+        }
 
         let fixed = Extent::fixed;
         let mut ops = vec![

@@ -25,3 +25,4 @@ pub mod resident;
 pub mod sigbus;
 pub mod stage;
 pub mod table;
+pub mod unread_results;

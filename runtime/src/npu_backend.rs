@@ -458,6 +458,8 @@ struct GemmSession {
     img: MappedBo,
     /// Per stage and op: a member attention's chain programs and the CU of its inputs step.
     atts: Vec<Vec<Option<ChainMember>>>,
+    /// Per stage and op: a member whose result no host op reads ([`crate::unread_results`]).
+    unread: Vec<Vec<bool>>,
     /// The member attentions' Q and K/V images (the host writes only the Q headers).
     att: MappedBo,
     /// Sub-command regmaps of the group being built, `stride` words each.
@@ -493,6 +495,8 @@ struct MemberRun {
     x_off: usize,
     /// An attention (its rows row-major at `c_off`, `width` wide).
     attention: bool,
+    /// No host op reads its result ([`crate::unread_results`]): not read back.
+    unread: bool,
 }
 
 /// Where a member norm works: its x region (f32, whole rounds; also its x_out) in the
@@ -1638,6 +1642,24 @@ impl NpuBackend {
             .map_err(device_err("create command ring"))?;
         let rings: Vec<CommandRing> = rings.into_iter().flatten().collect();
         let stride = self.regmap_words();
+        let unread = plans
+            .iter()
+            .enumerate()
+            .map(|(st, plan)| {
+                let width = |op: &Op| match op {
+                    Op::Linear { w, .. } => Some(program.matrix(*w).cpu.rows()),
+                    Op::LayerNorm { gamma, .. } => Some(program.vector(*gamma).len()),
+                    Op::Attention { dims, .. }
+                    | Op::AttentionPrepared { dims, .. }
+                    | Op::CachedSelfAttention { dims, .. }
+                    | Op::SlotSelfAttention { dims, .. } => Some(dims.width()),
+                    _ => None,
+                };
+                let stage_local = |b: BufferId| program.buffers()[b.0 as usize].stage_local;
+                let ops = &program.stage(StageId(st as u16)).ops;
+                crate::unread_results::unread_results(ops, plan, width, stage_local)
+            })
+            .collect();
         Ok(GemmSession {
             plans,
             rings,
@@ -1658,6 +1680,7 @@ impl NpuBackend {
             img: MappedBo::share(&self.device, img_len)
                 .map_err(device_err("allocate norm images"))?,
             atts,
+            unread,
             att: MappedBo::share(&self.device, att_len)
                 .map_err(device_err("allocate attention images"))?,
             regmaps: vec![0; stride * commands.max(1)],
@@ -1707,7 +1730,7 @@ impl NpuBackend {
             0usize,
         );
         let mut att_cur = 0usize;
-        let (mut flushed, mut c_bytes, mut macs) = (0usize, 0usize, 0u64);
+        let (mut flushed, mut macs) = (0usize, 0u64);
         let (a_addr, c_addr) = (s.a.device_addr(), s.c.device_addr());
         let (nx_addr, params_addr) = (s.nx.device_addr(), s.params.device_addr());
         let img_addr = s.img.device_addr();
@@ -1973,7 +1996,6 @@ impl NpuBackend {
                 if prepared_kv.is_some() {
                     s.handles.push(kv_handle);
                 }
-                c_bytes += 4 * n_q * w;
                 // Q·Kᵀ and P·V over whole query groups and key chunks.
                 let keys = n_keys.next_multiple_of(amanuensis_aie::kernels::attention::KEY_CHUNK);
                 macs += (2
@@ -2071,7 +2093,6 @@ impl NpuBackend {
                     s.cmd_words.push(gp.layout.words());
                 }
                 s.handles.extend([gp.instr.handle(), dw.b.handle()]);
-                c_bytes += 4 * rows * n;
                 macs += (tiles * GEMM_ROWS * k * n) as u64;
                 runs.push(MemberRun {
                     rows,
@@ -2085,6 +2106,7 @@ impl NpuBackend {
                     norm: false,
                     x_off: 0,
                     attention: false,
+                    unread: false,
                 });
                 continue;
             }
@@ -2239,7 +2261,6 @@ impl NpuBackend {
             s.cu_masks.push(1 << cu);
             s.cmd_words.push(gd.layout.words());
             s.handles.extend([instr_handle, wts.image.handle()]);
-            c_bytes += 4 * rows * d.out_width();
             macs += (d.padded_rows(rows) * k * d.out_width()) as u64;
             runs.push(MemberRun {
                 rows,
@@ -2254,8 +2275,18 @@ impl NpuBackend {
                 norm: false,
                 x_off: 0,
                 attention: false,
+                unread: false,
             });
         }
+        // Results no host op reads stay on the device: neither invalidated nor written back.
+        for (r, &i) in runs.iter_mut().zip(&group.members) {
+            r.unread = s.unread[st][i];
+        }
+        let c_bytes: usize = runs
+            .iter()
+            .filter(|r| r.rows > 0 && !r.norm && !r.unread)
+            .map(|r| 4 * r.rows * r.width)
+            .sum();
         let commands = s.cu_masks.len();
         if commands == 0 {
             s.done[st][gi] = true;
@@ -2307,7 +2338,7 @@ impl NpuBackend {
         let t3 = Instant::now();
         let runs = &s.runs[st][gi];
         for r in runs {
-            if r.rows > 0 && !r.norm {
+            if r.rows > 0 && !r.norm && !r.unread {
                 s.c.flush(r.c_off..r.c_off + 4 * r.rows * r.width);
             }
         }
@@ -2361,7 +2392,8 @@ impl NpuBackend {
                 r.rows
             )));
         }
-        if rows == 0 {
+        if rows == 0 || r.unread {
+            // Unread: no host op reads `out` before it is overwritten (or after the stage).
             return Ok(());
         }
         let n = q.n_out();
@@ -2790,8 +2822,12 @@ impl LayerKernels for NpuBackend {
             .as_ref()
             .and_then(|g| Self::chained_attention_run(g, len).map(|r| (g, r)))
         {
-            // A member attention of the group submitted last (checked in `begin_op`).
+            // A member attention of the group submitted last (checked in `begin_op`); an
+            // unread result stays on the device.
             let (g, r) = run;
+            if r.unread {
+                return;
+            }
             let c: &[f32] = bytemuck::cast_slice(&g.c.bytes()[r.c_off..r.c_off + 4 * len]);
             out[..len].copy_from_slice(c);
             return;
@@ -2829,7 +2865,11 @@ impl LayerKernels for NpuBackend {
             .as_ref()
             .and_then(|g| Self::chained_attention_run(g, len).map(|r| (g, r)))
         {
-            // A member attention of the group submitted last (checked in `begin_op`).
+            // A member attention of the group submitted last (checked in `begin_op`); an
+            // unread result stays on the device.
+            if r.unread {
+                return;
+            }
             let c: &[f32] = bytemuck::cast_slice(&g.c.bytes()[r.c_off..r.c_off + 4 * len]);
             out[..len].copy_from_slice(c);
             return;

@@ -110,6 +110,10 @@ pub(super) fn finish(memory: &Memory, cmd_bo: u32, state: CmdState) {
 /// its BO (null = absent, length 0).
 struct DeviceBuffers {
     bufs: Vec<(*mut u8, usize)>,
+    /// Each buffer's device address.
+    addrs: Vec<u64>,
+    /// Device byte ranges written, adjacent writes merged: (address, length).
+    written: Vec<(u64, usize)>,
 }
 
 impl DmaMemory for DeviceBuffers {
@@ -130,6 +134,11 @@ impl DmaMemory for DeviceBuffers {
         assert!(offset as usize + data.len() <= len, "validated range");
         // SAFETY: as in `read`.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(offset as usize), data.len()) }
+        let at = self.addrs[arg] + offset;
+        match self.written.last_mut() {
+            Some((a, n)) if *a + *n as u64 == at => *n += data.len(),
+            _ => self.written.push((at, data.len())),
+        }
     }
 }
 
@@ -323,8 +332,10 @@ fn run_start_cu(
     };
     let n_bufs = packet.regmap.len().saturating_sub(5) / 2;
     let mut bufs = Vec::with_capacity(n_bufs);
+    let mut addrs = Vec::with_capacity(n_bufs);
     for i in 0..n_bufs {
         let addr = packet.arg_u64(0x14 + 8 * i).unwrap_or(0);
+        addrs.push(addr);
         if addr == 0 {
             bufs.push((std::ptr::null_mut(), 0));
             continue;
@@ -340,8 +351,16 @@ fn run_start_cu(
         },
     )
     .map_err(|e| format!("instruction stream refused: {e}"))?;
-    let mut mem = DeviceBuffers { bufs };
-    txn::execute(&plan, &mut mem, &mut |io| kernel(io))
-        .map(|_| ())
+    let mut mem = DeviceBuffers {
+        bufs,
+        addrs,
+        written: Vec::new(),
+    };
+    let run = txn::execute(&plan, &mut mem, &mut |io| kernel(io));
+    // What the device wrote (also before a failure) is stale in the host's clean lines.
+    for &(addr, len) in &mem.written {
+        memory.device_wrote(addr, len);
+    }
+    run.map(|_| ())
         .map_err(|e| format!("instruction stream execution: {e}"))
 }

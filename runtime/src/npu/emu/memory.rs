@@ -15,8 +15,12 @@
 //! `dram`, then the host line is refilled from `dram`. A missing flush before submission leaves
 //! the device reading stale data; a missing flush after completion leaves the host reading stale
 //! data; a flush of a CPU-dirty output after the device wrote it overwrites the device's result
-//! (F3). Limit: a CPU store of the value a line already holds is invisible here (a real cache
-//! line would be dirty). CMD BOs stay coherent: the driver, not the NPU, reads them.
+//! (F3). When the device writes a line the host holds clean, the host's copy of it becomes
+//! [`STALE`] bytes ([`Memory::device_wrote`]): a stale line's contents are whatever the cache
+//! held, so a host that reads it without a flush reads garbage, and a store into it is never a
+//! store of the bytes it already holds (which the flush could not see: a real store dirties the
+//! line whatever it writes). Limit: a store of [`STALE`] bytes into a stale line is invisible.
+//! CMD BOs stay coherent: the driver, not the NPU, reads them.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +54,10 @@ pub(super) struct EmuBo {
 
 /// Bytes per cache line of the coherence model.
 pub const LINE: usize = 64;
+
+/// What the host reads of a line the device wrote while the host held it clean, until the host
+/// flushes it (a NaN in f32 and bf16, -1 in integers).
+pub const STALE: u8 = 0xFF;
 
 #[derive(Debug, Default)]
 pub(super) struct Memory {
@@ -362,6 +370,51 @@ impl Memory {
                     }
                     std::ptr::copy_nonoverlapping(d, h, n);
                     std::ptr::copy_nonoverlapping(d, s, n);
+                }
+            }
+        }
+    }
+
+    /// The device wrote `len` bytes at device address `addr`: every line of them the host holds
+    /// clean (unchanged since its last flush) turns [`STALE`] in the host's copy (see the
+    /// module doc); dirty lines stay as they are (their flush writes them over the device's
+    /// bytes, F3).
+    pub(super) fn device_wrote(&self, addr: u64, len: usize) {
+        if len == 0 {
+            return;
+        }
+        for b in self.bos.values() {
+            let (Some(host), Some((_, synced))) = (b.backing.as_ref(), b.dram.as_ref()) else {
+                continue;
+            };
+            if !b.mapped {
+                continue;
+            }
+            // SHARE: the device address is the mapping's; the heap: DEV BOs' addresses.
+            let base = match b.bo_type {
+                BoType::Share => host.addr() as u64,
+                BoType::DevHeap => HEAP_DEVICE_BASE,
+                _ => continue,
+            };
+            let size = b.size as usize;
+            let (start, end) = (addr.max(base), (addr + len as u64).min(base + size as u64));
+            if start >= end {
+                continue;
+            }
+            let first = (start - base) as usize / LINE * LINE;
+            let last = ((end - base) as usize).div_ceil(LINE) * LINE;
+            for line in (first..last.min(size)).step_by(LINE) {
+                let n = LINE.min(size - line);
+                // SAFETY: `line..line+n` is inside both ranges (each `size` bytes). Raw
+                // accesses, as in `flush`.
+                unsafe {
+                    let h = host.ptr().as_ptr().add(line);
+                    let s = synced.ptr().as_ptr().add(line);
+                    let clean = (0..n).all(|i| h.add(i).read_volatile() == s.add(i).read());
+                    if clean {
+                        std::ptr::write_bytes(h, STALE, n);
+                        std::ptr::write_bytes(s, STALE, n);
+                    }
                 }
             }
         }

@@ -29,7 +29,7 @@ use rustix::io::Errno;
 
 pub use firmware::{KernelFn, EXECBUF_PAYLOAD_WORDS};
 pub use int8_gemm::Int8GemmModel;
-pub use memory::{DEV_BO_ALIGN, HEAP_DEVICE_BASE, HEAP_MAX, LINE};
+pub use memory::{DEV_BO_ALIGN, HEAP_DEVICE_BASE, HEAP_MAX, LINE, STALE};
 pub use profile::{DriverProfile, LongRegmap, PROFILE_ENV};
 
 use firmware::{Context, Job, JobFault};

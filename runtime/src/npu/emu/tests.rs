@@ -107,6 +107,63 @@ fn device_memory_is_not_coherent() {
     emu.gem_close(bo).unwrap();
 }
 
+/// A clean line the device writes reads [`STALE`] until a flush; a store into it of the bytes
+/// the host held before (which the flush could not tell from no store) reaches the device.
+#[test]
+fn a_line_the_device_wrote_is_stale_and_a_store_into_it_counts() {
+    let emu = emu_with_kernel();
+    let bo = emu.create_bo(BoType::Share, 4096).unwrap();
+    let map = emu
+        .mmap(emu.bo_info(bo).unwrap().map_offset, 4096, 0)
+        .unwrap();
+    let host = map.ptr().as_ptr();
+    let addr = map.addr() as u64;
+    let device_write = |off: u64, byte: u8, len: usize| {
+        let s = emu.lock();
+        let (p, _, _) = s.memory.resolve(addr + off).unwrap();
+        // SAFETY: test-only write into the device copy, in bounds.
+        unsafe { p.write_bytes(byte, len) };
+        s.memory.device_wrote(addr + off, len);
+    };
+    let device_byte = |off: u64| {
+        let s = emu.lock();
+        let (p, _, _) = s.memory.resolve(addr + off).unwrap();
+        // SAFETY: test-only read of the device copy, in bounds.
+        unsafe { p.read() }
+    };
+    // SAFETY (this test's raw accesses): writes, reads and flushes of our own live mapping.
+    unsafe {
+        host.write_bytes(0xAB, 4096);
+        emu.cache_flush(host, 4096);
+    }
+    device_write(64, 0x11, 8);
+    // The whole line is stale on the host; its neighbours are not.
+    assert_eq!(unsafe { host.add(64).read() }, STALE);
+    assert_eq!(unsafe { host.add(127).read() }, STALE);
+    assert_eq!(unsafe { host.add(128).read() }, 0xAB);
+    // A flush (invalidation) shows the device's bytes.
+    unsafe { emu.cache_flush(host.add(64), 8) };
+    assert_eq!(unsafe { host.add(64).read() }, 0x11);
+    assert_eq!(unsafe { host.add(72).read() }, 0xAB);
+    // The device writes the line again; the host stores what it held before, then flushes.
+    device_write(64, 0x22, 8);
+    unsafe {
+        host.add(64).write_bytes(0x11, 8);
+        emu.cache_flush(host.add(64), 8);
+    }
+    assert_eq!(device_byte(64), 0x11, "the host's store reached the device");
+    // The rest of the line was stale when the host stored: written back as such (F3).
+    assert_eq!(device_byte(72), STALE);
+    // A line the host holds dirty keeps the host's bytes (its flush writes them back).
+    unsafe { host.add(256).write_bytes(0x33, 4) };
+    device_write(256, 0x44, 4);
+    assert_eq!(unsafe { host.add(256).read() }, 0x33);
+    unsafe { emu.cache_flush(host.add(256), 4) };
+    assert_eq!(device_byte(256), 0x33);
+    emu.munmap(&map).unwrap();
+    emu.gem_close(bo).unwrap();
+}
+
 fn emu_with_kernel() -> EmuDriver {
     let emu = EmuDriver::new(EmuConfig::default());
     emu.register_kernel(PDI, |_| Ok(()));

@@ -127,6 +127,7 @@ pub fn emulated_xclbin_with(
         let args = match kind {
             ChainKind::SelfAttention => amanuensis_aie::program::attention_inputs::INPUT_ARGS,
             ChainKind::Prepared => 2,
+            ChainKind::Cached => amanuensis_aie::program::cache_inputs::CACHE_INPUT_ARGS,
         };
         (
             crate::npu_attention_chain::inputs_pdi(target, im, *kind),

@@ -49,9 +49,10 @@
 //! result (nothing after the source wrote the buffer), so the CPU's order is kept. This is
 //! fc1 → fc2: fc2 reads fc1's GELU output.
 //!
-//! **Device attention.** An [`Op::Attention`] or [`Op::AttentionPrepared`] (its keys/values
-//! already on the device) the device can compute ([`Role::Attention`]) may join a group (never
-//! start one) when each of its q, k and v (its q) is exactly the stored (`Store`) result of a
+//! **Device attention.** An [`Op::Attention`], an [`Op::AttentionPrepared`] (its keys/values
+//! already on the device) or an [`Op::CachedSelfAttention`] (its new k and v rows appended to
+//! a device-resident cache) the device can compute ([`Role::Attention`]) may join a group
+//! (never start one) when each of its q, k and v (its q) is exactly the stored (`Store`) result of a
 //! member linear, f32 rows of the attention's width (`residual_width`), that
 //! nothing wrote over since ([`ChainPlan::attention`]; q and k may share a buffer when the
 //! writes in between are provably other rows): the device writes the attention's images from
@@ -260,7 +261,8 @@ impl ChainPlan {
                 Op::Linear { .. }
                 | Op::LayerNorm { .. }
                 | Op::Attention { .. }
-                | Op::AttentionPrepared { .. } => device(i, op),
+                | Op::AttentionPrepared { .. }
+                | Op::CachedSelfAttention { .. } => device(i, op),
                 _ => None,
             })
             .collect();
@@ -336,9 +338,12 @@ impl ChainPlan {
                         }
                         ok
                     }
-                    (Some(dj), Op::Attention { .. } | Op::AttentionPrepared { .. })
-                        if dj.context == d.context && dj.role == Role::Attention && j != i =>
-                    {
+                    (
+                        Some(dj),
+                        Op::Attention { .. }
+                        | Op::AttentionPrepared { .. }
+                        | Op::CachedSelfAttention { .. },
+                    ) if dj.context == d.context && dj.role == Role::Attention && j != i => {
                         // Each input exactly a member linear's stored result, unwritten since:
                         // the device writes the attention's images from those results.
                         let source = |a: At, rows: Extent, width: usize| {
@@ -364,6 +369,28 @@ impl ChainPlan {
                             Op::AttentionPrepared { q, dims, .. } => {
                                 source(q, dims.q_len, dims.width())
                                     .map(|q| AttentionInputs { q, kv: None })
+                            }
+                            // The new rows: `q_len` of each (the device appends k and v to
+                            // the cache at the call's position).
+                            Op::CachedSelfAttention {
+                                q,
+                                k_new,
+                                v_new,
+                                dims,
+                                ..
+                            } => {
+                                let (w, rows) = (dims.width(), dims.q_len);
+                                match (
+                                    source(q, rows, w),
+                                    source(k_new, rows, w),
+                                    source(v_new, rows, w),
+                                ) {
+                                    (Some(q), Some(k), Some(v)) => Some(AttentionInputs {
+                                        q,
+                                        kv: Some((k, v)),
+                                    }),
+                                    _ => None,
+                                }
                             }
                             _ => None,
                         };
@@ -486,7 +513,9 @@ fn quantize_source(
             },
         ) => out == x && l_rows == rows && w == dj.width,
         (
-            Op::Attention { out, dims, .. } | Op::AttentionPrepared { out, dims, .. },
+            Op::Attention { out, dims, .. }
+            | Op::AttentionPrepared { out, dims, .. }
+            | Op::CachedSelfAttention { out, dims, .. },
             Role::Attention,
         ) => out == x && dims.q_len == *rows && dims.width() == dj.width,
         _ => false,
@@ -496,9 +525,9 @@ fn quantize_source(
 
 /// The last of `writers` (ops that wrote `a`'s buffer since the group's start, in program
 /// order) that wrote `a` itself: a linear whose output is exactly `a`; every later writer must
-/// be a device linear whose rows (fixed offset, fixed rows of its `residual_width`) are
-/// disjoint from `a`'s `rows` rows of `width` (q and k in one buffer, the encoder's). `None`
-/// when that cannot be shown.
+/// be a device linear whose rows (its rows of its `residual_width`) are disjoint from `a`'s
+/// `rows` rows of `width` for every call (q and k in one buffer, the encoder's; k and v in
+/// one, v after k's rows, the decoder's). `None` when that cannot be shown.
 fn last_writer(
     ops: &[Op],
     dev: &[Option<DeviceLinear>],
@@ -507,9 +536,21 @@ fn last_writer(
     rows: Extent,
     width: usize,
 ) -> Option<usize> {
+    // Start and end of `rows` rows of `width` at `offset`, as extents of the call's rows and
+    // position.
     let span = |offset: Extent, rows: Extent, width: usize| {
-        let start = fixed(offset)?;
-        Some(start..start + fixed(rows)? * width)
+        let end = Extent {
+            constant: offset.constant + rows.constant * width,
+            per_row: offset.per_row + rows.per_row * width,
+            per_pos: offset.per_pos + rows.per_pos * width,
+        };
+        (offset, end)
+    };
+    // `end <= start` for every rows and position (both non-negative).
+    let before = |end: Extent, start: Extent| {
+        end.constant <= start.constant
+            && end.per_row <= start.per_row
+            && end.per_pos <= start.per_pos
     };
     for &l in writers.iter().rev() {
         let Op::Linear {
@@ -532,8 +573,8 @@ fn last_writer(
         else {
             return None;
         };
-        let (theirs, ours) = (span(out.offset, l_rows, lw)?, span(a.offset, rows, width)?);
-        if theirs.start < ours.end && ours.start < theirs.end {
+        let (theirs, ours) = (span(out.offset, l_rows, lw), span(a.offset, rows, width));
+        if !before(theirs.1, ours.0) && !before(ours.1, theirs.0) {
             return None;
         }
     }

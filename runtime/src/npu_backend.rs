@@ -80,6 +80,7 @@ use amanuensis_aie::design::Mapping;
 use amanuensis_aie::kernels::matmul::EpilogueMode;
 use amanuensis_aie::program::attention::AttentionImages;
 use amanuensis_aie::program::attention_inputs::INPUT_ARGS;
+use amanuensis_aie::program::cache_inputs::CACHE_INPUT_ARGS;
 use amanuensis_aie::program::images::{activation_image_len, output_len, weight_image};
 use amanuensis_aie::txn::Target;
 
@@ -520,8 +521,17 @@ struct ChainMember {
     attend_cu: u32,
 }
 
+/// The attention session's device-resident images a group's member attentions read: a
+/// prepared key/value slot's (`(address, handle, rows)`, when prepared this window), a K/V
+/// cache's (`(address, handle, bytes per slot, slots, keys per slot image)`).
+struct ResidentImages<'a> {
+    prepared: &'a dyn Fn(usize) -> Option<(u64, u32, usize)>,
+    cache: &'a dyn Fn(usize) -> Option<(u64, u32, usize, usize, usize)>,
+}
+
 /// The most bytes of member linear `i`'s C rows a member attention's inputs step reads (its
-/// query rows or keys, `heads · 64` f32 each, whole regions), 0 when none reads them.
+/// query rows, keys or new cache rows, `heads · 64` f32 each, whole regions), 0 when none
+/// reads them.
 fn attention_read(plan: &ChainPlan, atts: &[Option<ChainMember>], i: usize) -> usize {
     plan.attention
         .iter()
@@ -533,7 +543,7 @@ fn attention_read(plan: &ChainPlan, atts: &[Option<ChainMember>], i: usize) -> u
             if src.q == i {
                 row * im.q_rows
             } else if src.kv.is_some_and(|(k, v)| k == i || v == i) {
-                row * im.keys
+                row * c.programs.kv_rows_read()
             } else {
                 0
             }
@@ -1031,7 +1041,8 @@ impl NpuBackend {
     /// ([`crate::npu_attention_chain`]): with device attention on the emulated designs, the
     /// shapes the attention design takes: an [`Op::Attention`] with query and key counts fixed
     /// at load (its inputs step moves whole regions), an [`Op::AttentionPrepared`] over
-    /// prepared keys/values (its queries in buckets).
+    /// prepared keys/values (its queries in buckets), an [`Op::CachedSelfAttention`] over a
+    /// device-resident K/V cache (its queries in buckets, its new rows written per row count).
     fn chain_attention_shape(
         &self,
         program: &Program<NpuMatrix>,
@@ -1057,6 +1068,14 @@ impl NpuBackend {
                 let im = AttentionImages::new(dims.heads, dims.max_q_len, keys);
                 Some((im.ok()?, ChainKind::Prepared))
             }
+            Op::CachedSelfAttention { cache, dims, .. }
+                if npu_attention::on_device(program, op) =>
+            {
+                let positions = program.key_value_caches()[cache.0 as usize].positions;
+                let keys = npu_attention::cache_keys(positions);
+                let im = AttentionImages::new(dims.heads, dims.max_q_len, keys);
+                Some((im.ok()?, ChainKind::Cached))
+            }
             _ => None,
         }
     }
@@ -1072,11 +1091,16 @@ impl NpuBackend {
         op: &Op,
         fixture: bool,
     ) -> Option<DeviceLinear> {
-        if let Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. } = op {
+        if let Op::Attention { dims, .. }
+        | Op::AttentionPrepared { dims, .. }
+        | Op::CachedSelfAttention { dims, .. } = op
+        {
             let (im, kind) = self.chain_attention_shape(program, op)?;
+            // (Prepared keys/values and K/V caches are resident in their own BOs.)
             let (args, kv) = match kind {
                 ChainKind::SelfAttention => (INPUT_ARGS, im.kv_image_len()),
                 ChainKind::Prepared => (2, 0),
+                ChainKind::Cached => (CACHE_INPUT_ARGS, 0),
             };
             return Some(DeviceLinear {
                 context: self.gemms.len(),
@@ -1220,10 +1244,10 @@ impl NpuBackend {
     }
 
     /// The longest regmap of a sub-command on the designs' context (GEMM designs, norms,
-    /// attention inputs: at most 5 buffer arguments).
+    /// attention inputs, cache inputs: at most 7 buffer arguments).
     fn design_regmap_words(&self) -> usize {
         if self.aie.is_some() {
-            RegmapLayout::mlir_aie_words(NORM_ARGS.max(INPUT_ARGS))
+            RegmapLayout::mlir_aie_words(NORM_ARGS.max(INPUT_ARGS).max(CACHE_INPUT_ARGS))
         } else {
             RegmapLayout::mlir_aie_words(3)
         }
@@ -1683,7 +1707,7 @@ impl NpuBackend {
         g: u32,
         args: &StageArgs,
         input: &dyn Fn(crate::stage::At, usize) -> Option<&'a [f32]>,
-        prepared: &dyn Fn(usize) -> Option<(u64, u32, usize)>,
+        resident: &ResidentImages<'_>,
     ) -> Result<(), BackendError> {
         let ns = |a: Instant, b: Instant| (b - a).as_nanos() as u64;
         let t0 = Instant::now();
@@ -1850,6 +1874,125 @@ impl NpuBackend {
                 });
                 continue;
             }
+            if let Op::CachedSelfAttention {
+                cache, slot, dims, ..
+            } = &ops[i]
+            {
+                // A member self-attention over a K/V cache: its first step writes the Q image
+                // from the q member's C rows and appends the k and v members' C rows to the
+                // slot's image in the cache BO at the call's position (the position patched
+                // into its destination addresses); the host writes only the Q headers (the
+                // causal mask from `pos`). The attention reads the slot's image, its rows go
+                // row-major into its C region.
+                let (Some(m), Some(src)) = (s.atts[st][i].as_ref(), plan.attention[i]) else {
+                    return Err(chain_err(format!(
+                        "op {i}: a member attention without its programs"
+                    )));
+                };
+                let Some((k_src, v_src)) = src.kv else {
+                    return Err(chain_err(format!(
+                        "op {i}: a cache attention without k and v"
+                    )));
+                };
+                let (w, n_q, pos) = (dims.width(), args.rows, args.pos);
+                let (cache_addr, cache_handle, slot_len, slots, keys) =
+                    (resident.cache)(cache.0 as usize).ok_or_else(|| {
+                        chain_err(format!("op {i}: its K/V cache has no device image"))
+                    })?;
+                let positions = program.key_value_caches()[cache.0 as usize].positions;
+                let Some((im, (in_addr, in_handle, in_words), (at_addr, at_handle, at_words), n_w)) =
+                    m.programs.cached(n_q).filter(|_| n_q > 0)
+                else {
+                    return Err(chain_err(format!(
+                        "op {i}: no cache attention streams for {n_q} new rows"
+                    )));
+                };
+                if *slot >= slots || pos + n_q > positions || pos + n_w > keys {
+                    return Err(chain_err(format!(
+                        "op {i}: {n_q} rows at position {pos} of slot {slot}, the cache holds \
+                         {slots} slots of {positions} positions"
+                    )));
+                }
+                let mut c_src = [0u64; 3];
+                for ((c, l), want) in c_src.iter_mut().zip([src.q, k_src, v_src]).zip([n_q; 3]) {
+                    let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
+                    let run = runs
+                        .get(lm)
+                        .filter(|r| r.rows == want && !r.fixture && !r.norm && r.width == w)
+                        .ok_or_else(|| {
+                            chain_err(format!(
+                                "op {i}: its input's source (op {l}) did not run {want} rows of \
+                                 width {w}"
+                            ))
+                        })?;
+                    *c = c_addr + run.c_off as u64;
+                }
+                let att_addr = s.att.device_addr();
+                let q_off = att_cur;
+                att_cur = (q_off + im.q_image_len()).next_multiple_of(REGION_ALIGN);
+                let header = im.header(n_q, pos + n_q, Some(pos));
+                for h in 0..im.heads {
+                    let at = q_off + im.q_header(h);
+                    s.att.bytes_mut()[at..at + header.len()].copy_from_slice(&header);
+                    s.att.flush(at..at + header.len());
+                    flushed += header.len();
+                }
+                let q_img = att_addr + q_off as u64;
+                let image = cache_addr + (slot * slot_len) as u64;
+                let at_pos = |bytes_per_row: usize| image + (bytes_per_row * pos) as u64;
+                let c_off = c_cur;
+                let out_len =
+                    im.out_len()
+                        .max(quantize_read(plan, &s.quants[st], group, i, Some(n_q)));
+                c_cur = (c_off + out_len).next_multiple_of(REGION_ALIGN);
+                let head = amanuensis_aie::kernels::attention::HEAD_DIM;
+                let j = s.cu_masks.len();
+                m.programs
+                    .inputs_layout
+                    .write(
+                        MLIR_AIE_OPCODE_TXN,
+                        in_addr,
+                        in_words,
+                        &[
+                            c_src[0],
+                            c_src[1],
+                            c_src[2],
+                            q_img,
+                            at_pos(head),
+                            at_pos(4),
+                            at_pos(2 * head),
+                        ],
+                        &mut s.regmaps[j * stride..(j + 1) * stride],
+                    )
+                    .map_err(|e| chain_err(format!("command: {e}")))?;
+                s.cu_masks.push(1 << m.inputs_cu);
+                s.cmd_words.push(m.programs.inputs_layout.words());
+                m.programs
+                    .attend_layout
+                    .write(
+                        MLIR_AIE_OPCODE_TXN,
+                        at_addr,
+                        at_words,
+                        &[q_img, image, c_addr + c_off as u64],
+                        &mut s.regmaps[(j + 1) * stride..(j + 2) * stride],
+                    )
+                    .map_err(|e| chain_err(format!("command: {e}")))?;
+                s.cu_masks.push(1 << m.attend_cu);
+                s.cmd_words.push(m.programs.attend_layout.words());
+                s.handles.extend([in_handle, at_handle, cache_handle]);
+                c_bytes += 4 * n_q * w;
+                let keys =
+                    (pos + n_q).next_multiple_of(amanuensis_aie::kernels::attention::KEY_CHUNK);
+                macs += (2 * im.heads * im.q_rows * keys * head) as u64;
+                runs.push(MemberRun {
+                    rows: n_q,
+                    c_off,
+                    width: w,
+                    attention: true,
+                    ..MemberRun::default()
+                });
+                continue;
+            }
             if let Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. } = &ops[i] {
                 // A member attention: its first step writes the Q (and K/V) images from the
                 // q (k, v) members' C rows (the host writes only the Q headers; prepared K/V
@@ -1865,9 +2008,10 @@ impl NpuBackend {
                 let n_q = dims.q_len.at(args);
                 let (n_keys, prepared_kv) = match &ops[i] {
                     Op::AttentionPrepared { kv, .. } => {
-                        let (addr, handle, rows) = prepared(kv.0 as usize).ok_or_else(|| {
-                            chain_err(format!("op {i}: its keys/values are not prepared"))
-                        })?;
+                        let (addr, handle, rows) =
+                            (resident.prepared)(kv.0 as usize).ok_or_else(|| {
+                                chain_err(format!("op {i}: its keys/values are not prepared"))
+                            })?;
                         (rows, Some((addr, handle)))
                     }
                     _ => {
@@ -1934,6 +2078,11 @@ impl NpuBackend {
                 let first: &[u64] = match m.programs.kind {
                     ChainKind::SelfAttention => &first_args,
                     ChainKind::Prepared => &[c_src[0], q_img],
+                    ChainKind::Cached => {
+                        return Err(chain_err(format!(
+                            "op {i}: a cache attention's programs on another op"
+                        )))
+                    }
                 };
                 m.programs
                     .inputs_layout
@@ -2678,12 +2827,14 @@ impl LayerKernels for NpuBackend {
         }
         if chained {
             // Its result must be in C: the group submitted, the member run at the call's rows.
-            let (Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. }) =
-                &program.stage(stage).ops[op]
-            else {
-                return Err(chain_err(format!("op {op}: a member attention is not one")));
+            let n_q = match &program.stage(stage).ops[op] {
+                Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. } => {
+                    (dims.q_len.at(args), dims)
+                }
+                Op::CachedSelfAttention { dims, .. } => (args.rows, dims),
+                _ => return Err(chain_err(format!("op {op}: a member attention is not one"))),
             };
-            let n_q = dims.q_len.at(args);
+            let (n_q, dims) = n_q;
             if Self::chained_attention_run(session, n_q * dims.width()).is_none() {
                 return Err(chain_err(format!(
                     "op {op} of stage {}: its group did not run it for {n_q} queries",
@@ -2697,9 +2848,15 @@ impl LayerKernels for NpuBackend {
             .and_then(|p| p.starts.get(op).copied().flatten());
         match start {
             Some(g) => {
-                // Prepared keys/values (the window's cross K/V image) a member reads.
+                // Prepared keys/values (the window's cross K/V image) and K/V caches a
+                // member reads.
                 let prepared = |kv: usize| attention.as_ref()?.prepared_image(kv);
-                self.run_group(session, program, stage, g, args, input, &prepared)
+                let cache = |c: usize| attention.as_ref()?.cache_image(c);
+                let resident = ResidentImages {
+                    prepared: &prepared,
+                    cache: &cache,
+                };
+                self.run_group(session, program, stage, g, args, input, &resident)
             }
             None => Ok(()),
         }
@@ -2856,6 +3013,17 @@ impl LayerKernels for NpuBackend {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
+        let len = shape.q_len * shape.heads * shape.head_dim;
+        if let Some((g, r)) = s
+            .session
+            .as_ref()
+            .and_then(|g| Self::chained_attention_run(g, len).map(|r| (g, r)))
+        {
+            // A member attention of the group submitted last (checked in `begin_op`).
+            let c: &[f32] = bytemuck::cast_slice(&g.c.bytes()[r.c_off..r.c_off + 4 * len]);
+            out[..len].copy_from_slice(c);
+            return;
+        }
         if s.attention.as_mut().is_some_and(|a| a.take_result(out)) {
             return;
         }

@@ -59,12 +59,12 @@ pub fn arg_lens(im: &AttentionImages) -> [usize; INPUT_ARGS] {
 }
 
 /// Bytes of one head's Q region after its header.
-fn q_body(im: &AttentionImages) -> usize {
+pub(crate) fn q_body(im: &AttentionImages) -> usize {
     im.q_region() - HEADER_BYTES
 }
 
 /// The columns of head `h` of `rows` rows `w` values wide: 64 words per row, rows `w` apart.
-fn head_columns(rows: usize, w: usize, burst: u8) -> ShimBd {
+pub(crate) fn head_columns(rows: usize, w: usize, burst: u8) -> ShimBd {
     ShimBd {
         length: (rows * HEAD_DIM) as u32,
         d0: Dim {
@@ -77,7 +77,14 @@ fn head_columns(rows: usize, w: usize, burst: u8) -> ShimBd {
     }
 }
 
-fn emit(txn: &mut Txn, col: u8, id: u8, bd: ShimBd, arg: u32, plus: usize) -> Result<(), AieError> {
+pub(crate) fn emit(
+    txn: &mut Txn,
+    col: u8,
+    id: u8,
+    bd: ShimBd,
+    arg: u32,
+    plus: usize,
+) -> Result<(), AieError> {
     let bd = ShimBd {
         word1: plus as u32,
         ..bd

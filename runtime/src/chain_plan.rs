@@ -1543,4 +1543,77 @@ mod tests {
             .groups
             .is_empty());
     }
+
+    /// A causal self-attention over a K/V cache joins when q, k and v are member results; k
+    /// and v in one buffer, v after k's rows (offset `rows · 8`, the decoder's), are rows
+    /// disjoint for every call; a linear in between writing rows that overlap k's for some
+    /// call keeps it out.
+    #[test]
+    fn a_cache_attention_joins_with_k_and_v_in_one_buffer() {
+        let with_attention = |_: usize, op: &Op| match op {
+            Op::CachedSelfAttention { .. } => Some(DeviceLinear {
+                context: 0,
+                commands: 2,
+                bytes: 100,
+                slot_bytes: 120,
+                width: 8,
+                role: Role::Attention,
+            }),
+            _ => device(0, op),
+        };
+        let rows = Extent::rows(1);
+        let st = |b| At::start(BufferId(b));
+        let at = |b, offset| At {
+            buffer: BufferId(b),
+            offset,
+        };
+        let v_new = at(3, Extent::rows(8));
+        let attention = Op::CachedSelfAttention {
+            q: st(2),
+            k_new: st(3),
+            v_new,
+            cache: crate::stage::KeyValueCacheId(0),
+            slot: 0,
+            out: st(4),
+            dims: crate::stage::AttentionDims {
+                heads: 1,
+                head_dim: 8,
+                q_len: rows,
+                kv_len: Extent::pos_plus_rows(1),
+                causal_offset: Some(Extent::pos(1)),
+                max_q_len: 8,
+                max_kv_len: 8,
+            },
+        };
+        // norm x → h; q of h (2), k of h (3), v of h (3 after k's rows); the attention into
+        // a (4); the out-projection of a added into x.
+        let layer = |v_out: At| {
+            vec![
+                norm_at(st(0), st(1), rows),
+                lin_at(st(1), st(2), rows, 0, Epilogue::Store),
+                lin_at(st(1), st(3), rows, 1, Epilogue::Store),
+                lin_at(st(1), v_out, rows, 2, Epilogue::Store),
+                attention.clone(),
+                lin_at(st(4), st(0), rows, 10, Epilogue::AddInto),
+            ]
+        };
+        let p = ChainPlan::new(&layer(v_new), with_attention, LIMITS);
+        assert_eq!(p.groups.len(), 1, "{:?}", p.groups);
+        // (The norm stays on the host: nothing overwrites h before the stage ends.)
+        assert_eq!(p.groups[0].members, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            p.attention[4],
+            Some(AttentionInputs {
+                q: 1,
+                kv: Some((2, 3))
+            })
+        );
+        assert_eq!(p.quantized[5], Some(4));
+        // v written at a fixed offset inside k's rows of a call of more than 2 rows, or at
+        // half a row per row: k's rows are not provably untouched, and v is not at v_new.
+        for offset in [Extent::fixed(16), Extent::rows(4)] {
+            let p = ChainPlan::new(&layer(at(3, offset)), with_attention, LIMITS);
+            assert_eq!(p.attention[4], None, "{offset:?}");
+        }
+    }
 }

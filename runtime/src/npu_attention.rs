@@ -50,8 +50,15 @@
 //! context ([`crate::npu_attention_chain`]: the device writes its images from the q/k/v
 //! results, its row-major output goes through the device quantize to the out-projection), and
 //! this session only forgets the op ([`AttentionSession::clear_pending`]). Same arithmetic,
-//! same bits. The decoder's attentions (cross over the prepared K/V, self over the cache) are
-//! still one submission each.
+//! same bits. So are the decoder's cross-attention over the prepared K/V and its greedy
+//! self-attention over the cache ([`Op::CachedSelfAttention`]) when their inputs are member
+//! linears' results of full-width rows: the chain's cache-inputs step appends the new rows to
+//! the slot's image on the device at the call's position ([`AttentionSession::cache_image`]
+//! gives the chain the image; each slot image holds [`CACHE_SLACK`] positions past the
+//! cache's for a rounded write), and this session neither writes the rows nor submits. Beam
+//! rows ([`Op::SlotSelfAttention`]) are still one submission each. Because the device writes
+//! the cache image, every host write into it (a beam row, a fork's copy) invalidates the lines
+//! it touches first.
 //!
 //! **No xclbin of the attention design has been built** (no mlir-aie / Peano here): like our
 //! GEMM design ([`crate::aie_gemm`]) it runs only on the emulated device, whose firmware runs

@@ -10,7 +10,12 @@
 //!    scales, bf16 values): the bits the host writes for [`crate::npu_attention`] (the CPU
 //!    quantizer `q8::quant::quantize_row` per row and head, `bf16_round`). The Q regions' headers
 //!    (the call's query and key counts) are the host's: 64 bytes per head, written and flushed
-//!    before the chain is submitted.
+//!    before the chain is submitted. Over prepared keys/values ([`ChainKind::Prepared`]) only
+//!    the Q image; over a device-resident K/V cache ([`ChainKind::Cached`],
+//!    `amanuensis_aie::program::cache_inputs`) the Q image and the call's new K/V rows appended
+//!    to the slot's image at the call's position (its destination addresses are the image plus
+//!    64, 4 and 128 bytes per position: codes, scales, values), one stream per row count
+//!    ([`cache_write_rows`]).
 //! 2. **the attention** (`aie/kernels/attention.cc`'s design, the PDI
 //!    [`crate::npu_attention::DeviceAttention`] registers) with its output written **row-major**
 //!    (`amanuensis_aie::program::attention::attention_program_rows`: the S2MM BDs gather the
@@ -20,13 +25,16 @@
 //! So the device attention's arithmetic is unchanged (the same images, the same kernel model):
 //! chained or not, its result is the same bits (tested in [`crate::npu_backend`]).
 //!
-//! One [`ChainAttention`] per attention shape (heads, query rows, keys); its streams are made,
-//! validated against their buffers and uploaded when a workspace declares a member attention of
-//! that shape. Only calls whose query and key counts are fixed at load are members (the
-//! encoder's self-attention): the streams move whole regions.
+//! One [`ChainAttention`] per attention shape (heads, query rows, keys) and kind; its streams
+//! are made, validated against their buffers and uploaded when a workspace declares a member
+//! attention of that shape: a self-attention of query and key counts fixed at load (the
+//! encoder's; its streams move whole regions), an attention over prepared keys/values (the
+//! decoder's cross-attention; query buckets 4, 8, …), a causal self-attention over a K/V
+//! cache (the decoder's greedy steps and prompts; query buckets and per-row-count writes).
 //!
-//! **Emulated only**: the attention-inputs step has a Rust array model and a validated stream,
-//! no AIE C++ kernel and no xclbin; the attention design has no built xclbin either.
+//! **Emulated only**: the attention-inputs and cache-inputs steps have Rust array models and
+//! validated streams, no AIE C++ kernel and no xclbin; the attention design has no built
+//! xclbin either.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -64,9 +64,12 @@
 //! session's attention-image BO, from the q/k/v members' C rows; the host writes only the Q
 //! headers) and the attention writing its rows row-major into a C region, which the device
 //! quantize reads for the out-projection; its rows are written back at its own position
-//! ([`LayerKernels::attention`]). A chain is bounded by the driver's 4 KiB chain buffer in
-//! bytes (each sub-command's slot: 8 bytes and its regmap), so whisper-base's encoder window is
-//! 2 chains (69 and 56 sub-commands). Every other op (other attentions: on the attention
+//! ([`LayerKernels::attention`]). The decoder's cross-attention over the resident K/V and its
+//! greedy self-attention over the device K/V cache join the same way (their first step writes
+//! only the Q image, or the Q image and the step's new K/V rows at the step's position in the
+//! cache image). A chain is bounded by the driver's 4 KiB chain buffer in bytes (each
+//! sub-command's slot: 8 bytes and its regmap), so whisper-base's encoder window is 2 chains
+//! (69 and 56 sub-commands) and its decoder step 2 (3 layers each). Every other op (other attentions: on the attention
 //! design's own context or the host; norms whose f32 output the host reads, the conv stem,
 //! linears no program takes, such as a vocabulary-wide logits projection) runs on the CPU INT8
 //! kernels. Nothing here knows which network it runs.

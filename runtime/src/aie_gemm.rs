@@ -331,6 +331,17 @@ impl AieContext {
             .map(|i| i as u32)
     }
 
+    /// Whether each chain attention shape `i` of this context reads sources of every row
+    /// stride of `strides[i]`.
+    pub fn reads_strides(&self, strides: &[Vec<usize>]) -> bool {
+        self.attention.len() == strides.len()
+            && self
+                .attention
+                .iter()
+                .zip(strides)
+                .all(|(a, s)| s.iter().all(|w| a.strides.contains(w)))
+    }
+
     /// Whether this context holds exactly `keys`, `norms` and the chain attention shapes
     /// `attention`, in order.
     pub fn holds(

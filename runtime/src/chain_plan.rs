@@ -85,6 +85,12 @@ pub enum Role {
         /// A device quantize of its input width exists: it can read the quantized image of a
         /// member linear's f32 result.
         quantized_input: bool,
+        /// Its device result is f32 rows holding its outputs first, rows this many values
+        /// apart (each row width a call can have; wider than its outputs when the device
+        /// pads them): a member attention's first step can read them as its q, k or v.
+        row_widths: Option<[usize; 2]>,
+        /// Its outputs per row: the values it writes into each row of its output buffer.
+        outputs: usize,
     },
     /// A norm.
     Norm {
@@ -525,7 +531,7 @@ fn quantize_source(
 
 /// The last of `writers` (ops that wrote `a`'s buffer since the group's start, in program
 /// order) that wrote `a` itself: a linear whose output is exactly `a`; every later writer must
-/// be a device linear whose rows (its rows of its `residual_width`) are disjoint from `a`'s
+/// be a device linear whose rows (its rows of its `outputs`) are disjoint from `a`'s
 /// `rows` rows of `width` for every call (q and k in one buffer, the encoder's; k and v in
 /// one, v after k's rows, the decoder's). `None` when that cannot be shown.
 fn last_writer(
@@ -563,11 +569,7 @@ fn last_writer(
             return Some(l);
         }
         let Some(DeviceLinear {
-            role:
-                Role::Linear {
-                    residual_width: Some(lw),
-                    ..
-                },
+            role: Role::Linear { outputs: lw, .. },
             ..
         }) = dev[l]
         else {
@@ -582,8 +584,8 @@ fn last_writer(
 }
 
 /// Whether member linear `l`, the last op that wrote `a` since the group's start, stored
-/// (`Store`) exactly `rows` rows of its device result, f32 rows `width` wide, at `a`: then
-/// attention `da` can take them as its q, k or v.
+/// (`Store`) exactly `rows` rows of its device result, `width` f32 outputs a row (in device
+/// rows of that width or wider), at `a`: then attention `da` can take them as its q, k or v.
 #[allow(clippy::too_many_arguments)]
 fn attention_source(
     ops: &[Op],
@@ -605,21 +607,26 @@ fn attention_source(
         return None;
     };
     let DeviceLinear {
-        role: Role::Linear {
-            residual_width: Some(w),
-            ..
-        },
+        role:
+            Role::Linear {
+                residual_width,
+                row_widths,
+                ..
+            },
         context,
         ..
     } = dev[l]?
     else {
         return None;
     };
+    // Its outputs exactly `width` values a row, in rows of exactly that width or wider.
+    let rows_of_width = residual_width == Some(width)
+        || row_widths.is_some_and(|ws| ws.iter().all(|&rw| rw >= width));
     (group.members.contains(&l)
         && context == da.context
         && out == a
         && l_rows == rows
-        && w == width)
+        && rows_of_width)
         .then_some(l)
 }
 
@@ -931,6 +938,9 @@ mod tests {
                 reads_image: w.0 != 8,
                 residual_width: (w.0 != 6 && w.0 != 11).then_some(8),
                 quantized_input: w.0 >= 10,
+                // Matrix 11's rows come back wider than its outputs (an attention may read them).
+                row_widths: (w.0 == 11).then_some([8, 16]),
+                outputs: 8,
             },
             _ => Role::Norm { residual: true },
         };
@@ -1547,7 +1557,7 @@ mod tests {
     /// A causal self-attention over a K/V cache joins when q, k and v are member results; k
     /// and v in one buffer, v after k's rows (offset `rows · 8`, the decoder's), are rows
     /// disjoint for every call; a linear in between writing rows that overlap k's for some
-    /// call keeps it out.
+    /// call keeps it out; a source's rows may be wider than its outputs.
     #[test]
     fn a_cache_attention_joins_with_k_and_v_in_one_buffer() {
         let with_attention = |_: usize, op: &Op| match op {
@@ -1587,16 +1597,17 @@ mod tests {
         };
         // norm x → h; q of h (2), k of h (3), v of h (3 after k's rows); the attention into
         // a (4); the out-projection of a added into x.
-        let layer = |v_out: At| {
+        let layer_with = |v_out: At, v_matrix: u16| {
             vec![
                 norm_at(st(0), st(1), rows),
                 lin_at(st(1), st(2), rows, 0, Epilogue::Store),
                 lin_at(st(1), st(3), rows, 1, Epilogue::Store),
-                lin_at(st(1), v_out, rows, 2, Epilogue::Store),
+                lin_at(st(1), v_out, rows, v_matrix, Epilogue::Store),
                 attention.clone(),
                 lin_at(st(4), st(0), rows, 10, Epilogue::AddInto),
             ]
         };
+        let layer = |v_out: At| layer_with(v_out, 2);
         let p = ChainPlan::new(&layer(v_new), with_attention, LIMITS);
         assert_eq!(p.groups.len(), 1, "{:?}", p.groups);
         // (The norm stays on the host: nothing overwrites h before the stage ends.)
@@ -1615,5 +1626,11 @@ mod tests {
             let p = ChainPlan::new(&layer(at(3, offset)), with_attention, LIMITS);
             assert_eq!(p.attention[4], None, "{offset:?}");
         }
+        // v's device rows wider than its outputs (matrix 11): still a source; rows that are
+        // not rows of its outputs (matrix 6): not.
+        let p = ChainPlan::new(&layer_with(v_new, 11), with_attention, LIMITS);
+        assert!(p.attention[4].is_some());
+        let p = ChainPlan::new(&layer_with(v_new, 6), with_attention, LIMITS);
+        assert_eq!(p.attention[4], None);
     }
 }

@@ -31,6 +31,9 @@
 //! encoder's; its streams move whole regions), an attention over prepared keys/values (the
 //! decoder's cross-attention; query buckets 4, 8, …), a causal self-attention over a K/V
 //! cache (the decoder's greedy steps and prompts; query buckets and per-row-count writes).
+//! The first steps read the q, k, v results at their row stride in C (`strides`: a GEMM
+//! mapping may return rows wider than the outputs, tiny.en's decoder 512 for 384), one stream
+//! per stride.
 //!
 //! **Emulated only**: the attention-inputs and cache-inputs steps have Rust array models and
 //! validated streams, no AIE C++ kernel and no xclbin; the attention design has no built
@@ -86,7 +89,8 @@ pub fn cache_write_rows(n: usize) -> usize {
 /// steps are per row count, [`CacheWrite`]) and the row-major attention's.
 struct Bucket {
     im: AttentionImages,
-    inputs: Option<(DevBo, u32)>,
+    /// By source row stride.
+    inputs: Vec<(usize, (DevBo, u32))>,
     attend: (DevBo, u32),
 }
 
@@ -95,6 +99,7 @@ struct Bucket {
 struct CacheWrite {
     q_rows: usize,
     rows: usize,
+    stride: usize,
     stream: (DevBo, u32),
 }
 
@@ -105,6 +110,9 @@ pub struct ChainAttention {
     pub im: AttentionImages,
     /// What its first step writes.
     pub kind: ChainKind,
+    /// The row strides (f32 values apart) of the q, k, v results its first steps read:
+    /// `heads · 64`, or wider when a GEMM mapping returns wider rows.
+    pub strides: Vec<usize>,
     pub(crate) inputs_layout: RegmapLayout,
     pub(crate) attend_layout: RegmapLayout,
     /// Ascending query rows.
@@ -150,12 +158,14 @@ fn upload(
 impl ChainAttention {
     /// The streams of shape `im` on `target`, validated and uploaded: one bucket of `im`'s
     /// query rows for [`ChainKind::SelfAttention`], buckets of 4, 8, 16, … up to them for
-    /// [`ChainKind::Prepared`] (a decoder step moves 4 rows, not the prompt's most).
+    /// [`ChainKind::Prepared`] (a decoder step moves 4 rows, not the prompt's most); first
+    /// steps for each source row stride of `strides`.
     pub fn new(
         target: Target,
         heap: &Arc<Heap>,
         im: AttentionImages,
         kind: ChainKind,
+        strides: &[usize],
     ) -> Result<Self, NpuError> {
         let mut rows = match kind {
             ChainKind::SelfAttention => im.q_rows,
@@ -165,32 +175,25 @@ impl ChainAttention {
         loop {
             let b = AttentionImages::new(im.heads, rows.min(im.q_rows), im.keys)
                 .map_err(|e| invalid(format!("chain attention images: {e}")))?;
-            let inputs = match kind {
-                ChainKind::SelfAttention => {
-                    let words = inputs_program(target, &b)
-                        .map_err(|e| invalid(format!("attention inputs stream: {e}")))?;
-                    Some(upload(
-                        target,
-                        heap,
-                        "attention inputs stream",
-                        &words,
-                        &arg_lens(&b),
-                    )?)
-                }
-                ChainKind::Prepared => {
-                    let words = query_program(target, &b)
-                        .map_err(|e| invalid(format!("attention query stream: {e}")))?;
-                    let lens = query_arg_lens(&b);
-                    Some(upload(
-                        target,
-                        heap,
-                        "attention query stream",
-                        &words,
-                        &lens,
-                    )?)
-                }
-                ChainKind::Cached => None,
-            };
+            let mut inputs = Vec::with_capacity(strides.len());
+            for &stride in strides {
+                let stream = match kind {
+                    ChainKind::SelfAttention => {
+                        let words = inputs_program(target, &b, stride)
+                            .map_err(|e| invalid(format!("attention inputs stream: {e}")))?;
+                        let lens = arg_lens(&b, stride);
+                        upload(target, heap, "attention inputs stream", &words, &lens)?
+                    }
+                    ChainKind::Prepared => {
+                        let words = query_program(target, &b, stride)
+                            .map_err(|e| invalid(format!("attention query stream: {e}")))?;
+                        let lens = query_arg_lens(&b, stride);
+                        upload(target, heap, "attention query stream", &words, &lens)?
+                    }
+                    ChainKind::Cached => continue,
+                };
+                inputs.push((stride, stream));
+            }
             let attend = attention_program_rows(target, &b)
                 .map_err(|e| invalid(format!("row-major attention stream: {e}")))?;
             let lens = [b.q_image_len(), b.kv_image_len(), b.out_len()];
@@ -209,30 +212,34 @@ impl ChainAttention {
         // and the rows it writes.
         let mut writes: Vec<CacheWrite> = Vec::new();
         if kind == ChainKind::Cached {
-            for n in 1..=im.q_rows {
-                let b = buckets.iter().find(|b| b.im.q_rows >= n).map(|b| b.im);
-                let Some(b) = b else { break };
-                let rows = cache_write_rows(n).min(im.keys);
-                if writes
-                    .iter()
-                    .any(|w| (w.q_rows, w.rows) == (b.q_rows, rows))
-                {
-                    continue;
+            for &stride in strides {
+                for n in 1..=im.q_rows {
+                    let b = buckets.iter().find(|b| b.im.q_rows >= n).map(|b| b.im);
+                    let Some(b) = b else { break };
+                    let rows = cache_write_rows(n).min(im.keys);
+                    if writes
+                        .iter()
+                        .any(|w| (w.q_rows, w.rows, w.stride) == (b.q_rows, rows, stride))
+                    {
+                        continue;
+                    }
+                    let words = cache_inputs_program(target, &b, rows, stride)
+                        .map_err(|e| invalid(format!("cache inputs stream: {e}")))?;
+                    let lens = cache_arg_lens(&b, rows, stride);
+                    let stream = upload(target, heap, "cache inputs stream", &words, &lens)?;
+                    writes.push(CacheWrite {
+                        q_rows: b.q_rows,
+                        rows,
+                        stride,
+                        stream,
+                    });
                 }
-                let words = cache_inputs_program(target, &b, rows)
-                    .map_err(|e| invalid(format!("cache inputs stream: {e}")))?;
-                let lens = cache_arg_lens(&b, rows);
-                let stream = upload(target, heap, "cache inputs stream", &words, &lens)?;
-                writes.push(CacheWrite {
-                    q_rows: b.q_rows,
-                    rows,
-                    stream,
-                });
             }
         }
         Ok(Self {
             im,
             kind,
+            strides: strides.to_vec(),
             inputs_layout: RegmapLayout::mlir_aie(match kind {
                 ChainKind::SelfAttention => INPUT_ARGS,
                 ChainKind::Prepared => 2,
@@ -245,24 +252,29 @@ impl ChainAttention {
     }
 
     /// The images of the bucket for `n_q` queries and its first step's stream and its
-    /// row-major attention stream, if any holds them ([`ChainKind::SelfAttention`],
-    /// [`ChainKind::Prepared`]).
-    pub fn bucket(&self, n_q: usize) -> Option<(AttentionImages, Stream, Stream)> {
+    /// row-major attention stream, if any holds them for sources `stride` f32 apart
+    /// ([`ChainKind::SelfAttention`], [`ChainKind::Prepared`]).
+    pub fn bucket(&self, n_q: usize, stride: usize) -> Option<(AttentionImages, Stream, Stream)> {
         let b = self.buckets.iter().find(|b| b.im.q_rows >= n_q)?;
         let s = |(bo, words): &(DevBo, u32)| (bo.device_addr(), bo.handle(), *words);
-        Some((b.im, s(b.inputs.as_ref()?), s(&b.attend)))
+        let inputs = b.inputs.iter().find(|i| i.0 == stride)?;
+        Some((b.im, s(&inputs.1), s(&b.attend)))
     }
 
     /// For a [`ChainKind::Cached`] call of `n` new rows: the images of its query bucket, the
     /// cache-inputs stream, the row-major attention stream and the rows the write moves
-    /// ([`cache_write_rows`]), if any holds them.
-    pub fn cached(&self, n: usize) -> Option<(AttentionImages, Stream, Stream, usize)> {
+    /// ([`cache_write_rows`]), if any holds them for sources `stride` f32 apart.
+    pub fn cached(
+        &self,
+        n: usize,
+        stride: usize,
+    ) -> Option<(AttentionImages, Stream, Stream, usize)> {
         let b = self.buckets.iter().find(|b| b.im.q_rows >= n)?;
         let rows = cache_write_rows(n).min(self.im.keys);
         let w = self
             .writes
             .iter()
-            .find(|w| (w.q_rows, w.rows) == (b.im.q_rows, rows))?;
+            .find(|w| (w.q_rows, w.rows, w.stride) == (b.im.q_rows, rows, stride))?;
         let s = |(bo, words): &(DevBo, u32)| (bo.device_addr(), bo.handle(), *words);
         Some((b.im, s(&w.stream), s(&b.attend), rows))
     }
@@ -598,7 +610,7 @@ mod tests {
 
     const MAX_Q: usize = 9;
     /// Heads of the cross-attention test: rows of a width the decoder mapping's GEMM returns
-    /// exactly (whole 256-column quads; 192 would come back 256 wide and not chain).
+    /// exactly (whole 256-column quads; 192 would come back 256 wide, read at that stride).
     const CHEADS: usize = 4;
     const CW: usize = CHEADS * 64;
 
@@ -651,22 +663,28 @@ mod tests {
     /// one buffer (v after k's rows), the causal self-attention over the cache into a
     /// (`q_len` queries), the out-projection of a added into x, the next norm on the host.
     /// Buffers: x, a, h.
-    fn cached(b: &NpuBackend, seed: u64, q_len: Extent) -> (Program<NpuMatrix>, [BufferId; 3]) {
+    fn cached(
+        b: &NpuBackend,
+        seed: u64,
+        heads: usize,
+        q_len: Extent,
+    ) -> (Program<NpuMatrix>, [BufferId; 3]) {
+        let cw = heads * 64;
         let mut rng = Rng::new(seed);
         let mut p = Program::new();
         let m: Vec<_> = (0..4)
             .map(|_| {
-                let w = QuantMatrix::quantize(&rng.vec(CW * CW, 0.1), CW, CW);
+                let w = QuantMatrix::quantize(&rng.vec(cw * cw, 0.1), cw, cw);
                 p.add_matrix(b.matrix_q8(w).unwrap())
             })
             .collect();
-        let bias: Vec<_> = (0..4).map(|_| p.add_vector(rng.vec(CW, 0.3))).collect();
+        let bias: Vec<_> = (0..4).map(|_| p.add_vector(rng.vec(cw, 0.3))).collect();
         let (gamma, beta) = (
-            p.add_vector(rng.vec(CW, 1.0)),
-            p.add_vector(rng.vec(CW, 0.2)),
+            p.add_vector(rng.vec(cw, 1.0)),
+            p.add_vector(rng.vec(cw, 0.2)),
         );
         let buf = |p: &mut Program<NpuMatrix>, name, rows| {
-            p.add_buffer(name, rows * CW, Residency::Resident)
+            p.add_buffer(name, rows * cw, Residency::Resident)
         };
         let (x, h, q, a, kv) = (
             buf(&mut p, "x", POSITIONS),
@@ -677,7 +695,7 @@ mod tests {
         );
         let cache = p.add_key_value_cache(crate::stage::KeyValueCacheSpec {
             name: "test k/v",
-            heads: CHEADS,
+            heads,
             head_dim: 64,
             slots: 3,
             positions: POSITIONS,
@@ -702,10 +720,10 @@ mod tests {
         };
         let v_new = At {
             buffer: kv,
-            offset: Extent::rows(CW),
+            offset: Extent::rows(cw),
         };
         let dims = AttentionDims {
-            heads: CHEADS,
+            heads,
             head_dim: 64,
             q_len,
             kv_len: Extent::pos_plus_rows(1),
@@ -773,9 +791,21 @@ mod tests {
     /// wrote, a restart at position 0.
     #[test]
     fn a_chained_cache_attention_equals_the_attention_on_its_own_context() {
+        cache_attention_both_ways(CHEADS);
+    }
+
+    /// As above with 6 heads (tiny.en's): the decoder mapping returns the q, k, v rows 512
+    /// wide (whole 256-column quads), which the first step reads 384 of at a 512-value stride.
+    #[test]
+    fn a_chained_cache_attention_over_padded_rows_equals_the_attention_on_its_own_context() {
+        cache_attention_both_ways(6);
+    }
+
+    fn cache_attention_both_ways(heads: usize) {
+        let cw = heads * 64;
         let (emu, npu) = npu();
-        let (pc, bc) = cached(&npu, 8, Extent::rows(1));
-        let (pu, bu) = cached(&npu, 8, Extent::pos_plus_rows(1));
+        let (pc, bc) = cached(&npu, 8, heads, Extent::rows(1));
+        let (pu, bu) = cached(&npu, 8, heads, Extent::pos_plus_rows(1));
         let mut wc = npu.workspace(&pc, 1).unwrap();
         let mut wu = npu.workspace(&pu, 1).unwrap();
         let (step, beam, fork) = (
@@ -805,7 +835,7 @@ mod tests {
             (step, 1, 2, &[]),
         ];
         for (i, &(stage, rows, pos, slots)) in calls.iter().enumerate() {
-            let x = rng.vec(rows.max(1) * CW, 1.5);
+            let x = rng.vec(rows.max(1) * cw, 1.5);
             let args = StageArgs {
                 rows,
                 pos,
@@ -823,7 +853,7 @@ mod tests {
             }
             npu.run(&pu, stage, &args, &mut wu).unwrap();
             let label = format!("call {i}: {rows} rows at {pos}");
-            assert_same_bits(&npu, (&wc, &bc[..3]), (&wu, &bu[..3]), rows * CW, &label);
+            assert_same_bits(&npu, (&wc, &bc[..3]), (&wu, &bu[..3]), rows * cw, &label);
         }
         assert!(
             emu.command_errors().is_empty(),

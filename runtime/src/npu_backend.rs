@@ -542,7 +542,8 @@ fn attention_read(plan: &ChainPlan, atts: &[Option<ChainMember>], i: usize) -> u
         .filter_map(|(a, c)| Some((a.as_ref()?, c.as_ref()?)))
         .map(|(src, c)| {
             let im = c.programs.im;
-            let row = 4 * im.heads * amanuensis_aie::kernels::attention::HEAD_DIM;
+            let widest = c.programs.strides.iter().copied().max().unwrap_or(0);
+            let row = 4 * widest.max(im.heads * amanuensis_aie::kernels::attention::HEAD_DIM);
             if src.q == i {
                 row * im.q_rows
             } else if src.kv.is_some_and(|(k, v)| k == i || v == i) {
@@ -965,31 +966,65 @@ impl NpuBackend {
         }
         // The attentions the chain plans make members: one inputs step per shape, and the
         // attention design's CU.
+        // Per shape, the row strides of the q/k/v results its first steps read.
         let mut shapes: Vec<(AttentionImages, ChainKind)> = Vec::new();
+        let mut strides: Vec<Vec<usize>> = Vec::new();
         for st in 0..program.stages().len() {
             let stage = StageId(st as u16);
             let plan = self.plan(program, stage);
-            for (a, op) in plan.attention.iter().zip(&program.stage(stage).ops) {
-                if a.is_none() {
+            let ops = &program.stage(stage).ops;
+            for (a, op) in plan.attention.iter().zip(ops) {
+                let Some(a) = a else {
                     continue;
-                }
+                };
                 let shape = self.chain_attention_shape(program, op).ok_or_else(|| {
                     chain_err("a member attention of a shape the design does not take".into())
                 })?;
-                if !shapes.contains(&shape) {
-                    shapes.push(shape);
+                let p = match shapes.iter().position(|s| *s == shape) {
+                    Some(p) => p,
+                    None => {
+                        shapes.push(shape);
+                        strides.push(Vec::new());
+                        shapes.len() - 1
+                    }
+                };
+                let sources = [Some(a.q), a.kv.map(|kv| kv.0), a.kv.map(|kv| kv.1)];
+                for l in sources.into_iter().flatten() {
+                    let widths = match self.device_linear_of(program, &ops[l], false) {
+                        Some(DeviceLinear {
+                            role:
+                                Role::Linear {
+                                    row_widths: Some(ws),
+                                    ..
+                                },
+                            ..
+                        }) => ws,
+                        _ => {
+                            return Err(chain_err(format!(
+                                "op {l}: a member attention's source without device rows"
+                            )))
+                        }
+                    };
+                    for w in widths {
+                        if !strides[p].contains(&w) {
+                            strides[p].push(w);
+                        }
+                    }
                 }
             }
         }
         let mut chained = Vec::with_capacity(shapes.len());
         {
             let mut made = aie.attention.lock().unwrap_or_else(PoisonError::into_inner);
-            for &(im, kind) in &shapes {
-                let a = match made.iter().find(|a| a.im == im && a.kind == kind) {
+            for (&(im, kind), strides) in shapes.iter().zip(&strides) {
+                let has = |a: &ChainAttention| {
+                    a.im == im && a.kind == kind && strides.iter().all(|w| a.strides.contains(w))
+                };
+                let a = match made.iter().find(|a| has(a)) {
                     Some(a) => a.clone(),
                     None => {
                         let a = Arc::new(
-                            ChainAttention::new(aie.target, &self.heap, im, kind)
+                            ChainAttention::new(aie.target, &self.heap, im, kind, strides)
                                 .map_err(device_err("load chain attention"))?,
                         );
                         register_inputs_model(&aie.emu, aie.target, im, kind);
@@ -1016,7 +1051,7 @@ impl NpuBackend {
         let mut contexts = aie.contexts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = contexts
             .iter()
-            .find(|c| c.holds(&used, &norm_keys, &shapes))
+            .find(|c| c.holds(&used, &norm_keys, &shapes) && c.reads_strides(&strides))
         {
             return Ok(Some(c.clone()));
         }
@@ -1169,6 +1204,8 @@ impl NpuBackend {
                     reads_image: false,
                     residual_width: None,
                     quantized_input: false,
+                    row_widths: None,
+                    outputs: q.n_out(),
                 },
             });
         }
@@ -1190,6 +1227,13 @@ impl NpuBackend {
                     .spread
                     .as_ref()
                     .is_none_or(|s| s.design.out_width() == n));
+        // The row widths of its result: the encoder mapping's, and the decoder mapping's for
+        // calls of few rows.
+        let spread_width = wts
+            .spread
+            .as_ref()
+            .filter(|_| few_rows)
+            .map_or(d.out_width(), |s| s.design.out_width());
         Some(DeviceLinear {
             context: self.gemms.len(),
             commands: 1,
@@ -1199,6 +1243,8 @@ impl NpuBackend {
             role: Role::Linear {
                 reads_image: true,
                 residual_width: exact.then_some(n),
+                row_widths: Some([d.out_width(), spread_width]),
+                outputs: n,
                 quantized_input: self.aie.as_ref().is_some_and(|a| {
                     crate::npu_norm::NormDesign::new(a.target, NormKey::quantize(q.k())).is_ok()
                 }),
@@ -1903,11 +1949,29 @@ impl NpuBackend {
                         chain_err(format!("op {i}: its K/V cache has no device image"))
                     })?;
                 let positions = program.key_value_caches()[cache.0 as usize].positions;
+                // The sources' rows: `w` outputs each, all `row_stride` f32 apart.
+                let mut c_src = [0u64; 3];
+                let mut row_stride = 0;
+                for ((c, l), want) in c_src.iter_mut().zip([src.q, k_src, v_src]).zip([n_q; 3]) {
+                    let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
+                    let run = runs
+                        .get(lm)
+                        .filter(|r| r.rows == want && !r.fixture && !r.norm && r.width >= w)
+                        .filter(|r| row_stride == 0 || r.width == row_stride)
+                        .ok_or_else(|| {
+                            chain_err(format!(
+                                "op {i}: its input's source (op {l}) did not run {want} rows of \
+                                 width {w} (in rows as wide as the other sources')"
+                            ))
+                        })?;
+                    row_stride = run.width;
+                    *c = c_addr + run.c_off as u64;
+                }
                 let Some((im, (in_addr, in_handle, in_words), (at_addr, at_handle, at_words), n_w)) =
-                    m.programs.cached(n_q).filter(|_| n_q > 0)
+                    m.programs.cached(n_q, row_stride).filter(|_| n_q > 0)
                 else {
                     return Err(chain_err(format!(
-                        "op {i}: no cache attention streams for {n_q} new rows"
+                        "op {i}: no cache attention streams for {n_q} new rows {row_stride} apart"
                     )));
                 };
                 if *slot >= slots || pos + n_q > positions || pos + n_w > keys {
@@ -1915,20 +1979,6 @@ impl NpuBackend {
                         "op {i}: {n_q} rows at position {pos} of slot {slot}, the cache holds \
                          {slots} slots of {positions} positions"
                     )));
-                }
-                let mut c_src = [0u64; 3];
-                for ((c, l), want) in c_src.iter_mut().zip([src.q, k_src, v_src]).zip([n_q; 3]) {
-                    let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
-                    let run = runs
-                        .get(lm)
-                        .filter(|r| r.rows == want && !r.fixture && !r.norm && r.width == w)
-                        .ok_or_else(|| {
-                            chain_err(format!(
-                                "op {i}: its input's source (op {l}) did not run {want} rows of \
-                                 width {w}"
-                            ))
-                        })?;
-                    *c = c_addr + run.c_off as u64;
                 }
                 let att_addr = s.att.device_addr();
                 let q_off = att_cur;
@@ -2029,29 +2079,36 @@ impl NpuBackend {
                         (n_keys, None)
                     }
                 };
-                let Some((im, (in_addr, in_handle, in_words), (at_addr, at_handle, at_words))) =
-                    m.programs.bucket(n_q).filter(|_| n_q > 0 && n_keys > 0)
-                else {
-                    return Err(chain_err(format!(
-                        "op {i}: no attention streams for {n_q} queries over {n_keys} keys"
-                    )));
-                };
+                // The sources' rows: `w` outputs each, all `row_stride` f32 apart.
                 let mut c_src = [0u64; 3];
+                let mut row_stride = 0;
                 let sources = [Some(src.q), src.kv.map(|kv| kv.0), src.kv.map(|kv| kv.1)];
                 for ((slot, l), want) in c_src.iter_mut().zip(sources).zip([n_q, n_keys, n_keys]) {
                     let Some(l) = l else { continue };
                     let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
                     let run = runs
                         .get(lm)
-                        .filter(|r| r.rows == want && !r.fixture && !r.norm && r.width == w)
+                        .filter(|r| r.rows == want && !r.fixture && !r.norm && r.width >= w)
+                        .filter(|r| row_stride == 0 || r.width == row_stride)
                         .ok_or_else(|| {
                             chain_err(format!(
                                 "op {i}: its input's source (op {l}) did not run {want} rows of \
-                                 width {w}"
+                                 width {w} (in rows as wide as the other sources')"
                             ))
                         })?;
+                    row_stride = run.width;
                     *slot = c_addr + run.c_off as u64;
                 }
+                let Some((im, (in_addr, in_handle, in_words), (at_addr, at_handle, at_words))) = m
+                    .programs
+                    .bucket(n_q, row_stride)
+                    .filter(|_| n_q > 0 && n_keys > 0)
+                else {
+                    return Err(chain_err(format!(
+                        "op {i}: no attention streams for {n_q} queries over {n_keys} keys, \
+                         sources {row_stride} apart"
+                    )));
+                };
                 let att_addr = s.att.device_addr();
                 let q_off = att_cur;
                 att_cur = (q_off + im.q_image_len()).next_multiple_of(REGION_ALIGN);

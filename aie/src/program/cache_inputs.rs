@@ -58,10 +58,10 @@ pub const CACHE_INPUT_ARGS: usize = 7;
 pub const ROW_BYTES: usize = HEAD_DIM + 4 + 2 * HEAD_DIM;
 
 /// Bytes of the seven buffer arguments for images `im` (a slot's K/V image of `im.keys`
-/// positions, `im.q_rows` query rows) and `n` new rows. The destinations are the whole slot
+/// positions, `im.q_rows` query rows) and `n` new rows, source rows `stride` f32 apart. The destinations are the whole slot
 /// image: the caller keeps `pos + n <= im.keys`.
-pub fn cache_arg_lens(im: &AttentionImages, n: usize) -> [usize; CACHE_INPUT_ARGS] {
-    let w = im.heads * HEAD_DIM;
+pub fn cache_arg_lens(im: &AttentionImages, n: usize, stride: usize) -> [usize; CACHE_INPUT_ARGS] {
+    let w = stride;
     let kv = im.kv_image_len();
     [
         4 * w * im.q_rows,
@@ -75,12 +75,21 @@ pub fn cache_arg_lens(im: &AttentionImages, n: usize) -> [usize; CACHE_INPUT_ARG
 }
 
 /// The instruction stream that writes the Q image of `im` from `im.q_rows` Q rows and `n` new
-/// K/V rows into the slot image (arguments 4-6) on `target`.
+/// K/V rows (source rows `stride` f32 apart, at least `heads · 64`) into the slot image
+/// (arguments 4-6) on `target`.
 pub fn cache_inputs_program(
     target: Target,
     im: &AttentionImages,
     n: usize,
+    stride: usize,
 ) -> Result<Vec<u32>, AieError> {
+    if stride < im.heads * HEAD_DIM {
+        return Err(AieError::Shape {
+            what: "row stride",
+            value: stride,
+            reason: "source rows hold every head: at least heads · 64 values apart",
+        });
+    }
     if n == 0 || n > im.keys {
         return Err(AieError::Shape {
             what: "new rows",
@@ -90,7 +99,7 @@ pub fn cache_inputs_program(
     }
     let cols = target.cols as usize;
     let burst = target.generation.max_burst();
-    let w = im.heads * HEAD_DIM;
+    let w = stride;
     let heads = im.heads;
     let rounds = heads.div_ceil(cols);
     let columns_of = |r: usize| (r * cols..((r + 1) * cols).min(heads)).map(|u| (u % cols) as u8);
@@ -225,18 +234,21 @@ mod tests {
     fn seven_tasks_per_head_and_every_token_awaited_once() {
         for (target, heads) in [(Target::NPU1, 8), (Target::NPU2, 6)] {
             let im = AttentionImages::new(heads, 8, 455).unwrap();
-            let (_, ops) = parse(&cache_inputs_program(target, &im, 3).unwrap()).unwrap();
+            let (_, ops) =
+                parse(&cache_inputs_program(target, &im, 3, heads * 64).unwrap()).unwrap();
             let count = |f: fn(&Op) -> bool| ops.iter().filter(|o| f(o)).count();
             assert_eq!(count(|o| matches!(o, Op::BlockWrite { .. })), 7 * heads);
             assert_eq!(count(|o| matches!(o, Op::DdrPatch { .. })), 7 * heads);
             assert_eq!(count(|o| matches!(o, Op::Sync { .. })), 2 * heads);
         }
         let im = AttentionImages::new(2, 4, 10).unwrap();
-        assert!(cache_inputs_program(Target::NPU1, &im, 0).is_err());
-        assert!(cache_inputs_program(Target::NPU1, &im, 11).is_err());
+        assert!(cache_inputs_program(Target::NPU1, &im, 0, 128).is_err());
+        assert!(cache_inputs_program(Target::NPU1, &im, 11, 128).is_err());
+        assert!(cache_inputs_program(Target::NPU1, &im, 1, 64).is_err());
     }
 
-    /// Q rows and `n` new K/V rows through the stream and model, the destinations at a
+    /// Q rows and `n` new K/V rows (rows wider than the heads) through the stream and model,
+    /// the destinations at a
     /// position `pos` of a slot image: the Q regions are the query program's, each head's
     /// codes, scales and values land at `pos` of its regions (the quantizer's bits), and no
     /// other byte of the image changes.
@@ -245,19 +257,20 @@ mod tests {
         let (heads, keys, n, pos) = (6, 40, 5, 17);
         let target = Target::NPU1;
         let im = AttentionImages::new(heads, n, keys).unwrap();
-        let w = heads * HEAD_DIM;
+        // Source rows wider than the heads (as the decoder mapping's GEMM returns them).
+        let stride = heads * HEAD_DIM + 128;
         let mut seed = 3u32;
         let mut f = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
         };
         let rows = |m: usize, f: &mut dyn FnMut() -> f32| -> Vec<f32> {
-            (0..m * w).map(|_| f()).collect()
+            (0..m * stride).map(|_| f()).collect()
         };
         let (q, k, v) = (rows(im.q_rows, &mut f), rows(n, &mut f), rows(n, &mut f));
         let bytes = |x: &[f32]| -> Vec<u8> { x.iter().flat_map(|v| v.to_le_bytes()).collect() };
         let (qb, kb, vb) = (bytes(&q), bytes(&k), bytes(&v));
-        let words = cache_inputs_program(target, &im, n).unwrap();
+        let words = cache_inputs_program(target, &im, n, stride).unwrap();
         // The three destinations as three views of one image, each from its position offset.
         let kv_len = im.kv_image_len();
         let before: Vec<u8> = (0..kv_len + 128 * pos)
@@ -288,7 +301,11 @@ mod tests {
         }
         // The Q image: what the query program writes.
         let mut want_q = vec![0u8; im.q_image_len()];
-        let t = run_shim(&query_program(target, &im).unwrap(), &[&qb, &want_q]).unwrap();
+        let t = run_shim(
+            &query_program(target, &im, stride).unwrap(),
+            &[&qb, &want_q],
+        )
+        .unwrap();
         let sent_q: BTreeMap<(u8, u8), Vec<u8>> = t
             .sent
             .iter()
@@ -308,7 +325,7 @@ mod tests {
         for h in 0..heads {
             let col = |x: &[f32]| -> Vec<f32> {
                 (0..n)
-                    .flat_map(|r| x[r * w + h * HEAD_DIM..][..HEAD_DIM].to_vec())
+                    .flat_map(|r| x[r * stride + h * HEAD_DIM..][..HEAD_DIM].to_vec())
                     .collect()
             };
             let r = new_rows(&col(&k), &col(&v));

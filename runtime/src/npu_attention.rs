@@ -52,7 +52,7 @@
 //! this session only forgets the op ([`AttentionSession::clear_pending`]). Same arithmetic,
 //! same bits. So are the decoder's cross-attention over the prepared K/V and its greedy
 //! self-attention over the cache ([`Op::CachedSelfAttention`]) when their inputs are member
-//! linears' results of full-width rows: the chain's cache-inputs step appends the new rows to
+//! linears' stored results: the chain's cache-inputs step appends the new rows to
 //! the slot's image on the device at the call's position ([`AttentionSession::cache_image`]
 //! gives the chain the image; each slot image holds [`CACHE_SLACK`] positions past the
 //! cache's for a rounded write), and this session neither writes the rows nor submits. Beam

@@ -127,6 +127,7 @@ pub fn emulated_xclbin_with(
         let args = match kind {
             ChainKind::SelfAttention => amanuensis_aie::program::attention_inputs::INPUT_ARGS,
             ChainKind::Prepared => 2,
+            ChainKind::Cached => amanuensis_aie::program::cache_inputs::CACHE_INPUT_ARGS,
         };
         (
             crate::npu_attention_chain::inputs_pdi(target, im, *kind),
@@ -328,6 +329,17 @@ impl AieContext {
             .iter()
             .position(|g| g.key == *key)
             .map(|i| i as u32)
+    }
+
+    /// Whether each chain attention shape `i` of this context reads sources of every row
+    /// stride of `strides[i]`.
+    pub fn reads_strides(&self, strides: &[Vec<usize>]) -> bool {
+        self.attention.len() == strides.len()
+            && self
+                .attention
+                .iter()
+                .zip(strides)
+                .all(|(a, s)| s.iter().all(|w| a.strides.contains(w)))
     }
 
     /// Whether this context holds exactly `keys`, `norms` and the chain attention shapes

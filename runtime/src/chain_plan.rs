@@ -49,9 +49,10 @@
 //! result (nothing after the source wrote the buffer), so the CPU's order is kept. This is
 //! fc1 → fc2: fc2 reads fc1's GELU output.
 //!
-//! **Device attention.** An [`Op::Attention`] or [`Op::AttentionPrepared`] (its keys/values
-//! already on the device) the device can compute ([`Role::Attention`]) may join a group (never
-//! start one) when each of its q, k and v (its q) is exactly the stored (`Store`) result of a
+//! **Device attention.** An [`Op::Attention`], an [`Op::AttentionPrepared`] (its keys/values
+//! already on the device) or an [`Op::CachedSelfAttention`] (its new k and v rows appended to
+//! a device-resident cache) the device can compute ([`Role::Attention`]) may join a group
+//! (never start one) when each of its q, k and v (its q) is exactly the stored (`Store`) result of a
 //! member linear, f32 rows of the attention's width (`residual_width`), that
 //! nothing wrote over since ([`ChainPlan::attention`]; q and k may share a buffer when the
 //! writes in between are provably other rows): the device writes the attention's images from
@@ -84,6 +85,12 @@ pub enum Role {
         /// A device quantize of its input width exists: it can read the quantized image of a
         /// member linear's f32 result.
         quantized_input: bool,
+        /// Its device result is f32 rows holding its outputs first, rows this many values
+        /// apart (each row width a call can have; wider than its outputs when the device
+        /// pads them): a member attention's first step can read them as its q, k or v.
+        row_widths: Option<[usize; 2]>,
+        /// Its outputs per row: the values it writes into each row of its output buffer.
+        outputs: usize,
     },
     /// A norm.
     Norm {
@@ -260,7 +267,8 @@ impl ChainPlan {
                 Op::Linear { .. }
                 | Op::LayerNorm { .. }
                 | Op::Attention { .. }
-                | Op::AttentionPrepared { .. } => device(i, op),
+                | Op::AttentionPrepared { .. }
+                | Op::CachedSelfAttention { .. } => device(i, op),
                 _ => None,
             })
             .collect();
@@ -336,9 +344,12 @@ impl ChainPlan {
                         }
                         ok
                     }
-                    (Some(dj), Op::Attention { .. } | Op::AttentionPrepared { .. })
-                        if dj.context == d.context && dj.role == Role::Attention && j != i =>
-                    {
+                    (
+                        Some(dj),
+                        Op::Attention { .. }
+                        | Op::AttentionPrepared { .. }
+                        | Op::CachedSelfAttention { .. },
+                    ) if dj.context == d.context && dj.role == Role::Attention && j != i => {
                         // Each input exactly a member linear's stored result, unwritten since:
                         // the device writes the attention's images from those results.
                         let source = |a: At, rows: Extent, width: usize| {
@@ -364,6 +375,28 @@ impl ChainPlan {
                             Op::AttentionPrepared { q, dims, .. } => {
                                 source(q, dims.q_len, dims.width())
                                     .map(|q| AttentionInputs { q, kv: None })
+                            }
+                            // The new rows: `q_len` of each (the device appends k and v to
+                            // the cache at the call's position).
+                            Op::CachedSelfAttention {
+                                q,
+                                k_new,
+                                v_new,
+                                dims,
+                                ..
+                            } => {
+                                let (w, rows) = (dims.width(), dims.q_len);
+                                match (
+                                    source(q, rows, w),
+                                    source(k_new, rows, w),
+                                    source(v_new, rows, w),
+                                ) {
+                                    (Some(q), Some(k), Some(v)) => Some(AttentionInputs {
+                                        q,
+                                        kv: Some((k, v)),
+                                    }),
+                                    _ => None,
+                                }
                             }
                             _ => None,
                         };
@@ -486,7 +519,9 @@ fn quantize_source(
             },
         ) => out == x && l_rows == rows && w == dj.width,
         (
-            Op::Attention { out, dims, .. } | Op::AttentionPrepared { out, dims, .. },
+            Op::Attention { out, dims, .. }
+            | Op::AttentionPrepared { out, dims, .. }
+            | Op::CachedSelfAttention { out, dims, .. },
             Role::Attention,
         ) => out == x && dims.q_len == *rows && dims.width() == dj.width,
         _ => false,
@@ -496,9 +531,9 @@ fn quantize_source(
 
 /// The last of `writers` (ops that wrote `a`'s buffer since the group's start, in program
 /// order) that wrote `a` itself: a linear whose output is exactly `a`; every later writer must
-/// be a device linear whose rows (fixed offset, fixed rows of its `residual_width`) are
-/// disjoint from `a`'s `rows` rows of `width` (q and k in one buffer, the encoder's). `None`
-/// when that cannot be shown.
+/// be a device linear whose rows (its rows of its `outputs`) are disjoint from `a`'s
+/// `rows` rows of `width` for every call (q and k in one buffer, the encoder's; k and v in
+/// one, v after k's rows, the decoder's). `None` when that cannot be shown.
 fn last_writer(
     ops: &[Op],
     dev: &[Option<DeviceLinear>],
@@ -507,9 +542,21 @@ fn last_writer(
     rows: Extent,
     width: usize,
 ) -> Option<usize> {
+    // Start and end of `rows` rows of `width` at `offset`, as extents of the call's rows and
+    // position.
     let span = |offset: Extent, rows: Extent, width: usize| {
-        let start = fixed(offset)?;
-        Some(start..start + fixed(rows)? * width)
+        let end = Extent {
+            constant: offset.constant + rows.constant * width,
+            per_row: offset.per_row + rows.per_row * width,
+            per_pos: offset.per_pos + rows.per_pos * width,
+        };
+        (offset, end)
+    };
+    // `end <= start` for every rows and position (both non-negative).
+    let before = |end: Extent, start: Extent| {
+        end.constant <= start.constant
+            && end.per_row <= start.per_row
+            && end.per_pos <= start.per_pos
     };
     for &l in writers.iter().rev() {
         let Op::Linear {
@@ -522,18 +569,14 @@ fn last_writer(
             return Some(l);
         }
         let Some(DeviceLinear {
-            role:
-                Role::Linear {
-                    residual_width: Some(lw),
-                    ..
-                },
+            role: Role::Linear { outputs: lw, .. },
             ..
         }) = dev[l]
         else {
             return None;
         };
-        let (theirs, ours) = (span(out.offset, l_rows, lw)?, span(a.offset, rows, width)?);
-        if theirs.start < ours.end && ours.start < theirs.end {
+        let (theirs, ours) = (span(out.offset, l_rows, lw), span(a.offset, rows, width));
+        if !before(theirs.1, ours.0) && !before(ours.1, theirs.0) {
             return None;
         }
     }
@@ -541,8 +584,8 @@ fn last_writer(
 }
 
 /// Whether member linear `l`, the last op that wrote `a` since the group's start, stored
-/// (`Store`) exactly `rows` rows of its device result, f32 rows `width` wide, at `a`: then
-/// attention `da` can take them as its q, k or v.
+/// (`Store`) exactly `rows` rows of its device result, `width` f32 outputs a row (in device
+/// rows of that width or wider), at `a`: then attention `da` can take them as its q, k or v.
 #[allow(clippy::too_many_arguments)]
 fn attention_source(
     ops: &[Op],
@@ -564,21 +607,26 @@ fn attention_source(
         return None;
     };
     let DeviceLinear {
-        role: Role::Linear {
-            residual_width: Some(w),
-            ..
-        },
+        role:
+            Role::Linear {
+                residual_width,
+                row_widths,
+                ..
+            },
         context,
         ..
     } = dev[l]?
     else {
         return None;
     };
+    // Its outputs exactly `width` values a row, in rows of exactly that width or wider.
+    let rows_of_width = residual_width == Some(width)
+        || row_widths.is_some_and(|ws| ws.iter().all(|&rw| rw >= width));
     (group.members.contains(&l)
         && context == da.context
         && out == a
         && l_rows == rows
-        && w == width)
+        && rows_of_width)
         .then_some(l)
 }
 
@@ -890,6 +938,9 @@ mod tests {
                 reads_image: w.0 != 8,
                 residual_width: (w.0 != 6 && w.0 != 11).then_some(8),
                 quantized_input: w.0 >= 10,
+                // Matrix 11's rows come back wider than its outputs (an attention may read them).
+                row_widths: (w.0 == 11).then_some([8, 16]),
+                outputs: 8,
             },
             _ => Role::Norm { residual: true },
         };
@@ -1501,5 +1552,85 @@ mod tests {
         assert!(ChainPlan::new(&ops, with_attention, LIMITS)
             .groups
             .is_empty());
+    }
+
+    /// A causal self-attention over a K/V cache joins when q, k and v are member results; k
+    /// and v in one buffer, v after k's rows (offset `rows · 8`, the decoder's), are rows
+    /// disjoint for every call; a linear in between writing rows that overlap k's for some
+    /// call keeps it out; a source's rows may be wider than its outputs.
+    #[test]
+    fn a_cache_attention_joins_with_k_and_v_in_one_buffer() {
+        let with_attention = |_: usize, op: &Op| match op {
+            Op::CachedSelfAttention { .. } => Some(DeviceLinear {
+                context: 0,
+                commands: 2,
+                bytes: 100,
+                slot_bytes: 120,
+                width: 8,
+                role: Role::Attention,
+            }),
+            _ => device(0, op),
+        };
+        let rows = Extent::rows(1);
+        let st = |b| At::start(BufferId(b));
+        let at = |b, offset| At {
+            buffer: BufferId(b),
+            offset,
+        };
+        let v_new = at(3, Extent::rows(8));
+        let attention = Op::CachedSelfAttention {
+            q: st(2),
+            k_new: st(3),
+            v_new,
+            cache: crate::stage::KeyValueCacheId(0),
+            slot: 0,
+            out: st(4),
+            dims: crate::stage::AttentionDims {
+                heads: 1,
+                head_dim: 8,
+                q_len: rows,
+                kv_len: Extent::pos_plus_rows(1),
+                causal_offset: Some(Extent::pos(1)),
+                max_q_len: 8,
+                max_kv_len: 8,
+            },
+        };
+        // norm x → h; q of h (2), k of h (3), v of h (3 after k's rows); the attention into
+        // a (4); the out-projection of a added into x.
+        let layer_with = |v_out: At, v_matrix: u16| {
+            vec![
+                norm_at(st(0), st(1), rows),
+                lin_at(st(1), st(2), rows, 0, Epilogue::Store),
+                lin_at(st(1), st(3), rows, 1, Epilogue::Store),
+                lin_at(st(1), v_out, rows, v_matrix, Epilogue::Store),
+                attention.clone(),
+                lin_at(st(4), st(0), rows, 10, Epilogue::AddInto),
+            ]
+        };
+        let layer = |v_out: At| layer_with(v_out, 2);
+        let p = ChainPlan::new(&layer(v_new), with_attention, LIMITS);
+        assert_eq!(p.groups.len(), 1, "{:?}", p.groups);
+        // (The norm stays on the host: nothing overwrites h before the stage ends.)
+        assert_eq!(p.groups[0].members, [1, 2, 3, 4, 5]);
+        assert_eq!(
+            p.attention[4],
+            Some(AttentionInputs {
+                q: 1,
+                kv: Some((2, 3))
+            })
+        );
+        assert_eq!(p.quantized[5], Some(4));
+        // v written at a fixed offset inside k's rows of a call of more than 2 rows, or at
+        // half a row per row: k's rows are not provably untouched, and v is not at v_new.
+        for offset in [Extent::fixed(16), Extent::rows(4)] {
+            let p = ChainPlan::new(&layer(at(3, offset)), with_attention, LIMITS);
+            assert_eq!(p.attention[4], None, "{offset:?}");
+        }
+        // v's device rows wider than its outputs (matrix 11): still a source; rows that are
+        // not rows of its outputs (matrix 6): not.
+        let p = ChainPlan::new(&layer_with(v_new, 11), with_attention, LIMITS);
+        assert!(p.attention[4].is_some());
+        let p = ChainPlan::new(&layer_with(v_new, 6), with_attention, LIMITS);
+        assert_eq!(p.attention[4], None);
     }
 }

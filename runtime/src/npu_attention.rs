@@ -50,8 +50,15 @@
 //! context ([`crate::npu_attention_chain`]: the device writes its images from the q/k/v
 //! results, its row-major output goes through the device quantize to the out-projection), and
 //! this session only forgets the op ([`AttentionSession::clear_pending`]). Same arithmetic,
-//! same bits. The decoder's attentions (cross over the prepared K/V, self over the cache) are
-//! still one submission each.
+//! same bits. So are the decoder's cross-attention over the prepared K/V and its greedy
+//! self-attention over the cache ([`Op::CachedSelfAttention`]) when their inputs are member
+//! linears' stored results: the chain's cache-inputs step appends the new rows to
+//! the slot's image on the device at the call's position ([`AttentionSession::cache_image`]
+//! gives the chain the image; each slot image holds [`CACHE_SLACK`] positions past the
+//! cache's for a rounded write), and this session neither writes the rows nor submits. Beam
+//! rows ([`Op::SlotSelfAttention`]) are still one submission each. Because the device writes
+//! the cache image, every host write into it (a beam row, a fork's copy) invalidates the lines
+//! it touches first.
 //!
 //! **No xclbin of the attention design has been built** (no mlir-aie / Peano here): like our
 //! GEMM design ([`crate::aie_gemm`]) it runs only on the emulated device, whose firmware runs
@@ -176,14 +183,29 @@ pub fn takes(dims: &AttentionDims) -> bool {
 }
 
 /// Whether the attention design takes causal self-attention of `dims` over a key/value cache
-/// of `spec` (64-wide heads as the cache holds them, 1 to [`MAX_KEYS`] positions per slot).
+/// of `spec` (64-wide heads as the cache holds them, 1 position or more per slot, a slot image
+/// of at most [`MAX_KEYS`] keys: [`cache_keys`]).
 pub fn takes_cache(dims: &AttentionDims, spec: &KeyValueCacheSpec) -> bool {
     dims.head_dim == HEAD_DIM
         && (spec.heads, spec.head_dim) == (dims.heads, dims.head_dim)
         && dims.heads > 0
         && dims.max_q_len > 0
         && spec.slots > 0
-        && (1..=MAX_KEYS).contains(&spec.positions)
+        && spec.positions > 0
+        && cache_keys(spec.positions) <= MAX_KEYS
+}
+
+/// Keys a slot's K/V image holds past the cache's positions: a chained cache write
+/// ([`crate::npu_attention_chain::cache_write_rows`]) of a call of `n` rows at `pos`
+/// (`pos + n <= positions`) moves up to 7 rows more than `n`, the source's padding rows, into
+/// positions past what the slot then holds (nothing reads them before a later call writes
+/// them); the slack keeps them inside the slot's regions.
+pub const CACHE_SLACK: usize = 7;
+
+/// Keys of a slot's K/V image for a cache of `positions` positions (the layout of every
+/// command over it: its header's `keys`).
+pub fn cache_keys(positions: usize) -> usize {
+    positions + CACHE_SLACK
 }
 
 /// Whether op `op` of a program runs on the attention design: [`Op::Attention`] the design
@@ -282,7 +304,7 @@ impl DeviceAttention {
                 let spec = program.key_value_caches()[cache.0 as usize];
                 let c = &mut caches[cache.0 as usize];
                 if c.is_none() {
-                    let im = AttentionImages::new(spec.heads, Q_ROWS, spec.positions)
+                    let im = AttentionImages::new(spec.heads, Q_ROWS, cache_keys(spec.positions))
                         .map_err(|e| bad(format!("K/V cache {:?}: {e}", spec.name)))?;
                     let bo = MappedBo::share(device, spec.slots * im.kv_image_len())
                         .map_err(err("allocate K/V cache"))?;
@@ -294,15 +316,16 @@ impl DeviceAttention {
                 }
                 most_slots = most_slots.max(spec.slots);
                 if let Op::SlotSelfAttention { .. } = op {
+                    let keys = cache_keys(spec.positions);
                     let i = match slot_shapes
                         .iter()
-                        .position(|s| (s.heads, s.keys) == (spec.heads, spec.positions))
+                        .position(|s| (s.heads, s.keys) == (spec.heads, keys))
                     {
                         Some(i) => i,
                         None => {
                             slot_shapes.push(SlotStreams {
                                 heads: spec.heads,
-                                keys: spec.positions,
+                                keys,
                                 buckets: Vec::new(),
                             });
                             slot_shapes.len() - 1
@@ -324,9 +347,10 @@ impl DeviceAttention {
                     let spec = program.key_values()[kv.0 as usize];
                     (dims, spec.capacity)
                 }
-                Op::CachedSelfAttention { cache, dims, .. } => {
-                    (dims, program.key_value_caches()[cache.0 as usize].positions)
-                }
+                Op::CachedSelfAttention { cache, dims, .. } => (
+                    dims,
+                    cache_keys(program.key_value_caches()[cache.0 as usize].positions),
+                ),
                 _ => continue,
             };
             let streams = match shapes
@@ -824,6 +848,14 @@ impl CacheImage {
     /// (the CPU quantizer), bf16 values, every head, each range flushed. Returns the bytes.
     fn write_row(&mut self, slot: usize, pos: usize, k: &[f32], v: &[f32]) -> usize {
         let (im, base) = (self.im, slot * self.im.kv_image_len());
+        // The device writes this image too (a chained cache write): the lines the row
+        // shares with other positions are invalidated first, so that the flush after the
+        // host's write carries the device's bytes of those positions, not stale ones.
+        for h in 0..im.heads {
+            for (at, n) in row_ranges(&im, h, pos, 1) {
+                self.bo.flush(base + at..base + at + n);
+            }
+        }
         put_key_value_row(self.bo.bytes_mut(), &im, base, pos, k, v);
         for h in 0..im.heads {
             for (at, n) in row_ranges(&im, h, pos, 1) {
@@ -836,6 +868,14 @@ impl CacheImage {
     /// Copies the first `len` positions of slot `from` into slot `to`; returns the bytes.
     fn copy_slot(&mut self, from: usize, to: usize, len: usize) -> usize {
         let (im, stride) = (self.im, self.im.kv_image_len());
+        // The device may have written either slot (a chained cache write): both ranges
+        // invalidated before the host reads the one and writes the other.
+        for h in 0..im.heads {
+            for (at, n) in row_ranges(&im, h, 0, len) {
+                self.bo.flush(from * stride + at..from * stride + at + n);
+                self.bo.flush(to * stride + at..to * stride + at + n);
+            }
+        }
         let bytes = self.bo.bytes_mut();
         for h in 0..im.heads {
             for (at, n) in row_ranges(&im, h, 0, len) {
@@ -962,6 +1002,20 @@ impl AttentionSession {
     pub fn prepared_image(&self, kv: usize) -> Option<(u64, u32, usize)> {
         let p = self.prepared.get(kv)?.as_ref()?;
         (p.rows > 0).then(|| (p.bo.device_addr(), p.bo.handle(), p.rows))
+    }
+
+    /// The device image of key/value cache `cache`: `(device address, handle, bytes per
+    /// slot, slots, positions per slot image)` ([`cache_keys`] of the cache's positions), when
+    /// the design attends over it.
+    pub fn cache_image(&self, cache: usize) -> Option<(u64, u32, usize, usize, usize)> {
+        let c = self.caches.get(cache)?.as_ref()?;
+        Some((
+            c.bo.device_addr(),
+            c.bo.handle(),
+            c.im.kv_image_len(),
+            c.slots,
+            c.im.keys,
+        ))
     }
 
     /// Forgets the result of the op before: the current op runs elsewhere (a chain member).

@@ -64,9 +64,12 @@
 //! session's attention-image BO, from the q/k/v members' C rows; the host writes only the Q
 //! headers) and the attention writing its rows row-major into a C region, which the device
 //! quantize reads for the out-projection; its rows are written back at its own position
-//! ([`LayerKernels::attention`]). A chain is bounded by the driver's 4 KiB chain buffer in
-//! bytes (each sub-command's slot: 8 bytes and its regmap), so whisper-base's encoder window is
-//! 2 chains (69 and 56 sub-commands). Every other op (other attentions: on the attention
+//! ([`LayerKernels::attention`]). The decoder's cross-attention over the resident K/V and its
+//! greedy self-attention over the device K/V cache join the same way (their first step writes
+//! only the Q image, or the Q image and the step's new K/V rows at the step's position in the
+//! cache image). A chain is bounded by the driver's 4 KiB chain buffer in bytes (each
+//! sub-command's slot: 8 bytes and its regmap), so whisper-base's encoder window is 2 chains
+//! (69 and 56 sub-commands) and its decoder step 2 (3 layers each). Every other op (other attentions: on the attention
 //! design's own context or the host; norms whose f32 output the host reads, the conv stem,
 //! linears no program takes, such as a vocabulary-wide logits projection) runs on the CPU INT8
 //! kernels. Nothing here knows which network it runs.
@@ -80,6 +83,7 @@ use amanuensis_aie::design::Mapping;
 use amanuensis_aie::kernels::matmul::EpilogueMode;
 use amanuensis_aie::program::attention::AttentionImages;
 use amanuensis_aie::program::attention_inputs::INPUT_ARGS;
+use amanuensis_aie::program::cache_inputs::CACHE_INPUT_ARGS;
 use amanuensis_aie::program::images::{activation_image_len, output_len, weight_image};
 use amanuensis_aie::txn::Target;
 
@@ -524,8 +528,17 @@ struct ChainMember {
     attend_cu: u32,
 }
 
+/// The attention session's device-resident images a group's member attentions read: a
+/// prepared key/value slot's (`(address, handle, rows)`, when prepared this window), a K/V
+/// cache's (`(address, handle, bytes per slot, slots, keys per slot image)`).
+struct ResidentImages<'a> {
+    prepared: &'a dyn Fn(usize) -> Option<(u64, u32, usize)>,
+    cache: &'a dyn Fn(usize) -> Option<(u64, u32, usize, usize, usize)>,
+}
+
 /// The most bytes of member linear `i`'s C rows a member attention's inputs step reads (its
-/// query rows or keys, `heads · 64` f32 each, whole regions), 0 when none reads them.
+/// query rows, keys or new cache rows, `heads · 64` f32 each, whole regions), 0 when none
+/// reads them.
 fn attention_read(plan: &ChainPlan, atts: &[Option<ChainMember>], i: usize) -> usize {
     plan.attention
         .iter()
@@ -533,11 +546,12 @@ fn attention_read(plan: &ChainPlan, atts: &[Option<ChainMember>], i: usize) -> u
         .filter_map(|(a, c)| Some((a.as_ref()?, c.as_ref()?)))
         .map(|(src, c)| {
             let im = c.programs.im;
-            let row = 4 * im.heads * amanuensis_aie::kernels::attention::HEAD_DIM;
+            let widest = c.programs.strides.iter().copied().max().unwrap_or(0);
+            let row = 4 * widest.max(im.heads * amanuensis_aie::kernels::attention::HEAD_DIM);
             if src.q == i {
                 row * im.q_rows
             } else if src.kv.is_some_and(|(k, v)| k == i || v == i) {
-                row * im.keys
+                row * c.programs.kv_rows_read()
             } else {
                 0
             }
@@ -957,31 +971,65 @@ impl NpuBackend {
         }
         // The attentions the chain plans make members: one inputs step per shape, and the
         // attention design's CU.
+        // Per shape, the row strides of the q/k/v results its first steps read.
         let mut shapes: Vec<(AttentionImages, ChainKind)> = Vec::new();
+        let mut strides: Vec<Vec<usize>> = Vec::new();
         for st in 0..program.stages().len() {
             let stage = StageId(st as u16);
             let plan = self.plan(program, stage);
-            for (a, op) in plan.attention.iter().zip(&program.stage(stage).ops) {
-                if a.is_none() {
+            let ops = &program.stage(stage).ops;
+            for (a, op) in plan.attention.iter().zip(ops) {
+                let Some(a) = a else {
                     continue;
-                }
+                };
                 let shape = self.chain_attention_shape(program, op).ok_or_else(|| {
                     chain_err("a member attention of a shape the design does not take".into())
                 })?;
-                if !shapes.contains(&shape) {
-                    shapes.push(shape);
+                let p = match shapes.iter().position(|s| *s == shape) {
+                    Some(p) => p,
+                    None => {
+                        shapes.push(shape);
+                        strides.push(Vec::new());
+                        shapes.len() - 1
+                    }
+                };
+                let sources = [Some(a.q), a.kv.map(|kv| kv.0), a.kv.map(|kv| kv.1)];
+                for l in sources.into_iter().flatten() {
+                    let widths = match self.device_linear_of(program, &ops[l], false) {
+                        Some(DeviceLinear {
+                            role:
+                                Role::Linear {
+                                    row_widths: Some(ws),
+                                    ..
+                                },
+                            ..
+                        }) => ws,
+                        _ => {
+                            return Err(chain_err(format!(
+                                "op {l}: a member attention's source without device rows"
+                            )))
+                        }
+                    };
+                    for w in widths {
+                        if !strides[p].contains(&w) {
+                            strides[p].push(w);
+                        }
+                    }
                 }
             }
         }
         let mut chained = Vec::with_capacity(shapes.len());
         {
             let mut made = aie.attention.lock().unwrap_or_else(PoisonError::into_inner);
-            for &(im, kind) in &shapes {
-                let a = match made.iter().find(|a| a.im == im && a.kind == kind) {
+            for (&(im, kind), strides) in shapes.iter().zip(&strides) {
+                let has = |a: &ChainAttention| {
+                    a.im == im && a.kind == kind && strides.iter().all(|w| a.strides.contains(w))
+                };
+                let a = match made.iter().find(|a| has(a)) {
                     Some(a) => a.clone(),
                     None => {
                         let a = Arc::new(
-                            ChainAttention::new(aie.target, &self.heap, im, kind)
+                            ChainAttention::new(aie.target, &self.heap, im, kind, strides)
                                 .map_err(device_err("load chain attention"))?,
                         );
                         register_inputs_model(&aie.emu, aie.target, im, kind);
@@ -1008,7 +1056,7 @@ impl NpuBackend {
         let mut contexts = aie.contexts.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = contexts
             .iter()
-            .find(|c| c.holds(&used, &norm_keys, &shapes))
+            .find(|c| c.holds(&used, &norm_keys, &shapes) && c.reads_strides(&strides))
         {
             return Ok(Some(c.clone()));
         }
@@ -1036,7 +1084,8 @@ impl NpuBackend {
     /// ([`crate::npu_attention_chain`]): with device attention on the emulated designs, the
     /// shapes the attention design takes: an [`Op::Attention`] with query and key counts fixed
     /// at load (its inputs step moves whole regions), an [`Op::AttentionPrepared`] over
-    /// prepared keys/values (its queries in buckets).
+    /// prepared keys/values (its queries in buckets), an [`Op::CachedSelfAttention`] over a
+    /// device-resident K/V cache (its queries in buckets, its new rows written per row count).
     fn chain_attention_shape(
         &self,
         program: &Program<NpuMatrix>,
@@ -1062,6 +1111,14 @@ impl NpuBackend {
                 let im = AttentionImages::new(dims.heads, dims.max_q_len, keys);
                 Some((im.ok()?, ChainKind::Prepared))
             }
+            Op::CachedSelfAttention { cache, dims, .. }
+                if npu_attention::on_device(program, op) =>
+            {
+                let positions = program.key_value_caches()[cache.0 as usize].positions;
+                let keys = npu_attention::cache_keys(positions);
+                let im = AttentionImages::new(dims.heads, dims.max_q_len, keys);
+                Some((im.ok()?, ChainKind::Cached))
+            }
             _ => None,
         }
     }
@@ -1077,11 +1134,16 @@ impl NpuBackend {
         op: &Op,
         fixture: bool,
     ) -> Option<DeviceLinear> {
-        if let Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. } = op {
+        if let Op::Attention { dims, .. }
+        | Op::AttentionPrepared { dims, .. }
+        | Op::CachedSelfAttention { dims, .. } = op
+        {
             let (im, kind) = self.chain_attention_shape(program, op)?;
+            // (Prepared keys/values and K/V caches are resident in their own BOs.)
             let (args, kv) = match kind {
                 ChainKind::SelfAttention => (INPUT_ARGS, im.kv_image_len()),
                 ChainKind::Prepared => (2, 0),
+                ChainKind::Cached => (CACHE_INPUT_ARGS, 0),
             };
             return Some(DeviceLinear {
                 context: self.gemms.len(),
@@ -1147,6 +1209,8 @@ impl NpuBackend {
                     reads_image: false,
                     residual_width: None,
                     quantized_input: false,
+                    row_widths: None,
+                    outputs: q.n_out(),
                 },
             });
         }
@@ -1168,6 +1232,13 @@ impl NpuBackend {
                     .spread
                     .as_ref()
                     .is_none_or(|s| s.design.out_width() == n));
+        // The row widths of its result: the encoder mapping's, and the decoder mapping's for
+        // calls of few rows.
+        let spread_width = wts
+            .spread
+            .as_ref()
+            .filter(|_| few_rows)
+            .map_or(d.out_width(), |s| s.design.out_width());
         Some(DeviceLinear {
             context: self.gemms.len(),
             commands: 1,
@@ -1177,6 +1248,8 @@ impl NpuBackend {
             role: Role::Linear {
                 reads_image: true,
                 residual_width: exact.then_some(n),
+                row_widths: Some([d.out_width(), spread_width]),
+                outputs: n,
                 quantized_input: self.aie.as_ref().is_some_and(|a| {
                     crate::npu_norm::NormDesign::new(a.target, NormKey::quantize(q.k())).is_ok()
                 }),
@@ -1225,10 +1298,10 @@ impl NpuBackend {
     }
 
     /// The longest regmap of a sub-command on the designs' context (GEMM designs, norms,
-    /// attention inputs: at most 5 buffer arguments).
+    /// attention inputs, cache inputs: at most 7 buffer arguments).
     fn design_regmap_words(&self) -> usize {
         if self.aie.is_some() {
-            RegmapLayout::mlir_aie_words(NORM_ARGS.max(INPUT_ARGS))
+            RegmapLayout::mlir_aie_words(NORM_ARGS.max(INPUT_ARGS).max(CACHE_INPUT_ARGS))
         } else {
             RegmapLayout::mlir_aie_words(3)
         }
@@ -1707,7 +1780,7 @@ impl NpuBackend {
         g: u32,
         args: &StageArgs,
         input: &dyn Fn(crate::stage::At, usize) -> Option<&'a [f32]>,
-        prepared: &dyn Fn(usize) -> Option<(u64, u32, usize)>,
+        resident: &ResidentImages<'_>,
     ) -> Result<(), BackendError> {
         let ns = |a: Instant, b: Instant| (b - a).as_nanos() as u64;
         let t0 = Instant::now();
@@ -1879,6 +1952,131 @@ impl NpuBackend {
                 });
                 continue;
             }
+            if let Op::CachedSelfAttention {
+                cache, slot, dims, ..
+            } = &ops[i]
+            {
+                // A member self-attention over a K/V cache: its first step writes the Q image
+                // from the q member's C rows and appends the k and v members' C rows to the
+                // slot's image in the cache BO at the call's position (the position patched
+                // into its destination addresses); the host writes only the Q headers (the
+                // causal mask from `pos`). The attention reads the slot's image, its rows go
+                // row-major into its C region.
+                let (Some(m), Some(src)) = (s.atts[st][i].as_ref(), plan.attention[i]) else {
+                    return Err(chain_err(format!(
+                        "op {i}: a member attention without its programs"
+                    )));
+                };
+                let Some((k_src, v_src)) = src.kv else {
+                    return Err(chain_err(format!(
+                        "op {i}: a cache attention without k and v"
+                    )));
+                };
+                let (w, n_q, pos) = (dims.width(), args.rows, args.pos);
+                let (cache_addr, cache_handle, slot_len, slots, keys) =
+                    (resident.cache)(cache.0 as usize).ok_or_else(|| {
+                        chain_err(format!("op {i}: its K/V cache has no device image"))
+                    })?;
+                let positions = program.key_value_caches()[cache.0 as usize].positions;
+                // The sources' rows: `w` outputs each, all `row_stride` f32 apart.
+                let mut c_src = [0u64; 3];
+                let mut row_stride = 0;
+                for ((c, l), want) in c_src.iter_mut().zip([src.q, k_src, v_src]).zip([n_q; 3]) {
+                    let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
+                    let run = runs
+                        .get(lm)
+                        .filter(|r| r.rows == want && !r.fixture && !r.norm && r.width >= w)
+                        .filter(|r| row_stride == 0 || r.width == row_stride)
+                        .ok_or_else(|| {
+                            chain_err(format!(
+                                "op {i}: its input's source (op {l}) did not run {want} rows of \
+                                 width {w} (in rows as wide as the other sources')"
+                            ))
+                        })?;
+                    row_stride = run.width;
+                    *c = c_addr + run.c_off as u64;
+                }
+                let Some((im, (in_addr, in_handle, in_words), (at_addr, at_handle, at_words), n_w)) =
+                    m.programs.cached(n_q, row_stride).filter(|_| n_q > 0)
+                else {
+                    return Err(chain_err(format!(
+                        "op {i}: no cache attention streams for {n_q} new rows {row_stride} apart"
+                    )));
+                };
+                if *slot >= slots || pos + n_q > positions || pos + n_w > keys {
+                    return Err(chain_err(format!(
+                        "op {i}: {n_q} rows at position {pos} of slot {slot}, the cache holds \
+                         {slots} slots of {positions} positions"
+                    )));
+                }
+                let att_addr = s.att.device_addr();
+                let q_off = att_cur;
+                att_cur = (q_off + im.q_image_len()).next_multiple_of(REGION_ALIGN);
+                let header = im.header(n_q, pos + n_q, Some(pos));
+                for h in 0..im.heads {
+                    let at = q_off + im.q_header(h);
+                    // As for the cross-attention's headers: the device may have written these
+                    // lines (another row count's Q codes); drop the CPU's copy first.
+                    s.att.flush(at..at + header.len());
+                    s.att.bytes_mut()[at..at + header.len()].copy_from_slice(&header);
+                    s.att.flush(at..at + header.len());
+                    flushed += header.len();
+                }
+                let q_img = att_addr + q_off as u64;
+                let image = cache_addr + (slot * slot_len) as u64;
+                let at_pos = |bytes_per_row: usize| image + (bytes_per_row * pos) as u64;
+                let c_off = c_cur;
+                let out_len =
+                    im.out_len()
+                        .max(quantize_read(plan, &s.quants[st], group, i, Some(n_q)));
+                c_cur = (c_off + out_len).next_multiple_of(REGION_ALIGN);
+                let head = amanuensis_aie::kernels::attention::HEAD_DIM;
+                let j = s.cu_masks.len();
+                m.programs
+                    .inputs_layout
+                    .write(
+                        MLIR_AIE_OPCODE_TXN,
+                        in_addr,
+                        in_words,
+                        &[
+                            c_src[0],
+                            c_src[1],
+                            c_src[2],
+                            q_img,
+                            at_pos(head),
+                            at_pos(4),
+                            at_pos(2 * head),
+                        ],
+                        &mut s.regmaps[j * stride..(j + 1) * stride],
+                    )
+                    .map_err(|e| chain_err(format!("command: {e}")))?;
+                s.cu_masks.push(1 << m.inputs_cu);
+                s.cmd_words.push(m.programs.inputs_layout.words());
+                m.programs
+                    .attend_layout
+                    .write(
+                        MLIR_AIE_OPCODE_TXN,
+                        at_addr,
+                        at_words,
+                        &[q_img, image, c_addr + c_off as u64],
+                        &mut s.regmaps[(j + 1) * stride..(j + 2) * stride],
+                    )
+                    .map_err(|e| chain_err(format!("command: {e}")))?;
+                s.cu_masks.push(1 << m.attend_cu);
+                s.cmd_words.push(m.programs.attend_layout.words());
+                s.handles.extend([in_handle, at_handle, cache_handle]);
+                let keys =
+                    (pos + n_q).next_multiple_of(amanuensis_aie::kernels::attention::KEY_CHUNK);
+                macs += (2 * im.heads * im.q_rows * keys * head) as u64;
+                runs.push(MemberRun {
+                    rows: n_q,
+                    c_off,
+                    width: w,
+                    attention: true,
+                    ..MemberRun::default()
+                });
+                continue;
+            }
             if let Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. } = &ops[i] {
                 // A member attention: its first step writes the Q (and K/V) images from the
                 // q (k, v) members' C rows (the host writes only the Q headers; prepared K/V
@@ -1894,9 +2092,10 @@ impl NpuBackend {
                 let n_q = dims.q_len.at(args);
                 let (n_keys, prepared_kv) = match &ops[i] {
                     Op::AttentionPrepared { kv, .. } => {
-                        let (addr, handle, rows) = prepared(kv.0 as usize).ok_or_else(|| {
-                            chain_err(format!("op {i}: its keys/values are not prepared"))
-                        })?;
+                        let (addr, handle, rows) =
+                            (resident.prepared)(kv.0 as usize).ok_or_else(|| {
+                                chain_err(format!("op {i}: its keys/values are not prepared"))
+                            })?;
                         (rows, Some((addr, handle)))
                     }
                     _ => {
@@ -1911,29 +2110,36 @@ impl NpuBackend {
                         (n_keys, None)
                     }
                 };
-                let Some((im, (in_addr, in_handle, in_words), (at_addr, at_handle, at_words))) =
-                    m.programs.bucket(n_q).filter(|_| n_q > 0 && n_keys > 0)
-                else {
-                    return Err(chain_err(format!(
-                        "op {i}: no attention streams for {n_q} queries over {n_keys} keys"
-                    )));
-                };
+                // The sources' rows: `w` outputs each, all `row_stride` f32 apart.
                 let mut c_src = [0u64; 3];
+                let mut row_stride = 0;
                 let sources = [Some(src.q), src.kv.map(|kv| kv.0), src.kv.map(|kv| kv.1)];
                 for ((slot, l), want) in c_src.iter_mut().zip(sources).zip([n_q, n_keys, n_keys]) {
                     let Some(l) = l else { continue };
                     let lm = plan.member[l].map_or(usize::MAX, |m| m.1 as usize);
                     let run = runs
                         .get(lm)
-                        .filter(|r| r.rows == want && !r.fixture && !r.norm && r.width == w)
+                        .filter(|r| r.rows == want && !r.fixture && !r.norm && r.width >= w)
+                        .filter(|r| row_stride == 0 || r.width == row_stride)
                         .ok_or_else(|| {
                             chain_err(format!(
                                 "op {i}: its input's source (op {l}) did not run {want} rows of \
-                                 width {w}"
+                                 width {w} (in rows as wide as the other sources')"
                             ))
                         })?;
+                    row_stride = run.width;
                     *slot = c_addr + run.c_off as u64;
                 }
+                let Some((im, (in_addr, in_handle, in_words), (at_addr, at_handle, at_words))) = m
+                    .programs
+                    .bucket(n_q, row_stride)
+                    .filter(|_| n_q > 0 && n_keys > 0)
+                else {
+                    return Err(chain_err(format!(
+                        "op {i}: no attention streams for {n_q} queries over {n_keys} keys, \
+                         sources {row_stride} apart"
+                    )));
+                };
                 let att_addr = s.att.device_addr();
                 let q_off = att_cur;
                 att_cur = (q_off + im.q_image_len()).next_multiple_of(REGION_ALIGN);
@@ -1967,6 +2173,11 @@ impl NpuBackend {
                 let first: &[u64] = match m.programs.kind {
                     ChainKind::SelfAttention => &first_args,
                     ChainKind::Prepared => &[c_src[0], q_img],
+                    ChainKind::Cached => {
+                        return Err(chain_err(format!(
+                            "op {i}: a cache attention's programs on another op"
+                        )))
+                    }
                 };
                 m.programs
                     .inputs_layout
@@ -2735,12 +2946,14 @@ impl LayerKernels for NpuBackend {
         }
         if chained {
             // Its result must be in C: the group submitted, the member run at the call's rows.
-            let (Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. }) =
-                &program.stage(stage).ops[op]
-            else {
-                return Err(chain_err(format!("op {op}: a member attention is not one")));
+            let n_q = match &program.stage(stage).ops[op] {
+                Op::Attention { dims, .. } | Op::AttentionPrepared { dims, .. } => {
+                    (dims.q_len.at(args), dims)
+                }
+                Op::CachedSelfAttention { dims, .. } => (args.rows, dims),
+                _ => return Err(chain_err(format!("op {op}: a member attention is not one"))),
             };
-            let n_q = dims.q_len.at(args);
+            let (n_q, dims) = n_q;
             if Self::chained_attention_run(session, n_q * dims.width()).is_none() {
                 return Err(chain_err(format!(
                     "op {op} of stage {}: its group did not run it for {n_q} queries",
@@ -2754,9 +2967,15 @@ impl LayerKernels for NpuBackend {
             .and_then(|p| p.starts.get(op).copied().flatten());
         match start {
             Some(g) => {
-                // Prepared keys/values (the window's cross K/V image) a member reads.
+                // Prepared keys/values (the window's cross K/V image) and K/V caches a
+                // member reads.
                 let prepared = |kv: usize| attention.as_ref()?.prepared_image(kv);
-                self.run_group(session, program, stage, g, args, input, &prepared)
+                let cache = |c: usize| attention.as_ref()?.cache_image(c);
+                let resident = ResidentImages {
+                    prepared: &prepared,
+                    cache: &cache,
+                };
+                self.run_group(session, program, stage, g, args, input, &resident)
             }
             None => Ok(()),
         }
@@ -2921,6 +3140,21 @@ impl LayerKernels for NpuBackend {
         scratch: &mut [f32],
         out: &mut [f32],
     ) {
+        let len = shape.q_len * shape.heads * shape.head_dim;
+        if let Some((g, r)) = s
+            .session
+            .as_ref()
+            .and_then(|g| Self::chained_attention_run(g, len).map(|r| (g, r)))
+        {
+            // A member attention of the group submitted last (checked in `begin_op`); an
+            // unread result stays on the device.
+            if r.unread {
+                return;
+            }
+            let c: &[f32] = bytemuck::cast_slice(&g.c.bytes()[r.c_off..r.c_off + 4 * len]);
+            out[..len].copy_from_slice(c);
+            return;
+        }
         if s.attention.as_mut().is_some_and(|a| a.take_result(out)) {
             return;
         }

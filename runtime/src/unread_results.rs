@@ -45,8 +45,18 @@ fn stored(op: &Op, width: &impl Fn(&Op) -> Option<usize>) -> Option<(At, Extent,
     Some((out, rows, width(op)?))
 }
 
-/// Whether op `k` reads the result of op `w` on the device (not from the host's buffer).
-fn reads_on_device(plan: &ChainPlan, k: usize, w: usize) -> bool {
+/// Whether op `k` reads the result of op `w` in buffer `b` on the device only (not from the
+/// host's buffer).
+fn reads_on_device(ops: &[Op], plan: &ChainPlan, k: usize, w: usize, b: BufferId) -> bool {
+    // A cached self-attention's new K/V rows are also copied into the host's cache (an op the
+    // device leaves to the host finds the same history): a host read.
+    if let Op::CachedSelfAttention { k_new, v_new, .. }
+    | Op::SlotSelfAttention { k_new, v_new, .. } = &ops[k]
+    {
+        if k_new.buffer == b || v_new.buffer == b {
+            return false;
+        }
+    }
     plan.quantized[k] == Some(w)
         || plan.attention[k].is_some_and(|a| a.contains(w))
         || plan.image_of[k].is_some_and(|(n, _)| n == w)
@@ -76,7 +86,7 @@ pub fn unread_results(
             let b = mine.0.buffer;
             let mut last = j;
             for (k, op) in ops.iter().enumerate().skip(j + 1) {
-                if op.reads().any(|r| r == b) && !reads_on_device(plan, k, last) {
+                if op.reads().any(|r| r == b) && !reads_on_device(ops, plan, k, last, b) {
                     return false;
                 }
                 if op.writes().any(|w| w == b) {

@@ -1021,3 +1021,128 @@ fn a_chained_attention_allocates_nothing_on_the_host() {
         emu.command_errors()
     );
 }
+
+/// The decoder's causal self-attention over a device K/V cache as a chain member: norm, q, k
+/// and v (v after k's rows in one buffer), the attention (its cache-inputs step appending the
+/// new rows at the call's position, and the row-major attention over the slot's image), the
+/// out-projection through the device quantize: one chain per step; single-row steps at
+/// increasing positions (as the decoder's tokens) allocate nothing.
+#[test]
+fn a_chained_cache_attention_allocates_nothing_on_the_host() {
+    use amanuensis_runtime::backend::{Backend as _, Epilogue};
+    use amanuensis_runtime::npu_backend::{emulated_config, NpuBackend};
+    use amanuensis_runtime::q8::QuantMatrix;
+    use amanuensis_runtime::stage::{
+        At, AttentionDims, Extent, KeyValueCacheSpec, Op, Program as Stages, Residency, StageArgs,
+    };
+
+    let emu = Arc::new(EmuDriver::new(emulated_config()));
+    let device = Device::from_driver(Arc::new(Fenced(emu.clone()))).unwrap();
+    let npu = NpuBackend::new(device, &[], 1)
+        .unwrap()
+        .with_emulated_designs(emu.clone())
+        .with_emulated_attention()
+        .unwrap();
+    let (d, t) = (256, 40);
+    let mut p = Stages::new();
+    let ms: Vec<_> = (0..4)
+        .map(|j| {
+            let w: Vec<f32> = (0..d * d)
+                .map(|i| ((i * (37 + j) % 101) as f32 - 50.0) / 500.0)
+                .collect();
+            p.add_matrix(npu.matrix_q8(QuantMatrix::quantize(&w, d, d)).unwrap())
+        })
+        .collect();
+    let gamma = p.add_vector(vec![1.0; d]);
+    let beta = p.add_vector(vec![0.0; d]);
+    let (x, h, q, kv, a) = (
+        p.add_buffer("x", t * d, Residency::Resident),
+        p.add_buffer("h", t * d, Residency::Resident),
+        p.add_buffer("q", t * d, Residency::Resident),
+        p.add_buffer("k, v", 2 * t * d, Residency::Resident),
+        p.add_buffer("a", t * d, Residency::Resident),
+    );
+    let cache = p.add_key_value_cache(KeyValueCacheSpec {
+        name: "k/v",
+        heads: d / 64,
+        head_dim: 64,
+        slots: 2,
+        positions: t,
+    });
+    let rows = Extent::rows(1);
+    let lin = |x: At, out: At, w: usize, epilogue| Op::Linear {
+        x,
+        out,
+        rows,
+        max_rows: t,
+        w: ms[w],
+        bias: None,
+        epilogue,
+    };
+    let norm = Op::LayerNorm {
+        x: At::start(x),
+        out: At::start(h),
+        rows,
+        gamma,
+        beta,
+        eps: 1e-5,
+    };
+    let v_new = At {
+        buffer: kv,
+        offset: Extent::rows(d),
+    };
+    let stage = p.add_stage(
+        "cache-attention-chain",
+        vec![
+            norm.clone(),
+            lin(At::start(h), At::start(q), 0, Epilogue::Store),
+            lin(At::start(h), At::start(kv), 1, Epilogue::Store),
+            lin(At::start(h), v_new, 2, Epilogue::Store),
+            Op::CachedSelfAttention {
+                q: At::start(q),
+                k_new: At::start(kv),
+                v_new,
+                cache,
+                slot: 0,
+                out: At::start(a),
+                dims: AttentionDims {
+                    heads: d / 64,
+                    head_dim: 64,
+                    q_len: rows,
+                    kv_len: Extent::pos_plus_rows(1),
+                    causal_offset: Some(Extent::pos(1)),
+                    max_q_len: t,
+                    max_kv_len: t,
+                },
+            },
+            lin(At::start(a), At::start(x), 3, Epilogue::AddInto),
+            norm,
+        ],
+    );
+    let mut ws = npu.workspace(&p, 1).unwrap();
+    assert_eq!(npu.submissions(&p, stage), 1);
+    let input: Vec<f32> = (0..3 * d).map(|i| (i % 13) as f32 - 6.0).collect();
+    let args = |rows, pos| StageArgs {
+        rows,
+        pos,
+        ..Default::default()
+    };
+    npu.write(&mut ws, x, 0, &input).unwrap();
+    npu.run(&p, stage, &args(3, 0), &mut ws).unwrap(); // a prompt; first use of the ring slots
+    let before = host_allocs();
+    for pos in 3..8 {
+        npu.write(&mut ws, x, 0, &input[..d]).unwrap();
+        npu.run(&p, stage, &args(1, pos), &mut ws).unwrap();
+    }
+    let host = host_allocs() - before;
+    assert_eq!(
+        host, 0,
+        "{host} host allocations in 5 chained cache attention steps"
+    );
+    assert_eq!(npu.stats().submissions, 6);
+    assert!(
+        emu.command_errors().is_empty(),
+        "{:?}",
+        emu.command_errors()
+    );
+}

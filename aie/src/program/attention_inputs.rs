@@ -46,9 +46,10 @@ pub const INPUT_ARGS: usize = 5;
 /// `1 / √64`, exact in f32: folded into the query scales.
 pub const QUERY_SCALE: f32 = 0.125;
 
-/// Bytes of the five buffer arguments for images `im`.
-pub fn arg_lens(im: &AttentionImages) -> [usize; INPUT_ARGS] {
-    let w = im.heads * HEAD_DIM;
+/// Bytes of the five buffer arguments for images `im`, the Q, K and V rows `stride` f32 apart
+/// (at least `heads · 64`: a GEMM result may be wider than its outputs).
+pub fn arg_lens(im: &AttentionImages, stride: usize) -> [usize; INPUT_ARGS] {
+    let w = stride;
     [
         4 * w * im.q_rows,
         4 * w * im.keys,
@@ -59,12 +60,12 @@ pub fn arg_lens(im: &AttentionImages) -> [usize; INPUT_ARGS] {
 }
 
 /// Bytes of one head's Q region after its header.
-fn q_body(im: &AttentionImages) -> usize {
+pub(crate) fn q_body(im: &AttentionImages) -> usize {
     im.q_region() - HEADER_BYTES
 }
 
 /// The columns of head `h` of `rows` rows `w` values wide: 64 words per row, rows `w` apart.
-fn head_columns(rows: usize, w: usize, burst: u8) -> ShimBd {
+pub(crate) fn head_columns(rows: usize, w: usize, burst: u8) -> ShimBd {
     ShimBd {
         length: (rows * HEAD_DIM) as u32,
         d0: Dim {
@@ -77,7 +78,14 @@ fn head_columns(rows: usize, w: usize, burst: u8) -> ShimBd {
     }
 }
 
-fn emit(txn: &mut Txn, col: u8, id: u8, bd: ShimBd, arg: u32, plus: usize) -> Result<(), AieError> {
+pub(crate) fn emit(
+    txn: &mut Txn,
+    col: u8,
+    id: u8,
+    bd: ShimBd,
+    arg: u32,
+    plus: usize,
+) -> Result<(), AieError> {
     let bd = ShimBd {
         word1: plus as u32,
         ..bd
@@ -89,12 +97,29 @@ fn emit(txn: &mut Txn, col: u8, id: u8, bd: ShimBd, arg: u32, plus: usize) -> Re
     Ok(())
 }
 
+/// A source row stride below the heads' width.
+fn check_stride(im: &AttentionImages, stride: usize) -> Result<(), AieError> {
+    if stride < im.heads * HEAD_DIM {
+        return Err(AieError::Shape {
+            what: "row stride",
+            value: stride,
+            reason: "source rows hold every head: at least heads · 64 values apart",
+        });
+    }
+    Ok(())
+}
+
 /// The instruction stream that writes the images `im` from Q rows (`im.q_rows` of them) and K,
-/// V rows (`im.keys`) on `target`.
-pub fn inputs_program(target: Target, im: &AttentionImages) -> Result<Vec<u32>, AieError> {
+/// V rows (`im.keys`), each `stride` f32 apart, on `target`.
+pub fn inputs_program(
+    target: Target,
+    im: &AttentionImages,
+    stride: usize,
+) -> Result<Vec<u32>, AieError> {
+    check_stride(im, stride)?;
     let cols = target.cols as usize;
     let burst = target.generation.max_burst();
-    let w = im.heads * HEAD_DIM;
+    let w = stride;
     let n = im.heads;
     let rounds = n.div_ceil(cols);
     let columns_of = |r: usize| (r * cols..((r + 1) * cols).min(n)).map(|u| (u % cols) as u8);
@@ -157,11 +182,16 @@ pub fn inputs_program(target: Target, im: &AttentionImages) -> Result<Vec<u32>, 
 /// The query-only variant, for an attention over K/V images already on the device (the
 /// decoder's cross-attention over the window's prepared K/V): per head MM2S 0 reads its 64
 /// columns of every Q row (argument 0, `im.q_rows` rows), S2MM 0 writes its Q region after the
-/// header (argument 1, the Q image). Two buffer arguments.
-pub fn query_program(target: Target, im: &AttentionImages) -> Result<Vec<u32>, AieError> {
+/// header (argument 1, the Q image). Two buffer arguments; Q rows `stride` f32 apart.
+pub fn query_program(
+    target: Target,
+    im: &AttentionImages,
+    stride: usize,
+) -> Result<Vec<u32>, AieError> {
+    check_stride(im, stride)?;
     let cols = target.cols as usize;
     let burst = target.generation.max_burst();
-    let w = im.heads * HEAD_DIM;
+    let w = stride;
     let n = im.heads;
     let rounds = n.div_ceil(cols);
     let columns_of = |r: usize| (r * cols..((r + 1) * cols).min(n)).map(|u| (u % cols) as u8);
@@ -191,9 +221,9 @@ pub fn query_program(target: Target, im: &AttentionImages) -> Result<Vec<u32>, A
     Ok(txn.finish())
 }
 
-/// Bytes of the two buffer arguments of [`query_program`].
-pub fn query_arg_lens(im: &AttentionImages) -> [usize; 2] {
-    [4 * im.heads * HEAD_DIM * im.q_rows, im.q_image_len()]
+/// Bytes of the two buffer arguments of [`query_program`] (Q rows `stride` f32 apart).
+pub fn query_arg_lens(im: &AttentionImages, stride: usize) -> [usize; 2] {
+    [4 * stride * im.q_rows, im.q_image_len()]
 }
 
 /// The array model of [`query_program`] for `heads` heads on `cols` columns: each column's
@@ -331,7 +361,7 @@ mod tests {
     fn five_tasks_per_head_and_every_token_awaited_once() {
         for (target, heads) in [(Target::NPU1, 8), (Target::NPU2, 6)] {
             let im = AttentionImages::new(heads, 1500, 1500).unwrap();
-            let (_, ops) = parse(&inputs_program(target, &im).unwrap()).unwrap();
+            let (_, ops) = parse(&inputs_program(target, &im, heads * 64).unwrap()).unwrap();
             let count = |f: fn(&Op) -> bool| ops.iter().filter(|o| f(o)).count();
             assert_eq!(count(|o| matches!(o, Op::BlockWrite { .. })), 5 * heads);
             assert_eq!(count(|o| matches!(o, Op::DdrPatch { .. })), 5 * heads);
@@ -424,7 +454,7 @@ mod tests {
         };
         let (q, k, v) = (rows(im.q_rows, &mut f), rows(n, &mut f), rows(n, &mut f));
         let target = Target::NPU1;
-        let words = inputs_program(target, &im).unwrap();
+        let words = inputs_program(target, &im, w).unwrap();
         let (mut qi, mut kvi) = (vec![0u8; im.q_image_len()], vec![0u8; im.kv_image_len()]);
         let traffic = run_shim(&words, &[&q, &k, &v, &qi, &kvi]).unwrap();
         let sent: BTreeMap<(u8, u8), Vec<u8>> = traffic
@@ -522,7 +552,7 @@ mod tests {
             })
             .collect();
         let target = Target::NPU1;
-        let words = query_program(target, &im).unwrap();
+        let words = query_program(target, &im, heads * 64).unwrap();
         let mut qi = vec![0u8; im.q_image_len()];
         let traffic = run_shim(&words, &[&q, &qi]).unwrap();
         let sent: BTreeMap<(u8, u8), Vec<u8>> = traffic

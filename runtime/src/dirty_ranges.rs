@@ -65,14 +65,6 @@ impl DirtyRanges {
         end
     }
 
-    /// Something other than [`Self::prepare`]'s caller (a device) may write non-zero bytes
-    /// into `r`: the next region over them clears them.
-    pub fn mark(&mut self, r: Range<usize>) {
-        if !r.is_empty() {
-            self.push(r);
-        }
-    }
-
     fn push(&mut self, r: Range<usize>) {
         if self.ranges.len() == self.ranges.capacity() {
             // Full: one range covering everything (a superset of the dirty bytes).
@@ -120,18 +112,5 @@ mod tests {
         }
         write(&mut d, &mut buf, 400..1000, 1);
         assert!(buf[401..1000].iter().all(|&b| b == 0));
-    }
-
-    #[test]
-    fn bytes_a_device_wrote_are_cleared_by_the_next_region() {
-        let mut buf = vec![0u8; 100];
-        let mut d = DirtyRanges::unknown(buf.len(), 4);
-        write(&mut d, &mut buf, 0..100, 10);
-        assert_eq!(write(&mut d, &mut buf, 0..100, 10), 10);
-        // The device writes the region's padding too (a kernel's whole rounds).
-        buf[..60].fill(0x77);
-        d.mark(0..60);
-        assert_eq!(write(&mut d, &mut buf, 0..100, 10), 60);
-        assert_eq!(write(&mut d, &mut buf, 0..100, 10), 10);
     }
 }

@@ -1861,7 +1861,10 @@ impl NpuBackend {
                         let x_off = x_cur;
                         x_cur = (x_off + region.x_len).next_multiple_of(REGION_ALIGN);
                         // The stream for `rows` reads whole rounds of x: their padding rows
-                        // are kept zero (the rest of the region is never read by this call).
+                        // are zero where the host wrote last (the rest of the region is never
+                        // read by this call). Padding rows the device's x_out wrote keep its
+                        // finite values (x + r of rows nobody reads; each row is its own), as
+                        // clearing them would upload the whole round every call.
                         let used = 4 * rows * d;
                         // The device wrote x_out over these lines (whole rounds) last time:
                         // drop the CPU's copy before storing, so no stale line can hide a store
@@ -1873,7 +1876,6 @@ impl NpuBackend {
                         s.nx.bytes_mut()[x_off..x_off + used]
                             .copy_from_slice(bytemuck::cast_slice(xs));
                         s.nx.flush(x_off..end);
-                        s.nx_dirty.mark(x_off..x_off + read);
                         flushed += end - x_off;
                         x_off
                     }

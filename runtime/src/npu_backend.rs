@@ -621,6 +621,63 @@ fn chain_err(reason: String) -> BackendError {
     }
 }
 
+/// Writes an attention image's Q header `header` at every head of the image at `q_off` in
+/// `att`; returns the bytes flushed. The device may have written those lines since (a bucket
+/// of other rows put Q codes where this bucket's headers are): the CPU's copy is dropped before
+/// the store, so no stale line can hide it or be written back with it.
+fn write_q_headers(att: &mut MappedBo, im: &AttentionImages, q_off: usize, header: &[u8]) -> usize {
+    for h in 0..im.heads {
+        let at = q_off + im.q_header(h);
+        att.flush(at..at + header.len());
+        att.bytes_mut()[at..at + header.len()].copy_from_slice(header);
+        att.flush(at..at + header.len());
+    }
+    im.heads * header.len()
+}
+
+/// Appends a member attention's two sub-commands, its first step (`(stream address, words,
+/// arguments)`) and the attention, to the group's regmaps (`stride` words each), CU masks and
+/// regmap lengths.
+fn push_attention_commands(
+    (regmaps, cu_masks, cmd_words): (&mut [u32], &mut Vec<u32>, &mut Vec<usize>),
+    stride: usize,
+    m: &ChainMember,
+    (in_addr, in_words, first): (u64, u32, &[u64]),
+    (at_addr, at_words, attend): (u64, u32, &[u64]),
+) -> Result<(), BackendError> {
+    let steps = [
+        (
+            &m.programs.inputs_layout,
+            m.inputs_cu,
+            in_addr,
+            in_words,
+            first,
+        ),
+        (
+            &m.programs.attend_layout,
+            m.attend_cu,
+            at_addr,
+            at_words,
+            attend,
+        ),
+    ];
+    for (layout, cu, addr, words, args) in steps {
+        let j = cu_masks.len();
+        layout
+            .write(
+                MLIR_AIE_OPCODE_TXN,
+                addr,
+                words,
+                args,
+                &mut regmaps[j * stride..(j + 1) * stride],
+            )
+            .map_err(|e| chain_err(format!("command: {e}")))?;
+        cu_masks.push(1 << cu);
+        cmd_words.push(layout.words());
+    }
+    Ok(())
+}
+
 impl NpuBackend {
     /// Loads `programs` onto `device` (one context each; instruction streams validated and
     /// uploaded); host work runs on `threads` threads per stream.
@@ -2015,15 +2072,7 @@ impl NpuBackend {
                 let q_off = att_cur;
                 att_cur = (q_off + im.q_image_len()).next_multiple_of(REGION_ALIGN);
                 let header = im.header(n_q, pos + n_q, Some(pos));
-                for h in 0..im.heads {
-                    let at = q_off + im.q_header(h);
-                    // As for the cross-attention's headers: the device may have written these
-                    // lines (another row count's Q codes); drop the CPU's copy first.
-                    s.att.flush(at..at + header.len());
-                    s.att.bytes_mut()[at..at + header.len()].copy_from_slice(&header);
-                    s.att.flush(at..at + header.len());
-                    flushed += header.len();
-                }
+                flushed += write_q_headers(&mut s.att, &im, q_off, &header);
                 let q_img = att_addr + q_off as u64;
                 let image = cache_addr + (slot * slot_len) as u64;
                 let at_pos = |bytes_per_row: usize| image + (bytes_per_row * pos) as u64;
@@ -2033,11 +2082,11 @@ impl NpuBackend {
                         .max(quantize_read(plan, &s.quants[st], group, i, Some(n_q)));
                 c_cur = (c_off + out_len).next_multiple_of(REGION_ALIGN);
                 let head = amanuensis_aie::kernels::attention::HEAD_DIM;
-                let j = s.cu_masks.len();
-                m.programs
-                    .inputs_layout
-                    .write(
-                        MLIR_AIE_OPCODE_TXN,
+                push_attention_commands(
+                    (&mut s.regmaps, &mut s.cu_masks, &mut s.cmd_words),
+                    stride,
+                    m,
+                    (
                         in_addr,
                         in_words,
                         &[
@@ -2049,23 +2098,9 @@ impl NpuBackend {
                             at_pos(4),
                             at_pos(2 * head),
                         ],
-                        &mut s.regmaps[j * stride..(j + 1) * stride],
-                    )
-                    .map_err(|e| chain_err(format!("command: {e}")))?;
-                s.cu_masks.push(1 << m.inputs_cu);
-                s.cmd_words.push(m.programs.inputs_layout.words());
-                m.programs
-                    .attend_layout
-                    .write(
-                        MLIR_AIE_OPCODE_TXN,
-                        at_addr,
-                        at_words,
-                        &[q_img, image, c_addr + c_off as u64],
-                        &mut s.regmaps[(j + 1) * stride..(j + 2) * stride],
-                    )
-                    .map_err(|e| chain_err(format!("command: {e}")))?;
-                s.cu_masks.push(1 << m.attend_cu);
-                s.cmd_words.push(m.programs.attend_layout.words());
+                    ),
+                    (at_addr, at_words, &[q_img, image, c_addr + c_off as u64]),
+                )?;
                 s.handles.extend([in_handle, at_handle, cache_handle]);
                 let keys =
                     (pos + n_q).next_multiple_of(amanuensis_aie::kernels::attention::KEY_CHUNK);
@@ -2154,23 +2189,13 @@ impl NpuBackend {
                     }
                 };
                 let header = im.header(n_q, n_keys, None);
-                for h in 0..im.heads {
-                    let at = q_off + im.q_header(h);
-                    // The device wrote these lines since (a bucket of other rows put Q codes
-                    // where this bucket's header is): drop the CPU's copy before storing into
-                    // them, so no stale line can hide the store or be written back with it.
-                    s.att.flush(at..at + header.len());
-                    s.att.bytes_mut()[at..at + header.len()].copy_from_slice(&header);
-                    s.att.flush(at..at + header.len());
-                    flushed += header.len();
-                }
+                flushed += write_q_headers(&mut s.att, &im, q_off, &header);
                 let q_img = att_addr + q_off as u64;
                 let c_off = c_cur;
                 let out_len =
                     im.out_len()
                         .max(quantize_read(plan, &s.quants[st], group, i, Some(n_q)));
                 c_cur = (c_off + out_len).next_multiple_of(REGION_ALIGN);
-                let j = s.cu_masks.len();
                 let first_args = [c_src[0], c_src[1], c_src[2], q_img, kv_img];
                 let first: &[u64] = match m.programs.kind {
                     ChainKind::SelfAttention => &first_args,
@@ -2181,30 +2206,13 @@ impl NpuBackend {
                         )))
                     }
                 };
-                m.programs
-                    .inputs_layout
-                    .write(
-                        MLIR_AIE_OPCODE_TXN,
-                        in_addr,
-                        in_words,
-                        first,
-                        &mut s.regmaps[j * stride..(j + 1) * stride],
-                    )
-                    .map_err(|e| chain_err(format!("command: {e}")))?;
-                s.cu_masks.push(1 << m.inputs_cu);
-                s.cmd_words.push(m.programs.inputs_layout.words());
-                m.programs
-                    .attend_layout
-                    .write(
-                        MLIR_AIE_OPCODE_TXN,
-                        at_addr,
-                        at_words,
-                        &[q_img, kv_img, c_addr + c_off as u64],
-                        &mut s.regmaps[(j + 1) * stride..(j + 2) * stride],
-                    )
-                    .map_err(|e| chain_err(format!("command: {e}")))?;
-                s.cu_masks.push(1 << m.attend_cu);
-                s.cmd_words.push(m.programs.attend_layout.words());
+                push_attention_commands(
+                    (&mut s.regmaps, &mut s.cu_masks, &mut s.cmd_words),
+                    stride,
+                    m,
+                    (in_addr, in_words, first),
+                    (at_addr, at_words, &[q_img, kv_img, c_addr + c_off as u64]),
+                )?;
                 s.handles.extend([in_handle, at_handle]);
                 if prepared_kv.is_some() {
                     s.handles.push(kv_handle);
